@@ -1,0 +1,427 @@
+//! The clusterdata document (reference §3.3, formatVersion 1): the sentinel's computed view of
+//! the cluster, stored under `<prefix>/<cluster>/clusterdata`. Field names are upstream's so a
+//! document written by upstream stolon loads here and the other way round.
+
+use super::spec::{ArchiveRecoverySettings, ClusterSpec, NewConfig, PitrConfig, StandbySettings};
+use super::{GoDuration, Time, is_false, is_zero_i64, is_zero_u16, is_zero_u64, zero_time};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+pub const CURRENT_FORMAT_VERSION: u64 = 1;
+pub const INITIAL_GENERATION: i64 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterData {
+    pub format_version: u64,
+    #[serde(default = "zero_time")]
+    pub change_time: Time,
+    pub cluster: Cluster,
+    #[serde(default)]
+    pub keepers: BTreeMap<String, Keeper>,
+    #[serde(default)]
+    pub dbs: BTreeMap<String, Db>,
+    #[serde(default)]
+    pub proxy: Proxy,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ClusterPhase {
+    #[default]
+    Initializing,
+    Normal,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Cluster {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub uid: String,
+    #[serde(default, skip_serializing_if = "is_zero_i64")]
+    pub generation: i64,
+    #[serde(default = "zero_time")]
+    pub change_time: Time,
+    #[serde(default)]
+    pub spec: ClusterSpec,
+    #[serde(default)]
+    pub status: ClusterStatus,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterStatus {
+    #[serde(default, skip_serializing_if = "is_zero_i64")]
+    pub current_generation: i64,
+    #[serde(default)]
+    pub phase: ClusterPhase,
+    /// The master db uid.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub master: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct PostgresBinaryVersion {
+    #[serde(rename = "Maj", default)]
+    pub maj: i32,
+    #[serde(rename = "Min", default)]
+    pub min: i32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Keeper {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub uid: String,
+    #[serde(default, skip_serializing_if = "is_zero_i64")]
+    pub generation: i64,
+    #[serde(default = "zero_time")]
+    pub change_time: Time,
+    #[serde(default)]
+    pub spec: KeeperSpec,
+    #[serde(default)]
+    pub status: KeeperStatus,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct KeeperSpec {}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeeperStatus {
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub healthy: bool,
+    #[serde(default = "zero_time")]
+    pub last_healthy_time: Time,
+    #[serde(rename = "bootUUID", default, skip_serializing_if = "String::is_empty")]
+    pub boot_uuid: String,
+    #[serde(default)]
+    pub postgres_binary_version: PostgresBinaryVersion,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub force_fail: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub can_be_master: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub can_be_synchronous_replica: Option<bool>,
+}
+
+impl Default for KeeperStatus {
+    fn default() -> Self {
+        KeeperStatus {
+            healthy: false,
+            last_healthy_time: zero_time(),
+            boot_uuid: String::new(),
+            postgres_binary_version: PostgresBinaryVersion::default(),
+            force_fail: false,
+            can_be_master: None,
+            can_be_synchronous_replica: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DbInitMode {
+    #[default]
+    #[serde(alias = "")]
+    None,
+    New,
+    Existing,
+    Pitr,
+    Resync,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DbRole {
+    /// Not decided yet: the keeper waits.
+    #[default]
+    #[serde(rename = "")]
+    Undefined,
+    Master,
+    Standby,
+}
+
+impl DbRole {
+    pub fn is_undefined(&self) -> bool {
+        *self == DbRole::Undefined
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum FollowType {
+    /// Follow a db managed by a keeper of this cluster.
+    #[default]
+    Internal,
+    /// Follow a database outside the cluster (standby cluster).
+    External,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct FollowConfig {
+    #[serde(rename = "type", default)]
+    pub follow_type: FollowType,
+    #[serde(rename = "dbuid", default, skip_serializing_if = "String::is_empty")]
+    pub db_uid: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub standby_settings: Option<StandbySettings>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive_recovery_settings: Option<ArchiveRecoverySettings>,
+}
+
+impl FollowConfig {
+    pub fn internal(db_uid: &str) -> Self {
+        FollowConfig {
+            follow_type: FollowType::Internal,
+            db_uid: db_uid.to_string(),
+            ..Default::default()
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Db {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub uid: String,
+    #[serde(default, skip_serializing_if = "is_zero_i64")]
+    pub generation: i64,
+    #[serde(default = "zero_time")]
+    pub change_time: Time,
+    #[serde(default)]
+    pub spec: DbSpec,
+    #[serde(default)]
+    pub status: DbStatus,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct DbSpec {
+    #[serde(
+        rename = "keeperUID",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub keeper_uid: String,
+    #[serde(default)]
+    pub request_timeout: GoDuration,
+    #[serde(default, skip_serializing_if = "is_zero_u16")]
+    pub max_standbys: u16,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub synchronous_replication: bool,
+    #[serde(rename = "usePgrewind", default, skip_serializing_if = "is_false")]
+    pub use_pg_rewind: bool,
+    #[serde(default)]
+    pub additional_wal_senders: u16,
+    #[serde(default, deserialize_with = "super::null_as_default")]
+    pub additional_replication_slots: Vec<String>,
+    #[serde(default)]
+    pub init_mode: DbInitMode,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_config: Option<NewConfig>,
+    #[serde(
+        rename = "pitrConfig",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub pitr_config: Option<PitrConfig>,
+    #[serde(
+        rename = "pgParameters",
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "super::null_as_default"
+    )]
+    pub pg_parameters: BTreeMap<String, String>,
+    /// `None` means the default rules, `Some(vec![])` none (as in the cluster spec).
+    #[serde(rename = "pgHBA", default)]
+    pub pg_hba: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "DbRole::is_undefined")]
+    pub role: DbRole,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub follow_config: Option<FollowConfig>,
+    #[serde(default, deserialize_with = "super::null_as_default")]
+    pub followers: Vec<String>,
+    #[serde(
+        rename = "includePreviousConfig",
+        default,
+        skip_serializing_if = "is_false"
+    )]
+    pub include_previous_config: bool,
+    #[serde(default, deserialize_with = "super::null_as_default")]
+    pub synchronous_standbys: Vec<String>,
+    #[serde(default, deserialize_with = "super::null_as_default")]
+    pub external_synchronous_standbys: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct TimelineHistory {
+    #[serde(rename = "timelineID", default, skip_serializing_if = "is_zero_u64")]
+    pub timeline_id: u64,
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub switch_point: u64,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+}
+
+pub fn find_timeline(history: &[TimelineHistory], id: u64) -> Option<&TimelineHistory> {
+    history.iter().find(|h| h.timeline_id == id)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct DbStatus {
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub healthy: bool,
+    #[serde(default, skip_serializing_if = "is_zero_i64")]
+    pub current_generation: i64,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub listen_address: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub port: String,
+    /// Upstream's JSON key really is "systemdID".
+    #[serde(
+        rename = "systemdID",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub system_id: String,
+    #[serde(rename = "timelineID", default, skip_serializing_if = "is_zero_u64")]
+    pub timeline_id: u64,
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub x_log_pos: u64,
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "super::null_as_default"
+    )]
+    pub timelines_history: Vec<TimelineHistory>,
+    #[serde(
+        rename = "pgParameters",
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "super::null_as_default"
+    )]
+    pub pg_parameters: BTreeMap<String, String>,
+    /// What the keeper reports in sync right now; memory only, as upstream.
+    #[serde(skip)]
+    pub cur_synchronous_standbys: Vec<String>,
+    /// Standbys known to have been in sync (persisted).
+    #[serde(default, deserialize_with = "super::null_as_default")]
+    pub synchronous_standbys: Vec<String>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub older_wal_file: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Proxy {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub uid: String,
+    #[serde(default, skip_serializing_if = "is_zero_i64")]
+    pub generation: i64,
+    #[serde(default = "zero_time")]
+    pub change_time: Time,
+    #[serde(default)]
+    pub spec: ProxySpec,
+    #[serde(default)]
+    pub status: ProxyStatus,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ProxySpec {
+    #[serde(
+        rename = "masterDbUid",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub master_db_uid: String,
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "super::null_as_default"
+    )]
+    pub enabled_proxies: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ProxyStatus {}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClusterDataError {
+    #[error("clusterdata: {0}")]
+    Json(String),
+    #[error("clusterdata: unsupported formatVersion {0} (this stolon reads formatVersion 1)")]
+    FormatVersion(u64),
+    #[error("clusterdata: invalid cluster spec: {0}")]
+    Spec(#[from] super::spec::SpecError),
+}
+
+impl ClusterData {
+    /// A brand new cluster in phase initializing (stolonctl init, sentinel initial spec).
+    pub fn new(cluster_uid: String, spec: ClusterSpec, now: Time) -> ClusterData {
+        ClusterData {
+            format_version: CURRENT_FORMAT_VERSION,
+            change_time: now,
+            cluster: Cluster {
+                uid: cluster_uid,
+                generation: INITIAL_GENERATION,
+                change_time: now,
+                spec,
+                status: ClusterStatus {
+                    current_generation: 0,
+                    phase: ClusterPhase::Initializing,
+                    master: String::new(),
+                },
+            },
+            keepers: BTreeMap::new(),
+            dbs: BTreeMap::new(),
+            proxy: Proxy::default(),
+        }
+    }
+
+    /// Parses and checks formatVersion and the spec: what every component does on read.
+    pub fn from_json(text: &[u8]) -> Result<ClusterData, ClusterDataError> {
+        let text = std::str::from_utf8(text)
+            .map_err(|e| ClusterDataError::Json(format!("not UTF-8: {e}")))?;
+        // Check the version first so a future format fails with the right message.
+        let version: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| ClusterDataError::Json(e.to_string()))?;
+        match version.get("formatVersion").and_then(|v| v.as_u64()) {
+            Some(CURRENT_FORMAT_VERSION) => {}
+            Some(other) => return Err(ClusterDataError::FormatVersion(other)),
+            None => return Err(ClusterDataError::Json("formatVersion missing".into())),
+        }
+        let cd: ClusterData = super::parse_json(text).map_err(ClusterDataError::Json)?;
+        cd.cluster.spec.validate()?;
+        Ok(cd)
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        // Serializing plain data structures with string keys cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    pub fn to_json_pretty(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+
+    pub fn master_db(&self) -> Option<&Db> {
+        self.dbs.get(&self.cluster.status.master)
+    }
+
+    /// The db assigned to a keeper, if any.
+    pub fn db_of_keeper(&self, keeper_uid: &str) -> Option<&Db> {
+        self.dbs
+            .values()
+            .find(|db| db.spec.keeper_uid == keeper_uid)
+    }
+
+    /// The keeper running the current master db.
+    pub fn master_keeper_uid(&self) -> Option<&str> {
+        self.master_db().map(|db| db.spec.keeper_uid.as_str())
+    }
+}

@@ -1,0 +1,98 @@
+//! What each running process publishes about itself under `<prefix>/<cluster>/{keepers,sentinels,
+//! proxies}/info/<uid>` with a TTL (reference §3.1, §3.3).
+
+use super::data::{PostgresBinaryVersion, TimelineHistory};
+use super::{is_false, is_zero_i64, is_zero_u64};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct KeeperInfo {
+    /// New on every publish, so the sentinel can tell a live keeper from a stale key.
+    #[serde(rename = "infoUID", default, skip_serializing_if = "String::is_empty")]
+    pub info_uid: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub uid: String,
+    #[serde(
+        rename = "clusterUID",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub cluster_uid: String,
+    /// New for every keeper process: lets the sentinel notice a restart.
+    #[serde(rename = "bootUUID", default, skip_serializing_if = "String::is_empty")]
+    pub boot_uuid: String,
+    #[serde(default)]
+    pub postgres_binary_version: PostgresBinaryVersion,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres_state: Option<PostgresState>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub can_be_master: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub can_be_synchronous_replica: Option<bool>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PostgresState {
+    /// The db uid this instance holds.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub uid: String,
+    #[serde(default, skip_serializing_if = "is_zero_i64")]
+    pub generation: i64,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub listen_address: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub port: String,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub healthy: bool,
+    #[serde(rename = "systemID", default, skip_serializing_if = "String::is_empty")]
+    pub system_id: String,
+    #[serde(rename = "timelineID", default, skip_serializing_if = "is_zero_u64")]
+    pub timeline_id: u64,
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub x_log_pos: u64,
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "super::null_as_default"
+    )]
+    pub timelines_history: Vec<TimelineHistory>,
+    #[serde(
+        rename = "pgParameters",
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "super::null_as_default"
+    )]
+    pub pg_parameters: BTreeMap<String, String>,
+    #[serde(default, deserialize_with = "super::null_as_default")]
+    pub synchronous_standbys: Vec<String>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub older_wal_file: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct SentinelInfo {
+    #[serde(rename = "UID")]
+    pub uid: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ProxyInfo {
+    #[serde(rename = "infoUID", default, skip_serializing_if = "String::is_empty")]
+    pub info_uid: String,
+    #[serde(rename = "UID", default)]
+    pub uid: String,
+    /// The proxy generation this proxy has applied (it closed connections for it).
+    #[serde(rename = "Generation", default)]
+    pub generation: i64,
+    /// Nanoseconds, as Go's time.Duration marshals.
+    #[serde(rename = "ProxyTimeout", default)]
+    pub proxy_timeout_ns: i64,
+}
+
+pub type KeepersInfo = BTreeMap<String, KeeperInfo>;
+pub type ProxiesInfo = BTreeMap<String, ProxyInfo>;
