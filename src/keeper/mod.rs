@@ -1,0 +1,73 @@
+//! The keeper: manages one PostgreSQL instance, converging it to the db spec the sentinel wrote.
+//! OWNER: keeper helper.
+
+use std::path::PathBuf;
+
+/// Authentication method for the superuser and replication user (`--pg-*-auth-method`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMethod {
+    Md5,
+    ScramSha256,
+    Trust,
+}
+
+impl AuthMethod {
+    /// As written in pg_hba.conf.
+    pub fn as_hba(&self) -> &'static str {
+        match self {
+            AuthMethod::Md5 => "md5",
+            AuthMethod::ScramSha256 => "scram-sha-256",
+            AuthMethod::Trust => "trust",
+        }
+    }
+}
+
+impl std::str::FromStr for AuthMethod {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "md5" => Ok(AuthMethod::Md5),
+            "scram-sha-256" => Ok(AuthMethod::ScramSha256),
+            "trust" => Ok(AuthMethod::Trust),
+            other => Err(format!(
+                "unknown auth method {other:?} (use md5, scram-sha-256 or trust)"
+            )),
+        }
+    }
+}
+
+/// Resolved keeper settings (flags > env > file > defaults are merged by `config`).
+/// Passwords are already read from files, trailing newline stripped, checked non-empty.
+#[derive(Clone)]
+pub struct KeeperConfig {
+    pub uid: Option<String>,
+    pub data_dir: PathBuf,
+    pub pg_listen_address: String,
+    pub pg_advertise_address: Option<String>,
+    pub pg_port: u16,
+    pub pg_advertise_port: Option<u16>,
+    pub pg_bin_path: Option<PathBuf>,
+    pub pg_repl_auth_method: AuthMethod,
+    pub pg_repl_username: String,
+    pub pg_repl_password: Option<String>,
+    pub pg_su_auth_method: AuthMethod,
+    pub pg_su_username: String,
+    pub pg_su_password: Option<String>,
+    pub can_be_master: bool,
+    pub can_be_synchronous_replica: bool,
+    pub disable_data_dir_locking: bool,
+}
+
+impl std::fmt::Debug for KeeperConfig {
+    // Passwords never reach logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeeperConfig")
+            .field("uid", &self.uid)
+            .field("data_dir", &self.data_dir)
+            .field("pg_listen_address", &self.pg_listen_address)
+            .field("pg_port", &self.pg_port)
+            .field("pg_su_username", &self.pg_su_username)
+            .field("pg_repl_username", &self.pg_repl_username)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,1 @@
+//! OWNER: ctl/config helper.
