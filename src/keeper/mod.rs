@@ -1,6 +1,18 @@
 //! The keeper: manages one PostgreSQL instance, converging it to the db spec the sentinel wrote.
 //! OWNER: keeper helper.
 
+mod error;
+pub mod plan;
+#[cfg(test)]
+mod plan_tests;
+pub mod state;
+#[cfg(test)]
+mod state_tests;
+pub mod validate;
+
+pub use error::KeeperError;
+pub use state::read_password_file;
+
 use std::path::PathBuf;
 
 /// Authentication method for the superuser and replication user (`--pg-*-auth-method`).
