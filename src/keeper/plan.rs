@@ -116,9 +116,9 @@ pub enum Action {
     SaveDbState(DbState),
     /// Remove PGDATA and run initdb with the superuser.
     InitDb(Option<NewConfig>),
-    /// Start with a temporary config that includes the initdb/existing postgresql.conf, and
-    /// wait until it accepts connections.
-    StartTemporary,
+    /// Start with a temporary config that includes the initdb/existing postgresql.conf and
+    /// then this one, and wait until it accepts connections.
+    StartTemporary(DesiredConfig),
     /// Save the config-file parameters into dbstate.InitPGParameters (includePreviousConfig).
     CaptureInitParameters,
     /// Superuser password and replication role.
@@ -139,10 +139,12 @@ pub enum Action {
     Reload {
         restart_if_pending: bool,
     },
-    /// Make the set of physical slots equal to `wanted` among the slots we manage: every
-    /// `stolon_*` slot, plus the spec's additional slots. Other slots are left alone.
+    /// Make the `stolon_*` physical slots exactly `stolon_<f>` for each follower db uid `f`,
+    /// and create the spec's additional slots that are missing. ⚠ Upstream also drops
+    /// physical slots not named `stolon_*` that are not in the additional list; we never
+    /// touch a slot we did not create by name (reference §4b says "untouched").
     ReconcileSlots {
-        wanted: Vec<String>,
+        followers: Vec<String>,
         additional: Vec<String>,
     },
 }
@@ -245,7 +247,7 @@ impl Planner {
                 self.sim.role = LocalRole::Master;
                 self.sim.applied = None;
             }
-            Action::StartTemporary | Action::Start | Action::Restart => self.sim.running = true,
+            Action::StartTemporary(_) | Action::Start | Action::Restart => self.sim.running = true,
             Action::Resync { .. } => {
                 self.sim.initialized = true;
                 self.sim.role = LocalRole::Standby;
@@ -323,7 +325,7 @@ impl Planner {
                 self.push(Action::SaveDbState(fresh(true)));
                 self.stop_if_running(StopReason::Reinitialize);
                 self.push(Action::InitDb(db.spec.new_config.clone()));
-                self.temporary_start(db);
+                self.temporary_start(cd, db);
                 self.push(Action::SetupRoles);
                 self.push(Action::Stop(StopReason::InitDone));
             }
@@ -336,7 +338,7 @@ impl Planner {
                 // Not initializing: a crash must never wipe data we did not create.
                 self.push(Action::SaveDbState(fresh(false)));
                 self.stop_if_running(StopReason::Reinitialize);
-                self.temporary_start(db);
+                self.temporary_start(cd, db);
                 self.push(Action::Stop(StopReason::InitDone));
             }
             DbInitMode::Resync => {
@@ -365,8 +367,9 @@ impl Planner {
         Ok(())
     }
 
-    fn temporary_start(&mut self, db: &Db) {
-        self.push(Action::StartTemporary);
+    fn temporary_start(&mut self, cd: &ClusterData, db: &Db) {
+        let config = desired_config(cd, db, &self.sim, None);
+        self.push(Action::StartTemporary(config));
         if db.spec.include_previous_config {
             self.push(Action::CaptureInitParameters);
         }
@@ -396,17 +399,17 @@ impl Planner {
                 restart_if_pending: cd.cluster.spec.automatic_pg_restart(),
             });
         }
-        let mut wanted: Vec<String> = db
+        let mut followers: Vec<String> = db
             .spec
             .followers
             .iter()
             .filter(|f| **f != db.uid)
-            .map(|f| stolon_name(f))
+            .cloned()
             .collect();
-        wanted.sort();
-        wanted.dedup();
+        followers.sort();
+        followers.dedup();
         self.push(Action::ReconcileSlots {
-            wanted,
+            followers,
             additional: db.spec.additional_replication_slots.clone(),
         });
         self.converged(db)
@@ -456,7 +459,7 @@ impl Planner {
             // A standby cluster's leader keeps the additional slots for its own cascade;
             // internal standbys leave slots alone (upstream), a promotion reconciles them.
             self.push(Action::ReconcileSlots {
-                wanted: Vec::new(),
+                followers: Vec::new(),
                 additional: db.spec.additional_replication_slots.clone(),
             });
         }

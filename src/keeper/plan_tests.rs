@@ -100,7 +100,7 @@ fn kinds(p: &Plan) -> Vec<&'static str> {
             Action::WipeFailedInit => "wipe",
             Action::SaveDbState(_) => "save",
             Action::InitDb(_) => "initdb",
-            Action::StartTemporary => "start-temp",
+            Action::StartTemporary(_) => "start-temp",
             Action::CaptureInitParameters => "capture",
             Action::SetupRoles => "roles",
             Action::Resync { .. } => "resync",
@@ -417,7 +417,7 @@ fn master_keeps_a_slot_per_follower_but_not_for_itself() {
         false,
     );
     assert!(p.actions.contains(&Action::ReconcileSlots {
-        wanted: vec!["stolon_d2".into(), "stolon_d3".into()],
+        followers: vec!["d2".into(), "d3".into()],
         additional: vec!["backup".into()],
     }));
 }
