@@ -36,6 +36,8 @@ pub struct LocalState {
     pub applied: Option<DesiredConfig>,
     /// Standbys PostgreSQL reports in sync right now (db uids); `None` if unknown.
     pub in_sync_standbys: Option<Vec<String>>,
+    /// A changed parameter waits for a restart (`pg_settings.pending_restart`).
+    pub pending_restart: bool,
 }
 
 /// Facts about this keeper process that the plan needs.
@@ -134,11 +136,9 @@ pub enum Action {
     Start,
     Promote,
     Restart,
-    /// Reload the config; then restart if PostgreSQL reports pending_restart and the spec
-    /// asks for automaticPgRestart.
-    Reload {
-        restart_if_pending: bool,
-    },
+    /// Re-read postgresql.conf and pg_hba.conf. A parameter that needs a restart shows up as
+    /// `pending_restart` on the next observation.
+    Reload,
     /// Make the `stolon_*` physical slots exactly `stolon_<f>` for each follower db uid `f`,
     /// and create the spec's additional slots that are missing. ⚠ Upstream also drops
     /// physical slots not named `stolon_*` that are not in the additional list; we never
@@ -199,12 +199,17 @@ pub enum PlanEnd {
     },
     Wait(WaitReason),
     Error(PlanError),
+    /// PGDATA was (re)made: plan again at once from what is now on disk (e.g. the parameters
+    /// captured from initdb's config) rather than from a guess of it.
+    Replan,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
     pub actions: Vec<Action>,
     pub end: PlanEnd,
+    /// The local state the planner expects once every action succeeded.
+    pub expected: LocalState,
 }
 
 /// `stolon_<uid>`: the replication slot and application_name of a db.
@@ -223,6 +228,7 @@ pub fn plan(me: &KeeperFacts, cd: Option<&ClusterData>, local: &LocalState, fenc
     Plan {
         actions: p.actions,
         end,
+        expected: p.sim,
     }
 }
 
@@ -257,7 +263,7 @@ impl Planner {
             Action::Promote => self.sim.role = LocalRole::Master,
             Action::CaptureInitParameters
             | Action::SetupRoles
-            | Action::Reload { .. }
+            | Action::Reload
             | Action::ReconcileSlots { .. } => {}
         }
         self.actions.push(a);
@@ -299,10 +305,20 @@ impl Planner {
             self.stop_if_running(StopReason::Reinitialize);
             self.push(Action::WipeFailedInit);
         }
-        if self.sim.db_state.uid != db.uid
-            && let Err(end) = self.take_db(cd, db)
-        {
-            return end;
+        if self.sim.db_state.uid != db.uid {
+            return match self.take_db(cd, db) {
+                Ok(()) => {
+                    // The data is complete: from here a crash must not wipe it. (Upstream
+                    // keeps Initializing until the first convergence, in the same pass.)
+                    if self.sim.db_state.initializing {
+                        let mut done = self.sim.db_state.clone();
+                        done.initializing = false;
+                        self.push(Action::SaveDbState(done));
+                    }
+                    PlanEnd::Replan
+                }
+                Err(end) => end,
+            };
         }
         match db.spec.role {
             DbRole::Undefined => PlanEnd::Wait(WaitReason::RoleUndefined),
@@ -395,9 +411,9 @@ impl Planner {
         }
         if self.sim.applied.as_ref() != Some(&desired) {
             self.push(Action::WriteConfig(desired));
-            self.push(Action::Reload {
-                restart_if_pending: cd.cluster.spec.automatic_pg_restart(),
-            });
+            self.push(Action::Reload);
+        } else {
+            self.restart_if_pending(cd);
         }
         let mut followers: Vec<String> = db
             .spec
@@ -445,9 +461,9 @@ impl Planner {
         {
             if applied != desired {
                 self.push(Action::WriteConfig(desired));
-                self.push(Action::Reload {
-                    restart_if_pending: cd.cluster.spec.automatic_pg_restart(),
-                });
+                self.push(Action::Reload);
+            } else {
+                self.restart_if_pending(cd);
             }
         } else {
             // primary_conninfo changes (a new master) need a restart on PostgreSQL < 13 and a
@@ -464,6 +480,13 @@ impl Planner {
             });
         }
         self.converged(db)
+    }
+
+    fn restart_if_pending(&mut self, cd: &ClusterData) {
+        // Without automaticPgRestart the operator restarts the keeper when convenient.
+        if self.sim.running && self.sim.pending_restart && cd.cluster.spec.automatic_pg_restart() {
+            self.push(Action::Restart);
+        }
     }
 
     fn follow_target(&self, cd: &ClusterData, db: &Db) -> Result<Recovery, PlanEnd> {
