@@ -34,6 +34,6 @@ pub enum KeeperError {
     Config(String),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
-    #[error("postgres: {0}")]
-    Postgres(String),
+    #[error(transparent)]
+    Postgres(#[from] crate::postgres::PgError),
 }

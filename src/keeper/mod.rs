@@ -2,15 +2,19 @@
 //! OWNER: keeper helper.
 
 mod error;
+mod exec;
 pub mod plan;
 #[cfg(test)]
 mod plan_tests;
+mod publish;
+mod run;
 pub mod state;
 #[cfg(test)]
 mod state_tests;
 pub mod validate;
 
 pub use error::KeeperError;
+pub use run::run;
 pub use state::read_password_file;
 
 use std::path::PathBuf;

@@ -70,6 +70,9 @@ pub struct DesiredConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HbaConfig {
     pub access_mode: SuReplAccessMode,
+    /// The db others replicate from (master, or a standby cluster's leader): strict mode
+    /// opens su/replication access only there.
+    pub master_type: bool,
     /// Strict mode: the addresses of the other dbs, allowed for su and replication (sorted).
     pub other_db_addresses: Vec<String>,
     /// The spec's pgHBA lines; `None` means the default open rules.
@@ -147,6 +150,28 @@ pub enum Action {
         followers: Vec<String>,
         additional: Vec<String>,
     },
+}
+
+impl Action {
+    /// A short name for logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Action::Stop(_) => "stop",
+            Action::WipeFailedInit => "wipe failed init",
+            Action::SaveDbState(_) => "save dbstate",
+            Action::InitDb(_) => "initdb",
+            Action::StartTemporary(_) => "temporary start",
+            Action::CaptureInitParameters => "capture initial parameters",
+            Action::SetupRoles => "setup roles",
+            Action::Resync { .. } => "resync",
+            Action::WriteConfig(_) => "write config",
+            Action::Start => "start",
+            Action::Promote => "promote",
+            Action::Restart => "restart",
+            Action::Reload => "reload",
+            Action::ReconcileSlots { .. } => "reconcile replication slots",
+        }
+    }
 }
 
 /// Why the plan stops before convergence; the loop logs it (info) and tries again later.
@@ -599,6 +624,7 @@ fn desired_config(
         external_synchronous_standbys,
         hba: HbaConfig {
             access_mode,
+            master_type,
             other_db_addresses,
             user_rules: db.spec.pg_hba.clone(),
             internal_only: waiting_for_sync,
