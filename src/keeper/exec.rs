@@ -23,6 +23,17 @@ impl Keeper {
                 self.dir.save_db_state(&DbState::default())
             }
             Action::SaveDbState(s) => self.dir.save_db_state(s),
+            Action::MarkDbState {
+                initializing,
+                generation,
+            } => {
+                let mut s = self.dir.load_db_state()?;
+                s.initializing = *initializing;
+                if let Some(g) = generation {
+                    s.generation = *g;
+                }
+                self.dir.save_db_state(&s)
+            }
             Action::InitDb(new_config) => {
                 tracing::info!(keeper = %self.facts.uid, "initializing the database cluster");
                 postgres::remove_pgdata(&self.pgdata)?;
@@ -86,6 +97,9 @@ impl Keeper {
                     },
                 )
                 .await?;
+                // A copy of the master is a standby by construction; without the signal the
+                // next observation would see a master.
+                postgres::write_standby_signal(&self.pgdata, None)?;
                 Ok(())
             }
             Action::WriteConfig(config) => self.write_config(config),

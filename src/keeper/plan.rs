@@ -118,7 +118,14 @@ pub enum Action {
     /// A previous init or resync crashed half way ("db failed to initialize or resync"):
     /// remove PGDATA and reset dbstate.
     WipeFailedInit,
+    /// Replace dbstate (taking a new db: uid set, generation 0).
     SaveDbState(DbState),
+    /// Update dbstate on disk, keeping what actions stored in it meanwhile (the captured
+    /// initial parameters): the data is complete, and the generation it converged to, if any.
+    MarkDbState {
+        initializing: bool,
+        generation: Option<i64>,
+    },
     /// Remove PGDATA and run initdb with the superuser.
     InitDb(Option<NewConfig>),
     /// Start with a temporary config that includes the initdb/existing postgresql.conf and
@@ -159,6 +166,7 @@ impl Action {
             Action::Stop(_) => "stop",
             Action::WipeFailedInit => "wipe failed init",
             Action::SaveDbState(_) => "save dbstate",
+            Action::MarkDbState { .. } => "update dbstate",
             Action::InitDb(_) => "initdb",
             Action::StartTemporary(_) => "temporary start",
             Action::CaptureInitParameters => "capture initial parameters",
@@ -273,6 +281,15 @@ impl Planner {
                 self.sim.applied = None;
             }
             Action::SaveDbState(s) => self.sim.db_state = s.clone(),
+            Action::MarkDbState {
+                initializing,
+                generation,
+            } => {
+                self.sim.db_state.initializing = *initializing;
+                if let Some(g) = generation {
+                    self.sim.db_state.generation = *g;
+                }
+            }
             Action::InitDb(_) => {
                 self.sim.initialized = true;
                 self.sim.role = LocalRole::Master;
@@ -336,9 +353,10 @@ impl Planner {
                     // The data is complete: from here a crash must not wipe it. (Upstream
                     // keeps Initializing until the first convergence, in the same pass.)
                     if self.sim.db_state.initializing {
-                        let mut done = self.sim.db_state.clone();
-                        done.initializing = false;
-                        self.push(Action::SaveDbState(done));
+                        self.push(Action::MarkDbState {
+                            initializing: false,
+                            generation: None,
+                        });
                     }
                     PlanEnd::Replan
                 }
@@ -547,10 +565,10 @@ impl Planner {
 
     fn converged(&mut self, db: &Db) -> PlanEnd {
         if self.sim.db_state.generation != db.generation || self.sim.db_state.initializing {
-            let mut s = self.sim.db_state.clone();
-            s.generation = db.generation;
-            s.initializing = false;
-            self.push(Action::SaveDbState(s));
+            self.push(Action::MarkDbState {
+                initializing: false,
+                generation: Some(db.generation),
+            });
         }
         PlanEnd::Converged {
             db_uid: db.uid.clone(),

@@ -99,6 +99,7 @@ fn kinds(p: &Plan) -> Vec<&'static str> {
             Action::Stop(_) => "stop",
             Action::WipeFailedInit => "wipe",
             Action::SaveDbState(_) => "save",
+            Action::MarkDbState { .. } => "mark",
             Action::InitDb(_) => "initdb",
             Action::StartTemporary(_) => "start-temp",
             Action::CaptureInitParameters => "capture",
@@ -203,7 +204,7 @@ fn init_new_runs_initdb_roles_then_starts_as_master() {
     let p = plan(&me(), Some(&cd), &empty_local(), false);
     assert_eq!(
         kinds(&p),
-        vec!["save", "initdb", "start-temp", "roles", "stop", "save"]
+        vec!["save", "initdb", "start-temp", "roles", "stop", "mark"]
     );
     assert_eq!(p.end, PlanEnd::Replan);
     let Action::SaveDbState(first) = &p.actions[0] else {
@@ -211,13 +212,23 @@ fn init_new_runs_initdb_roles_then_starts_as_master() {
     };
     assert!(first.initializing, "a crash during init must be detectable");
     assert_eq!(first.uid, "d1");
+    assert_eq!(
+        p.actions.last(),
+        Some(&Action::MarkDbState {
+            initializing: false,
+            generation: None
+        }),
+        "complete data must survive a crash before the first start"
+    );
     let p = plan(&me(), Some(&cd), &p.expected, false);
-    assert_eq!(kinds(&p), vec!["write", "start", "slots", "save"]);
-    let Action::SaveDbState(last) = p.actions.last().unwrap() else {
-        panic!()
-    };
-    assert!(!last.initializing);
-    assert_eq!(last.generation, 1);
+    assert_eq!(kinds(&p), vec!["write", "start", "slots", "mark"]);
+    assert_eq!(
+        p.actions.last(),
+        Some(&Action::MarkDbState {
+            initializing: false,
+            generation: Some(1)
+        })
+    );
     assert_eq!(
         p.end,
         PlanEnd::Converged {
@@ -271,7 +282,7 @@ fn init_existing_keeps_data_and_is_never_marked_initializing() {
     assert_eq!(kinds(&p), vec!["save", "stop", "start-temp", "stop"]);
     assert_eq!(p.end, PlanEnd::Replan);
     let next = plan(&me(), Some(&cd), &p.expected, false);
-    assert_eq!(kinds(&next), vec!["write", "start", "slots", "save"]);
+    assert_eq!(kinds(&next), vec!["write", "start", "slots", "mark"]);
     let Action::SaveDbState(first) = &p.actions[0] else {
         panic!()
     };
@@ -293,7 +304,7 @@ fn init_existing_without_pgdata_is_an_error() {
 fn resync_basebackups_from_followed_db_with_our_slot_then_starts_as_standby() {
     let cd = cd_with(standby_db("d1", DbInitMode::Resync, 2));
     let p = plan(&me(), Some(&cd), &empty_local(), false);
-    assert_eq!(kinds(&p), vec!["save", "resync", "save"]);
+    assert_eq!(kinds(&p), vec!["save", "resync", "mark"]);
     assert_eq!(
         p.actions[1],
         Action::Resync {
@@ -303,7 +314,7 @@ fn resync_basebackups_from_followed_db_with_our_slot_then_starts_as_standby() {
         }
     );
     let p = plan(&me(), Some(&cd), &p.expected, false);
-    assert_eq!(kinds(&p), vec!["write", "start", "save"]);
+    assert_eq!(kinds(&p), vec!["write", "start", "mark"]);
     let Some(cfg) = applied_config(&p) else {
         panic!()
     };
@@ -328,9 +339,9 @@ fn diverged_old_master_gets_a_fresh_basebackup_for_its_new_db() {
         &local("d1", 5, LocalRole::Master, false),
         false,
     );
-    assert_eq!(kinds(&p), vec!["save", "resync", "save"]);
+    assert_eq!(kinds(&p), vec!["save", "resync", "mark"]);
     let p = plan(&me(), Some(&cd), &p.expected, false);
-    assert_eq!(kinds(&p), vec!["write", "start", "save"]);
+    assert_eq!(kinds(&p), vec!["write", "start", "mark"]);
 }
 
 #[test]
@@ -360,7 +371,7 @@ fn running_standby_is_promoted_before_anything_else() {
     assert_eq!(p.actions[0], Action::Promote);
     assert_eq!(
         kinds(&p),
-        vec!["promote", "write", "reload", "slots", "save"]
+        vec!["promote", "write", "reload", "slots", "mark"]
     );
 }
 
@@ -385,7 +396,7 @@ fn stopped_standby_to_master_starts_as_standby_then_promotes() {
     );
     assert_eq!(
         kinds(&p),
-        vec!["write", "start", "promote", "slots", "save"]
+        vec!["write", "start", "promote", "slots", "mark"]
     );
     let Action::WriteConfig(c) = &p.actions[0] else {
         panic!()
@@ -447,7 +458,7 @@ fn changed_parameters_are_rewritten_and_reloaded_and_generation_recorded() {
     let mut l = local("d1", 1, LocalRole::Master, true);
     l.applied = applied_config(&first);
     let p = plan(&me(), Some(&cd_with(d)), &l, false);
-    assert_eq!(kinds(&p), vec!["write", "reload", "slots", "save"]);
+    assert_eq!(kinds(&p), vec!["write", "reload", "slots", "mark"]);
     let Action::WriteConfig(c) = &p.actions[0] else {
         panic!()
     };
@@ -455,10 +466,13 @@ fn changed_parameters_are_rewritten_and_reloaded_and_generation_recorded() {
         c.parameters.get("work_mem").map(String::as_str),
         Some("8MB")
     );
-    let Action::SaveDbState(s) = p.actions.last().unwrap() else {
-        panic!()
-    };
-    assert_eq!(s.generation, 2);
+    assert_eq!(
+        p.actions.last(),
+        Some(&Action::MarkDbState {
+            initializing: false,
+            generation: Some(2)
+        })
+    );
 }
 
 #[test]
@@ -480,7 +494,7 @@ fn standby_following_a_new_master_restarts() {
         mine.generation = 3;
     }
     let p = plan(&me(), Some(&cd2), &l, false);
-    assert_eq!(kinds(&p), vec!["write", "restart", "save"]);
+    assert_eq!(kinds(&p), vec!["write", "restart", "mark"]);
     let Action::WriteConfig(c) = &p.actions[0] else {
         panic!()
     };
@@ -534,7 +548,7 @@ fn undefined_role_waits_after_init() {
     let p = plan(&me(), Some(&cd), &empty_local(), false);
     assert_eq!(
         kinds(&p),
-        vec!["save", "initdb", "start-temp", "roles", "stop", "save"]
+        vec!["save", "initdb", "start-temp", "roles", "stop", "mark"]
     );
     let p = plan(&me(), Some(&cd), &p.expected, false);
     assert!(p.actions.is_empty());
@@ -620,4 +634,33 @@ fn pitr_is_refused_with_a_clear_error() {
         p.end,
         PlanEnd::Error(PlanError::PitrUnsupported("d1".into()))
     );
+}
+
+#[test]
+fn pending_restart_restarts_only_with_automatic_pg_restart() {
+    let mut cd = cd_with(db("d1", ME, DbRole::Master, DbInitMode::None, 1));
+    let first = plan(
+        &me(),
+        Some(&cd),
+        &local("d1", 1, LocalRole::Master, false),
+        false,
+    );
+    let mut l = local("d1", 1, LocalRole::Master, true);
+    l.applied = applied_config(&first);
+    l.pending_restart = true;
+    assert_eq!(kinds(&plan(&me(), Some(&cd), &l, false)), vec!["slots"]);
+    cd.cluster.spec.automatic_pg_restart = Some(true);
+    assert_eq!(
+        kinds(&plan(&me(), Some(&cd), &l, false)),
+        vec!["restart", "slots"]
+    );
+}
+
+#[test]
+fn crashed_resync_is_wiped_and_resynced() {
+    let cd = cd_with(standby_db("d1", DbInitMode::Resync, 2));
+    let mut l = local("d1", 0, LocalRole::Standby, false);
+    l.db_state.initializing = true;
+    let p = plan(&me(), Some(&cd), &l, false);
+    assert_eq!(kinds(&p), vec!["wipe", "save", "resync", "mark"]);
 }
