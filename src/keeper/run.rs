@@ -424,7 +424,7 @@ fn describe_wait(reason: &WaitReason) -> String {
             "the cluster data has not seen this keeper process yet (bootUUID), waiting for the sentinel".into()
         }
         WaitReason::StoreUnreachable => {
-            "store unreachable for longer than the fencing limit; PostgreSQL kept stopped until it is back".into()
+            "store unreachable for longer than the fencing limit; a master stays stopped until the store is back".into()
         }
         WaitReason::RoleUndefined => "our db has no role yet".into(),
         WaitReason::FollowedDbAddressUnknown(db) => {
