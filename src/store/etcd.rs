@@ -64,6 +64,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Store {
     /// Builds the client; does not need etcd to be up (requests retry the connection).
     pub async fn connect(cfg: &StoreConfig) -> Result<Store, StoreError> {
+        if cfg.timeout.is_zero() {
+            return Err(StoreError::Config(
+                "--store-timeout must be greater than 0".into(),
+            ));
+        }
         let (endpoints, scheme) = tls::endpoints(cfg)?;
         let keepalive = cfg.timeout.max(Duration::from_secs(1));
         // HTTP/2 pings detect a silently dead etcd on long-lived watch/campaign streams.
