@@ -22,6 +22,7 @@ pub const MIN_TTL: Duration = Duration::from_secs(20);
 
 /// Retry pace of keep-alive while it fails, so a recovered etcd sees us again quickly.
 const KEEPALIVE_RETRY: Duration = Duration::from_secs(1);
+const KEEPALIVE_PING: Duration = Duration::from_secs(10);
 const WATCH_BACKOFF_MIN: Duration = Duration::from_millis(100);
 const WATCH_BACKOFF_MAX: Duration = Duration::from_secs(2);
 const WATCH_BUFFER: usize = 256;
@@ -70,12 +71,13 @@ impl Store {
             ));
         }
         let (endpoints, scheme) = tls::endpoints(cfg)?;
-        let keepalive = cfg.timeout.max(Duration::from_secs(1));
-        // HTTP/2 pings detect a silently dead etcd on long-lived watch/campaign streams.
+        // HTTP/2 pings detect a silently dead etcd on long-lived watch/campaign streams. etcd
+        // (--grpc-keepalive-min-time, default 5s) drops clients that ping more often or while
+        // no stream is open, hence the 10s interval and no idle pings.
         let mut opts = ConnectOptions::new()
             .with_connect_timeout(cfg.timeout)
-            .with_keep_alive(keepalive, keepalive)
-            .with_keep_alive_while_idle(true);
+            .with_keep_alive(KEEPALIVE_PING, cfg.timeout.max(Duration::from_secs(1)))
+            .with_keep_alive_while_idle(false);
         match scheme {
             Scheme::Https => {
                 if cfg.skip_tls_verify {
