@@ -10,5 +10,6 @@ pub mod keeper;
 pub mod postgres;
 pub mod proxy;
 pub mod sentinel;
+pub mod shutdown;
 pub mod store;
 pub mod telemetry;
