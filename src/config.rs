@@ -408,12 +408,19 @@ impl<R: RoleMarker> clap::Args for Flags<R> {
         // stolonctl's flags work before and after the sub-command, as cobra's persistent flags.
         let global = R::ROLE == Role::Ctl;
         for def in R::ROLE.flags() {
+            let help = match def.default {
+                Some(d) => format!("{} [default: {d}]", def.help),
+                None => def.help.to_string(),
+            };
             let mut arg = clap::Arg::new(def.name)
                 .long(def.name)
-                .help(def.help)
+                .help(help)
+                .value_name("VALUE")
                 .hide(def.hidden)
                 .global(global)
-                .action(clap::ArgAction::Set);
+                .action(clap::ArgAction::Set)
+                // Repeating a flag: the last one wins, as with Go's flag package.
+                .overrides_with(def.name);
             if def.kind == FlagKind::Bool {
                 arg = arg
                     .num_args(0..=1)
@@ -443,9 +450,15 @@ pub fn usage_error(e: clap::Error) -> ConfigError {
     ) {
         e.exit();
     }
+    // The message is the first paragraph (the usage and tips follow a blank line).
     let text = e.to_string();
-    let first = text.lines().next().unwrap_or("invalid arguments");
-    ConfigError::Usage(first.trim_start_matches("error: ").to_string())
+    let message = text
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join(" ");
+    ConfigError::Usage(message.trim_start_matches("error: ").to_string())
 }
 
 /// The merged layers for one role; typed settings are parsed from it on demand.
@@ -1407,4 +1420,11 @@ mod tests {
             "{e}"
         );
     }
+}
+
+/// What a binary does with an error at its edge: `error: <one line>` on stderr, exit 1.
+pub fn exit_with_error(err: impl std::fmt::Display) -> std::process::ExitCode {
+    let line = err.to_string().replace(['\n', '\r'], " ");
+    eprintln!("error: {line}");
+    std::process::ExitCode::FAILURE
 }
