@@ -1045,6 +1045,13 @@ pub fn read_password_file(path: &Path, who: &str) -> Result<String, String> {
     Ok(trimmed.to_string())
 }
 
+/// What a binary does with an error at its edge: `error: <one line>` on stderr, exit 1.
+pub fn exit_with_error(err: impl std::fmt::Display) -> std::process::ExitCode {
+    let line = err.to_string().replace(['\n', '\r'], " ");
+    eprintln!("error: {line}");
+    std::process::ExitCode::FAILURE
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1420,11 +1427,4 @@ mod tests {
             "{e}"
         );
     }
-}
-
-/// What a binary does with an error at its edge: `error: <one line>` on stderr, exit 1.
-pub fn exit_with_error(err: impl std::fmt::Display) -> std::process::ExitCode {
-    let line = err.to_string().replace(['\n', '\r'], " ");
-    eprintln!("error: {line}");
-    std::process::ExitCode::FAILURE
 }

@@ -81,6 +81,8 @@ fn stderr_is_journal() -> bool {
     let (Ok(dev), Ok(ino)) = (dev.parse::<u64>(), ino.parse::<u64>()) else {
         return false;
     };
+    // dev_t and ino_t are not u64 on every platform.
+    #[allow(clippy::unnecessary_cast)]
     match nix::sys::stat::fstat(std::io::stderr()) {
         Ok(st) => st.st_dev as u64 == dev && st.st_ino as u64 == ino,
         Err(_) => false,

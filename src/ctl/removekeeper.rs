@@ -30,3 +30,48 @@ pub(super) async fn run(args: RemovekeeperArgs, cfg: &StoreConfig) -> Result<(),
     modify_cluster_data(&store, |cd| remove_keeper(cd, &args.keeper_uid)).await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::{ClusterSpec, Db, DbSpec, Keeper};
+
+    #[test]
+    fn removes_keeper_and_its_db_but_never_the_master() {
+        let mut cd = ClusterData::new(
+            "c".into(),
+            ClusterSpec::default(),
+            crate::cluster::zero_time(),
+        );
+        for (db, keeper) in [("d1", "k1"), ("d2", "k2")] {
+            let d = Db {
+                uid: db.into(),
+                spec: DbSpec {
+                    keeper_uid: keeper.into(),
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            cd.dbs.insert(db.into(), d);
+            let k = Keeper {
+                uid: keeper.into(),
+                ..Default::default()
+            };
+            cd.keepers.insert(keeper.into(), k);
+        }
+        cd.cluster.status.master = "d1".into();
+        let untouched = cd.clone();
+        assert!(matches!(
+            remove_keeper(&mut cd, "k1"),
+            Err(CtlError::KeeperIsMaster)
+        ));
+        assert!(matches!(
+            remove_keeper(&mut cd, "k7"),
+            Err(CtlError::NoKeeper(_))
+        ));
+        assert_eq!(cd, untouched);
+        remove_keeper(&mut cd, "k2").unwrap();
+        assert!(!cd.keepers.contains_key("k2") && !cd.dbs.contains_key("d2"));
+        assert!(cd.dbs.contains_key("d1"));
+    }
+}

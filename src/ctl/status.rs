@@ -168,6 +168,8 @@ pub fn render_text(status: &Status, cd: &ClusterData) -> String {
         out.push_str(&tabulate(&rows));
     }
     out.push_str("\n=== Cluster Info ===\n\n");
+    // Upstream prints "No cluster available" here when there is no master yet, although the
+    // cluster exists (it is initialising or failing over): say what is true instead.
     if status.cluster.master_keeper_uid.is_empty() {
         out.push_str("Master Keeper: (none)\n");
     } else {
@@ -267,4 +269,76 @@ pub(super) async fn run(args: StatusArgs, cfg: &StoreConfig) -> Result<(), CtlEr
         StatusFormat::Text => print!("{}", render_text(&status, &cd)),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::{ClusterSpec, Db, DbSpec, Keeper};
+
+    fn cd_with(dbs: &[(&str, &str, &[&str])], master: &str) -> ClusterData {
+        let mut cd = ClusterData::new(
+            "c".into(),
+            ClusterSpec::default(),
+            crate::cluster::zero_time(),
+        );
+        for (uid, keeper, followers) in dbs {
+            let db = Db {
+                uid: uid.to_string(),
+                spec: DbSpec {
+                    keeper_uid: keeper.to_string(),
+                    followers: followers.iter().map(|f| f.to_string()).collect(),
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            cd.dbs.insert(uid.to_string(), db);
+            let k = Keeper {
+                uid: keeper.to_string(),
+                ..Default::default()
+            };
+            cd.keepers.insert(keeper.to_string(), k);
+        }
+        cd.cluster.status.master = master.into();
+        cd
+    }
+
+    #[test]
+    fn tree_draws_followers_and_cascades() {
+        let cd = cd_with(
+            &[
+                ("d1", "k1", &["d2", "d3"]),
+                ("d2", "k2", &["d4"]),
+                ("d3", "k3", &[]),
+                ("d4", "k4", &[]),
+            ],
+            "d1",
+        );
+        let mut out = String::new();
+        tree(&mut out, &cd, "d1", 0, "", true);
+        assert_eq!(out, "k1 (master)\n├─k2\n│ └─k4\n└─k3\n");
+    }
+
+    #[test]
+    fn keeper_without_db_and_no_master() {
+        let mut cd = cd_with(&[], "");
+        let k = Keeper {
+            uid: "k9".into(),
+            ..Default::default()
+        };
+        cd.keepers.insert("k9".into(), k);
+        let s = build_status(&cd, &[], None, &ProxiesInfo::new());
+        assert_eq!(s.keepers[0].listen_address, "(no db assigned)");
+        assert_eq!(s.cluster.master_keeper_uid, "");
+        assert!(render_text(&s, &cd).contains("Master Keeper: (none)"));
+    }
+
+    #[test]
+    fn columns_line_up_on_tab_stops() {
+        let rows = vec![
+            vec!["ID".to_string(), "LEADER".to_string()],
+            vec!["0123456789".to_string(), "true".to_string()],
+        ];
+        assert_eq!(tabulate(&rows), "ID\t\tLEADER\n0123456789\ttrue\n");
+    }
 }
