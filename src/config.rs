@@ -10,7 +10,7 @@ use crate::cluster::{ClusterSpec, GoDuration};
 use crate::keeper::{AuthMethod, KeeperConfig};
 use crate::proxy::ProxyConfig;
 use crate::sentinel::SentinelConfig;
-use crate::store::{StoreBackend, StoreConfig};
+use crate::store::{DEFAULT_ENDPOINT, StoreBackend, StoreConfig, StoreError};
 use std::collections::BTreeMap;
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
@@ -125,7 +125,7 @@ const COMMON_FLAGS: &[FlagDef] = &[
     text("store-backend", None, "store backend type (etcdv3)"),
     text(
         "store-endpoints",
-        Some("http://127.0.0.1:2379"),
+        Some(DEFAULT_ENDPOINT),
         "comma separated list of store endpoints",
     ),
     text("store-timeout", Some("5s"), "store request timeout"),
@@ -640,12 +640,15 @@ impl Loaded {
                     key: "store-backend".into(),
                 });
             }
-            Some(b) => parse_store_backend(&b).map_err(|r| invalid("store-backend", r))?,
+            Some(b) => StoreBackend::parse(&b).map_err(|e| match e {
+                StoreError::Config(msg) => invalid("store-backend", msg),
+                other => invalid("store-backend", other.to_string()),
+            })?,
         };
         let endpoints = parse_endpoints(
             self.get("store-endpoints")
                 .as_deref()
-                .unwrap_or("http://127.0.0.1:2379"),
+                .unwrap_or(DEFAULT_ENDPOINT),
         )
         .map_err(|r| invalid("store-endpoints", r))?;
         let timeout = self
@@ -955,45 +958,31 @@ fn parse_duration(flag: &'static str, v: &str) -> Result<std::time::Duration, Co
     Ok(d.to_std())
 }
 
-// Until the store's own StoreBackend::parse reaches main: same names, same messages.
-fn parse_store_backend(s: &str) -> Result<StoreBackend, String> {
-    match s.trim() {
-        "etcdv3" => Ok(StoreBackend::Etcdv3),
-        b @ ("etcd" | "etcdv2" | "consul" | "kubernetes") => {
-            Err(format!("store backend {b:?} is not supported, use etcdv3"))
-        }
-        other => Err(format!("unknown store backend {other:?} (use etcdv3)")),
-    }
-}
-
 /// Upstream: comma list; http or https, or no scheme (= http); all with the same scheme.
+/// Checked here too (the store checks again at connect) so the error comes before anything
+/// is logged and names the flag.
 fn parse_endpoints(list: &str) -> Result<Vec<String>, String> {
+    let endpoints = StoreConfig::endpoints_from_flag(list);
     let mut scheme: Option<&str> = None;
-    let mut out = Vec::new();
-    for raw in list.split(',').map(str::trim).filter(|e| !e.is_empty()) {
-        let (this_scheme, endpoint) = match raw.split_once("://") {
-            Some((s @ ("http" | "https"), rest)) if !rest.is_empty() => (s, raw.to_string()),
-            Some((s, _)) => {
+    for e in &endpoints {
+        let this = match e.split_once("://") {
+            Some((s @ ("http" | "https"), rest)) if !rest.is_empty() => s,
+            _ => {
                 return Err(format!(
-                    "endpoint {raw:?}: unsupported scheme {s:?} (use http or https)"
+                    "endpoint {e:?}: unsupported scheme (use http:// or https://)"
                 ));
             }
-            None => ("http", format!("http://{raw}")),
         };
         match scheme {
-            Some(s) if s != this_scheme => {
+            Some(s) if s != this => {
                 return Err(format!(
-                    "all endpoints must use the same scheme ({raw:?} is {this_scheme}, others {s})"
+                    "all endpoints must use the same scheme ({e:?} is {this}, others {s})"
                 ));
             }
-            _ => scheme = Some(this_scheme),
+            _ => scheme = Some(this),
         }
-        out.push(endpoint);
     }
-    if out.is_empty() {
-        return Err("no endpoints given".into());
-    }
-    Ok(out)
+    Ok(endpoints)
 }
 
 /// Upstream's `^[a-z0-9_]+$`.
@@ -1226,7 +1215,8 @@ mod tests {
         for b in ["etcd", "etcdv2", "consul", "kubernetes"] {
             let e = store_err(&[("store-backend", b)]);
             assert!(
-                e.starts_with("--store-backend") && e.contains("not supported, use etcdv3"),
+                e.starts_with("--store-backend")
+                    && e.contains("not supported by this stolon; use etcdv3"),
                 "{e}"
             );
         }

@@ -162,18 +162,21 @@ fn daemon_bad_flags_fail_before_touching_the_store() {
         (&[("--data-dir", "")], "--data-dir"),
         (&[("--cluster-name", "")], "--cluster-name"),
         (&[("--store-backend", "zookeeper")], "unknown store backend"),
-        (&[("--store-backend", "etcd")], "not supported, use etcdv3"),
+        (
+            &[("--store-backend", "etcd")],
+            "not supported by this stolon; use etcdv3",
+        ),
         (
             &[("--store-backend", "etcdv2")],
-            "not supported, use etcdv3",
+            "not supported by this stolon; use etcdv3",
         ),
         (
             &[("--store-backend", "consul")],
-            "not supported, use etcdv3",
+            "not supported by this stolon; use etcdv3",
         ),
         (
             &[("--store-backend", "kubernetes")],
-            "not supported, use etcdv3",
+            "not supported by this stolon; use etcdv3",
         ),
     ];
     for (bad, flag) in keeper_cases {
