@@ -12,4 +12,5 @@ pub mod proxy;
 pub mod sentinel;
 pub mod shutdown;
 pub mod store;
+pub mod systemd;
 pub mod telemetry;

@@ -94,7 +94,13 @@ impl Store {
         let client = tokio::time::timeout(cfg.timeout, Client::connect(&endpoints, Some(opts)))
             .await
             .map_err(|_| StoreError::Timeout(cfg.timeout))?
-            .map_err(|e| StoreError::Etcd(format!("connect to {}: {}", endpoints.join(","), describe(&e))))?;
+            .map_err(|e| {
+                StoreError::Etcd(format!(
+                    "connect to {}: {}",
+                    endpoints.join(","),
+                    describe(&e)
+                ))
+            })?;
         let (lease_gen, _) = tokio::sync::watch::channel(0);
         Ok(Store {
             inner: Arc::new(Inner {
@@ -142,7 +148,9 @@ impl Store {
     pub async fn get_cluster_data_raw(&self) -> Result<Option<Versioned<Vec<u8>>>, StoreError> {
         let key = self.inner.paths.cluster_data();
         let mut kv = self.inner.client.kv_client();
-        let resp = self.call(&format!("get {key}"), kv.get(key.clone(), None)).await?;
+        let resp = self
+            .call(&format!("get {key}"), kv.get(key.clone(), None))
+            .await?;
         Ok(resp.kvs().first().map(|kv| Versioned {
             value: kv.value().to_vec(),
             mod_revision: kv.mod_revision(),
@@ -226,8 +234,11 @@ impl Store {
     pub async fn put_cluster_data(&self, cd: &ClusterData) -> Result<(), StoreError> {
         let key = self.inner.paths.cluster_data();
         let mut kv = self.inner.client.kv_client();
-        self.call(&format!("put {key}"), kv.put(key.clone(), cd.to_json(), None))
-            .await?;
+        self.call(
+            &format!("put {key}"),
+            kv.put(key.clone(), cd.to_json(), None),
+        )
+        .await?;
         Ok(())
     }
 
@@ -253,7 +264,16 @@ impl Store {
         let list: Vec<(String, KeeperInfo)> = self.list(&dir).await?;
         Ok(list
             .into_iter()
-            .map(|(uid, info)| (if info.uid.is_empty() { uid } else { info.uid.clone() }, info))
+            .map(|(uid, info)| {
+                (
+                    if info.uid.is_empty() {
+                        uid
+                    } else {
+                        info.uid.clone()
+                    },
+                    info,
+                )
+            })
             .collect())
     }
 
@@ -268,7 +288,16 @@ impl Store {
         let list: Vec<(String, ProxyInfo)> = self.list(&dir).await?;
         Ok(list
             .into_iter()
-            .map(|(uid, info)| (if info.uid.is_empty() { uid } else { info.uid.clone() }, info))
+            .map(|(uid, info)| {
+                (
+                    if info.uid.is_empty() {
+                        uid
+                    } else {
+                        info.uid.clone()
+                    },
+                    info,
+                )
+            })
             .collect())
     }
 
@@ -290,7 +319,10 @@ impl Store {
             match self.raw(put).await? {
                 Ok(_) => return Ok(()),
                 Err(e) if attempt == 0 && is_lease_not_found(&e) => {
-                    tracing::warn!(lease = format!("{lease:x}"), "store lease expired; granting a new one");
+                    tracing::warn!(
+                        lease = format!("{lease:x}"),
+                        "store lease expired; granting a new one"
+                    );
                     self.invalidate_lease(lease);
                 }
                 Err(e) => return Err(etcd_error(&format!("put {key}"), &e)),
@@ -429,7 +461,10 @@ impl Store {
         let mut wc = self.inner.client.watch_client();
         let what = format!("watch {dir}");
         let mut stream = self
-            .call(&what, wc.watch(dir.clone(), Some(WatchOptions::new().with_prefix())))
+            .call(
+                &what,
+                wc.watch(dir.clone(), Some(WatchOptions::new().with_prefix())),
+            )
             .await?;
         match self.call(&what, stream.message()).await? {
             Some(resp) if resp.created() && !resp.canceled() => Ok(stream),
@@ -504,7 +539,10 @@ async fn keep_alive(inner: Weak<Inner>, id: i64, ttl: Duration) {
         match result {
             Ok(Ok(_)) => {
                 if failing {
-                    tracing::info!(lease = format!("{id:x}"), "store lease keep-alive recovered");
+                    tracing::info!(
+                        lease = format!("{id:x}"),
+                        "store lease keep-alive recovered"
+                    );
                 }
                 failing = false;
                 pace = healthy_pace;

@@ -147,15 +147,25 @@ mod tests {
 
     #[test]
     fn backend_parse() {
-        assert_eq!(StoreBackend::parse("etcdv3").ok(), Some(StoreBackend::Etcdv3));
+        assert_eq!(
+            StoreBackend::parse("etcdv3").ok(),
+            Some(StoreBackend::Etcdv3)
+        );
         for b in ["etcd", "etcdv2", "consul", "kubernetes"] {
-            let e = StoreBackend::parse(b).err().map(|e| e.to_string()).unwrap_or_default();
+            let e = StoreBackend::parse(b)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
             assert_eq!(
                 e,
-                format!("store config: store backend {b} is not supported by this stolon; use etcdv3")
+                format!(
+                    "store config: store backend {b} is not supported by this stolon; use etcdv3"
+                )
             );
         }
-        let e = StoreBackend::parse("zookeeper").err().map(|e| e.to_string());
+        let e = StoreBackend::parse("zookeeper")
+            .err()
+            .map(|e| e.to_string());
         assert!(e.is_some_and(|e| e.contains("unknown store backend")));
     }
 
