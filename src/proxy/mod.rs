@@ -1,5 +1,29 @@
 //! The proxy: sends every client to the elected master and cuts them off from any other.
 //! OWNER: proxy helper.
+//!
+//! Shape: a check loop (`check.rs`) reads clusterdata on a timer and on every watch event,
+//! decides the target (`target.rs`, pure) and switches the route (`route.rs`); the accept loop
+//! (`session.rs`) serves each client under the route current when it connected, and a route
+//! switch cancels every session of the old one.
+
+mod check;
+mod listen;
+mod route;
+mod session;
+mod target;
+#[cfg(test)]
+mod tests;
+
+pub use check::ClusterSource;
+pub use route::Destination;
+pub use target::{NoTarget, Target, select_target};
+
+use crate::cluster::new_uid;
+use listen::Listening;
+use route::Router;
+use session::Keepalive;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Clone)]
 pub struct ProxyConfig {
@@ -11,4 +35,55 @@ pub struct ProxyConfig {
     pub tcp_keepalive_idle: u32,
     pub tcp_keepalive_count: u32,
     pub tcp_keepalive_interval: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error(
+        "cannot listen on {addr}: {source} (is another process using it? change --listen-address/--port)"
+    )]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("cannot use the listening socket handed to the proxy: {0}")]
+    HandedListener(std::io::Error),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// Runs the proxy against `source` until `shutdown` is cancelled. `listener`: an already-bound
+/// socket (systemd activation, tests) that is used and never closed; `None` binds
+/// `listen_address:port` after the first successful check. `status` receives a one-line
+/// description of what the proxy does, on every change (for `sd_notify STATUS=`).
+pub async fn run_with_source<S: ClusterSource>(
+    cfg: ProxyConfig,
+    source: S,
+    listener: Option<std::net::TcpListener>,
+    shutdown: CancellationToken,
+    status: watch::Sender<String>,
+) -> Result<(), ProxyError> {
+    let uid = new_uid();
+    let router = Router::new();
+    let keepalive = Keepalive {
+        idle_secs: cfg.tcp_keepalive_idle,
+        interval_secs: cfg.tcp_keepalive_interval,
+        count: cfg.tcp_keepalive_count,
+    };
+    let listen_on = format!("{}:{}", cfg.listen_address, cfg.port);
+    let listening = match listener {
+        Some(l) => Listening::handed(l, router.subscribe(), keepalive)
+            .map_err(ProxyError::HandedListener)?,
+        None => Listening::owned(cfg.listen_address, cfg.port, router.subscribe(), keepalive),
+    };
+    tracing::info!(proxy = %uid, "proxy starting");
+    let mut checker = check::Checker::new(
+        uid,
+        router,
+        listening,
+        status,
+        cfg.stop_listening,
+        listen_on,
+    );
+    checker.run(&source, &shutdown).await
 }
