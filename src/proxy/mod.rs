@@ -10,6 +10,7 @@ mod check;
 mod listen;
 mod route;
 mod session;
+mod store_source;
 mod target;
 #[cfg(test)]
 mod tests;
@@ -19,6 +20,7 @@ pub use route::Destination;
 pub use target::{NoTarget, Target, select_target};
 
 use crate::cluster::new_uid;
+use crate::store::{Store, StoreConfig};
 use listen::Listening;
 use route::Router;
 use session::Keepalive;
@@ -50,6 +52,37 @@ pub enum ProxyError {
     HandedListener(std::io::Error),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+}
+
+/// Runs the proxy on the etcd store until `shutdown` is cancelled; see [`run_with_status`].
+pub async fn run(
+    cfg: ProxyConfig,
+    store_cfg: StoreConfig,
+    listener: Option<std::net::TcpListener>,
+    shutdown: CancellationToken,
+) -> Result<(), ProxyError> {
+    let (status, _) = watch::channel(String::new());
+    run_with_status(cfg, store_cfg, listener, shutdown, status).await
+}
+
+/// [`run`], also reporting a one-line status on every change (`routing to 10.0.0.5:5432 (master
+/// db 8a3f0c21)`, `no master: refusing connections (<why>)`, `no master: not listening (<why>)`),
+/// meant for `sd_notify STATUS=`.
+pub async fn run_with_status(
+    cfg: ProxyConfig,
+    store_cfg: StoreConfig,
+    listener: Option<std::net::TcpListener>,
+    shutdown: CancellationToken,
+    status: watch::Sender<String>,
+) -> Result<(), ProxyError> {
+    let store = Store::connect(&store_cfg).await?;
+    let result = run_with_source(cfg, store.clone(), listener, shutdown, status).await;
+    // Our info key goes now rather than at TTL expiry, so a sentinel switching masters does not
+    // wait for a proxy that is gone.
+    if let Err(e) = store.revoke_lease().await {
+        tracing::debug!(error = %e, "cannot revoke the proxy's store lease; its info expires by TTL");
+    }
+    result
 }
 
 /// Runs the proxy against `source` until `shutdown` is cancelled. `listener`: an already-bound
