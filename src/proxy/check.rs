@@ -35,6 +35,8 @@ pub trait ClusterSource: Send + Sync + 'static {
 enum CheckError {
     #[error("cannot read clusterdata: {0}")]
     Read(StoreError),
+    #[error("{0}")]
+    Invalid(NoTarget),
     #[error("cannot publish proxy info while a master is defined: {0}")]
     Publish(StoreError),
     #[error("cannot listen on {addr}: {source}")]
@@ -258,12 +260,21 @@ impl Checker {
             Err(e) => return Some(Err(CheckError::Read(e))),
         };
         let target = select_target(cd.as_ref(), &self.uid);
+        if let Target::None {
+            reason: reason @ (NoTarget::UnsupportedFormat(_) | NoTarget::InvalidClusterData(_)),
+        } = target
+        {
+            // Unusable clusterdata counts as a failed check (upstream's rule), and its intervals
+            // must not be adopted.
+            self.route(None, reason.clone()).await;
+            return Some(Err(CheckError::Invalid(reason)));
+        }
         let master_defined = target.master_defined();
         let (dest, reason) = match target {
             Target::None { reason } => (None, reason),
             Target::Master { db_uid, addr } => {
                 match self.guarded(resolve(&addr), shutdown).await? {
-                    Ok(a) => (Some(Destination { db_uid, addr: a }), NoTarget::Starting),
+                    Ok(a) => (Some(Destination { db_uid, addr: a }), NoTarget::Switching),
                     Err(e) => (
                         None,
                         NoTarget::Unresolvable {
@@ -305,6 +316,8 @@ impl Checker {
             }
         }
         self.route(dest, reason).await;
+        // Listening (re)starts only after a whole successful check, not just a read as upstream:
+        // a proxy that cannot announce itself to the sentinel should not attract clients either.
         if let Err(source) = self.listening.ensure().await {
             return Some(Err(CheckError::Listen {
                 addr: self.listen_on.clone(),

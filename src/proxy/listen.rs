@@ -10,6 +10,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 pub(crate) struct Listening {
     /// `None` for a handed socket: we must not close what we did not open.
@@ -87,12 +88,10 @@ impl Listening {
     fn start(&mut self, listener: TcpListener) {
         let stop = CancellationToken::new();
         let addr = listener.local_addr().ok();
-        let task = tokio::spawn(accept_loop(
-            listener,
-            self.routes.clone(),
-            self.keepalive,
-            stop.clone(),
-        ));
+        let task = tokio::spawn(
+            accept_loop(listener, self.routes.clone(), self.keepalive, stop.clone())
+                .in_current_span(),
+        );
         self.active = Some(Active { stop, task, addr });
     }
 

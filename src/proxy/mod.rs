@@ -26,6 +26,7 @@ use route::Router;
 use session::Keepalive;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 #[derive(Debug, Clone)]
 pub struct ProxyConfig {
@@ -104,12 +105,15 @@ pub async fn run_with_source<S: ClusterSource>(
         count: cfg.tcp_keepalive_count,
     };
     let listen_on = format!("{}:{}", cfg.listen_address, cfg.port);
+    let span = tracing::info_span!("proxy", uid = %uid);
+    let entered = span.enter();
+    tracing::info!("proxy starting");
     let listening = match listener {
         Some(l) => Listening::handed(l, router.subscribe(), keepalive)
             .map_err(ProxyError::HandedListener)?,
         None => Listening::owned(cfg.listen_address, cfg.port, router.subscribe(), keepalive),
     };
-    tracing::info!(proxy = %uid, "proxy starting");
+    drop(entered);
     let mut checker = check::Checker::new(
         uid,
         router,
@@ -118,5 +122,5 @@ pub async fn run_with_source<S: ClusterSource>(
         cfg.stop_listening,
         listen_on,
     );
-    checker.run(&source, &shutdown).await
+    checker.run(&source, &shutdown).instrument(span).await
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// Bound on dialing the master, so clients of an unreachable master get a closed connection
 /// instead of hanging for the OS connect timeout (upstream dials without a bound).
@@ -68,7 +69,7 @@ pub(crate) async fn accept_loop(
             // Fail closed: the client sees its connection closed at once.
             continue;
         }
-        tokio::spawn(serve(client, route, keepalive));
+        tokio::spawn(serve(client, route, keepalive).in_current_span());
     }
 }
 

@@ -42,6 +42,8 @@ pub enum NoTarget {
     },
     #[error("no successful store check for proxyTimeout ({0:?})")]
     StoreTimeout(std::time::Duration),
+    #[error("switching to a new master")]
+    Switching,
     #[error("shutting down")]
     ShuttingDown,
 }

@@ -360,6 +360,23 @@ async fn without_clusterdata_connections_are_accepted_then_closed() {
     );
 }
 
+#[tokio::test]
+async fn invalid_clusterdata_refuses_clients_and_is_not_acknowledged() {
+    let (a, _ba) = backend("A").await;
+    let mut cd = fast();
+    set_master(&mut cd, "dba", a);
+    cd.format_version = 2;
+    let source = TestSource::new(Some(cd));
+    let p = start_handed(&source);
+    wait_status(
+        &p,
+        "no master: refusing connections (clusterdata formatVersion 2",
+    )
+    .await;
+    assert_refused_after_accept(p.addr).await;
+    assert!(source.info().is_none());
+}
+
 async fn fail_closed_on(health: Health) {
     let (a, _ba) = backend("A").await;
     let mut cd = fast();
