@@ -273,6 +273,9 @@ impl Checker {
         let (dest, reason) = match target {
             Target::None { reason } => (None, reason),
             Target::Master { db_uid, addr } => {
+                // ⚠ upstream returns without publishing when the address does not resolve; we
+                // publish anyway: acknowledging a generation while routing nowhere is safe and
+                // keeps the sentinel's view of live proxies accurate.
                 match self.guarded(resolve(&addr), shutdown).await? {
                     Ok(a) => (Some(Destination { db_uid, addr: a }), NoTarget::Switching),
                     Err(e) => (
