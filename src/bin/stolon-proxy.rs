@@ -57,9 +57,5 @@ async fn run_role(
     store: StoreConfig,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    // MERGE: replace the body with `Ok(stolon::proxy::run(cfg, store, None, shutdown).await?)` once stolon::proxy::run is on main.
-    let _ = (cfg, store, shutdown);
-    anyhow::bail!(
-        "stolon-proxy is not built yet in this branch (stolon::proxy::run lands at merge)"
-    )
+    Ok(stolon::proxy::run(cfg, store, None, shutdown).await?)
 }
