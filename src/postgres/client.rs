@@ -93,7 +93,7 @@ impl PgClient {
         let connecting = cfg.connect(tokio_postgres::NoTls);
         let (client, connection) = match tokio::time::timeout(c.timeout, connecting).await {
             Ok(Ok(pair)) => pair,
-            Ok(Err(source)) => return Err(PgError::Connect { socket, source }),
+            Ok(Err(source)) => return Err(PgError::connect(socket, source)),
             Err(_) => {
                 return Err(PgError::Timeout {
                     what: format!("connection to postgres at {socket}"),
@@ -119,7 +119,7 @@ impl PgClient {
     ) -> Result<T, PgError> {
         match tokio::time::timeout(self.timeout, fut).await {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(source)) => Err(PgError::Query { what, source }),
+            Ok(Err(source)) => Err(PgError::query(what, source)),
             Err(_) => Err(PgError::Timeout {
                 what: format!("query {what}"),
                 after: self.timeout,
@@ -130,7 +130,7 @@ impl PgClient {
     async fn one_text(&self, what: &'static str, sql: &str) -> Result<Option<String>, PgError> {
         let row = self.bounded(what, self.client.query_one(sql, &[])).await?;
         row.try_get::<_, Option<String>>(0)
-            .map_err(|source| PgError::Query { what, source })
+            .map_err(|source| PgError::query(what, source))
     }
 
     /// Runs statements with no result (tests and ad-hoc maintenance).
@@ -153,10 +153,8 @@ impl PgClient {
                 self.client.query_one("SELECT pg_is_in_recovery()", &[]),
             )
             .await?;
-        row.try_get(0).map_err(|source| PgError::Query {
-            what: "pg_is_in_recovery",
-            source,
-        })
+        row.try_get(0)
+            .map_err(|source| PgError::query("pg_is_in_recovery", source))
     }
 
     /// The database system identifier (decimal, as upstream reports it).
@@ -188,14 +186,12 @@ impl PgClient {
                     ),
                 )
                 .await?;
-            let lsn: String = row.try_get(0).map_err(|source| PgError::Query {
-                what: "current WAL position",
-                source,
-            })?;
-            let file: String = row.try_get(1).map_err(|source| PgError::Query {
-                what: "current WAL position",
-                source,
-            })?;
+            let lsn: String = row
+                .try_get(0)
+                .map_err(|source| PgError::query("current WAL position", source))?;
+            let file: String = row
+                .try_get(1)
+                .map_err(|source| PgError::query("current WAL position", source))?;
             let pos = parse_lsn(&lsn).ok_or_else(|| PgError::Unexpected {
                 what: "WAL position",
                 detail: lsn.clone(),
@@ -219,14 +215,12 @@ impl PgClient {
                 ),
             )
             .await?;
-        let lsn: Option<String> = row.try_get(0).map_err(|source| PgError::Query {
-            what: "standby WAL position",
-            source,
-        })?;
-        let checkpoint_tli: i64 = row.try_get(1).map_err(|source| PgError::Query {
-            what: "standby WAL position",
-            source,
-        })?;
+        let lsn: Option<String> = row
+            .try_get(0)
+            .map_err(|source| PgError::query("standby WAL position", source))?;
+        let checkpoint_tli: i64 = row
+            .try_get(1)
+            .map_err(|source| PgError::query("standby WAL position", source))?;
         let pos = lsn.as_deref().and_then(parse_lsn).unwrap_or(0);
         let tli = standby_timeline(pgdata, pos, checkpoint_tli.max(1) as u64)?;
         Ok((tli, pos))
@@ -266,7 +260,7 @@ impl PgClient {
                 })
             })
             .collect::<Result<_, tokio_postgres::Error>>()
-            .map_err(|source| PgError::Query { what, source })
+            .map_err(|source| PgError::query(what, source))
     }
 
     /// Parameters as written in the configuration files (`pg_file_settings`, later entries
@@ -287,10 +281,10 @@ impl PgClient {
         for r in rows {
             let name: String = r
                 .try_get(0)
-                .map_err(|source| PgError::Query { what, source })?;
+                .map_err(|source| PgError::query(what, source))?;
             let value: String = r
                 .try_get(1)
-                .map_err(|source| PgError::Query { what, source })?;
+                .map_err(|source| PgError::query(what, source))?;
             out.insert(name, value);
         }
         Ok(out)
@@ -308,7 +302,7 @@ impl PgClient {
             .await?;
         let v: Option<bool> = row
             .try_get(0)
-            .map_err(|source| PgError::Query { what, source })?;
+            .map_err(|source| PgError::query(what, source))?;
         Ok(v.unwrap_or(false))
     }
 
@@ -370,7 +364,7 @@ impl PgClient {
         for r in rows {
             let name: String = r
                 .try_get(0)
-                .map_err(|source| PgError::Query { what, source })?;
+                .map_err(|source| PgError::query(what, source))?;
             if let Some(uid) = uid_from_stolon_name(&name) {
                 out.insert(uid.to_string());
             }

@@ -272,9 +272,16 @@ pub(crate) fn render_with_include(
         out.push_str(&format!("include '{}'\n", inc.replace('\'', "''")));
     }
     for (k, v) in params {
-        out.push_str(&format!("{k} = '{}'\n", v.replace('\'', "''")));
+        out.push_str(&format!("{k} = {}\n", quote_conf_value(v)));
     }
     out
+}
+
+/// A postgresql.conf string value. ⚠ upstream only doubles `'`, but the server also reads
+/// backslash escapes inside quotes, so a `\` (e.g. in a password inside primary_conninfo) was
+/// mangled; we escape it too so every value arrives verbatim.
+fn quote_conf_value(v: &str) -> String {
+    format!("'{}'", v.replace('\\', "\\\\").replace('\'', "''"))
 }
 
 #[cfg(test)]
@@ -303,8 +310,9 @@ mod tests {
 
     #[test]
     fn renders_quoted_lines() {
-        let text = render_postgresql_conf(&map(&[("a", "it's"), ("b", "x")]));
+        let text = render_postgresql_conf(&map(&[("a", "it's"), ("b", "x"), ("c", r"x\y")]));
         assert!(text.contains("a = 'it''s'\n"));
+        assert!(text.contains(r"c = 'x\\y'"));
         assert!(text.contains("b = 'x'\n"));
         let text = render_with_include(Some("postgresql.conf"), &map(&[("b", "x")]));
         let inc = text.find("include 'postgresql.conf'").unwrap();
@@ -387,7 +395,7 @@ mod tests {
         assert_eq!(p["primary_conninfo"], conn.conninfo(true));
         // The conninfo's own quotes survive postgresql.conf quoting.
         let text = render_postgresql_conf(&p);
-        assert!(text.contains(r"password=''pa ss\''w\\d''"), "{text}");
+        assert!(text.contains(r"password=''pa ss\\''w\\\\d''"), "{text}");
     }
 
     #[test]

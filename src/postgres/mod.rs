@@ -78,14 +78,18 @@ pub enum PgError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("cannot connect to postgres at {socket}: {source}")]
+    #[error("cannot connect to postgres at {socket}: {detail}")]
     Connect {
         socket: String,
+        detail: String,
+        #[source]
         source: tokio_postgres::Error,
     },
-    #[error("query {what} failed: {source}")]
+    #[error("query {what} failed: {detail}")]
     Query {
         what: &'static str,
+        detail: String,
+        #[source]
         source: tokio_postgres::Error,
     },
     #[error("unexpected {what}: {detail}")]
@@ -93,10 +97,47 @@ pub enum PgError {
 }
 
 impl PgError {
+    pub(crate) fn query(what: &'static str, source: tokio_postgres::Error) -> PgError {
+        PgError::Query {
+            what,
+            detail: pg_error_text(&source),
+            source,
+        }
+    }
+
+    pub(crate) fn connect(socket: String, source: tokio_postgres::Error) -> PgError {
+        PgError::Connect {
+            socket,
+            detail: pg_error_text(&source),
+            source,
+        }
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> PgError {
         PgError::Io {
             path: path.into(),
             source,
+        }
+    }
+}
+
+/// tokio-postgres displays server errors as just "db error": spell out the server's message.
+fn pg_error_text(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!(
+            "{}: {} (SQLSTATE {})",
+            db.severity(),
+            db.message(),
+            db.code().code()
+        ),
+        None => {
+            let mut text = e.to_string();
+            let mut src = std::error::Error::source(e);
+            while let Some(s) = src {
+                text.push_str(&format!(": {s}"));
+                src = s.source();
+            }
+            text
         }
     }
 }
