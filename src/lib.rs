@@ -11,4 +11,5 @@ pub mod postgres;
 pub mod proxy;
 pub mod sentinel;
 pub mod store;
+pub mod systemd;
 pub mod telemetry;
