@@ -1,4 +1,5 @@
-//! postgres as a child process of the keeper (no `pg_ctl start`): its own process group, no
+//! postgres as a child process of the keeper (no `pg_ctl start`): its own process group (a
+//! Ctrl-C on the keeper's terminal must not reach it: the keeper decides how it stops), no
 //! `NOTIFY_SOCKET` (it would otherwise talk to systemd as if it were the keeper), its output
 //! forwarded line by line to tracing (target `postgres`), readiness read from `postmaster.pid`.
 
