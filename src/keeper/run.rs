@@ -260,7 +260,7 @@ impl Keeper {
                 (None, true)
             }
         };
-        let local = match self.observe().await {
+        let local = match self.observe(cd.as_ref()).await {
             Ok(l) => l,
             Err(e) => {
                 tracing::error!(keeper = %self.facts.uid, error = %e, "cannot read the local state");
@@ -340,7 +340,7 @@ impl Keeper {
         Ok(())
     }
 
-    async fn observe(&mut self) -> Result<LocalState, KeeperError> {
+    async fn observe(&mut self, cd: Option<&ClusterData>) -> Result<LocalState, KeeperError> {
         let db_state = self.dir.load_db_state()?;
         let initialized = postgres::is_initialized(&self.pgdata);
         let role = if !initialized {
@@ -358,11 +358,17 @@ impl Keeper {
         }
         let mut in_sync_standbys = None;
         let mut pending_restart = false;
-        if running {
+        // Only ask postgres what the plan can use: the keeper connects on every iteration
+        // otherwise, which is noise in the server log.
+        let want_pending = cd.is_some_and(|cd| cd.cluster.spec.automatic_pg_restart());
+        let want_sync = self.applied.as_ref().is_some_and(|a| a.hba.internal_only);
+        if running && (want_pending || want_sync) {
             match PgClient::connect(&self.local_conn).await {
                 Ok(client) => {
-                    pending_restart = client.pending_restart().await.unwrap_or(false);
-                    if self.applied.as_ref().is_some_and(|a| a.hba.internal_only) {
+                    if want_pending {
+                        pending_restart = client.pending_restart().await.unwrap_or(false);
+                    }
+                    if want_sync {
                         in_sync_standbys = client.synchronous_standbys().await.ok();
                     }
                 }
