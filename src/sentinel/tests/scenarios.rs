@@ -213,6 +213,12 @@ fn failed_master_db_is_removed_and_proxies_cut() {
     assert_eq!(masters, 1);
     // Phase one of the proxy switch was written with the election.
     assert!(w.cd.proxy.generation > gen_before);
+    // No db is left following the removed one: the standbys follow the new master at once.
+    let new_master = w.cd.cluster.status.master.clone();
+    for db in w.cd.dbs.values().filter(|d| d.uid != new_master) {
+        assert_eq!(db.spec.follow_config.as_ref().unwrap().db_uid, new_master);
+    }
+    assert_eq!(w.master_db().spec.followers.len(), 1);
 }
 
 #[test]
