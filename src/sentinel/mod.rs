@@ -18,7 +18,7 @@ pub use memory::{ConvergenceTimer, DbMemory, InfoSeen, Memory};
 pub use sync::FAKE_STANDBY_NAME;
 
 use crate::cluster::{
-    ClusterData, ClusterSpec, DEFAULT_SLEEP_INTERVAL, SentinelInfo, Time, new_uid,
+    ClusterData, ClusterSpec, DEFAULT_SLEEP_INTERVAL, GoDuration, SentinelInfo, Time, new_uid,
 };
 use crate::store::{CasOutcome, Election, Store, StoreConfig, StoreError, StoreEvent};
 use crate::systemd::Notifier;
@@ -112,6 +112,8 @@ pub async fn run_with_notifier(
         next_check_at: None,
         info_published: None,
         last_problem: None,
+        conditions: Vec::new(),
+        warned_intervals: None,
         status: "starting".into(),
     };
     notifier.ready("sentinel started, waiting for the store");
@@ -201,6 +203,9 @@ struct Sentinel {
     info_published: Option<Instant>,
     /// The last problem logged, so a condition persisting over many checks is logged once.
     last_problem: Option<String>,
+    /// Condition events of the previous check (logged when they appear, not every check).
+    conditions: Vec<Event>,
+    warned_intervals: Option<(GoDuration, GoDuration)>,
     status: String,
 }
 
@@ -234,6 +239,17 @@ impl Sentinel {
         let spec = &cd.value.cluster.spec;
         self.sleep = spec.sleep_interval().to_std();
         self.store.set_lease_ttl(self.sleep * 2);
+        let intervals = (spec.fail_interval(), spec.sleep_interval());
+        if intervals.0 <= intervals.1 && self.warned_intervals != Some(intervals) {
+            tracing::warn!(
+                cluster = %self.cluster,
+                fail_interval = %intervals.0,
+                sleep_interval = %intervals.1,
+                "failInterval is not above sleepInterval: keepers publish every sleepInterval, \
+                 so healthy keepers will be judged failed; raise failInterval (stolonctl update)"
+            );
+        }
+        self.warned_intervals = Some(intervals);
 
         if self
             .info_published
@@ -254,6 +270,7 @@ impl Sentinel {
         if !self.election.is_leader() {
             self.term = None;
             self.last_problem = None;
+            self.conditions.clear();
             self.status = "following: another sentinel leads".into();
             return;
         }
@@ -263,9 +280,17 @@ impl Sentinel {
         }
 
         let decision = decide(&cd.value, &observed, &self.memory, Utc::now());
+        let mut conditions = Vec::new();
         for e in &decision.events {
+            if e.is_condition() {
+                conditions.push(e.clone());
+                if self.conditions.contains(e) {
+                    continue;
+                }
+            }
             log_event(&self.cluster, e);
         }
+        self.conditions = conditions;
         self.memory = decision.memory;
         self.next_check_at = decision.next_check_at;
         if let Some(new) = &decision.cluster_data {
