@@ -115,6 +115,7 @@ pub async fn run_with_notifier(
         conditions: Vec::new(),
         warned_intervals: None,
         status: "starting".into(),
+        clock: Clock::start(),
     };
     notifier.ready("sentinel started, waiting for the store");
     let mut watch_rx: Option<mpsc::Receiver<StoreEvent>> = None;
@@ -130,7 +131,7 @@ pub async fn run_with_notifier(
 
         let mut wake = Instant::now() + s.sleep;
         if let Some(at) = s.next_check_at {
-            wake = wake.min(instant_of(at));
+            wake = wake.min(s.clock.instant_of(at));
         }
         if let Some(every) = notifier.watchdog_interval() {
             wake = wake.min(Instant::now() + every);
@@ -184,9 +185,31 @@ fn drain(rx: &mut Option<mpsc::Receiver<StoreEvent>>) {
     }
 }
 
-fn instant_of(at: Time) -> Instant {
-    let wait = (at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
-    Instant::now() + wait
+/// Wall time advanced by the monotonic clock from the start. Health compares instants taken
+/// from this clock only, so a wall-clock step (NTP, a suspended VM's clock fix-up) cannot make
+/// every keeper look silent at once.
+struct Clock {
+    wall: Time,
+    mono: Instant,
+}
+
+impl Clock {
+    fn start() -> Clock {
+        Clock {
+            wall: Utc::now(),
+            mono: Instant::now(),
+        }
+    }
+
+    fn now(&self) -> Time {
+        let elapsed = chrono::TimeDelta::from_std(self.mono.elapsed()).unwrap_or_default();
+        self.wall + elapsed
+    }
+
+    fn instant_of(&self, at: Time) -> Instant {
+        let offset = (at - self.wall).to_std().unwrap_or(Duration::ZERO);
+        self.mono + offset
+    }
 }
 
 struct Sentinel {
@@ -207,6 +230,7 @@ struct Sentinel {
     conditions: Vec<Event>,
     warned_intervals: Option<(GoDuration, GoDuration)>,
     status: String,
+    clock: Clock,
 }
 
 impl Sentinel {
@@ -279,7 +303,7 @@ impl Sentinel {
             self.memory = Memory::default();
         }
 
-        let decision = decide(&cd.value, &observed, &self.memory, Utc::now());
+        let decision = decide(&cd.value, &observed, &self.memory, self.clock.now());
         let mut conditions = Vec::new();
         for e in &decision.events {
             if e.is_condition() {
@@ -304,7 +328,7 @@ impl Sentinel {
                     // Someone else wrote (stolonctl) or we were deposed: the watch event of
                     // that write brings the next check, which decides on fresh data.
                     tracing::info!(cluster = %self.cluster, "clusterdata changed during the check; deciding again");
-                    self.next_check_at = Some(Utc::now() + RETRY_AFTER_CONFLICT);
+                    self.next_check_at = Some(self.clock.now() + RETRY_AFTER_CONFLICT);
                 }
                 Err(e) => return self.problem(format!("cannot write clusterdata: {e}")),
             }
@@ -331,7 +355,7 @@ impl Sentinel {
             }
             return;
         };
-        let cd = ClusterData::new(new_uid(), spec, Utc::now());
+        let cd = ClusterData::new(new_uid(), spec, self.clock.now());
         match self.store.cas_cluster_data(&cd, 0).await {
             Ok(CasOutcome::Written { .. }) => tracing::info!(
                 cluster = %self.cluster,
@@ -341,7 +365,7 @@ impl Sentinel {
             Ok(CasOutcome::Conflict) => {}
             Err(e) => return self.problem(format!("cannot write initial clusterdata: {e}")),
         }
-        self.next_check_at = Some(Utc::now() + RETRY_AFTER_CONFLICT);
+        self.next_check_at = Some(self.clock.now() + RETRY_AFTER_CONFLICT);
     }
 
     async fn stop(&self) {
