@@ -22,6 +22,7 @@ pub const MIN_TTL: Duration = Duration::from_secs(20);
 
 /// Retry pace of keep-alive while it fails, so a recovered etcd sees us again quickly.
 const KEEPALIVE_RETRY: Duration = Duration::from_secs(1);
+const KEEPALIVE_PING: Duration = Duration::from_secs(10);
 const WATCH_BACKOFF_MIN: Duration = Duration::from_millis(100);
 const WATCH_BACKOFF_MAX: Duration = Duration::from_secs(2);
 const WATCH_BUFFER: usize = 256;
@@ -64,13 +65,19 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Store {
     /// Builds the client; does not need etcd to be up (requests retry the connection).
     pub async fn connect(cfg: &StoreConfig) -> Result<Store, StoreError> {
+        if cfg.timeout.is_zero() {
+            return Err(StoreError::Config(
+                "--store-timeout must be greater than 0".into(),
+            ));
+        }
         let (endpoints, scheme) = tls::endpoints(cfg)?;
-        let keepalive = cfg.timeout.max(Duration::from_secs(1));
-        // HTTP/2 pings detect a silently dead etcd on long-lived watch/campaign streams.
+        // HTTP/2 pings detect a silently dead etcd on long-lived watch/campaign streams. etcd
+        // (--grpc-keepalive-min-time, default 5s) drops clients that ping more often or while
+        // no stream is open, hence the 10s interval and no idle pings.
         let mut opts = ConnectOptions::new()
             .with_connect_timeout(cfg.timeout)
-            .with_keep_alive(keepalive, keepalive)
-            .with_keep_alive_while_idle(true);
+            .with_keep_alive(KEEPALIVE_PING, cfg.timeout.max(Duration::from_secs(1)))
+            .with_keep_alive_while_idle(false);
         match scheme {
             Scheme::Https => {
                 if cfg.skip_tls_verify {
@@ -641,7 +648,13 @@ async fn watch_loop(store: Store, tx: mpsc::Sender<StoreEvent>, first: Option<Wa
 }
 
 fn etcd_error(what: &str, e: &etcd_client::Error) -> StoreError {
-    StoreError::Etcd(format!("{what}: {}", describe(e)))
+    let text = describe(e);
+    let hint = if text.contains("invalid peer certificate") {
+        " (the etcd server certificate is not trusted: check --store-ca-file)"
+    } else {
+        ""
+    };
+    StoreError::Etcd(format!("{what}: {text}{hint}"))
 }
 
 /// One line with the underlying cause (etcd-client's own Display hides the source chain, e.g.
