@@ -57,7 +57,10 @@ impl Keeper {
             }
             Action::CaptureInitParameters => {
                 let client = PgClient::connect(&self.local_conn).await?;
-                let params = filter_managed(&client.config_file_parameters().await?);
+                let params = client.config_file_parameters().await;
+                // Closed before the stop that follows, which would otherwise cut it.
+                client.close().await;
+                let params = filter_managed(&params?);
                 let mut s = self.dir.load_db_state()?;
                 s.init_pg_parameters = params;
                 self.dir.save_db_state(&s)
@@ -65,15 +68,16 @@ impl Keeper {
             Action::SetupRoles => {
                 tracing::info!(keeper = %self.facts.uid, "setting up roles");
                 let client = PgClient::connect(&self.local_conn).await?;
-                client
+                let res = client
                     .setup_roles(
                         &self.cfg.pg_su_username,
                         self.cfg.pg_su_password.as_deref(),
                         &self.cfg.pg_repl_username,
                         self.cfg.pg_repl_password.as_deref(),
                     )
-                    .await?;
-                Ok(())
+                    .await;
+                client.close().await;
+                Ok(res?)
             }
             Action::Resync { host, port, slot } => {
                 tracing::info!(keeper = %self.facts.uid, %host, %port, %slot, "resyncing the database cluster with pg_basebackup");
@@ -131,19 +135,9 @@ impl Keeper {
                 additional,
             } => {
                 let client = PgClient::connect(&self.local_conn).await?;
-                client
-                    .reconcile_replication_slots(&followers.iter().cloned().collect())
-                    .await?;
-                for slot in additional {
-                    // Names are checked by spec validation ([a-z0-9_]), so quoting is plain.
-                    client
-                        .execute(&format!(
-                            "SELECT pg_create_physical_replication_slot('{slot}') \
-                             WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = '{slot}')"
-                        ))
-                        .await?;
-                }
-                Ok(())
+                let res = reconcile_slots(&client, followers, additional).await;
+                client.close().await;
+                res
             }
         }
     }
@@ -282,4 +276,24 @@ impl Keeper {
             application_name: slot.to_string(),
         })
     }
+}
+
+async fn reconcile_slots(
+    client: &PgClient,
+    followers: &[String],
+    additional: &[String],
+) -> Result<(), KeeperError> {
+    client
+        .reconcile_replication_slots(&followers.iter().cloned().collect())
+        .await?;
+    for slot in additional {
+        // Names are checked by spec validation ([a-z0-9_]), so quoting is plain.
+        client
+            .execute(&format!(
+                "SELECT pg_create_physical_replication_slot('{slot}') \
+                 WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = '{slot}')"
+            ))
+            .await?;
+    }
+    Ok(())
 }

@@ -129,7 +129,11 @@ async fn info(id: &Identity, snap: &Snapshot) -> KeeperInfo {
         let mut conn = id.conn.clone();
         conn.timeout = snap.request_timeout;
         let gathered = match PgClient::connect(&conn).await {
-            Ok(client) => client.gather_state(&id.pgdata).await,
+            Ok(client) => {
+                let s = client.gather_state(&id.pgdata).await;
+                client.close().await;
+                s
+            }
             Err(e) => Err(e),
         };
         match gathered {

@@ -371,6 +371,7 @@ impl Keeper {
                     if want_sync {
                         in_sync_standbys = client.synchronous_standbys().await.ok();
                     }
+                    client.close().await;
                 }
                 Err(e) => tracing::debug!(error = %e, "cannot connect to postgres"),
             }

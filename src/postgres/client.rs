@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 /// How the keeper reaches its own postgres.
@@ -64,17 +65,17 @@ pub struct ReplicationRow {
     pub sync_state: String,
 }
 
-/// A connection to the local postgres. Dropping it closes the connection.
+/// How long a connection may take to say goodbye (Terminate) once its client is gone.
+const CLOSE_BOUND: Duration = Duration::from_secs(2);
+
+/// A connection to the local postgres. Dropping it closes the connection gracefully in the
+/// background; [`PgClient::close`] does the same and waits for it.
 pub struct PgClient {
     client: tokio_postgres::Client,
     timeout: Duration,
     conn_task: JoinHandle<()>,
-}
-
-impl Drop for PgClient {
-    fn drop(&mut self) {
-        self.conn_task.abort();
-    }
+    /// Dropped with the client: tells the connection task to start its bounded goodbye.
+    _gone: oneshot::Sender<()>,
 }
 
 impl PgClient {
@@ -101,15 +102,23 @@ impl PgClient {
                 });
             }
         };
-        let conn_task = tokio::spawn(async move {
-            // Errors surface to the caller through the next query on the client.
-            let _ = connection.await;
-        });
+        let (gone_tx, gone_rx) = oneshot::channel();
+        let conn_task = tokio::spawn(drive_connection(connection, gone_rx));
         Ok(PgClient {
             client,
             timeout: c.timeout,
             conn_task,
+            _gone: gone_tx,
         })
+    }
+
+    /// Closes the connection and waits (briefly) until the server has it closed too.
+    pub async fn close(self) {
+        let PgClient {
+            client, conn_task, ..
+        } = self;
+        drop(client);
+        let _ = tokio::time::timeout(CLOSE_BOUND + Duration::from_millis(100), conn_task).await;
     }
 
     async fn bounded<T>(
@@ -431,6 +440,26 @@ impl PgClient {
             older_wal_file,
         })
     }
+}
+
+/// Runs a connection until it ends. Once its client is dropped, tokio-postgres sends Terminate
+/// and ends the connection itself: aborting the task instead would cut the socket and make the
+/// server log `could not receive data from client` / `connection to client lost` for every
+/// keeper query. A server that does not answer gets [`CLOSE_BOUND`], then the socket is cut.
+async fn drive_connection<S, T>(
+    connection: tokio_postgres::Connection<S, T>,
+    gone: oneshot::Receiver<()>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    tokio::pin!(connection);
+    tokio::select! {
+        // Errors surface to the caller through the next query on the client.
+        _ = &mut connection => return,
+        _ = gone => {}
+    }
+    let _ = tokio::time::timeout(CLOSE_BOUND, connection).await;
 }
 
 /// The timeline `pos` lies on, following the newest history file in `pg_wal` (at least

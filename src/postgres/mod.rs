@@ -42,6 +42,25 @@ use std::time::Duration;
 /// Upstream's hard-coded unix socket directory.
 pub const DEFAULT_SOCKET_DIR: &str = "/tmp";
 
+/// What systemd hands the keeper's service that no PostgreSQL program may inherit: a postgres
+/// built with systemd support (Debian's is) would send its own READY=1/STOPPING=1 for the
+/// keeper's unit, and the watchdog and activated sockets are the keeper's.
+const SERVICE_ENV: &[&str] = &[
+    "NOTIFY_SOCKET",
+    "WATCHDOG_USEC",
+    "WATCHDOG_PID",
+    "LISTEN_FDS",
+    "LISTEN_PID",
+    "LISTEN_FDNAMES",
+];
+
+fn without_service_env(cmd: &mut tokio::process::Command) -> &mut tokio::process::Command {
+    for var in SERVICE_ENV {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
 /// The OS user and group a PostgreSQL program runs as, when it must differ from ours.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RunAs {

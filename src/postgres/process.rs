@@ -1,7 +1,8 @@
 //! postgres as a child process of the keeper (no `pg_ctl start`): its own process group (a
 //! Ctrl-C on the keeper's terminal must not reach it: the keeper decides how it stops), no
-//! `NOTIFY_SOCKET` (it would otherwise talk to systemd as if it were the keeper), its output
-//! forwarded line by line to tracing (target `postgres`), readiness read from `postmaster.pid`.
+//! systemd service environment (with `NOTIFY_SOCKET` it would talk to systemd as if it were the
+//! keeper), its output forwarded line by line to tracing (target `postgres`, level from the
+//! line's severity), readiness read from `postmaster.pid`.
 
 use super::{PgBinaries, PgError, RunAs};
 use nix::sys::signal::{Signal, kill};
@@ -78,7 +79,7 @@ impl PgProcess {
         if let Some(conf) = &opts.config_file {
             cmd.arg("-c").arg(format!("config_file={}", conf.display()));
         }
-        cmd.env_remove("NOTIFY_SOCKET")
+        super::without_service_env(&mut cmd)
             .current_dir(&pgdata)
             .process_group(0)
             .stdin(Stdio::null())
@@ -306,13 +307,14 @@ fn forward_lines<R: AsyncRead + Unpin + Send + 'static>(
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut lines = BufReader::new(stream).lines();
+        let mut level = PgLevel::Info;
         while let Ok(Some(line)) = lines.next_line().await {
-            if line.contains("PANIC:") || line.contains("FATAL:") {
-                tracing::error!(target: "postgres", pid, "{line}");
-            } else if line.contains("ERROR:") || line.contains("WARNING:") {
-                tracing::warn!(target: "postgres", pid, "{line}");
-            } else {
-                tracing::info!(target: "postgres", pid, "{line}");
+            level = line_level(&line, level);
+            match level {
+                PgLevel::Error => tracing::error!(target: "postgres", pid, "{line}"),
+                PgLevel::Warn => tracing::warn!(target: "postgres", pid, "{line}"),
+                PgLevel::Info => tracing::info!(target: "postgres", pid, "{line}"),
+                PgLevel::Debug => tracing::debug!(target: "postgres", pid, "{line}"),
             }
             if let Ok(mut t) = tail.lock() {
                 if t.len() == TAIL_LINES {
@@ -322,6 +324,51 @@ fn forward_lines<R: AsyncRead + Unpin + Send + 'static>(
             }
         }
     })
+}
+
+/// The log level a postgres output line is forwarded at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PgLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+}
+
+/// The level of one line of postgres's stderr, from its severity tag (`LOG:  `, `ERROR:  `, …,
+/// always followed by two spaces). The earliest tag counts: the log_line_prefix comes before it
+/// and the message text after it may quote another. Detail lines (`DETAIL:`, `HINT:`,
+/// `STATEMENT:`, …) and untagged continuation lines belong to the message before them and take
+/// its level (`previous`); other untagged lines (a translated message, output before logging is
+/// set up) are info.
+fn line_level(line: &str, previous: PgLevel) -> PgLevel {
+    const TAGS: &[(&str, Option<PgLevel>)] = &[
+        ("PANIC:  ", Some(PgLevel::Error)),
+        ("FATAL:  ", Some(PgLevel::Error)),
+        ("ERROR:  ", Some(PgLevel::Error)),
+        ("WARNING:  ", Some(PgLevel::Warn)),
+        ("LOG:  ", Some(PgLevel::Info)),
+        ("NOTICE:  ", Some(PgLevel::Info)),
+        ("INFO:  ", Some(PgLevel::Info)),
+        // Every DEBUGn level prints as DEBUG.
+        ("DEBUG:  ", Some(PgLevel::Debug)),
+        ("DETAIL:  ", None),
+        ("HINT:  ", None),
+        ("CONTEXT:  ", None),
+        ("STATEMENT:  ", None),
+        ("QUERY:  ", None),
+        ("LOCATION:  ", None),
+    ];
+    let earliest = TAGS
+        .iter()
+        .filter_map(|(tag, level)| line.find(tag).map(|at| (at, *level)))
+        .min_by_key(|(at, _)| *at);
+    match earliest {
+        Some((_, Some(level))) => level,
+        Some((_, None)) => previous,
+        None if line.starts_with([' ', '\t']) => previous,
+        None => PgLevel::Info,
+    }
 }
 
 /// Pid (line 1) and status (line 8) from `postmaster.pid`, when present and complete.
@@ -442,6 +489,41 @@ mod tests {
         );
         std::fs::write(dir.path().join("postmaster.pid"), "4242\n/data\n").unwrap();
         assert!(read_postmaster_pid(dir.path()).is_none());
+    }
+
+    #[test]
+    fn postgres_lines_get_their_severity() {
+        use PgLevel::*;
+        let prefix = "2024-05-01 10:00:00.123 UTC [4242] ";
+        let at = |rest: &str, prev| line_level(&format!("{prefix}{rest}"), prev);
+        assert_eq!(
+            at(
+                "LOG:  database system is ready to accept connections",
+                Error
+            ),
+            Info
+        );
+        assert_eq!(
+            at(
+                "WARNING:  archive_mode enabled, yet archiving is not configured",
+                Info
+            ),
+            Warn
+        );
+        assert_eq!(at("ERROR:  relation \"x\" does not exist", Info), Error);
+        assert_eq!(at("FATAL:  connection to client lost", Info), Error);
+        assert_eq!(at("PANIC:  could not write to file", Info), Error);
+        assert_eq!(
+            at("DEBUG:  checkpointer updated shared memory", Info),
+            Debug
+        );
+        // Detail lines and continuations follow the message they belong to.
+        assert_eq!(at("STATEMENT:  select 1/0", Error), Error);
+        assert_eq!(at("HINT:  Is another postmaster running?", Warn), Warn);
+        assert_eq!(line_level("\tfrom a multi-line statement", Error), Error);
+        // A quoted tag in the text does not override the real one.
+        assert_eq!(at("LOG:  statement: SELECT 'ERROR:  boom'", Error), Info);
+        assert_eq!(line_level("some untagged output", Error), Info);
     }
 
     #[test]
