@@ -268,6 +268,20 @@ async fn master_standby_promotion() {
     assert_eq!(state2.system_id, state1.system_id);
     assert_eq!(state2.timeline_id, 1);
     assert!(state2.x_log_pos >= state1.x_log_pos);
+    assert_eq!(state2.streaming_standbys, 0);
+    assert!(
+        state2.replay_lag.is_some(),
+        "a streaming standby reports its lag"
+    );
+    assert_eq!(
+        master
+            .gather_state(&pgdata1)
+            .await
+            .unwrap()
+            .streaming_standbys,
+        1
+    );
+    assert_eq!(state1.replay_lag, None, "a master has no replay lag");
 
     // Promotion: the old master stops, the standby becomes master on timeline 2.
     let master_pos = master.gather_state(&pgdata1).await.unwrap().x_log_pos;

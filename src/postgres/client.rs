@@ -55,6 +55,11 @@ pub struct PgState {
     /// Db uids of the `stolon_*` standbys currently in sync.
     pub synchronous_standbys: Vec<String>,
     pub older_wal_file: String,
+    /// Master: walsenders in state `streaming` (any application name).
+    pub streaming_standbys: usize,
+    /// Standby: received but not yet replayed WAL, in bytes; `None` while nothing is received
+    /// (no WAL receiver yet, or recovering from an archive).
+    pub replay_lag: Option<u64>,
 }
 
 /// One row of `pg_stat_replication`.
@@ -237,14 +242,26 @@ impl PgClient {
 
     /// Db uids of the `stolon_*` standbys in `pg_stat_replication` with sync_state `sync`.
     pub async fn synchronous_standbys(&self) -> Result<Vec<String>, PgError> {
-        let rows = self.replication().await?;
-        let mut uids: Vec<String> = rows
-            .iter()
-            .filter(|r| r.sync_state == "sync")
-            .filter_map(|r| uid_from_stolon_name(&r.application_name).map(str::to_string))
-            .collect();
-        uids.sort();
-        Ok(uids)
+        Ok(sync_standby_uids(&self.replication().await?))
+    }
+
+    /// On a standby: received minus replayed WAL in bytes (`None` when nothing is received).
+    pub async fn replay_lag(&self) -> Result<Option<u64>, PgError> {
+        let what = "replay lag";
+        let row = self
+            .bounded(
+                what,
+                self.client.query_one(
+                    "SELECT greatest(pg_wal_lsn_diff(pg_last_wal_receive_lsn(), \
+                     pg_last_wal_replay_lsn()), 0)::int8",
+                    &[],
+                ),
+            )
+            .await?;
+        let lag: Option<i64> = row
+            .try_get(0)
+            .map_err(|source| PgError::query(what, source))?;
+        Ok(lag.map(|l| l.max(0) as u64))
     }
 
     /// `pg_stat_replication` (names, states).
@@ -427,7 +444,12 @@ impl PgClient {
         let keep_from = history.len().saturating_sub(2);
         let timelines_history = history.split_off(keep_from);
         let pg_parameters = filter_managed(&self.config_file_parameters().await?);
-        let synchronous_standbys = self.synchronous_standbys().await?;
+        let replication = self.replication().await?;
+        let replay_lag = if in_recovery {
+            self.replay_lag().await?
+        } else {
+            None
+        };
         let older_wal_file = oldest_wal_file(pgdata)?.unwrap_or_default();
         Ok(PgState {
             in_recovery,
@@ -436,10 +458,25 @@ impl PgClient {
             x_log_pos,
             timelines_history,
             pg_parameters,
-            synchronous_standbys,
+            synchronous_standbys: sync_standby_uids(&replication),
             older_wal_file,
+            streaming_standbys: replication
+                .iter()
+                .filter(|r| r.state == "streaming")
+                .count(),
+            replay_lag,
         })
     }
+}
+
+fn sync_standby_uids(rows: &[ReplicationRow]) -> Vec<String> {
+    let mut uids: Vec<String> = rows
+        .iter()
+        .filter(|r| r.sync_state == "sync")
+        .filter_map(|r| uid_from_stolon_name(&r.application_name).map(str::to_string))
+        .collect();
+    uids.sort();
+    uids
 }
 
 /// Runs a connection until it ends. Once its client is dropped, tokio-postgres sends Terminate
