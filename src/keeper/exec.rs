@@ -3,14 +3,16 @@
 use super::AuthMethod;
 use super::error::KeeperError;
 use super::plan::{Action, DesiredConfig, Recovery, StopReason};
-use super::run::Keeper;
+use super::run::{BASEBACKUP_STALL, Keeper};
 use super::state::DbState;
+use super::status::basebackup_status;
 use crate::postgres::{
     self, HbaParams, ManagedParams, PgClient, PgProcess, RecoverySettings, ReplConn, StartOptions,
     build_parameters, filter_managed, render_pg_hba, synchronous_standby_names,
 };
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use tokio::time::Instant;
 
 impl Keeper {
     pub(super) async fn execute(&mut self, action: &Action) -> Result<(), KeeperError> {
@@ -85,7 +87,9 @@ impl Keeper {
                 self.applied = None;
                 let conn = self.repl_conn(host, port, slot)?;
                 let uid = self.facts.uid.clone();
+                let work = self.work.clone();
                 let mut last_pct = None;
+                let mut last_done = None;
                 postgres::pg_basebackup(
                     &self.bins,
                     &self.pgdata,
@@ -97,6 +101,12 @@ impl Keeper {
                         if last_pct != Some(pct) {
                             tracing::info!(keeper = %uid, "pg_basebackup {pct}% ({done}/{total} bytes)");
                             last_pct = Some(pct);
+                        }
+                        // Only bytes copied count as progress for the watchdog: a copy that
+                        // hangs must get the keeper restarted.
+                        if last_done.is_none_or(|d| done > d) {
+                            last_done = Some(done);
+                            work.progress(basebackup_status(done, total), BASEBACKUP_STALL);
                         }
                     },
                 )
@@ -191,6 +201,7 @@ impl Keeper {
         }
         tracing::info!(keeper = %self.facts.uid, pid = pg.pid(), temporary, standby, "postgres started");
         self.pg = Some(pg);
+        self.pg_started_at = Some(Instant::now());
         Ok(())
     }
 

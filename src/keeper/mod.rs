@@ -18,10 +18,12 @@ mod run;
 pub mod state;
 #[cfg(test)]
 mod state_tests;
+mod status;
 pub mod validate;
+mod work;
 
 pub use error::KeeperError;
-pub use run::run;
+pub use run::{run, run_with_notifier};
 pub use state::read_password_file;
 
 use std::path::PathBuf;

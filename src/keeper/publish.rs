@@ -24,11 +24,26 @@ pub(super) struct Snapshot {
     pub request_timeout: Duration,
 }
 
+/// What the last successful publish said about the local PostgreSQL.
+#[derive(Debug, Clone)]
+pub(super) struct Published {
+    /// When its state was read (before connecting to PostgreSQL).
+    pub gathered_at: Instant,
+    pub db_uid: String,
+    /// PostgreSQL accepted a connection and answered every query.
+    pub healthy: bool,
+    pub streaming_standbys: usize,
+    pub replay_lag: Option<u64>,
+}
+
 pub(super) struct Shared {
     snapshot: Mutex<Snapshot>,
     /// Last time the store answered a read or took a write: the basis of self-fencing.
     last_store_ok: Mutex<Instant>,
     publish_now: Notify,
+    published: Mutex<Option<Published>>,
+    /// Signalled after every successful publish (readiness and status follow it).
+    published_notify: Notify,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -42,6 +57,8 @@ impl Shared {
             snapshot: Mutex::new(snapshot),
             last_store_ok: Mutex::new(Instant::now()),
             publish_now: Notify::new(),
+            published: Mutex::new(None),
+            published_notify: Notify::new(),
         })
     }
 
@@ -63,6 +80,16 @@ impl Shared {
 
     pub fn publish_now(&self) {
         self.publish_now.notify_one();
+    }
+
+    pub fn published(&self) -> Option<Published> {
+        lock(&self.published).clone()
+    }
+
+    /// Resolves after the next successful publish (or at once if one happened since the last
+    /// call returned).
+    pub async fn wait_published(&self) {
+        self.published_notify.notified().await
     }
 }
 
@@ -92,10 +119,19 @@ pub(super) async fn publisher(
         // Upstream publishes only once the cluster is known: a keeper of no cluster has
         // nothing the sentinel could use.
         if !snap.cluster_uid.is_empty() {
-            let info = info(&id, &snap).await;
+            let gathered_at = Instant::now();
+            let (info, local) = info(&id, &snap).await;
             match store.put_keeper_info(&info).await {
                 Ok(()) => {
                     shared.store_ok();
+                    *lock(&shared.published) = Some(Published {
+                        gathered_at,
+                        db_uid: snap.db_uid.clone(),
+                        healthy: info.postgres_state.as_ref().is_some_and(|s| s.healthy),
+                        streaming_standbys: local.streaming_standbys,
+                        replay_lag: local.replay_lag,
+                    });
+                    shared.published_notify.notify_one();
                     if failing {
                         tracing::info!(keeper = %id.uid, "keeper info published again");
                     }
@@ -117,7 +153,15 @@ pub(super) async fn publisher(
     }
 }
 
-async fn info(id: &Identity, snap: &Snapshot) -> KeeperInfo {
+/// What the info does not carry but the keeper's status line shows.
+#[derive(Default)]
+struct LocalOnly {
+    streaming_standbys: usize,
+    replay_lag: Option<u64>,
+}
+
+async fn info(id: &Identity, snap: &Snapshot) -> (KeeperInfo, LocalOnly) {
+    let mut local = LocalOnly::default();
     let mut state = PostgresState {
         uid: snap.db_uid.clone(),
         generation: snap.generation,
@@ -146,12 +190,14 @@ async fn info(id: &Identity, snap: &Snapshot) -> KeeperInfo {
                 state.pg_parameters = s.pg_parameters;
                 state.synchronous_standbys = s.synchronous_standbys;
                 state.older_wal_file = s.older_wal_file;
+                local.streaming_standbys = s.streaming_standbys;
+                local.replay_lag = s.replay_lag;
             }
             // Reported as unhealthy; the sentinel decides what that means.
             Err(e) => tracing::debug!(keeper = %id.uid, error = %e, "cannot read postgres state"),
         }
     }
-    KeeperInfo {
+    let info = KeeperInfo {
         info_uid: new_uid(),
         uid: id.uid.clone(),
         cluster_uid: snap.cluster_uid.clone(),
@@ -161,5 +207,6 @@ async fn info(id: &Identity, snap: &Snapshot) -> KeeperInfo {
         postgres_state: Some(state),
         can_be_master: Some(id.can_be_master),
         can_be_synchronous_replica: Some(id.can_be_synchronous_replica),
-    }
+    };
+    (info, local)
 }

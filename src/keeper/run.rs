@@ -2,15 +2,22 @@
 
 use super::KeeperConfig;
 use super::error::KeeperError;
-use super::plan::{DesiredConfig, KeeperFacts, LocalRole, LocalState, PlanEnd, WaitReason, plan};
+use super::plan::{
+    Action, DesiredConfig, KeeperFacts, LocalRole, LocalState, PlanEnd, WaitReason, plan,
+};
 use super::publish::{self, Identity, Shared, Snapshot};
 use super::state::{DataDir, KeeperState, resolve_uid};
+use super::status::{
+    AssignedDb, Followed, Outcome, PgHealth, StatusFacts, action_status, is_ready, status_line,
+};
 use super::validate::{refuse_root, validate_auth, warn_advertise_address};
-use crate::cluster::{ClusterData, ClusterSpec, DEFAULT_SLEEP_INTERVAL};
+use super::work::{Work, supervise};
+use crate::cluster::{ClusterData, ClusterSpec, DEFAULT_SLEEP_INTERVAL, DbRole, FollowType};
 use crate::postgres::{
     self, DEFAULT_SOCKET_DIR, LocalConn, PgBinaries, PgClient, PgProcess, stop_stale_instance,
 };
 use crate::store::{Store, StoreConfig, StoreError, StoreEvent};
+use crate::systemd::Notifier;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +31,16 @@ const MIN_LEASE_TTL: Duration = Duration::from_secs(20);
 const STOP_TIMEOUT: Duration = Duration::from_secs(60);
 /// Replans in a row without sleeping (after init/resync) before the loop sleeps anyway.
 const MAX_REPLANS: u32 = 3;
+/// How long a fast stop may take in all: STOP_TIMEOUT, then the postgres module's immediate
+/// shutdown and kill (5 s each), and a margin.
+const STOP_ALLOWANCE: Duration = Duration::from_secs(60 + 2 * 5 + 5);
+/// initdb reports no progress; it takes seconds, minutes on a very slow disk.
+const INITDB_ALLOWANCE: Duration = Duration::from_secs(5 * 60);
+/// How long pg_basebackup may go without copying a byte: before the copy it waits for the
+/// master's (fast) checkpoint, after it it fsyncs the whole data directory.
+pub(super) const BASEBACKUP_STALL: Duration = Duration::from_secs(2 * 60);
+/// Margin on top of the bounds the steps have themselves.
+const GRACE: Duration = Duration::from_secs(5);
 
 /// The spec timings the keeper follows, adopted from every clusterdata read.
 #[derive(Debug, Clone, Copy)]
@@ -71,13 +88,39 @@ pub(super) struct Keeper {
     pub local_conn: LocalConn,
     /// Last plan outcome, to log a wait or an error once rather than every iteration.
     last_end: Option<PlanEnd>,
+    /// systemd: pings, status and start-timeout extensions during an iteration.
+    pub work: Arc<Work>,
+    /// How the last iteration ended (status line and readiness).
+    outcome: Outcome,
+    /// Our db in the last cluster data read.
+    assigned: Option<AssignedDb>,
+    /// READY=1 was sent.
+    ready: bool,
+    /// When the running postgres was started and up: only a state gathered after that says
+    /// whether it accepts connections.
+    pub pg_started_at: Option<Instant>,
 }
 
-/// Runs the keeper until `shutdown`; then stops PostgreSQL (fast) and returns `Ok`.
+/// Runs the keeper until `shutdown`; then stops PostgreSQL (fast) and returns `Ok`. Talks to
+/// systemd when started by it (see [`run_with_notifier`]).
 pub async fn run(
     cfg: KeeperConfig,
     store_cfg: StoreConfig,
     shutdown: CancellationToken,
+) -> Result<(), KeeperError> {
+    run_with_notifier(cfg, store_cfg, shutdown, Arc::new(Notifier::from_env())).await
+}
+
+/// [`run`], telling systemd through `notifier`: READY=1 once the keeper info is published and,
+/// if the keeper has a db, that db converged and its PostgreSQL accepts connections; STATUS=
+/// with the keeper's state; WATCHDOG=1 from the loop; EXTEND_TIMEOUT_USEC during initdb,
+/// pg_basebackup and PostgreSQL start-up before READY=1 and while stopping; STOPPING=1 when
+/// `shutdown` fires.
+pub async fn run_with_notifier(
+    cfg: KeeperConfig,
+    store_cfg: StoreConfig,
+    shutdown: CancellationToken,
+    notifier: Arc<Notifier>,
 ) -> Result<(), KeeperError> {
     refuse_root()?;
     validate_auth(&cfg)?;
@@ -106,6 +149,8 @@ pub async fn run(
         Default::default()
     });
 
+    notifier.status("starting: connecting to the store");
+    let work = Work::new(notifier.clone());
     let store = Store::connect(&store_cfg).await?;
     // Learn the spec timings before the first info put takes the lease.
     let mut timing = Timing::from_spec(&ClusterSpec::default());
@@ -118,7 +163,11 @@ pub async fn run(
     let pgdata = dir.pgdata();
     // The keeper always starts postgres itself, as its child: one left by a crashed keeper
     // would run with a config nobody checked against the cluster data.
-    stop_stale_instance(&pgdata, STOP_TIMEOUT).await?;
+    work.step(
+        Some("stopping a PostgreSQL left running by a previous keeper…".into()),
+        STOP_ALLOWANCE,
+    );
+    supervise(&work, stop_stale_instance(&pgdata, STOP_TIMEOUT)).await?;
 
     let boot_uuid = uuid::Uuid::new_v4().to_string();
     let local_conn = LocalConn {
@@ -170,11 +219,26 @@ pub async fn run(
         shared,
         local_conn,
         last_end: None,
+        work: work.clone(),
+        outcome: Outcome::Starting,
+        assigned: None,
+        ready: false,
+        pg_started_at: None,
     };
     keeper.main_loop(&shutdown).await;
+    work.set_extending(true);
+    let stopping = if keeper.pg.is_some() {
+        "stopping: PostgreSQL fast shutdown"
+    } else {
+        "stopping"
+    };
+    notifier.stopping(stopping);
     publisher_stop.cancel();
     let _ = publisher.await;
-    keeper.stop_postgres("keeper shutting down").await
+    if keeper.pg.is_some() {
+        work.step(Some("stopping PostgreSQL…".into()), STOP_ALLOWANCE);
+    }
+    supervise(&work, keeper.stop_postgres("keeper shutting down")).await
 }
 
 impl Keeper {
@@ -188,12 +252,16 @@ impl Keeper {
                     Err(e) => tracing::warn!(error = %e, "cannot watch the store; polling only"),
                 }
             }
-            let end = tokio::select! {
+            let work = self.work.clone();
+            let outcome = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                end = self.sync_once() => end,
+                outcome = supervise(&work, self.sync_once()) => outcome,
             };
+            self.outcome = outcome;
             self.shared.publish_now();
-            if end == Some(PlanEnd::Replan) && replans < MAX_REPLANS {
+            work.notifier().watchdog();
+            self.report();
+            if self.outcome == Outcome::Planned(PlanEnd::Replan) && replans < MAX_REPLANS {
                 replans += 1;
                 continue;
             }
@@ -201,10 +269,23 @@ impl Keeper {
 
             let deadline = Instant::now() + self.timing.sleep_interval;
             let fence_check = self.fence_deadline();
+            // The watchdog wants a sign of life more often than a long sleepInterval gives.
+            let ping_every = work.notifier().watchdog_interval();
+            let mut ping_at = ping_every.map(|every| Instant::now() + every);
             loop {
                 tokio::select! {
                     biased;
                     _ = shutdown.cancelled() => return,
+                    _ = sleep_until_opt(ping_at) => {
+                        work.notifier().watchdog();
+                        ping_at = ping_every.map(|every| Instant::now() + every);
+                        continue;
+                    }
+                    // Readiness and the status line follow what the publisher learns.
+                    _ = self.shared.wait_published() => {
+                        self.report();
+                        continue;
+                    }
                     ev = next_event(&mut watch) => match ev {
                         // Fast failover: act on the sentinel's decision at once.
                         Some(StoreEvent::ClusterData) => break,
@@ -218,6 +299,7 @@ impl Keeper {
                         tracing::error!(keeper = %self.facts.uid, "postgres exited unexpectedly: {why}");
                         self.pg = None;
                         self.shared.update(|s| s.running = false);
+                        self.report();
                         break;
                     }
                     _ = tokio::time::sleep_until(deadline) => break,
@@ -244,41 +326,101 @@ impl Keeper {
         lost_lease || now.duration_since(self.shared.last_store_ok()) > limit
     }
 
-    /// One observe-plan-execute pass. Returns how the plan ended, `None` if it did not run.
-    async fn sync_once(&mut self) -> Option<PlanEnd> {
+    /// One observe-plan-execute pass, each step announced to [`Work`] with how long it may
+    /// take.
+    async fn sync_once(&mut self) -> Outcome {
+        self.work.step(None, self.store.timeout() + GRACE);
         let (cd, fenced) = match self.read_cluster_data().await {
             Ok(cd) => (cd, false),
             Err(ReadFailure::BadData(e)) => {
                 tracing::error!(keeper = %self.facts.uid, error = %e, "unusable cluster data; keeping the current state");
-                return None;
+                return Outcome::BadClusterData;
             }
             Err(ReadFailure::Unreachable(e)) => {
                 if !self.fenced() {
                     tracing::warn!(keeper = %self.facts.uid, error = %e, "cannot read cluster data; keeping the current state");
-                    return None;
+                    return Outcome::StoreUnreachable;
                 }
                 (None, true)
             }
         };
+        if !fenced {
+            self.assigned = cd.as_ref().and_then(|cd| assigned_db(cd, &self.facts.uid));
+        }
+        self.work
+            .step(None, self.timing.request_timeout * 3 + GRACE);
         let local = match self.observe(cd.as_ref()).await {
             Ok(l) => l,
             Err(e) => {
                 tracing::error!(keeper = %self.facts.uid, error = %e, "cannot read the local state");
-                return None;
+                return Outcome::LocalStateUnreadable;
             }
         };
         let p = plan(&self.facts, cd.as_ref(), &local, fenced);
         self.log_end(&p.end);
         for action in &p.actions {
             tracing::debug!(keeper = %self.facts.uid, ?action, "executing");
+            self.work
+                .step(action_status(action), self.allowance(action));
             if let Err(e) = self.execute(action).await {
                 tracing::error!(keeper = %self.facts.uid, action = action.name(), error = %e, "action failed; retrying on the next iteration");
                 self.after_action();
-                return None;
+                return Outcome::ActionFailed(action.name());
             }
             self.after_action();
         }
-        Some(p.end)
+        Outcome::Planned(p.end)
+    }
+
+    /// How long an action may take before the watchdog pings stop (unless it reports
+    /// progress): the bounds it has itself, plus a margin.
+    fn allowance(&self, action: &Action) -> Duration {
+        let t = &self.timing;
+        let start = STOP_ALLOWANCE + t.db_wait_ready_timeout * 2 + GRACE;
+        match action {
+            Action::Stop(_) => STOP_ALLOWANCE,
+            Action::InitDb(_) => INITDB_ALLOWANCE,
+            Action::StartTemporary(_) | Action::Start => start,
+            Action::Restart => STOP_ALLOWANCE + start,
+            Action::Promote => t.db_wait_ready_timeout + GRACE,
+            Action::Resync { .. } => BASEBACKUP_STALL,
+            _ => t.request_timeout * 4 + GRACE,
+        }
+    }
+
+    /// Sends the status line, and READY=1 the first time the keeper is ready.
+    fn report(&mut self) {
+        let running = self.pg.as_mut().is_some_and(|p| p.is_running());
+        let published = self.shared.published();
+        let health = published
+            .as_ref()
+            .filter(|p| {
+                running
+                    && self.pg_started_at.is_some_and(|t| p.gathered_at >= t)
+                    && self.assigned.as_ref().is_some_and(|a| a.uid == p.db_uid)
+            })
+            .map(|p| PgHealth {
+                accepting: p.healthy,
+                streaming_standbys: p.streaming_standbys,
+                replay_lag: p.replay_lag,
+            });
+        let line = status_line(&StatusFacts {
+            outcome: &self.outcome,
+            db: self.assigned.as_ref(),
+            running,
+            health,
+            store_silent_for: self.shared.last_store_ok().elapsed(),
+        });
+        let notifier = self.work.notifier();
+        let accepting = health.is_some_and(|h| h.accepting);
+        if !self.ready && is_ready(&self.outcome, published.is_some(), running, accepting) {
+            self.ready = true;
+            self.work.set_extending(false);
+            tracing::info!(keeper = %self.facts.uid, status = %line, "keeper ready");
+            notifier.ready(&line);
+        } else {
+            notifier.status(&line);
+        }
     }
 
     fn after_action(&mut self) {
@@ -438,6 +580,33 @@ fn describe_wait(reason: &WaitReason) -> String {
             format!("followed db {db} has not published its address yet")
         }
     }
+}
+
+/// Our db in `cd`, with whom it follows.
+fn assigned_db(cd: &ClusterData, keeper_uid: &str) -> Option<AssignedDb> {
+    let db = cd.db_of_keeper(keeper_uid)?;
+    let following = match db.spec.role {
+        DbRole::Standby => db
+            .spec
+            .follow_config
+            .as_ref()
+            .map(|fc| match fc.follow_type {
+                FollowType::External => Followed::External,
+                FollowType::Internal => Followed::Keeper {
+                    keeper: cd
+                        .dbs
+                        .get(&fc.db_uid)
+                        .map_or_else(|| "?".to_string(), |d| d.spec.keeper_uid.clone()),
+                    db: fc.db_uid.clone(),
+                },
+            }),
+        _ => None,
+    };
+    Some(AssignedDb {
+        uid: db.uid.clone(),
+        role: db.spec.role,
+        following,
+    })
 }
 
 async fn next_event(watch: &mut Option<mpsc::Receiver<StoreEvent>>) -> Option<StoreEvent> {
