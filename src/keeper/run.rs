@@ -8,11 +8,14 @@ use super::plan::{
 use super::publish::{self, Identity, Shared, Snapshot};
 use super::state::{DataDir, KeeperState, resolve_uid};
 use super::status::{
-    AssignedDb, Followed, Outcome, PgHealth, StatusFacts, action_status, is_ready, status_line,
+    AssignedDb, Followed, Outcome, PgHealth, ReadyFacts, StatusFacts, action_status, is_ready,
+    status_line,
 };
 use super::validate::{refuse_root, validate_auth, warn_advertise_address};
 use super::work::{Work, supervise};
-use crate::cluster::{ClusterData, ClusterSpec, DEFAULT_SLEEP_INTERVAL, DbRole, FollowType};
+use crate::cluster::{
+    ClusterData, ClusterPhase, ClusterSpec, DEFAULT_SLEEP_INTERVAL, DbRole, FollowType,
+};
 use crate::postgres::{
     self, DEFAULT_SOCKET_DIR, LocalConn, PgBinaries, PgClient, PgProcess, stop_stale_instance,
 };
@@ -94,6 +97,8 @@ pub(super) struct Keeper {
     outcome: Outcome,
     /// Our db in the last cluster data read.
     assigned: Option<AssignedDb>,
+    /// The last cluster data read says the cluster is initializing.
+    cluster_initializing: bool,
     /// READY=1 was sent.
     ready: bool,
     /// When the running postgres was started and up: only a state gathered after that says
@@ -163,10 +168,7 @@ pub async fn run_with_notifier(
     let pgdata = dir.pgdata();
     // The keeper always starts postgres itself, as its child: one left by a crashed keeper
     // would run with a config nobody checked against the cluster data.
-    work.step(
-        Some("stopping a PostgreSQL left running by a previous keeper…".into()),
-        STOP_ALLOWANCE,
-    );
+    work.step(None, STOP_ALLOWANCE);
     supervise(&work, stop_stale_instance(&pgdata, STOP_TIMEOUT)).await?;
 
     let boot_uuid = uuid::Uuid::new_v4().to_string();
@@ -222,6 +224,7 @@ pub async fn run_with_notifier(
         work: work.clone(),
         outcome: Outcome::Starting,
         assigned: None,
+        cluster_initializing: true,
         ready: false,
         pg_started_at: None,
     };
@@ -346,6 +349,9 @@ impl Keeper {
         };
         if !fenced {
             self.assigned = cd.as_ref().and_then(|cd| assigned_db(cd, &self.facts.uid));
+            self.cluster_initializing = cd
+                .as_ref()
+                .is_none_or(|cd| cd.cluster.status.phase == ClusterPhase::Initializing);
         }
         self.work
             .step(None, self.timing.request_timeout * 3 + GRACE);
@@ -412,8 +418,13 @@ impl Keeper {
             store_silent_for: self.shared.last_store_ok().elapsed(),
         });
         let notifier = self.work.notifier();
-        let accepting = health.is_some_and(|h| h.accepting);
-        if !self.ready && is_ready(&self.outcome, published.is_some(), running, accepting) {
+        let facts = ReadyFacts {
+            published: published.is_some(),
+            cluster_initializing: self.cluster_initializing,
+            running,
+            accepting: health.is_some_and(|h| h.accepting),
+        };
+        if !self.ready && is_ready(&self.outcome, facts) {
             self.ready = true;
             self.work.set_extending(false);
             tracing::info!(keeper = %self.facts.uid, status = %line, "keeper ready");

@@ -130,17 +130,30 @@ fn converged(f: &StatusFacts, db_uid: &str) -> String {
     line
 }
 
+/// What readiness is decided on.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct ReadyFacts {
+    /// The keeper info was published at least once.
+    pub published: bool,
+    /// The cluster data says the cluster is still being initialized.
+    pub cluster_initializing: bool,
+    pub running: bool,
+    /// A publish after PostgreSQL started found it accepting connections.
+    pub accepting: bool,
+}
+
 /// The systemd readiness rule: the keeper's info is published and, when it has a db, the db
-/// converged and its PostgreSQL accepts connections (seen by a publish after it started).
-pub(super) fn is_ready(outcome: &Outcome, published: bool, running: bool, accepting: bool) -> bool {
-    if !published {
+/// converged and its PostgreSQL accepts connections. "No db" counts only once the sentinel has
+/// registered the keeper and the cluster is initialized: before that a db may be on its way
+/// (the first master's), and READY=1 would come before its PostgreSQL. A keeper the sentinel
+/// never gives a db (more keepers than standbys wanted) is ready all the same.
+pub(super) fn is_ready(outcome: &Outcome, f: ReadyFacts) -> bool {
+    if !f.published {
         return false;
     }
     match outcome {
-        Outcome::Planned(PlanEnd::Wait(
-            WaitReason::NoDbAssigned | WaitReason::KeeperNotInClusterData,
-        )) => true,
-        Outcome::Planned(PlanEnd::Converged { .. }) => running && accepting,
+        Outcome::Planned(PlanEnd::Wait(WaitReason::NoDbAssigned)) => !f.cluster_initializing,
+        Outcome::Planned(PlanEnd::Converged { .. }) => f.running && f.accepting,
         _ => false,
     }
 }
@@ -351,28 +364,49 @@ mod tests {
 
     #[test]
     fn readiness() {
+        let published = ReadyFacts {
+            published: true,
+            ..ReadyFacts::default()
+        };
         let no_db = Outcome::Planned(PlanEnd::Wait(WaitReason::NoDbAssigned));
         assert!(
-            !is_ready(&no_db, false, false, false),
+            !is_ready(&no_db, ReadyFacts::default()),
             "info not published yet"
         );
-        assert!(is_ready(&no_db, true, false, false));
-        let c = converged();
+        assert!(is_ready(&no_db, published));
+        let initializing = ReadyFacts {
+            cluster_initializing: true,
+            ..published
+        };
         assert!(
-            !is_ready(&c, true, true, false),
-            "postgres must accept connections"
+            !is_ready(&no_db, initializing),
+            "the first master's db may be on its way"
         );
-        assert!(!is_ready(&c, true, false, false));
-        assert!(is_ready(&c, true, true, true));
+        let unregistered = Outcome::Planned(PlanEnd::Wait(WaitReason::KeeperNotInClusterData));
+        assert!(!is_ready(&unregistered, published));
+
+        let c = converged();
+        let running = ReadyFacts {
+            running: true,
+            ..published
+        };
+        assert!(!is_ready(&c, running), "postgres must accept connections");
+        let accepting = ReadyFacts {
+            accepting: true,
+            ..running
+        };
+        assert!(is_ready(&c, accepting));
         assert!(!is_ready(
-            &Outcome::Planned(PlanEnd::Replan),
-            true,
-            true,
-            true
+            &c,
+            ReadyFacts {
+                published: false,
+                ..accepting
+            }
         ));
-        assert!(!is_ready(&Outcome::StoreUnreachable, true, true, true));
+        assert!(!is_ready(&Outcome::Planned(PlanEnd::Replan), accepting));
+        assert!(!is_ready(&Outcome::StoreUnreachable, accepting));
         let fenced = Outcome::Planned(PlanEnd::Wait(WaitReason::StoreUnreachable));
-        assert!(!is_ready(&fenced, true, false, false));
+        assert!(!is_ready(&fenced, published));
     }
 
     #[test]

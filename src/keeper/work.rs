@@ -19,6 +19,8 @@ const EXTEND_EVERY: Duration = Duration::from_secs(10);
 const EXTEND_BY: Duration = Duration::from_secs(30);
 /// Longest gap between two status refreshes (pg_basebackup's byte counts).
 const STATUS_EVERY: Duration = Duration::from_secs(2);
+/// Shortest gap between two progress statuses sent as progress is reported.
+const PROGRESS_GAP: Duration = Duration::from_secs(1);
 
 pub(super) struct Work {
     notifier: Arc<Notifier>,
@@ -44,6 +46,7 @@ struct State {
     alive_until: Instant,
     allowance: Duration,
     last_extend: Option<Instant>,
+    last_progress_sent: Option<Instant>,
     warned: bool,
 }
 
@@ -55,6 +58,7 @@ impl State {
             alive_until: now,
             allowance: Duration::ZERO,
             last_extend: None,
+            last_progress_sent: None,
             warned: false,
         }
     }
@@ -64,14 +68,33 @@ impl State {
         // A new long step gets its extension at once: the start timeout may be nearly used
         // up by waiting for the sentinel.
         self.last_extend = None;
-        self.progress(now, allowance);
+        self.last_progress_sent = None;
+        self.alive_for(now, allowance);
         Tell {
             status: self.status_to_send(now),
             ..Tell::default()
         }
     }
 
-    fn progress(&mut self, now: Instant, allowance: Duration) {
+    /// Progress: alive for another `allowance`; the first status and then one a second go out
+    /// at once, the rest with the ticks.
+    fn progress(&mut self, now: Instant, status: String, allowance: Duration) -> Tell {
+        self.status = Some(status);
+        self.alive_for(now, allowance);
+        let due = self
+            .last_progress_sent
+            .is_none_or(|t| now.duration_since(t) >= PROGRESS_GAP);
+        if !due {
+            return Tell::default();
+        }
+        self.last_progress_sent = Some(now);
+        Tell {
+            status: self.status_to_send(now),
+            ..Tell::default()
+        }
+    }
+
+    fn alive_for(&mut self, now: Instant, allowance: Duration) {
         self.allowance = allowance;
         self.alive_until = now + allowance;
         self.warned = false;
@@ -146,12 +169,11 @@ impl Work {
         self.tell(tell);
     }
 
-    /// The step made progress: it stays alive for another `allowance` from now, and `status`
-    /// goes out with the next tick.
+    /// The step made progress: it stays alive for another `allowance` from now; `status` goes
+    /// out at once or with the next tick.
     pub fn progress(&self, status: String, allowance: Duration) {
-        let mut s = self.lock();
-        s.status = Some(status);
-        s.progress(Instant::now(), allowance);
+        let tell = self.lock().progress(Instant::now(), status, allowance);
+        self.tell(tell);
     }
 
     fn done(&self) {
@@ -240,16 +262,31 @@ mod tests {
         let t0 = Instant::now();
         let mut s = State::new(t0);
         s.step(t0, Some("pg_basebackup starting…".into()), 60 * 1000 * MS);
+        let first = s.progress(t0 + MS, "pg_basebackup 0 MB / 20 MB".into(), 60 * 1000 * MS);
+        assert_eq!(
+            first.status,
+            Some(("pg_basebackup 0 MB / 20 MB".to_string(), false)),
+            "the first progress shows at once (the step extended just before)"
+        );
+        let soon = s.progress(
+            t0 + 2 * MS,
+            "pg_basebackup 1 MB / 20 MB".into(),
+            60 * 1000 * MS,
+        );
+        assert_eq!(
+            soon,
+            Tell::default(),
+            "at most one progress status a second"
+        );
         for i in 1..=20u32 {
             let now = t0 + i * 50 * 1000 * MS;
-            s.status = Some(format!("pg_basebackup {i} MB / 20 MB"));
-            s.progress(now, 60 * 1000 * MS);
+            let text = format!("pg_basebackup {i} MB / 20 MB");
+            let p = s.progress(now, text.clone(), 60 * 1000 * MS);
             let t = s.tick(now + 1000 * MS);
             assert!(t.ping, "progress at {i}");
-            assert_eq!(
-                t.status,
-                Some((format!("pg_basebackup {i} MB / 20 MB"), true))
-            );
+            // 50 s since the last extension: the progress status carries a new one.
+            assert_eq!(p.status, Some((text.clone(), true)));
+            assert_eq!(t.status, Some((text, false)));
         }
     }
 
