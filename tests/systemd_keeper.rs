@@ -515,6 +515,22 @@ fn keeper_speaks_the_systemd_notify_protocol() {
         "PostgreSQL processes left"
     );
 
+    // The keeper's SQL connections end cleanly, and postgres's lines keep their severity.
+    let (l0, l1) = (log(), k1_log());
+    for cut in [
+        "could not receive data from client",
+        "connection to client lost",
+    ] {
+        assert!(!l0.contains(cut) && !l1.contains(cut), "{cut}:\n{l0}\n{l1}");
+    }
+    assert!(
+        l0.lines().any(
+            |l| l.contains("LOG:  database system is ready to accept connections")
+                && l.contains("INFO")
+        ),
+        "postgres LOG lines at info:\n{l0}"
+    );
+
     // Only the keeper talks to systemd: PostgreSQL (built with systemd support) would send its
     // own bare READY=1 / STOPPING=1 if it inherited NOTIFY_SOCKET.
     assert_eq!(notify.with("READY=1").len(), 1, "{:?}", notify.all());

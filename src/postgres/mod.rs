@@ -17,6 +17,7 @@ mod client;
 mod conf;
 mod files;
 mod hba;
+mod logline;
 mod process;
 mod tools;
 

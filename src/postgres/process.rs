@@ -4,6 +4,7 @@
 //! keeper), its output forwarded line by line to tracing (target `postgres`, level from the
 //! line's severity), readiness read from `postmaster.pid`.
 
+use super::logline::{PgLevel, forward, line_level};
 use super::{PgBinaries, PgError, RunAs};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -310,12 +311,7 @@ fn forward_lines<R: AsyncRead + Unpin + Send + 'static>(
         let mut level = PgLevel::Info;
         while let Ok(Some(line)) = lines.next_line().await {
             level = line_level(&line, level);
-            match level {
-                PgLevel::Error => tracing::error!(target: "postgres", pid, "{line}"),
-                PgLevel::Warn => tracing::warn!(target: "postgres", pid, "{line}"),
-                PgLevel::Info => tracing::info!(target: "postgres", pid, "{line}"),
-                PgLevel::Debug => tracing::debug!(target: "postgres", pid, "{line}"),
-            }
+            forward(level, Some(pid), &line);
             if let Ok(mut t) = tail.lock() {
                 if t.len() == TAIL_LINES {
                     t.pop_front();
@@ -324,51 +320,6 @@ fn forward_lines<R: AsyncRead + Unpin + Send + 'static>(
             }
         }
     })
-}
-
-/// The log level a postgres output line is forwarded at.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum PgLevel {
-    Error,
-    Warn,
-    Info,
-    Debug,
-}
-
-/// The level of one line of postgres's stderr, from its severity tag (`LOG:  `, `ERROR:  `, …,
-/// always followed by two spaces). The earliest tag counts: the log_line_prefix comes before it
-/// and the message text after it may quote another. Detail lines (`DETAIL:`, `HINT:`,
-/// `STATEMENT:`, …) and untagged continuation lines belong to the message before them and take
-/// its level (`previous`); other untagged lines (a translated message, output before logging is
-/// set up) are info.
-fn line_level(line: &str, previous: PgLevel) -> PgLevel {
-    const TAGS: &[(&str, Option<PgLevel>)] = &[
-        ("PANIC:  ", Some(PgLevel::Error)),
-        ("FATAL:  ", Some(PgLevel::Error)),
-        ("ERROR:  ", Some(PgLevel::Error)),
-        ("WARNING:  ", Some(PgLevel::Warn)),
-        ("LOG:  ", Some(PgLevel::Info)),
-        ("NOTICE:  ", Some(PgLevel::Info)),
-        ("INFO:  ", Some(PgLevel::Info)),
-        // Every DEBUGn level prints as DEBUG.
-        ("DEBUG:  ", Some(PgLevel::Debug)),
-        ("DETAIL:  ", None),
-        ("HINT:  ", None),
-        ("CONTEXT:  ", None),
-        ("STATEMENT:  ", None),
-        ("QUERY:  ", None),
-        ("LOCATION:  ", None),
-    ];
-    let earliest = TAGS
-        .iter()
-        .filter_map(|(tag, level)| line.find(tag).map(|at| (at, *level)))
-        .min_by_key(|(at, _)| *at);
-    match earliest {
-        Some((_, Some(level))) => level,
-        Some((_, None)) => previous,
-        None if line.starts_with([' ', '\t']) => previous,
-        None => PgLevel::Info,
-    }
 }
 
 /// Pid (line 1) and status (line 8) from `postmaster.pid`, when present and complete.
@@ -489,41 +440,6 @@ mod tests {
         );
         std::fs::write(dir.path().join("postmaster.pid"), "4242\n/data\n").unwrap();
         assert!(read_postmaster_pid(dir.path()).is_none());
-    }
-
-    #[test]
-    fn postgres_lines_get_their_severity() {
-        use PgLevel::*;
-        let prefix = "2024-05-01 10:00:00.123 UTC [4242] ";
-        let at = |rest: &str, prev| line_level(&format!("{prefix}{rest}"), prev);
-        assert_eq!(
-            at(
-                "LOG:  database system is ready to accept connections",
-                Error
-            ),
-            Info
-        );
-        assert_eq!(
-            at(
-                "WARNING:  archive_mode enabled, yet archiving is not configured",
-                Info
-            ),
-            Warn
-        );
-        assert_eq!(at("ERROR:  relation \"x\" does not exist", Info), Error);
-        assert_eq!(at("FATAL:  connection to client lost", Info), Error);
-        assert_eq!(at("PANIC:  could not write to file", Info), Error);
-        assert_eq!(
-            at("DEBUG:  checkpointer updated shared memory", Info),
-            Debug
-        );
-        // Detail lines and continuations follow the message they belong to.
-        assert_eq!(at("STATEMENT:  select 1/0", Error), Error);
-        assert_eq!(at("HINT:  Is another postmaster running?", Warn), Warn);
-        assert_eq!(line_level("\tfrom a multi-line statement", Error), Error);
-        // A quoted tag in the text does not override the real one.
-        assert_eq!(at("LOG:  statement: SELECT 'ERROR:  boom'", Error), Info);
-        assert_eq!(line_level("some untagged output", Error), Info);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use super::conf::ReplConn;
 use super::files::chown_to;
+use super::logline::{PgLevel, forward, line_level};
 use super::{PgBinaries, PgError, RunAs, remove_pgdata};
 use crate::cluster::NewConfig;
 use nix::sys::signal::{Signal, killpg};
@@ -231,6 +232,7 @@ pub async fn pg_basebackup(
         // Progress lines end in '\r' on a terminal and '\n' otherwise: split on both.
         let mut all = String::new();
         let mut pending = Vec::new();
+        let mut level = PgLevel::Info;
         let mut buf = [0u8; 4096];
         loop {
             let n = stderr
@@ -247,7 +249,8 @@ pub async fn pg_basebackup(
                     if let Some((done, total)) = parse_progress(&line) {
                         progress(done, total);
                     } else if !line.trim().is_empty() {
-                        tracing::info!(target: "postgres", "{line}");
+                        level = line_level(&line, level);
+                        forward(level, None, &line);
                         all.push_str(&line);
                         all.push('\n');
                     }
