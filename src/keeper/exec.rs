@@ -20,7 +20,7 @@ impl Keeper {
             Action::Stop(reason) => self.stop(*reason).await,
             Action::WipeFailedInit => {
                 tracing::error!(keeper = %self.facts.uid, "db failed to initialize or resync; removing its data to start over");
-                postgres::remove_pgdata(&self.pgdata)?;
+                self.remove_pgdata().await?;
                 self.applied = None;
                 self.dir.save_db_state(&DbState::default())
             }
@@ -38,7 +38,7 @@ impl Keeper {
             }
             Action::InitDb(new_config) => {
                 tracing::info!(keeper = %self.facts.uid, "initializing the database cluster");
-                postgres::remove_pgdata(&self.pgdata)?;
+                self.remove_pgdata().await?;
                 self.applied = None;
                 postgres::initdb(
                     &self.bins,
@@ -83,7 +83,7 @@ impl Keeper {
             }
             Action::Resync { host, port, slot } => {
                 tracing::info!(keeper = %self.facts.uid, %host, %port, %slot, "resyncing the database cluster with pg_basebackup");
-                postgres::remove_pgdata(&self.pgdata)?;
+                self.remove_pgdata().await?;
                 self.applied = None;
                 let conn = self.repl_conn(host, port, slot)?;
                 let uid = self.facts.uid.clone();
@@ -149,6 +149,19 @@ impl Keeper {
                 client.close().await;
                 res
             }
+        }
+    }
+
+    /// Off the loop's thread: removing a large PGDATA takes a while, and the loop must keep
+    /// ticking (the systemd watchdog) meanwhile.
+    async fn remove_pgdata(&self) -> Result<(), KeeperError> {
+        let pgdata = self.pgdata.clone();
+        match tokio::task::spawn_blocking(move || postgres::remove_pgdata(&pgdata)).await {
+            Ok(res) => Ok(res?),
+            Err(e) => Err(KeeperError::DataDir {
+                path: self.pgdata.clone(),
+                reason: format!("removing the data directory did not finish: {e}"),
+            }),
         }
     }
 
