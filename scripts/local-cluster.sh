@@ -30,50 +30,11 @@ REPL_USER=repluser
 SPEC=$(printf '{"initMode":"new","sleepInterval":"%s","failInterval":"%s","proxyCheckInterval":"1s","proxyTimeout":"5s","convergenceTimeout":"30s"}' \
   "${STOLON_SLEEP_INTERVAL:-2s}" "${STOLON_FAIL_INTERVAL:-5s}")
 
-if [ "$(id -u)" = 0 ]; then SUDO=(); KEEPER_USER=postgres; else SUDO=(sudo); KEEPER_USER=$ME; fi
+if [ "$(id -u)" = 0 ]; then KEEPER_USER=postgres; else KEEPER_USER=$ME; fi
 
-log() { printf '%s\n' "local-cluster: $*" >&2; }
-die() { log "error: $*"; exit 1; }
-
-pg_bin_dir() {
-  if [ -x /usr/lib/postgresql/15/bin/postgres ]; then echo /usr/lib/postgresql/15/bin; return; fi
-  # Any PostgreSQL 13 or newer (wal_keep_size) works; take the newest installed.
-  ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1
-}
-
-ensure_deps() {
-  local missing=()
-  command -v etcd >/dev/null || missing+=(etcd-server)
-  command -v etcdctl >/dev/null || missing+=(etcd-client)
-  command -v protoc >/dev/null || missing+=(protobuf-compiler)
-  command -v cc >/dev/null || missing+=(build-essential)
-  command -v curl >/dev/null || missing+=(curl ca-certificates)
-  command -v psql >/dev/null || missing+=(postgresql-client)
-  command -v setsid >/dev/null || missing+=(util-linux)
-  [ -n "$(pg_bin_dir)" ] || missing+=(postgresql)
-  if [ ${#missing[@]} -gt 0 ]; then
-    log "installing ${missing[*]} with apt-get"
-    "${SUDO[@]}" apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive "${SUDO[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null
-  fi
-  [ -n "$(pg_bin_dir)" ] || die "no PostgreSQL server binaries under /usr/lib/postgresql after installing"
-  [ "$KEEPER_USER" = "$ME" ] || id "$KEEPER_USER" >/dev/null 2>&1 \
-    || die "user $KEEPER_USER missing (it comes with the postgresql package)"
-}
-
-ensure_rust() {
-  export PATH="$HOME/.cargo/bin:$PATH"
-  # edition 2024 needs Rust 1.85 or newer; distribution packages are usually older.
-  if command -v cargo >/dev/null && rustc --version | awk '{split($2,v,"."); exit !(v[1]>1 || v[2]>=85)}'; then
-    return
-  fi
-  if command -v rustup >/dev/null; then
-    rustup toolchain install stable --profile minimal && rustup default stable
-  else
-    log "installing Rust with rustup (https://rustup.rs)"
-    curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
-  fi
-}
+LOG_TAG=local-cluster
+# shellcheck source=scripts/deps.sh
+. "$REPO/scripts/deps.sh"
 
 build() {
   if [ "${STOLON_SKIP_BUILD:-0}" = 1 ] && [ -x "$STATE/bin/stolon-keeper" ]; then return; fi
@@ -121,6 +82,8 @@ master_serves() {
 
 up() {
   ensure_deps
+  [ "$KEEPER_USER" = "$ME" ] || id "$KEEPER_USER" >/dev/null 2>&1 \
+    || die "user $KEEPER_USER missing (it comes with the postgresql package)"
   mkdir -p "$STATE"/{run,logs,secrets}
   build
   chmod 0755 "$STATE" "$STATE/secrets"

@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 use support::procs::{self, Proc, RunAs};
-use support::{Etcd, PG_BIN, connection_refused, tls, wait_until};
+use support::{Etcd, connection_refused, pg_bin, tls, wait_until};
 
 #[test]
 fn etcd_restarts_on_same_data_dir_and_ports() {
@@ -62,7 +62,7 @@ fn postmaster_is_killed_from_its_pid_file() {
     user.chown(base);
     let log = base.join("pg.log");
 
-    let mut initdb = std::process::Command::new(format!("{PG_BIN}/initdb"));
+    let mut initdb = std::process::Command::new(format!("{}/initdb", pg_bin()));
     initdb
         .arg("-D")
         .arg(&pgdata)
@@ -74,7 +74,7 @@ fn postmaster_is_killed_from_its_pid_file() {
     wait_until(Duration::from_secs(60), "initdb to finish", || p.exited());
 
     let port = support::free_ports(1)[0];
-    let mut pg = std::process::Command::new(format!("{PG_BIN}/postgres"));
+    let mut pg = std::process::Command::new(format!("{}/postgres", pg_bin()));
     pg.arg("-D")
         .arg(&pgdata)
         .arg("-p")

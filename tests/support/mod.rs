@@ -18,7 +18,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+/// PostgreSQL server binaries: `STOLON_TEST_PG_BIN` (scripts/test.sh sets it), else PG 15's.
+pub fn pg_bin() -> String {
+    std::env::var("STOLON_TEST_PG_BIN").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into())
+}
 pub const SU_USER: &str = "postgres";
 pub const SU_PASSWORD: &str = "supass-it";
 pub const REPL_USER: &str = "repluser";
@@ -399,7 +402,7 @@ impl Cluster {
             .arg("--pg-port")
             .arg(k.pg_port.to_string())
             .arg("--pg-bin-path")
-            .arg(PG_BIN)
+            .arg(pg_bin())
             .arg("--pg-repl-username")
             .arg(REPL_USER)
             .arg("--pg-repl-passwordfile")
