@@ -5,14 +5,64 @@
 //!
 //! OWNER: store helper. The API below is the contract the roles code against; keep it stable.
 
-use crate::cluster::{ClusterData, KeeperInfo, KeepersInfo, ProxiesInfo, ProxyInfo, SentinelInfo};
+mod election;
+mod etcd;
+mod paths;
+mod tls;
+
+pub use election::Election;
+pub use etcd::{MIN_TTL, Store};
+
 use std::path::PathBuf;
 use std::time::Duration;
+
+/// `--store-endpoints` default.
+pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:2379";
 
 /// `--store-backend`: only etcdv3 is implemented; the others are recognised so the error can say so.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoreBackend {
     Etcdv3,
+}
+
+impl StoreBackend {
+    /// Parses `--store-backend`. Upstream's other backends are named in the error so a user
+    /// migrating a config knows it is a deliberate gap, not a typo.
+    pub fn parse(name: &str) -> Result<StoreBackend, StoreError> {
+        match name.trim() {
+            "etcdv3" => Ok(StoreBackend::Etcdv3),
+            b @ ("etcd" | "etcdv2" | "consul" | "kubernetes") => Err(StoreError::Config(format!(
+                "store backend {b} is not supported by this stolon; use etcdv3"
+            ))),
+            other => Err(StoreError::Config(format!(
+                "unknown store backend {other:?}; use etcdv3"
+            ))),
+        }
+    }
+}
+
+impl StoreConfig {
+    /// Splits the comma-separated `--store-endpoints`; a schemeless endpoint means `http://`.
+    /// Empty means the default local etcd. Mixed schemes are rejected later by `Store::connect`.
+    pub fn endpoints_from_flag(flag: &str) -> Vec<String> {
+        let endpoints: Vec<String> = flag
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .map(|e| {
+                if e.contains("://") {
+                    e.to_string()
+                } else {
+                    format!("http://{e}")
+                }
+            })
+            .collect();
+        if endpoints.is_empty() {
+            vec![DEFAULT_ENDPOINT.to_string()]
+        } else {
+            endpoints
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -90,3 +140,31 @@ pub enum StoreEvent {
 //   store.leader() -> Result<Option<String>>     (uid of the leader sentinel)
 //   store.election(candidate_uid) -> Election;  election.campaign().await (returns once leader),
 //        election.is_leader(), election.resign().await
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_parse() {
+        assert_eq!(StoreBackend::parse("etcdv3").ok(), Some(StoreBackend::Etcdv3));
+        for b in ["etcd", "etcdv2", "consul", "kubernetes"] {
+            let e = StoreBackend::parse(b).err().map(|e| e.to_string()).unwrap_or_default();
+            assert_eq!(
+                e,
+                format!("store config: store backend {b} is not supported by this stolon; use etcdv3")
+            );
+        }
+        let e = StoreBackend::parse("zookeeper").err().map(|e| e.to_string());
+        assert!(e.is_some_and(|e| e.contains("unknown store backend")));
+    }
+
+    #[test]
+    fn endpoints_flag() {
+        assert_eq!(StoreConfig::endpoints_from_flag(""), vec![DEFAULT_ENDPOINT]);
+        assert_eq!(
+            StoreConfig::endpoints_from_flag(" 10.0.0.1:2379, https://e2:2379 ,"),
+            vec!["http://10.0.0.1:2379", "https://e2:2379"]
+        );
+    }
+}

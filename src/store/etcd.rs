@@ -1,0 +1,651 @@
+//! The etcd v3 store: clusterdata with compare-and-swap, infos on one process lease, watches.
+
+use super::paths::Paths;
+use super::tls::{self, Scheme};
+use super::{CasOutcome, StoreConfig, StoreError, StoreEvent, Versioned};
+use crate::cluster::{ClusterData, KeeperInfo, KeepersInfo, ProxiesInfo, ProxyInfo, SentinelInfo};
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp,
+    TxnOpResponse, WatchOptions, WatchStream,
+};
+use serde::de::DeserializeOwned;
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// Upstream's `MinTTL`: etcd leases shorter than this are not worth the keep-alive traffic and
+/// make a keeper vanish on a short hiccup.
+pub const MIN_TTL: Duration = Duration::from_secs(20);
+
+/// Retry pace of keep-alive while it fails, so a recovered etcd sees us again quickly.
+const KEEPALIVE_RETRY: Duration = Duration::from_secs(1);
+const WATCH_BACKOFF_MIN: Duration = Duration::from_millis(100);
+const WATCH_BACKOFF_MAX: Duration = Duration::from_secs(2);
+const WATCH_BUFFER: usize = 256;
+
+type EtcdResult<T> = Result<T, etcd_client::Error>;
+
+/// A handle on the cluster's keys in etcd. Cheap to clone; clones share the connection and the
+/// process lease.
+#[derive(Clone)]
+pub struct Store {
+    pub(super) inner: Arc<Inner>,
+}
+
+pub(super) struct Inner {
+    pub(super) client: Client,
+    pub(super) paths: Paths,
+    pub(super) timeout: Duration,
+    ttl_secs: AtomicU64,
+    /// Serialises lease grants so concurrent first puts share one lease.
+    grant_lock: tokio::sync::Mutex<()>,
+    lease: Mutex<LeaseState>,
+    /// Bumped whenever the lease is granted or lost, so a campaign can start over.
+    pub(super) lease_gen: tokio::sync::watch::Sender<u64>,
+    /// Info keys already warned about as unparsable (warn once, not every listing).
+    warned: Mutex<HashSet<String>>,
+}
+
+#[derive(Debug, Default)]
+struct LeaseState {
+    id: Option<i64>,
+    ttl: Duration,
+    failing_since: Option<Instant>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding these short locks cannot leave the plain data inconsistent.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Store {
+    /// Builds the client; does not need etcd to be up (requests retry the connection).
+    pub async fn connect(cfg: &StoreConfig) -> Result<Store, StoreError> {
+        let (endpoints, scheme) = tls::endpoints(cfg)?;
+        let keepalive = cfg.timeout.max(Duration::from_secs(1));
+        // HTTP/2 pings detect a silently dead etcd on long-lived watch/campaign streams.
+        let mut opts = ConnectOptions::new()
+            .with_connect_timeout(cfg.timeout)
+            .with_keep_alive(keepalive, keepalive)
+            .with_keep_alive_while_idle(true);
+        match scheme {
+            Scheme::Https => {
+                if cfg.skip_tls_verify {
+                    return Err(StoreError::Config(
+                        "--store-skip-tls-verify is not supported by this stolon (its TLS stack \
+                         always verifies); give the etcd CA with --store-ca-file instead"
+                            .into(),
+                    ));
+                }
+                opts = opts.with_tls(tls::tls_options(cfg)?);
+            }
+            Scheme::Http => {
+                if cfg.cert_file.is_some() || cfg.ca_file.is_some() || cfg.key_file.is_some() {
+                    tracing::warn!(
+                        endpoints = %endpoints.join(","),
+                        "store TLS files are ignored because the store endpoints are http://"
+                    );
+                }
+            }
+        }
+        let client = tokio::time::timeout(cfg.timeout, Client::connect(&endpoints, Some(opts)))
+            .await
+            .map_err(|_| StoreError::Timeout(cfg.timeout))?
+            .map_err(|e| StoreError::Etcd(format!("connect to {}: {}", endpoints.join(","), describe(&e))))?;
+        let (lease_gen, _) = tokio::sync::watch::channel(0);
+        Ok(Store {
+            inner: Arc::new(Inner {
+                client,
+                paths: Paths::new(&cfg.prefix, &cfg.cluster_name),
+                timeout: cfg.timeout,
+                ttl_secs: AtomicU64::new(MIN_TTL.as_secs()),
+                grant_lock: tokio::sync::Mutex::new(()),
+                lease: Mutex::new(LeaseState::default()),
+                lease_gen,
+                warned: Mutex::new(HashSet::new()),
+            }),
+        })
+    }
+
+    /// `<prefix>/<cluster-name>`.
+    pub fn cluster_path(&self) -> &str {
+        self.inner.paths.cluster()
+    }
+
+    /// The per-request timeout (`--store-timeout`).
+    pub fn timeout(&self) -> Duration {
+        self.inner.timeout
+    }
+
+    pub(super) async fn raw<T>(
+        &self,
+        f: impl Future<Output = EtcdResult<T>>,
+    ) -> Result<EtcdResult<T>, StoreError> {
+        tokio::time::timeout(self.inner.timeout, f)
+            .await
+            .map_err(|_| StoreError::Timeout(self.inner.timeout))
+    }
+
+    pub(super) async fn call<T>(
+        &self,
+        what: &str,
+        f: impl Future<Output = EtcdResult<T>>,
+    ) -> Result<T, StoreError> {
+        self.raw(f).await?.map_err(|e| etcd_error(what, &e))
+    }
+
+    // ---- clusterdata -------------------------------------------------------------------------
+
+    pub async fn get_cluster_data_raw(&self) -> Result<Option<Versioned<Vec<u8>>>, StoreError> {
+        let key = self.inner.paths.cluster_data();
+        let mut kv = self.inner.client.kv_client();
+        let resp = self.call(&format!("get {key}"), kv.get(key.clone(), None)).await?;
+        Ok(resp.kvs().first().map(|kv| Versioned {
+            value: kv.value().to_vec(),
+            mod_revision: kv.mod_revision(),
+        }))
+    }
+
+    /// The clusterdata, checked (formatVersion, spec) as every component does on read.
+    pub async fn get_cluster_data(&self) -> Result<Option<Versioned<ClusterData>>, StoreError> {
+        let Some(raw) = self.get_cluster_data_raw().await? else {
+            return Ok(None);
+        };
+        let value = ClusterData::from_json(&raw.value).map_err(|e| StoreError::BadValue {
+            key: self.inner.paths.cluster_data(),
+            reason: e.to_string(),
+        })?;
+        Ok(Some(Versioned {
+            value,
+            mod_revision: raw.mod_revision,
+        }))
+    }
+
+    /// Writes `cd` only if the key is still at `expected_mod_revision` (0: only if it does not
+    /// exist yet).
+    pub async fn cas_cluster_data(
+        &self,
+        cd: &ClusterData,
+        expected_mod_revision: i64,
+    ) -> Result<CasOutcome, StoreError> {
+        let (outcome, _) = self
+            .cas_cluster_data_with(cd, expected_mod_revision, None)
+            .await?;
+        Ok(outcome)
+    }
+
+    /// The CAS, optionally also requiring `leader_key` to have been created at `leader_rev`.
+    /// Returns whether the leader key still exists when the txn failed (None when not asked).
+    pub(super) async fn cas_cluster_data_with(
+        &self,
+        cd: &ClusterData,
+        expected_mod_revision: i64,
+        leader: Option<(&[u8], i64)>,
+    ) -> Result<(CasOutcome, Option<bool>), StoreError> {
+        let key = self.inner.paths.cluster_data();
+        let mut compares = vec![if expected_mod_revision == 0 {
+            Compare::create_revision(key.clone(), CompareOp::Equal, 0)
+        } else {
+            Compare::mod_revision(key.clone(), CompareOp::Equal, expected_mod_revision)
+        }];
+        let mut or_else = Vec::new();
+        if let Some((leader_key, leader_rev)) = leader {
+            compares.push(Compare::create_revision(
+                leader_key.to_vec(),
+                CompareOp::Equal,
+                leader_rev,
+            ));
+            or_else.push(TxnOp::get(leader_key.to_vec(), None));
+        }
+        let txn = Txn::new()
+            .when(compares)
+            .and_then(vec![TxnOp::put(key.clone(), cd.to_json(), None)])
+            .or_else(or_else);
+        let mut kv = self.inner.client.kv_client();
+        let resp = self.call(&format!("write {key}"), kv.txn(txn)).await?;
+        if resp.succeeded() {
+            let rev = resp.header().map(|h| h.revision()).unwrap_or_default();
+            return Ok((CasOutcome::Written { mod_revision: rev }, None));
+        }
+        let leader_alive = leader.map(|(leader_key, leader_rev)| {
+            resp.op_responses().iter().any(|op| match op {
+                TxnOpResponse::Get(g) => g
+                    .kvs()
+                    .iter()
+                    .any(|kv| kv.key() == leader_key && kv.create_revision() == leader_rev),
+                _ => false,
+            })
+        });
+        Ok((CasOutcome::Conflict, leader_alive))
+    }
+
+    /// Unconditional write (stolonctl init -f, clusterdata write).
+    pub async fn put_cluster_data(&self, cd: &ClusterData) -> Result<(), StoreError> {
+        let key = self.inner.paths.cluster_data();
+        let mut kv = self.inner.client.kv_client();
+        self.call(&format!("put {key}"), kv.put(key.clone(), cd.to_json(), None))
+            .await?;
+        Ok(())
+    }
+
+    // ---- infos -------------------------------------------------------------------------------
+
+    pub async fn put_keeper_info(&self, info: &KeeperInfo) -> Result<(), StoreError> {
+        self.put_info(self.inner.paths.keeper_info(&info.uid), info)
+            .await
+    }
+
+    pub async fn put_sentinel_info(&self, info: &SentinelInfo) -> Result<(), StoreError> {
+        self.put_info(self.inner.paths.sentinel_info(&info.uid), info)
+            .await
+    }
+
+    pub async fn put_proxy_info(&self, info: &ProxyInfo) -> Result<(), StoreError> {
+        self.put_info(self.inner.paths.proxy_info(&info.uid), info)
+            .await
+    }
+
+    pub async fn get_keepers_info(&self) -> Result<KeepersInfo, StoreError> {
+        let dir = self.inner.paths.keepers_info_dir();
+        let list: Vec<(String, KeeperInfo)> = self.list(&dir).await?;
+        Ok(list
+            .into_iter()
+            .map(|(uid, info)| (if info.uid.is_empty() { uid } else { info.uid.clone() }, info))
+            .collect())
+    }
+
+    pub async fn get_sentinels_info(&self) -> Result<Vec<SentinelInfo>, StoreError> {
+        let dir = self.inner.paths.sentinels_info_dir();
+        let list: Vec<(String, SentinelInfo)> = self.list(&dir).await?;
+        Ok(list.into_iter().map(|(_, info)| info).collect())
+    }
+
+    pub async fn get_proxies_info(&self) -> Result<ProxiesInfo, StoreError> {
+        let dir = self.inner.paths.proxies_info_dir();
+        let list: Vec<(String, ProxyInfo)> = self.list(&dir).await?;
+        Ok(list
+            .into_iter()
+            .map(|(uid, info)| (if info.uid.is_empty() { uid } else { info.uid.clone() }, info))
+            .collect())
+    }
+
+    async fn put_info<T: serde::Serialize>(&self, key: String, info: &T) -> Result<(), StoreError> {
+        let value = serde_json::to_vec(info).map_err(|e| StoreError::BadValue {
+            key: key.clone(),
+            reason: e.to_string(),
+        })?;
+        // A lease can be gone without keep-alive having noticed yet (etcd restored, outage
+        // longer than the TTL): then grant a new one and retry once.
+        for attempt in 0..2 {
+            let lease = self.ensure_lease().await?;
+            let mut kv = self.inner.client.kv_client();
+            let put = kv.put(
+                key.clone(),
+                value.clone(),
+                Some(PutOptions::new().with_lease(lease)),
+            );
+            match self.raw(put).await? {
+                Ok(_) => return Ok(()),
+                Err(e) if attempt == 0 && is_lease_not_found(&e) => {
+                    tracing::warn!(lease = format!("{lease:x}"), "store lease expired; granting a new one");
+                    self.invalidate_lease(lease);
+                }
+                Err(e) => return Err(etcd_error(&format!("put {key}"), &e)),
+            }
+        }
+        Err(StoreError::Etcd(format!(
+            "put {key}: the new lease vanished at once; check etcd's clock and health"
+        )))
+    }
+
+    /// `(uid from the key, parsed value)` for every parsable key under `dir`.
+    async fn list<T: DeserializeOwned>(&self, dir: &str) -> Result<Vec<(String, T)>, StoreError> {
+        let mut kv = self.inner.client.kv_client();
+        let resp = self
+            .call(
+                &format!("list {dir}"),
+                kv.get(dir.to_string(), Some(GetOptions::new().with_prefix())),
+            )
+            .await?;
+        let mut out = Vec::new();
+        for kv in resp.kvs() {
+            let key = String::from_utf8_lossy(kv.key()).into_owned();
+            let uid = key.strip_prefix(dir).unwrap_or(&key).to_string();
+            match serde_json::from_slice::<T>(kv.value()) {
+                Ok(v) => {
+                    lock(&self.inner.warned).remove(&key);
+                    out.push((uid, v));
+                }
+                Err(e) => {
+                    // One bad writer must not blind the sentinel to every other keeper.
+                    if lock(&self.inner.warned).insert(key.clone()) {
+                        tracing::warn!(key = %key, error = %e, "skipping unparsable info in the store");
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    // ---- lease -------------------------------------------------------------------------------
+
+    /// TTL of this process's lease (floored at [`MIN_TTL`]). Takes effect for the next lease
+    /// granted: call it before the first info put.
+    pub fn set_lease_ttl(&self, ttl: Duration) {
+        let secs = ttl.max(MIN_TTL).as_secs_f64().ceil() as u64;
+        self.inner.ttl_secs.store(secs, Ordering::Relaxed);
+    }
+
+    /// Since when keep-alive of the process lease has been failing (None when healthy, or when
+    /// no lease was ever needed). A master keeper fences itself when this gets older than its
+    /// TTL: its info (and a sentinel's leadership) may already be gone.
+    pub fn lease_lost_since(&self) -> Option<Instant> {
+        lock(&self.inner.lease).failing_since
+    }
+
+    /// The current process lease, if one is granted.
+    pub fn lease_id(&self) -> Option<i64> {
+        lock(&self.inner.lease).id
+    }
+
+    pub(super) fn lease_ttl(&self) -> Duration {
+        let st = lock(&self.inner.lease);
+        if st.id.is_some() {
+            st.ttl
+        } else {
+            Duration::from_secs(self.inner.ttl_secs.load(Ordering::Relaxed))
+        }
+    }
+
+    /// Revokes the process lease so its keys vanish now (clean shutdown) instead of after TTL.
+    pub async fn revoke_lease(&self) -> Result<(), StoreError> {
+        let Some(id) = self.lease_id() else {
+            return Ok(());
+        };
+        self.invalidate_lease(id);
+        let mut lc = self.inner.client.lease_client();
+        self.call("revoke lease", lc.revoke(id)).await?;
+        lock(&self.inner.lease).failing_since = None;
+        Ok(())
+    }
+
+    /// The process lease, granted on first use; one per `Store` (and its clones).
+    pub(super) async fn ensure_lease(&self) -> Result<i64, StoreError> {
+        if let Some(id) = self.lease_id() {
+            return Ok(id);
+        }
+        let _grant = self.inner.grant_lock.lock().await;
+        if let Some(id) = self.lease_id() {
+            return Ok(id);
+        }
+        let ttl = Duration::from_secs(self.inner.ttl_secs.load(Ordering::Relaxed));
+        let mut lc = self.inner.client.lease_client();
+        let resp = self
+            .call("grant lease", lc.grant(ttl.as_secs() as i64, None))
+            .await?;
+        let id = resp.id();
+        {
+            let mut st = lock(&self.inner.lease);
+            st.id = Some(id);
+            st.ttl = ttl;
+            st.failing_since = None;
+        }
+        self.inner.lease_gen.send_modify(|g| *g += 1);
+        tracing::debug!(lease = format!("{id:x}"), ttl = ?ttl, "granted store lease");
+        tokio::spawn(keep_alive(Arc::downgrade(&self.inner), id, ttl));
+        Ok(id)
+    }
+
+    /// Forgets lease `id` (if still current) so the next put grants a new one.
+    pub(super) fn invalidate_lease(&self, id: i64) {
+        self.inner.invalidate_lease(id);
+    }
+
+    // ---- watch -------------------------------------------------------------------------------
+
+    /// Events for everything under the cluster path. Re-establishes itself after errors and then
+    /// sends [`StoreEvent::ClusterData`] so the receiver re-reads what it may have missed.
+    /// The background task ends when the receiver is dropped.
+    pub async fn watch(&self) -> Result<mpsc::Receiver<StoreEvent>, StoreError> {
+        let (tx, rx) = mpsc::channel(WATCH_BUFFER);
+        let first = match self.open_watch().await {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(error = %e, "store watch not established yet; retrying");
+                None
+            }
+        };
+        tokio::spawn(watch_loop(self.clone(), tx, first));
+        Ok(rx)
+    }
+
+    /// Opens a prefix watch and waits for etcd to confirm it, so events after this point are
+    /// not missed.
+    async fn open_watch(&self) -> Result<WatchStream, StoreError> {
+        let dir = self.inner.paths.cluster_dir();
+        let mut wc = self.inner.client.watch_client();
+        let what = format!("watch {dir}");
+        let mut stream = self
+            .call(&what, wc.watch(dir.clone(), Some(WatchOptions::new().with_prefix())))
+            .await?;
+        match self.call(&what, stream.message()).await? {
+            Some(resp) if resp.created() && !resp.canceled() => Ok(stream),
+            Some(resp) => Err(StoreError::Etcd(format!(
+                "{what}: not created: {}",
+                resp.cancel_reason()
+            ))),
+            None => Err(StoreError::Etcd(format!("{what}: stream closed"))),
+        }
+    }
+
+    // ---- election ----------------------------------------------------------------------------
+
+    /// The uid of the leader sentinel, if any.
+    pub async fn leader(&self) -> Result<Option<String>, StoreError> {
+        let name = self.inner.paths.sentinel_leader();
+        let mut ec = self.inner.client.election_client();
+        match self.raw(ec.leader(name.clone())).await? {
+            Ok(resp) => Ok(resp
+                .kv()
+                .map(|kv| String::from_utf8_lossy(kv.value()).into_owned())),
+            Err(e) if is_no_leader(&e) => Ok(None),
+            Err(e) => Err(etcd_error(&format!("read leader {name}"), &e)),
+        }
+    }
+}
+
+impl Inner {
+    fn invalidate_lease(&self, id: i64) {
+        let mut st = lock(&self.lease);
+        if st.id == Some(id) {
+            st.id = None;
+            st.failing_since.get_or_insert_with(Instant::now);
+            drop(st);
+            self.lease_gen.send_modify(|g| *g += 1);
+        }
+    }
+
+    fn keep_alive_failed(&self, id: i64) {
+        let mut st = lock(&self.lease);
+        if st.id == Some(id) && st.failing_since.is_none() {
+            st.failing_since = Some(Instant::now());
+        }
+    }
+
+    fn keep_alive_ok(&self, id: i64) {
+        let mut st = lock(&self.lease);
+        if st.id == Some(id) {
+            st.failing_since = None;
+        }
+    }
+}
+
+/// Renews lease `id` every ttl/3 until it is replaced, lost or the store is dropped.
+async fn keep_alive(inner: Weak<Inner>, id: i64, ttl: Duration) {
+    let healthy_pace = ttl / 3;
+    let mut pace = healthy_pace;
+    let mut failing = false;
+    loop {
+        tokio::time::sleep(pace).await;
+        let Some(inner) = inner.upgrade() else { return };
+        if lock(&inner.lease).id != Some(id) {
+            return;
+        }
+        let mut lc = inner.client.lease_client();
+        let result = tokio::time::timeout(inner.timeout, async {
+            let (mut keeper, mut stream) = lc.keep_alive(id).await?;
+            keeper.keep_alive().await?;
+            stream.message().await
+        })
+        .await;
+        match result {
+            Ok(Ok(_)) => {
+                if failing {
+                    tracing::info!(lease = format!("{id:x}"), "store lease keep-alive recovered");
+                }
+                failing = false;
+                pace = healthy_pace;
+                inner.keep_alive_ok(id);
+            }
+            Ok(Err(e)) if is_lease_not_found(&e) => {
+                tracing::warn!(
+                    lease = format!("{id:x}"),
+                    "store lease expired; its keys are gone and will be re-put with a new lease"
+                );
+                inner.invalidate_lease(id);
+                return;
+            }
+            Ok(Err(e)) => {
+                if !failing {
+                    tracing::warn!(lease = format!("{id:x}"), error = %describe(&e), "store lease keep-alive failing");
+                }
+                failing = true;
+                pace = KEEPALIVE_RETRY.min(healthy_pace);
+                inner.keep_alive_failed(id);
+            }
+            Err(_) => {
+                if !failing {
+                    tracing::warn!(lease = format!("{id:x}"), timeout = ?inner.timeout, "store lease keep-alive timed out");
+                }
+                failing = true;
+                pace = KEEPALIVE_RETRY.min(healthy_pace);
+                inner.keep_alive_failed(id);
+            }
+        }
+    }
+}
+
+async fn watch_loop(store: Store, tx: mpsc::Sender<StoreEvent>, first: Option<WatchStream>) {
+    let mut stream = first;
+    let mut backoff = WATCH_BACKOFF_MIN;
+    loop {
+        let mut s = match stream.take() {
+            Some(s) => s,
+            None => {
+                tokio::select! {
+                    _ = tx.closed() => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                match store.open_watch().await {
+                    Ok(s) => {
+                        tracing::info!(path = %store.cluster_path(), "store watch re-established");
+                        backoff = WATCH_BACKOFF_MIN;
+                        // Whatever changed while we were blind: the receiver re-reads it all.
+                        if tx.send(StoreEvent::ClusterData).await.is_err() {
+                            return;
+                        }
+                        s
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "store watch still down");
+                        backoff = (backoff * 2).min(WATCH_BACKOFF_MAX);
+                        continue;
+                    }
+                }
+            }
+        };
+        loop {
+            let msg = tokio::select! {
+                _ = tx.closed() => return,
+                msg = s.message() => msg,
+            };
+            match msg {
+                Ok(Some(resp)) => {
+                    if resp.canceled() {
+                        tracing::warn!(reason = %resp.cancel_reason(), "store watch cancelled by etcd; re-creating");
+                        break;
+                    }
+                    for ev in resp.events() {
+                        let Some(kv) = ev.kv() else { continue };
+                        let key = String::from_utf8_lossy(kv.key());
+                        let deleted = ev.event_type() == EventType::Delete;
+                        if let Some(event) = store.inner.paths.classify(&key, deleted)
+                            && tx.send(event).await.is_err()
+                        {
+                            return;
+                        }
+                    }
+                }
+                Ok(None) => {
+                    tracing::warn!("store watch closed by etcd; re-creating");
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %describe(&e), "store watch lost; re-creating");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+fn etcd_error(what: &str, e: &etcd_client::Error) -> StoreError {
+    StoreError::Etcd(format!("{what}: {}", describe(e)))
+}
+
+/// One line with the underlying cause (etcd-client's own Display hides the source chain, e.g.
+/// the TLS verification failure behind "transport error").
+pub(super) fn describe(e: &etcd_client::Error) -> String {
+    match e {
+        etcd_client::Error::GRpcStatus(s) => {
+            let mut out = s.message().to_string();
+            if out.is_empty() {
+                out = format!("{:?}", s.code());
+            }
+            append_sources(&mut out, std::error::Error::source(s));
+            out
+        }
+        etcd_client::Error::TransportError(t) => {
+            let mut out = t.to_string();
+            append_sources(&mut out, std::error::Error::source(t));
+            out
+        }
+        other => other.to_string(),
+    }
+}
+
+fn append_sources(out: &mut String, mut cur: Option<&(dyn std::error::Error + 'static)>) {
+    while let Some(c) = cur {
+        let text = c.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cur = c.source();
+    }
+}
+
+pub(super) fn is_lease_not_found(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::GRpcStatus(s) => s.message().contains("requested lease not found"),
+        etcd_client::Error::LeaseKeepAliveError(m) => m.contains("lease not found"),
+        _ => false,
+    }
+}
+
+fn is_no_leader(e: &etcd_client::Error) -> bool {
+    matches!(e, etcd_client::Error::GRpcStatus(s) if s.message().contains("election: no leader"))
+}
