@@ -10,5 +10,7 @@ pub mod keeper;
 pub mod postgres;
 pub mod proxy;
 pub mod sentinel;
+pub mod shutdown;
 pub mod store;
+pub mod systemd;
 pub mod telemetry;

@@ -32,6 +32,9 @@ pub fn new_uid() -> String {
 /// Parses JSON naming the path of the offending field in the error, e.g.
 /// `initMode: unknown variant "bogus", expected one of "new", "existing", "pitr"`.
 pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String> {
+    // Syntax first: serde_path_to_error reports a syntax error with a "?" path, twice.
+    serde_json::from_str::<serde::de::IgnoredAny>(text)
+        .map_err(|e| format!("invalid JSON: {e}"))?;
     let de = &mut serde_json::Deserializer::from_str(text);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();

@@ -1,5 +1,32 @@
 //! The proxy: sends every client to the elected master and cuts them off from any other.
 //! OWNER: proxy helper.
+//!
+//! Shape: a check loop (`check.rs`) reads clusterdata on a timer and on every watch event,
+//! decides the target (`target.rs`, pure) and switches the route (`route.rs`); the accept loop
+//! (`session.rs`) serves each client under the route current when it connected, and a route
+//! switch cancels every session of the old one.
+
+mod check;
+mod listen;
+mod route;
+mod session;
+mod store_source;
+mod target;
+#[cfg(test)]
+mod tests;
+
+pub use check::ClusterSource;
+pub use route::Destination;
+pub use target::{NoTarget, Target, select_target};
+
+use crate::cluster::new_uid;
+use crate::store::{Store, StoreConfig};
+use listen::Listening;
+use route::Router;
+use session::Keepalive;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 #[derive(Debug, Clone)]
 pub struct ProxyConfig {
@@ -11,4 +38,89 @@ pub struct ProxyConfig {
     pub tcp_keepalive_idle: u32,
     pub tcp_keepalive_count: u32,
     pub tcp_keepalive_interval: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error(
+        "cannot listen on {addr}: {source} (is another process using it? change --listen-address/--port)"
+    )]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("cannot use the listening socket handed to the proxy: {0}")]
+    HandedListener(std::io::Error),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// Runs the proxy on the etcd store until `shutdown` is cancelled; see [`run_with_status`].
+pub async fn run(
+    cfg: ProxyConfig,
+    store_cfg: StoreConfig,
+    listener: Option<std::net::TcpListener>,
+    shutdown: CancellationToken,
+) -> Result<(), ProxyError> {
+    let (status, _) = watch::channel(String::new());
+    run_with_status(cfg, store_cfg, listener, shutdown, status).await
+}
+
+/// [`run`], also reporting a one-line status on every change (`routing to 10.0.0.5:5432 (master
+/// db 8a3f0c21)`, `no master: refusing connections (<why>)`, `no master: not listening (<why>)`),
+/// meant for `sd_notify STATUS=`.
+pub async fn run_with_status(
+    cfg: ProxyConfig,
+    store_cfg: StoreConfig,
+    listener: Option<std::net::TcpListener>,
+    shutdown: CancellationToken,
+    status: watch::Sender<String>,
+) -> Result<(), ProxyError> {
+    let store = Store::connect(&store_cfg).await?;
+    let result = run_with_source(cfg, store.clone(), listener, shutdown, status).await;
+    // Our info key goes now rather than at TTL expiry, so a sentinel switching masters does not
+    // wait for a proxy that is gone.
+    if let Err(e) = store.revoke_lease().await {
+        tracing::debug!(error = %e, "cannot revoke the proxy's store lease; its info expires by TTL");
+    }
+    result
+}
+
+/// Runs the proxy against `source` until `shutdown` is cancelled. `listener`: an already-bound
+/// socket (systemd activation, tests) that is used and never closed; `None` binds
+/// `listen_address:port` after the first successful check. `status` receives a one-line
+/// description of what the proxy does, on every change (for `sd_notify STATUS=`).
+pub async fn run_with_source<S: ClusterSource>(
+    cfg: ProxyConfig,
+    source: S,
+    listener: Option<std::net::TcpListener>,
+    shutdown: CancellationToken,
+    status: watch::Sender<String>,
+) -> Result<(), ProxyError> {
+    let uid = new_uid();
+    let router = Router::new();
+    let keepalive = Keepalive {
+        idle_secs: cfg.tcp_keepalive_idle,
+        interval_secs: cfg.tcp_keepalive_interval,
+        count: cfg.tcp_keepalive_count,
+    };
+    let listen_on = format!("{}:{}", cfg.listen_address, cfg.port);
+    let span = tracing::info_span!("proxy", uid = %uid);
+    let entered = span.enter();
+    tracing::info!("proxy starting");
+    let listening = match listener {
+        Some(l) => Listening::handed(l, router.subscribe(), keepalive)
+            .map_err(ProxyError::HandedListener)?,
+        None => Listening::owned(cfg.listen_address, cfg.port, router.subscribe(), keepalive),
+    };
+    drop(entered);
+    let mut checker = check::Checker::new(
+        uid,
+        router,
+        listening,
+        status,
+        cfg.stop_listening,
+        listen_on,
+    );
+    checker.run(&source, &shutdown).instrument(span).await
 }

@@ -22,6 +22,7 @@ pub const MIN_TTL: Duration = Duration::from_secs(20);
 
 /// Retry pace of keep-alive while it fails, so a recovered etcd sees us again quickly.
 const KEEPALIVE_RETRY: Duration = Duration::from_secs(1);
+const KEEPALIVE_PING: Duration = Duration::from_secs(10);
 const WATCH_BACKOFF_MIN: Duration = Duration::from_millis(100);
 const WATCH_BACKOFF_MAX: Duration = Duration::from_secs(2);
 const WATCH_BUFFER: usize = 256;
@@ -64,13 +65,19 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Store {
     /// Builds the client; does not need etcd to be up (requests retry the connection).
     pub async fn connect(cfg: &StoreConfig) -> Result<Store, StoreError> {
+        if cfg.timeout.is_zero() {
+            return Err(StoreError::Config(
+                "--store-timeout must be greater than 0".into(),
+            ));
+        }
         let (endpoints, scheme) = tls::endpoints(cfg)?;
-        let keepalive = cfg.timeout.max(Duration::from_secs(1));
-        // HTTP/2 pings detect a silently dead etcd on long-lived watch/campaign streams.
+        // HTTP/2 pings detect a silently dead etcd on long-lived watch/campaign streams. etcd
+        // (--grpc-keepalive-min-time, default 5s) drops clients that ping more often or while
+        // no stream is open, hence the 10s interval and no idle pings.
         let mut opts = ConnectOptions::new()
             .with_connect_timeout(cfg.timeout)
-            .with_keep_alive(keepalive, keepalive)
-            .with_keep_alive_while_idle(true);
+            .with_keep_alive(KEEPALIVE_PING, cfg.timeout.max(Duration::from_secs(1)))
+            .with_keep_alive_while_idle(false);
         match scheme {
             Scheme::Https => {
                 if cfg.skip_tls_verify {
@@ -94,7 +101,13 @@ impl Store {
         let client = tokio::time::timeout(cfg.timeout, Client::connect(&endpoints, Some(opts)))
             .await
             .map_err(|_| StoreError::Timeout(cfg.timeout))?
-            .map_err(|e| StoreError::Etcd(format!("connect to {}: {}", endpoints.join(","), describe(&e))))?;
+            .map_err(|e| {
+                StoreError::Etcd(format!(
+                    "connect to {}: {}",
+                    endpoints.join(","),
+                    describe(&e)
+                ))
+            })?;
         let (lease_gen, _) = tokio::sync::watch::channel(0);
         Ok(Store {
             inner: Arc::new(Inner {
@@ -142,7 +155,9 @@ impl Store {
     pub async fn get_cluster_data_raw(&self) -> Result<Option<Versioned<Vec<u8>>>, StoreError> {
         let key = self.inner.paths.cluster_data();
         let mut kv = self.inner.client.kv_client();
-        let resp = self.call(&format!("get {key}"), kv.get(key.clone(), None)).await?;
+        let resp = self
+            .call(&format!("get {key}"), kv.get(key.clone(), None))
+            .await?;
         Ok(resp.kvs().first().map(|kv| Versioned {
             value: kv.value().to_vec(),
             mod_revision: kv.mod_revision(),
@@ -226,8 +241,11 @@ impl Store {
     pub async fn put_cluster_data(&self, cd: &ClusterData) -> Result<(), StoreError> {
         let key = self.inner.paths.cluster_data();
         let mut kv = self.inner.client.kv_client();
-        self.call(&format!("put {key}"), kv.put(key.clone(), cd.to_json(), None))
-            .await?;
+        self.call(
+            &format!("put {key}"),
+            kv.put(key.clone(), cd.to_json(), None),
+        )
+        .await?;
         Ok(())
     }
 
@@ -253,7 +271,16 @@ impl Store {
         let list: Vec<(String, KeeperInfo)> = self.list(&dir).await?;
         Ok(list
             .into_iter()
-            .map(|(uid, info)| (if info.uid.is_empty() { uid } else { info.uid.clone() }, info))
+            .map(|(uid, info)| {
+                (
+                    if info.uid.is_empty() {
+                        uid
+                    } else {
+                        info.uid.clone()
+                    },
+                    info,
+                )
+            })
             .collect())
     }
 
@@ -268,7 +295,16 @@ impl Store {
         let list: Vec<(String, ProxyInfo)> = self.list(&dir).await?;
         Ok(list
             .into_iter()
-            .map(|(uid, info)| (if info.uid.is_empty() { uid } else { info.uid.clone() }, info))
+            .map(|(uid, info)| {
+                (
+                    if info.uid.is_empty() {
+                        uid
+                    } else {
+                        info.uid.clone()
+                    },
+                    info,
+                )
+            })
             .collect())
     }
 
@@ -290,7 +326,10 @@ impl Store {
             match self.raw(put).await? {
                 Ok(_) => return Ok(()),
                 Err(e) if attempt == 0 && is_lease_not_found(&e) => {
-                    tracing::warn!(lease = format!("{lease:x}"), "store lease expired; granting a new one");
+                    tracing::warn!(
+                        lease = format!("{lease:x}"),
+                        "store lease expired; granting a new one"
+                    );
                     self.invalidate_lease(lease);
                 }
                 Err(e) => return Err(etcd_error(&format!("put {key}"), &e)),
@@ -429,7 +468,10 @@ impl Store {
         let mut wc = self.inner.client.watch_client();
         let what = format!("watch {dir}");
         let mut stream = self
-            .call(&what, wc.watch(dir.clone(), Some(WatchOptions::new().with_prefix())))
+            .call(
+                &what,
+                wc.watch(dir.clone(), Some(WatchOptions::new().with_prefix())),
+            )
             .await?;
         match self.call(&what, stream.message()).await? {
             Some(resp) if resp.created() && !resp.canceled() => Ok(stream),
@@ -504,7 +546,10 @@ async fn keep_alive(inner: Weak<Inner>, id: i64, ttl: Duration) {
         match result {
             Ok(Ok(_)) => {
                 if failing {
-                    tracing::info!(lease = format!("{id:x}"), "store lease keep-alive recovered");
+                    tracing::info!(
+                        lease = format!("{id:x}"),
+                        "store lease keep-alive recovered"
+                    );
                 }
                 failing = false;
                 pace = healthy_pace;
@@ -603,7 +648,13 @@ async fn watch_loop(store: Store, tx: mpsc::Sender<StoreEvent>, first: Option<Wa
 }
 
 fn etcd_error(what: &str, e: &etcd_client::Error) -> StoreError {
-    StoreError::Etcd(format!("{what}: {}", describe(e)))
+    let text = describe(e);
+    let hint = if text.contains("invalid peer certificate") {
+        " (the etcd server certificate is not trusted: check --store-ca-file)"
+    } else {
+        ""
+    };
+    StoreError::Etcd(format!("{what}: {text}{hint}"))
 }
 
 /// One line with the underlying cause (etcd-client's own Display hides the source chain, e.g.

@@ -119,27 +119,25 @@ pub enum StoreEvent {
     Leader,
 }
 
-// The `Store` handle (in etcd.rs, re-exported here) offers, as async methods:
+// The API (etcd.rs, election.rs; every request bounded by `StoreConfig.timeout`):
 //
-//   Store::connect(&StoreConfig) -> Result<Store, StoreError>         (Clone; cheap to clone)
-//   store.cluster_path() -> &str                                        ("<prefix>/<cluster>")
-//   store.get_cluster_data() -> Result<Option<Versioned<ClusterData>>>  (BadValue on bad JSON/format/spec)
-//   store.get_cluster_data_raw() -> Result<Option<Versioned<Vec<u8>>>>
-//   store.cas_cluster_data(&cd, expected_mod_revision: i64) -> Result<CasOutcome>  (0 = create-only)
-//   store.cas_cluster_data_as_leader(&cd, expected_mod_revision, &Election) -> Result<CasOutcome>
-//        (the txn also requires our leader key to still exist: a deposed sentinel cannot write)
-//   store.put_cluster_data(&cd) -> Result<()>                           (plain put: init, clusterdata write)
-//   store.put_keeper_info(&KeeperInfo) / get_keepers_info() -> KeepersInfo
-//   store.put_sentinel_info(&SentinelInfo) / get_sentinels_info() -> Vec<SentinelInfo>
-//   store.put_proxy_info(&ProxyInfo) / get_proxies_info() -> ProxiesInfo
-//        (info keys are attached to the one lease this process holds, with keep-alive)
-//   store.set_lease_ttl(Duration)     (TTL of this process's lease, floored at 20s)
-//   store.lease_lost_since() -> Option<Instant>   (for self-fencing: when keep-alive last failed)
-//   store.watch() -> Result<mpsc::Receiver<StoreEvent>>  (re-establishes itself; after a reconnect
-//        it sends StoreEvent::ClusterData so the receiver re-reads everything)
-//   store.leader() -> Result<Option<String>>     (uid of the leader sentinel)
-//   store.election(candidate_uid) -> Election;  election.campaign().await (returns once leader),
-//        election.is_leader(), election.resign().await
+//   Store::connect(&StoreConfig).await -> Result<Store>   (Clone, cheap; works while etcd is down)
+//   store.cluster_path() -> &str;  store.timeout() -> Duration
+//   store.get_cluster_data().await -> Result<Option<Versioned<ClusterData>>>  (BadValue names the key)
+//   store.get_cluster_data_raw().await -> Result<Option<Versioned<Vec<u8>>>>
+//   store.cas_cluster_data(&cd, expected_mod_revision).await -> Result<CasOutcome>  (0 = create-only)
+//   store.cas_cluster_data_as_leader(&cd, expected_mod_revision, &Election).await -> Result<CasOutcome>
+//   store.put_cluster_data(&cd).await -> Result<()>
+//   store.put_{keeper,sentinel,proxy}_info(&info).await -> Result<()>   (on the process lease)
+//   store.get_keepers_info() -> KeepersInfo; get_sentinels_info() -> Vec<SentinelInfo>;
+//        get_proxies_info() -> ProxiesInfo   (unparsable values skipped, warned once per key)
+//   store.set_lease_ttl(Duration)   (floored at MIN_TTL = 20s; before the first info put)
+//   store.lease_lost_since() -> Option<Instant>;  store.lease_id() -> Option<i64>
+//   store.revoke_lease().await -> Result<()>   (clean shutdown: infos vanish now)
+//   store.watch().await -> Result<mpsc::Receiver<StoreEvent>>  (ClusterData after re-establishing)
+//   store.leader().await -> Result<Option<String>>
+//   store.election(&candidate_uid) -> Election  (Clone): campaign().await -> Result<()>,
+//        is_leader() -> bool, resign().await -> Result<()>, candidate() -> &str
 
 #[cfg(test)]
 mod tests {
@@ -147,15 +145,25 @@ mod tests {
 
     #[test]
     fn backend_parse() {
-        assert_eq!(StoreBackend::parse("etcdv3").ok(), Some(StoreBackend::Etcdv3));
+        assert_eq!(
+            StoreBackend::parse("etcdv3").ok(),
+            Some(StoreBackend::Etcdv3)
+        );
         for b in ["etcd", "etcdv2", "consul", "kubernetes"] {
-            let e = StoreBackend::parse(b).err().map(|e| e.to_string()).unwrap_or_default();
+            let e = StoreBackend::parse(b)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
             assert_eq!(
                 e,
-                format!("store config: store backend {b} is not supported by this stolon; use etcdv3")
+                format!(
+                    "store config: store backend {b} is not supported by this stolon; use etcdv3"
+                )
             );
         }
-        let e = StoreBackend::parse("zookeeper").err().map(|e| e.to_string());
+        let e = StoreBackend::parse("zookeeper")
+            .err()
+            .map(|e| e.to_string());
         assert!(e.is_some_and(|e| e.contains("unknown store backend")));
     }
 

@@ -154,8 +154,14 @@ mod tests {
 
     #[test]
     fn prefix_is_kept_but_cleaned_like_go() {
-        assert_eq!(Paths::new("/stolon/cluster", "a").cluster(), "/stolon/cluster/a");
-        assert_eq!(Paths::new("/stolon//cluster/", "a").cluster(), "/stolon/cluster/a");
+        assert_eq!(
+            Paths::new("/stolon/cluster", "a").cluster(),
+            "/stolon/cluster/a"
+        );
+        assert_eq!(
+            Paths::new("/stolon//cluster/", "a").cluster(),
+            "/stolon/cluster/a"
+        );
         assert_eq!(Paths::new("", "a").cluster(), "a");
         assert_eq!(Paths::new("x/../y", "a").cluster(), "y/a");
     }

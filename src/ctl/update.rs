@@ -1,0 +1,127 @@
+//! `stolonctl update [spec-json] [-p/--patch] [-f file|-]`: replace or merge-patch the spec.
+
+use super::{CtlError, connect, modify_cluster_data, read_input};
+use crate::cluster::ClusterSpec;
+use crate::store::StoreConfig;
+
+#[derive(clap::Args, Debug)]
+pub struct UpdateArgs {
+    /// The new cluster spec (or, with --patch, the merge patch) as JSON
+    pub spec: Option<String>,
+    /// Apply the JSON as an RFC 7386 merge patch to the stored spec
+    #[arg(short = 'p', long)]
+    pub patch: bool,
+    /// File containing the spec or patch ("-" for stdin)
+    #[arg(short = 'f', long = "file")]
+    pub file: Option<String>,
+}
+
+/// The spec that replaces `stored`: `input` itself, or with `patch` the merge patch applied to
+/// the stored (not defaulted) spec, so a patch leaves unset fields following the defaults.
+/// Checked as an update (valid, same initMode, no master→standby).
+pub fn updated_spec(
+    stored: &ClusterSpec,
+    input: &str,
+    patch: bool,
+) -> Result<ClusterSpec, CtlError> {
+    let new = if patch {
+        let patch: serde_json::Value = serde_json::from_str(input)
+            .map_err(|e| CtlError::Usage(format!("invalid cluster spec: invalid JSON: {e}")))?;
+        let mut doc = serde_json::to_value(stored)
+            .map_err(|e| CtlError::Io(format!("cannot encode the stored spec: {e}")))?;
+        json_patch::merge(&mut doc, &patch);
+        ClusterSpec::from_json(&doc.to_string())?
+    } else {
+        ClusterSpec::from_json(input)?
+    };
+    stored.check_update(&new)?;
+    Ok(new)
+}
+
+pub(super) async fn run(args: UpdateArgs, cfg: &StoreConfig) -> Result<(), CtlError> {
+    let input = match (&args.spec, &args.file) {
+        (Some(s), None) => s.clone(),
+        (None, Some(f)) => read_input(f)?,
+        (Some(_), Some(_)) => {
+            return Err(CtlError::Usage(
+                "only one of the spec argument and --file may be given".into(),
+            ));
+        }
+        (None, None) => {
+            return Err(CtlError::Usage(
+                "no cluster spec given: pass it as argument or with --file".into(),
+            ));
+        }
+    };
+    // Syntax is checked before connecting; the rules need the stored spec.
+    serde_json::from_str::<serde_json::Value>(&input)
+        .map_err(|e| CtlError::Usage(format!("invalid cluster spec: invalid JSON: {e}")))?;
+    let store = connect(cfg).await?;
+    modify_cluster_data(&store, |cd| {
+        cd.cluster.spec = updated_spec(&cd.cluster.spec, &input, args.patch)?;
+        Ok(())
+    })
+    .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored() -> ClusterSpec {
+        ClusterSpec::from_json(r#"{"initMode":"new","sleepInterval":"2s","maxStandbys":5}"#)
+            .unwrap()
+    }
+
+    #[test]
+    fn patch_merges_into_the_stored_spec() {
+        let s = updated_spec(
+            &stored(),
+            r#"{"failInterval":"7s","maxStandbys":null}"#,
+            true,
+        )
+        .unwrap();
+        assert_eq!(s.sleep_interval.unwrap().to_string(), "2s", "kept");
+        assert_eq!(s.fail_interval.unwrap().to_string(), "7s", "added");
+        assert_eq!(
+            s.max_standbys, None,
+            "null removes the field: back to the default"
+        );
+    }
+
+    #[test]
+    fn replacement_drops_unmentioned_fields() {
+        let s = updated_spec(
+            &stored(),
+            r#"{"initMode":"new","failInterval":"7s"}"#,
+            false,
+        )
+        .unwrap();
+        assert_eq!(s.sleep_interval, None);
+    }
+
+    #[test]
+    fn update_rules_apply() {
+        let e = updated_spec(
+            &stored(),
+            r#"{"initMode":"existing","existingConfig":{"keeperUID":"k"}}"#,
+            true,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("initMode"), "{e}");
+        let e = updated_spec(&stored(), r#"{"maxStandbys":0}"#, true)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("maxStandbys"), "{e}");
+        let e = updated_spec(&stored(), r#"{"sleepInterval":"-1s"}"#, true)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("sleepInterval"), "{e}");
+        let e = updated_spec(&stored(), r#"{"sleepInterval":"#, true)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("invalid JSON"), "{e}");
+    }
+}

@@ -1,0 +1,363 @@
+//! The check loop (reference §4c): read clusterdata every proxyCheckInterval and at once on every
+//! clusterdata watch event, route accordingly, publish our proxy info; and the watchdog that
+//! fails closed when no check succeeded for proxyTimeout.
+
+use super::ProxyError;
+use super::listen::Listening;
+use super::route::{Destination, Router};
+use super::target::{NoTarget, Target, select_target};
+use crate::cluster::{
+    ClusterData, DEFAULT_PROXY_CHECK_INTERVAL, DEFAULT_PROXY_TIMEOUT, ProxyInfo, new_uid,
+};
+use crate::store::{StoreError, StoreEvent};
+use std::future::Future;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// What the proxy needs from the store. `Store` implements it; tests drive the loop with their
+/// own source to make the store fail on demand.
+pub trait ClusterSource: Send + Sync + 'static {
+    /// `Ok(None)`: no clusterdata key. `Err(StoreError::BadValue)`: unreadable clusterdata.
+    fn cluster_data(&self) -> impl Future<Output = Result<Option<ClusterData>, StoreError>> + Send;
+    /// Publishes `info` under `proxies/info/<uid>`, expiring after `ttl` without a refresh.
+    fn publish(
+        &self,
+        info: &ProxyInfo,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Change events under the cluster path; the proxy re-checks on `StoreEvent::ClusterData`.
+    fn watch(&self) -> impl Future<Output = Result<mpsc::Receiver<StoreEvent>, StoreError>> + Send;
+}
+
+#[derive(Debug, thiserror::Error)]
+enum CheckError {
+    #[error("cannot read clusterdata: {0}")]
+    Read(StoreError),
+    #[error("{0}")]
+    Invalid(NoTarget),
+    #[error("cannot publish proxy info while a master is defined: {0}")]
+    Publish(StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
+}
+
+pub(crate) struct Checker {
+    pub uid: String,
+    pub router: Router,
+    pub listening: Listening,
+    pub status: watch::Sender<String>,
+    pub stop_listening: bool,
+    /// For the bind error message.
+    pub listen_on: String,
+    check_interval: Duration,
+    proxy_timeout: Duration,
+    last_ok: Instant,
+    timed_out: bool,
+    /// Why there is no destination, for the status line.
+    reason: NoTarget,
+    has_listened: bool,
+    last_failure: Option<String>,
+}
+
+impl Checker {
+    pub fn new(
+        uid: String,
+        router: Router,
+        listening: Listening,
+        status: watch::Sender<String>,
+        stop_listening: bool,
+        listen_on: String,
+    ) -> Self {
+        let has_listened = listening.is_listening();
+        let c = Checker {
+            uid,
+            router,
+            listening,
+            status,
+            stop_listening,
+            listen_on,
+            check_interval: DEFAULT_PROXY_CHECK_INTERVAL.to_std(),
+            proxy_timeout: DEFAULT_PROXY_TIMEOUT.to_std(),
+            last_ok: Instant::now(),
+            timed_out: false,
+            reason: NoTarget::Starting,
+            has_listened,
+            last_failure: None,
+        };
+        c.publish_status();
+        c
+    }
+
+    fn deadline(&self) -> Instant {
+        self.last_ok + self.proxy_timeout
+    }
+
+    fn publish_status(&self) {
+        let text = match self.router.current() {
+            Some(d) => format!("routing to {} (master db {})", d.addr, d.db_uid),
+            None if self.listening.is_listening() => {
+                format!("no master: refusing connections ({})", self.reason)
+            }
+            None => format!("no master: not listening ({})", self.reason),
+        };
+        self.status.send_if_modified(|s| {
+            if *s == text {
+                return false;
+            }
+            *s = text;
+            true
+        });
+    }
+
+    async fn route(&mut self, dest: Option<Destination>, reason: NoTarget) {
+        if let Some(d) = &dest {
+            if self.router.current().as_deref() != Some(d) {
+                tracing::info!(db = %d.db_uid, addr = %d.addr, "routing clients to the master");
+            }
+        } else if self.router.current().is_some() || self.reason != reason {
+            tracing::info!(%reason, "refusing clients");
+        }
+        self.reason = reason;
+        self.router.switch(dest).await;
+        self.publish_status();
+    }
+
+    async fn fail_closed(&mut self) {
+        tracing::error!(
+            proxy_timeout = ?self.proxy_timeout,
+            "no successful store check within proxyTimeout: closing all sessions{}",
+            if self.stop_listening && self.listening.is_owned() { " and the listening socket" } else { "" }
+        );
+        self.timed_out = true;
+        self.route(None, NoTarget::StoreTimeout(self.proxy_timeout))
+            .await;
+        if self.stop_listening {
+            self.listening.close().await;
+        }
+        self.publish_status();
+    }
+
+    /// Runs until `shutdown`; then stops accepting and closes every session.
+    pub async fn run<S: ClusterSource>(
+        &mut self,
+        source: &S,
+        shutdown: &CancellationToken,
+    ) -> Result<(), ProxyError> {
+        let mut events: Option<mpsc::Receiver<StoreEvent>> = None;
+        let mut next_check = Instant::now();
+        loop {
+            if events.is_none() {
+                events = match self.store_call(source.watch(), shutdown).await {
+                    None => break,
+                    Some(Ok(rx)) => Some(rx),
+                    Some(Err(e)) => {
+                        tracing::debug!(error = %e, "cannot watch the store; polling only");
+                        None
+                    }
+                };
+            }
+            let wake = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep_until(self.deadline()), if !self.timed_out => {
+                    self.fail_closed().await;
+                    continue;
+                }
+                ev = next_event(&mut events) => ev,
+                _ = tokio::time::sleep_until(next_check) => Wake::Timer,
+            };
+            match wake {
+                Wake::Closed => {
+                    events = None;
+                    continue;
+                }
+                Wake::Other => continue,
+                Wake::ClusterData | Wake::Timer => {}
+            }
+            // A burst of changes needs one read, which sees them all.
+            if let Some(rx) = events.as_mut() {
+                while rx.try_recv().is_ok() {}
+            }
+            next_check = Instant::now() + self.check_interval;
+            match self.check(source, shutdown).await {
+                None => break,
+                Some(Ok(())) => {
+                    if self.last_failure.take().is_some() {
+                        tracing::info!("store checks succeed again");
+                    }
+                }
+                // A proxy that cannot take its port at start is misconfigured: say so and exit
+                // instead of retrying silently.
+                Some(Err(CheckError::Listen { addr, source })) if !self.has_listened => {
+                    return Err(ProxyError::Bind { addr, source });
+                }
+                Some(Err(e)) => {
+                    let msg = e.to_string();
+                    if self.last_failure.as_deref() != Some(msg.as_str()) {
+                        tracing::warn!(error = %msg, "proxy check failed");
+                        self.last_failure = Some(msg);
+                    }
+                }
+            }
+        }
+        self.listening.stop().await;
+        self.route(None, NoTarget::ShuttingDown).await;
+        Ok(())
+    }
+
+    /// Awaits `fut` while keeping the watchdog armed: a hung store read must not keep sessions
+    /// open past proxyTimeout. `None` on shutdown.
+    async fn guarded<F: Future>(
+        &mut self,
+        fut: F,
+        shutdown: &CancellationToken,
+    ) -> Option<F::Output> {
+        tokio::pin!(fut);
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return None,
+                r = &mut fut => return Some(r),
+                _ = tokio::time::sleep_until(self.deadline()), if !self.timed_out => {
+                    self.fail_closed().await;
+                }
+            }
+        }
+    }
+
+    /// A store call, bounded by proxyTimeout on top of the store's own request timeout: a call
+    /// that never returns would otherwise stop all checks for good, fail-closed forever.
+    async fn store_call<T>(
+        &mut self,
+        fut: impl Future<Output = Result<T, StoreError>>,
+        shutdown: &CancellationToken,
+    ) -> Option<Result<T, StoreError>> {
+        let bound = self.proxy_timeout;
+        let r = self
+            .guarded(tokio::time::timeout(bound, fut), shutdown)
+            .await?;
+        Some(r.unwrap_or(Err(StoreError::Timeout(bound))))
+    }
+
+    async fn check<S: ClusterSource>(
+        &mut self,
+        source: &S,
+        shutdown: &CancellationToken,
+    ) -> Option<Result<(), CheckError>> {
+        let cd = match self.store_call(source.cluster_data(), shutdown).await? {
+            Ok(cd) => cd,
+            Err(e @ StoreError::BadValue { .. }) => {
+                self.route(None, NoTarget::InvalidClusterData(e.to_string()))
+                    .await;
+                return Some(Err(CheckError::Read(e)));
+            }
+            // A transient store error keeps the current route; the watchdog bounds how long.
+            Err(e) => return Some(Err(CheckError::Read(e))),
+        };
+        let target = select_target(cd.as_ref(), &self.uid);
+        if let Target::None {
+            reason: reason @ (NoTarget::UnsupportedFormat(_) | NoTarget::InvalidClusterData(_)),
+        } = target
+        {
+            // Unusable clusterdata counts as a failed check (upstream's rule), and its intervals
+            // must not be adopted.
+            self.route(None, reason.clone()).await;
+            return Some(Err(CheckError::Invalid(reason)));
+        }
+        let master_defined = target.master_defined();
+        let (dest, reason) = match target {
+            Target::None { reason } => (None, reason),
+            Target::Master { db_uid, addr } => {
+                // ⚠ upstream returns without publishing when the address does not resolve; we
+                // publish anyway: acknowledging a generation while routing nowhere is safe and
+                // keeps the sentinel's view of live proxies accurate.
+                match self.guarded(resolve(&addr), shutdown).await? {
+                    Ok(a) => (Some(Destination { db_uid, addr: a }), NoTarget::Switching),
+                    Err(e) => (
+                        None,
+                        NoTarget::Unresolvable {
+                            db_uid,
+                            addr,
+                            reason: e.to_string(),
+                        },
+                    ),
+                }
+            }
+        };
+        // Two-phase switch: sessions to the old master are closed before we publish the new
+        // generation, since the sentinel takes that as our acknowledgement.
+        let current = self.router.current();
+        if current.is_some() && current.as_deref() != dest.as_ref() {
+            self.route(None, reason.clone()).await;
+        }
+        if let Some(cd) = &cd {
+            let spec = &cd.cluster.spec;
+            // Never announce less than the timer currently running, so the sentinel waits long
+            // enough for us (upstream's rule).
+            let announced = self.proxy_timeout.max(spec.proxy_timeout().to_std());
+            let info = ProxyInfo {
+                info_uid: new_uid(),
+                uid: self.uid.clone(),
+                generation: cd.proxy.generation,
+                proxy_timeout_ns: i64::try_from(announced.as_nanos()).unwrap_or(i64::MAX),
+            };
+            match self
+                .store_call(source.publish(&info, announced * 2), shutdown)
+                .await?
+            {
+                Ok(()) => {
+                    self.check_interval = spec.proxy_check_interval().to_std();
+                    self.proxy_timeout = spec.proxy_timeout().to_std();
+                }
+                Err(e) if master_defined => return Some(Err(CheckError::Publish(e))),
+                Err(e) => tracing::warn!(error = %e, "cannot publish proxy info"),
+            }
+        }
+        self.route(dest, reason).await;
+        // Listening (re)starts only after a whole successful check, not just a read as upstream:
+        // a proxy that cannot announce itself to the sentinel should not attract clients either.
+        if let Err(source) = self.listening.ensure().await {
+            return Some(Err(CheckError::Listen {
+                addr: self.listen_on.clone(),
+                source,
+            }));
+        }
+        if !self.has_listened && self.listening.is_listening() {
+            tracing::info!(addr = ?self.listening.local_addr(), "listening");
+        }
+        self.has_listened |= self.listening.is_listening();
+        self.last_ok = Instant::now();
+        self.timed_out = false;
+        self.publish_status();
+        Some(Ok(()))
+    }
+}
+
+enum Wake {
+    ClusterData,
+    Other,
+    Closed,
+    Timer,
+}
+
+async fn next_event(events: &mut Option<mpsc::Receiver<StoreEvent>>) -> Wake {
+    let Some(rx) = events.as_mut() else {
+        return std::future::pending().await;
+    };
+    match rx.recv().await {
+        Some(StoreEvent::ClusterData) => Wake::ClusterData,
+        Some(_) => Wake::Other,
+        None => Wake::Closed,
+    }
+}
+
+async fn resolve(addr: &str) -> std::io::Result<std::net::SocketAddr> {
+    tokio::net::lookup_host(addr).await?.next().ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::NotFound, "no address for this name")
+    })
+}

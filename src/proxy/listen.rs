@@ -1,0 +1,113 @@
+//! The listening socket: either handed to us (systemd socket activation, tests) and then never
+//! closed, or bound by the proxy itself and then closed while failing closed with
+//! `--stop-listening`, so load balancers see the proxy down.
+
+use super::route::Route;
+use super::session::{Keepalive, accept_loop};
+use std::io;
+use std::net::SocketAddr;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+pub(crate) struct Listening {
+    /// `None` for a handed socket: we must not close what we did not open.
+    bind_to: Option<(String, u16)>,
+    routes: watch::Receiver<Route>,
+    keepalive: Keepalive,
+    active: Option<Active>,
+}
+
+struct Active {
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+    addr: Option<SocketAddr>,
+}
+
+impl Listening {
+    pub fn handed(
+        listener: std::net::TcpListener,
+        routes: watch::Receiver<Route>,
+        keepalive: Keepalive,
+    ) -> io::Result<Self> {
+        listener.set_nonblocking(true)?;
+        let listener = TcpListener::from_std(listener)?;
+        let mut l = Listening {
+            bind_to: None,
+            routes,
+            keepalive,
+            active: None,
+        };
+        l.start(listener);
+        Ok(l)
+    }
+
+    pub fn owned(
+        address: String,
+        port: u16,
+        routes: watch::Receiver<Route>,
+        keepalive: Keepalive,
+    ) -> Self {
+        Listening {
+            bind_to: Some((address, port)),
+            routes,
+            keepalive,
+            active: None,
+        }
+    }
+
+    pub fn is_owned(&self) -> bool {
+        self.bind_to.is_some()
+    }
+
+    pub fn is_listening(&self) -> bool {
+        self.active.is_some()
+    }
+
+    /// The bound address, for the status line and logs.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.active.as_ref().and_then(|a| a.addr)
+    }
+
+    /// Binds the owned socket if it is not open. Returns whether it was (re)opened now.
+    pub async fn ensure(&mut self) -> io::Result<bool> {
+        if self.active.is_some() {
+            return Ok(false);
+        }
+        let Some((address, port)) = &self.bind_to else {
+            return Ok(false);
+        };
+        // tokio sets SO_REUSEADDR, so re-binding right after a close works despite TIME_WAIT.
+        let listener = TcpListener::bind((address.as_str(), *port)).await?;
+        self.start(listener);
+        Ok(true)
+    }
+
+    fn start(&mut self, listener: TcpListener) {
+        let stop = CancellationToken::new();
+        let addr = listener.local_addr().ok();
+        let task = tokio::spawn(
+            accept_loop(listener, self.routes.clone(), self.keepalive, stop.clone())
+                .in_current_span(),
+        );
+        self.active = Some(Active { stop, task, addr });
+    }
+
+    /// Closes the owned socket; a handed one keeps accepting (and closing) clients.
+    pub async fn close(&mut self) {
+        if self.is_owned() {
+            self.stop().await;
+        }
+    }
+
+    /// Stops accepting, whatever the socket's origin (shutdown).
+    pub async fn stop(&mut self) {
+        if let Some(active) = self.active.take() {
+            active.stop.cancel();
+            // The accept loop owns the listener: once it returns the socket is closed.
+            let _ = active.task.await;
+        }
+    }
+}

@@ -1,0 +1,84 @@
+//! The current destination, shared with the accept loop through a watch channel. Each route has
+//! its own cancellation token: switching routes cancels the old token, which ends every session
+//! (and every in-flight dial) that started under it. Nothing here is touched per byte.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+/// How long a switch waits for the old route's sessions to finish closing. They only have to
+/// notice a cancelled token and drop two sockets, so this is a safety bound, not a typical wait.
+const SESSION_DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Destination {
+    pub db_uid: String,
+    pub addr: SocketAddr,
+}
+
+/// What a session holds for its whole life.
+#[derive(Debug, Clone)]
+pub(crate) struct Route {
+    pub dest: Option<Arc<Destination>>,
+    pub cancel: CancellationToken,
+    /// Never sent on: the switch waits for every clone of this to be dropped, i.e. for every
+    /// session of the route to be gone, before it reports the old sessions closed.
+    _alive: mpsc::Sender<()>,
+}
+
+pub(crate) struct Router {
+    tx: watch::Sender<Route>,
+    alive: mpsc::Receiver<()>,
+}
+
+impl Router {
+    pub fn new() -> Self {
+        let (alive_tx, alive) = mpsc::channel(1);
+        let (tx, _) = watch::channel(Route {
+            dest: None,
+            cancel: CancellationToken::new(),
+            _alive: alive_tx,
+        });
+        Router { tx, alive }
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<Route> {
+        self.tx.subscribe()
+    }
+
+    pub fn current(&self) -> Option<Arc<Destination>> {
+        self.tx.borrow().dest.clone()
+    }
+
+    /// Makes `dest` the destination of new sessions. When it differs from the current one every
+    /// existing session is closed, and this returns only once they are gone (or the drain bound
+    /// passed), so a caller may then acknowledge the new proxy generation. Returns whether the
+    /// destination changed.
+    pub async fn switch(&mut self, dest: Option<Destination>) -> bool {
+        if self.tx.borrow().dest.as_deref() == dest.as_ref() {
+            return false;
+        }
+        let (alive_tx, alive_rx) = mpsc::channel(1);
+        let old = self.tx.send_replace(Route {
+            dest: dest.map(Arc::new),
+            cancel: CancellationToken::new(),
+            _alive: alive_tx,
+        });
+        // Cancel after the replace: a session that picked up the old route at any moment sees a
+        // cancelled token, so none can outlive this switch.
+        old.cancel.cancel();
+        drop(old);
+        let mut old_alive = std::mem::replace(&mut self.alive, alive_rx);
+        if tokio::time::timeout(SESSION_DRAIN_TIMEOUT, old_alive.recv())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "sessions to the previous master still closing after {SESSION_DRAIN_TIMEOUT:?}"
+            );
+        }
+        true
+    }
+}

@@ -1,0 +1,511 @@
+//! The proxy against real TCP: a real backend per "master", a port-0 listener, and a cluster
+//! source the test controls (clusterdata changes with watch events, a failing or hanging store).
+
+use super::*;
+use crate::cluster::{ClusterData, Db, GoDuration, ProxyInfo};
+use crate::store::{StoreError, StoreEvent};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+const DEADLINE: Duration = Duration::from_secs(10);
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Health {
+    Up,
+    /// Every request fails at once (etcd down).
+    Failing,
+    /// Every request hangs (etcd frozen with SIGSTOP).
+    Hanging,
+}
+
+struct MemState {
+    cd: Option<ClusterData>,
+    health: Health,
+    infos: BTreeMap<String, ProxyInfo>,
+    watchers: Vec<mpsc::Sender<StoreEvent>>,
+}
+
+#[derive(Clone)]
+struct TestSource(Arc<Mutex<MemState>>);
+
+impl TestSource {
+    fn new(cd: Option<ClusterData>) -> Self {
+        TestSource(Arc::new(Mutex::new(MemState {
+            cd,
+            health: Health::Up,
+            infos: BTreeMap::new(),
+            watchers: Vec::new(),
+        })))
+    }
+    fn set_health(&self, h: Health) {
+        self.0.lock().unwrap().health = h;
+    }
+    fn update_cd(&self, f: impl FnOnce(&mut ClusterData)) {
+        let watchers = {
+            let mut st = self.0.lock().unwrap();
+            f(st.cd.as_mut().unwrap());
+            st.watchers.clone()
+        };
+        for w in watchers {
+            let _ = w.try_send(StoreEvent::ClusterData);
+        }
+    }
+    fn info(&self) -> Option<ProxyInfo> {
+        self.0.lock().unwrap().infos.values().next().cloned()
+    }
+    async fn gate(&self) -> Result<(), StoreError> {
+        let h = self.0.lock().unwrap().health;
+        match h {
+            Health::Up => Ok(()),
+            Health::Failing => Err(StoreError::Etcd("connection refused".into())),
+            Health::Hanging => std::future::pending().await,
+        }
+    }
+}
+
+impl ClusterSource for TestSource {
+    async fn cluster_data(&self) -> Result<Option<ClusterData>, StoreError> {
+        self.gate().await?;
+        Ok(self.0.lock().unwrap().cd.clone())
+    }
+    async fn publish(&self, info: &ProxyInfo, _ttl: Duration) -> Result<(), StoreError> {
+        self.gate().await?;
+        let mut st = self.0.lock().unwrap();
+        st.infos.insert(info.uid.clone(), info.clone());
+        Ok(())
+    }
+    async fn watch(&self) -> Result<mpsc::Receiver<StoreEvent>, StoreError> {
+        self.gate().await?;
+        let (tx, rx) = mpsc::channel(16);
+        self.0.lock().unwrap().watchers.push(tx);
+        Ok(rx)
+    }
+}
+
+/// A stand-in PostgreSQL: greets every client with its name, then echoes.
+async fn backend(name: &'static str) -> (SocketAddr, JoinHandle<()>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                if s.write_all(name.as_bytes()).await.is_err() {
+                    return;
+                }
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    (addr, task)
+}
+
+fn cluster_data(check: GoDuration, timeout: GoDuration) -> ClusterData {
+    let mut cd: ClusterData = serde_json::from_str(
+        r#"{"formatVersion":1,"cluster":{"uid":"c1","generation":1,"spec":{"initMode":"new"},"status":{}}}"#,
+    )
+    .unwrap();
+    cd.cluster.spec.proxy_check_interval = Some(check);
+    cd.cluster.spec.proxy_timeout = Some(timeout);
+    cd.proxy.generation = 1;
+    cd
+}
+
+/// Makes `uid` the master at `addr` and bumps the proxy generation, as the sentinel does.
+fn set_master(cd: &mut ClusterData, uid: &str, addr: SocketAddr) {
+    let mut db = Db {
+        uid: uid.into(),
+        ..Default::default()
+    };
+    db.status.listen_address = addr.ip().to_string();
+    db.status.port = addr.port().to_string();
+    cd.dbs.insert(uid.into(), db);
+    cd.proxy.spec.master_db_uid = uid.into();
+    cd.proxy.generation += 1;
+}
+
+struct Running {
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+    status: watch::Receiver<String>,
+    task: JoinHandle<Result<(), ProxyError>>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+fn config(port: u16) -> ProxyConfig {
+    ProxyConfig {
+        listen_address: "127.0.0.1".into(),
+        port,
+        stop_listening: true,
+        tcp_keepalive_idle: 30,
+        tcp_keepalive_count: 3,
+        tcp_keepalive_interval: 5,
+    }
+}
+
+fn start_handed(source: &TestSource) -> Running {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    start(source, config(0), Some(l), addr)
+}
+
+fn start(
+    source: &TestSource,
+    cfg: ProxyConfig,
+    l: Option<std::net::TcpListener>,
+    addr: SocketAddr,
+) -> Running {
+    let shutdown = CancellationToken::new();
+    let (tx, status) = watch::channel(String::new());
+    let task = tokio::spawn(run_with_source(
+        cfg,
+        source.clone(),
+        l,
+        shutdown.clone(),
+        tx,
+    ));
+    Running {
+        addr,
+        shutdown,
+        status,
+        task,
+    }
+}
+
+async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let end = Instant::now() + DEADLINE;
+    while !cond() {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn wait_status(p: &Running, prefix: &str) {
+    let status = p.status.clone();
+    wait_for(&format!("status {prefix:?}"), || {
+        status.borrow().starts_with(prefix)
+    })
+    .await;
+}
+
+/// Plays the sentinel: waits for the proxy's info, then enables it.
+async fn enable_proxy(source: &TestSource) -> String {
+    wait_for("proxy info", || source.info().is_some()).await;
+    let uid = source.info().unwrap().uid;
+    source.update_cd(|cd| cd.proxy.spec.enabled_proxies = vec![uid.clone()]);
+    uid
+}
+
+/// Connects and returns the greeting of the backend the proxy chose.
+async fn session(addr: SocketAddr) -> (TcpStream, String) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let mut buf = [0u8; 1];
+    let n = tokio::time::timeout(DEADLINE, s.read(&mut buf))
+        .await
+        .expect("no greeting through the proxy")
+        .unwrap();
+    assert_eq!(n, 1, "proxy closed the session instead of routing it");
+    (s, String::from_utf8_lossy(&buf).into_owned())
+}
+
+/// The peer closed (EOF or reset) within the deadline.
+async fn assert_closed(s: &mut TcpStream) {
+    let mut buf = [0u8; 16];
+    let r = tokio::time::timeout(DEADLINE, s.read(&mut buf))
+        .await
+        .expect("session still open");
+    assert!(matches!(r, Ok(0) | Err(_)), "expected closed, read {r:?}");
+}
+
+async fn assert_refused_after_accept(addr: SocketAddr) {
+    let mut s = TcpStream::connect(addr)
+        .await
+        .expect("the proxy must keep accepting");
+    assert_closed(&mut s).await;
+}
+
+fn fast() -> ClusterData {
+    cluster_data(GoDuration::from_millis(100), GoDuration::from_millis(600))
+}
+
+#[tokio::test]
+async fn sessions_are_proxied_to_the_master_once_enabled() {
+    let (a, _ba) = backend("A").await;
+    let mut cd = fast();
+    set_master(&mut cd, "dba", a);
+    let source = TestSource::new(Some(cd));
+    let p = start_handed(&source);
+
+    // Master known but this proxy not yet enabled: refuse.
+    wait_status(&p, "no master: refusing connections").await;
+    assert_refused_after_accept(p.addr).await;
+
+    wait_for("proxy info", || source.info().is_some()).await;
+    let first = source.info().unwrap();
+    assert_eq!(first.generation, 2);
+    assert_eq!(
+        first.proxy_timeout_ns, 15_000_000_000,
+        "announces max(running timer 15s, spec 600ms)"
+    );
+    let uid = enable_proxy(&source).await;
+    assert_eq!(uid.len(), 8);
+    wait_status(&p, &format!("routing to {a}")).await;
+    let (mut s, who) = session(p.addr).await;
+    assert_eq!(who, "A");
+    s.write_all(b"select 1").await.unwrap();
+    let mut buf = [0u8; 8];
+    s.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"select 1");
+    let info = source.info().unwrap();
+    assert_eq!(info.proxy_timeout_ns, 600_000_000, "spec timeout adopted");
+}
+
+#[tokio::test]
+async fn master_change_closes_sessions_before_acknowledging_and_routes_to_the_new_master() {
+    let (a, _ba) = backend("A").await;
+    let (b, _bb) = backend("B").await;
+    // Slow polling: only the watch can make the switch fast.
+    let mut cd = cluster_data(GoDuration::from_secs(10), GoDuration::from_secs(30));
+    set_master(&mut cd, "dba", a);
+    let source = TestSource::new(Some(cd));
+    let p = start_handed(&source);
+    enable_proxy(&source).await;
+    wait_status(&p, &format!("routing to {a}")).await;
+    let (mut old, who) = session(p.addr).await;
+    assert_eq!(who, "A");
+
+    // Phase one: the sentinel clears the master and waits for our generation.
+    source.update_cd(|cd| {
+        cd.proxy.spec.master_db_uid.clear();
+        cd.proxy.generation += 1;
+    });
+    let gen_cleared = source
+        .0
+        .lock()
+        .unwrap()
+        .cd
+        .as_ref()
+        .unwrap()
+        .proxy
+        .generation;
+    wait_for("generation ack", || {
+        source.info().unwrap().generation == gen_cleared
+    })
+    .await;
+    // Acknowledged, so the session to A must already be gone.
+    let mut buf = [0u8; 1];
+    let r = tokio::time::timeout(Duration::from_millis(300), old.read(&mut buf)).await;
+    assert!(
+        matches!(r, Ok(Ok(0)) | Ok(Err(_))),
+        "old session still open after ack: {r:?}"
+    );
+    assert_refused_after_accept(p.addr).await;
+
+    // Phase two: the new master, learnt from the watch.
+    let changed = Instant::now();
+    source.update_cd(|cd| set_master(cd, "dbb", b));
+    wait_status(&p, &format!("routing to {b}")).await;
+    assert!(
+        changed.elapsed() < Duration::from_secs(1),
+        "switch took {:?}",
+        changed.elapsed()
+    );
+    let (_new, who) = session(p.addr).await;
+    assert_eq!(who, "B");
+}
+
+#[tokio::test]
+async fn direct_master_change_also_closes_old_sessions() {
+    let (a, _ba) = backend("A").await;
+    let (b, _bb) = backend("B").await;
+    let mut cd = fast();
+    set_master(&mut cd, "dba", a);
+    let source = TestSource::new(Some(cd));
+    let p = start_handed(&source);
+    enable_proxy(&source).await;
+    wait_status(&p, &format!("routing to {a}")).await;
+    let (mut s1, _) = session(p.addr).await;
+    let (mut s2, _) = session(p.addr).await;
+    source.update_cd(|cd| set_master(cd, "dbb", b));
+    assert_closed(&mut s1).await;
+    assert_closed(&mut s2).await;
+    wait_status(&p, &format!("routing to {b}")).await;
+    assert_eq!(session(p.addr).await.1, "B");
+}
+
+#[tokio::test]
+async fn without_clusterdata_connections_are_accepted_then_closed() {
+    let source = TestSource::new(None);
+    let p = start_handed(&source);
+    wait_status(&p, "no master: refusing connections (no clusterdata").await;
+    assert_refused_after_accept(p.addr).await;
+    assert!(
+        source.info().is_none(),
+        "nothing to acknowledge without clusterdata"
+    );
+}
+
+#[tokio::test]
+async fn invalid_clusterdata_refuses_clients_and_is_not_acknowledged() {
+    let (a, _ba) = backend("A").await;
+    let mut cd = fast();
+    set_master(&mut cd, "dba", a);
+    cd.format_version = 2;
+    let source = TestSource::new(Some(cd));
+    let p = start_handed(&source);
+    wait_status(
+        &p,
+        "no master: refusing connections (clusterdata formatVersion 2",
+    )
+    .await;
+    assert_refused_after_accept(p.addr).await;
+    assert!(source.info().is_none());
+}
+
+async fn fail_closed_on(health: Health) {
+    let (a, _ba) = backend("A").await;
+    let mut cd = fast();
+    set_master(&mut cd, "dba", a);
+    let source = TestSource::new(Some(cd));
+    let p = start_handed(&source);
+    enable_proxy(&source).await;
+    wait_status(&p, &format!("routing to {a}")).await;
+    let (mut s, _) = session(p.addr).await;
+
+    let broke = Instant::now();
+    source.set_health(health);
+    assert_closed(&mut s).await;
+    let took = broke.elapsed();
+    assert!(
+        took >= Duration::from_millis(400) && took < Duration::from_secs(3),
+        "closed after {took:?}, proxyTimeout is 600ms"
+    );
+    wait_status(
+        &p,
+        "no master: refusing connections (no successful store check",
+    )
+    .await;
+    // A handed socket is never closed: clients are accepted and closed.
+    assert_refused_after_accept(p.addr).await;
+
+    source.set_health(Health::Up);
+    wait_status(&p, &format!("routing to {a}")).await;
+    assert_eq!(session(p.addr).await.1, "A");
+}
+
+#[tokio::test]
+async fn fails_closed_after_proxy_timeout_when_the_store_fails() {
+    fail_closed_on(Health::Failing).await;
+}
+
+#[tokio::test]
+async fn fails_closed_after_proxy_timeout_when_the_store_hangs() {
+    fail_closed_on(Health::Hanging).await;
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn refused(addr: SocketAddr) -> bool {
+    matches!(TcpStream::connect(addr).await, Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused)
+}
+
+#[tokio::test]
+async fn owned_socket_listens_only_after_a_store_read_and_closes_while_failing() {
+    let (a, _ba) = backend("A").await;
+    let mut cd = fast();
+    set_master(&mut cd, "dba", a);
+    let source = TestSource::new(Some(cd));
+    source.set_health(Health::Failing);
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let p = start(&source, config(port), None, addr);
+
+    wait_status(&p, "no master: not listening").await;
+    assert!(refused(addr).await, "listening before reaching the store");
+
+    source.set_health(Health::Up);
+    enable_proxy(&source).await;
+    wait_status(&p, &format!("routing to {a}")).await;
+    assert_eq!(session(addr).await.1, "A");
+
+    source.set_health(Health::Failing);
+    wait_status(&p, "no master: not listening (no successful store check").await;
+    assert!(refused(addr).await, "still listening while failing closed");
+
+    source.set_health(Health::Up);
+    wait_status(&p, &format!("routing to {a}")).await;
+    assert_eq!(session(addr).await.1, "A");
+}
+
+#[tokio::test]
+async fn a_port_in_use_at_start_is_a_clear_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let source = TestSource::new(None);
+    let mut p = start(&source, config(port), None, taken.local_addr().unwrap());
+    let r = tokio::time::timeout(DEADLINE, &mut p.task)
+        .await
+        .expect("proxy kept running without its port")
+        .unwrap();
+    let e = r.expect_err("bind must fail");
+    assert!(e.to_string().contains(&format!("127.0.0.1:{port}")), "{e}");
+}
+
+#[tokio::test]
+async fn shutdown_closes_sessions_and_returns_ok() {
+    let (a, _ba) = backend("A").await;
+    let mut cd = fast();
+    set_master(&mut cd, "dba", a);
+    let source = TestSource::new(Some(cd));
+    let mut p = start_handed(&source);
+    enable_proxy(&source).await;
+    wait_status(&p, &format!("routing to {a}")).await;
+    let (mut s, _) = session(p.addr).await;
+    p.shutdown.cancel();
+    tokio::time::timeout(DEADLINE, &mut p.task)
+        .await
+        .expect("proxy did not stop")
+        .unwrap()
+        .unwrap();
+    assert_closed(&mut s).await;
+}
+
+#[tokio::test]
+async fn client_sockets_get_keepalive_and_nodelay() {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let c = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+    let (s, _) = l.accept().await.unwrap();
+    session::Keepalive {
+        idle_secs: 30,
+        interval_secs: 0,
+        count: 4,
+    }
+    .apply(&s)
+    .unwrap();
+    let sock = socket2::SockRef::from(&s);
+    assert!(sock.keepalive().unwrap());
+    assert_eq!(sock.tcp_keepalive_time().unwrap(), Duration::from_secs(30));
+    assert_eq!(sock.tcp_keepalive_retries().unwrap(), 4);
+    drop(c);
+}

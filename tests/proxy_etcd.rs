@@ -1,0 +1,366 @@
+//! The proxy on a real etcd: learns masters from the watch, acknowledges the two-phase switch
+//! only after closing sessions, fails closed when etcd dies or freezes, and serves again after.
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use stolon::cluster::{ClusterData, Db};
+use stolon::proxy::{ProxyConfig, ProxyError, run_with_status};
+use stolon::store::{Store, StoreBackend, StoreConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+const DEADLINE: Duration = Duration::from_secs(20);
+
+fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A single-member etcd on free 127.0.0.1 ports; killed on drop.
+struct Etcd {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    client_port: u16,
+    peer_port: u16,
+}
+
+impl Etcd {
+    fn start() -> Etcd {
+        let mut e = Etcd {
+            child: None,
+            dir: tempfile::tempdir().unwrap(),
+            client_port: free_port(),
+            peer_port: free_port(),
+        };
+        e.spawn();
+        e
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    fn spawn(&mut self) {
+        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("etcd.log"))
+            .unwrap();
+        let child = Command::new("etcd")
+            .arg("--name=t")
+            .arg(format!(
+                "--data-dir={}",
+                self.dir.path().join("data").display()
+            ))
+            .arg(format!("--listen-client-urls={}", self.url()))
+            .arg(format!("--advertise-client-urls={}", self.url()))
+            .arg(format!("--listen-peer-urls={peer}"))
+            .arg(format!("--initial-advertise-peer-urls={peer}"))
+            .arg(format!("--initial-cluster=t={peer}"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("etcd on PATH");
+        self.child = Some(child);
+    }
+
+    fn signal(&self, sig: Signal) {
+        let pid = self.child.as_ref().unwrap().id();
+        kill(Pid::from_raw(pid as i32), sig).unwrap();
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn store_config(etcd: &Etcd, cluster: &str) -> StoreConfig {
+    StoreConfig {
+        backend: StoreBackend::Etcdv3,
+        endpoints: vec![etcd.url()],
+        timeout: Duration::from_secs(1),
+        prefix: "stolon/cluster".into(),
+        cluster_name: cluster.into(),
+        cert_file: None,
+        key_file: None,
+        ca_file: None,
+        skip_tls_verify: false,
+    }
+}
+
+async fn wait_for<F, Fut>(what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let end = Instant::now() + DEADLINE;
+    while !cond().await {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A stand-in PostgreSQL: greets every client with its name, then echoes.
+async fn backend(name: &'static str) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                if s.write_all(name.as_bytes()).await.is_ok() {
+                    let (mut r, mut w) = s.split();
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+fn cluster_data(check: &str, timeout: &str) -> ClusterData {
+    serde_json::from_str(&format!(
+        r#"{{"formatVersion":1,"cluster":{{"uid":"c1","generation":1,
+            "spec":{{"initMode":"new","proxyCheckInterval":"{check}","proxyTimeout":"{timeout}"}},
+            "status":{{}}}},"proxy":{{"generation":1,"spec":{{}}}}}}"#
+    ))
+    .unwrap()
+}
+
+/// The sentinel's move: `uid` becomes master at `addr`, generation bumped.
+fn set_master(cd: &mut ClusterData, uid: &str, addr: SocketAddr) {
+    let mut db = Db {
+        uid: uid.into(),
+        ..Default::default()
+    };
+    db.status.listen_address = addr.ip().to_string();
+    db.status.port = addr.port().to_string();
+    cd.dbs.insert(uid.into(), db);
+    cd.proxy.spec.master_db_uid = uid.into();
+    cd.proxy.generation += 1;
+}
+
+struct Proxy {
+    status: watch::Receiver<String>,
+    shutdown: CancellationToken,
+    task: JoinHandle<Result<(), ProxyError>>,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+fn start_proxy(sc: StoreConfig, port: u16, listener: Option<StdListener>) -> Proxy {
+    let cfg = ProxyConfig {
+        listen_address: "127.0.0.1".into(),
+        port,
+        stop_listening: true,
+        tcp_keepalive_idle: 0,
+        tcp_keepalive_count: 0,
+        tcp_keepalive_interval: 0,
+    };
+    let shutdown = CancellationToken::new();
+    let (tx, status) = watch::channel(String::new());
+    let task = tokio::spawn(run_with_status(cfg, sc, listener, shutdown.clone(), tx));
+    Proxy {
+        status,
+        shutdown,
+        task,
+    }
+}
+
+impl Proxy {
+    async fn wait_status(&self, prefix: &str) {
+        let status = self.status.clone();
+        wait_for(&format!("status {prefix:?}"), || {
+            let ok = status.borrow().starts_with(prefix);
+            async move { ok }
+        })
+        .await;
+    }
+}
+
+/// Plays the sentinel: waits until the proxy has published its info, then enables it.
+async fn enable_proxy(store: &Store, cd: &mut ClusterData) -> String {
+    wait_for("proxy info in etcd", || async {
+        store.get_proxies_info().await.is_ok_and(|i| !i.is_empty())
+    })
+    .await;
+    let uid = store
+        .get_proxies_info()
+        .await
+        .unwrap()
+        .into_keys()
+        .next()
+        .unwrap();
+    cd.proxy.spec.enabled_proxies = vec![uid.clone()];
+    store.put_cluster_data(cd).await.unwrap();
+    uid
+}
+
+async fn greeting(addr: SocketAddr) -> (TcpStream, String) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let mut b = [0u8; 1];
+    let n = tokio::time::timeout(DEADLINE, s.read(&mut b))
+        .await
+        .expect("no greeting")
+        .unwrap();
+    assert_eq!(n, 1, "proxy closed the session instead of routing it");
+    (s, String::from_utf8_lossy(&b).into_owned())
+}
+
+async fn is_closed(s: &mut TcpStream, within: Duration) -> bool {
+    let mut b = [0u8; 8];
+    matches!(
+        tokio::time::timeout(within, s.read(&mut b)).await,
+        Ok(Ok(0)) | Ok(Err(_))
+    )
+}
+
+async fn connect_state(addr: SocketAddr) -> &'static str {
+    match TcpStream::connect(addr).await {
+        Err(_) => "refused",
+        Ok(mut s) => {
+            if is_closed(&mut s, Duration::from_secs(2)).await {
+                "closed"
+            } else {
+                "open"
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_phase_switch_is_acknowledged_after_closing_and_the_new_master_comes_from_the_watch() {
+    let etcd = Etcd::start();
+    let sc = store_config(&etcd, "p1");
+    let store = Store::connect(&sc).await.unwrap();
+    let a = backend("A").await;
+    let b = backend("B").await;
+    // Polling every 10s: only the watch can make the switch fast.
+    let mut cd = cluster_data("10s", "30s");
+    set_master(&mut cd, "dba", a);
+    wait_for("etcd up", || async {
+        store.put_cluster_data(&cd).await.is_ok()
+    })
+    .await;
+
+    let l = StdListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let mut p = start_proxy(sc, 0, Some(l));
+    let uid = enable_proxy(&store, &mut cd).await;
+    p.wait_status(&format!("routing to {a}")).await;
+    let (mut old, who) = greeting(addr).await;
+    assert_eq!(who, "A");
+
+    // Phase one: master cleared, generation bumped; wait for the proxy's acknowledgement.
+    cd.proxy.spec.master_db_uid.clear();
+    cd.proxy.generation += 1;
+    store.put_cluster_data(&cd).await.unwrap();
+    let generation = cd.proxy.generation;
+    wait_for("generation ack", || async {
+        store
+            .get_proxies_info()
+            .await
+            .is_ok_and(|i| i.get(&uid).is_some_and(|p| p.generation == generation))
+    })
+    .await;
+    assert!(
+        is_closed(&mut old, Duration::from_millis(300)).await,
+        "session to the old master open after the acknowledgement"
+    );
+    assert_eq!(connect_state(addr).await, "closed");
+
+    // Phase two: the new master.
+    set_master(&mut cd, "dbb", b);
+    store.put_cluster_data(&cd).await.unwrap();
+    let written = Instant::now();
+    p.wait_status(&format!("routing to {b}")).await;
+    let took = written.elapsed();
+    assert!(
+        took < Duration::from_secs(1),
+        "new master routed after {took:?}"
+    );
+    eprintln!("clusterdata write -> routing to the new master: {took:?}");
+    let (mut last, who) = greeting(addr).await;
+    assert_eq!(who, "B");
+
+    // Graceful stop: sessions closed, info key gone with the revoked lease.
+    p.shutdown.cancel();
+    tokio::time::timeout(DEADLINE, &mut p.task)
+        .await
+        .expect("proxy did not stop")
+        .unwrap()
+        .unwrap();
+    assert!(is_closed(&mut last, Duration::from_secs(2)).await);
+    assert!(store.get_proxies_info().await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fails_closed_when_etcd_dies_or_freezes_and_serves_again() {
+    let mut etcd = Etcd::start();
+    let sc = store_config(&etcd, "p2");
+    let store = Store::connect(&sc).await.unwrap();
+    let a = backend("A").await;
+    let mut cd = cluster_data("300ms", "1500ms");
+    set_master(&mut cd, "dba", a);
+    wait_for("etcd up", || async {
+        store.put_cluster_data(&cd).await.is_ok()
+    })
+    .await;
+
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let p = start_proxy(sc, port, None);
+    enable_proxy(&store, &mut cd).await;
+    p.wait_status(&format!("routing to {a}")).await;
+
+    for (how, sig) in [("killed", None), ("frozen", Some(Signal::SIGSTOP))] {
+        let (mut s, _) = greeting(addr).await;
+        let broke = Instant::now();
+        match sig {
+            None => etcd.stop(),
+            Some(sig) => etcd.signal(sig),
+        }
+        assert!(
+            is_closed(&mut s, Duration::from_secs(6)).await,
+            "etcd {how}: session still open"
+        );
+        let took = broke.elapsed();
+        assert!(
+            took >= Duration::from_millis(1000),
+            "etcd {how}: closed after only {took:?}"
+        );
+        eprintln!("etcd {how}: session closed after {took:?} (proxyTimeout 1.5s)");
+        p.wait_status("no master: not listening").await;
+        assert_eq!(connect_state(addr).await, "refused", "etcd {how}");
+
+        match sig {
+            None => etcd.spawn(),
+            Some(_) => etcd.signal(Signal::SIGCONT),
+        }
+        p.wait_status(&format!("routing to {a}")).await;
+        assert_eq!(greeting(addr).await.1, "A", "etcd {how}: back");
+    }
+}

@@ -1,0 +1,806 @@
+//! The etcd v3 store against a real etcd started per test (reference §3.1).
+
+use etcd_client::{Client, GetOptions, LeaseTimeToLiveOptions};
+use std::collections::BTreeSet;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use stolon::cluster::{
+    ClusterData, ClusterInitMode, ClusterSpec, KeeperInfo, ProxyInfo, SentinelInfo, new_uid,
+};
+use stolon::store::{CasOutcome, Store, StoreBackend, StoreConfig, StoreError, StoreEvent};
+use tokio::sync::mpsc;
+
+// ---- test support (copy into other tests if useful) ------------------------------------------
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap()
+}
+
+/// Server-side TLS files for an etcd started with client certificate auth.
+struct TlsFiles {
+    dir: PathBuf,
+}
+
+impl TlsFiles {
+    fn ca(&self) -> PathBuf {
+        self.dir.join("ca.crt")
+    }
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+}
+
+/// A single-member etcd on free 127.0.0.1 ports with its own data dir; killed on drop.
+struct Etcd {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    client_port: u16,
+    peer_port: u16,
+    tls: Option<PathBuf>,
+}
+
+impl Etcd {
+    fn start() -> Etcd {
+        Etcd::start_with(None)
+    }
+
+    fn start_with(tls: Option<&TlsFiles>) -> Etcd {
+        let mut e = Etcd {
+            child: None,
+            dir: tempfile::tempdir().unwrap(),
+            client_port: free_port(),
+            peer_port: free_port(),
+            tls: tls.map(|t| t.dir.clone()),
+        };
+        e.spawn();
+        e
+    }
+
+    fn url(&self) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
+    }
+
+    fn spawn(&mut self) {
+        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("etcd.log"))
+            .unwrap();
+        let mut cmd = Command::new("etcd");
+        cmd.arg("--name=t")
+            .arg(format!(
+                "--data-dir={}",
+                self.dir.path().join("data").display()
+            ))
+            .arg(format!("--listen-client-urls={}", self.url()))
+            .arg(format!("--advertise-client-urls={}", self.url()))
+            .arg(format!("--listen-peer-urls={peer}"))
+            .arg(format!("--initial-advertise-peer-urls={peer}"))
+            .arg(format!("--initial-cluster=t={peer}"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        if let Some(dir) = &self.tls {
+            cmd.arg(format!("--cert-file={}", dir.join("server.crt").display()))
+                .arg(format!("--key-file={}", dir.join("server.key").display()))
+                .arg(format!(
+                    "--trusted-ca-file={}",
+                    dir.join("ca.crt").display()
+                ))
+                .arg("--client-cert-auth");
+        }
+        self.child = Some(cmd.spawn().expect("etcd on PATH"));
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(self.dir.path().join("etcd.log")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+
+    /// A plain client (no TLS) for reading raw keys.
+    async fn raw_client(&self) -> Client {
+        Client::connect([self.url()], None).await.unwrap()
+    }
+
+    async fn wait_ready(&self, store: &Store) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match store.get_cluster_data_raw().await {
+                Ok(_) => return,
+                Err(e) if Instant::now() > deadline => {
+                    panic!("etcd at {} not ready: {e}\n{}", self.url(), self.log_tail())
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn config(endpoint: &str, cluster: &str) -> StoreConfig {
+    StoreConfig {
+        backend: StoreBackend::Etcdv3,
+        endpoints: StoreConfig::endpoints_from_flag(endpoint),
+        timeout: Duration::from_secs(2),
+        prefix: "stolon/cluster".into(),
+        cluster_name: cluster.into(),
+        cert_file: None,
+        key_file: None,
+        ca_file: None,
+        skip_tls_verify: false,
+    }
+}
+
+async fn started(cluster: &str) -> (Etcd, Store) {
+    let etcd = Etcd::start();
+    let store = Store::connect(&config(&etcd.url(), cluster)).await.unwrap();
+    etcd.wait_ready(&store).await;
+    (etcd, store)
+}
+
+fn cluster_data() -> ClusterData {
+    let spec = ClusterSpec {
+        init_mode: Some(ClusterInitMode::New),
+        ..Default::default()
+    };
+    ClusterData::new(new_uid(), spec, chrono::Utc::now())
+}
+
+fn keeper(uid: &str) -> KeeperInfo {
+    KeeperInfo {
+        info_uid: new_uid(),
+        uid: uid.into(),
+        cluster_uid: "c1".into(),
+        boot_uuid: new_uid(),
+        ..Default::default()
+    }
+}
+
+fn proxy(uid: &str) -> ProxyInfo {
+    ProxyInfo {
+        info_uid: new_uid(),
+        uid: uid.into(),
+        generation: 1,
+        proxy_timeout_ns: 15_000_000_000,
+    }
+}
+
+async fn all_keys(client: &mut Client) -> BTreeSet<String> {
+    let resp = client
+        .get("", Some(GetOptions::new().with_all_keys()))
+        .await
+        .unwrap();
+    resp.kvs()
+        .iter()
+        .map(|kv| String::from_utf8_lossy(kv.key()).into_owned())
+        .collect()
+}
+
+/// Next event within 10 s; panics otherwise.
+async fn next_event(rx: &mut mpsc::Receiver<StoreEvent>) -> StoreEvent {
+    tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("a store event within 10s")
+        .expect("watch channel open")
+}
+
+/// Waits (polling) until `cond` holds, up to `within`.
+async fn wait_until(within: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+// ---- clusterdata ------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clusterdata_compare_and_swap() {
+    let (etcd, store) = started("cas").await;
+    assert!(store.get_cluster_data().await.unwrap().is_none());
+
+    let cd = cluster_data();
+    let CasOutcome::Written { mod_revision: r1 } = store.cas_cluster_data(&cd, 0).await.unwrap()
+    else {
+        panic!("create-only write on a missing key must succeed")
+    };
+    assert_eq!(
+        store.cas_cluster_data(&cd, 0).await.unwrap(),
+        CasOutcome::Conflict,
+        "create-only must fail once the key exists"
+    );
+    let got = store.get_cluster_data().await.unwrap().unwrap();
+    assert_eq!(got.mod_revision, r1);
+    assert_eq!(got.value, cd);
+
+    let mut cd2 = cd.clone();
+    cd2.cluster.generation += 1;
+    let CasOutcome::Written { mod_revision: r2 } = store.cas_cluster_data(&cd2, r1).await.unwrap()
+    else {
+        panic!("write at the current revision must succeed")
+    };
+    assert!(r2 > r1);
+    assert_eq!(
+        store.cas_cluster_data(&cd, r1).await.unwrap(),
+        CasOutcome::Conflict,
+        "a stale revision must conflict"
+    );
+    let got = store.get_cluster_data().await.unwrap().unwrap();
+    assert_eq!((got.mod_revision, got.value), (r2, cd2));
+
+    // A value that is not valid clusterdata is reported with its key, not silently used.
+    let mut raw = etcd.raw_client().await;
+    raw.put(
+        "stolon/cluster/cas/clusterdata",
+        r#"{"formatVersion":2}"#,
+        None,
+    )
+    .await
+    .unwrap();
+    match store.get_cluster_data().await {
+        Err(StoreError::BadValue { key, reason }) => {
+            assert_eq!(key, "stolon/cluster/cas/clusterdata");
+            assert!(reason.contains("formatVersion"), "{reason}");
+        }
+        other => panic!("expected BadValue, got {other:?}"),
+    }
+    assert!(store.get_cluster_data_raw().await.unwrap().is_some());
+}
+
+// ---- infos, lease, key layout -----------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn infos_share_one_lease_and_use_upstream_keys() {
+    let (etcd, store) = started("smoke").await;
+    store.set_lease_ttl(Duration::from_secs(5)); // floored to 20 s
+    for _ in 0..5 {
+        store.put_keeper_info(&keeper("k1")).await.unwrap();
+        store.put_keeper_info(&keeper("k2")).await.unwrap();
+        store
+            .put_sentinel_info(&SentinelInfo {
+                uid: "58419a5e".into(),
+            })
+            .await
+            .unwrap();
+        store.put_proxy_info(&proxy("5b6bbdba")).await.unwrap();
+    }
+    store.put_cluster_data(&cluster_data()).await.unwrap();
+
+    let mut raw = etcd.raw_client().await;
+    let expected: BTreeSet<String> = [
+        "stolon/cluster/smoke/clusterdata",
+        "stolon/cluster/smoke/keepers/info/k1",
+        "stolon/cluster/smoke/keepers/info/k2",
+        "stolon/cluster/smoke/sentinels/info/58419a5e",
+        "stolon/cluster/smoke/proxies/info/5b6bbdba",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
+    assert_eq!(all_keys(&mut raw).await, expected);
+
+    // One lease for the whole process, however many puts; every info key is on it.
+    let leases = raw.leases().await.unwrap();
+    assert_eq!(leases.leases().len(), 1, "exactly one lease per process");
+    let lease = leases.leases()[0].id();
+    assert_eq!(store.lease_id(), Some(lease));
+    let resp = raw
+        .get(
+            "stolon/cluster/smoke/",
+            Some(GetOptions::new().with_prefix()),
+        )
+        .await
+        .unwrap();
+    for kv in resp.kvs() {
+        let key = String::from_utf8_lossy(kv.key());
+        let expected_lease = if key.ends_with("/clusterdata") {
+            0
+        } else {
+            lease
+        };
+        assert_eq!(kv.lease(), expected_lease, "lease of {key}");
+    }
+    let ttl = raw
+        .lease_time_to_live(lease, Some(LeaseTimeToLiveOptions::new().with_keys()))
+        .await
+        .unwrap();
+    assert_eq!(ttl.granted_ttl(), 20, "TTL floored at upstream's MinTTL");
+    assert_eq!(ttl.keys().len(), 4);
+
+    // Listing: an unparsable value is skipped, the rest still listed.
+    raw.put("stolon/cluster/smoke/keepers/info/bad", "not json", None)
+        .await
+        .unwrap();
+    let keepers = store.get_keepers_info().await.unwrap();
+    assert_eq!(
+        keepers.keys().cloned().collect::<Vec<_>>(),
+        vec!["k1", "k2"]
+    );
+    assert_eq!(keepers["k1"].cluster_uid, "c1");
+    assert_eq!(store.get_sentinels_info().await.unwrap().len(), 1);
+    let proxies = store.get_proxies_info().await.unwrap();
+    assert_eq!(proxies["5b6bbdba"].generation, 1);
+
+    // Keep-alive renews the lease (at ttl/3): the remaining TTL goes back up.
+    let mut lowest = i64::MAX;
+    let deadline = Instant::now() + Duration::from_secs(12);
+    loop {
+        let now = raw.lease_time_to_live(lease, None).await.unwrap().ttl();
+        if now > lowest {
+            break;
+        }
+        lowest = now;
+        assert!(Instant::now() < deadline, "lease not renewed (ttl {now})");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(store.lease_lost_since().is_none());
+
+    // The lease revoked behind our back (as after an outage longer than the TTL): the next
+    // publish grants a new one and re-puts, still one lease in total.
+    raw.lease_revoke(lease).await.unwrap();
+    assert!(
+        !all_keys(&mut raw)
+            .await
+            .contains("stolon/cluster/smoke/keepers/info/k1")
+    );
+    store.put_keeper_info(&keeper("k1")).await.unwrap();
+    let leases = raw.leases().await.unwrap();
+    assert_eq!(leases.leases().len(), 1);
+    assert_ne!(leases.leases()[0].id(), lease);
+    assert!(
+        all_keys(&mut raw)
+            .await
+            .contains("stolon/cluster/smoke/keepers/info/k1")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefix_is_kept_exactly() {
+    let etcd = Etcd::start();
+    let mut cfg = config(&etcd.url(), "c");
+    cfg.prefix = "/my/prefix".into();
+    let store = Store::connect(&cfg).await.unwrap();
+    etcd.wait_ready(&store).await;
+    assert_eq!(store.cluster_path(), "/my/prefix/c");
+    store.put_cluster_data(&cluster_data()).await.unwrap();
+    store.put_keeper_info(&keeper("k1")).await.unwrap();
+    let mut raw = etcd.raw_client().await;
+    let keys: Vec<String> = all_keys(&mut raw).await.into_iter().collect();
+    assert_eq!(
+        keys,
+        vec!["/my/prefix/c/clusterdata", "/my/prefix/c/keepers/info/k1"]
+    );
+}
+
+// ---- watch ------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_reports_clusterdata_and_infos() {
+    let (etcd, store) = started("w").await;
+    let mut rx = store.watch().await.unwrap();
+
+    store.cas_cluster_data(&cluster_data(), 0).await.unwrap();
+    assert_eq!(next_event(&mut rx).await, StoreEvent::ClusterData);
+
+    store.put_keeper_info(&keeper("k1")).await.unwrap();
+    assert_eq!(
+        next_event(&mut rx).await,
+        StoreEvent::KeeperInfo {
+            uid: "k1".into(),
+            deleted: false
+        }
+    );
+    store.put_proxy_info(&proxy("p1")).await.unwrap();
+    assert_eq!(
+        next_event(&mut rx).await,
+        StoreEvent::ProxyInfo {
+            uid: "p1".into(),
+            deleted: false
+        }
+    );
+
+    // A keeper vanishing (here deleted; in life its lease expiring) is an event too.
+    let mut raw = etcd.raw_client().await;
+    raw.delete("stolon/cluster/w/keepers/info/k1", None)
+        .await
+        .unwrap();
+    assert_eq!(
+        next_event(&mut rx).await,
+        StoreEvent::KeeperInfo {
+            uid: "k1".into(),
+            deleted: true
+        }
+    );
+
+    // Other clusters sharing the prefix are not ours.
+    raw.put("stolon/cluster/w2/clusterdata", "{}", None)
+        .await
+        .unwrap();
+    raw.put(
+        "stolon/cluster/w/sentinels/info/s1",
+        r#"{"UID":"s1"}"#,
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        next_event(&mut rx).await,
+        StoreEvent::SentinelInfo {
+            uid: "s1".into(),
+            deleted: false
+        }
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_and_lease_survive_an_etcd_restart() {
+    let (mut etcd, store) = started("r").await;
+    store.put_keeper_info(&keeper("k1")).await.unwrap();
+    let mut rx = store.watch().await.unwrap();
+    store.put_keeper_info(&keeper("k1")).await.unwrap();
+    assert!(matches!(
+        next_event(&mut rx).await,
+        StoreEvent::KeeperInfo { .. }
+    ));
+
+    etcd.stop();
+    // Keep-alive notices (within ttl/3 + timeout) and reports since when.
+    let s = store.clone();
+    wait_until(Duration::from_secs(15), "lease_lost_since", move || {
+        s.lease_lost_since().is_some()
+    })
+    .await;
+    assert!(store.get_cluster_data_raw().await.is_err());
+
+    etcd.restart();
+    etcd.wait_ready(&store).await;
+    // After re-establishing, the watch tells the consumer to re-read everything.
+    let ev = tokio::time::timeout(Duration::from_secs(20), rx.recv())
+        .await
+        .expect("ClusterData after the watch is re-established")
+        .unwrap();
+    assert_eq!(ev, StoreEvent::ClusterData);
+    store.put_keeper_info(&keeper("k2")).await.unwrap();
+    assert_eq!(
+        next_event(&mut rx).await,
+        StoreEvent::KeeperInfo {
+            uid: "k2".into(),
+            deleted: false
+        }
+    );
+    let s = store.clone();
+    wait_until(Duration::from_secs(15), "lease healthy again", move || {
+        s.lease_lost_since().is_none()
+    })
+    .await;
+}
+
+// ---- election ---------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinel_election() {
+    let etcd = Etcd::start();
+    let cfg = config(&etcd.url(), "e");
+    let a = Store::connect(&cfg).await.unwrap();
+    let b = Store::connect(&cfg).await.unwrap();
+    etcd.wait_ready(&a).await;
+    assert_eq!(a.leader().await.unwrap(), None);
+
+    let ea = a.election("sA");
+    let eb = b.election("sB");
+    tokio::time::timeout(Duration::from_secs(10), ea.campaign())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(ea.is_leader());
+    assert_eq!(b.leader().await.unwrap().as_deref(), Some("sA"));
+
+    // The leader key is upstream's: P/sentinel-leader/<lease-hex> = sentinel uid.
+    let mut raw = etcd.raw_client().await;
+    let resp = raw
+        .get(
+            "stolon/cluster/e/sentinel-leader/",
+            Some(GetOptions::new().with_prefix()),
+        )
+        .await
+        .unwrap();
+    let kv = &resp.kvs()[0];
+    assert_eq!(
+        String::from_utf8_lossy(kv.key()),
+        format!(
+            "stolon/cluster/e/sentinel-leader/{:x}",
+            a.lease_id().unwrap()
+        )
+    );
+    assert_eq!(kv.value(), b"sA");
+
+    let eb2 = eb.clone();
+    let mut b_campaign = tokio::spawn(async move { eb2.campaign().await });
+    assert!(
+        tokio::time::timeout(Duration::from_millis(800), &mut b_campaign)
+            .await
+            .is_err(),
+        "a second candidate must wait while the first leads"
+    );
+    assert!(!eb.is_leader());
+
+    let cd = cluster_data();
+    let CasOutcome::Written { mod_revision: rev } =
+        a.cas_cluster_data_as_leader(&cd, 0, &ea).await.unwrap()
+    else {
+        panic!("leader write must succeed")
+    };
+    assert_eq!(
+        b.cas_cluster_data_as_leader(&cd, rev, &eb).await.unwrap(),
+        CasOutcome::Conflict,
+        "a non-leader cannot write"
+    );
+
+    ea.resign().await.unwrap();
+    assert!(!ea.is_leader());
+    tokio::time::timeout(Duration::from_secs(10), b_campaign)
+        .await
+        .expect("the other candidate wins after resign")
+        .unwrap()
+        .unwrap();
+    assert!(eb.is_leader());
+    assert_eq!(a.leader().await.unwrap().as_deref(), Some("sB"));
+    assert_eq!(
+        a.cas_cluster_data_as_leader(&cd, rev, &ea).await.unwrap(),
+        CasOutcome::Conflict,
+        "a resigned sentinel cannot write"
+    );
+    let CasOutcome::Written { mod_revision: rev } =
+        b.cas_cluster_data_as_leader(&cd, rev, &eb).await.unwrap()
+    else {
+        panic!("new leader write must succeed")
+    };
+
+    // B's lease disappears behind its back (as in a long partition). Until keep-alive notices,
+    // B still believes it leads: the txn's leader-key compare is what stops its write.
+    raw.lease_revoke(b.lease_id().unwrap()).await.unwrap();
+    assert_eq!(
+        b.cas_cluster_data_as_leader(&cd, rev, &eb).await.unwrap(),
+        CasOutcome::Conflict,
+        "a deposed sentinel cannot write"
+    );
+    assert!(!eb.is_leader());
+    assert_eq!(
+        a.get_cluster_data().await.unwrap().unwrap().mod_revision,
+        rev
+    );
+
+    // A campaigns again and wins; B (with a new lease) campaigning now waits.
+    tokio::time::timeout(Duration::from_secs(10), ea.campaign())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(b.leader().await.unwrap().as_deref(), Some("sA"));
+    let eb2 = eb.clone();
+    let mut b_campaign = tokio::spawn(async move { eb2.campaign().await });
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), &mut b_campaign)
+            .await
+            .is_err()
+    );
+    // A's lease goes: B takes over and A's observer/lease check turns A's is_leader false.
+    raw.lease_revoke(a.lease_id().unwrap()).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), b_campaign)
+        .await
+        .expect("B wins once A's key is gone")
+        .unwrap()
+        .unwrap();
+    let ea2 = ea.clone();
+    wait_until(Duration::from_secs(10), "A to notice it lost", move || {
+        !ea2.is_leader()
+    })
+    .await;
+    assert!(eb.is_leader());
+}
+
+// ---- failures ---------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_fail_within_the_timeout_when_etcd_is_down() {
+    // Connecting works with etcd down: the roles keep retrying.
+    let mut cfg = config(&format!("127.0.0.1:{}", free_port()), "d");
+    cfg.timeout = Duration::from_secs(1);
+    let store = Store::connect(&cfg).await.unwrap();
+    let t = Instant::now();
+    let e = store.get_cluster_data().await.unwrap_err();
+    eprintln!("etcd never started: {e}");
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+
+    let mut etcd = Etcd::start();
+    let mut cfg = config(&etcd.url(), "d");
+    cfg.timeout = Duration::from_secs(1);
+    let store = Store::connect(&cfg).await.unwrap();
+    etcd.wait_ready(&store).await;
+    store.put_keeper_info(&keeper("k1")).await.unwrap();
+    etcd.stop();
+
+    let t = Instant::now();
+    let e = store.get_cluster_data().await.unwrap_err();
+    eprintln!("etcd stopped: {e}");
+    assert!(store.cas_cluster_data(&cluster_data(), 0).await.is_err());
+    assert!(store.put_keeper_info(&keeper("k1")).await.is_err());
+    assert!(store.get_keepers_info().await.is_err());
+    assert!(store.leader().await.is_err());
+    assert!(
+        t.elapsed() < Duration::from_secs(8),
+        "five requests took {:?}",
+        t.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn bad_configs_are_refused() {
+    let mut cfg = config("https://127.0.0.1:1,http://127.0.0.1:2", "x");
+    let e = Store::connect(&cfg).await.err().unwrap().to_string();
+    assert!(e.contains("mix http and https"), "{e}");
+    cfg.endpoints = vec!["https://127.0.0.1:1".into()];
+    cfg.ca_file = Some("/nonexistent/ca.crt".into());
+    let e = Store::connect(&cfg).await.err().unwrap().to_string();
+    assert!(e.contains("/nonexistent/ca.crt"), "{e}");
+    let e = StoreBackend::parse("consul").unwrap_err().to_string();
+    assert!(e.contains("not supported"), "{e}");
+}
+
+// ---- TLS --------------------------------------------------------------------------------------
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl CLI on PATH");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA, a server certificate for IP 127.0.0.1 and a client certificate, all signed by the CA.
+fn make_certs(dir: &Path) -> TlsFiles {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509", "-days", "2", "-subj", "/CN=stolon-test-ca"];
+    ca.extend(ec);
+    ca.extend(["-keyout", "ca.key", "-out", "ca.crt"]);
+    openssl(dir, &ca);
+    for (name, ext) in [
+        (
+            "server",
+            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n",
+        ),
+        (
+            "client",
+            "extendedKeyUsage=clientAuth\nbasicConstraints=CA:FALSE\n",
+        ),
+    ] {
+        std::fs::write(dir.join(format!("{name}.ext")), ext).unwrap();
+        let (key, csr, crt, extf) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.crt"),
+            format!("{name}.ext"),
+        );
+        let subj = format!("/CN={name}");
+        let mut req = vec!["req", "-new", "-subj", &subj];
+        req.extend(ec);
+        req.extend(["-keyout", &key, "-out", &csr]);
+        openssl(dir, &req);
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-extfile",
+                &extf,
+                "-out",
+                &crt,
+            ],
+        );
+    }
+    TlsFiles {
+        dir: dir.to_path_buf(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_client_certificates() {
+    let certs_dir = tempfile::tempdir().unwrap();
+    let certs = make_certs(certs_dir.path());
+    let etcd = Etcd::start_with(Some(&certs));
+    assert!(etcd.url().starts_with("https://"));
+
+    let mut cfg = config(&etcd.url(), "tls");
+    cfg.ca_file = Some(certs.ca());
+    cfg.cert_file = Some(certs.path("client.crt"));
+    cfg.key_file = Some(certs.path("client.key"));
+    let store = Store::connect(&cfg).await.unwrap();
+    etcd.wait_ready(&store).await;
+    let cd = cluster_data();
+    assert!(matches!(
+        store.cas_cluster_data(&cd, 0).await.unwrap(),
+        CasOutcome::Written { .. }
+    ));
+    assert_eq!(store.get_cluster_data().await.unwrap().unwrap().value, cd);
+    store.put_keeper_info(&keeper("k1")).await.unwrap();
+    assert_eq!(store.get_keepers_info().await.unwrap().len(), 1);
+    let mut rx = store.watch().await.unwrap();
+    store.put_keeper_info(&keeper("k2")).await.unwrap();
+    assert!(matches!(
+        next_event(&mut rx).await,
+        StoreEvent::KeeperInfo { .. }
+    ));
+
+    // Without our CA the server certificate is not trusted: a clear error, no hang.
+    let mut no_ca = cfg.clone();
+    no_ca.ca_file = None;
+    let e = match Store::connect(&no_ca).await {
+        Ok(s) => s.get_cluster_data_raw().await.unwrap_err(),
+        Err(e) => e,
+    };
+    let text = e.to_string();
+    eprintln!("without the CA: {text}");
+    assert!(
+        text.contains("certificate") || text.contains("UnknownIssuer"),
+        "unclear error without the CA: {text}"
+    );
+
+    // Without a client certificate etcd (--client-cert-auth) refuses us.
+    let mut no_cert = cfg.clone();
+    no_cert.cert_file = None;
+    no_cert.key_file = None;
+    let s = Store::connect(&no_cert).await.unwrap();
+    let e = s.get_cluster_data_raw().await.unwrap_err();
+    eprintln!("without a client certificate: {e}");
+
+    // tonic cannot skip verification: refused with a clear message rather than ignored.
+    let mut skip = cfg.clone();
+    skip.skip_tls_verify = true;
+    let e = Store::connect(&skip).await.err().unwrap().to_string();
+    assert!(e.contains("skip-tls-verify"), "{e}");
+}
