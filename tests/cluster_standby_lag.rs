@@ -27,6 +27,7 @@ fn lagging_standby_is_not_promoted() {
     wait_until(Duration::from_secs(120), "2 streaming standbys", || {
         c.streaming_standbys(&master) == Some(2)
     });
+    c.wait_dbs_converged(3, Duration::from_secs(60));
     let standbys: Vec<String> = c
         .keepers
         .keys()

@@ -606,6 +606,25 @@ impl Cluster {
         )
     }
 
+    /// Waits until the cluster data holds `n` dbs, every one healthy and converged (its
+    /// generation reached by its keeper): only such standbys are eligible for election.
+    pub fn wait_dbs_converged(&self, n: usize, timeout: Duration) {
+        let what = format!("{n} healthy, converged dbs in the cluster data");
+        wait_until(timeout, &what, || {
+            let Some(cd) = self.try_clusterdata() else {
+                return false;
+            };
+            let Some(dbs) = cd["dbs"].as_object() else {
+                return false;
+            };
+            dbs.len() == n
+                && dbs.values().all(|db| {
+                    db["status"]["healthy"] == true
+                        && db["generation"] == db["status"]["currentGeneration"]
+                })
+        });
+    }
+
     /// Number of streaming standbys the given keeper's postgres reports.
     pub fn streaming_standbys(&self, uid: &str) -> Option<usize> {
         let rows = self
