@@ -57,5 +57,5 @@ async fn run_role(
     store: StoreConfig,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    Ok(stolon::proxy::run(cfg, store, None, shutdown).await?)
+    Ok(stolon::proxy::run(cfg, store, Vec::new(), shutdown).await?)
 }

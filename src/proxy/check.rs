@@ -10,7 +10,9 @@ use crate::cluster::{
     ClusterData, DEFAULT_PROXY_CHECK_INTERVAL, DEFAULT_PROXY_TIMEOUT, ProxyInfo, new_uid,
 };
 use crate::store::{StoreError, StoreEvent};
+use crate::systemd::Notifier;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -51,6 +53,9 @@ pub(crate) struct Checker {
     pub router: Router,
     pub listening: Listening,
     pub status: watch::Sender<String>,
+    /// Gets the status lines too, READY=1 after the first usable check, WATCHDOG=1 from the
+    /// loop, STOPPING=1 at shutdown.
+    pub notifier: Arc<Notifier>,
     pub stop_listening: bool,
     /// For the bind error message.
     pub listen_on: String,
@@ -72,6 +77,7 @@ impl Checker {
         status: watch::Sender<String>,
         stop_listening: bool,
         listen_on: String,
+        notifier: Arc<Notifier>,
     ) -> Self {
         let has_listened = listening.is_listening();
         let c = Checker {
@@ -79,6 +85,7 @@ impl Checker {
             router,
             listening,
             status,
+            notifier,
             stop_listening,
             listen_on,
             check_interval: DEFAULT_PROXY_CHECK_INTERVAL.to_std(),
@@ -105,6 +112,7 @@ impl Checker {
             }
             None => format!("no master: not listening ({})", self.reason),
         };
+        self.notifier.status(&text);
         self.status.send_if_modified(|s| {
             if *s == text {
                 return false;
@@ -151,6 +159,7 @@ impl Checker {
         let mut events: Option<mpsc::Receiver<StoreEvent>> = None;
         let mut next_check = Instant::now();
         loop {
+            self.notifier.watchdog();
             if events.is_none() {
                 events = match self.store_call(source.watch(), shutdown).await {
                     None => break,
@@ -170,6 +179,9 @@ impl Checker {
                 }
                 ev = next_event(&mut events) => ev,
                 _ = tokio::time::sleep_until(next_check) => Wake::Timer,
+                // Between checks (proxyCheckInterval, 5 s by default) the loop still comes round
+                // often enough for the systemd watchdog, without reading the store.
+                _ = heartbeat(&self.notifier) => Wake::Other,
             };
             match wake {
                 Wake::Closed => {
@@ -205,6 +217,8 @@ impl Checker {
                 }
             }
         }
+        self.notifier
+            .stopping("stopping: closing the listening socket and all client sessions");
         self.listening.stop().await;
         self.route(None, NoTarget::ShuttingDown).await;
         Ok(())
@@ -226,6 +240,8 @@ impl Checker {
                 _ = tokio::time::sleep_until(self.deadline()), if !self.timed_out => {
                     self.fail_closed().await;
                 }
+                // A store call may take up to proxyTimeout; the loop is alive meanwhile.
+                _ = heartbeat(&self.notifier) => self.notifier.watchdog(),
             }
         }
     }
@@ -334,6 +350,11 @@ impl Checker {
         self.last_ok = Instant::now();
         self.timed_out = false;
         self.publish_status();
+        // Ready means clients can be served as the cluster wants: our socket is open and we know
+        // the clusterdata (a proxy of a cluster not yet initialised is not ready).
+        if cd.is_some() && self.listening.is_listening() && !self.notifier.is_ready() {
+            self.notifier.ready(self.status.borrow().as_str());
+        }
         Some(Ok(()))
     }
 }
@@ -353,6 +374,14 @@ async fn next_event(events: &mut Option<mpsc::Receiver<StoreEvent>>) -> Wake {
         Some(StoreEvent::ClusterData) => Wake::ClusterData,
         Some(_) => Wake::Other,
         None => Wake::Closed,
+    }
+}
+
+/// Completes after the systemd watchdog's loop interval; never without a watchdog.
+async fn heartbeat(notifier: &Notifier) {
+    match notifier.watchdog_interval() {
+        Some(every) => tokio::time::sleep(every).await,
+        None => std::future::pending().await,
     }
 }
 

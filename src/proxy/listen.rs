@@ -22,25 +22,31 @@ pub(crate) struct Listening {
 
 struct Active {
     stop: CancellationToken,
-    task: JoinHandle<()>,
+    /// One accept loop per socket (systemd may pass several, e.g. IPv4 and IPv6).
+    tasks: Vec<JoinHandle<()>>,
     addr: Option<SocketAddr>,
 }
 
 impl Listening {
     pub fn handed(
-        listener: std::net::TcpListener,
+        listeners: Vec<std::net::TcpListener>,
         routes: watch::Receiver<Route>,
         keepalive: Keepalive,
     ) -> io::Result<Self> {
-        listener.set_nonblocking(true)?;
-        let listener = TcpListener::from_std(listener)?;
+        let listeners = listeners
+            .into_iter()
+            .map(|l| {
+                l.set_nonblocking(true)?;
+                TcpListener::from_std(l)
+            })
+            .collect::<io::Result<Vec<_>>>()?;
         let mut l = Listening {
             bind_to: None,
             routes,
             keepalive,
             active: None,
         };
-        l.start(listener);
+        l.start(listeners);
         Ok(l)
     }
 
@@ -81,18 +87,23 @@ impl Listening {
         };
         // tokio sets SO_REUSEADDR, so re-binding right after a close works despite TIME_WAIT.
         let listener = TcpListener::bind((address.as_str(), *port)).await?;
-        self.start(listener);
+        self.start(vec![listener]);
         Ok(true)
     }
 
-    fn start(&mut self, listener: TcpListener) {
+    fn start(&mut self, listeners: Vec<TcpListener>) {
         let stop = CancellationToken::new();
-        let addr = listener.local_addr().ok();
-        let task = tokio::spawn(
-            accept_loop(listener, self.routes.clone(), self.keepalive, stop.clone())
-                .in_current_span(),
-        );
-        self.active = Some(Active { stop, task, addr });
+        let addr = listeners.first().and_then(|l| l.local_addr().ok());
+        let tasks = listeners
+            .into_iter()
+            .map(|listener| {
+                tokio::spawn(
+                    accept_loop(listener, self.routes.clone(), self.keepalive, stop.clone())
+                        .in_current_span(),
+                )
+            })
+            .collect();
+        self.active = Some(Active { stop, tasks, addr });
     }
 
     /// Closes the owned socket; a handed one keeps accepting (and closing) clients.
@@ -106,8 +117,10 @@ impl Listening {
     pub async fn stop(&mut self) {
         if let Some(active) = self.active.take() {
             active.stop.cancel();
-            // The accept loop owns the listener: once it returns the socket is closed.
-            let _ = active.task.await;
+            // Each accept loop owns its listener: once it returns the socket is closed.
+            for task in active.tasks {
+                let _ = task.await;
+            }
         }
     }
 }

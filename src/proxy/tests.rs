@@ -175,9 +175,10 @@ fn start(
     let task = tokio::spawn(run_with_source(
         cfg,
         source.clone(),
-        l,
+        l.into_iter().collect(),
         shutdown.clone(),
         tx,
+        Arc::new(Notifier::disabled()),
     ));
     Running {
         addr,
