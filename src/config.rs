@@ -119,7 +119,8 @@ const COMMON_FLAGS: &[FlagDef] = &[
     text(
         CONFIG_FLAG,
         None,
-        "TOML file with flag names as keys (default /etc/stolon/<role>.toml if it exists)",
+        // Keep in step with shutdown::RELOADS.
+        "TOML file with flag names as keys (default /etc/stolon/<role>.toml if it exists); SIGHUP re-reads it and applies log-level, other settings apply at restart",
     ),
     text("cluster-name", None, "cluster name (required)"),
     text("store-backend", None, "store backend type (etcdv3)"),
@@ -294,13 +295,17 @@ const PROXY_FLAGS: &[FlagDef] = &[
     text(
         "listen-address",
         Some("127.0.0.1"),
-        "proxy listening address",
+        "proxy listening address (unused when systemd passes sockets: socket activation)",
     ),
-    text("port", Some("5432"), "proxy listening port"),
+    text(
+        "port",
+        Some("5432"),
+        "proxy listening port (unused when systemd passes sockets: socket activation)",
+    ),
     boolean(
         "stop-listening",
         Some("true"),
-        "stop listening when the store cannot be read for proxyTimeout",
+        "stop listening when the store cannot be read for proxyTimeout; a socket passed by systemd (socket activation) is never closed: while there is no master the proxy accepts and at once closes every client on it",
     ),
     text(
         "tcp-keepalive-idle",

@@ -67,6 +67,7 @@ pub(crate) struct Checker {
     reason: NoTarget,
     has_listened: bool,
     last_failure: Option<String>,
+    started: Instant,
 }
 
 impl Checker {
@@ -95,6 +96,7 @@ impl Checker {
             reason: NoTarget::Starting,
             has_listened,
             last_failure: None,
+            started: Instant::now(),
         };
         c.publish_status();
         c
@@ -147,6 +149,8 @@ impl Checker {
         if self.stop_listening {
             self.listening.close().await;
         }
+        // A handed socket cannot be closed; clients that queued since start are closed now.
+        self.listening.start_handed();
         self.publish_status();
     }
 
@@ -260,6 +264,17 @@ impl Checker {
         Some(r.unwrap_or(Err(StoreError::Timeout(bound))))
     }
 
+    /// Whether handed (activated) sockets may start accepting after a successful check. Not
+    /// while this new proxy waits for the sentinel to enable it, for up to proxyTimeout after
+    /// start: the clients queued meanwhile (the first one started us) are then served instead
+    /// of closed. Any other reason for no master will not clear in a moment: accept and close.
+    fn may_accept_on_handed(&self) -> bool {
+        let waiting_to_be_enabled = self.router.current().is_none()
+            && matches!(self.reason, NoTarget::NotEnabled(_))
+            && self.started.elapsed() < self.proxy_timeout;
+        !waiting_to_be_enabled
+    }
+
     async fn check<S: ClusterSource>(
         &mut self,
         source: &S,
@@ -270,6 +285,9 @@ impl Checker {
             Err(e @ StoreError::BadValue { .. }) => {
                 self.route(None, NoTarget::InvalidClusterData(e.to_string()))
                     .await;
+                // Unusable clusterdata will not clear in a moment: handed sockets refuse clients.
+                self.listening.start_handed();
+                self.publish_status();
                 return Some(Err(CheckError::Read(e)));
             }
             // A transient store error keeps the current route; the watchdog bounds how long.
@@ -283,6 +301,8 @@ impl Checker {
             // Unusable clusterdata counts as a failed check (upstream's rule), and its intervals
             // must not be adopted.
             self.route(None, reason.clone()).await;
+            self.listening.start_handed();
+            self.publish_status();
             return Some(Err(CheckError::Invalid(reason)));
         }
         let master_defined = target.master_defined();
@@ -337,6 +357,9 @@ impl Checker {
         self.route(dest, reason).await;
         // Listening (re)starts only after a whole successful check, not just a read as upstream:
         // a proxy that cannot announce itself to the sentinel should not attract clients either.
+        if self.may_accept_on_handed() {
+            self.listening.start_handed();
+        }
         if let Err(source) = self.listening.ensure().await {
             return Some(Err(CheckError::Listen {
                 addr: self.listen_on.clone(),

@@ -1,6 +1,11 @@
 //! The listening socket: either handed to us (systemd socket activation, tests) and then never
 //! closed, or bound by the proxy itself and then closed while failing closed with
 //! `--stop-listening`, so load balancers see the proxy down.
+//!
+//! Either way accepting starts only after a successful check. For handed sockets the check loop
+//! waits longer (see `Checker::may_accept`): clients of a just-activated proxy, among them the one
+//! whose connection started it, wait in the kernel's backlog for a route instead of being closed
+//! because the sentinel has not enabled this new proxy yet.
 
 use super::route::Route;
 use super::session::{Keepalive, accept_loop};
@@ -15,6 +20,8 @@ use tracing::Instrument;
 pub(crate) struct Listening {
     /// `None` for a handed socket: we must not close what we did not open.
     bind_to: Option<(String, u16)>,
+    /// Handed sockets not accepting yet.
+    handed: Vec<TcpListener>,
     routes: watch::Receiver<Route>,
     keepalive: Keepalive,
     active: Option<Active>,
@@ -40,14 +47,13 @@ impl Listening {
                 TcpListener::from_std(l)
             })
             .collect::<io::Result<Vec<_>>>()?;
-        let mut l = Listening {
+        Ok(Listening {
             bind_to: None,
+            handed: listeners,
             routes,
             keepalive,
             active: None,
-        };
-        l.start(listeners);
-        Ok(l)
+        })
     }
 
     pub fn owned(
@@ -58,6 +64,7 @@ impl Listening {
     ) -> Self {
         Listening {
             bind_to: Some((address, port)),
+            handed: Vec::new(),
             routes,
             keepalive,
             active: None,
@@ -89,6 +96,16 @@ impl Listening {
         let listener = TcpListener::bind((address.as_str(), *port)).await?;
         self.start(vec![listener]);
         Ok(true)
+    }
+
+    /// Starts accepting on the handed sockets, if not yet. Returns whether it started now.
+    pub fn start_handed(&mut self) -> bool {
+        if self.active.is_some() || self.handed.is_empty() {
+            return false;
+        }
+        let handed = std::mem::take(&mut self.handed);
+        self.start(handed);
+        true
     }
 
     fn start(&mut self, listeners: Vec<TcpListener>) {

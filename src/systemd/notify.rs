@@ -128,6 +128,11 @@ impl Notifier {
     /// RELOADING=1 (with the MONOTONIC_USEC systemd requires); finish with [`Notifier::ready`]
     /// or [`Notifier::reloaded`].
     pub fn reloading(&self) {
+        // Before READY=1 systemd is not waiting for a reload, and READY=1 after it would claim a
+        // readiness the role has not reached.
+        if !self.is_ready() {
+            return;
+        }
         match NotifyState::monotonic_usec_now() {
             Ok(now) => self.send(&[NotifyState::Reloading, now]),
             Err(e) => {
