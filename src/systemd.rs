@@ -20,9 +20,13 @@
 //!   main-loop iterations and calls [`Notifier::watchdog`] on every iteration, and inside any
 //!   bounded wait that can outlast a quarter of the watchdog period. Never from a separate timer
 //!   task: a stuck loop must stop the pings.
-//! - **long work** (initdb, pg_basebackup, PostgreSQL start-up): calls
-//!   [`Notifier::extend_timeout`]`(by, progress)` at least every `by`, e.g. every 10 s with
-//!   `by` = 30 s and `pg_basebackup: 1.2 GiB of 4.0 GiB`.
+//! - **long work** (initdb, pg_basebackup, PostgreSQL start-up and stop): awaits it through
+//!   [`Notifier::long_work`]`(what, progress, work)`, which extends the start/stop timeout,
+//!   pings the watchdog and shows the latest progress line (`pg_basebackup: 1.2 GiB of 4.0
+//!   GiB`) while the work runs; or calls [`Notifier::extend_timeout`] itself at least every
+//!   `by`.
+//! - **journal fields**: the keeper calls `telemetry::set_keeper_uid` once its uid is known and
+//!   `telemetry::set_db_uid` whenever its db changes (CLUSTER_NAME and ROLE are always there).
 //! - **stopping**: calls [`Notifier::stopping`] when `shutdown` is cancelled, before the slow
 //!   part of stopping (closing sessions, stopping PostgreSQL).
 //!
@@ -33,7 +37,7 @@ mod activation;
 mod notify;
 
 pub use activation::{Activated, ActivationError};
-pub use notify::Notifier;
+pub use notify::{LONG_WORK_EXTEND, LONG_WORK_STEP, Notifier};
 
 use std::sync::Arc;
 

@@ -8,6 +8,11 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+/// How often [`Notifier::long_work`] extends the timeout (at most).
+pub const LONG_WORK_STEP: Duration = Duration::from_secs(10);
+/// How much time each extension asks for: three steps, so one late step is harmless.
+pub const LONG_WORK_EXTEND: Duration = Duration::from_secs(30);
+
 /// Talks to the service manager. Cheap to share (`Arc`) between a role's tasks; every call is a
 /// no-op when there is no notify socket, so roles call it unconditionally.
 pub struct Notifier {
@@ -123,6 +128,47 @@ impl Notifier {
             NotifyState::ExtendTimeoutUsec(usec),
             NotifyState::Status(&one_line(status)),
         ]);
+    }
+
+    /// Awaits long work (initdb, pg_basebackup, PostgreSQL start-up or stop) on the role's main
+    /// task: meanwhile, every [`LONG_WORK_STEP`] (or watchdog interval, if shorter), extends
+    /// systemd's start/stop timeout by [`LONG_WORK_EXTEND`], pings the watchdog and sets STATUS
+    /// to the latest `progress` line (e.g. `pg_basebackup: 1.2 GiB of 4.0 GiB`), or to
+    /// `<what> (<n>s)` without one. The pings stop as soon as the work ends or is dropped; the
+    /// work itself must be bounded (a timeout) or it keeps the service alive while stuck.
+    pub async fn long_work<F: std::future::Future>(
+        &self,
+        what: &str,
+        mut progress: Option<tokio::sync::watch::Receiver<String>>,
+        work: F,
+    ) -> F::Output {
+        let started = Instant::now();
+        let step = self.loop_interval(LONG_WORK_STEP);
+        tokio::pin!(work);
+        loop {
+            let line = progress
+                .as_mut()
+                .map(|p| p.borrow_and_update().clone())
+                .filter(|l| !l.is_empty())
+                .unwrap_or_else(|| format!("{what} ({}s)", started.elapsed().as_secs()));
+            self.extend_timeout(LONG_WORK_EXTEND, &line);
+            self.watchdog();
+            let changed = async {
+                match progress.as_mut() {
+                    Some(p) => {
+                        if p.changed().await.is_err() {
+                            std::future::pending::<()>().await;
+                        }
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                out = &mut work => return out,
+                _ = tokio::time::sleep(step) => {}
+                _ = changed => {}
+            }
+        }
     }
 
     /// RELOADING=1 (with the MONOTONIC_USEC systemd requires); finish with [`Notifier::ready`]
@@ -286,6 +332,37 @@ mod tests {
         assert_eq!(
             l.recv(),
             "EXTEND_TIMEOUT_USEC=90000000\nSTATUS=pg_basebackup: 1 GiB of 4 GiB\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn long_work_extends_the_timeout_with_progress_and_pings() {
+        let l = listener();
+        let n = Notifier::new(Some(l.path.as_os_str()), Some(Duration::from_millis(400)));
+        let (tx, rx) = tokio::sync::watch::channel(String::new());
+        let work = async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            tx.send("pg_basebackup: 1 MiB of 2 MiB".into()).unwrap();
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            7
+        };
+        assert_eq!(n.long_work("pg_basebackup", Some(rx), work).await, 7);
+        let mut got = Vec::new();
+        while let Some(m) = l.pending() {
+            got.push(m);
+        }
+        assert!(
+            got[0].starts_with("EXTEND_TIMEOUT_USEC=30000000\nSTATUS=pg_basebackup (0s)"),
+            "{got:?}"
+        );
+        assert!(
+            got.iter()
+                .any(|m| m.contains("STATUS=pg_basebackup: 1 MiB of 2 MiB")),
+            "{got:?}"
+        );
+        assert!(
+            got.iter().filter(|m| *m == "WATCHDOG=1\n").count() >= 2,
+            "{got:?}"
         );
     }
 
