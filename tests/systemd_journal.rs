@@ -79,10 +79,8 @@ fn records_carry_cluster_role_uid_and_priority() {
         })
     };
     wait_until("an info and a warning in the journal", || {
-        if let Ok(n) = sock.recv(&mut buf) {
-            if n > 0 {
-                records.push(parse(&buf[..n]));
-            }
+        if let Ok(n @ 1..) = sock.recv(&mut buf) {
+            records.push(parse(&buf[..n]));
         }
         has(&records, "6", "proxy starting") && has(&records, "4", "proxy check failed")
     });
