@@ -57,9 +57,5 @@ async fn run_role(
     store: StoreConfig,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    // MERGE: replace the body with `Ok(stolon::sentinel::run(cfg, store, shutdown).await?)` once stolon::sentinel::run is on main.
-    let _ = (cfg, store, shutdown);
-    anyhow::bail!(
-        "stolon-sentinel is not built yet in this branch (stolon::sentinel::run lands at merge)"
-    )
+    Ok(stolon::sentinel::run(cfg, store, shutdown).await?)
 }

@@ -1,1 +1,143 @@
-//! (being written)
+//! The PostgreSQL toolkit the keeper drives (reference §4b): locating binaries, initdb,
+//! running postgres as a child process, pg_basebackup, promotion, postgresql.conf and pg_hba.conf
+//! rendering, and the queries behind the state a keeper reports.
+//!
+//! OWNER: postgres helper.
+//!
+//! Everything that runs a PostgreSQL program takes `run_as: Option<RunAs>`: PostgreSQL refuses to
+//! run as root, so tests started as root run it as the `postgres` user. The keeper itself refuses
+//! root and passes `None`. Files the keeper writes into PGDATA are chowned to `run_as` as well.
+//!
+//! The unix socket directory defaults to upstream's `/tmp` ([`DEFAULT_SOCKET_DIR`]): it always
+//! exists and is writable by the postgres user; the keeper is its only client (proxies and
+//! standbys use TCP). It is a parameter everywhere so tests can use a private directory.
+
+mod bins;
+mod client;
+mod conf;
+mod files;
+mod hba;
+mod process;
+mod tools;
+
+pub use bins::PgBinaries;
+pub use client::{LocalConn, PgClient, PgState, ReplicationRow};
+pub use conf::{
+    MANAGED_PARAMETERS, ManagedParams, RecoverySettings, ReplConn, build_parameters,
+    filter_managed, render_postgresql_conf, stolon_name, synchronous_standby_names,
+    uid_from_stolon_name,
+};
+pub use files::{
+    LocalRole, TEMP_CONF_NAME, disable_alter_system, is_initialized, local_role, oldest_wal_file,
+    read_timeline_history, remove_pgdata, write_pg_hba, write_postgresql_conf,
+    write_standby_signal, write_temp_postgresql_conf,
+};
+pub use hba::{HbaParams, render_pg_hba};
+pub use process::{PgProcess, StartOptions, stop_stale_instance};
+pub use tools::{initdb, pg_basebackup, promote};
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Upstream's hard-coded unix socket directory.
+pub const DEFAULT_SOCKET_DIR: &str = "/tmp";
+
+/// The OS user and group a PostgreSQL program runs as, when it must differ from ours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunAs {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PgError {
+    #[error(
+        "PostgreSQL binary {name} not found in {searched}: install PostgreSQL or pass --pg-bin-path <dir containing {name}>"
+    )]
+    BinaryNotFound {
+        name: &'static str,
+        searched: String,
+    },
+    #[error("cannot run {program}: {source}")]
+    Spawn {
+        program: String,
+        source: std::io::Error,
+    },
+    #[error("{program} failed ({status}): {output}")]
+    CommandFailed {
+        program: String,
+        status: String,
+        output: String,
+    },
+    #[error("postgres exited unexpectedly: {0}")]
+    ExitedUnexpectedly(String),
+    #[error("{what} not done within {after:?}")]
+    Timeout { what: String, after: Duration },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot connect to postgres at {socket}: {detail}")]
+    Connect {
+        socket: String,
+        detail: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error("query {what} failed: {detail}")]
+    Query {
+        what: &'static str,
+        detail: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error("unexpected {what}: {detail}")]
+    Unexpected { what: &'static str, detail: String },
+}
+
+impl PgError {
+    pub(crate) fn query(what: &'static str, source: tokio_postgres::Error) -> PgError {
+        PgError::Query {
+            what,
+            detail: pg_error_text(&source),
+            source,
+        }
+    }
+
+    pub(crate) fn connect(socket: String, source: tokio_postgres::Error) -> PgError {
+        PgError::Connect {
+            socket,
+            detail: pg_error_text(&source),
+            source,
+        }
+    }
+
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> PgError {
+        PgError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// tokio-postgres displays server errors as just "db error": spell out the server's message.
+fn pg_error_text(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!(
+            "{}: {} (SQLSTATE {})",
+            db.severity(),
+            db.message(),
+            db.code().code()
+        ),
+        None => {
+            let mut text = e.to_string();
+            let mut src = std::error::Error::source(e);
+            while let Some(s) = src {
+                text.push_str(&format!(": {s}"));
+                src = s.source();
+            }
+            text
+        }
+    }
+}

@@ -1,10 +1,409 @@
 //! The sentinel: watches keepers and proxies and, while leader, computes the cluster view.
-//! OWNER: sentinel helper.
+//! `decide` is the pure decision (reference §4a); this module is the thin I/O loop around it:
+//! read, decide, compare-and-swap as leader, log, sleep until the next reason to look again.
 
-use std::path::PathBuf;
+mod decide;
+mod elect;
+mod events;
+mod health;
+mod init;
+mod leadership;
+mod memory;
+mod normal;
+mod sync;
+
+pub use decide::{Decision, Observed, decide};
+pub use events::{Event, MasterFailure, RemovalReason, Severity};
+pub use memory::{ConvergenceTimer, DbMemory, InfoSeen, Memory};
+pub use sync::FAKE_STANDBY_NAME;
+
+use crate::cluster::{
+    ClusterData, ClusterSpec, DEFAULT_SLEEP_INTERVAL, GoDuration, SentinelInfo, Time, new_uid,
+};
+use crate::store::{CasOutcome, Election, Store, StoreConfig, StoreError, StoreEvent};
+use crate::systemd::Notifier;
+use chrono::Utc;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Clone)]
 pub struct SentinelConfig {
     /// `--initial-cluster-spec`: JSON spec file used only when no clusterdata exists.
     pub initial_cluster_spec: Option<PathBuf>,
 }
+
+#[derive(Debug, thiserror::Error)]
+pub enum SentinelError {
+    #[error("--initial-cluster-spec {path}: {reason}")]
+    InitialSpec { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Events arriving within this window after a first one are handled by the same check: a
+/// clusterdata write wakes every keeper and proxy, whose publishes would otherwise each cause
+/// a check of their own.
+const COALESCE: Duration = Duration::from_millis(20);
+/// Re-check soon, not at once, after a lost compare-and-swap: never a hot loop.
+const RETRY_AFTER_CONFLICT: chrono::TimeDelta = chrono::TimeDelta::milliseconds(100);
+
+/// Reads and validates `--initial-cluster-spec` (a bad file is fatal at start, as upstream).
+pub fn load_initial_spec(path: &Path) -> Result<ClusterSpec, SentinelError> {
+    let err = |reason: String| SentinelError::InitialSpec {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
+    let spec = ClusterSpec::from_json(&text).map_err(|e| err(e.to_string()))?;
+    spec.validate().map_err(|e| err(e.to_string()))?;
+    Ok(spec)
+}
+
+/// Runs a sentinel until `shutdown`: publishes its info, campaigns for leadership, and while
+/// leader runs a check every sleepInterval, on every store watch event and when a fail timer
+/// expires. Talks to systemd (READY, STATUS, WATCHDOG) when started by it.
+pub async fn run(
+    cfg: SentinelConfig,
+    store_cfg: StoreConfig,
+    shutdown: CancellationToken,
+) -> Result<(), SentinelError> {
+    let notifier = Arc::new(Notifier::from_env());
+    run_with_notifier(cfg, store_cfg, shutdown, notifier).await
+}
+
+pub async fn run_with_notifier(
+    cfg: SentinelConfig,
+    store_cfg: StoreConfig,
+    shutdown: CancellationToken,
+    notifier: Arc<Notifier>,
+) -> Result<(), SentinelError> {
+    let initial_spec = cfg
+        .initial_cluster_spec
+        .as_deref()
+        .map(load_initial_spec)
+        .transpose()?;
+    let uid = new_uid();
+    let cluster = store_cfg.cluster_name.clone();
+    tracing::info!(sentinel = %uid, cluster = %cluster, "sentinel starting");
+
+    let store = Store::connect(&store_cfg).await?;
+    store.set_lease_ttl(DEFAULT_SLEEP_INTERVAL.to_std() * 2);
+    let election = store.election(&uid);
+    let (terms_tx, mut terms) = watch::channel(0u64);
+    let campaign = tokio::spawn(leadership::campaign_loop(
+        election.clone(),
+        terms_tx,
+        shutdown.child_token(),
+    ));
+
+    let mut s = Sentinel {
+        uid,
+        cluster,
+        store,
+        election,
+        initial_spec,
+        memory: Memory::default(),
+        term: None,
+        sleep: DEFAULT_SLEEP_INTERVAL.to_std(),
+        next_check_at: None,
+        info_published: None,
+        last_problem: None,
+        conditions: Vec::new(),
+        warned_intervals: None,
+        status: "starting".into(),
+        clock: Clock::start(),
+    };
+    notifier.ready("sentinel started, waiting for the store");
+    let mut watch_rx: Option<mpsc::Receiver<StoreEvent>> = None;
+
+    loop {
+        if watch_rx.is_none() {
+            watch_rx = s.open_watch().await;
+        }
+        let term = *terms.borrow_and_update();
+        s.check(term).await;
+        notifier.status(&s.status);
+        notifier.watchdog();
+
+        let mut wake = Instant::now() + s.sleep;
+        if let Some(at) = s.next_check_at {
+            wake = wake.min(s.clock.instant_of(at));
+        }
+        if let Some(every) = notifier.watchdog_interval() {
+            wake = wake.min(Instant::now() + every);
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep_until(wake) => {}
+            changed = terms.changed() => {
+                if changed.is_err() {
+                    tracing::error!("sentinel leader campaign task ended; stopping");
+                    break;
+                }
+            }
+            relevant = next_relevant_event(&mut watch_rx) => {
+                if relevant {
+                    tokio::time::sleep(COALESCE).await;
+                    drain(&mut watch_rx);
+                }
+            }
+        }
+    }
+
+    notifier.stopping("sentinel stopping");
+    campaign.abort();
+    s.stop().await;
+    Ok(())
+}
+
+/// Waits for a watch event that may change a decision. Our own sentinel info and the leader
+/// keys are not among them: reacting to our own publish would loop. Returns false when the
+/// watch ended (it is then reopened).
+async fn next_relevant_event(rx: &mut Option<mpsc::Receiver<StoreEvent>>) -> bool {
+    let Some(r) = rx.as_mut() else {
+        return std::future::pending().await;
+    };
+    loop {
+        match r.recv().await {
+            None => {
+                *rx = None;
+                return false;
+            }
+            Some(StoreEvent::SentinelInfo { .. } | StoreEvent::Leader) => continue,
+            Some(_) => return true,
+        }
+    }
+}
+
+fn drain(rx: &mut Option<mpsc::Receiver<StoreEvent>>) {
+    if let Some(r) = rx.as_mut() {
+        while r.try_recv().is_ok() {}
+    }
+}
+
+/// Wall time advanced by the monotonic clock from the start. Health compares instants taken
+/// from this clock only, so a wall-clock step (NTP, a suspended VM's clock fix-up) cannot make
+/// every keeper look silent at once.
+struct Clock {
+    wall: Time,
+    mono: Instant,
+}
+
+impl Clock {
+    fn start() -> Clock {
+        Clock {
+            wall: Utc::now(),
+            mono: Instant::now(),
+        }
+    }
+
+    fn now(&self) -> Time {
+        let elapsed = chrono::TimeDelta::from_std(self.mono.elapsed()).unwrap_or_default();
+        self.wall + elapsed
+    }
+
+    fn instant_of(&self, at: Time) -> Instant {
+        let offset = (at - self.wall).to_std().unwrap_or(Duration::ZERO);
+        self.mono + offset
+    }
+}
+
+struct Sentinel {
+    uid: String,
+    cluster: String,
+    store: Store,
+    election: Election,
+    initial_spec: Option<ClusterSpec>,
+    memory: Memory,
+    /// The leadership term the memory belongs to; a new term starts with a fresh memory.
+    term: Option<u64>,
+    sleep: Duration,
+    next_check_at: Option<Time>,
+    info_published: Option<Instant>,
+    /// The last problem logged, so a condition persisting over many checks is logged once.
+    last_problem: Option<String>,
+    /// Condition events of the previous check (logged when they appear, not every check).
+    conditions: Vec<Event>,
+    warned_intervals: Option<(GoDuration, GoDuration)>,
+    status: String,
+    clock: Clock,
+}
+
+impl Sentinel {
+    async fn open_watch(&self) -> Option<mpsc::Receiver<StoreEvent>> {
+        match self.store.watch().await {
+            Ok(rx) => Some(rx),
+            Err(e) => {
+                tracing::warn!(cluster = %self.cluster, error = %e, "cannot watch the store; polling every sleepInterval");
+                None
+            }
+        }
+    }
+
+    fn problem(&mut self, msg: String) {
+        if self.last_problem.as_ref() != Some(&msg) {
+            tracing::error!(cluster = %self.cluster, "{msg}");
+            self.last_problem = Some(msg.clone());
+        }
+        self.status = msg;
+    }
+
+    /// One check (reference §4a steps 1-4). Problems are logged here, where they are handled.
+    async fn check(&mut self, term: u64) {
+        self.next_check_at = None;
+        let cd = match self.store.get_cluster_data().await {
+            Ok(Some(cd)) => cd,
+            Ok(None) => return self.no_cluster_data().await,
+            Err(e) => return self.problem(format!("cannot read clusterdata: {e}")),
+        };
+        let spec = &cd.value.cluster.spec;
+        self.sleep = spec.sleep_interval().to_std();
+        self.store.set_lease_ttl(self.sleep * 2);
+        let intervals = (spec.fail_interval(), spec.sleep_interval());
+        if intervals.0 <= intervals.1 && self.warned_intervals != Some(intervals) {
+            tracing::warn!(
+                cluster = %self.cluster,
+                fail_interval = %intervals.0,
+                sleep_interval = %intervals.1,
+                "failInterval is not above sleepInterval: keepers publish every sleepInterval, \
+                 so healthy keepers will be judged failed; raise failInterval (stolonctl update)"
+            );
+        }
+        self.warned_intervals = Some(intervals);
+
+        if self
+            .info_published
+            .is_none_or(|t| t.elapsed() >= self.sleep)
+        {
+            let info = SentinelInfo {
+                uid: self.uid.clone(),
+            };
+            if let Err(e) = self.store.put_sentinel_info(&info).await {
+                return self.problem(format!("cannot publish sentinel info: {e}"));
+            }
+            self.info_published = Some(Instant::now());
+        }
+        let observed = match self.observe().await {
+            Ok(o) => o,
+            Err(e) => return self.problem(format!("cannot read keeper/proxy infos: {e}")),
+        };
+        if !self.election.is_leader() {
+            self.term = None;
+            self.last_problem = None;
+            self.conditions.clear();
+            self.status = "following: another sentinel leads".into();
+            return;
+        }
+        if self.term != Some(term) {
+            self.term = Some(term);
+            self.memory = Memory::default();
+        }
+
+        let decision = decide(&cd.value, &observed, &self.memory, self.clock.now());
+        let mut conditions = Vec::new();
+        for e in &decision.events {
+            if e.is_condition() {
+                conditions.push(e.clone());
+                if self.conditions.contains(e) {
+                    continue;
+                }
+            }
+            log_event(&self.cluster, e);
+        }
+        self.conditions = conditions;
+        self.memory = decision.memory;
+        self.next_check_at = decision.next_check_at;
+        if let Some(new) = &decision.cluster_data {
+            match self
+                .store
+                .cas_cluster_data_as_leader(new, cd.mod_revision, &self.election)
+                .await
+            {
+                Ok(CasOutcome::Written { .. }) => {}
+                Ok(CasOutcome::Conflict) => {
+                    // Someone else wrote (stolonctl) or we were deposed: the watch event of
+                    // that write brings the next check, which decides on fresh data.
+                    tracing::info!(cluster = %self.cluster, "clusterdata changed during the check; deciding again");
+                    self.next_check_at = Some(self.clock.now() + RETRY_AFTER_CONFLICT);
+                }
+                Err(e) => return self.problem(format!("cannot write clusterdata: {e}")),
+            }
+        }
+        self.last_problem = None;
+        self.status = leader_status(decision.cluster_data.as_ref().unwrap_or(&cd.value));
+    }
+
+    async fn observe(&self) -> Result<Observed, StoreError> {
+        Ok(Observed {
+            keepers: self.store.get_keepers_info().await?,
+            proxies: self.store.get_proxies_info().await?,
+        })
+    }
+
+    /// No clusterdata: create it from --initial-cluster-spec (any sentinel may; create-only, so
+    /// exactly one wins), else wait for `stolonctl init`.
+    async fn no_cluster_data(&mut self) {
+        let Some(spec) = self.initial_spec.clone() else {
+            self.status = "no clusterdata: waiting for stolonctl init".into();
+            if self.last_problem.as_deref() != Some("no clusterdata") {
+                tracing::info!(cluster = %self.cluster, "no cluster data available, waiting for it to appear");
+                self.last_problem = Some("no clusterdata".into());
+            }
+            return;
+        };
+        let cd = ClusterData::new(new_uid(), spec, self.clock.now());
+        match self.store.cas_cluster_data(&cd, 0).await {
+            Ok(CasOutcome::Written { .. }) => tracing::info!(
+                cluster = %self.cluster,
+                cluster_uid = %cd.cluster.uid,
+                "wrote initial clusterdata from --initial-cluster-spec"
+            ),
+            Ok(CasOutcome::Conflict) => {}
+            Err(e) => return self.problem(format!("cannot write initial clusterdata: {e}")),
+        }
+        self.next_check_at = Some(self.clock.now() + RETRY_AFTER_CONFLICT);
+    }
+
+    async fn stop(&self) {
+        if self.election.is_leader()
+            && let Err(e) = self.election.resign().await
+        {
+            tracing::warn!(cluster = %self.cluster, error = %e, "cannot resign sentinel leadership; it expires with the lease");
+        }
+        if let Err(e) = self.store.revoke_lease().await {
+            tracing::warn!(cluster = %self.cluster, error = %e, "cannot revoke the store lease; the sentinel info expires with it");
+        }
+        tracing::info!(cluster = %self.cluster, sentinel = %self.uid, "sentinel stopped");
+    }
+}
+
+fn leader_status(cd: &ClusterData) -> String {
+    let healthy = cd.keepers.values().filter(|k| k.status.healthy).count();
+    let master = match cd.master_db() {
+        Some(db) => format!("master db {} on keeper {}", db.uid, db.spec.keeper_uid),
+        None => "no master yet".into(),
+    };
+    format!(
+        "leader: {:?}, {master}, {healthy}/{} keepers healthy",
+        cd.cluster.status.phase,
+        cd.keepers.len()
+    )
+}
+
+fn log_event(cluster: &str, e: &Event) {
+    let keeper = e.keeper().unwrap_or("-");
+    let db = e.db().unwrap_or("-");
+    match e.severity() {
+        Severity::Debug => tracing::debug!(cluster, keeper, db, "{e}"),
+        Severity::Info => tracing::info!(cluster, keeper, db, "{e}"),
+        Severity::Warn => tracing::warn!(cluster, keeper, db, "{e}"),
+        Severity::Error => tracing::error!(cluster, keeper, db, "{e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests;

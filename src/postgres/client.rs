@@ -1,0 +1,508 @@
+//! The keeper's SQL connection to its own postgres: unix socket, superuser, database `postgres`
+//! (the only one pg_hba's `local` rule opens to it), every call bounded by a timeout.
+//!
+//! Upstream reads system id, timeline and WAL position with IDENTIFY_SYSTEM over a replication
+//! connection; tokio-postgres has no replication mode, so the same facts come from SQL and the
+//! timeline history from `pg_wal/<tli>.history` (see [`PgClient::gather_state`]).
+
+use super::PgError;
+use super::conf::{filter_managed, stolon_name, uid_from_stolon_name};
+use super::files::{oldest_wal_file, parse_lsn, read_timeline_history};
+use crate::cluster::TimelineHistory;
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::task::JoinHandle;
+
+/// How the keeper reaches its own postgres.
+#[derive(Clone)]
+pub struct LocalConn {
+    pub socket_dir: PathBuf,
+    pub port: u16,
+    pub user: String,
+    pub password: Option<String>,
+    /// Bound on connecting and on each query (the spec's requestTimeout).
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for LocalConn {
+    // The password never reaches logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalConn")
+            .field("socket_dir", &self.socket_dir)
+            .field("port", &self.port)
+            .field("user", &self.user)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the keeper publishes about its instance in `PostgresState` (reference §4b "Reported
+/// state"), apart from the uid/generation/address it knows itself.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PgState {
+    pub in_recovery: bool,
+    pub system_id: String,
+    pub timeline_id: u64,
+    /// Master: flushed WAL position. Standby: the furthest of received and replayed.
+    pub x_log_pos: u64,
+    /// The last 2 entries of the current timeline's history (as upstream publishes).
+    pub timelines_history: Vec<TimelineHistory>,
+    /// Parameters from the configuration files, minus the managed ones.
+    pub pg_parameters: BTreeMap<String, String>,
+    /// Db uids of the `stolon_*` standbys currently in sync.
+    pub synchronous_standbys: Vec<String>,
+    pub older_wal_file: String,
+}
+
+/// One row of `pg_stat_replication`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicationRow {
+    pub application_name: String,
+    pub state: String,
+    pub sync_state: String,
+}
+
+/// A connection to the local postgres. Dropping it closes the connection.
+pub struct PgClient {
+    client: tokio_postgres::Client,
+    timeout: Duration,
+    conn_task: JoinHandle<()>,
+}
+
+impl Drop for PgClient {
+    fn drop(&mut self) {
+        self.conn_task.abort();
+    }
+}
+
+impl PgClient {
+    pub async fn connect(c: &LocalConn) -> Result<PgClient, PgError> {
+        let mut cfg = tokio_postgres::Config::new();
+        cfg.host_path(&c.socket_dir)
+            .port(c.port)
+            .user(&c.user)
+            .dbname("postgres")
+            .application_name("stolon-keeper")
+            .connect_timeout(c.timeout);
+        if let Some(pw) = &c.password {
+            cfg.password(pw);
+        }
+        let socket = format!("{}/.s.PGSQL.{}", c.socket_dir.display(), c.port);
+        let connecting = cfg.connect(tokio_postgres::NoTls);
+        let (client, connection) = match tokio::time::timeout(c.timeout, connecting).await {
+            Ok(Ok(pair)) => pair,
+            Ok(Err(source)) => return Err(PgError::connect(socket, source)),
+            Err(_) => {
+                return Err(PgError::Timeout {
+                    what: format!("connection to postgres at {socket}"),
+                    after: c.timeout,
+                });
+            }
+        };
+        let conn_task = tokio::spawn(async move {
+            // Errors surface to the caller through the next query on the client.
+            let _ = connection.await;
+        });
+        Ok(PgClient {
+            client,
+            timeout: c.timeout,
+            conn_task,
+        })
+    }
+
+    async fn bounded<T>(
+        &self,
+        what: &'static str,
+        fut: impl Future<Output = Result<T, tokio_postgres::Error>>,
+    ) -> Result<T, PgError> {
+        match tokio::time::timeout(self.timeout, fut).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(source)) => Err(PgError::query(what, source)),
+            Err(_) => Err(PgError::Timeout {
+                what: format!("query {what}"),
+                after: self.timeout,
+            }),
+        }
+    }
+
+    async fn one_text(&self, what: &'static str, sql: &str) -> Result<Option<String>, PgError> {
+        let row = self.bounded(what, self.client.query_one(sql, &[])).await?;
+        row.try_get::<_, Option<String>>(0)
+            .map_err(|source| PgError::query(what, source))
+    }
+
+    /// Runs statements with no result (tests and ad-hoc maintenance).
+    pub async fn execute(&self, sql: &str) -> Result<(), PgError> {
+        self.bounded("statement", self.client.batch_execute(sql))
+            .await
+    }
+
+    /// `SELECT 1`.
+    pub async fn ping(&self) -> Result<(), PgError> {
+        self.bounded("ping", self.client.simple_query("SELECT 1"))
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn is_in_recovery(&self) -> Result<bool, PgError> {
+        let row = self
+            .bounded(
+                "pg_is_in_recovery",
+                self.client.query_one("SELECT pg_is_in_recovery()", &[]),
+            )
+            .await?;
+        row.try_get(0)
+            .map_err(|source| PgError::query("pg_is_in_recovery", source))
+    }
+
+    /// The database system identifier (decimal, as upstream reports it).
+    pub async fn system_identifier(&self) -> Result<String, PgError> {
+        self.one_text(
+            "system identifier",
+            "SELECT system_identifier::text FROM pg_control_system()",
+        )
+        .await?
+        .ok_or_else(|| PgError::Unexpected {
+            what: "system identifier",
+            detail: "NULL".into(),
+        })
+    }
+
+    /// (timeline, WAL position). On a master the timeline is the one WAL is written on. On a
+    /// standby the position is the furthest of received and replayed, and the timeline is the
+    /// one that position lies on in the newest history known in `pg_wal` (a standby follows the
+    /// latest timeline), never older than its last restartpoint's.
+    pub async fn timeline_and_position(&self, pgdata: &Path) -> Result<(u64, u64), PgError> {
+        if !self.is_in_recovery().await? {
+            let row = self
+                .bounded(
+                    "current WAL position",
+                    self.client.query_one(
+                        "SELECT pg_current_wal_flush_lsn()::text, \
+                         pg_walfile_name(pg_current_wal_flush_lsn())",
+                        &[],
+                    ),
+                )
+                .await?;
+            let lsn: String = row
+                .try_get(0)
+                .map_err(|source| PgError::query("current WAL position", source))?;
+            let file: String = row
+                .try_get(1)
+                .map_err(|source| PgError::query("current WAL position", source))?;
+            let pos = parse_lsn(&lsn).ok_or_else(|| PgError::Unexpected {
+                what: "WAL position",
+                detail: lsn.clone(),
+            })?;
+            let tli = file
+                .get(..8)
+                .and_then(|t| u64::from_str_radix(t, 16).ok())
+                .ok_or_else(|| PgError::Unexpected {
+                    what: "WAL file name",
+                    detail: file.clone(),
+                })?;
+            return Ok((tli, pos));
+        }
+        let row = self
+            .bounded(
+                "standby WAL position",
+                self.client.query_one(
+                    "SELECT GREATEST(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())::text, \
+                     (SELECT timeline_id::int8 FROM pg_control_checkpoint())",
+                    &[],
+                ),
+            )
+            .await?;
+        let lsn: Option<String> = row
+            .try_get(0)
+            .map_err(|source| PgError::query("standby WAL position", source))?;
+        let checkpoint_tli: i64 = row
+            .try_get(1)
+            .map_err(|source| PgError::query("standby WAL position", source))?;
+        let pos = lsn.as_deref().and_then(parse_lsn).unwrap_or(0);
+        let tli = standby_timeline(pgdata, pos, checkpoint_tli.max(1) as u64)?;
+        Ok((tli, pos))
+    }
+
+    /// Db uids of the `stolon_*` standbys in `pg_stat_replication` with sync_state `sync`.
+    pub async fn synchronous_standbys(&self) -> Result<Vec<String>, PgError> {
+        let rows = self.replication().await?;
+        let mut uids: Vec<String> = rows
+            .iter()
+            .filter(|r| r.sync_state == "sync")
+            .filter_map(|r| uid_from_stolon_name(&r.application_name).map(str::to_string))
+            .collect();
+        uids.sort();
+        Ok(uids)
+    }
+
+    /// `pg_stat_replication` (names, states).
+    pub async fn replication(&self) -> Result<Vec<ReplicationRow>, PgError> {
+        let what = "pg_stat_replication";
+        let rows = self
+            .bounded(
+                what,
+                self.client.query(
+                    "SELECT coalesce(application_name, ''), coalesce(state, ''), \
+                     coalesce(sync_state, '') FROM pg_stat_replication",
+                    &[],
+                ),
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ReplicationRow {
+                    application_name: r.try_get(0)?,
+                    state: r.try_get(1)?,
+                    sync_state: r.try_get(2)?,
+                })
+            })
+            .collect::<Result<_, tokio_postgres::Error>>()
+            .map_err(|source| PgError::query(what, source))
+    }
+
+    /// Parameters as written in the configuration files (`pg_file_settings`, later entries
+    /// winning), not filtered.
+    pub async fn config_file_parameters(&self) -> Result<BTreeMap<String, String>, PgError> {
+        let what = "pg_file_settings";
+        let rows = self
+            .bounded(
+                what,
+                self.client.query(
+                    "SELECT name, setting FROM pg_file_settings \
+                     WHERE error IS NULL AND setting IS NOT NULL ORDER BY seqno",
+                    &[],
+                ),
+            )
+            .await?;
+        let mut out = BTreeMap::new();
+        for r in rows {
+            let name: String = r
+                .try_get(0)
+                .map_err(|source| PgError::query(what, source))?;
+            let value: String = r
+                .try_get(1)
+                .map_err(|source| PgError::query(what, source))?;
+            out.insert(name, value);
+        }
+        Ok(out)
+    }
+
+    /// True when a changed parameter only takes effect after a restart.
+    pub async fn pending_restart(&self) -> Result<bool, PgError> {
+        let what = "pending_restart";
+        let row = self
+            .bounded(
+                what,
+                self.client
+                    .query_one("SELECT bool_or(pending_restart) FROM pg_settings", &[]),
+            )
+            .await?;
+        let v: Option<bool> = row
+            .try_get(0)
+            .map_err(|source| PgError::query(what, source))?;
+        Ok(v.unwrap_or(false))
+    }
+
+    /// After initdb: the replication user. When superuser and replication user are the same
+    /// role it gets REPLICATION; otherwise the superuser's password is (re)set and the
+    /// replication role created (or updated, so a retried init does not fail).
+    pub async fn setup_roles(
+        &self,
+        su: &str,
+        su_password: Option<&str>,
+        repl: &str,
+        repl_password: Option<&str>,
+    ) -> Result<(), PgError> {
+        if su == repl {
+            return self
+                .execute(&format!("ALTER ROLE {} WITH REPLICATION", quote_ident(su)))
+                .await;
+        }
+        if let Some(pw) = su_password {
+            self.execute(&format!(
+                "ALTER ROLE {} WITH PASSWORD {}",
+                quote_ident(su),
+                quote_literal(pw)
+            ))
+            .await?;
+        }
+        let exists = self
+            .bounded(
+                "pg_roles",
+                self.client
+                    .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&repl]),
+            )
+            .await?
+            .is_some();
+        let verb = if exists { "ALTER" } else { "CREATE" };
+        let password = repl_password
+            .map(|pw| format!(" PASSWORD {}", quote_literal(pw)))
+            .unwrap_or_default();
+        self.execute(&format!(
+            "{verb} ROLE {} WITH LOGIN REPLICATION{password}",
+            quote_ident(repl)
+        ))
+        .await
+    }
+
+    /// Names (without `stolon_`) of the physical slots stolon owns.
+    pub async fn stolon_replication_slots(&self) -> Result<BTreeSet<String>, PgError> {
+        let what = "pg_replication_slots";
+        let rows = self
+            .bounded(
+                what,
+                self.client.query(
+                    "SELECT slot_name::text FROM pg_replication_slots WHERE slot_type = 'physical'",
+                    &[],
+                ),
+            )
+            .await?;
+        let mut out = BTreeSet::new();
+        for r in rows {
+            let name: String = r
+                .try_get(0)
+                .map_err(|source| PgError::query(what, source))?;
+            if let Some(uid) = uid_from_stolon_name(&name) {
+                out.insert(uid.to_string());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Makes the `stolon_*` physical slots exactly `stolon_<w>` for `w` in `wanted` (follower
+    /// db uids, excluding the db itself, plus additional slot names). Slots not named
+    /// `stolon_*` are never touched. A failed drop (slot in use) is logged and retried on the
+    /// next call, as upstream does.
+    pub async fn reconcile_replication_slots(
+        &self,
+        wanted: &BTreeSet<String>,
+    ) -> Result<(), PgError> {
+        let existing = self.stolon_replication_slots().await?;
+        for extra in existing.difference(wanted) {
+            let name = stolon_name(extra);
+            let res = self
+                .bounded(
+                    "drop replication slot",
+                    self.client
+                        .query("SELECT pg_drop_replication_slot($1)", &[&name]),
+                )
+                .await;
+            match res {
+                Ok(_) => tracing::info!(slot = %name, "replication slot dropped"),
+                Err(e) => tracing::warn!(slot = %name, error = %e, "cannot drop replication slot"),
+            }
+        }
+        for missing in wanted.difference(&existing) {
+            let name = stolon_name(missing);
+            self.bounded(
+                "create replication slot",
+                self.client
+                    .query("SELECT pg_create_physical_replication_slot($1)", &[&name]),
+            )
+            .await?;
+            tracing::info!(slot = %name, "replication slot created");
+        }
+        Ok(())
+    }
+
+    /// Everything the keeper reports about its running instance; any failure means the
+    /// instance is reported unhealthy.
+    pub async fn gather_state(&self, pgdata: &Path) -> Result<PgState, PgError> {
+        let in_recovery = self.is_in_recovery().await?;
+        let system_id = self.system_identifier().await?;
+        let (timeline_id, x_log_pos) = self.timeline_and_position(pgdata).await?;
+        let mut history = read_timeline_history(pgdata, timeline_id)?;
+        let keep_from = history.len().saturating_sub(2);
+        let timelines_history = history.split_off(keep_from);
+        let pg_parameters = filter_managed(&self.config_file_parameters().await?);
+        let synchronous_standbys = self.synchronous_standbys().await?;
+        let older_wal_file = oldest_wal_file(pgdata)?.unwrap_or_default();
+        Ok(PgState {
+            in_recovery,
+            system_id,
+            timeline_id,
+            x_log_pos,
+            timelines_history,
+            pg_parameters,
+            synchronous_standbys,
+            older_wal_file,
+        })
+    }
+}
+
+/// The timeline `pos` lies on, following the newest history file in `pg_wal` (at least
+/// `floor`, the last restartpoint's timeline).
+fn standby_timeline(pgdata: &Path, pos: u64, floor: u64) -> Result<u64, PgError> {
+    let wal = pgdata.join("pg_wal");
+    let entries = std::fs::read_dir(&wal).map_err(|e| PgError::io(&wal, e))?;
+    let mut newest = floor;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(t) = name
+            .strip_suffix(".history")
+            .filter(|t| t.len() == 8)
+            .and_then(|t| u64::from_str_radix(t, 16).ok())
+        {
+            newest = newest.max(t);
+        }
+    }
+    let history = read_timeline_history(pgdata, newest)?;
+    Ok(timeline_of_position(&history, newest, pos))
+}
+
+/// As PostgreSQL's tliOfPointInHistory: the first timeline left after `pos`, else the newest.
+fn timeline_of_position(history: &[TimelineHistory], newest: u64, pos: u64) -> u64 {
+    history
+        .iter()
+        .find(|h| pos < h.switch_point)
+        .map(|h| h.timeline_id)
+        .unwrap_or(newest)
+}
+
+fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// A SQL string literal that is right whatever standard_conforming_strings says.
+fn quote_literal(s: &str) -> String {
+    if s.contains('\\') {
+        format!("E'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
+    } else {
+        format!("'{}'", s.replace('\'', "''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting() {
+        assert_eq!(quote_ident("we\"ird"), "\"we\"\"ird\"");
+        assert_eq!(quote_literal("it's"), "'it''s'");
+        assert_eq!(quote_literal("a\\b'"), "E'a\\\\b'''");
+    }
+
+    #[test]
+    fn timeline_of_a_position() {
+        let h = vec![
+            TimelineHistory {
+                timeline_id: 1,
+                switch_point: 100,
+                reason: String::new(),
+            },
+            TimelineHistory {
+                timeline_id: 2,
+                switch_point: 200,
+                reason: String::new(),
+            },
+        ];
+        assert_eq!(timeline_of_position(&h, 3, 50), 1);
+        assert_eq!(timeline_of_position(&h, 3, 100), 2);
+        assert_eq!(timeline_of_position(&h, 3, 250), 3);
+        assert_eq!(timeline_of_position(&[], 1, 250), 1);
+    }
+}

@@ -1,0 +1,452 @@
+//! postgres as a child process of the keeper (no `pg_ctl start`): its own process group (a
+//! Ctrl-C on the keeper's terminal must not reach it: the keeper decides how it stops), no
+//! `NOTIFY_SOCKET` (it would otherwise talk to systemd as if it were the keeper), its output
+//! forwarded line by line to tracing (target `postgres`), readiness read from `postmaster.pid`.
+
+use super::{PgBinaries, PgError, RunAs};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+const POLL: Duration = Duration::from_millis(50);
+/// Lines of postgres output kept to explain an unexpected exit.
+const TAIL_LINES: usize = 20;
+/// How long an immediate shutdown (SIGQUIT) may take before everything is SIGKILLed.
+const IMMEDIATE_GRACE: Duration = Duration::from_secs(5);
+
+/// How to start postgres.
+#[derive(Debug, Clone)]
+pub struct StartOptions {
+    /// `-c config_file=…`; `None` uses `<pgdata>/postgresql.conf`.
+    pub config_file: Option<PathBuf>,
+    /// Also passed as `-c unix_socket_directories=…`, so the keeper can always connect even with
+    /// a config file that says otherwise.
+    pub socket_dir: PathBuf,
+    /// Deadline for the postmaster to be up (dbWaitReadyTimeout).
+    pub timeout: Duration,
+    pub run_as: Option<RunAs>,
+}
+
+/// `postmaster.pid` line 8.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PmStatus {
+    Starting,
+    Stopping,
+    /// Accepting connections.
+    Ready,
+    /// A standby not (yet) accepting connections: not consistent yet, or hot_standby off.
+    Standby,
+}
+
+/// A running postmaster we started. Dropping it SIGKILLs all its processes: a postgres the
+/// keeper no longer tracks must not keep accepting writes.
+#[derive(Debug)]
+pub struct PgProcess {
+    child: tokio::process::Child,
+    pid: i32,
+    pgdata: PathBuf,
+    tail: Arc<Mutex<VecDeque<String>>>,
+    readers: Vec<JoinHandle<()>>,
+    exited: bool,
+}
+
+impl PgProcess {
+    /// Spawns `postgres -D <pgdata> -c unix_socket_directories=<dir> [-c config_file=<f>]` and
+    /// waits until `postmaster.pid` carries its pid with status `ready` or `standby` (a standby
+    /// that is not consistent yet is up but not accepting connections; see
+    /// [`PgProcess::wait_ready`]). Fails early with "postgres exited unexpectedly: <last lines>"
+    /// if the child dies, and after `opts.timeout` (the child is then killed).
+    pub async fn start(
+        bins: &PgBinaries,
+        pgdata: &Path,
+        opts: &StartOptions,
+    ) -> Result<PgProcess, PgError> {
+        // Canonical: instance processes are recognised by their working directory.
+        let pgdata = std::fs::canonicalize(pgdata).map_err(|e| PgError::io(pgdata, e))?;
+        let mut cmd = tokio::process::Command::new(&bins.postgres);
+        cmd.arg("-D").arg(&pgdata).arg("-c").arg(format!(
+            "unix_socket_directories={}",
+            opts.socket_dir.display()
+        ));
+        if let Some(conf) = &opts.config_file {
+            cmd.arg("-c").arg(format!("config_file={}", conf.display()));
+        }
+        cmd.env_remove("NOTIFY_SOCKET")
+            .current_dir(&pgdata)
+            .process_group(0)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(r) = opts.run_as {
+            cmd.uid(r.uid).gid(r.gid);
+        }
+        let mut child = cmd.spawn().map_err(|source| PgError::Spawn {
+            program: bins.postgres.display().to_string(),
+            source,
+        })?;
+        let pid = child.id().map(|p| p as i32).unwrap_or(0);
+        let tail = Arc::new(Mutex::new(VecDeque::with_capacity(TAIL_LINES)));
+        let mut readers = Vec::new();
+        if let Some(out) = child.stdout.take() {
+            readers.push(forward_lines(out, pid, tail.clone()));
+        }
+        if let Some(err) = child.stderr.take() {
+            readers.push(forward_lines(err, pid, tail.clone()));
+        }
+        let mut proc = PgProcess {
+            child,
+            pid,
+            pgdata,
+            tail,
+            readers,
+            exited: false,
+        };
+        proc.wait_status(
+            opts.timeout,
+            &[PmStatus::Ready, PmStatus::Standby],
+            "postgres start",
+        )
+        .await?;
+        tracing::info!(pid, pgdata = %proc.pgdata.display(), "postgres started");
+        Ok(proc)
+    }
+
+    /// The postmaster's pid.
+    pub fn pid(&self) -> u32 {
+        self.pid as u32
+    }
+
+    pub fn pgdata(&self) -> &Path {
+        &self.pgdata
+    }
+
+    /// Waits until postgres accepts connections (`postmaster.pid` status `ready`).
+    pub async fn wait_ready(&mut self, timeout: Duration) -> Result<(), PgError> {
+        self.wait_status(timeout, &[PmStatus::Ready], "postgres ready")
+            .await
+    }
+
+    async fn wait_status(
+        &mut self,
+        timeout: Duration,
+        wanted: &[PmStatus],
+        what: &str,
+    ) -> Result<(), PgError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.try_exit_status() {
+                return Err(PgError::ExitedUnexpectedly(self.exit_report(&status).await));
+            }
+            if let Some((pid, st)) = read_postmaster_pid(&self.pgdata)
+                && pid == self.pid
+                && wanted.contains(&st)
+            {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                self.kill_group();
+                return Err(PgError::Timeout {
+                    what: format!("{what} (pid {})", self.pid),
+                    after: timeout,
+                });
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    fn try_exit_status(&mut self) -> Option<String> {
+        match self.child.try_wait() {
+            Ok(Some(status)) => {
+                self.mark_exited();
+                Some(status.to_string())
+            }
+            Ok(None) => None,
+            Err(e) => {
+                self.mark_exited();
+                Some(e.to_string())
+            }
+        }
+    }
+
+    async fn exit_report(&mut self, status: &str) -> String {
+        // Let the readers drain what postgres wrote before dying: it explains why.
+        for r in self.readers.drain(..) {
+            let _ = tokio::time::timeout(Duration::from_secs(1), r).await;
+        }
+        let tail = self.tail.lock().map(|t| t.clone()).unwrap_or_default();
+        let lines: Vec<String> = tail.into_iter().collect();
+        if lines.is_empty() {
+            status.to_string()
+        } else {
+            format!("{status}: {}", lines.join(" | "))
+        }
+    }
+
+    /// False once the postmaster has exited (it is then reaped).
+    pub fn is_running(&mut self) -> bool {
+        !self.exited && self.try_exit_status().is_none()
+    }
+
+    /// Resolves when the postmaster exits, with a description of why (exit status and its last
+    /// output lines). Cancel-safe: meant for `tokio::select!` in the keeper loop.
+    pub async fn exited(&mut self) -> String {
+        if !self.exited {
+            let status = match self.child.wait().await {
+                Ok(s) => s.to_string(),
+                Err(e) => e.to_string(),
+            };
+            self.mark_exited();
+            return self.exit_report(&status).await;
+        }
+        self.exit_report("exited").await
+    }
+
+    /// Fast shutdown: SIGINT (clients disconnected, checkpoint), then after `timeout` an
+    /// immediate shutdown (SIGQUIT), then SIGKILL of all its processes. Always leaves no
+    /// process behind.
+    pub async fn stop_fast(mut self, timeout: Duration) -> Result<(), PgError> {
+        if !self.is_running() {
+            return Ok(());
+        }
+        let _ = kill(Pid::from_raw(self.pid), Signal::SIGINT);
+        if self.wait_exit(timeout).await {
+            tracing::info!(pid = self.pid, "postgres stopped");
+            return Ok(());
+        }
+        tracing::warn!(
+            pid = self.pid,
+            ?timeout,
+            "postgres fast shutdown too slow, doing an immediate shutdown"
+        );
+        let _ = kill(Pid::from_raw(self.pid), Signal::SIGQUIT);
+        if self.wait_exit(IMMEDIATE_GRACE).await {
+            return Ok(());
+        }
+        tracing::warn!(
+            pid = self.pid,
+            "postgres immediate shutdown too slow, killing it"
+        );
+        self.kill_group();
+        if self.wait_exit(IMMEDIATE_GRACE).await {
+            Ok(())
+        } else {
+            Err(PgError::Timeout {
+                what: format!("postgres (pid {}) exit after SIGKILL", self.pid),
+                after: IMMEDIATE_GRACE,
+            })
+        }
+    }
+
+    async fn wait_exit(&mut self, timeout: Duration) -> bool {
+        match tokio::time::timeout(timeout, self.child.wait()).await {
+            Ok(_) => {
+                self.mark_exited();
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Re-reads postgresql.conf and pg_hba.conf (SIGHUP).
+    pub fn reload(&self) -> Result<(), PgError> {
+        kill(Pid::from_raw(self.pid), Signal::SIGHUP).map_err(|e| PgError::Unexpected {
+            what: "reload signal",
+            detail: format!("cannot signal postgres pid {}: {e}", self.pid),
+        })
+    }
+
+    /// SIGKILLs the postmaster, then every process of this instance. Postgres children call
+    /// setsid(), so a process-group kill misses them; they are found by their working
+    /// directory, PGDATA, which the postmaster enters before forking anything.
+    fn kill_group(&mut self) {
+        if !self.exited {
+            // Not reaped yet, so the pid is still ours.
+            let _ = kill(Pid::from_raw(self.pid), Signal::SIGKILL);
+        }
+        kill_instance_processes(&self.pgdata);
+    }
+
+    /// After the postmaster died (crash, OOM kill), its backends may still serve the clients
+    /// they have until they notice: sweep them, a dead postmaster's instance takes no writes.
+    /// (The child is reaped already; `kill_group` then only sweeps by working directory.)
+    fn mark_exited(&mut self) {
+        if !self.exited {
+            self.exited = true;
+            self.kill_group();
+        }
+    }
+}
+
+impl Drop for PgProcess {
+    fn drop(&mut self) {
+        if self.is_running() {
+            tracing::warn!(
+                pid = self.pid,
+                "postgres handle dropped while running, killing it"
+            );
+            self.kill_group();
+        }
+        for r in &self.readers {
+            r.abort();
+        }
+    }
+}
+
+fn forward_lines<R: AsyncRead + Unpin + Send + 'static>(
+    stream: R,
+    pid: i32,
+    tail: Arc<Mutex<VecDeque<String>>>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(stream).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.contains("PANIC:") || line.contains("FATAL:") {
+                tracing::error!(target: "postgres", pid, "{line}");
+            } else if line.contains("ERROR:") || line.contains("WARNING:") {
+                tracing::warn!(target: "postgres", pid, "{line}");
+            } else {
+                tracing::info!(target: "postgres", pid, "{line}");
+            }
+            if let Ok(mut t) = tail.lock() {
+                if t.len() == TAIL_LINES {
+                    t.pop_front();
+                }
+                t.push_back(line);
+            }
+        }
+    })
+}
+
+/// Pid (line 1) and status (line 8) from `postmaster.pid`, when present and complete.
+fn read_postmaster_pid(pgdata: &Path) -> Option<(i32, PmStatus)> {
+    let text = std::fs::read_to_string(pgdata.join("postmaster.pid")).ok()?;
+    let lines: Vec<&str> = text.lines().collect();
+    let pid: i32 = lines.first()?.trim().parse().ok()?;
+    let status = match lines.get(7)?.trim() {
+        "starting" => PmStatus::Starting,
+        "stopping" => PmStatus::Stopping,
+        "ready" => PmStatus::Ready,
+        "standby" => PmStatus::Standby,
+        _ => return None,
+    };
+    Some((pid, status))
+}
+
+/// At keeper start: stops (fast, then harder after `timeout`) a postmaster left running on
+/// `pgdata` by a previous keeper process, so the keeper again owns the only postgres there.
+/// Returns whether one was found. A stale `postmaster.pid` whose pid is dead or is not a
+/// postgres process is ignored (postgres itself handles it on start).
+pub async fn stop_stale_instance(pgdata: &Path, timeout: Duration) -> Result<bool, PgError> {
+    let Some(text) = std::fs::read_to_string(pgdata.join("postmaster.pid")).ok() else {
+        return Ok(false);
+    };
+    let Some(pid) = text
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse::<i32>().ok())
+    else {
+        return Ok(false);
+    };
+    if pid <= 0 || !is_live_postgres(pid) {
+        return Ok(false);
+    }
+    tracing::warn!(pid, pgdata = %pgdata.display(), "stopping a postgres left running by a previous keeper");
+    let target = Pid::from_raw(pid);
+    for (signal, wait) in [
+        (Signal::SIGINT, timeout),
+        (Signal::SIGQUIT, IMMEDIATE_GRACE),
+        (Signal::SIGKILL, IMMEDIATE_GRACE),
+    ] {
+        let _ = kill(target, signal);
+        let deadline = Instant::now() + wait;
+        while Instant::now() < deadline {
+            if !is_live_postgres(pid) {
+                // After a clean stop nothing is left; after a kill, orphaned backends may be.
+                if let Ok(dir) = std::fs::canonicalize(pgdata) {
+                    kill_instance_processes(&dir);
+                }
+                return Ok(true);
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+    Err(PgError::Timeout {
+        what: format!("stop of the stale postgres pid {pid}"),
+        after: timeout + IMMEDIATE_GRACE * 2,
+    })
+}
+
+/// SIGKILLs every live postgres process whose working directory is `pgdata` (canonical).
+fn kill_instance_processes(pgdata: &Path) {
+    for pid in instance_processes(pgdata) {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    }
+}
+
+/// Live postgres processes running in `pgdata` (readable for our own user's processes, or all
+/// of them as root).
+pub(crate) fn instance_processes(pgdata: &Path) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| {
+            std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd == pgdata)
+                && is_live_postgres(pid)
+        })
+        .collect()
+}
+
+/// The process exists, is not a zombie, and is a postgres.
+fn is_live_postgres(pid: i32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // Format: `pid (comm) state ...`; comm may contain spaces and parentheses.
+    let Some(close) = stat.rfind(')') else {
+        return false;
+    };
+    let comm = stat
+        .find('(')
+        .map(|open| &stat[open + 1..close])
+        .unwrap_or("");
+    let state = stat[close + 1..].trim_start().chars().next();
+    comm == "postgres" && !matches!(state, Some('Z') | Some('X'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_postmaster_pid() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(read_postmaster_pid(dir.path()).is_none());
+        std::fs::write(
+            dir.path().join("postmaster.pid"),
+            "4242\n/data\n1700000000\n5432\n/tmp\n*\n  1234567         0\nready   \n",
+        )
+        .unwrap();
+        assert_eq!(
+            read_postmaster_pid(dir.path()),
+            Some((4242, PmStatus::Ready))
+        );
+        std::fs::write(dir.path().join("postmaster.pid"), "4242\n/data\n").unwrap();
+        assert!(read_postmaster_pid(dir.path()).is_none());
+    }
+
+    #[test]
+    fn our_own_process_is_not_postgres() {
+        assert!(!is_live_postgres(std::process::id() as i32));
+        assert!(!is_live_postgres(i32::MAX));
+    }
+}

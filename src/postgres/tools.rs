@@ -1,0 +1,331 @@
+//! The PostgreSQL programs the keeper runs to completion: initdb, pg_basebackup, pg_ctl promote.
+//! Passwords never appear on a command line: they go through a 0600 file that is removed after.
+
+use super::conf::ReplConn;
+use super::files::chown_to;
+use super::{PgBinaries, PgError, RunAs, remove_pgdata};
+use crate::cluster::NewConfig;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::AsyncReadExt;
+
+/// A 0600 file holding a secret, owned by `run_as`, removed on drop.
+struct SecretFile(PathBuf);
+
+impl SecretFile {
+    fn create(prefix: &str, content: &str, run_as: Option<RunAs>) -> Result<SecretFile, PgError> {
+        let path = std::env::temp_dir().join(format!("{prefix}-{}", uuid::Uuid::new_v4().simple()));
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| PgError::io(&path, e))?;
+        let file = SecretFile(path);
+        f.write_all(content.as_bytes())
+            .map_err(|e| PgError::io(&file.0, e))?;
+        chown_to(&file.0, run_as)?;
+        Ok(file)
+    }
+}
+
+impl Drop for SecretFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Creates `dir` (0700, owned by `run_as`) unless it exists.
+fn ensure_pgdata_dir(dir: &Path, run_as: Option<RunAs>) -> Result<(), PgError> {
+    if dir.exists() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| PgError::io(dir, e))?;
+    chown_to(dir, run_as)
+}
+
+fn command(program: &Path, run_as: Option<RunAs>) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.env_remove("NOTIFY_SOCKET")
+        // The caller's cwd may not be readable by `run_as`; the tools get absolute paths.
+        .current_dir("/")
+        .process_group(0)
+        .stdin(Stdio::null());
+    if let Some(r) = run_as {
+        cmd.uid(r.uid).gid(r.gid);
+    }
+    cmd
+}
+
+/// Kills the tool's whole process group if the future running it is dropped (e.g. by a
+/// timeout): pg_basebackup forks a WAL streamer that would otherwise outlive it.
+struct GroupGuard(Option<i32>);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+}
+
+fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text
+        .split(['\n', '\r'])
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    lines[lines.len().saturating_sub(n)..].join(" | ")
+}
+
+async fn run_to_end(mut cmd: tokio::process::Command, program: &Path) -> Result<String, PgError> {
+    let name = program.display().to_string();
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let child = cmd.spawn().map_err(|source| PgError::Spawn {
+        program: name.clone(),
+        source,
+    })?;
+    let mut guard = GroupGuard(child.id().map(|p| p as i32));
+    let out = child
+        .wait_with_output()
+        .await
+        .map_err(|source| PgError::Spawn {
+            program: name.clone(),
+            source,
+        })?;
+    guard.0 = None;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.success() {
+        Ok(text)
+    } else {
+        Err(PgError::CommandFailed {
+            program: name,
+            status: out.status.to_string(),
+            output: last_lines(&text, 5),
+        })
+    }
+}
+
+/// `initdb -D <pgdata> -U <superuser> [--pwfile] [--locale] [--encoding] [--data-checksums]`.
+/// PGDATA is created 0700 (owned by `run_as`) if missing; a failed initdb removes it so the next
+/// attempt starts clean.
+pub async fn initdb(
+    bins: &PgBinaries,
+    pgdata: &Path,
+    superuser: &str,
+    password: Option<&str>,
+    new_config: Option<&NewConfig>,
+    run_as: Option<RunAs>,
+) -> Result<(), PgError> {
+    let pgdata = std::path::absolute(pgdata).map_err(|e| PgError::io(pgdata, e))?;
+    ensure_pgdata_dir(&pgdata, run_as)?;
+    let pwfile = match password {
+        Some(pw) => Some(SecretFile::create("stolon-initdb-pw", pw, run_as)?),
+        None => None,
+    };
+    let mut cmd = command(&bins.initdb, run_as);
+    cmd.arg("-D").arg(&pgdata).arg("-U").arg(superuser);
+    if let Some(f) = &pwfile {
+        cmd.arg(format!("--pwfile={}", f.0.display()));
+    }
+    if let Some(nc) = new_config {
+        if !nc.locale.is_empty() {
+            cmd.arg(format!("--locale={}", nc.locale));
+        }
+        if !nc.encoding.is_empty() {
+            cmd.arg(format!("--encoding={}", nc.encoding));
+        }
+        if nc.data_checksums {
+            cmd.arg("--data-checksums");
+        }
+    }
+    match run_to_end(cmd, &bins.initdb).await {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            if let Err(rm) = remove_pgdata(&pgdata) {
+                tracing::warn!(error = %rm, "cannot remove the data directory of a failed initdb");
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Parses a `pg_basebackup -P` line such as `  1234/56789 kB (2%), 0/1 tablespace (...)` into
+/// (copied, total) bytes.
+pub(crate) fn parse_progress(line: &str) -> Option<(u64, u64)> {
+    let head = &line[..line.find(" kB")?];
+    let (done, total) = head.trim().rsplit(' ').next()?.split_once('/')?;
+    Some((
+        done.parse::<u64>().ok()? * 1024,
+        total.parse::<u64>().ok()? * 1024,
+    ))
+}
+
+/// `pg_basebackup -D <pgdata> -v -P -X stream -c fast -d <conninfo> [--slot <slot>]`, the
+/// password in a temporary PGPASSFILE. No `-R`: the keeper writes the recovery settings itself.
+/// `slot` must already exist on the source (the master's keeper creates `stolon_<dbuid>`).
+/// `progress(copied, total)` is called with bytes as pg_basebackup reports them. On failure the
+/// data directory is removed. Dropping the future kills pg_basebackup but leaves the partial
+/// directory to the caller.
+pub async fn pg_basebackup(
+    bins: &PgBinaries,
+    pgdata: &Path,
+    conn: &ReplConn,
+    slot: Option<&str>,
+    run_as: Option<RunAs>,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<(), PgError> {
+    let pgdata = std::path::absolute(pgdata).map_err(|e| PgError::io(pgdata, e))?;
+    ensure_pgdata_dir(&pgdata, run_as)?;
+    let passfile = match &conn.password {
+        Some(pw) => {
+            let esc = pw.replace('\\', "\\\\").replace(':', "\\:");
+            Some(SecretFile::create(
+                "stolon-pgpass",
+                &format!("*:*:*:*:{esc}\n"),
+                run_as,
+            )?)
+        }
+        None => None,
+    };
+    let mut cmd = command(&bins.pg_basebackup, run_as);
+    // ⚠ upstream waits for a spread checkpoint on the master (up to minutes with default
+    // settings, reference pain point 9); a fast checkpoint starts the copy at once.
+    cmd.arg("-D")
+        .arg(&pgdata)
+        .args(["-v", "-P", "-X", "stream", "-c", "fast", "-d"])
+        .arg(conn.conninfo(false));
+    if let Some(s) = slot {
+        cmd.arg(format!("--slot={s}"));
+    }
+    match &passfile {
+        Some(f) => cmd.env("PGPASSFILE", &f.0),
+        None => cmd.env_remove("PGPASSFILE"),
+    };
+    cmd.env_remove("PGPASSWORD")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let program = bins.pg_basebackup.display().to_string();
+    let result = async {
+        let mut child = cmd.spawn().map_err(|source| PgError::Spawn {
+            program: program.clone(),
+            source,
+        })?;
+        let mut guard = GroupGuard(child.id().map(|p| p as i32));
+        let mut stderr = child.stderr.take().ok_or_else(|| PgError::Unexpected {
+            what: "pg_basebackup",
+            detail: "no stderr pipe".into(),
+        })?;
+        // Progress lines end in '\r' on a terminal and '\n' otherwise: split on both.
+        let mut all = String::new();
+        let mut pending = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = stderr
+                .read(&mut buf)
+                .await
+                .map_err(|e| PgError::io(&pgdata, e))?;
+            if n == 0 {
+                break;
+            }
+            for &b in &buf[..n] {
+                if b == b'\n' || b == b'\r' {
+                    let line = String::from_utf8_lossy(&pending).into_owned();
+                    pending.clear();
+                    if let Some((done, total)) = parse_progress(&line) {
+                        progress(done, total);
+                    } else if !line.trim().is_empty() {
+                        tracing::info!(target: "postgres", "{line}");
+                        all.push_str(&line);
+                        all.push('\n');
+                    }
+                } else {
+                    pending.push(b);
+                }
+            }
+        }
+        all.push_str(&String::from_utf8_lossy(&pending));
+        let status = child.wait().await.map_err(|source| PgError::Spawn {
+            program: program.clone(),
+            source,
+        })?;
+        guard.0 = None;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(PgError::CommandFailed {
+                program: program.clone(),
+                status: status.to_string(),
+                output: last_lines(&all, 5),
+            })
+        }
+    }
+    .await;
+    if result.is_err()
+        && let Err(rm) = remove_pgdata(&pgdata)
+    {
+        tracing::warn!(error = %rm, "cannot remove the data directory of a failed pg_basebackup");
+    }
+    result
+}
+
+/// `pg_ctl promote -w -t <timeout> -D <pgdata>`: ends recovery and waits until the instance
+/// accepts writes. pg_ctl refuses to run as root, hence `run_as`.
+pub async fn promote(
+    bins: &PgBinaries,
+    pgdata: &Path,
+    timeout: Duration,
+    run_as: Option<RunAs>,
+) -> Result<(), PgError> {
+    let pgdata = std::path::absolute(pgdata).map_err(|e| PgError::io(pgdata, e))?;
+    let mut cmd = command(&bins.pg_ctl, run_as);
+    cmd.args(["promote", "-w", "-t"])
+        .arg(timeout.as_secs().max(1).to_string())
+        .arg("-D")
+        .arg(&pgdata);
+    run_to_end(cmd, &bins.pg_ctl).await.map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_basebackup_progress() {
+        assert_eq!(
+            parse_progress("    0/22908 kB (0%), 0/1 tablespace (/data/backup_label    )"),
+            Some((0, 22908 * 1024))
+        );
+        assert_eq!(
+            parse_progress("22918/22918 kB (100%), 1/1 tablespace"),
+            Some((22918 * 1024, 22918 * 1024))
+        );
+        assert_eq!(
+            parse_progress("pg_basebackup: write-ahead log start point: 0/2000028 on timeline 1"),
+            None
+        );
+    }
+
+    #[test]
+    fn secret_files_are_private_and_removed() {
+        use std::os::unix::fs::PermissionsExt;
+        let f = SecretFile::create("stolon-test", "pw", None).unwrap();
+        let path = f.0.clone();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        drop(f);
+        assert!(!path.exists());
+    }
+}

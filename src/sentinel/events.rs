@@ -1,0 +1,274 @@
+//! What a check decided, as typed events: the loop logs them with keeper/db fields, tests assert
+//! on them. Events are emitted on transitions, not on every check, so logs stay readable.
+
+use std::fmt;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MasterFailure {
+    Unhealthy,
+    ConvergenceFailed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemovalReason {
+    /// A master-type db other than the elected master.
+    OldMaster,
+    /// Another system id or a diverged timeline: it can never follow the master.
+    Invalid,
+    /// It stopped progressing and the master no longer has the WAL it needs.
+    CannotSync,
+    /// Enough good standbys exist; this one is failed or converging.
+    NotGood,
+    /// More good standbys than maxStandbysPerSender.
+    Excess,
+    /// The db of the failed master at failover: its keeper stops postgres, so the old master
+    /// cannot take writes; it rejoins later with a new db.
+    FailedMaster,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// First check of a leadership: infos recorded, failures judged only after failInterval.
+    LeadershipStarted,
+    KeeperAdded {
+        keeper: String,
+    },
+    KeeperUnhealthy {
+        keeper: String,
+        /// Milliseconds since its info last changed.
+        silent_ms: i64,
+    },
+    KeeperHealthy {
+        keeper: String,
+    },
+    KeeperForceFailed {
+        keeper: String,
+    },
+    KeeperInfoWrongCluster {
+        keeper: String,
+        cluster_uid: String,
+    },
+    /// A keeper without db, not seen healthy for deadKeeperRemovalInterval.
+    DeadKeeperRemoved {
+        keeper: String,
+    },
+    DbUnhealthy {
+        db: String,
+        keeper: String,
+    },
+    DbHealthy {
+        db: String,
+        keeper: String,
+    },
+    InitNoKeepers,
+    InitKeeperMissing {
+        keeper: String,
+    },
+    InitMasterChosen {
+        db: String,
+        keeper: String,
+    },
+    InitFailed {
+        db: String,
+        keeper: String,
+    },
+    ClusterInitialized {
+        db: String,
+        keeper: String,
+    },
+    MasterFailed {
+        db: String,
+        keeper: String,
+        why: MasterFailure,
+    },
+    MasterElected {
+        old: String,
+        new: String,
+        keeper: String,
+        x_log_pos: u64,
+    },
+    NoEligibleMaster {
+        db: String,
+        reason: String,
+    },
+    ProxiesNotConverged {
+        proxies: Vec<String>,
+        generation: i64,
+    },
+    MasterPublished {
+        db: String,
+    },
+    EnabledProxiesChanged {
+        proxies: Vec<String>,
+    },
+    DbRemoved {
+        db: String,
+        keeper: String,
+        why: RemovalReason,
+    },
+    StandbyAdded {
+        db: String,
+        keeper: String,
+    },
+    SyncStandbysChanged {
+        db: String,
+        from: Vec<String>,
+        to: Vec<String>,
+    },
+    FakeSyncStandby {
+        db: String,
+    },
+    /// The clusterdata contradicts itself; nothing is written until an operator fixes it.
+    Inconsistent {
+        reason: String,
+    },
+}
+
+impl Event {
+    pub fn severity(&self) -> Severity {
+        use Event::*;
+        match self {
+            KeeperInfoWrongCluster { .. } | ProxiesNotConverged { .. } | DbHealthy { .. } => {
+                Severity::Debug
+            }
+            KeeperUnhealthy { .. }
+            | DbUnhealthy { .. }
+            | MasterFailed { .. }
+            | InitFailed { .. }
+            | InitKeeperMissing { .. }
+            | InitNoKeepers
+            | FakeSyncStandby { .. } => Severity::Warn,
+            NoEligibleMaster { .. } | Inconsistent { .. } => Severity::Error,
+            _ => Severity::Info,
+        }
+    }
+
+    /// A condition restated by every check while it lasts (rather than a change): the loop
+    /// logs it when it appears, not on every check.
+    pub fn is_condition(&self) -> bool {
+        use Event::*;
+        matches!(
+            self,
+            InitNoKeepers
+                | InitKeeperMissing { .. }
+                | MasterFailed { .. }
+                | NoEligibleMaster { .. }
+                | ProxiesNotConverged { .. }
+                | Inconsistent { .. }
+        )
+    }
+
+    pub fn keeper(&self) -> Option<&str> {
+        use Event::*;
+        match self {
+            KeeperAdded { keeper }
+            | KeeperUnhealthy { keeper, .. }
+            | KeeperHealthy { keeper }
+            | KeeperForceFailed { keeper }
+            | KeeperInfoWrongCluster { keeper, .. }
+            | DeadKeeperRemoved { keeper }
+            | DbUnhealthy { keeper, .. }
+            | DbHealthy { keeper, .. }
+            | InitKeeperMissing { keeper }
+            | InitMasterChosen { keeper, .. }
+            | InitFailed { keeper, .. }
+            | ClusterInitialized { keeper, .. }
+            | MasterFailed { keeper, .. }
+            | MasterElected { keeper, .. }
+            | DbRemoved { keeper, .. }
+            | StandbyAdded { keeper, .. } => Some(keeper),
+            _ => None,
+        }
+    }
+
+    pub fn db(&self) -> Option<&str> {
+        use Event::*;
+        match self {
+            DbUnhealthy { db, .. }
+            | DbHealthy { db, .. }
+            | InitMasterChosen { db, .. }
+            | InitFailed { db, .. }
+            | ClusterInitialized { db, .. }
+            | MasterFailed { db, .. }
+            | NoEligibleMaster { db, .. }
+            | MasterPublished { db }
+            | DbRemoved { db, .. }
+            | StandbyAdded { db, .. }
+            | SyncStandbysChanged { db, .. }
+            | FakeSyncStandby { db } => Some(db),
+            MasterElected { new, .. } => Some(new),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use Event::*;
+        match self {
+            LeadershipStarted => write!(
+                f,
+                "first check as leader: recording keeper infos, no failure judged before failInterval"
+            ),
+            KeeperAdded { .. } => write!(f, "new keeper registered"),
+            KeeperUnhealthy { silent_ms, .. } => {
+                write!(f, "keeper unhealthy: no new info for {silent_ms} ms")
+            }
+            KeeperHealthy { .. } => write!(f, "keeper healthy"),
+            KeeperForceFailed { .. } => write!(f, "keeper force-failed for this check"),
+            KeeperInfoWrongCluster { cluster_uid, .. } => {
+                write!(f, "ignoring keeper info of another cluster ({cluster_uid})")
+            }
+            DeadKeeperRemoved { .. } => write!(f, "removing dead keeper without db"),
+            DbUnhealthy { .. } => write!(f, "db unhealthy"),
+            DbHealthy { .. } => write!(f, "db healthy"),
+            InitNoKeepers => write!(
+                f,
+                "cannot choose initial master: no healthy keeper registered"
+            ),
+            InitKeeperMissing { keeper } => write!(
+                f,
+                "existingConfig.keeperUID {keeper:?} is not registered: start that keeper"
+            ),
+            InitMasterChosen { .. } => write!(f, "initializing cluster on keeper"),
+            InitFailed { .. } => write!(
+                f,
+                "db failed to initialize within the timeout; choosing another keeper"
+            ),
+            ClusterInitialized { .. } => write!(f, "cluster initialized, phase normal"),
+            MasterFailed { why, .. } => write!(f, "master db failed ({why:?})"),
+            MasterElected { old, x_log_pos, .. } => write!(
+                f,
+                "electing new master (old master db {old}, xLogPos {x_log_pos})"
+            ),
+            NoEligibleMaster { reason, .. } => write!(f, "no eligible master: {reason}"),
+            ProxiesNotConverged {
+                proxies,
+                generation,
+            } => write!(
+                f,
+                "waiting for proxies {proxies:?} to reach generation {generation}"
+            ),
+            MasterPublished { .. } => write!(f, "proxies may now route to the master"),
+            EnabledProxiesChanged { proxies } => write!(f, "enabled proxies: {proxies:?}"),
+            DbRemoved { why, .. } => write!(f, "removing db ({why:?})"),
+            StandbyAdded { .. } => write!(f, "assigned a new standby db (resync)"),
+            SyncStandbysChanged { from, to, .. } => {
+                write!(f, "synchronous standbys {from:?} -> {to:?}")
+            }
+            FakeSyncStandby { .. } => write!(
+                f,
+                "not enough synchronous standbys: commits block until one is in sync"
+            ),
+            Inconsistent { reason } => write!(f, "inconsistent clusterdata: {reason}"),
+        }
+    }
+}

@@ -1,0 +1,366 @@
+//! Keeper, db and proxy liveness (reference §4a "Keeper health", "DB health", convergence).
+//!
+//! Deliberate change from upstream: a keeper is unhealthy once `now - (when its infoUID was
+//! last seen changing) > failInterval`. Upstream first waits for an info to be stale for a
+//! sleepInterval, then starts a timer and waits failInterval more, so a failover takes up to
+//! failInterval + 2×sleepInterval. Our loop runs on every watch event, so the moment an info
+//! changed is known to within milliseconds and the timer can start from it. Keepers publish
+//! every sleepInterval, so failInterval must stay well above sleepInterval (the defaults, 20s
+//! and 5s, do).
+
+use super::events::Event;
+use super::memory::{DbMemory, InfoSeen, Memory};
+use crate::cluster::{
+    ClusterData, Db, GoDuration, INITIAL_GENERATION, Keeper, KeeperInfo, KeeperStatus, ProxiesInfo,
+    ProxyInfo, Time, zero_time,
+};
+use chrono::TimeDelta;
+use std::collections::{BTreeMap, BTreeSet};
+
+pub(crate) fn td(d: GoDuration) -> TimeDelta {
+    TimeDelta::nanoseconds(d.as_nanos())
+}
+
+/// Whether a keeper info may be used this check, and whether it changed in this very check.
+struct Freshness {
+    fresh: BTreeSet<String>,
+    changed_now: BTreeSet<String>,
+}
+
+/// Records keeper infos in memory, registers new keepers, and recomputes keeper and db health.
+pub(crate) fn update_keepers_status(
+    cd: &mut ClusterData,
+    infos: &BTreeMap<String, KeeperInfo>,
+    memory: &mut Memory,
+    now: Time,
+    events: &mut Vec<Event>,
+) {
+    let spec = cd.cluster.spec.clone();
+    let fail = td(spec.fail_interval());
+    let first_check = memory.leader_since.is_none();
+    if first_check {
+        memory.leader_since = Some(now);
+        events.push(Event::LeadershipStarted);
+    }
+
+    let mut ours = BTreeMap::new();
+    for (uid, info) in infos {
+        if info.cluster_uid == cd.cluster.uid {
+            ours.insert(uid.clone(), info);
+        } else if memory.keepers.get(uid).map(|s| &s.info_uid) != Some(&info.info_uid) {
+            // Logged once per publish, not on every check.
+            events.push(Event::KeeperInfoWrongCluster {
+                keeper: uid.clone(),
+                cluster_uid: info.cluster_uid.clone(),
+            });
+            memory.keepers.insert(
+                uid.clone(),
+                InfoSeen {
+                    info_uid: info.info_uid.clone(),
+                    changed_at: now,
+                    changed_while_leader: false,
+                },
+            );
+        }
+    }
+
+    let fresh = record_keeper_infos(&ours, memory, now, first_check, fail);
+
+    for uid in &fresh.fresh {
+        if !cd.keepers.contains_key(uid) {
+            cd.keepers
+                .insert(uid.clone(), new_keeper(uid, ours[uid], now));
+            events.push(Event::KeeperAdded {
+                keeper: uid.clone(),
+            });
+        }
+    }
+    // Forget keepers that are gone from both the clusterdata and the store.
+    memory
+        .keepers
+        .retain(|uid, _| cd.keepers.contains_key(uid) || infos.contains_key(uid));
+
+    let leader_since = memory.leader_since_or(now);
+    // lastHealthyTime only serves dead keeper removal (48h by default): refreshing it on every
+    // check would make every check write the clusterdata, and every write triggers a check.
+    // A twentieth of the removal interval (at least sleepInterval, at most a minute) is
+    // precise enough and never removes a live keeper.
+    let refresh = (td(spec.dead_keeper_removal_interval()) / 20)
+        .min(TimeDelta::minutes(1))
+        .max(td(spec.sleep_interval()));
+    for (uid, keeper) in cd.keepers.iter_mut() {
+        if fresh.fresh.contains(uid) {
+            let info = ours[uid];
+            keeper.status.can_be_master = info.can_be_master;
+            keeper.status.can_be_synchronous_replica = info.can_be_synchronous_replica;
+            keeper.status.boot_uuid = info.boot_uuid.clone();
+            keeper.status.postgres_binary_version = info.postgres_binary_version;
+        }
+        let last_seen = memory
+            .keepers
+            .get(uid)
+            .filter(|s| ours.contains_key(uid) || s.changed_while_leader)
+            .map(|s| s.changed_at)
+            .unwrap_or(leader_since);
+        let mut healthy = now - last_seen <= fail;
+        if keeper.status.force_fail {
+            healthy = false;
+            keeper.status.force_fail = false;
+            events.push(Event::KeeperForceFailed {
+                keeper: uid.clone(),
+            });
+        }
+        let status = &mut keeper.status;
+        if status.last_healthy_time == zero_time()
+            || (healthy && now - status.last_healthy_time >= refresh)
+        {
+            status.last_healthy_time = now;
+        }
+        if healthy != status.healthy {
+            events.push(if healthy {
+                Event::KeeperHealthy {
+                    keeper: uid.clone(),
+                }
+            } else {
+                Event::KeeperUnhealthy {
+                    keeper: uid.clone(),
+                    silent_ms: (now - last_seen).num_milliseconds(),
+                }
+            });
+        }
+        status.healthy = healthy;
+    }
+
+    update_dbs_status(cd, &ours, &fresh, memory, now, fail, events);
+}
+
+fn record_keeper_infos(
+    infos: &BTreeMap<String, &KeeperInfo>,
+    memory: &mut Memory,
+    now: Time,
+    first_check: bool,
+    fail: TimeDelta,
+) -> Freshness {
+    let mut out = Freshness {
+        fresh: BTreeSet::new(),
+        changed_now: BTreeSet::new(),
+    };
+    for (uid, info) in infos {
+        let changed = memory
+            .keepers
+            .get(uid)
+            .is_none_or(|seen| seen.info_uid != info.info_uid);
+        if changed {
+            memory.keepers.insert(
+                uid.clone(),
+                InfoSeen {
+                    info_uid: info.info_uid.clone(),
+                    changed_at: now,
+                    changed_while_leader: !first_check,
+                },
+            );
+            if !first_check {
+                out.changed_now.insert(uid.clone());
+            }
+        }
+        if let Some(seen) = memory.keepers.get(uid)
+            && seen.changed_while_leader
+            && now - seen.changed_at <= fail
+        {
+            out.fresh.insert(uid.clone());
+        }
+    }
+    out
+}
+
+fn new_keeper(uid: &str, info: &KeeperInfo, now: Time) -> Keeper {
+    Keeper {
+        uid: uid.to_string(),
+        generation: INITIAL_GENERATION,
+        change_time: now,
+        spec: Default::default(),
+        status: KeeperStatus {
+            healthy: true,
+            last_healthy_time: now,
+            boot_uuid: info.boot_uuid.clone(),
+            postgres_binary_version: info.postgres_binary_version,
+            force_fail: false,
+            can_be_master: info.can_be_master,
+            can_be_synchronous_replica: info.can_be_synchronous_replica,
+        },
+    }
+}
+
+fn update_dbs_status(
+    cd: &mut ClusterData,
+    infos: &BTreeMap<String, &KeeperInfo>,
+    fresh: &Freshness,
+    memory: &mut Memory,
+    now: Time,
+    fail: TimeDelta,
+    events: &mut Vec<Event>,
+) {
+    let keepers_healthy: BTreeMap<&String, bool> = cd
+        .keepers
+        .iter()
+        .map(|(uid, k)| (uid, k.status.healthy))
+        .collect();
+    for (uid, db) in cd.dbs.iter_mut() {
+        let keeper_uid = db.spec.keeper_uid.clone();
+        let mem = memory.dbs.entry(uid.clone()).or_default();
+        if fresh.fresh.contains(&keeper_uid) {
+            let info = infos[&keeper_uid];
+            let reported_at = memory
+                .keepers
+                .get(&keeper_uid)
+                .map(|s| s.changed_at)
+                .unwrap_or(now);
+            apply_report(
+                db,
+                info,
+                mem,
+                reported_at,
+                fresh.changed_now.contains(&keeper_uid),
+            );
+        }
+        let keeper_healthy = keepers_healthy.get(&keeper_uid).copied().unwrap_or(false);
+        let healthy = keeper_healthy && mem.error_since.is_none_or(|since| now - since <= fail);
+        if healthy != db.status.healthy {
+            events.push(if healthy {
+                Event::DbHealthy {
+                    db: uid.clone(),
+                    keeper: keeper_uid.clone(),
+                }
+            } else {
+                Event::DbUnhealthy {
+                    db: uid.clone(),
+                    keeper: keeper_uid.clone(),
+                }
+            });
+        }
+        db.status.healthy = healthy;
+    }
+    memory.dbs.retain(|uid, _| cd.dbs.contains_key(uid));
+}
+
+/// Copies what a fresh keeper info says about its db into the db status (upstream's rules).
+fn apply_report(
+    db: &mut Db,
+    info: &KeeperInfo,
+    mem: &mut DbMemory,
+    reported_at: Time,
+    new_report: bool,
+) {
+    let Some(pg) = info.postgres_state.as_ref().filter(|pg| pg.uid == db.uid) else {
+        mem.error_since.get_or_insert(reported_at);
+        return;
+    };
+    if new_report {
+        if mem.last_x_log_pos == Some(pg.x_log_pos) {
+            mem.x_log_pos_unchanged = mem.x_log_pos_unchanged.saturating_add(1);
+        } else {
+            mem.x_log_pos_unchanged = 0;
+        }
+        mem.last_x_log_pos = Some(pg.x_log_pos);
+    }
+    db.status.listen_address = pg.listen_address.clone();
+    db.status.port = pg.port.clone();
+    db.status.current_generation = pg.generation;
+    if !pg.healthy {
+        mem.error_since.get_or_insert(reported_at);
+        return;
+    }
+    mem.error_since = None;
+    mem.reported_healthy_at = Some(reported_at);
+    db.status.system_id = pg.system_id.clone();
+    db.status.timeline_id = pg.timeline_id;
+    db.status.x_log_pos = pg.x_log_pos;
+    db.status.timelines_history = pg.timelines_history.clone();
+    db.status.pg_parameters = pg.pg_parameters.clone();
+    db.status.cur_synchronous_standbys = pg.synchronous_standbys.clone();
+    db.status.older_wal_file = pg.older_wal_file.clone();
+}
+
+/// Records proxy infos and returns the active ones: those whose infoUID changed within twice
+/// their own proxyTimeout. A proxy seen for the first time counts as active, so a live proxy
+/// is never skipped while we learn whether it is stale (upstream's rule).
+pub(crate) fn active_proxies<'a>(
+    infos: &'a ProxiesInfo,
+    memory: &mut Memory,
+    now: Time,
+) -> BTreeMap<String, &'a ProxyInfo> {
+    memory.proxies.retain(|uid, _| infos.contains_key(uid));
+    let mut active = BTreeMap::new();
+    for (uid, info) in infos {
+        let seen = memory
+            .proxies
+            .entry(uid.clone())
+            .or_insert_with(|| InfoSeen {
+                info_uid: info.info_uid.clone(),
+                changed_at: now,
+                changed_while_leader: true,
+            });
+        if seen.info_uid != info.info_uid {
+            seen.info_uid = info.info_uid.clone();
+            seen.changed_at = now;
+        }
+        if now - seen.changed_at <= proxy_active_window(info) {
+            active.insert(uid.clone(), info);
+        }
+    }
+    active
+}
+
+pub(crate) fn proxy_active_window(info: &ProxyInfo) -> TimeDelta {
+    TimeDelta::nanoseconds(info.proxy_timeout_ns.max(0).saturating_mul(2))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Convergence {
+    Converged,
+    Converging,
+    Failed,
+}
+
+/// Whether a db reached the generation the sentinel asked for, and if not, whether it has been
+/// trying for longer than `timeout` (zero: never fails).
+pub(crate) fn convergence(db: &Db, timeout: GoDuration, memory: &Memory, now: Time) -> Convergence {
+    if db.status.current_generation == db.generation {
+        return Convergence::Converged;
+    }
+    if timeout.is_zero() {
+        return Convergence::Converging;
+    }
+    let since = memory
+        .dbs
+        .get(&db.uid)
+        .and_then(|m| m.convergence)
+        .filter(|t| t.generation == db.generation)
+        .map(|t| t.since)
+        .unwrap_or(now);
+    if now - since > td(timeout) {
+        Convergence::Failed
+    } else {
+        Convergence::Converging
+    }
+}
+
+/// Starts a timer for every db not at its wanted generation; run on the new clusterdata, so the
+/// timer starts when the generation is asked for.
+pub(crate) fn refresh_convergence_timers(cd: &ClusterData, memory: &mut Memory, now: Time) {
+    memory.dbs.retain(|uid, _| cd.dbs.contains_key(uid));
+    for (uid, db) in &cd.dbs {
+        let mem = memory.dbs.entry(uid.clone()).or_default();
+        if db.status.current_generation == db.generation {
+            mem.convergence = None;
+        } else if mem
+            .convergence
+            .is_none_or(|t| t.generation != db.generation)
+        {
+            mem.convergence = Some(super::memory::ConvergenceTimer {
+                generation: db.generation,
+                since: now,
+            });
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! Phase initializing (reference §4a): choose the keeper that creates (`new`), adopts
+//! (`existing`) or restores (`pitr`) the first master, wait for it, then switch to normal.
+
+use super::events::Event;
+use super::health::{Convergence, convergence};
+use super::memory::Memory;
+use crate::cluster::{
+    ClusterData, ClusterInitMode, ClusterPhase, ClusterRole, Db, DbInitMode, DbRole, DbSpec,
+    FollowConfig, FollowType, GoDuration, INITIAL_GENERATION, Time, new_uid,
+};
+
+pub(crate) fn update_initializing(
+    cd: &mut ClusterData,
+    memory: &Memory,
+    now: Time,
+    events: &mut Vec<Event>,
+) {
+    let spec = cd.cluster.spec.clone();
+    // Validation guarantees an init mode; a stored spec without one never reaches here.
+    let Some(mode) = spec.init_mode else {
+        events.push(Event::Inconsistent {
+            reason: "cluster spec has no initMode".into(),
+        });
+        return;
+    };
+    if cd.cluster.status.master.is_empty() {
+        let keeper = match mode {
+            ClusterInitMode::Existing => {
+                let wanted = spec
+                    .existing_config
+                    .as_ref()
+                    .map(|c| c.keeper_uid.clone())
+                    .unwrap_or_default();
+                if !cd.keepers.contains_key(&wanted) {
+                    events.push(Event::InitKeeperMissing { keeper: wanted });
+                    return;
+                }
+                wanted
+            }
+            ClusterInitMode::New | ClusterInitMode::Pitr => match initial_keeper(cd) {
+                Some(k) => k,
+                None => {
+                    events.push(Event::InitNoKeepers);
+                    return;
+                }
+            },
+        };
+        let db = initial_db(cd, mode, &keeper);
+        events.push(Event::InitMasterChosen {
+            db: db.uid.clone(),
+            keeper: keeper.clone(),
+        });
+        cd.cluster.status.master = db.uid.clone();
+        cd.dbs.insert(db.uid.clone(), db);
+        return;
+    }
+
+    let master_uid = cd.cluster.status.master.clone();
+    let Some(db) = cd.dbs.get(&master_uid) else {
+        events.push(Event::Inconsistent {
+            reason: format!("cluster.status.master {master_uid:?} names no db"),
+        });
+        return;
+    };
+    let timeout = match mode {
+        ClusterInitMode::New => spec.init_timeout(),
+        ClusterInitMode::Existing => spec.convergence_timeout(),
+        // A restore may take any time; upstream has no timeout here either.
+        ClusterInitMode::Pitr => GoDuration::ZERO,
+    };
+    match convergence(db, timeout, memory, now) {
+        Convergence::Converged if db.status.healthy => {
+            let keeper = db.spec.keeper_uid.clone();
+            let params = db.status.pg_parameters.clone();
+            if let Some(db) = cd.dbs.get_mut(&master_uid) {
+                db.spec.init_mode = DbInitMode::None;
+                db.spec.include_previous_config = false;
+            }
+            if spec.merge_pg_parameters() {
+                cd.cluster.spec.pg_parameters = Some(params);
+            }
+            cd.cluster.status.phase = ClusterPhase::Normal;
+            events.push(Event::ClusterInitialized {
+                db: master_uid,
+                keeper,
+            });
+        }
+        // Upstream never gives up on `existing`: there is no other keeper to try.
+        Convergence::Failed if mode != ClusterInitMode::Existing => {
+            events.push(Event::InitFailed {
+                db: master_uid,
+                keeper: db.spec.keeper_uid.clone(),
+            });
+            cd.dbs.clear();
+            cd.cluster.status.master.clear();
+        }
+        _ => {}
+    }
+}
+
+/// A pseudo-random healthy keeper, as upstream (so a retry after a failed init may land on
+/// another one). ⚠ Upstream also picks keepers started with --can-be-master=false; we skip
+/// them: such a keeper must never hold the master.
+fn initial_keeper(cd: &ClusterData) -> Option<String> {
+    let candidates: Vec<&String> = cd
+        .keepers
+        .values()
+        .filter(|k| k.status.healthy && k.status.can_be_master != Some(false))
+        .map(|k| &k.uid)
+        .collect();
+    if candidates.is_empty() {
+        return None;
+    }
+    let i = rand::random_range(0..candidates.len());
+    Some(candidates[i].clone())
+}
+
+fn initial_db(cd: &ClusterData, mode: ClusterInitMode, keeper: &str) -> Db {
+    let spec = &cd.cluster.spec;
+    let mut db_spec = DbSpec {
+        keeper_uid: keeper.to_string(),
+        role: DbRole::Master,
+        followers: Vec::new(),
+        include_previous_config: spec.merge_pg_parameters(),
+        ..Default::default()
+    };
+    match mode {
+        ClusterInitMode::New => {
+            db_spec.init_mode = DbInitMode::New;
+            db_spec.new_config = spec.new_config.clone();
+        }
+        ClusterInitMode::Existing => db_spec.init_mode = DbInitMode::Existing,
+        ClusterInitMode::Pitr => {
+            db_spec.init_mode = DbInitMode::Pitr;
+            db_spec.pitr_config = spec.pitr_config.clone();
+            if spec.role() == ClusterRole::Standby {
+                db_spec.role = DbRole::Standby;
+                db_spec.follow_config = Some(external_follow_config(cd));
+            }
+        }
+    }
+    Db {
+        uid: new_uid(),
+        generation: INITIAL_GENERATION,
+        change_time: crate::cluster::zero_time(),
+        spec: db_spec,
+        status: Default::default(),
+    }
+}
+
+/// How the head of a standby cluster follows the external primary.
+pub(crate) fn external_follow_config(cd: &ClusterData) -> FollowConfig {
+    let sc = cd.cluster.spec.standby_config.clone().unwrap_or_default();
+    FollowConfig {
+        follow_type: FollowType::External,
+        db_uid: String::new(),
+        standby_settings: sc.standby_settings,
+        archive_recovery_settings: sc.archive_recovery_settings,
+    }
+}

@@ -1,0 +1,421 @@
+//! Phase normal (reference §4a `updateCluster`): failover, the two-phase proxy switch, and
+//! shaping the set of standbys around a healthy master.
+
+use super::elect::{
+    DbState, DbType, Validity, best_new_masters, best_standbys, db_can_sync, db_type, free_keepers,
+    sync_repl, valid_by_state, validity,
+};
+use super::events::{Event, MasterFailure, RemovalReason};
+use super::health::{Convergence, convergence, td};
+use super::init::external_follow_config;
+use super::memory::Memory;
+use super::sync;
+use crate::cluster::{
+    ClusterData, ClusterRole, Db, DbInitMode, DbRole, DbSpec, FollowConfig, FollowType,
+    INITIAL_GENERATION, ProxyInfo, Time, new_uid, zero_time,
+};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// `cd` is the clusterdata after this check's health update; returns false (and writes
+/// nothing) when it contradicts itself.
+pub(crate) fn update_normal(
+    cd: &mut ClusterData,
+    proxies: &BTreeMap<String, &ProxyInfo>,
+    memory: &Memory,
+    now: Time,
+    events: &mut Vec<Event>,
+) -> bool {
+    remove_dead_keepers(cd, now, events);
+
+    let cur_uid = cd.cluster.status.master.clone();
+    let Some(cur) = cd.dbs.get(&cur_uid).cloned() else {
+        events.push(Event::Inconsistent {
+            reason: format!("cluster.status.master {cur_uid:?} names no db"),
+        });
+        return false;
+    };
+
+    let failure = if !cur.status.healthy {
+        Some(MasterFailure::Unhealthy)
+    } else if convergence(&cur, cd.cluster.spec.convergence_timeout(), memory, now)
+        == Convergence::Failed
+    {
+        // E.g. a promotion not done within convergenceTimeout.
+        Some(MasterFailure::ConvergenceFailed)
+    } else {
+        None
+    };
+
+    if let Some(why) = failure {
+        events.push(Event::MasterFailed {
+            db: cur_uid.clone(),
+            keeper: cur.spec.keeper_uid.clone(),
+            why,
+        });
+        match choose_new_master(cd, &cur, memory, now) {
+            Ok(new_uid) => {
+                fail_over(cd, &cur, &new_uid, events);
+            }
+            Err(reason) => events.push(Event::NoEligibleMaster {
+                db: cur_uid.clone(),
+                reason,
+            }),
+        }
+    } else {
+        steady_state(cd, proxies, memory, now, events);
+    }
+
+    update_followers(cd);
+    true
+}
+
+fn remove_dead_keepers(cd: &mut ClusterData, now: Time, events: &mut Vec<Event>) {
+    let interval = td(cd.cluster.spec.dead_keeper_removal_interval());
+    let dead: Vec<String> = cd
+        .keepers
+        .values()
+        .filter(|k| cd.db_of_keeper(&k.uid).is_none())
+        .filter(|k| k.status.last_healthy_time + interval < now)
+        .map(|k| k.uid.clone())
+        .collect();
+    for keeper in dead {
+        cd.keepers.remove(&keeper);
+        events.push(Event::DeadKeeperRemoved { keeper });
+    }
+}
+
+fn choose_new_master(
+    cd: &ClusterData,
+    cur: &Db,
+    memory: &Memory,
+    now: Time,
+) -> Result<String, String> {
+    let candidates = best_new_masters(cd, cur, memory, now);
+    if candidates.is_empty() {
+        return Err(
+            "no healthy, converged standby on the master's timeline within \
+                    maxStandbyLag whose keeper can be master"
+                .into(),
+        );
+    }
+    if !cur.spec.synchronous_replication {
+        return Ok(candidates[0].uid.clone());
+    }
+    // Only a standby known to have been in sync may take over: anything else could miss
+    // acknowledged commits.
+    let in_sync: Vec<&String> = cur
+        .status
+        .synchronous_standbys
+        .iter()
+        .filter(|uid| cur.spec.synchronous_standbys.contains(uid))
+        .collect();
+    if in_sync.is_empty() {
+        return Err(format!(
+            "synchronous replication: no standby known in sync (known {:?}, wanted {:?})",
+            cur.status.synchronous_standbys, cur.spec.synchronous_standbys
+        ));
+    }
+    candidates
+        .iter()
+        .find(|db| in_sync.contains(&&db.uid))
+        .map(|db| db.uid.clone())
+        .ok_or_else(|| {
+            format!("synchronous replication: none of the in-sync standbys {in_sync:?} is eligible")
+        })
+}
+
+/// Deliberate change from upstream: the failed master's db is removed in the same write that
+/// elects the new master. Upstream keeps it, still with role master, until the new master has
+/// converged; a keeper that is alive (forceFail, a keeper cut off from the store, postgres
+/// flapping) then keeps a second writable master running. Without a db its keeper stops
+/// postgres at once; once the new master is healthy the keeper is free and gets a new resync
+/// db, which is how an old master rejoins. The price: no fallback to the old master if the
+/// promotion fails; another standby is tried instead.
+fn fail_over(cd: &mut ClusterData, old: &Db, new_uid: &str, events: &mut Vec<Event>) {
+    let spec = cd.cluster.spec.clone();
+    let (new_keeper, x_log_pos) = match cd.dbs.get(new_uid) {
+        Some(db) => (db.spec.keeper_uid.clone(), db.status.x_log_pos),
+        None => return,
+    };
+    cd.dbs.remove(&old.uid);
+    events.push(Event::DbRemoved {
+        db: old.uid.clone(),
+        keeper: old.spec.keeper_uid.clone(),
+        why: RemovalReason::FailedMaster,
+    });
+    let standby_cluster = spec.role() == ClusterRole::Standby;
+    let external = standby_cluster.then(|| external_follow_config(cd));
+    cd.cluster.status.master = new_uid.to_string();
+    if let Some(db) = cd.dbs.get_mut(new_uid) {
+        db.spec.role = if standby_cluster {
+            DbRole::Standby
+        } else {
+            DbRole::Master
+        };
+        db.spec.follow_config = external;
+    }
+    // Phase one of the proxy switch: no proxy may route anywhere until every active proxy
+    // confirmed it dropped its connections to the old master.
+    if !cd.proxy.spec.master_db_uid.is_empty() {
+        cd.proxy.spec.master_db_uid.clear();
+        cd.proxy.generation += 1;
+    }
+    if sync_repl(&spec) {
+        sync::inherit_sync_standbys(cd, &spec, &old.spec.synchronous_standbys, new_uid);
+    } else if let Some(db) = cd.dbs.get_mut(new_uid) {
+        db.spec.synchronous_replication = false;
+        db.spec.synchronous_standbys.clear();
+        db.spec.external_synchronous_standbys.clear();
+    }
+    // Upstream repoints the standbys only once the new master converged, leaving them
+    // following the failed one meanwhile. Its db is gone here, so they follow the new master
+    // at once: a standby can stream from a standby being promoted (cascading, timeline
+    // `latest`), and the new master knows its followers, so it creates their slots as soon
+    // as it is promoted.
+    reconfigure_standbys(cd);
+    events.push(Event::MasterElected {
+        old: old.uid.clone(),
+        new: new_uid.to_string(),
+        keeper: new_keeper,
+        x_log_pos,
+    });
+}
+
+fn steady_state(
+    cd: &mut ClusterData,
+    proxies: &BTreeMap<String, &ProxyInfo>,
+    memory: &Memory,
+    now: Time,
+    events: &mut Vec<Event>,
+) {
+    let spec = cd.cluster.spec.clone();
+    let master_uid = cd.cluster.status.master.clone();
+    switch_proxies(cd, proxies, events);
+
+    if spec.role() == ClusterRole::Master
+        && let Some(master) = cd.dbs.get_mut(&master_uid)
+    {
+        // How `promote` turns a standby cluster into a primary one.
+        master.spec.role = DbRole::Master;
+        master.spec.follow_config = None;
+    }
+
+    let Some(master) = cd.dbs.get(&master_uid) else {
+        return;
+    };
+    let ready = master.status.healthy
+        && convergence(master, spec.convergence_timeout(), memory, now) == Convergence::Converged;
+    if !ready {
+        return;
+    }
+
+    remove_dbs(cd, memory, events);
+
+    let standbys = valid_by_state(cd, DbType::Standby, memory, now);
+    let good: BTreeSet<String> = standbys
+        .iter()
+        .filter(|(_, s)| *s == DbState::Good)
+        .map(|(db, _)| db.uid.clone())
+        .collect();
+    let converging = standbys
+        .iter()
+        .filter(|(_, s)| *s == DbState::Converging)
+        .count();
+    for uid in &good {
+        if let Some(db) = cd.dbs.get_mut(uid) {
+            db.spec.init_mode = DbInitMode::None;
+        }
+    }
+
+    if sync_repl(&spec) {
+        let best: Vec<String> = match cd.master_db() {
+            Some(m) => best_standbys(cd, m, memory, now)
+                .into_iter()
+                .map(|d| d.uid.clone())
+                .collect(),
+            None => Vec::new(),
+        };
+        sync::update_sync_standbys(cd, &spec, &good, &best, events);
+    } else {
+        sync::disable_sync(cd);
+    }
+
+    adjust_standby_count(cd, &good, converging, events);
+    reconfigure_standbys(cd);
+}
+
+/// Phase two of the proxy switch, and the enabled proxies list.
+fn switch_proxies(
+    cd: &mut ClusterData,
+    proxies: &BTreeMap<String, &ProxyInfo>,
+    events: &mut Vec<Event>,
+) {
+    let master_uid = cd.cluster.status.master.clone();
+    let active: Vec<String> = proxies.keys().cloned().collect();
+    let published = &cd.proxy.spec.master_db_uid;
+    if !published.is_empty() && *published != master_uid {
+        // Never seen from our own writes; a hand-edited clusterdata. Start over safely.
+        cd.proxy.spec.master_db_uid.clear();
+        cd.proxy.generation += 1;
+        return;
+    }
+    if cd.proxy.spec.master_db_uid.is_empty() {
+        let waiting: Vec<String> = proxies
+            .values()
+            .filter(|p| p.generation != cd.proxy.generation)
+            .map(|p| p.uid.clone())
+            .collect();
+        if !waiting.is_empty() {
+            events.push(Event::ProxiesNotConverged {
+                proxies: waiting,
+                generation: cd.proxy.generation,
+            });
+            return;
+        }
+        // Upstream sets enabledProxies one check later, which delays routing by a round; the
+        // proxies we just waited for are exactly the ones that may route.
+        cd.proxy.spec.master_db_uid = master_uid.clone();
+        cd.proxy.spec.enabled_proxies = active.clone();
+        cd.proxy.generation += 1;
+        events.push(Event::MasterPublished { db: master_uid });
+        return;
+    }
+    if cd.proxy.spec.enabled_proxies != active {
+        cd.proxy.spec.enabled_proxies = active.clone();
+        cd.proxy.generation += 1;
+        events.push(Event::EnabledProxiesChanged { proxies: active });
+    }
+}
+
+/// Old masters, invalid dbs and standbys that can no longer catch up.
+fn remove_dbs(cd: &mut ClusterData, memory: &Memory, events: &mut Vec<Event>) {
+    let master_uid = cd.cluster.status.master.clone();
+    let mut remove: Vec<(String, RemovalReason)> = Vec::new();
+    for db in cd.dbs.values() {
+        if db.uid == master_uid {
+            continue;
+        }
+        if db_type(db) == DbType::Master {
+            remove.push((db.uid.clone(), RemovalReason::OldMaster));
+        } else if validity(cd, db) == Validity::Invalid {
+            remove.push((db.uid.clone(), RemovalReason::Invalid));
+        } else if !db_can_sync(cd, db, memory) {
+            remove.push((db.uid.clone(), RemovalReason::CannotSync));
+        }
+    }
+    for (uid, why) in remove {
+        if let Some(db) = cd.dbs.remove(&uid) {
+            events.push(Event::DbRemoved {
+                db: uid,
+                keeper: db.spec.keeper_uid,
+                why,
+            });
+        }
+    }
+}
+
+fn adjust_standby_count(
+    cd: &mut ClusterData,
+    good: &BTreeSet<String>,
+    converging: usize,
+    events: &mut Vec<Event>,
+) {
+    let per_sender = usize::from(cd.cluster.spec.max_standbys_per_sender());
+    let master_uid = cd.cluster.status.master.clone();
+    let sync_list: Vec<String> = cd
+        .master_db()
+        .map(|m| m.spec.synchronous_standbys.clone())
+        .unwrap_or_default();
+
+    if good.len() >= per_sender {
+        let mut remove: Vec<(String, RemovalReason)> = cd
+            .dbs
+            .values()
+            .filter(|db| db.uid != master_uid && db_type(db) == DbType::Standby)
+            .filter(|db| !good.contains(&db.uid) && !sync_list.contains(&db.uid))
+            .map(|db| (db.uid.clone(), RemovalReason::NotGood))
+            .collect();
+        // Excess good standbys: the most lagging go first.
+        let mut goods: Vec<&Db> = good
+            .iter()
+            .filter(|uid| !sync_list.contains(uid))
+            .filter_map(|uid| cd.dbs.get(uid))
+            .collect();
+        goods.sort_by_key(|db| (db.status.x_log_pos, db.uid.clone()));
+        let excess = good.len() - per_sender;
+        remove.extend(
+            goods
+                .into_iter()
+                .take(excess)
+                .map(|db| (db.uid.clone(), RemovalReason::Excess)),
+        );
+        for (uid, why) in remove {
+            if let Some(db) = cd.dbs.remove(&uid) {
+                events.push(Event::DbRemoved {
+                    db: uid,
+                    keeper: db.spec.keeper_uid,
+                    why,
+                });
+            }
+        }
+        return;
+    }
+
+    let wanted = per_sender.saturating_sub(good.len() + converging);
+    for keeper in free_keepers(cd).into_iter().take(wanted) {
+        let db = Db {
+            uid: new_uid(),
+            generation: INITIAL_GENERATION,
+            change_time: zero_time(),
+            spec: DbSpec {
+                keeper_uid: keeper.clone(),
+                init_mode: DbInitMode::Resync,
+                role: DbRole::Standby,
+                followers: Vec::new(),
+                follow_config: Some(FollowConfig::internal(&master_uid)),
+                ..Default::default()
+            },
+            status: Default::default(),
+        };
+        events.push(Event::StandbyAdded {
+            db: db.uid.clone(),
+            keeper,
+        });
+        cd.dbs.insert(db.uid.clone(), db);
+    }
+}
+
+/// Every standby follows the current master, with no followers and no sync settings.
+fn reconfigure_standbys(cd: &mut ClusterData) {
+    let master_uid = cd.cluster.status.master.clone();
+    for db in cd.dbs.values_mut() {
+        if db.uid == master_uid || db_type(db) != DbType::Standby {
+            continue;
+        }
+        db.spec.role = DbRole::Standby;
+        db.spec.followers.clear();
+        db.spec.follow_config = Some(FollowConfig::internal(&master_uid));
+        db.spec.synchronous_replication = false;
+        db.spec.synchronous_standbys.clear();
+        db.spec.external_synchronous_standbys.clear();
+    }
+}
+
+/// The master's followers: every db following it internally, sorted.
+fn update_followers(cd: &mut ClusterData) {
+    let master_uid = cd.cluster.status.master.clone();
+    let followers: Vec<String> =
+        cd.dbs
+            .values()
+            .filter(|db| db.uid != master_uid)
+            .filter(|db| {
+                db.spec.follow_config.as_ref().is_some_and(|f| {
+                    f.follow_type == FollowType::Internal && f.db_uid == master_uid
+                })
+            })
+            .map(|db| db.uid.clone())
+            .collect();
+    if let Some(master) = cd.dbs.get_mut(&master_uid) {
+        master.spec.followers = followers;
+    }
+}

@@ -1,0 +1,340 @@
+//! A small simulated cluster around the real `decide`: keepers and proxies publish infos the way
+//! the real processes do (a new infoUID every publish, the db generation they converged to),
+//! checks run every simulated second (as watch events would trigger them), and every decision
+//! is applied as if the clusterdata write succeeded.
+
+use crate::cluster::*;
+use crate::sentinel::{Decision, Event, Memory, Observed, decide};
+use chrono::{TimeDelta, TimeZone, Utc};
+use std::collections::BTreeMap;
+
+pub const CLUSTER_UID: &str = "c0ffee00";
+
+/// What a simulated keeper process and its postgres do.
+#[derive(Debug, Clone)]
+pub struct SimKeeper {
+    /// Publishing infos at all (false: process killed or cut off from the store).
+    pub alive: bool,
+    pub pg_healthy: bool,
+    /// Reports the generation it was asked for on its next publish.
+    pub converges: bool,
+    pub reported_generation: i64,
+    pub x_log_pos: u64,
+    pub timeline: u64,
+    pub system_id: String,
+    pub can_be_master: Option<bool>,
+    pub can_be_sync: Option<bool>,
+    /// Standbys the master reports in sync; `None` = every alive wanted sync standby.
+    pub in_sync: Option<Vec<String>>,
+    pub last_publish: Option<Time>,
+    pub cluster_uid: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct SimProxy {
+    pub alive: bool,
+    /// Acknowledges new proxy generations (false: hung proxy still publishing an old one).
+    pub follows: bool,
+    pub generation: i64,
+}
+
+pub struct World {
+    pub cd: ClusterData,
+    pub memory: Memory,
+    pub now: Time,
+    pub keepers: BTreeMap<String, SimKeeper>,
+    pub proxies: BTreeMap<String, SimProxy>,
+    pub events: Vec<(Time, Event)>,
+    pub last: Option<Decision>,
+    pub writes: usize,
+    /// What the store holds: the last info each process published.
+    pub observed: Option<Observed>,
+    publish_every: TimeDelta,
+    counter: u64,
+}
+
+pub fn t0() -> Time {
+    Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).unwrap()
+}
+
+pub fn secs(s: i64) -> TimeDelta {
+    TimeDelta::seconds(s)
+}
+
+impl World {
+    /// A fresh cluster in phase initializing with the given spec (JSON, merged over
+    /// `{"initMode":"new"}`), leader since `t0`.
+    pub fn new(spec_json: &str) -> World {
+        let mut base = serde_json::json!({"initMode": "new"});
+        let extra: serde_json::Value = serde_json::from_str(spec_json).unwrap();
+        json_patch::merge(&mut base, &extra);
+        let spec = ClusterSpec::from_json(&base.to_string()).unwrap();
+        spec.validate().unwrap();
+        let publish_every = crate::sentinel::health::td(spec.sleep_interval());
+        World {
+            cd: ClusterData::new(CLUSTER_UID.into(), spec, t0()),
+            memory: Memory::default(),
+            now: t0(),
+            keepers: BTreeMap::new(),
+            proxies: BTreeMap::new(),
+            events: Vec::new(),
+            last: None,
+            writes: 0,
+            observed: None,
+            publish_every,
+            counter: 0,
+        }
+    }
+
+    pub fn with_keepers(mut self, uids: &[&str]) -> World {
+        for uid in uids {
+            self.add_keeper(uid);
+        }
+        self
+    }
+
+    pub fn with_proxies(mut self, uids: &[&str]) -> World {
+        for uid in uids {
+            self.proxies.insert(
+                uid.to_string(),
+                SimProxy {
+                    alive: true,
+                    follows: true,
+                    generation: 0,
+                },
+            );
+        }
+        self
+    }
+
+    pub fn add_keeper(&mut self, uid: &str) {
+        self.keepers.insert(
+            uid.to_string(),
+            SimKeeper {
+                alive: true,
+                pg_healthy: true,
+                converges: true,
+                reported_generation: 0,
+                x_log_pos: 1000,
+                timeline: 1,
+                system_id: "7000000000000000001".into(),
+                can_be_master: None,
+                can_be_sync: None,
+                in_sync: None,
+                last_publish: None,
+                cluster_uid: CLUSTER_UID.into(),
+            },
+        );
+    }
+
+    /// Runs until the cluster is initialized with every keeper holding a good db and the
+    /// master published to the proxies.
+    pub fn initialized(mut self) -> World {
+        self.run_until(120, |w| {
+            w.cd.cluster.status.phase == ClusterPhase::Normal
+                && w.cd.proxy.spec.master_db_uid == w.cd.cluster.status.master
+                && w.cd.dbs.values().all(|db| {
+                    db.status.current_generation == db.generation
+                        && db.status.healthy
+                        && db.spec.init_mode == DbInitMode::None
+                })
+                && w.cd.dbs.len()
+                    == w.keepers
+                        .len()
+                        .min(1 + usize::from(w.cd.cluster.spec.max_standbys_per_sender()))
+        });
+        self
+    }
+
+    pub fn keeper(&mut self, uid: &str) -> &mut SimKeeper {
+        self.keepers.get_mut(uid).unwrap()
+    }
+
+    pub fn kill(&mut self, uid: &str) {
+        self.keeper(uid).alive = false;
+    }
+
+    /// The keeper's info key expired (TTL) from the store.
+    pub fn expire(&mut self, uid: &str) {
+        if let Some(o) = self.observed.as_mut() {
+            o.keepers.remove(uid);
+        }
+    }
+
+    pub fn db_of(&self, keeper: &str) -> Option<&Db> {
+        self.cd.db_of_keeper(keeper)
+    }
+
+    pub fn db_uid_of(&self, keeper: &str) -> String {
+        self.db_of(keeper)
+            .map(|d| d.uid.clone())
+            .unwrap_or_default()
+    }
+
+    pub fn master_keeper(&self) -> String {
+        self.cd.master_keeper_uid().unwrap_or_default().to_string()
+    }
+
+    pub fn master_db(&self) -> &Db {
+        self.cd.master_db().unwrap()
+    }
+
+    /// Every alive keeper whose publish period elapsed publishes a new info.
+    fn publish_keepers(&mut self, observed: &mut Observed, force: bool) {
+        let uids: Vec<String> = self.keepers.keys().cloned().collect();
+        for uid in uids {
+            let due = {
+                let k = &self.keepers[&uid];
+                k.alive
+                    && (force
+                        || k.last_publish
+                            .is_none_or(|t| self.now - t >= self.publish_every))
+            };
+            if due {
+                self.counter += 1;
+                let info = self.keeper_info(&uid, format!("info{}", self.counter));
+                self.keeper(&uid).last_publish = Some(self.now);
+                observed.keepers.insert(uid.clone(), info);
+            }
+        }
+    }
+
+    fn keeper_info(&mut self, uid: &str, info_uid: String) -> KeeperInfo {
+        let db = self.cd.db_of_keeper(uid).cloned();
+        let k = self.keepers.get_mut(uid).unwrap();
+        let postgres_state = db.map(|db| {
+            if k.converges {
+                k.reported_generation = db.generation;
+            }
+            let in_sync = k.in_sync.clone().unwrap_or_else(|| {
+                db.spec
+                    .synchronous_standbys
+                    .iter()
+                    .filter(|s| self.cd.dbs.contains_key(*s))
+                    .cloned()
+                    .collect()
+            });
+            PostgresState {
+                uid: db.uid.clone(),
+                generation: k.reported_generation,
+                listen_address: format!("127.0.0.{}", uid.len()),
+                port: "5432".into(),
+                healthy: k.pg_healthy,
+                system_id: k.system_id.clone(),
+                timeline_id: k.timeline,
+                x_log_pos: k.x_log_pos,
+                synchronous_standbys: in_sync,
+                ..Default::default()
+            }
+        });
+        KeeperInfo {
+            info_uid,
+            uid: uid.to_string(),
+            cluster_uid: k.cluster_uid.clone(),
+            boot_uuid: format!("boot-{uid}"),
+            postgres_state,
+            can_be_master: k.can_be_master,
+            can_be_synchronous_replica: k.can_be_sync,
+            ..Default::default()
+        }
+    }
+
+    /// The infos as the store holds them now: the last publish of each keeper still "alive"
+    /// in the store (we keep dead ones' last info, as a not-yet-expired TTL key would).
+    fn observe(&mut self, prev: &Observed) -> Observed {
+        let mut observed = prev.clone();
+        self.publish_keepers(&mut observed, false);
+        let gen_now = self.cd.proxy.generation;
+        let proxies: Vec<String> = self.proxies.keys().cloned().collect();
+        for uid in proxies {
+            let p = self.proxies.get_mut(&uid).unwrap();
+            if !p.alive {
+                continue;
+            }
+            if p.follows {
+                p.generation = gen_now;
+            }
+            self.counter += 1;
+            observed.proxies.insert(
+                uid.clone(),
+                ProxyInfo {
+                    info_uid: format!("p{}", self.counter),
+                    uid: uid.clone(),
+                    generation: p.generation,
+                    proxy_timeout_ns: 15_000_000_000,
+                },
+            );
+        }
+        observed
+    }
+
+    /// One check at the current time, after due publishes; applies the decision.
+    pub fn check(&mut self) -> &Decision {
+        let prev = self.observed.take().unwrap_or_default();
+        let observed = self.observe(&prev);
+        let d = decide(&self.cd, &observed, &self.memory, self.now);
+        self.observed = Some(observed);
+        self.apply(d)
+    }
+
+    pub fn apply(&mut self, d: Decision) -> &Decision {
+        if let Some(cd) = &d.cluster_data {
+            // Round-trip through JSON as the store would.
+            self.cd = ClusterData::from_json(&cd.to_json()).unwrap();
+            self.writes += 1;
+        }
+        self.memory = d.memory.clone();
+        for e in &d.events {
+            self.events.push((self.now, e.clone()));
+        }
+        self.last = Some(d);
+        self.last.as_ref().unwrap()
+    }
+
+    /// Advances one simulated second and checks.
+    pub fn tick(&mut self) -> &Decision {
+        self.now += secs(1);
+        self.check()
+    }
+
+    pub fn run_for(&mut self, seconds: i64) {
+        for _ in 0..seconds {
+            self.tick();
+        }
+    }
+
+    /// Ticks until `cond` holds; panics (with the events) after `max` seconds.
+    pub fn run_until(&mut self, max: i64, cond: impl Fn(&World) -> bool) -> i64 {
+        for i in 0..max {
+            if cond(self) {
+                return i;
+            }
+            self.tick();
+        }
+        if cond(self) {
+            return max;
+        }
+        panic!(
+            "condition not reached in {max}s; events:\n{}\ncd: {}",
+            self.events_text(),
+            self.cd.to_json_pretty()
+        );
+    }
+
+    pub fn events_text(&self) -> String {
+        self.events
+            .iter()
+            .map(|(t, e)| format!("{} {e:?}", (*t - t0()).num_seconds()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    pub fn saw(&self, pred: impl Fn(&Event) -> bool) -> bool {
+        self.events.iter().any(|(_, e)| pred(e))
+    }
+
+    /// When an event matching `pred` first happened.
+    pub fn when(&self, pred: impl Fn(&Event) -> bool) -> Option<Time> {
+        self.events.iter().find(|(_, e)| pred(e)).map(|(t, _)| *t)
+    }
+}
