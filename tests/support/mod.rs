@@ -247,6 +247,7 @@ impl ClusterBuilder {
     }
 
     pub fn start(self) -> Cluster {
+        procs::reap_orphans_of_dead_tests(&std::env::temp_dir());
         let dir = tempfile::Builder::new()
             .prefix(&format!("stolon-it-{}-", self.name))
             .tempdir()
@@ -255,6 +256,8 @@ impl ClusterBuilder {
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
         let base = dir.path().to_path_buf();
         fs::create_dir_all(base.join("logs")).unwrap();
+        // Lets a later test stop this one's postgres if this process dies without its drop.
+        fs::write(base.join("owner.pid"), std::process::id().to_string()).unwrap();
         let keeper_user = RunAs::keeper_user();
         let certs = self
             .tls
