@@ -23,8 +23,8 @@ fn main() -> ExitCode {
         service,
         Cli::try_parse().map(|cli| cli.flags),
         |loaded| loaded.keeper_config(),
-        |cfg, store, _service, shutdown| async move {
-            Ok(stolon::keeper::run(cfg, store, shutdown).await?)
+        |cfg, store, service, shutdown| async move {
+            Ok(stolon::keeper::run_with_notifier(cfg, store, shutdown, service.notifier).await?)
         },
     )
 }
