@@ -146,6 +146,7 @@ pub async fn run_with_notifier(
     };
     let keeper_state = resolve_uid(&dir, cfg.uid.as_deref())?;
     let uid = keeper_state.uid.clone();
+    crate::telemetry::set_keeper_uid(&uid);
     tracing::info!(keeper = %uid, "keeper uid");
 
     let bins = PgBinaries::locate(cfg.pg_bin_path.as_deref())?;
@@ -180,6 +181,7 @@ pub async fn run_with_notifier(
         timeout: timing.request_timeout,
     };
     let db_state = dir.load_db_state()?;
+    journal_db_uid(&db_state.uid);
     let shared = Shared::new(Snapshot {
         cluster_uid: keeper_state.cluster_uid.clone(),
         db_uid: db_state.uid,
@@ -437,6 +439,9 @@ impl Keeper {
     fn after_action(&mut self) {
         let running = self.pg.as_mut().is_some_and(|p| p.is_running());
         let db_state = self.dir.load_db_state().unwrap_or_default();
+        if self.shared.snapshot().db_uid != db_state.uid {
+            journal_db_uid(&db_state.uid);
+        }
         self.shared.update(|s| {
             s.running = running;
             s.db_uid = db_state.uid;
@@ -591,6 +596,11 @@ fn describe_wait(reason: &WaitReason) -> String {
             format!("followed db {db} has not published its address yet")
         }
     }
+}
+
+/// The journal's DB_UID field follows the db in PGDATA (none before the first one).
+fn journal_db_uid(uid: &str) {
+    crate::telemetry::set_db_uid(Some(uid).filter(|u| !u.is_empty()));
 }
 
 /// Our db in `cd`, with whom it follows.
