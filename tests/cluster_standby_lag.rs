@@ -92,14 +92,22 @@ fn lagging_standby_is_not_promoted() {
         "the lagging standby is not elected master",
         || c.master_keeper().as_deref() != Some(lagging.as_str()),
     );
-    let rows = c
-        .psql_keeper(&lagging, "select pg_is_in_recovery()")
-        .unwrap();
-    assert_eq!(
-        rows[0][0].as_deref(),
-        Some("t"),
-        "the lagging standby was promoted"
+    // Only now: the socket may still buffer WAL the old master sent, which a resumed
+    // walreceiver would apply. Resumed, it lets its postmaster finish the restart the keeper
+    // does when the sentinel repoints this standby (a stopped process blocks shutdown).
+    procs::signal_pid(walreceiver, Signal::SIGCONT);
+    // The sentinel may first elect the up-to-date standby (killed in the same instant, its
+    // info can still look fresh) and repoint the lagging one, whose keeper then restarts its
+    // postgres: wait for it to answer instead of expecting it to be up at this very moment.
+    let in_recovery: String = wait_for(
+        Duration::from_secs(30),
+        "the lagging standby's postgres to answer",
+        || {
+            let rows = c.psql_keeper(&lagging, "select pg_is_in_recovery()").ok()?;
+            rows.first()?.first()?.clone()
+        },
     );
+    assert_eq!(in_recovery, "t", "the lagging standby was promoted");
 
     c.start_keeper(&up_to_date);
     wait_for(

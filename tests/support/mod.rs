@@ -555,7 +555,7 @@ impl Cluster {
                 tokio::time::timeout(Duration::from_secs(5), cfg.connect(tokio_postgres::NoTls))
                     .await
                     .map_err(|_| format!("connect to port {port} timed out"))?
-                    .map_err(|e| format!("connect to port {port}: {e}"))?;
+                    .map_err(|e| format!("connect to port {port}: {}", pg_error(&e)))?;
             tokio::spawn(conn);
             Ok::<_, String>(client)
         })?;
@@ -710,7 +710,7 @@ impl Session {
             tokio::time::timeout(Duration::from_secs(10), fut)
                 .await
                 .map_err(|_| format!("{sql:?} timed out"))?
-                .map_err(|e| format!("{sql:?}: {e}"))
+                .map_err(|e| format!("{sql:?}: {}", pg_error(&e)))
         })?;
         Ok(msgs
             .into_iter()
@@ -732,5 +732,13 @@ pub fn connection_refused(port: u16) -> bool {
     ) {
         Ok(_) => false,
         Err(e) => e.kind() == ErrorKind::ConnectionRefused,
+    }
+}
+
+/// tokio-postgres prints only "db error" for server errors; the server's message is what helps.
+fn pg_error(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{}: {}", db.severity(), db.message()),
+        None => e.to_string(),
     }
 }
