@@ -40,6 +40,8 @@ pub(super) struct Inner {
     pub(super) client: Client,
     pub(super) paths: Paths,
     pub(super) timeout: Duration,
+    /// How the endpoints are reached, to explain TLS failures.
+    tls: tls::TlsUse,
     ttl_secs: AtomicU64,
     /// Serialises lease grants so concurrent first puts share one lease.
     grant_lock: tokio::sync::Mutex<()>,
@@ -81,13 +83,13 @@ impl Store {
         match scheme {
             Scheme::Https => {
                 if cfg.skip_tls_verify {
-                    return Err(StoreError::Config(
-                        "--store-skip-tls-verify is not supported by this stolon (its TLS stack \
-                         always verifies); give the etcd CA with --store-ca-file instead"
-                            .into(),
-                    ));
+                    tracing::warn!(
+                        endpoints = %endpoints.join(","),
+                        "--store-skip-tls-verify is set: the etcd server certificate is NOT \
+                         verified, anyone in the path can impersonate the store"
+                    );
                 }
-                opts = opts.with_tls(tls::tls_options(cfg)?);
+                opts = opts.with_openssl_tls(tls::openssl_config(cfg)?);
             }
             Scheme::Http => {
                 if cfg.cert_file.is_some() || cfg.ca_file.is_some() || cfg.key_file.is_some() {
@@ -114,6 +116,7 @@ impl Store {
                 client,
                 paths: Paths::new(&cfg.prefix, &cfg.cluster_name),
                 timeout: cfg.timeout,
+                tls: tls::TlsUse::of(cfg, scheme),
                 ttl_secs: AtomicU64::new(MIN_TTL.as_secs()),
                 grant_lock: tokio::sync::Mutex::new(()),
                 lease: Mutex::new(LeaseState::default()),
@@ -142,12 +145,21 @@ impl Store {
             .map_err(|_| StoreError::Timeout(self.inner.timeout))
     }
 
+    /// The request error with a hint at the flag to fix when TLS is what failed.
+    fn etcd_error(&self, what: &str, e: &etcd_client::Error) -> StoreError {
+        let text = describe(e);
+        match tls::hint(&text, self.inner.tls) {
+            Some(hint) => StoreError::Etcd(format!("{what}: {text} ({hint})")),
+            None => StoreError::Etcd(format!("{what}: {text}")),
+        }
+    }
+
     pub(super) async fn call<T>(
         &self,
         what: &str,
         f: impl Future<Output = EtcdResult<T>>,
     ) -> Result<T, StoreError> {
-        self.raw(f).await?.map_err(|e| etcd_error(what, &e))
+        self.raw(f).await?.map_err(|e| self.etcd_error(what, &e))
     }
 
     // ---- clusterdata -------------------------------------------------------------------------
@@ -332,7 +344,7 @@ impl Store {
                     );
                     self.invalidate_lease(lease);
                 }
-                Err(e) => return Err(etcd_error(&format!("put {key}"), &e)),
+                Err(e) => return Err(self.etcd_error(&format!("put {key}"), &e)),
             }
         }
         Err(StoreError::Etcd(format!(
@@ -494,7 +506,7 @@ impl Store {
                 .kv()
                 .map(|kv| String::from_utf8_lossy(kv.value()).into_owned())),
             Err(e) if is_no_leader(&e) => Ok(None),
-            Err(e) => Err(etcd_error(&format!("read leader {name}"), &e)),
+            Err(e) => Err(self.etcd_error(&format!("read leader {name}"), &e)),
         }
     }
 }
@@ -645,16 +657,6 @@ async fn watch_loop(store: Store, tx: mpsc::Sender<StoreEvent>, first: Option<Wa
             }
         }
     }
-}
-
-fn etcd_error(what: &str, e: &etcd_client::Error) -> StoreError {
-    let text = describe(e);
-    let hint = if text.contains("invalid peer certificate") {
-        " (the etcd server certificate is not trusted: check --store-ca-file)"
-    } else {
-        ""
-    };
-    StoreError::Etcd(format!("{what}: {text}{hint}"))
 }
 
 /// One line with the underlying cause (etcd-client's own Display hides the source chain, e.g.

@@ -2,12 +2,13 @@
 //! --store-skip-tls-verify`.
 
 use super::{StoreConfig, StoreError};
-use etcd_client::{Certificate, Identity, TlsOptions};
+use etcd_client::OpenSslClientConfig;
+use openssl::pkey::{PKey, Private};
+use openssl::ssl::{SslVerifyMode, SslVersion};
+use openssl::x509::X509;
+use openssl::x509::store::{X509Store, X509StoreBuilder};
+use openssl::x509::verify::X509VerifyFlags;
 use std::path::Path;
-
-/// Where Debian/Ubuntu keep the system CA bundle; used when no `--store-ca-file` is given, as
-/// upstream (Go) falls back to the system roots.
-const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Scheme {
@@ -51,28 +52,12 @@ pub(super) fn endpoints(cfg: &StoreConfig) -> Result<(Vec<String>, Scheme), Stor
     Ok((out, scheme.unwrap_or(Scheme::Http)))
 }
 
-/// The TLS client settings for https endpoints.
-pub(super) fn tls_options(cfg: &StoreConfig) -> Result<TlsOptions, StoreError> {
-    let ca = match &cfg.ca_file {
-        Some(path) => read(path, "--store-ca-file")?,
-        None => read(Path::new(SYSTEM_CA_BUNDLE), "system CA bundle").map_err(|e| {
-            StoreError::Config(format!(
-                "{e}; give the CA of the etcd server certificate with --store-ca-file"
-            ))
-        })?,
-    };
-    // tonic negotiates HTTP/2 by ALPN; assume it so a server that does not advertise h2
-    // (etcd behind some proxies) still works.
-    let mut tls = TlsOptions::new()
-        .ca_certificate(Certificate::from_pem(ca))
-        .assume_http2(true);
-    match (&cfg.cert_file, &cfg.key_file) {
-        (Some(cert), Some(key)) => {
-            let cert = read(cert, "--store-cert-file")?;
-            let key = read(key, "--store-key")?;
-            tls = tls.identity(Identity::from_pem(cert, key));
-        }
-        (None, None) => {}
+/// The OpenSSL client settings for https endpoints. Every file is read and parsed here so a bad
+/// file is reported at startup, naming the flag, rather than as an opaque handshake failure.
+pub(super) fn openssl_config(cfg: &StoreConfig) -> Result<OpenSslClientConfig, StoreError> {
+    let client_files = match (&cfg.cert_file, &cfg.key_file) {
+        (Some(cert), Some(key)) => Some((cert, key)),
+        (None, None) => None,
         (Some(_), None) => {
             return Err(StoreError::Config(
                 "--store-cert-file needs --store-key (the client certificate's private key)".into(),
@@ -83,8 +68,170 @@ pub(super) fn tls_options(cfg: &StoreConfig) -> Result<TlsOptions, StoreError> {
                 "--store-key needs --store-cert-file (the client certificate)".into(),
             ));
         }
+    };
+    // Without --store-ca-file the connector keeps OpenSSL's default verify paths (the system
+    // bundle, or SSL_CERT_FILE/SSL_CERT_DIR), as upstream (Go) falls back to the system roots.
+    let roots = match &cfg.ca_file {
+        Some(path) => Some(ca_store(path)?),
+        None => None,
+    };
+    let identity = match client_files {
+        Some((cert, key)) => Some(identity(cert, key)?),
+        None => None,
+    };
+    let skip_verify = cfg.skip_tls_verify;
+    Ok(OpenSslClientConfig::default().manually(move |b| {
+        // Go's crypto/tls client refuses anything older; keep the same floor.
+        b.set_min_proto_version(Some(SslVersion::TLS1_2))?;
+        if let Some(store) = roots {
+            // Replaces the default store: with a CA file only that CA is trusted, as upstream.
+            b.set_cert_store(store);
+        }
+        if let Some(id) = identity {
+            b.set_certificate(&id.cert)?;
+            for c in id.chain {
+                b.add_extra_chain_cert(c)?;
+            }
+            b.set_private_key(&id.key)?;
+        }
+        if skip_verify {
+            // The handshake ignores the chain and the host name check (both are part of
+            // verification); the client certificate is still sent.
+            b.set_verify(SslVerifyMode::NONE);
+        }
+        Ok(())
+    }))
+}
+
+/// A trust store holding exactly the certificates of `path`.
+fn ca_store(path: &Path) -> Result<X509Store, StoreError> {
+    let pem = read(path, "--store-ca-file")?;
+    let bad = |e: &dyn std::fmt::Display| {
+        StoreError::Config(format!(
+            "--store-ca-file {}: not a usable PEM CA certificate: {e}",
+            path.display()
+        ))
+    };
+    let certs = X509::stack_from_pem(&pem).map_err(|e| bad(&e))?;
+    if certs.is_empty() {
+        return Err(bad(&"no certificate in it"));
     }
-    Ok(tls)
+    let mut store = X509StoreBuilder::new().map_err(|e| bad(&e))?;
+    for c in certs {
+        store.add_cert(c).map_err(|e| bad(&e))?;
+    }
+    // Go treats every certificate of the CA file as a trust anchor, an intermediate CA too;
+    // OpenSSL only does so with PARTIAL_CHAIN.
+    store
+        .set_flags(X509VerifyFlags::PARTIAL_CHAIN)
+        .map_err(|e| bad(&e))?;
+    Ok(store.build())
+}
+
+struct ClientIdentity {
+    cert: X509,
+    /// Intermediate certificates following the client certificate in its file.
+    chain: Vec<X509>,
+    key: PKey<Private>,
+}
+
+fn identity(cert_path: &Path, key_path: &Path) -> Result<ClientIdentity, StoreError> {
+    let pem = read(cert_path, "--store-cert-file")?;
+    let bad_cert = |e: &dyn std::fmt::Display| {
+        StoreError::Config(format!(
+            "--store-cert-file {}: not a usable PEM certificate: {e}",
+            cert_path.display()
+        ))
+    };
+    let mut certs = X509::stack_from_pem(&pem).map_err(|e| bad_cert(&e))?;
+    if certs.is_empty() {
+        return Err(bad_cert(&"no certificate in it"));
+    }
+    let cert = certs.remove(0);
+    let key_pem = read(key_path, "--store-key")?;
+    let key = PKey::private_key_from_pem(&key_pem).map_err(|e| {
+        StoreError::Config(format!(
+            "--store-key {}: not a usable PEM private key: {e}",
+            key_path.display()
+        ))
+    })?;
+    let matches = cert
+        .public_key()
+        .map(|public| public.public_eq(&key))
+        .unwrap_or(false);
+    if !matches {
+        return Err(StoreError::Config(format!(
+            "--store-key {} is not the private key of --store-cert-file {}",
+            key_path.display(),
+            cert_path.display()
+        )));
+    }
+    Ok(ClientIdentity {
+        cert,
+        chain: certs,
+        key,
+    })
+}
+
+/// How the store reaches etcd, as far as explaining a failure goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum TlsUse {
+    Plain,
+    Tls { client_cert: bool },
+}
+
+impl TlsUse {
+    pub(super) fn of(cfg: &StoreConfig, scheme: Scheme) -> TlsUse {
+        match scheme {
+            Scheme::Http => TlsUse::Plain,
+            Scheme::Https => TlsUse::Tls {
+                client_cert: cfg.cert_file.is_some(),
+            },
+        }
+    }
+}
+
+/// The flag to look at when a request failed on TLS, from OpenSSL's error text.
+pub(super) fn hint(error: &str, tls: TlsUse) -> Option<&'static str> {
+    let TlsUse::Tls { client_cert } = tls else {
+        return None;
+    };
+    if error.contains("certificate verify failed") {
+        return Some(if error.contains("mismatch") {
+            // OpenSSL's "Hostname mismatch" / "IP address mismatch".
+            "the etcd server certificate does not name the host of the endpoint: check \
+             --store-endpoints against its subjectAltName"
+        } else {
+            "the etcd server certificate is not trusted: check --store-ca-file"
+        });
+    }
+    // etcd --client-cert-auth rejects a missing or foreign client certificate with one of these
+    // alerts.
+    let client_rejected = [
+        "alert bad certificate",
+        "alert certificate required",
+        "alert unknown ca",
+        "alert certificate unknown",
+    ]
+    .iter()
+    .any(|a| error.contains(a));
+    if client_rejected {
+        return Some(if client_cert {
+            "etcd refused the client certificate: check that --store-cert-file is signed by \
+             etcd's --trusted-ca-file"
+        } else {
+            "etcd wants a client certificate: give --store-cert-file and --store-key"
+        });
+    }
+    // With TLS 1.3 the server checks the client certificate after the client's handshake is
+    // done, so the rejection can also reach us as a bare close.
+    if !client_cert && error.contains("connection closed") {
+        return Some(
+            "if etcd runs with --client-cert-auth it wants a client certificate: give \
+             --store-cert-file and --store-key",
+        );
+    }
+    None
 }
 
 fn read(path: &Path, what: &str) -> Result<Vec<u8>, StoreError> {
@@ -129,12 +276,60 @@ mod tests {
     #[test]
     fn cert_needs_key() {
         let mut c = cfg(&["https://h:1"]);
-        c.ca_file = Some("/dev/null".into());
         c.cert_file = Some("/dev/null".into());
-        let e = tls_options(&c).unwrap_err();
-        assert!(e.to_string().contains("--store-key"), "{e}");
+        let e = openssl_config(&c).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("--store-cert-file needs --store-key"),
+            "{e}"
+        );
+        c.cert_file = None;
+        c.key_file = Some("/dev/null".into());
+        let e = openssl_config(&c).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("--store-key needs --store-cert-file"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn unusable_ca_file_names_the_flag() {
+        let mut c = cfg(&["https://h:1"]);
         c.ca_file = Some("/nonexistent/ca.pem".into());
-        let e = tls_options(&c).unwrap_err();
+        let e = openssl_config(&c).unwrap_err();
         assert!(e.to_string().contains("/nonexistent/ca.pem"), "{e}");
+        c.ca_file = Some("/dev/null".into());
+        let e = openssl_config(&c).unwrap_err().to_string();
+        assert!(
+            e.contains("--store-ca-file /dev/null") && e.contains("no certificate"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn hints_name_the_flag() {
+        let tls = TlsUse::Tls { client_cert: true };
+        let untrusted = "get k: error:0A000086:SSL routines:tls_post_process_server_certificate:\
+                         certificate verify failed:../ssl/statem/statem_clnt.c:1889:: unable to \
+                         get local issuer certificate: transport error";
+        assert!(hint(untrusted, tls).unwrap().contains("--store-ca-file"));
+        assert_eq!(hint(untrusted, TlsUse::Plain), None);
+        let host = "error:0A000086:SSL routines::certificate verify failed: Hostname mismatch";
+        assert!(hint(host, tls).unwrap().contains("--store-endpoints"));
+        let alert = "transport error: connection error: error:0A000412:SSL routines:\
+                     ssl3_read_bytes:sslv3 alert bad certificate:../ssl/record/rec_layer_s3.c:\
+                     1602:SSL alert number 42";
+        assert!(hint(alert, tls).unwrap().contains("--trusted-ca-file"));
+        let no_cert = TlsUse::Tls { client_cert: false };
+        assert!(
+            hint(alert, no_cert)
+                .unwrap()
+                .contains("give --store-cert-file and --store-key")
+        );
+        let closed = "operation was canceled: transport error: connection closed";
+        assert!(hint(closed, no_cert).unwrap().contains("--store-cert-file"));
+        assert_eq!(hint(closed, tls), None);
+        assert_eq!(hint("etcdserver: request timed out", no_cert), None);
     }
 }
