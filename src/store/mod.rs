@@ -5,6 +5,7 @@
 //!
 //! OWNER: store helper. The API below is the contract the roles code against; keep it stable.
 
+mod channel;
 mod election;
 mod etcd;
 mod paths;
