@@ -1,5 +1,6 @@
 //! The etcd v3 store: clusterdata with compare-and-swap, infos on one process lease, watches.
 
+use super::channel::Transport;
 use super::paths::Paths;
 use super::tls::{self, Scheme};
 use super::{CasOutcome, StoreConfig, StoreError, StoreEvent, Versioned};
@@ -76,11 +77,11 @@ impl Store {
         // HTTP/2 pings detect a silently dead etcd on long-lived watch/campaign streams. etcd
         // (--grpc-keepalive-min-time, default 5s) drops clients that ping more often or while
         // no stream is open, hence the 10s interval and no idle pings.
-        let mut opts = ConnectOptions::new()
+        let opts = ConnectOptions::new()
             .with_connect_timeout(cfg.timeout)
             .with_keep_alive(KEEPALIVE_PING, cfg.timeout.max(Duration::from_secs(1)))
             .with_keep_alive_while_idle(false);
-        match scheme {
+        let ssl = match scheme {
             Scheme::Https => {
                 if cfg.skip_tls_verify {
                     tracing::warn!(
@@ -89,7 +90,7 @@ impl Store {
                          verified, anyone in the path can impersonate the store"
                     );
                 }
-                opts = opts.with_openssl_tls(tls::openssl_config(cfg)?);
+                tls::ssl(cfg)?
             }
             Scheme::Http => {
                 if cfg.cert_file.is_some() || cfg.ca_file.is_some() || cfg.key_file.is_some() {
@@ -98,9 +99,14 @@ impl Store {
                         "store TLS files are ignored because the store endpoints are http://"
                     );
                 }
+                tls::plain_ssl()?
             }
-        }
-        let client = tokio::time::timeout(cfg.timeout, Client::connect(&endpoints, Some(opts)))
+        };
+        let transport = Transport::new(ssl, cfg.timeout).map_err(|e| {
+            StoreError::Config(format!("cannot set up the store's TLS connector: {e}"))
+        })?;
+        let connecting = Client::connect_with_balanced_channel(&endpoints, Some(opts), transport);
+        let client = tokio::time::timeout(cfg.timeout, connecting)
             .await
             .map_err(|_| StoreError::Timeout(cfg.timeout))?
             .map_err(|e| {

@@ -2,9 +2,9 @@
 //! --store-skip-tls-verify`.
 
 use super::{StoreConfig, StoreError};
-use etcd_client::OpenSslClientConfig;
+use openssl::error::ErrorStack;
 use openssl::pkey::{PKey, Private};
-use openssl::ssl::{SslVerifyMode, SslVersion};
+use openssl::ssl::{SslConnector, SslConnectorBuilder, SslMethod, SslVerifyMode, SslVersion};
 use openssl::x509::X509;
 use openssl::x509::store::{X509Store, X509StoreBuilder};
 use openssl::x509::verify::X509VerifyFlags;
@@ -52,9 +52,19 @@ pub(super) fn endpoints(cfg: &StoreConfig) -> Result<(Vec<String>, Scheme), Stor
     Ok((out, scheme.unwrap_or(Scheme::Http)))
 }
 
-/// The OpenSSL client settings for https endpoints. Every file is read and parsed here so a bad
+/// The OpenSSL client context for http endpoints: never used for a handshake, but the
+/// connector wants one.
+pub(super) fn plain_ssl() -> Result<SslConnectorBuilder, StoreError> {
+    SslConnector::builder(SslMethod::tls_client()).map_err(openssl_setup)
+}
+
+fn openssl_setup(e: ErrorStack) -> StoreError {
+    StoreError::Config(format!("cannot set up OpenSSL for the store: {e}"))
+}
+
+/// The OpenSSL client context for https endpoints. Every file is read and parsed here so a bad
 /// file is reported at startup, naming the flag, rather than as an opaque handshake failure.
-pub(super) fn openssl_config(cfg: &StoreConfig) -> Result<OpenSslClientConfig, StoreError> {
+pub(super) fn ssl(cfg: &StoreConfig) -> Result<SslConnectorBuilder, StoreError> {
     let client_files = match (&cfg.cert_file, &cfg.key_file) {
         (Some(cert), Some(key)) => Some((cert, key)),
         (None, None) => None,
@@ -79,28 +89,33 @@ pub(super) fn openssl_config(cfg: &StoreConfig) -> Result<OpenSslClientConfig, S
         Some((cert, key)) => Some(identity(cert, key)?),
         None => None,
     };
-    let skip_verify = cfg.skip_tls_verify;
-    Ok(OpenSslClientConfig::default().manually(move |b| {
-        // Go's crypto/tls client refuses anything older; keep the same floor.
-        b.set_min_proto_version(Some(SslVersion::TLS1_2))?;
-        if let Some(store) = roots {
-            // Replaces the default store: with a CA file only that CA is trusted, as upstream.
-            b.set_cert_store(store);
+    // Verifies the chain and the endpoint's host name (hyper-openssl sets it per connection).
+    let mut b = SslConnector::builder(SslMethod::tls_client()).map_err(openssl_setup)?;
+    // gRPC needs HTTP/2; over TLS, etcd picks it only when the client offers h2 by ALPN.
+    b.set_alpn_protos(b"\x02h2").map_err(openssl_setup)?;
+    // Go's crypto/tls client refuses anything older; keep the same floor.
+    b.set_min_proto_version(Some(SslVersion::TLS1_2))
+        .map_err(openssl_setup)?;
+    if let Some(store) = roots {
+        // Replaces the default store: with a CA file only that CA is trusted, as upstream.
+        b.set_cert_store(store);
+    }
+    if let Some(id) = identity {
+        let unusable = |e: ErrorStack| {
+            StoreError::Config(format!("{}: unusable as client certificate: {e}", id.files))
+        };
+        b.set_certificate(&id.cert).map_err(unusable)?;
+        for c in id.chain {
+            b.add_extra_chain_cert(c).map_err(unusable)?;
         }
-        if let Some(id) = identity {
-            b.set_certificate(&id.cert)?;
-            for c in id.chain {
-                b.add_extra_chain_cert(c)?;
-            }
-            b.set_private_key(&id.key)?;
-        }
-        if skip_verify {
-            // The handshake ignores the chain and the host name check (both are part of
-            // verification); the client certificate is still sent.
-            b.set_verify(SslVerifyMode::NONE);
-        }
-        Ok(())
-    }))
+        b.set_private_key(&id.key).map_err(unusable)?;
+    }
+    if cfg.skip_tls_verify {
+        // The handshake then ignores the chain and the host name check (both are part of
+        // verification); the client certificate is still sent.
+        b.set_verify(SslVerifyMode::NONE);
+    }
+    Ok(b)
 }
 
 /// A trust store holding exactly the certificates of `path`.
@@ -129,6 +144,8 @@ fn ca_store(path: &Path) -> Result<X509Store, StoreError> {
 }
 
 struct ClientIdentity {
+    /// The flags and files, for errors.
+    files: String,
     cert: X509,
     /// Intermediate certificates following the client certificate in its file.
     chain: Vec<X509>,
@@ -167,6 +184,11 @@ fn identity(cert_path: &Path, key_path: &Path) -> Result<ClientIdentity, StoreEr
         )));
     }
     Ok(ClientIdentity {
+        files: format!(
+            "--store-cert-file {} with --store-key {}",
+            cert_path.display(),
+            key_path.display()
+        ),
         cert,
         chain: certs,
         key,
@@ -273,34 +295,33 @@ mod tests {
         assert!(endpoints(&cfg(&[])).is_err());
     }
 
+    fn ssl_err(c: &StoreConfig) -> String {
+        match ssl(c) {
+            Ok(_) => panic!("accepted {c:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
     #[test]
     fn cert_needs_key() {
         let mut c = cfg(&["https://h:1"]);
         c.cert_file = Some("/dev/null".into());
-        let e = openssl_config(&c).unwrap_err();
-        assert!(
-            e.to_string()
-                .contains("--store-cert-file needs --store-key"),
-            "{e}"
-        );
+        let e = ssl_err(&c);
+        assert!(e.contains("--store-cert-file needs --store-key"), "{e}");
         c.cert_file = None;
         c.key_file = Some("/dev/null".into());
-        let e = openssl_config(&c).unwrap_err();
-        assert!(
-            e.to_string()
-                .contains("--store-key needs --store-cert-file"),
-            "{e}"
-        );
+        let e = ssl_err(&c);
+        assert!(e.contains("--store-key needs --store-cert-file"), "{e}");
     }
 
     #[test]
     fn unusable_ca_file_names_the_flag() {
         let mut c = cfg(&["https://h:1"]);
         c.ca_file = Some("/nonexistent/ca.pem".into());
-        let e = openssl_config(&c).unwrap_err();
-        assert!(e.to_string().contains("/nonexistent/ca.pem"), "{e}");
+        let e = ssl_err(&c);
+        assert!(e.contains("/nonexistent/ca.pem"), "{e}");
         c.ca_file = Some("/dev/null".into());
-        let e = openssl_config(&c).unwrap_err().to_string();
+        let e = ssl_err(&c);
         assert!(
             e.contains("--store-ca-file /dev/null") && e.contains("no certificate"),
             "{e}"
