@@ -314,6 +314,31 @@ async fn requests_are_not_held_back_by_nagle() {
     }
 }
 
+/// With one endpoint down, requests go to the live one (after at most a failure or two) rather
+/// than failing every time the balancer picks the dead one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_endpoint_is_passed_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = certs(dir.path());
+    let etcd = TlsEtcd::start(&certs, true);
+    etcd.wait_ready(&certs).await;
+    let dead = format!("https://127.0.0.1:{}", support::free_ports(1)[0]);
+    let mut cfg = full_config(&etcd, &certs, "dead");
+    cfg.endpoints = vec![dead.clone(), etcd.url()];
+    let store = Store::connect(&cfg).await.unwrap();
+    let mut failures = Vec::new();
+    for _ in 0..40 {
+        if let Err(e) = store.get_cluster_data_raw().await {
+            failures.push(e.to_string());
+        }
+    }
+    assert!(
+        failures.len() <= 2,
+        "{} of 40 requests failed with {dead} down: {failures:?}",
+        failures.len()
+    );
+}
+
 #[tokio::test]
 async fn unusable_tls_files_are_refused_at_connect() {
     let dir = tempfile::tempdir().unwrap();

@@ -11,15 +11,24 @@ use hyper_openssl::client::legacy::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use openssl::ssl::SslConnectorBuilder;
 use std::convert::Infallible;
-use std::time::Duration;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::channel::Change;
 use tonic::transport::{Endpoint, Uri};
+use tower::Service;
 use tower::balance::p2c::Balance;
 use tower::buffer::Buffer;
-use tower::load::Constant;
+use tower::load::Load;
 use tower::util::BoxCloneSyncService;
+
+/// How long an endpoint whose request failed at the transport level (refused, reset, TLS) is
+/// passed over while another endpoint is available.
+const SHUN: Duration = Duration::from_secs(2);
 
 /// Builds the balanced channel etcd-client sends its endpoints to.
 pub(super) struct Transport {
@@ -58,9 +67,7 @@ impl BalancedChannelBuilder for Transport {
                     Change::Insert(uri, endpoint) => {
                         // The endpoint carries etcd-client's keep-alive and timeout settings.
                         let channel = endpoint.connect_with_connector_lazy(connector.clone());
-                        // No load signal: like tonic's own balancer, pick between endpoints at
-                        // random; a dead one fails its requests and the callers retry.
-                        tower::discover::Change::Insert(uri, Constant::new(channel, 0usize))
+                        tower::discover::Change::Insert(uri, FailureAware::new(channel))
                     }
                     Change::Remove(uri) => tower::discover::Change::Remove(uri),
                 };
@@ -76,5 +83,63 @@ impl BalancedChannelBuilder for Transport {
             Channel::Custom(BoxCloneSyncService::new(shared)),
             endpoints_tx,
         ))
+    }
+}
+
+/// An endpoint's channel that remembers a transport failure. The balancer (power of two
+/// choices) compares two endpoints' loads, so while one recently failed the other one gets the
+/// request: with one etcd member down, requests go to the live ones instead of half of them
+/// failing (tonic's own balancer reports no load at all).
+#[derive(Clone)]
+struct FailureAware<S> {
+    inner: S,
+    failed_at: Arc<Mutex<Option<Instant>>>,
+}
+
+impl<S> FailureAware<S> {
+    fn new(inner: S) -> Self {
+        FailureAware {
+            inner,
+            failed_at: Arc::new(Mutex::new(None)),
+        }
+    }
+}
+
+fn set(failed_at: &Mutex<Option<Instant>>, value: Option<Instant>) {
+    // The plain Option cannot be left inconsistent by a panic elsewhere.
+    *failed_at.lock().unwrap_or_else(|p| p.into_inner()) = value;
+}
+
+impl<S, Req> Service<Req> for FailureAware<S>
+where
+    S: Service<Req>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        let response = self.inner.call(req);
+        let failed_at = self.failed_at.clone();
+        Box::pin(async move {
+            let result = response.await;
+            set(&failed_at, result.is_err().then(Instant::now));
+            result
+        })
+    }
+}
+
+impl<S> Load for FailureAware<S> {
+    /// true (heavier) while shunned.
+    type Metric = bool;
+
+    fn load(&self) -> bool {
+        let failed_at = *self.failed_at.lock().unwrap_or_else(|p| p.into_inner());
+        failed_at.is_some_and(|at| at.elapsed() < SHUN)
     }
 }
