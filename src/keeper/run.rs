@@ -692,3 +692,22 @@ async fn sleep_until_opt(at: Option<Instant>) {
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loop_stops_are_bounded_by_the_start_timeout_and_30s() {
+        let timing = |ready: u64| Timing {
+            sleep_interval: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(10),
+            fail_interval: Duration::from_secs(20),
+            db_wait_ready_timeout: Duration::from_secs(ready),
+        };
+        let s = Duration::from_secs;
+        assert_eq!(timing(60).loop_stop(), s(30));
+        assert_eq!(timing(12).loop_stop(), s(12));
+        assert_eq!(timing(1).loop_stop(), s(5));
+    }
+}
