@@ -543,11 +543,12 @@ impl Planner {
     /// the recovery settings we write (primary_conninfo, primary_slot_name and, following an
     /// external db, recovery_min_apply_delay) are reloadable from PostgreSQL 13 on, so a
     /// switch between internal and external follow reloads as well. (Archive recovery
-    /// settings are not written; restore_command would need PostgreSQL 14 to reload.) A restart stays the way
-    /// when the version is older or unknown, when the instance does not run under recovery
-    /// settings this process wrote (the previous write failed half way, or it was written for
-    /// a promotion that did not happen: nothing tells what it follows), and when a restart is
-    /// due anyway (`pending_restart` with automaticPgRestart): one restart then does both.
+    /// settings are not written; restore_command would need PostgreSQL 14 to reload.)
+    /// A restart stays the way when the version is older or unknown, when the instance does
+    /// not run under recovery settings this process wrote (the previous write failed half
+    /// way, or it was written for a promotion that did not happen: nothing tells what it
+    /// follows), and when a restart is due anyway (`pending_restart` with automaticPgRestart):
+    /// one restart then does both.
     fn recovery_reloadable(&self, cd: &ClusterData, desired: &DesiredConfig) -> bool {
         let version_ok = self
             .sim

@@ -42,7 +42,7 @@ const LOOP_STOP_MIN: Duration = Duration::from_secs(5);
 /// Replans in a row without sleeping (after init/resync) before the loop sleeps anyway.
 const MAX_REPLANS: u32 = 3;
 /// The watchdog's allowance for the stop at keeper start and shutdown.
-const STOP_ALLOWANCE: Duration = Duration::from_secs(70 + 5);
+const STOP_ALLOWANCE: Duration = SHUTDOWN_STOP.saturating_add(GRACE);
 /// initdb reports no progress; it takes seconds, minutes on a very slow disk.
 const INITDB_ALLOWANCE: Duration = Duration::from_secs(5 * 60);
 /// How long pg_basebackup may go without copying a byte: before the copy it waits for the
