@@ -96,7 +96,8 @@ impl Env {
         write_postgresql_conf(pgdata, &params, self.run_as).unwrap();
         let hba = render_pg_hba(&HbaParams {
             su_username: SU,
-            su_auth: AuthMethod::ScramSha256,
+            // md5 rules accept the SCRAM verifiers password_encryption makes.
+            su_auth: AuthMethod::Md5,
             repl_username: REPL,
             repl_auth: AuthMethod::ScramSha256,
             access_mode: SuReplAccessMode::All,
@@ -326,6 +327,41 @@ async fn failures_and_stale_instance() {
     assert!(msg.starts_with("postgres exited unexpectedly"), "{msg}");
     assert!(msg.contains("shared_buffers"), "{msg}");
 
+    // A postmaster that dies under us is noticed, with its exit status.
+    let mut pg = PgProcess::start(&env.bins, &pgdata, &env.start_options())
+        .await
+        .unwrap();
+    assert!(pg.is_running());
+    // A backend busy with a long CPU-bound query does not notice the postmaster's death.
+    let busy = env.client(port).await;
+    let query = tokio::spawn(async move {
+        let _ = busy
+            .execute("SELECT count(*) FROM generate_series(1, 100000000000)")
+            .await;
+    });
+    eventually("busy backend running", || async {
+        live_processes_in(&pgdata).iter().any(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.contains("SELECT"))
+        })
+    })
+    .await;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pg.pid() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let why = tokio::time::timeout(TIMEOUT, pg.exited()).await.unwrap();
+    assert!(why.contains("signal: 9"), "{why}");
+    assert!(!pg.is_running());
+    // Its orphaned children (checkpointer, walwriter, ...) are swept too.
+    eventually("orphaned postgres children gone", || async {
+        live_processes_in(&pgdata).is_empty()
+    })
+    .await;
+    query.abort();
+    drop(pg);
+
     // A postmaster left behind by a previous keeper is found and stopped.
     assert!(!stop_stale_instance(&pgdata, TIMEOUT).await.unwrap());
     let pg = PgProcess::start(&env.bins, &pgdata, &env.start_options())
@@ -350,4 +386,24 @@ impl Drop for KillGuard {
             nix::sys::signal::Signal::SIGKILL,
         );
     }
+}
+
+/// Live (non-zombie) processes whose working directory is `pgdata`.
+fn live_processes_in(pgdata: &Path) -> Vec<i32> {
+    let pgdata = std::fs::canonicalize(pgdata).unwrap();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|c| c == pgdata)
+                && std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+                    !s.rsplit(')')
+                        .next()
+                        .unwrap_or("")
+                        .trim_start()
+                        .starts_with('Z')
+                })
+        })
+        .collect()
 }

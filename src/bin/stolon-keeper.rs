@@ -57,9 +57,5 @@ async fn run_role(
     store: StoreConfig,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    // MERGE: replace the body with `Ok(stolon::keeper::run(cfg, store, shutdown).await?)` once stolon::keeper::run is on main.
-    let _ = (cfg, store, shutdown);
-    anyhow::bail!(
-        "stolon-keeper is not built yet in this branch (stolon::keeper::run lands at merge)"
-    )
+    Ok(stolon::keeper::run(cfg, store, shutdown).await?)
 }

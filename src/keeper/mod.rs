@@ -1,5 +1,28 @@
 //! The keeper: manages one PostgreSQL instance, converging it to the db spec the sentinel wrote.
 //! OWNER: keeper helper.
+//!
+//! [`run`] is the daemon: lock the data dir, settle the uid, stop a postgres a crashed keeper
+//! left behind, then loop: read the clusterdata, observe PGDATA and the child postgres,
+//! [`plan::plan`] (pure), execute the actions with `crate::postgres`, publish the KeeperInfo.
+//! It loops every sleepInterval and at once on a clusterdata watch event, and fences a master
+//! whose store has been unreachable too long. [`state`] holds the local files and the uid and
+//! password-file rules, [`validate`] the start-up checks of the flags.
+
+mod error;
+mod exec;
+pub mod plan;
+#[cfg(test)]
+mod plan_tests;
+mod publish;
+mod run;
+pub mod state;
+#[cfg(test)]
+mod state_tests;
+pub mod validate;
+
+pub use error::KeeperError;
+pub use run::run;
+pub use state::read_password_file;
 
 use std::path::PathBuf;
 

@@ -1,9 +1,10 @@
-//! postgres as a child process of the keeper (no `pg_ctl start`): its own process group, no
+//! postgres as a child process of the keeper (no `pg_ctl start`): its own process group (a
+//! Ctrl-C on the keeper's terminal must not reach it: the keeper decides how it stops), no
 //! `NOTIFY_SOCKET` (it would otherwise talk to systemd as if it were the keeper), its output
 //! forwarded line by line to tracing (target `postgres`), readiness read from `postmaster.pid`.
 
 use super::{PgBinaries, PgError, RunAs};
-use nix::sys::signal::{Signal, kill, killpg};
+use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -44,7 +45,7 @@ enum PmStatus {
     Standby,
 }
 
-/// A running postmaster we started. Dropping it SIGKILLs its whole process group: a postgres the
+/// A running postmaster we started. Dropping it SIGKILLs all its processes: a postgres the
 /// keeper no longer tracks must not keep accepting writes.
 #[derive(Debug)]
 pub struct PgProcess {
@@ -67,7 +68,8 @@ impl PgProcess {
         pgdata: &Path,
         opts: &StartOptions,
     ) -> Result<PgProcess, PgError> {
-        let pgdata = std::path::absolute(pgdata).map_err(|e| PgError::io(pgdata, e))?;
+        // Canonical: instance processes are recognised by their working directory.
+        let pgdata = std::fs::canonicalize(pgdata).map_err(|e| PgError::io(pgdata, e))?;
         let mut cmd = tokio::process::Command::new(&bins.postgres);
         cmd.arg("-D").arg(&pgdata).arg("-c").arg(format!(
             "unix_socket_directories={}",
@@ -162,12 +164,12 @@ impl PgProcess {
     fn try_exit_status(&mut self) -> Option<String> {
         match self.child.try_wait() {
             Ok(Some(status)) => {
-                self.exited = true;
+                self.mark_exited();
                 Some(status.to_string())
             }
             Ok(None) => None,
             Err(e) => {
-                self.exited = true;
+                self.mark_exited();
                 Some(e.to_string())
             }
         }
@@ -200,14 +202,14 @@ impl PgProcess {
                 Ok(s) => s.to_string(),
                 Err(e) => e.to_string(),
             };
-            self.exited = true;
+            self.mark_exited();
             return self.exit_report(&status).await;
         }
         self.exit_report("exited").await
     }
 
     /// Fast shutdown: SIGINT (clients disconnected, checkpoint), then after `timeout` an
-    /// immediate shutdown (SIGQUIT), then SIGKILL of the whole process group. Always leaves no
+    /// immediate shutdown (SIGQUIT), then SIGKILL of all its processes. Always leaves no
     /// process behind.
     pub async fn stop_fast(mut self, timeout: Duration) -> Result<(), PgError> {
         if !self.is_running() {
@@ -245,7 +247,7 @@ impl PgProcess {
     async fn wait_exit(&mut self, timeout: Duration) -> bool {
         match tokio::time::timeout(timeout, self.child.wait()).await {
             Ok(_) => {
-                self.exited = true;
+                self.mark_exited();
                 true
             }
             Err(_) => false,
@@ -260,10 +262,24 @@ impl PgProcess {
         })
     }
 
+    /// SIGKILLs the postmaster, then every process of this instance. Postgres children call
+    /// setsid(), so a process-group kill misses them; they are found by their working
+    /// directory, PGDATA, which the postmaster enters before forking anything.
     fn kill_group(&mut self) {
         if !self.exited {
-            // Our child is not reaped yet, so its pid (the group id) cannot have been reused.
-            let _ = killpg(Pid::from_raw(self.pid), Signal::SIGKILL);
+            // Not reaped yet, so the pid is still ours.
+            let _ = kill(Pid::from_raw(self.pid), Signal::SIGKILL);
+        }
+        kill_instance_processes(&self.pgdata);
+    }
+
+    /// After the postmaster died (crash, OOM kill), its backends may still serve the clients
+    /// they have until they notice: sweep them, a dead postmaster's instance takes no writes.
+    /// (The child is reaped already; `kill_group` then only sweeps by working directory.)
+    fn mark_exited(&mut self) {
+        if !self.exited {
+            self.exited = true;
+            self.kill_group();
         }
     }
 }
@@ -352,6 +368,10 @@ pub async fn stop_stale_instance(pgdata: &Path, timeout: Duration) -> Result<boo
         let deadline = Instant::now() + wait;
         while Instant::now() < deadline {
             if !is_live_postgres(pid) {
+                // After a clean stop nothing is left; after a kill, orphaned backends may be.
+                if let Ok(dir) = std::fs::canonicalize(pgdata) {
+                    kill_instance_processes(&dir);
+                }
                 return Ok(true);
             }
             tokio::time::sleep(POLL).await;
@@ -361,6 +381,29 @@ pub async fn stop_stale_instance(pgdata: &Path, timeout: Duration) -> Result<boo
         what: format!("stop of the stale postgres pid {pid}"),
         after: timeout + IMMEDIATE_GRACE * 2,
     })
+}
+
+/// SIGKILLs every live postgres process whose working directory is `pgdata` (canonical).
+fn kill_instance_processes(pgdata: &Path) {
+    for pid in instance_processes(pgdata) {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    }
+}
+
+/// Live postgres processes running in `pgdata` (readable for our own user's processes, or all
+/// of them as root).
+pub(crate) fn instance_processes(pgdata: &Path) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| {
+            std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd == pgdata)
+                && is_live_postgres(pid)
+        })
+        .collect()
 }
 
 /// The process exists, is not a zombie, and is a postgres.

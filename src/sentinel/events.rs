@@ -151,6 +151,21 @@ impl Event {
         }
     }
 
+    /// A condition restated by every check while it lasts (rather than a change): the loop
+    /// logs it when it appears, not on every check.
+    pub fn is_condition(&self) -> bool {
+        use Event::*;
+        matches!(
+            self,
+            InitNoKeepers
+                | InitKeeperMissing { .. }
+                | MasterFailed { .. }
+                | NoEligibleMaster { .. }
+                | ProxiesNotConverged { .. }
+                | Inconsistent { .. }
+        )
+    }
+
     pub fn keeper(&self) -> Option<&str> {
         use Event::*;
         match self {

@@ -81,7 +81,13 @@ pub(crate) fn update_keepers_status(
         .retain(|uid, _| cd.keepers.contains_key(uid) || infos.contains_key(uid));
 
     let leader_since = memory.leader_since_or(now);
-    let sleep = td(spec.sleep_interval());
+    // lastHealthyTime only serves dead keeper removal (48h by default): refreshing it on every
+    // check would make every check write the clusterdata, and every write triggers a check.
+    // A twentieth of the removal interval (at least sleepInterval, at most a minute) is
+    // precise enough and never removes a live keeper.
+    let refresh = (td(spec.dead_keeper_removal_interval()) / 20)
+        .min(TimeDelta::minutes(1))
+        .max(td(spec.sleep_interval()));
     for (uid, keeper) in cd.keepers.iter_mut() {
         if fresh.fresh.contains(uid) {
             let info = ours[uid];
@@ -105,10 +111,8 @@ pub(crate) fn update_keepers_status(
             });
         }
         let status = &mut keeper.status;
-        // Refreshed at most once per sleepInterval: a timestamp changing on every check would
-        // make every check write the clusterdata, and every write triggers a check.
         if status.last_healthy_time == zero_time()
-            || (healthy && now - status.last_healthy_time >= sleep)
+            || (healthy && now - status.last_healthy_time >= refresh)
         {
             status.last_healthy_time = now;
         }

@@ -18,7 +18,7 @@ pub use memory::{ConvergenceTimer, DbMemory, InfoSeen, Memory};
 pub use sync::FAKE_STANDBY_NAME;
 
 use crate::cluster::{
-    ClusterData, ClusterSpec, DEFAULT_SLEEP_INTERVAL, SentinelInfo, Time, new_uid,
+    ClusterData, ClusterSpec, DEFAULT_SLEEP_INTERVAL, GoDuration, SentinelInfo, Time, new_uid,
 };
 use crate::store::{CasOutcome, Election, Store, StoreConfig, StoreError, StoreEvent};
 use crate::systemd::Notifier;
@@ -112,7 +112,10 @@ pub async fn run_with_notifier(
         next_check_at: None,
         info_published: None,
         last_problem: None,
+        conditions: Vec::new(),
+        warned_intervals: None,
         status: "starting".into(),
+        clock: Clock::start(),
     };
     notifier.ready("sentinel started, waiting for the store");
     let mut watch_rx: Option<mpsc::Receiver<StoreEvent>> = None;
@@ -128,7 +131,7 @@ pub async fn run_with_notifier(
 
         let mut wake = Instant::now() + s.sleep;
         if let Some(at) = s.next_check_at {
-            wake = wake.min(instant_of(at));
+            wake = wake.min(s.clock.instant_of(at));
         }
         if let Some(every) = notifier.watchdog_interval() {
             wake = wake.min(Instant::now() + every);
@@ -182,9 +185,31 @@ fn drain(rx: &mut Option<mpsc::Receiver<StoreEvent>>) {
     }
 }
 
-fn instant_of(at: Time) -> Instant {
-    let wait = (at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
-    Instant::now() + wait
+/// Wall time advanced by the monotonic clock from the start. Health compares instants taken
+/// from this clock only, so a wall-clock step (NTP, a suspended VM's clock fix-up) cannot make
+/// every keeper look silent at once.
+struct Clock {
+    wall: Time,
+    mono: Instant,
+}
+
+impl Clock {
+    fn start() -> Clock {
+        Clock {
+            wall: Utc::now(),
+            mono: Instant::now(),
+        }
+    }
+
+    fn now(&self) -> Time {
+        let elapsed = chrono::TimeDelta::from_std(self.mono.elapsed()).unwrap_or_default();
+        self.wall + elapsed
+    }
+
+    fn instant_of(&self, at: Time) -> Instant {
+        let offset = (at - self.wall).to_std().unwrap_or(Duration::ZERO);
+        self.mono + offset
+    }
 }
 
 struct Sentinel {
@@ -201,7 +226,11 @@ struct Sentinel {
     info_published: Option<Instant>,
     /// The last problem logged, so a condition persisting over many checks is logged once.
     last_problem: Option<String>,
+    /// Condition events of the previous check (logged when they appear, not every check).
+    conditions: Vec<Event>,
+    warned_intervals: Option<(GoDuration, GoDuration)>,
     status: String,
+    clock: Clock,
 }
 
 impl Sentinel {
@@ -234,6 +263,17 @@ impl Sentinel {
         let spec = &cd.value.cluster.spec;
         self.sleep = spec.sleep_interval().to_std();
         self.store.set_lease_ttl(self.sleep * 2);
+        let intervals = (spec.fail_interval(), spec.sleep_interval());
+        if intervals.0 <= intervals.1 && self.warned_intervals != Some(intervals) {
+            tracing::warn!(
+                cluster = %self.cluster,
+                fail_interval = %intervals.0,
+                sleep_interval = %intervals.1,
+                "failInterval is not above sleepInterval: keepers publish every sleepInterval, \
+                 so healthy keepers will be judged failed; raise failInterval (stolonctl update)"
+            );
+        }
+        self.warned_intervals = Some(intervals);
 
         if self
             .info_published
@@ -254,6 +294,7 @@ impl Sentinel {
         if !self.election.is_leader() {
             self.term = None;
             self.last_problem = None;
+            self.conditions.clear();
             self.status = "following: another sentinel leads".into();
             return;
         }
@@ -262,10 +303,18 @@ impl Sentinel {
             self.memory = Memory::default();
         }
 
-        let decision = decide(&cd.value, &observed, &self.memory, Utc::now());
+        let decision = decide(&cd.value, &observed, &self.memory, self.clock.now());
+        let mut conditions = Vec::new();
         for e in &decision.events {
+            if e.is_condition() {
+                conditions.push(e.clone());
+                if self.conditions.contains(e) {
+                    continue;
+                }
+            }
             log_event(&self.cluster, e);
         }
+        self.conditions = conditions;
         self.memory = decision.memory;
         self.next_check_at = decision.next_check_at;
         if let Some(new) = &decision.cluster_data {
@@ -279,7 +328,7 @@ impl Sentinel {
                     // Someone else wrote (stolonctl) or we were deposed: the watch event of
                     // that write brings the next check, which decides on fresh data.
                     tracing::info!(cluster = %self.cluster, "clusterdata changed during the check; deciding again");
-                    self.next_check_at = Some(Utc::now() + RETRY_AFTER_CONFLICT);
+                    self.next_check_at = Some(self.clock.now() + RETRY_AFTER_CONFLICT);
                 }
                 Err(e) => return self.problem(format!("cannot write clusterdata: {e}")),
             }
@@ -306,7 +355,7 @@ impl Sentinel {
             }
             return;
         };
-        let cd = ClusterData::new(new_uid(), spec, Utc::now());
+        let cd = ClusterData::new(new_uid(), spec, self.clock.now());
         match self.store.cas_cluster_data(&cd, 0).await {
             Ok(CasOutcome::Written { .. }) => tracing::info!(
                 cluster = %self.cluster,
@@ -316,7 +365,7 @@ impl Sentinel {
             Ok(CasOutcome::Conflict) => {}
             Err(e) => return self.problem(format!("cannot write initial clusterdata: {e}")),
         }
-        self.next_check_at = Some(Utc::now() + RETRY_AFTER_CONFLICT);
+        self.next_check_at = Some(self.clock.now() + RETRY_AFTER_CONFLICT);
     }
 
     async fn stop(&self) {

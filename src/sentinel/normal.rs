@@ -167,6 +167,12 @@ fn fail_over(cd: &mut ClusterData, old: &Db, new_uid: &str, events: &mut Vec<Eve
         db.spec.synchronous_standbys.clear();
         db.spec.external_synchronous_standbys.clear();
     }
+    // Upstream repoints the standbys only once the new master converged, leaving them
+    // following the failed one meanwhile. Its db is gone here, so they follow the new master
+    // at once: a standby can stream from a standby being promoted (cascading, timeline
+    // `latest`), and the new master knows its followers, so it creates their slots as soon
+    // as it is promoted.
+    reconfigure_standbys(cd);
     events.push(Event::MasterElected {
         old: old.uid.clone(),
         new: new_uid.to_string(),

@@ -1,3 +1,4 @@
+mod loop_etcd;
 mod props;
 mod scenarios;
 mod world;

@@ -384,6 +384,13 @@ proptest! {
                 let events_before = w.events.len();
                 w.tick();
                 assert_one_master(&w.cd);
+                for db in w.cd.dbs.values() {
+                    if let Some(fc) = &db.spec.follow_config
+                        && fc.follow_type == FollowType::Internal
+                    {
+                        prop_assert!(w.cd.dbs.contains_key(&fc.db_uid), "{} follows missing {}", db.uid, fc.db_uid);
+                    }
+                }
                 for (_, e) in &w.events[events_before..] {
                     if let Event::MasterElected { new, keeper, .. } = e {
                         prop_assert_ne!(w.keepers[keeper].can_be_master, Some(false));

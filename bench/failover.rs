@@ -1,0 +1,321 @@
+//! Failover benchmark (run by hand, never in CI; prints figures, never fails on timing).
+//!
+//! Starts the local cluster (`scripts/local-cluster.sh`) with sleepInterval 2s and failInterval
+//! 5s, then N times (default 5): waits for a steady cluster, SIGKILLs the master's keeper and its
+//! postgres, and measures
+//!   - kill → first successful INSERT through the proxy, and
+//!   - new master published in the store (`proxy.spec.masterDbUid` set to the new db, seen by an
+//!     etcd watch) → first successful INSERT through the proxy (the proxy routing to it),
+//!
+//! then restarts the killed keeper so it rejoins as a standby.
+//!
+//! Usage: bench/failover [runs]   (or: cargo run --example failover -- [runs])
+//! Env: STOLON_LOCAL_DIR (default /tmp/stolon-bench-failover), STOLON_LOCAL_BASE_PORT (26430),
+//! BENCH_KEEP=1 leaves the cluster running afterwards.
+
+use anyhow::{Context, Result, anyhow, bail};
+use etcd_client::Client;
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::{Pid, getpgid};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+struct Local {
+    state: PathBuf,
+    script: PathBuf,
+    env: HashMap<String, String>,
+    key: String,
+}
+
+impl Local {
+    fn script(&self, verb: &str, skip_build: bool) -> Result<()> {
+        let mut cmd = Command::new(&self.script);
+        cmd.arg(verb)
+            .env("STOLON_LOCAL_DIR", &self.state)
+            .env(
+                "STOLON_LOCAL_BASE_PORT",
+                std::env::var("STOLON_LOCAL_BASE_PORT").unwrap_or_else(|_| "26430".into()),
+            )
+            .env("STOLON_SLEEP_INTERVAL", "2s")
+            .env("STOLON_FAIL_INTERVAL", "5s");
+        if skip_build {
+            cmd.env("STOLON_SKIP_BUILD", "1");
+        }
+        let st = cmd.status().context("running scripts/local-cluster.sh")?;
+        if !st.success() {
+            bail!("scripts/local-cluster.sh {verb} failed ({st})");
+        }
+        Ok(())
+    }
+
+    fn pg_config(&self) -> Result<tokio_postgres::Config> {
+        let pw = std::fs::read_to_string(&self.env["SU_PASSWORD_FILE"])?;
+        let mut c = tokio_postgres::Config::new();
+        c.host("127.0.0.1")
+            .port(self.env["PROXY_PORT"].parse()?)
+            .user(&self.env["SU_USER"])
+            .password(pw.trim_end())
+            .dbname("postgres")
+            .connect_timeout(Duration::from_secs(1));
+        Ok(c)
+    }
+}
+
+async fn cluster_data(etcd: &mut Client, key: &str) -> Result<Value> {
+    let resp = etcd.get(key, None).await?;
+    let kv = resp
+        .kvs()
+        .first()
+        .ok_or_else(|| anyhow!("no clusterdata"))?;
+    Ok(serde_json::from_slice(kv.value())?)
+}
+
+/// One query through the proxy in a fresh session, bounded to 2 s.
+async fn via_proxy(cfg: &tokio_postgres::Config, sql: &str) -> Result<Vec<String>> {
+    tokio::time::timeout(Duration::from_secs(2), async {
+        let (client, conn) = cfg.connect(tokio_postgres::NoTls).await?;
+        tokio::spawn(conn);
+        let msgs = client.simple_query(sql).await?;
+        Ok(msgs
+            .into_iter()
+            .filter_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+                _ => None,
+            })
+            .collect())
+    })
+    .await
+    .map_err(|_| anyhow!("timed out"))?
+}
+
+/// Every db healthy and converged, the master streaming to all standbys, the proxy serving it.
+async fn steady(etcd: &mut Client, l: &Local, cfg: &tokio_postgres::Config) -> Result<bool> {
+    let cd = cluster_data(etcd, &l.key).await?;
+    let n: usize = l.env["NKEEPERS"].parse()?;
+    let dbs = cd["dbs"]
+        .as_object()
+        .map(|d| d.values().collect::<Vec<_>>())
+        .unwrap_or_default();
+    let good = dbs.len() == n
+        && dbs.iter().all(|d| {
+            d["status"]["healthy"] == true && d["generation"] == d["status"]["currentGeneration"]
+        })
+        && cd["proxy"]["spec"]["masterDbUid"] == cd["cluster"]["status"]["master"];
+    if !good {
+        return Ok(false);
+    }
+    let streaming = via_proxy(
+        cfg,
+        "select count(*) from pg_stat_replication where state = 'streaming'",
+    )
+    .await;
+    Ok(matches!(streaming, Ok(r) if r.first().map(String::as_str) == Some(&(n - 1).to_string())))
+}
+
+fn kill_keeper(state: &Path, keeper: &str) -> Result<()> {
+    let pid: i32 = std::fs::read_to_string(state.join("run").join(format!("{keeper}.pid")))?
+        .trim()
+        .parse()?;
+    let pm = std::fs::read_to_string(state.join(keeper).join("postgres/postmaster.pid"))
+        .ok()
+        .and_then(|t| t.lines().next().and_then(|l| l.trim().parse::<i32>().ok()));
+    // The keeper leads its own session (setsid); its postgres may lead another group.
+    let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+    if let Some(pm) = pm {
+        let p = Pid::from_raw(pm);
+        if getpgid(Some(p)) == Ok(p) {
+            let _ = killpg(p, Signal::SIGKILL);
+        }
+        let _ = kill(p, Signal::SIGKILL);
+    }
+    Ok(())
+}
+
+struct Run {
+    killed: String,
+    new_master: String,
+    kill_to_insert: Option<Duration>,
+    store_to_route_ms: Option<i128>,
+}
+
+async fn one_run(etcd: &mut Client, l: &Local, cfg: &tokio_postgres::Config) -> Result<Run> {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while !steady(etcd, l, cfg).await.unwrap_or(false) {
+        if Instant::now() > deadline {
+            bail!(
+                "cluster not steady within 300 s (see {}/logs)",
+                l.state.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    via_proxy(
+        cfg,
+        "create table if not exists bench (t timestamptz default now())",
+    )
+    .await?;
+    let cd = cluster_data(etcd, &l.key).await?;
+    let old_db = cd["cluster"]["status"]["master"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let killed = cd["dbs"][&old_db]["spec"]["keeperUID"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+
+    // The watch is set up before the kill so the publication cannot be missed.
+    let mut stream = etcd.watch(l.key.as_str(), None).await?;
+    let old = old_db.clone();
+    let published = tokio::spawn(async move {
+        while let Ok(Some(resp)) = stream.message().await {
+            for ev in resp.events() {
+                let Some(kv) = ev.kv() else { continue };
+                let Ok(cd) = serde_json::from_slice::<Value>(kv.value()) else {
+                    continue;
+                };
+                let m = cd["proxy"]["spec"]["masterDbUid"]
+                    .as_str()
+                    .unwrap_or_default();
+                if !m.is_empty() && m != old {
+                    let keeper = cd["dbs"][m]["spec"]["keeperUID"]
+                        .as_str()
+                        .unwrap_or_default();
+                    return Some((Instant::now(), keeper.to_string()));
+                }
+            }
+        }
+        None
+    });
+
+    let killed_at = Instant::now();
+    kill_keeper(&l.state, &killed)?;
+    let mut inserted_at = None;
+    while killed_at.elapsed() < Duration::from_secs(120) {
+        if via_proxy(cfg, "insert into bench default values")
+            .await
+            .is_ok()
+        {
+            inserted_at = Some(Instant::now());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let publication = tokio::time::timeout(Duration::from_secs(5), published)
+        .await
+        .ok()
+        .and_then(|r| r.ok().flatten());
+    let store_to_route_ms = match (&publication, inserted_at) {
+        (Some((at, _)), Some(ins)) => Some(
+            ins.duration_since(killed_at).as_millis() as i128
+                - at.duration_since(killed_at).as_millis() as i128,
+        ),
+        _ => None,
+    };
+    Ok(Run {
+        killed,
+        new_master: publication.map(|(_, k)| k).unwrap_or_else(|| "?".into()),
+        kill_to_insert: inserted_at.map(|t| t.duration_since(killed_at)),
+        store_to_route_ms,
+    })
+}
+
+fn stats(mut v: Vec<f64>) -> String {
+    if v.is_empty() {
+        return "n/a".into();
+    }
+    v.sort_by(f64::total_cmp);
+    let mid = v.len() / 2;
+    let median = if v.len().is_multiple_of(2) {
+        (v[mid - 1] + v[mid]) / 2.0
+    } else {
+        v[mid]
+    };
+    format!("median {median:.2}, max {:.2}", v[v.len() - 1])
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<()> {
+    let runs: usize = std::env::args()
+        .nth(1)
+        .map(|a| a.parse())
+        .transpose()?
+        .unwrap_or(5);
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let state = PathBuf::from(
+        std::env::var("STOLON_LOCAL_DIR").unwrap_or_else(|_| "/tmp/stolon-bench-failover".into()),
+    );
+    let mut l = Local {
+        state: state.clone(),
+        script: repo.join("scripts/local-cluster.sh"),
+        env: HashMap::new(),
+        key: String::new(),
+    };
+    // A fresh cluster each time: its spec (sleepInterval 2s, failInterval 5s) is set at init.
+    l.script("purge", true)?;
+    l.script("up", false)?;
+    for line in std::fs::read_to_string(state.join("env"))?.lines() {
+        if let Some((k, v)) = line.split_once('=') {
+            l.env.insert(k.to_string(), v.to_string());
+        }
+    }
+    l.key = format!("stolon/cluster/{}/clusterdata", l.env["CLUSTER_NAME"]);
+    let cfg = l.pg_config()?;
+    let mut etcd = Client::connect([l.env["ETCD_ENDPOINT"].as_str()], None).await?;
+
+    let mut results = Vec::new();
+    for i in 1..=runs {
+        match one_run(&mut etcd, &l, &cfg).await {
+            Ok(r) => results.push(r),
+            Err(e) => eprintln!("run {i}: {e:#}"),
+        }
+        // Bring the killed keeper back; it rejoins as a standby before the next run.
+        l.script("up", true)?;
+    }
+
+    println!(
+        "\nfailover with sleepInterval 2s, failInterval 5s ({} runs)",
+        results.len()
+    );
+    println!(
+        "{:<4} {:<9} {:<11} {:>22} {:>28}",
+        "run", "killed", "new master", "kill -> INSERT ok (s)", "store -> proxy routes (ms)"
+    );
+    for (i, r) in results.iter().enumerate() {
+        println!(
+            "{:<4} {:<9} {:<11} {:>22} {:>28}",
+            i + 1,
+            r.killed,
+            r.new_master,
+            r.kill_to_insert
+                .map_or("none in 120s".into(), |d| format!("{:.2}", d.as_secs_f64())),
+            r.store_to_route_ms
+                .map_or("n/a".into(), |ms| ms.to_string()),
+        );
+    }
+    println!(
+        "kill -> first INSERT through the proxy (s): {}",
+        stats(
+            results
+                .iter()
+                .filter_map(|r| r.kill_to_insert.map(|d| d.as_secs_f64()))
+                .collect()
+        )
+    );
+    println!(
+        "new master in store -> proxy routes to it (ms): {}",
+        stats(
+            results
+                .iter()
+                .filter_map(|r| r.store_to_route_ms.map(|ms| ms as f64))
+                .collect()
+        )
+    );
+    if std::env::var("BENCH_KEEP").as_deref() != Ok("1") {
+        l.script("down", true)?;
+    }
+    Ok(())
+}

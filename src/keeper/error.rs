@@ -1,0 +1,39 @@
+//! The keeper's typed errors: each is one line naming the thing and, where there is one, the fix.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeeperError {
+    #[error(
+        "stolon-keeper must not run as root; run it as the postgres user (e.g. with runuser/systemd User=)"
+    )]
+    RunningAsRoot,
+    #[error("invalid --uid {uid:?}: it must match ^[a-z0-9_]+$ (lower-case letters, digits, '_')")]
+    InvalidUid { uid: String },
+    #[error(
+        "--uid {given:?} differs from the uid {saved:?} saved in {path}: start the keeper with --uid {saved} or use another --data-dir"
+    )]
+    UidMismatch {
+        saved: String,
+        given: String,
+        path: PathBuf,
+    },
+    #[error("data dir {path}: {reason}")]
+    DataDir { path: PathBuf, reason: String },
+    #[error("cannot take exclusive lock on data dir {path}: another keeper running? ({reason})")]
+    Lock { path: PathBuf, reason: String },
+    #[error("state file {path}: {reason}")]
+    StateFile { path: PathBuf, reason: String },
+    #[error("{what} password file {path}: {reason}")]
+    PasswordFile {
+        what: String,
+        path: PathBuf,
+        reason: String,
+    },
+    #[error("{0}")]
+    Config(String),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Postgres(#[from] crate::postgres::PgError),
+}

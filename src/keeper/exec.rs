@@ -1,0 +1,285 @@
+//! Executing one planned action with `crate::postgres`.
+
+use super::AuthMethod;
+use super::error::KeeperError;
+use super::plan::{Action, DesiredConfig, Recovery, StopReason};
+use super::run::Keeper;
+use super::state::DbState;
+use crate::postgres::{
+    self, HbaParams, ManagedParams, PgClient, PgProcess, RecoverySettings, ReplConn, StartOptions,
+    build_parameters, filter_managed, render_pg_hba, synchronous_standby_names,
+};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+impl Keeper {
+    pub(super) async fn execute(&mut self, action: &Action) -> Result<(), KeeperError> {
+        match action {
+            Action::Stop(reason) => self.stop(*reason).await,
+            Action::WipeFailedInit => {
+                tracing::error!(keeper = %self.facts.uid, "db failed to initialize or resync; removing its data to start over");
+                postgres::remove_pgdata(&self.pgdata)?;
+                self.applied = None;
+                self.dir.save_db_state(&DbState::default())
+            }
+            Action::SaveDbState(s) => self.dir.save_db_state(s),
+            Action::MarkDbState {
+                initializing,
+                generation,
+            } => {
+                let mut s = self.dir.load_db_state()?;
+                s.initializing = *initializing;
+                if let Some(g) = generation {
+                    s.generation = *g;
+                }
+                self.dir.save_db_state(&s)
+            }
+            Action::InitDb(new_config) => {
+                tracing::info!(keeper = %self.facts.uid, "initializing the database cluster");
+                postgres::remove_pgdata(&self.pgdata)?;
+                self.applied = None;
+                postgres::initdb(
+                    &self.bins,
+                    &self.pgdata,
+                    &self.cfg.pg_su_username,
+                    self.cfg.pg_su_password.as_deref(),
+                    new_config.as_ref(),
+                    None,
+                )
+                .await?;
+                Ok(())
+            }
+            Action::StartTemporary(config) => {
+                postgres::write_pg_hba(&self.pgdata, &self.hba_lines(config), None)?;
+                let params = self.parameters(config, None);
+                let conf = postgres::write_temp_postgresql_conf(&self.pgdata, &params, None)?;
+                self.start(Some(conf), true).await
+            }
+            Action::CaptureInitParameters => {
+                let client = PgClient::connect(&self.local_conn).await?;
+                let params = filter_managed(&client.config_file_parameters().await?);
+                let mut s = self.dir.load_db_state()?;
+                s.init_pg_parameters = params;
+                self.dir.save_db_state(&s)
+            }
+            Action::SetupRoles => {
+                tracing::info!(keeper = %self.facts.uid, "setting up roles");
+                let client = PgClient::connect(&self.local_conn).await?;
+                client
+                    .setup_roles(
+                        &self.cfg.pg_su_username,
+                        self.cfg.pg_su_password.as_deref(),
+                        &self.cfg.pg_repl_username,
+                        self.cfg.pg_repl_password.as_deref(),
+                    )
+                    .await?;
+                Ok(())
+            }
+            Action::Resync { host, port, slot } => {
+                tracing::info!(keeper = %self.facts.uid, %host, %port, %slot, "resyncing the database cluster with pg_basebackup");
+                postgres::remove_pgdata(&self.pgdata)?;
+                self.applied = None;
+                let conn = self.repl_conn(host, port, slot)?;
+                let uid = self.facts.uid.clone();
+                let mut last_pct = None;
+                postgres::pg_basebackup(
+                    &self.bins,
+                    &self.pgdata,
+                    &conn,
+                    Some(slot),
+                    None,
+                    |done, total| {
+                        let pct = (done * 100).checked_div(total).unwrap_or(0) / 10 * 10;
+                        if last_pct != Some(pct) {
+                            tracing::info!(keeper = %uid, "pg_basebackup {pct}% ({done}/{total} bytes)");
+                            last_pct = Some(pct);
+                        }
+                    },
+                )
+                .await?;
+                // A copy of the master is a standby by construction; without the signal the
+                // next observation would see a master.
+                postgres::write_standby_signal(&self.pgdata, None)?;
+                Ok(())
+            }
+            Action::WriteConfig(config) => self.write_config(config),
+            Action::Start => self.start(None, false).await,
+            Action::Promote => {
+                tracing::warn!(keeper = %self.facts.uid, "promoting to master");
+                postgres::promote(
+                    &self.bins,
+                    &self.pgdata,
+                    self.timing.db_wait_ready_timeout,
+                    None,
+                )
+                .await?;
+                tracing::warn!(keeper = %self.facts.uid, "promoted: now master");
+                // Tell the cluster now: the sentinel waits for this to move the proxies.
+                self.shared.publish_now();
+                Ok(())
+            }
+            Action::Restart => {
+                self.stop_postgres("restart").await?;
+                self.start(None, false).await
+            }
+            Action::Reload => match &self.pg {
+                Some(pg) => Ok(pg.reload()?),
+                None => Ok(()),
+            },
+            Action::ReconcileSlots {
+                followers,
+                additional,
+            } => {
+                let client = PgClient::connect(&self.local_conn).await?;
+                client
+                    .reconcile_replication_slots(&followers.iter().cloned().collect())
+                    .await?;
+                for slot in additional {
+                    // Names are checked by spec validation ([a-z0-9_]), so quoting is plain.
+                    client
+                        .execute(&format!(
+                            "SELECT pg_create_physical_replication_slot('{slot}') \
+                             WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = '{slot}')"
+                        ))
+                        .await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    async fn stop(&mut self, reason: StopReason) -> Result<(), KeeperError> {
+        if reason == StopReason::Fencing {
+            tracing::error!(
+                keeper = %self.facts.uid,
+                fence_after = ?self.timing.fence_after(),
+                "FENCING: the store has been unreachable too long while this keeper runs the master; stopping PostgreSQL so a new master can be elected safely"
+            );
+        }
+        let why = match reason {
+            StopReason::NoDbAssigned => "no db assigned",
+            StopReason::BootUuidMismatch => {
+                "the sentinel has not seen this keeper process yet (bootUUID differs)"
+            }
+            StopReason::Fencing => "fencing",
+            StopReason::Demoted => {
+                "cannot move from master role to standby role; stopping the old master"
+            }
+            StopReason::Reinitialize => "reinitializing the data",
+            StopReason::InitDone => "initialization done",
+        };
+        self.stop_postgres(why).await
+    }
+
+    /// Starts postgres as our child; a master (or a temporary start) is waited on until it
+    /// accepts connections, a standby only until it is up (it may take long to be consistent).
+    async fn start(
+        &mut self,
+        config_file: Option<PathBuf>,
+        temporary: bool,
+    ) -> Result<(), KeeperError> {
+        // A stray postmaster must never run next to the one we start.
+        self.stop_postgres("before start").await?;
+        postgres::disable_alter_system(&self.pgdata, None)?;
+        let opts = StartOptions {
+            config_file,
+            socket_dir: self.local_conn.socket_dir.clone(),
+            timeout: self.timing.db_wait_ready_timeout,
+            run_as: None,
+        };
+        let mut pg = PgProcess::start(&self.bins, &self.pgdata, &opts).await?;
+        let standby = postgres::local_role(&self.pgdata) == postgres::LocalRole::Standby;
+        if (temporary || !standby)
+            && let Err(e) = pg.wait_ready(self.timing.db_wait_ready_timeout).await
+        {
+            let _ = pg.stop_fast(self.timing.request_timeout).await;
+            return Err(e.into());
+        }
+        tracing::info!(keeper = %self.facts.uid, pid = pg.pid(), temporary, standby, "postgres started");
+        self.pg = Some(pg);
+        Ok(())
+    }
+
+    fn write_config(&mut self, config: &DesiredConfig) -> Result<(), KeeperError> {
+        let recovery = match &config.recovery {
+            None => None,
+            Some(Recovery::Follow {
+                host, port, slot, ..
+            }) => {
+                let conn = self.repl_conn(host, port, slot)?;
+                Some(RecoverySettings {
+                    primary_conninfo: Some(conn.conninfo(true)),
+                    primary_slot_name: Some(slot.clone()),
+                    ..Default::default()
+                })
+            }
+            Some(Recovery::External(s)) => Some(RecoverySettings {
+                primary_conninfo: Some(s.primary_conninfo.clone()),
+                primary_slot_name: Some(s.primary_slot_name.clone()),
+                recovery_min_apply_delay: Some(s.recovery_min_apply_delay.clone()),
+                ..Default::default()
+            }),
+        };
+        let params = self.parameters(config, recovery.as_ref());
+        // Forget what was applied first: a failure half way must cause a full rewrite.
+        self.applied = None;
+        postgres::write_postgresql_conf(&self.pgdata, &params, None)?;
+        postgres::write_pg_hba(&self.pgdata, &self.hba_lines(config), None)?;
+        if recovery.is_some() {
+            postgres::write_standby_signal(&self.pgdata, None)?;
+        }
+        self.applied = Some(config.clone());
+        Ok(())
+    }
+
+    fn parameters(
+        &self,
+        config: &DesiredConfig,
+        recovery: Option<&RecoverySettings>,
+    ) -> BTreeMap<String, String> {
+        let managed = ManagedParams {
+            listen_address: self.cfg.pg_listen_address.clone(),
+            port: self.cfg.pg_port,
+            socket_dir: self.local_conn.socket_dir.display().to_string(),
+            max_standbys: config.max_standbys,
+            additional_wal_senders: config.additional_wal_senders,
+            use_pg_rewind: config.use_pg_rewind,
+            synchronous_standby_names: synchronous_standby_names(
+                &config.synchronous_standbys,
+                &config.external_synchronous_standbys,
+            ),
+            scram: self.cfg.pg_su_auth_method == AuthMethod::ScramSha256
+                || self.cfg.pg_repl_auth_method == AuthMethod::ScramSha256,
+        };
+        build_parameters(None, &config.parameters, &managed, recovery)
+    }
+
+    fn hba_lines(&self, config: &DesiredConfig) -> Vec<String> {
+        render_pg_hba(&HbaParams {
+            su_username: &self.cfg.pg_su_username,
+            su_auth: self.cfg.pg_su_auth_method,
+            repl_username: &self.cfg.pg_repl_username,
+            repl_auth: self.cfg.pg_repl_auth_method,
+            access_mode: config.hba.access_mode,
+            is_master: config.hba.master_type,
+            other_db_addresses: &config.hba.other_db_addresses,
+            spec_hba: config.hba.user_rules.as_deref(),
+            internal_only: config.hba.internal_only,
+        })
+    }
+
+    fn repl_conn(&self, host: &str, port: &str, slot: &str) -> Result<ReplConn, KeeperError> {
+        let port = port.parse::<u16>().map_err(|_| {
+            KeeperError::Config(format!(
+                "followed db advertises an invalid port {port:?} in the cluster data"
+            ))
+        })?;
+        Ok(ReplConn {
+            host: host.to_string(),
+            port,
+            user: self.cfg.pg_repl_username.clone(),
+            password: self.cfg.pg_repl_password.clone(),
+            application_name: slot.to_string(),
+        })
+    }
+}

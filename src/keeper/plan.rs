@@ -1,0 +1,652 @@
+//! PURE: what the keeper must do to make its local PostgreSQL match the db the sentinel assigned
+//! it (reference §4b). No I/O, no clock: the loop observes the local state, calls [`plan`], and
+//! executes the actions in order, stopping at the first failure (the next iteration plans again
+//! from what is then on disk).
+//!
+//! The planner simulates the effect of each action it emits on a copy of the local state, so one
+//! call yields the whole path to convergence (e.g. initdb, temporary start, roles, stop, write
+//! config, start, slots, mark converged) and the later steps are decided on the state the
+//! earlier ones leave.
+
+use super::state::DbState;
+use crate::cluster::{
+    ClusterData, Db, DbInitMode, DbRole, FollowType, NewConfig, StandbySettings, SuReplAccessMode,
+};
+use std::collections::BTreeMap;
+
+/// The role PGDATA would start in: standby iff `standby.signal` exists (PostgreSQL ≥ 12).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LocalRole {
+    /// PGDATA is not initialized.
+    None,
+    Master,
+    Standby,
+}
+
+/// What the loop observed locally before planning.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LocalState {
+    pub db_state: DbState,
+    pub initialized: bool,
+    pub role: LocalRole,
+    pub running: bool,
+    /// The config this process last wrote into PGDATA. `None` until the first write: the keeper
+    /// stops any instance it did not start, so a running instance always has `Some` here unless
+    /// a write failed half way, and then rewriting is the right thing anyway.
+    pub applied: Option<DesiredConfig>,
+    /// Standbys PostgreSQL reports in sync right now (db uids); `None` if unknown.
+    pub in_sync_standbys: Option<Vec<String>>,
+    /// A changed parameter waits for a restart (`pg_settings.pending_restart`).
+    pub pending_restart: bool,
+}
+
+/// Facts about this keeper process that the plan needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeeperFacts {
+    pub uid: String,
+    pub boot_uuid: String,
+}
+
+/// Everything that goes into postgresql.conf, pg_hba.conf and the standby settings. The
+/// executor renders it with `crate::postgres`; the planner compares it with what was applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesiredConfig {
+    /// User parameters: the captured initial ones (includePreviousConfig) overridden by the db
+    /// spec's. Managed names are overridden by the renderer.
+    pub parameters: BTreeMap<String, String>,
+    pub max_standbys: u16,
+    pub additional_wal_senders: u16,
+    pub use_pg_rewind: bool,
+    /// Db uids that must acknowledge commits (empty: asynchronous), sorted.
+    pub synchronous_standbys: Vec<String>,
+    pub external_synchronous_standbys: Vec<String>,
+    pub hba: HbaConfig,
+    /// `Some` for a standby: what to follow. `None` leaves any `standby.signal` alone (only a
+    /// promotion removes it), so a stopped standby that must become master first starts as a
+    /// standby and is then promoted onto a new timeline.
+    pub recovery: Option<Recovery>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HbaConfig {
+    pub access_mode: SuReplAccessMode,
+    /// The db others replicate from (master, or a standby cluster's leader): strict mode
+    /// opens su/replication access only there.
+    pub master_type: bool,
+    /// Strict mode: the addresses of the other dbs, allowed for su and replication (sorted).
+    pub other_db_addresses: Vec<String>,
+    /// The spec's pgHBA lines; `None` means the default open rules.
+    pub user_rules: Option<Vec<String>>,
+    /// Only the internal (su/replication) rules: a sync-replication master that just started
+    /// keeps clients out until its synchronous standbys are in sync again.
+    pub internal_only: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recovery {
+    /// Stream from a db of this cluster.
+    Follow {
+        db_uid: String,
+        host: String,
+        port: String,
+        /// `stolon_<our db uid>`: the slot the master keeps for us and our application_name.
+        slot: String,
+    },
+    /// Standby cluster: follow a database outside the cluster.
+    External(StandbySettings),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    NoDbAssigned,
+    /// The sentinel has not seen this keeper process yet: an old master must not come back
+    /// before the sentinel decided what it is.
+    BootUuidMismatch,
+    /// The store has been unreachable too long: another master may be elected meanwhile.
+    Fencing,
+    /// The sentinel made this former master a standby: it must stop taking writes.
+    Demoted,
+    /// Before wiping, initializing or resyncing PGDATA.
+    Reinitialize,
+    /// After the temporary start of an initialization.
+    InitDone,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Stop(StopReason),
+    /// A previous init or resync crashed half way ("db failed to initialize or resync"):
+    /// remove PGDATA and reset dbstate.
+    WipeFailedInit,
+    /// Replace dbstate (taking a new db: uid set, generation 0).
+    SaveDbState(DbState),
+    /// Update dbstate on disk, keeping what actions stored in it meanwhile (the captured
+    /// initial parameters): the data is complete, and the generation it converged to, if any.
+    MarkDbState {
+        initializing: bool,
+        generation: Option<i64>,
+    },
+    /// Remove PGDATA and run initdb with the superuser.
+    InitDb(Option<NewConfig>),
+    /// Start with a temporary config that includes the initdb/existing postgresql.conf and
+    /// then this one, and wait until it accepts connections.
+    StartTemporary(DesiredConfig),
+    /// Save the config-file parameters into dbstate.InitPGParameters (includePreviousConfig).
+    CaptureInitParameters,
+    /// Superuser password and replication role.
+    SetupRoles,
+    /// Remove PGDATA and pg_basebackup it from the followed db, using our slot.
+    Resync {
+        host: String,
+        port: String,
+        slot: String,
+    },
+    WriteConfig(DesiredConfig),
+    /// Start the instance (as a child) and wait until it accepts connections.
+    Start,
+    Promote,
+    Restart,
+    /// Re-read postgresql.conf and pg_hba.conf. A parameter that needs a restart shows up as
+    /// `pending_restart` on the next observation.
+    Reload,
+    /// Make the `stolon_*` physical slots exactly `stolon_<f>` for each follower db uid `f`,
+    /// and create the spec's additional slots that are missing. ⚠ Upstream also drops
+    /// physical slots not named `stolon_*` that are not in the additional list; we never
+    /// touch a slot we did not create by name (reference §4b says "untouched").
+    ReconcileSlots {
+        followers: Vec<String>,
+        additional: Vec<String>,
+    },
+}
+
+impl Action {
+    /// A short name for logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Action::Stop(_) => "stop",
+            Action::WipeFailedInit => "wipe failed init",
+            Action::SaveDbState(_) => "save dbstate",
+            Action::MarkDbState { .. } => "update dbstate",
+            Action::InitDb(_) => "initdb",
+            Action::StartTemporary(_) => "temporary start",
+            Action::CaptureInitParameters => "capture initial parameters",
+            Action::SetupRoles => "setup roles",
+            Action::Resync { .. } => "resync",
+            Action::WriteConfig(_) => "write config",
+            Action::Start => "start",
+            Action::Promote => "promote",
+            Action::Restart => "restart",
+            Action::Reload => "reload",
+            Action::ReconcileSlots { .. } => "reconcile replication slots",
+        }
+    }
+}
+
+/// Why the plan stops before convergence; the loop logs it (info) and tries again later.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WaitReason {
+    NoClusterData,
+    KeeperNotInClusterData,
+    NoDbAssigned,
+    BootUuidMismatch,
+    StoreUnreachable,
+    RoleUndefined,
+    /// The followed db has not published its address yet.
+    FollowedDbAddressUnknown(String),
+}
+
+/// A state the keeper cannot fix by itself; the loop logs it (error) and tries again later,
+/// when the sentinel may have decided otherwise.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    #[error(
+        "cannot move from master role to standby role: waiting for the sentinel to assign a new db"
+    )]
+    MasterToStandby,
+    #[error(
+        "local db uid {local:?} differs from the assigned db {assigned:?} but its init mode is none: the keeper data was lost or replaced; check that --data-dir is on a persistent volume and that its state files were not removed"
+    )]
+    LostDb { local: String, assigned: String },
+    #[error("db {0} has init mode pitr, which this stolon does not implement yet")]
+    PitrUnsupported(String),
+    #[error("db {0} has init mode existing but PGDATA is not initialized")]
+    ExistingNotInitialized(String),
+    #[error("db {0} must be master but PGDATA is not initialized")]
+    MasterNotInitialized(String),
+    #[error("db {0} must be a standby but PGDATA is not initialized")]
+    StandbyNotInitialized(String),
+    #[error("db {db} follows db {followed}, which is not in the cluster data")]
+    FollowedDbMissing { db: String, followed: String },
+    #[error("db {0} is a standby without a follow config")]
+    NoFollowConfig(String),
+    #[error("db {0} follows an external database without standby settings")]
+    NoStandbySettings(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlanEnd {
+    /// After the actions the db is at `generation` (already recorded in dbstate by them).
+    Converged {
+        db_uid: String,
+        generation: i64,
+    },
+    Wait(WaitReason),
+    Error(PlanError),
+    /// PGDATA was (re)made: plan again at once from what is now on disk (e.g. the parameters
+    /// captured from initdb's config) rather than from a guess of it.
+    Replan,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub actions: Vec<Action>,
+    pub end: PlanEnd,
+    /// The local state the planner expects once every action succeeded.
+    pub expected: LocalState,
+}
+
+/// `stolon_<uid>`: the replication slot and application_name of a db.
+pub fn stolon_name(uid: &str) -> String {
+    format!("stolon_{uid}")
+}
+
+/// Computes the actions that converge the local instance. `fenced` is true when the store has
+/// been unreachable long enough that the sentinel may already be electing another master.
+pub fn plan(me: &KeeperFacts, cd: Option<&ClusterData>, local: &LocalState, fenced: bool) -> Plan {
+    let mut p = Planner {
+        actions: Vec::new(),
+        sim: local.clone(),
+    };
+    let end = p.run(me, cd, fenced);
+    Plan {
+        actions: p.actions,
+        end,
+        expected: p.sim,
+    }
+}
+
+struct Planner {
+    actions: Vec<Action>,
+    sim: LocalState,
+}
+
+impl Planner {
+    fn push(&mut self, a: Action) {
+        match &a {
+            Action::Stop(_) => self.sim.running = false,
+            Action::WipeFailedInit => {
+                self.sim.db_state = DbState::default();
+                self.sim.initialized = false;
+                self.sim.role = LocalRole::None;
+                self.sim.applied = None;
+            }
+            Action::SaveDbState(s) => self.sim.db_state = s.clone(),
+            Action::MarkDbState {
+                initializing,
+                generation,
+            } => {
+                self.sim.db_state.initializing = *initializing;
+                if let Some(g) = generation {
+                    self.sim.db_state.generation = *g;
+                }
+            }
+            Action::InitDb(_) => {
+                self.sim.initialized = true;
+                self.sim.role = LocalRole::Master;
+                self.sim.applied = None;
+            }
+            Action::StartTemporary(_) | Action::Start | Action::Restart => self.sim.running = true,
+            Action::Resync { .. } => {
+                self.sim.initialized = true;
+                self.sim.role = LocalRole::Standby;
+                self.sim.applied = None;
+            }
+            Action::WriteConfig(c) => self.sim.applied = Some(c.clone()),
+            Action::Promote => self.sim.role = LocalRole::Master,
+            Action::CaptureInitParameters
+            | Action::SetupRoles
+            | Action::Reload
+            | Action::ReconcileSlots { .. } => {}
+        }
+        self.actions.push(a);
+    }
+
+    fn stop_if_running(&mut self, why: StopReason) {
+        if self.sim.running {
+            self.push(Action::Stop(why));
+        }
+    }
+
+    fn run(&mut self, me: &KeeperFacts, cd: Option<&ClusterData>, fenced: bool) -> PlanEnd {
+        if fenced {
+            // A standby may keep running: it takes no writes. A master must not outlive its
+            // lease on the store (DESIGN promise 1).
+            if self.sim.role == LocalRole::Master {
+                self.stop_if_running(StopReason::Fencing);
+            }
+            return PlanEnd::Wait(WaitReason::StoreUnreachable);
+        }
+        // Upstream leaves a running instance alone while there is no cluster data or no entry
+        // for us: the keeper stops any instance it did not start, so whatever runs was started
+        // from a cluster data this keeper already acted on.
+        let Some(cd) = cd else {
+            return PlanEnd::Wait(WaitReason::NoClusterData);
+        };
+        let Some(keeper) = cd.keepers.get(&me.uid) else {
+            return PlanEnd::Wait(WaitReason::KeeperNotInClusterData);
+        };
+        let Some(db) = cd.db_of_keeper(&me.uid) else {
+            self.stop_if_running(StopReason::NoDbAssigned);
+            return PlanEnd::Wait(WaitReason::NoDbAssigned);
+        };
+        if keeper.status.boot_uuid != me.boot_uuid {
+            self.stop_if_running(StopReason::BootUuidMismatch);
+            return PlanEnd::Wait(WaitReason::BootUuidMismatch);
+        }
+        if self.sim.db_state.initializing {
+            self.stop_if_running(StopReason::Reinitialize);
+            self.push(Action::WipeFailedInit);
+        }
+        if self.sim.db_state.uid != db.uid {
+            return match self.take_db(cd, db) {
+                Ok(()) => {
+                    // The data is complete: from here a crash must not wipe it. (Upstream
+                    // keeps Initializing until the first convergence, in the same pass.)
+                    if self.sim.db_state.initializing {
+                        self.push(Action::MarkDbState {
+                            initializing: false,
+                            generation: None,
+                        });
+                    }
+                    PlanEnd::Replan
+                }
+                Err(end) => end,
+            };
+        }
+        match db.spec.role {
+            DbRole::Undefined => PlanEnd::Wait(WaitReason::RoleUndefined),
+            DbRole::Master => self.master(cd, db),
+            DbRole::Standby => self.standby(cd, db),
+        }
+    }
+
+    /// Makes PGDATA hold `db` according to its init mode.
+    fn take_db(&mut self, cd: &ClusterData, db: &Db) -> Result<(), PlanEnd> {
+        let fresh = |initializing| DbState {
+            uid: db.uid.clone(),
+            generation: 0,
+            initializing,
+            init_pg_parameters: BTreeMap::new(),
+        };
+        match db.spec.init_mode {
+            DbInitMode::New => {
+                // Saved first so a crash from here on is detected and the half-made data wiped.
+                self.push(Action::SaveDbState(fresh(true)));
+                self.stop_if_running(StopReason::Reinitialize);
+                self.push(Action::InitDb(db.spec.new_config.clone()));
+                self.temporary_start(cd, db);
+                self.push(Action::SetupRoles);
+                self.push(Action::Stop(StopReason::InitDone));
+            }
+            DbInitMode::Existing => {
+                if !self.sim.initialized {
+                    return Err(PlanEnd::Error(PlanError::ExistingNotInitialized(
+                        db.uid.clone(),
+                    )));
+                }
+                // Not initializing: a crash must never wipe data we did not create.
+                self.push(Action::SaveDbState(fresh(false)));
+                self.stop_if_running(StopReason::Reinitialize);
+                self.temporary_start(cd, db);
+                self.push(Action::Stop(StopReason::InitDone));
+            }
+            DbInitMode::Resync => {
+                let target = self.follow_target(cd, db)?;
+                let Recovery::Follow {
+                    host, port, slot, ..
+                } = target
+                else {
+                    // External follow with resync is a standby-cluster pitr we do not support.
+                    return Err(PlanEnd::Error(PlanError::PitrUnsupported(db.uid.clone())));
+                };
+                self.push(Action::SaveDbState(fresh(true)));
+                self.stop_if_running(StopReason::Reinitialize);
+                self.push(Action::Resync { host, port, slot });
+            }
+            DbInitMode::Pitr => {
+                return Err(PlanEnd::Error(PlanError::PitrUnsupported(db.uid.clone())));
+            }
+            DbInitMode::None => {
+                return Err(PlanEnd::Error(PlanError::LostDb {
+                    local: self.sim.db_state.uid.clone(),
+                    assigned: db.uid.clone(),
+                }));
+            }
+        }
+        Ok(())
+    }
+
+    fn temporary_start(&mut self, cd: &ClusterData, db: &Db) {
+        let config = desired_config(cd, db, &self.sim, None);
+        self.push(Action::StartTemporary(config));
+        if db.spec.include_previous_config {
+            self.push(Action::CaptureInitParameters);
+        }
+    }
+
+    fn master(&mut self, cd: &ClusterData, db: &Db) -> PlanEnd {
+        if !self.sim.initialized {
+            return PlanEnd::Error(PlanError::MasterNotInitialized(db.uid.clone()));
+        }
+        let mut desired = desired_config(cd, db, &self.sim, None);
+        if !self.sim.running {
+            // Upstream's waitSyncStandbysSynced: after a restart of a sync-replication master
+            // its standbys may lag; clients stay out until they are in sync again.
+            desired.hba.internal_only = db.spec.synchronous_replication;
+            if self.sim.applied.as_ref() != Some(&desired) {
+                self.push(Action::WriteConfig(desired.clone()));
+            }
+            self.push(Action::Start);
+        }
+        if self.sim.role == LocalRole::Standby {
+            // Promote before anything else: failover time is what this path is judged on.
+            self.push(Action::Promote);
+        }
+        if self.sim.applied.as_ref() != Some(&desired) {
+            self.push(Action::WriteConfig(desired));
+            self.push(Action::Reload);
+        } else {
+            self.restart_if_pending(cd);
+        }
+        let mut followers: Vec<String> = db
+            .spec
+            .followers
+            .iter()
+            .filter(|f| **f != db.uid)
+            .cloned()
+            .collect();
+        followers.sort();
+        followers.dedup();
+        self.push(Action::ReconcileSlots {
+            followers,
+            additional: db.spec.additional_replication_slots.clone(),
+        });
+        self.converged(db)
+    }
+
+    fn standby(&mut self, cd: &ClusterData, db: &Db) -> PlanEnd {
+        let recovery = match self.follow_target(cd, db) {
+            Ok(r) => r,
+            Err(end) => return end,
+        };
+        match self.sim.role {
+            LocalRole::None => {
+                return PlanEnd::Error(PlanError::StandbyNotInitialized(db.uid.clone()));
+            }
+            LocalRole::Master => {
+                // ⚠ Upstream only logs this and leaves the old master running and writable.
+                // We stop it: promise 1 wants it out of the way; the sentinel then assigns a
+                // new db (resync) to this keeper.
+                self.stop_if_running(StopReason::Demoted);
+                return PlanEnd::Error(PlanError::MasterToStandby);
+            }
+            LocalRole::Standby => {}
+        }
+        let external = matches!(recovery, Recovery::External(_));
+        let desired = desired_config(cd, db, &self.sim, Some(recovery));
+        if !self.sim.running {
+            if self.sim.applied.as_ref() != Some(&desired) {
+                self.push(Action::WriteConfig(desired));
+            }
+            self.push(Action::Start);
+        } else if let Some(applied) = self.sim.applied.clone()
+            && applied.recovery == desired.recovery
+        {
+            if applied != desired {
+                self.push(Action::WriteConfig(desired));
+                self.push(Action::Reload);
+            } else {
+                self.restart_if_pending(cd);
+            }
+        } else {
+            // primary_conninfo changes (a new master) need a restart on PostgreSQL < 13 and a
+            // restart is what upstream does; it is quick for a standby.
+            self.push(Action::WriteConfig(desired));
+            self.push(Action::Restart);
+        }
+        if external {
+            // A standby cluster's leader keeps the additional slots for its own cascade;
+            // internal standbys leave slots alone (upstream), a promotion reconciles them.
+            self.push(Action::ReconcileSlots {
+                followers: Vec::new(),
+                additional: db.spec.additional_replication_slots.clone(),
+            });
+        }
+        self.converged(db)
+    }
+
+    fn restart_if_pending(&mut self, cd: &ClusterData) {
+        // Without automaticPgRestart the operator restarts the keeper when convenient.
+        if self.sim.running && self.sim.pending_restart && cd.cluster.spec.automatic_pg_restart() {
+            self.push(Action::Restart);
+        }
+    }
+
+    fn follow_target(&self, cd: &ClusterData, db: &Db) -> Result<Recovery, PlanEnd> {
+        let Some(fc) = &db.spec.follow_config else {
+            return Err(PlanEnd::Error(PlanError::NoFollowConfig(db.uid.clone())));
+        };
+        match fc.follow_type {
+            FollowType::Internal => {
+                let Some(followed) = cd.dbs.get(&fc.db_uid) else {
+                    return Err(PlanEnd::Error(PlanError::FollowedDbMissing {
+                        db: db.uid.clone(),
+                        followed: fc.db_uid.clone(),
+                    }));
+                };
+                if followed.status.listen_address.is_empty() || followed.status.port.is_empty() {
+                    return Err(PlanEnd::Wait(WaitReason::FollowedDbAddressUnknown(
+                        followed.uid.clone(),
+                    )));
+                }
+                Ok(Recovery::Follow {
+                    db_uid: followed.uid.clone(),
+                    host: followed.status.listen_address.clone(),
+                    port: followed.status.port.clone(),
+                    slot: stolon_name(&db.uid),
+                })
+            }
+            FollowType::External => match &fc.standby_settings {
+                Some(s) => Ok(Recovery::External(s.clone())),
+                None => Err(PlanEnd::Error(PlanError::NoStandbySettings(db.uid.clone()))),
+            },
+        }
+    }
+
+    fn converged(&mut self, db: &Db) -> PlanEnd {
+        if self.sim.db_state.generation != db.generation || self.sim.db_state.initializing {
+            self.push(Action::MarkDbState {
+                initializing: false,
+                generation: Some(db.generation),
+            });
+        }
+        PlanEnd::Converged {
+            db_uid: db.uid.clone(),
+            generation: db.generation,
+        }
+    }
+}
+
+/// The config `db` wants on this keeper, given the simulated local state.
+fn desired_config(
+    cd: &ClusterData,
+    db: &Db,
+    sim: &LocalState,
+    recovery: Option<Recovery>,
+) -> DesiredConfig {
+    let mut parameters = BTreeMap::new();
+    if db.spec.include_previous_config {
+        parameters.extend(sim.db_state.init_pg_parameters.clone());
+    }
+    parameters.extend(db.spec.pg_parameters.clone());
+
+    let (synchronous_standbys, external_synchronous_standbys) = if db.spec.synchronous_replication {
+        let mut s = db.spec.synchronous_standbys.clone();
+        s.sort();
+        let mut e = db.spec.external_synchronous_standbys.clone();
+        e.sort();
+        (s, e)
+    } else {
+        (Vec::new(), Vec::new())
+    };
+
+    let access_mode = cd.cluster.spec.default_su_repl_access_mode();
+    // Strict mode opens su/replication only on the db others replicate from, and only to them.
+    let master_type = db.spec.role == DbRole::Master
+        || db
+            .spec
+            .follow_config
+            .as_ref()
+            .is_some_and(|f| f.follow_type == FollowType::External);
+    let mut other_db_addresses: Vec<String> =
+        if access_mode == SuReplAccessMode::Strict && master_type {
+            cd.dbs
+                .values()
+                .filter(|d| d.uid != db.uid && !d.status.listen_address.is_empty())
+                .map(|d| d.status.listen_address.clone())
+                .collect()
+        } else {
+            Vec::new()
+        };
+    other_db_addresses.sort();
+    other_db_addresses.dedup();
+
+    // Keep the clients out while the synchronous standbys the spec names are not in sync yet:
+    // a restarted master would otherwise acknowledge commits no standby has.
+    let waiting_for_sync = db.spec.role == DbRole::Master
+        && db.spec.synchronous_replication
+        && sim.running
+        && sim.applied.as_ref().is_some_and(|a| a.hba.internal_only)
+        && !sim.in_sync_standbys.as_ref().is_some_and(|in_sync| {
+            let mut a = in_sync.clone();
+            a.sort();
+            a == synchronous_standbys
+        });
+
+    DesiredConfig {
+        parameters,
+        max_standbys: db.spec.max_standbys,
+        additional_wal_senders: db.spec.additional_wal_senders,
+        use_pg_rewind: db.spec.use_pg_rewind,
+        synchronous_standbys,
+        external_synchronous_standbys,
+        hba: HbaConfig {
+            access_mode,
+            master_type,
+            other_db_addresses,
+            user_rules: db.spec.pg_hba.clone(),
+            internal_only: waiting_for_sync,
+        },
+        recovery,
+    }
+}

@@ -1,0 +1,666 @@
+//! Named scenarios for the keeper plan: one per rule of reference §4b.
+
+use super::plan::*;
+use super::state::DbState;
+use crate::cluster::{
+    ClusterData, ClusterSpec, Db, DbInitMode, DbRole, FollowConfig, Keeper, SuReplAccessMode,
+    zero_time,
+};
+
+const ME: &str = "k1";
+const BOOT: &str = "boot-1";
+
+fn me() -> KeeperFacts {
+    KeeperFacts {
+        uid: ME.into(),
+        boot_uuid: BOOT.into(),
+    }
+}
+
+fn keeper(uid: &str, boot: &str) -> Keeper {
+    let mut k = Keeper {
+        uid: uid.into(),
+        ..Default::default()
+    };
+    k.status.boot_uuid = boot.into();
+    k
+}
+
+fn db(uid: &str, keeper: &str, role: DbRole, mode: DbInitMode, generation: i64) -> Db {
+    let mut d = Db {
+        uid: uid.into(),
+        generation,
+        change_time: zero_time(),
+        ..Default::default()
+    };
+    d.spec.keeper_uid = keeper.into();
+    d.spec.role = role;
+    d.spec.init_mode = mode;
+    d.spec.max_standbys = 20;
+    d.spec.additional_wal_senders = 5;
+    d.status.listen_address = format!("10.0.0.{}", &keeper[1..]);
+    d.status.port = "5432".into();
+    d
+}
+
+/// k1 holds `mine`; k2 holds master db "m" at 10.0.0.2 when `mine` is a standby.
+fn cd_with(mine: Db) -> ClusterData {
+    let mut cd = ClusterData::new("c1".into(), ClusterSpec::default(), zero_time());
+    cd.keepers.insert(ME.into(), keeper(ME, BOOT));
+    cd.keepers.insert("k2".into(), keeper("k2", "other"));
+    if mine.spec.role == DbRole::Standby {
+        cd.dbs.insert(
+            "m".into(),
+            db("m", "k2", DbRole::Master, DbInitMode::None, 3),
+        );
+    }
+    cd.dbs.insert(mine.uid.clone(), mine);
+    cd
+}
+
+fn standby_db(uid: &str, mode: DbInitMode, generation: i64) -> Db {
+    let mut d = db(uid, ME, DbRole::Standby, mode, generation);
+    d.spec.follow_config = Some(FollowConfig::internal("m"));
+    d
+}
+
+fn local(uid: &str, generation: i64, role: LocalRole, running: bool) -> LocalState {
+    LocalState {
+        db_state: DbState {
+            uid: uid.into(),
+            generation,
+            ..Default::default()
+        },
+        initialized: role != LocalRole::None,
+        role,
+        running,
+        applied: None,
+        in_sync_standbys: None,
+        pending_restart: false,
+    }
+}
+
+fn empty_local() -> LocalState {
+    local("", 0, LocalRole::None, false)
+}
+
+/// The config the plan leaves written.
+fn applied_config(p: &Plan) -> Option<DesiredConfig> {
+    p.actions.iter().rev().find_map(|a| match a {
+        Action::WriteConfig(c) => Some(c.clone()),
+        _ => None,
+    })
+}
+
+fn kinds(p: &Plan) -> Vec<&'static str> {
+    p.actions
+        .iter()
+        .map(|a| match a {
+            Action::Stop(_) => "stop",
+            Action::WipeFailedInit => "wipe",
+            Action::SaveDbState(_) => "save",
+            Action::MarkDbState { .. } => "mark",
+            Action::InitDb(_) => "initdb",
+            Action::StartTemporary(_) => "start-temp",
+            Action::CaptureInitParameters => "capture",
+            Action::SetupRoles => "roles",
+            Action::Resync { .. } => "resync",
+            Action::WriteConfig(_) => "write",
+            Action::Start => "start",
+            Action::Promote => "promote",
+            Action::Restart => "restart",
+            Action::Reload => "reload",
+            Action::ReconcileSlots { .. } => "slots",
+        })
+        .collect()
+}
+
+#[test]
+fn no_cluster_data_waits_and_leaves_postgres_alone() {
+    let p = plan(&me(), None, &local("d1", 1, LocalRole::Master, true), false);
+    assert!(p.actions.is_empty());
+    assert_eq!(p.end, PlanEnd::Wait(WaitReason::NoClusterData));
+}
+
+#[test]
+fn keeper_missing_from_cluster_data_waits() {
+    let mut cd = cd_with(db("d1", ME, DbRole::Master, DbInitMode::New, 1));
+    cd.keepers.remove(ME);
+    let p = plan(&me(), Some(&cd), &empty_local(), false);
+    assert!(p.actions.is_empty());
+    assert_eq!(p.end, PlanEnd::Wait(WaitReason::KeeperNotInClusterData));
+}
+
+#[test]
+fn no_db_assigned_stops_postgres() {
+    let mut cd = cd_with(db("d1", ME, DbRole::Master, DbInitMode::New, 1));
+    cd.dbs.clear();
+    let p = plan(
+        &me(),
+        Some(&cd),
+        &local("d1", 1, LocalRole::Master, true),
+        false,
+    );
+    assert_eq!(p.actions, vec![Action::Stop(StopReason::NoDbAssigned)]);
+    assert_eq!(p.end, PlanEnd::Wait(WaitReason::NoDbAssigned));
+}
+
+#[test]
+fn restarted_keeper_waits_for_sentinel_to_see_its_boot_uuid() {
+    let mut cd = cd_with(db("d1", ME, DbRole::Master, DbInitMode::None, 4));
+    cd.keepers.insert(ME.into(), keeper(ME, "previous-process"));
+    let stopped = plan(
+        &me(),
+        Some(&cd),
+        &local("d1", 4, LocalRole::Master, false),
+        false,
+    );
+    assert!(stopped.actions.is_empty(), "an old master must not start");
+    assert_eq!(stopped.end, PlanEnd::Wait(WaitReason::BootUuidMismatch));
+    let running = plan(
+        &me(),
+        Some(&cd),
+        &local("d1", 4, LocalRole::Master, true),
+        false,
+    );
+    assert_eq!(
+        running.actions,
+        vec![Action::Stop(StopReason::BootUuidMismatch)]
+    );
+}
+
+#[test]
+fn fenced_master_stops_and_fenced_standby_keeps_serving_reads() {
+    let cd = cd_with(db("d1", ME, DbRole::Master, DbInitMode::None, 1));
+    let p = plan(
+        &me(),
+        Some(&cd),
+        &local("d1", 1, LocalRole::Master, true),
+        true,
+    );
+    assert_eq!(p.actions, vec![Action::Stop(StopReason::Fencing)]);
+    assert_eq!(p.end, PlanEnd::Wait(WaitReason::StoreUnreachable));
+    let p = plan(&me(), None, &local("d1", 1, LocalRole::Standby, true), true);
+    assert!(p.actions.is_empty());
+}
+
+#[test]
+fn fenced_master_starts_again_when_store_is_back_and_still_master() {
+    let cd = cd_with(db("d1", ME, DbRole::Master, DbInitMode::None, 1));
+    let p = plan(
+        &me(),
+        Some(&cd),
+        &local("d1", 1, LocalRole::Master, false),
+        false,
+    );
+    assert_eq!(kinds(&p), vec!["write", "start", "slots"]);
+}
+
+#[test]
+fn init_new_runs_initdb_roles_then_starts_as_master() {
+    let mut d = db("d1", ME, DbRole::Master, DbInitMode::New, 1);
+    d.spec.followers = vec!["d2".into()];
+    let cd = cd_with(d);
+    let p = plan(&me(), Some(&cd), &empty_local(), false);
+    assert_eq!(
+        kinds(&p),
+        vec!["save", "initdb", "start-temp", "roles", "stop", "mark"]
+    );
+    assert_eq!(p.end, PlanEnd::Replan);
+    let Action::SaveDbState(first) = &p.actions[0] else {
+        panic!()
+    };
+    assert!(first.initializing, "a crash during init must be detectable");
+    assert_eq!(first.uid, "d1");
+    assert_eq!(
+        p.actions.last(),
+        Some(&Action::MarkDbState {
+            initializing: false,
+            generation: None
+        }),
+        "complete data must survive a crash before the first start"
+    );
+    let p = plan(&me(), Some(&cd), &p.expected, false);
+    assert_eq!(kinds(&p), vec!["write", "start", "slots", "mark"]);
+    assert_eq!(
+        p.actions.last(),
+        Some(&Action::MarkDbState {
+            initializing: false,
+            generation: Some(1)
+        })
+    );
+    assert_eq!(
+        p.end,
+        PlanEnd::Converged {
+            db_uid: "d1".into(),
+            generation: 1
+        }
+    );
+}
+
+#[test]
+fn init_new_with_include_previous_config_captures_initdb_parameters() {
+    let mut d = db("d1", ME, DbRole::Master, DbInitMode::New, 1);
+    d.spec.include_previous_config = true;
+    let p = plan(&me(), Some(&cd_with(d)), &empty_local(), false);
+    assert_eq!(
+        &kinds(&p)[..4],
+        &["save", "initdb", "start-temp", "capture"]
+    );
+}
+
+#[test]
+fn init_new_stops_a_running_instance_before_wiping() {
+    let cd = cd_with(db("d2", ME, DbRole::Master, DbInitMode::New, 1));
+    let p = plan(
+        &me(),
+        Some(&cd),
+        &local("d1", 3, LocalRole::Master, true),
+        false,
+    );
+    assert_eq!(&kinds(&p)[..3], &["save", "stop", "initdb"]);
+}
+
+#[test]
+fn crashed_init_is_wiped_and_started_over() {
+    let cd = cd_with(db("d1", ME, DbRole::Master, DbInitMode::New, 1));
+    let mut l = local("d1", 0, LocalRole::Master, false);
+    l.db_state.initializing = true;
+    let p = plan(&me(), Some(&cd), &l, false);
+    assert_eq!(&kinds(&p)[..3], &["wipe", "save", "initdb"]);
+}
+
+#[test]
+fn init_existing_keeps_data_and_is_never_marked_initializing() {
+    let cd = cd_with(db("d1", ME, DbRole::Master, DbInitMode::Existing, 1));
+    let p = plan(
+        &me(),
+        Some(&cd),
+        &local("", 0, LocalRole::Master, true),
+        false,
+    );
+    assert_eq!(kinds(&p), vec!["save", "stop", "start-temp", "stop"]);
+    assert_eq!(p.end, PlanEnd::Replan);
+    let next = plan(&me(), Some(&cd), &p.expected, false);
+    assert_eq!(kinds(&next), vec!["write", "start", "slots", "mark"]);
+    let Action::SaveDbState(first) = &p.actions[0] else {
+        panic!()
+    };
+    assert!(!first.initializing, "a crash must never wipe existing data");
+}
+
+#[test]
+fn init_existing_without_pgdata_is_an_error() {
+    let cd = cd_with(db("d1", ME, DbRole::Master, DbInitMode::Existing, 1));
+    let p = plan(&me(), Some(&cd), &empty_local(), false);
+    assert_eq!(
+        p.end,
+        PlanEnd::Error(PlanError::ExistingNotInitialized("d1".into()))
+    );
+    assert!(p.actions.is_empty());
+}
+
+#[test]
+fn resync_basebackups_from_followed_db_with_our_slot_then_starts_as_standby() {
+    let cd = cd_with(standby_db("d1", DbInitMode::Resync, 2));
+    let p = plan(&me(), Some(&cd), &empty_local(), false);
+    assert_eq!(kinds(&p), vec!["save", "resync", "mark"]);
+    assert_eq!(
+        p.actions[1],
+        Action::Resync {
+            host: "10.0.0.2".into(),
+            port: "5432".into(),
+            slot: "stolon_d1".into()
+        }
+    );
+    let p = plan(&me(), Some(&cd), &p.expected, false);
+    assert_eq!(kinds(&p), vec!["write", "start", "mark"]);
+    let Some(cfg) = applied_config(&p) else {
+        panic!()
+    };
+    assert_eq!(
+        cfg.recovery,
+        Some(Recovery::Follow {
+            db_uid: "m".into(),
+            host: "10.0.0.2".into(),
+            port: "5432".into(),
+            slot: "stolon_d1".into()
+        })
+    );
+}
+
+#[test]
+fn diverged_old_master_gets_a_fresh_basebackup_for_its_new_db() {
+    // The old master (local role master, old db uid) is assigned a new resync db.
+    let cd = cd_with(standby_db("d9", DbInitMode::Resync, 1));
+    let p = plan(
+        &me(),
+        Some(&cd),
+        &local("d1", 5, LocalRole::Master, false),
+        false,
+    );
+    assert_eq!(kinds(&p), vec!["save", "resync", "mark"]);
+    let p = plan(&me(), Some(&cd), &p.expected, false);
+    assert_eq!(kinds(&p), vec!["write", "start", "mark"]);
+}
+
+#[test]
+fn resync_waits_until_followed_db_published_its_address() {
+    let mut cd = cd_with(standby_db("d1", DbInitMode::Resync, 2));
+    if let Some(m) = cd.dbs.get_mut("m") {
+        m.status.listen_address.clear();
+    }
+    let p = plan(&me(), Some(&cd), &empty_local(), false);
+    assert!(p.actions.is_empty());
+    assert_eq!(
+        p.end,
+        PlanEnd::Wait(WaitReason::FollowedDbAddressUnknown("m".into()))
+    );
+}
+
+#[test]
+fn running_standby_is_promoted_before_anything_else() {
+    let cd = cd_with(db("d1", ME, DbRole::Master, DbInitMode::None, 5));
+    let mut l = local("d1", 4, LocalRole::Standby, true);
+    l.applied = Some(standby_config_for(&cd_with(standby_db(
+        "d1",
+        DbInitMode::None,
+        4,
+    ))));
+    let p = plan(&me(), Some(&cd), &l, false);
+    assert_eq!(p.actions[0], Action::Promote);
+    assert_eq!(
+        kinds(&p),
+        vec!["promote", "write", "reload", "slots", "mark"]
+    );
+}
+
+fn standby_config_for(cd: &ClusterData) -> DesiredConfig {
+    let p = plan(
+        &me(),
+        Some(cd),
+        &local("d1", 0, LocalRole::Standby, false),
+        false,
+    );
+    applied_config(&p).unwrap()
+}
+
+#[test]
+fn stopped_standby_to_master_starts_as_standby_then_promotes() {
+    let cd = cd_with(db("d1", ME, DbRole::Master, DbInitMode::None, 5));
+    let p = plan(
+        &me(),
+        Some(&cd),
+        &local("d1", 4, LocalRole::Standby, false),
+        false,
+    );
+    assert_eq!(
+        kinds(&p),
+        vec!["write", "start", "promote", "slots", "mark"]
+    );
+    let Action::WriteConfig(c) = &p.actions[0] else {
+        panic!()
+    };
+    assert_eq!(c.recovery, None, "promotion, not a config, ends recovery");
+}
+
+#[test]
+fn master_keeps_a_slot_per_follower_but_not_for_itself() {
+    let mut d = db("d1", ME, DbRole::Master, DbInitMode::None, 1);
+    d.spec.followers = vec!["d3".into(), "d1".into(), "d2".into()];
+    d.spec.additional_replication_slots = vec!["backup".into()];
+    let p = plan(
+        &me(),
+        Some(&cd_with(d)),
+        &local("d1", 1, LocalRole::Master, false),
+        false,
+    );
+    assert!(p.actions.contains(&Action::ReconcileSlots {
+        followers: vec!["d2".into(), "d3".into()],
+        additional: vec!["backup".into()],
+    }));
+}
+
+#[test]
+fn converged_master_only_reconciles_slots() {
+    let cd = cd_with(db("d1", ME, DbRole::Master, DbInitMode::None, 1));
+    let first = plan(
+        &me(),
+        Some(&cd),
+        &local("d1", 0, LocalRole::Master, false),
+        false,
+    );
+    let mut l = local("d1", 1, LocalRole::Master, true);
+    l.applied = applied_config(&first);
+    let p = plan(&me(), Some(&cd), &l, false);
+    assert_eq!(kinds(&p), vec!["slots"]);
+    assert_eq!(
+        p.end,
+        PlanEnd::Converged {
+            db_uid: "d1".into(),
+            generation: 1
+        }
+    );
+}
+
+#[test]
+fn changed_parameters_are_rewritten_and_reloaded_and_generation_recorded() {
+    let mut d = db("d1", ME, DbRole::Master, DbInitMode::None, 1);
+    let cd = cd_with(d.clone());
+    let first = plan(
+        &me(),
+        Some(&cd),
+        &local("d1", 0, LocalRole::Master, false),
+        false,
+    );
+    d.generation = 2;
+    d.spec.pg_parameters.insert("work_mem".into(), "8MB".into());
+    let mut l = local("d1", 1, LocalRole::Master, true);
+    l.applied = applied_config(&first);
+    let p = plan(&me(), Some(&cd_with(d)), &l, false);
+    assert_eq!(kinds(&p), vec!["write", "reload", "slots", "mark"]);
+    let Action::WriteConfig(c) = &p.actions[0] else {
+        panic!()
+    };
+    assert_eq!(
+        c.parameters.get("work_mem").map(String::as_str),
+        Some("8MB")
+    );
+    assert_eq!(
+        p.actions.last(),
+        Some(&Action::MarkDbState {
+            initializing: false,
+            generation: Some(2)
+        })
+    );
+}
+
+#[test]
+fn standby_following_a_new_master_restarts() {
+    let cd = cd_with(standby_db("d1", DbInitMode::None, 2));
+    let mut l = local("d1", 2, LocalRole::Standby, true);
+    l.applied = Some(standby_config_for(&cd));
+    // Converged: nothing to do.
+    let p = plan(&me(), Some(&cd), &l, false);
+    assert!(p.actions.is_empty(), "{:?}", p.actions);
+    // The master moved to k3's db n.
+    let mut cd2 = cd.clone();
+    cd2.dbs.insert(
+        "n".into(),
+        db("n", "k3", DbRole::Master, DbInitMode::None, 1),
+    );
+    if let Some(mine) = cd2.dbs.get_mut("d1") {
+        mine.spec.follow_config = Some(FollowConfig::internal("n"));
+        mine.generation = 3;
+    }
+    let p = plan(&me(), Some(&cd2), &l, false);
+    assert_eq!(kinds(&p), vec!["write", "restart", "mark"]);
+    let Action::WriteConfig(c) = &p.actions[0] else {
+        panic!()
+    };
+    assert!(matches!(&c.recovery, Some(Recovery::Follow { host, .. }) if host == "10.0.0.3"));
+}
+
+#[test]
+fn standby_parameter_change_only_reloads() {
+    let cd = cd_with(standby_db("d1", DbInitMode::None, 2));
+    let mut l = local("d1", 2, LocalRole::Standby, true);
+    l.applied = Some(standby_config_for(&cd));
+    let mut cd2 = cd.clone();
+    if let Some(mine) = cd2.dbs.get_mut("d1") {
+        mine.spec
+            .pg_parameters
+            .insert("work_mem".into(), "8MB".into());
+    }
+    let p = plan(&me(), Some(&cd2), &l, false);
+    assert_eq!(kinds(&p), vec!["write", "reload"]);
+}
+
+#[test]
+fn master_is_never_turned_into_a_standby_in_place() {
+    let cd = cd_with(standby_db("d1", DbInitMode::None, 2));
+    let p = plan(
+        &me(),
+        Some(&cd),
+        &local("d1", 1, LocalRole::Master, true),
+        false,
+    );
+    assert_eq!(p.actions, vec![Action::Stop(StopReason::Demoted)]);
+    assert_eq!(p.end, PlanEnd::Error(PlanError::MasterToStandby));
+}
+
+#[test]
+fn other_db_uid_with_init_mode_none_is_lost_data() {
+    let cd = cd_with(db("d2", ME, DbRole::Master, DbInitMode::None, 1));
+    let p = plan(
+        &me(),
+        Some(&cd),
+        &local("d1", 1, LocalRole::Master, false),
+        false,
+    );
+    assert!(p.actions.is_empty());
+    assert!(matches!(p.end, PlanEnd::Error(PlanError::LostDb { .. })));
+}
+
+#[test]
+fn undefined_role_waits_after_init() {
+    let cd = cd_with(db("d1", ME, DbRole::Undefined, DbInitMode::New, 1));
+    let p = plan(&me(), Some(&cd), &empty_local(), false);
+    assert_eq!(
+        kinds(&p),
+        vec!["save", "initdb", "start-temp", "roles", "stop", "mark"]
+    );
+    let p = plan(&me(), Some(&cd), &p.expected, false);
+    assert!(p.actions.is_empty());
+    assert_eq!(p.end, PlanEnd::Wait(WaitReason::RoleUndefined));
+}
+
+#[test]
+fn sync_master_restart_keeps_clients_out_until_standbys_in_sync() {
+    let mut d = db("d1", ME, DbRole::Master, DbInitMode::None, 1);
+    d.spec.synchronous_replication = true;
+    d.spec.synchronous_standbys = vec!["d2".into()];
+    let cd = cd_with(d);
+    let p = plan(
+        &me(),
+        Some(&cd),
+        &local("d1", 1, LocalRole::Master, false),
+        false,
+    );
+    let cfg = applied_config(&p).unwrap();
+    assert!(cfg.hba.internal_only);
+    assert_eq!(cfg.synchronous_standbys, vec!["d2".to_string()]);
+
+    let mut l = local("d1", 1, LocalRole::Master, true);
+    l.applied = Some(cfg);
+    l.in_sync_standbys = Some(vec![]);
+    let p = plan(&me(), Some(&cd), &l, false);
+    assert_eq!(kinds(&p), vec!["slots"], "still waiting for d2");
+
+    l.in_sync_standbys = Some(vec!["d2".into()]);
+    let p = plan(&me(), Some(&cd), &l, false);
+    assert_eq!(kinds(&p), vec!["write", "reload", "slots"]);
+    assert!(!applied_config(&p).unwrap().hba.internal_only);
+}
+
+#[test]
+fn strict_access_mode_opens_master_only_to_other_dbs() {
+    let mut cd = cd_with(db("d1", ME, DbRole::Master, DbInitMode::None, 1));
+    cd.cluster.spec.default_su_repl_access_mode = Some(SuReplAccessMode::Strict);
+    cd.dbs.insert(
+        "d2".into(),
+        db("d2", "k2", DbRole::Standby, DbInitMode::None, 1),
+    );
+    cd.dbs.insert(
+        "d3".into(),
+        db("d3", "k3", DbRole::Standby, DbInitMode::None, 1),
+    );
+    let p = plan(
+        &me(),
+        Some(&cd),
+        &local("d1", 1, LocalRole::Master, false),
+        false,
+    );
+    let cfg = applied_config(&p).unwrap();
+    assert_eq!(cfg.hba.access_mode, SuReplAccessMode::Strict);
+    assert_eq!(cfg.hba.other_db_addresses, vec!["10.0.0.2", "10.0.0.3"]);
+}
+
+#[test]
+fn include_previous_config_merges_captured_parameters_under_the_spec() {
+    let mut d = db("d1", ME, DbRole::Master, DbInitMode::None, 1);
+    d.spec.include_previous_config = true;
+    d.spec
+        .pg_parameters
+        .insert("shared_buffers".into(), "256MB".into());
+    let mut l = local("d1", 1, LocalRole::Master, false);
+    l.db_state
+        .init_pg_parameters
+        .insert("shared_buffers".into(), "128MB".into());
+    l.db_state
+        .init_pg_parameters
+        .insert("max_connections".into(), "100".into());
+    let p = plan(&me(), Some(&cd_with(d)), &l, false);
+    let cfg = applied_config(&p).unwrap();
+    assert_eq!(cfg.parameters["shared_buffers"], "256MB");
+    assert_eq!(cfg.parameters["max_connections"], "100");
+}
+
+#[test]
+fn pitr_is_refused_with_a_clear_error() {
+    let cd = cd_with(db("d1", ME, DbRole::Master, DbInitMode::Pitr, 1));
+    let p = plan(&me(), Some(&cd), &empty_local(), false);
+    assert_eq!(
+        p.end,
+        PlanEnd::Error(PlanError::PitrUnsupported("d1".into()))
+    );
+}
+
+#[test]
+fn pending_restart_restarts_only_with_automatic_pg_restart() {
+    let mut cd = cd_with(db("d1", ME, DbRole::Master, DbInitMode::None, 1));
+    let first = plan(
+        &me(),
+        Some(&cd),
+        &local("d1", 1, LocalRole::Master, false),
+        false,
+    );
+    let mut l = local("d1", 1, LocalRole::Master, true);
+    l.applied = applied_config(&first);
+    l.pending_restart = true;
+    assert_eq!(kinds(&plan(&me(), Some(&cd), &l, false)), vec!["slots"]);
+    cd.cluster.spec.automatic_pg_restart = Some(true);
+    assert_eq!(
+        kinds(&plan(&me(), Some(&cd), &l, false)),
+        vec!["restart", "slots"]
+    );
+}
+
+#[test]
+fn crashed_resync_is_wiped_and_resynced() {
+    let cd = cd_with(standby_db("d1", DbInitMode::Resync, 2));
+    let mut l = local("d1", 0, LocalRole::Standby, false);
+    l.db_state.initializing = true;
+    let p = plan(&me(), Some(&cd), &l, false);
+    assert_eq!(kinds(&p), vec!["wipe", "save", "resync", "mark"]);
+}

@@ -1,0 +1,276 @@
+//! The keeper's files in `<data-dir>` (reference §3.3): `keeperstate`, `dbstate`, `lock`, and
+//! the password-file helper the config loader uses.
+
+use super::error::KeeperError;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+pub const KEEPER_STATE_FILE: &str = "keeperstate";
+pub const DB_STATE_FILE: &str = "dbstate";
+pub const LOCK_FILE: &str = "lock";
+/// PGDATA lives below the data dir so the keeper's own files never mix with PostgreSQL's.
+pub const PGDATA_DIR: &str = "postgres";
+
+/// `keeperstate`: who this keeper is and which cluster it last saw. Field names are upstream's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct KeeperState {
+    #[serde(rename = "UID", default)]
+    pub uid: String,
+    #[serde(rename = "ClusterUID", default)]
+    pub cluster_uid: String,
+}
+
+/// `dbstate`: which db the local PGDATA holds and the db generation it last converged to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct DbState {
+    #[serde(rename = "UID", default)]
+    pub uid: String,
+    /// 0 (upstream's NoGeneration) until the db converged once.
+    #[serde(rename = "Generation", default)]
+    pub generation: i64,
+    /// True while an init or resync is under way: found true at start, the data is half made.
+    #[serde(rename = "Initializing", default)]
+    pub initializing: bool,
+    #[serde(
+        rename = "InitPGParameters",
+        default,
+        deserialize_with = "null_as_empty"
+    )]
+    pub init_pg_parameters: BTreeMap<String, String>,
+}
+
+fn null_as_empty<'de, D>(d: D) -> Result<BTreeMap<String, String>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    Ok(Option::<BTreeMap<String, String>>::deserialize(d)?.unwrap_or_default())
+}
+
+/// The keeper's data dir and its files.
+#[derive(Debug, Clone)]
+pub struct DataDir {
+    root: PathBuf,
+}
+
+impl DataDir {
+    /// Creates the data dir (mode 0700) if missing. An existing dir keeps its mode: the operator
+    /// may have set it deliberately; PostgreSQL checks PGDATA's own mode anyway.
+    pub fn create(root: &Path) -> Result<DataDir, KeeperError> {
+        let err = |reason: String| KeeperError::DataDir {
+            path: root.to_path_buf(),
+            reason,
+        };
+        if !root.exists() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(root)
+                .map_err(|e| err(format!("cannot create it: {e}")))?;
+        } else if !root.is_dir() {
+            return Err(err("exists but is not a directory".into()));
+        }
+        let root = root
+            .canonicalize()
+            .map_err(|e| err(format!("cannot resolve its absolute path: {e}")))?;
+        Ok(DataDir { root })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn pgdata(&self) -> PathBuf {
+        self.root.join(PGDATA_DIR)
+    }
+
+    pub fn keeper_state_path(&self) -> PathBuf {
+        self.root.join(KEEPER_STATE_FILE)
+    }
+
+    pub fn db_state_path(&self) -> PathBuf {
+        self.root.join(DB_STATE_FILE)
+    }
+
+    pub fn load_keeper_state(&self) -> Result<Option<KeeperState>, KeeperError> {
+        read_json(&self.keeper_state_path())
+    }
+
+    pub fn save_keeper_state(&self, s: &KeeperState) -> Result<(), KeeperError> {
+        write_json_atomic(&self.keeper_state_path(), s)
+    }
+
+    pub fn load_db_state(&self) -> Result<DbState, KeeperError> {
+        Ok(read_json(&self.db_state_path())?.unwrap_or_default())
+    }
+
+    pub fn save_db_state(&self, s: &DbState) -> Result<(), KeeperError> {
+        write_json_atomic(&self.db_state_path(), s)
+    }
+
+    /// Takes the exclusive lock on `<data-dir>/lock`, held until the returned guard drops.
+    pub fn lock(&self) -> Result<DataDirLock, KeeperError> {
+        let path = self.root.join(LOCK_FILE);
+        let err = |reason: String| KeeperError::Lock {
+            path: self.root.clone(),
+            reason,
+        };
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| err(format!("cannot open {}: {e}", path.display())))?;
+        let flock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+            .map_err(|(_, errno)| err(errno.desc().to_string()))?;
+        Ok(DataDirLock { _flock: flock })
+    }
+}
+
+/// Holds the data-dir lock; released when dropped (or when the process dies).
+#[derive(Debug)]
+pub struct DataDirLock {
+    _flock: nix::fcntl::Flock<File>,
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, KeeperError> {
+    let err = |reason: String| KeeperError::StateFile {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let text = match fs::read(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(err(format!("cannot read it: {e}"))),
+    };
+    serde_json::from_slice(&text)
+        .map(Some)
+        .map_err(|e| err(format!("invalid JSON ({e}); fix or remove the file")))
+}
+
+/// Writes `path` so a crash leaves either the old or the new content, never a torn file:
+/// temp file (0600) in the same dir, fsync, rename, fsync the dir.
+pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<(), KeeperError> {
+    let bytes = serde_json::to_vec(value).map_err(|e| KeeperError::StateFile {
+        path: path.to_path_buf(),
+        reason: format!("cannot serialize: {e}"),
+    })?;
+    write_file_atomic(path, &bytes)
+}
+
+pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<(), KeeperError> {
+    let err = |reason: String| KeeperError::StateFile {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let dir = path
+        .parent()
+        .ok_or_else(|| err("has no parent directory".into()))?;
+    let file_name = path
+        .file_name()
+        .ok_or_else(|| err("has no file name".into()))?
+        .to_string_lossy();
+    let tmp = dir.join(format!(".{file_name}.tmp"));
+    let write = || -> std::io::Result<()> {
+        let mut f = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        // An older temp file may carry a wider mode; `mode` applies only on creation.
+        f.set_permissions(fs::Permissions::from_mode(0o600))?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)?;
+        File::open(dir)?.sync_all()
+    };
+    write().map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        err(format!("cannot write it: {e}"))
+    })
+}
+
+/// `^[a-z0-9_]+$`: the uid ends up in store keys and PostgreSQL names.
+pub fn validate_uid(uid: &str) -> Result<(), KeeperError> {
+    let ok = !uid.is_empty()
+        && uid
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(KeeperError::InvalidUid {
+            uid: uid.to_string(),
+        })
+    }
+}
+
+/// Decides the keeper uid: the persisted one, else `--uid`, else a new random one; persists it.
+/// A `--uid` different from the persisted one is refused: the data belongs to another keeper.
+pub fn resolve_uid(dir: &DataDir, flag: Option<&str>) -> Result<KeeperState, KeeperError> {
+    if let Some(uid) = flag {
+        validate_uid(uid)?;
+    }
+    let saved = dir.load_keeper_state()?;
+    match (saved, flag) {
+        (Some(s), Some(given)) if !s.uid.is_empty() && s.uid != given => {
+            Err(KeeperError::UidMismatch {
+                saved: s.uid,
+                given: given.to_string(),
+                path: dir.keeper_state_path(),
+            })
+        }
+        (Some(s), _) if !s.uid.is_empty() => Ok(s),
+        (saved, flag) => {
+            let uid = match flag {
+                Some(u) => u.to_string(),
+                None => {
+                    let u = crate::cluster::new_uid();
+                    tracing::info!(uid = %u, "uid generated");
+                    u
+                }
+            };
+            let state = KeeperState {
+                uid,
+                cluster_uid: saved.map(|s| s.cluster_uid).unwrap_or_default(),
+            };
+            dir.save_keeper_state(&state)?;
+            Ok(state)
+        }
+    }
+}
+
+/// Reads a password file for `what` ("superuser", "replication"): trailing `\r`/`\n` are
+/// stripped with a warning (editors add it; the password almost never ends in one), an empty
+/// password is refused, and a file readable by others gets a warning.
+pub fn read_password_file(path: &Path, what: &str) -> Result<String, KeeperError> {
+    let err = |reason: String| KeeperError::PasswordFile {
+        what: what.to_string(),
+        path: path.to_path_buf(),
+        reason,
+    };
+    let meta = fs::metadata(path).map_err(|e| err(format!("cannot read it: {e}")))?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        tracing::warn!(
+            path = %path.display(),
+            mode = format!("{:o}", meta.permissions().mode() & 0o777),
+            "{what} password file permissions are too open; it should be 0600 or less"
+        );
+    }
+    let raw = fs::read_to_string(path).map_err(|e| err(format!("cannot read it: {e}")))?;
+    let trimmed = raw.trim_end_matches(['\r', '\n']);
+    if trimmed.len() != raw.len() {
+        tracing::warn!(path = %path.display(), "{what} password contains trailing new line, removing");
+    }
+    if trimmed.is_empty() {
+        return Err(err(
+            "password is empty after removing trailing new line".into()
+        ));
+    }
+    Ok(trimmed.to_string())
+}

@@ -1,0 +1,107 @@
+//! Start-up checks of the keeper settings (reference §1.2): refuse root, and the auth-method and
+//! password rules for the superuser and the replication user.
+
+use super::error::KeeperError;
+use super::state::read_password_file;
+use super::{AuthMethod, KeeperConfig};
+use std::path::Path;
+
+/// PostgreSQL refuses to run as root, and a keeper running as root would create files
+/// PostgreSQL cannot use: fail at once with the fix instead of much later with a worse message.
+pub fn refuse_root() -> Result<(), KeeperError> {
+    if nix::unistd::geteuid().is_root() {
+        return Err(KeeperError::RunningAsRoot);
+    }
+    Ok(())
+}
+
+/// Resolves `--pg-<x>-password` / `--pg-<x>-passwordfile` (`flag` is e.g. "pg-su"): exactly one
+/// of them unless the auth method is trust, none with trust.
+pub fn resolve_password(
+    flag: &str,
+    what: &str,
+    method: AuthMethod,
+    password: Option<&str>,
+    password_file: Option<&Path>,
+) -> Result<Option<String>, KeeperError> {
+    let password = password.filter(|p| !p.is_empty());
+    match (method, password, password_file) {
+        (AuthMethod::Trust, None, None) => Ok(None),
+        (AuthMethod::Trust, _, _) => Err(KeeperError::Config(format!(
+            "--{flag}-auth-method is trust but a {what} password is given: remove --{flag}-password/--{flag}-passwordfile or use md5/scram-sha-256"
+        ))),
+        (_, Some(_), Some(_)) => Err(KeeperError::Config(format!(
+            "both --{flag}-password and --{flag}-passwordfile are given: use only one"
+        ))),
+        (_, None, None) => Err(KeeperError::Config(format!(
+            "one of --{flag}-password or --{flag}-passwordfile is required unless --{flag}-auth-method is trust"
+        ))),
+        (_, Some(p), None) => Ok(Some(p.to_string())),
+        (_, None, Some(file)) => read_password_file(file, what).map(Some),
+    }
+}
+
+/// The rules that involve both users, checked on the resolved config.
+pub fn validate_auth(cfg: &KeeperConfig) -> Result<(), KeeperError> {
+    if cfg.pg_repl_username.is_empty() {
+        return Err(KeeperError::Config("--pg-repl-username is required".into()));
+    }
+    if cfg.pg_su_username.is_empty() {
+        return Err(KeeperError::Config("--pg-su-username is empty".into()));
+    }
+    for (flag, method, password) in [
+        ("pg-su", cfg.pg_su_auth_method, &cfg.pg_su_password),
+        ("pg-repl", cfg.pg_repl_auth_method, &cfg.pg_repl_password),
+    ] {
+        match (method, password) {
+            (AuthMethod::Trust, Some(_)) => {
+                return Err(KeeperError::Config(format!(
+                    "--{flag}-auth-method is trust but a password is given: remove the password or use md5/scram-sha-256"
+                )));
+            }
+            (AuthMethod::Md5 | AuthMethod::ScramSha256, None) => {
+                return Err(KeeperError::Config(format!(
+                    "one of --{flag}-password or --{flag}-passwordfile is required unless --{flag}-auth-method is trust"
+                )));
+            }
+            _ => {}
+        }
+    }
+    if cfg.pg_su_username == cfg.pg_repl_username {
+        tracing::warn!("superuser name and replication user name are the same");
+        if cfg.pg_su_auth_method != cfg.pg_repl_auth_method {
+            return Err(KeeperError::Config(
+                "superuser name and replication user name are the same but provided auth methods are different: give both the same --pg-*-auth-method".into(),
+            ));
+        }
+        if cfg.pg_su_auth_method != AuthMethod::Trust && cfg.pg_su_password != cfg.pg_repl_password
+        {
+            return Err(KeeperError::Config(
+                "provided superuser name and replication user name are the same but provided passwords are different".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Upstream warns when the published address is one other hosts cannot use.
+pub fn warn_advertise_address(address: &str) {
+    match address.parse::<std::net::IpAddr>() {
+        Ok(ip) if ip.is_loopback() => tracing::warn!(
+            address,
+            "the advertised PostgreSQL address is a loopback address: other keepers and proxies on other hosts cannot reach it; set --pg-advertise-address"
+        ),
+        Ok(ip) if ip.is_unspecified() => tracing::warn!(
+            address,
+            "the advertised PostgreSQL address is a wildcard: set --pg-advertise-address to an address other hosts can reach"
+        ),
+        Ok(_) => {}
+        Err(_) if address == "*" => tracing::warn!(
+            "--pg-listen-address is '*': set --pg-advertise-address to an address other hosts can reach"
+        ),
+        Err(_) => tracing::warn!(
+            address,
+            "the advertised PostgreSQL address is a hostname: keep it resolvable, or set --pg-advertise-address to an IP address"
+        ),
+    }
+}

@@ -1,0 +1,105 @@
+//! (b) SIGKILL the master's keeper and postgres: a standby is promoted, the proxy routes to it,
+//! the data is there and new writes succeed. (e) The old master's keeper comes back: it rejoins
+//! as a standby of the new master and gets the writes made after the failover.
+
+mod support;
+
+use std::time::{Duration, Instant};
+use support::{Cluster, ClusterBuilder, wait_for, wait_until};
+
+#[test]
+fn killed_master_is_replaced_and_rejoins_as_standby() {
+    let mut c = ClusterBuilder::new("failover")
+        .keepers(3)
+        .sentinels(2)
+        .start();
+    let old_master = c.wait_master_serving(Duration::from_secs(150));
+    wait_until(
+        Duration::from_secs(120),
+        "2 streaming standbys before the failover",
+        || c.streaming_standbys(&old_master) == Some(2),
+    );
+    c.psql_via_proxy("create table t (id int primary key, v text)")
+        .unwrap();
+    c.psql_via_proxy("insert into t values (1, 'before failover')")
+        .unwrap();
+    for uid in c.keepers.keys() {
+        c.wait_keeper_rows(
+            uid,
+            "select v from t where id = 1",
+            &["before failover"],
+            Duration::from_secs(30),
+        );
+    }
+
+    // (b)
+    let killed_at = Instant::now();
+    c.kill_keeper(&old_master);
+    let new_master = wait_for(
+        Duration::from_secs(60),
+        "a standby to be elected master and the proxy to route writes to it",
+        || {
+            let cd = c.try_clusterdata()?;
+            let m = Cluster::master_keeper_in(&cd)?;
+            if m == old_master || c.proxy_backend().ok()? != m {
+                return None;
+            }
+            let ro = c.psql_via_proxy("select pg_is_in_recovery()").ok()?;
+            (ro[0][0].as_deref() == Some("f")).then_some(m)
+        },
+    );
+    eprintln!("failover to {new_master} took {:?}", killed_at.elapsed());
+    let rows = c.psql_via_proxy("select v from t where id = 1").unwrap();
+    assert_eq!(rows[0][0].as_deref(), Some("before failover"));
+    wait_until(
+        Duration::from_secs(30),
+        "a write through the proxy after the failover",
+        || {
+            c.psql_via_proxy("insert into t values (2, 'after failover') on conflict do nothing")
+                .is_ok()
+        },
+    );
+
+    // (e)
+    c.start_keeper(&old_master);
+    wait_until(
+        Duration::from_secs(150),
+        "the old master to rejoin as a healthy standby of the new master",
+        || {
+            let Some(cd) = c.try_clusterdata() else {
+                return false;
+            };
+            let Some(db) = Cluster::keeper_db(&cd, &old_master) else {
+                return false;
+            };
+            let master_db = cd["cluster"]["status"]["master"].as_str().unwrap_or("");
+            cd["dbs"][&db]["spec"]["role"] == "standby"
+                && cd["dbs"][&db]["spec"]["followConfig"]["dbuid"] == master_db
+                && cd["dbs"][&db]["status"]["healthy"] == true
+        },
+    );
+    c.wait_keeper_rows(
+        &old_master,
+        "select v from t order by id",
+        &["before failover", "after failover"],
+        Duration::from_secs(60),
+    );
+    let ro = c
+        .psql_keeper(&old_master, "select pg_is_in_recovery()")
+        .unwrap();
+    assert_eq!(
+        ro[0][0].as_deref(),
+        Some("t"),
+        "the old master must come back read-only"
+    );
+    assert_eq!(
+        c.master_keeper().as_deref(),
+        Some(new_master.as_str()),
+        "master changed again"
+    );
+    wait_until(
+        Duration::from_secs(60),
+        "the new master to stream to 2 standbys again",
+        || c.streaming_standbys(&new_master) == Some(2),
+    );
+}

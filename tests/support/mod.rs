@@ -1,0 +1,714 @@
+//! Shared harness for the multi-process integration tests: a real etcd, real PostgreSQL 15 and
+//! the crate's real binaries, each test with its own ports and temp dir. Every process started
+//! here lives in its own process group and is SIGKILLed (group, then postmaster) on drop, also
+//! when the test panics; on failure the process logs are dumped and the temp dir is kept.
+#![allow(dead_code)]
+
+pub mod procs;
+pub mod tls;
+
+use procs::{Proc, RunAs};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::ErrorKind;
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+/// PostgreSQL server binaries: `STOLON_TEST_PG_BIN` (scripts/test.sh sets it), else PG 15's.
+pub fn pg_bin() -> String {
+    std::env::var("STOLON_TEST_PG_BIN").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into())
+}
+pub const SU_USER: &str = "postgres";
+pub const SU_PASSWORD: &str = "supass-it";
+pub const REPL_USER: &str = "repluser";
+pub const REPL_PASSWORD: &str = "replpass-it";
+
+/// Binaries of this crate. `option_env!` so the tests still compile while a binary is missing;
+/// running them then fails with a message saying which one.
+pub fn bin(name: &str) -> PathBuf {
+    let p = match name {
+        "stolon-keeper" => option_env!("CARGO_BIN_EXE_stolon-keeper"),
+        "stolon-sentinel" => option_env!("CARGO_BIN_EXE_stolon-sentinel"),
+        "stolon-proxy" => option_env!("CARGO_BIN_EXE_stolon-proxy"),
+        "stolonctl" => option_env!("CARGO_BIN_EXE_stolonctl"),
+        _ => None,
+    };
+    match p {
+        Some(p) => PathBuf::from(p),
+        None => panic!("binary {name} is not built by this crate (src/bin/{name}.rs missing?)"),
+    }
+}
+
+/// Polls `cond` every 100 ms until it holds; panics naming `what` after `timeout`.
+pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    wait_for(timeout, what, || cond().then_some(()))
+}
+
+/// Polls `f` every 100 ms until it yields a value; panics naming `what` after `timeout`.
+pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if start.elapsed() > timeout {
+            panic!("timed out after {timeout:?} waiting for: {what}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Checks that `cond` holds at every poll for the whole `window` (an absence check: something
+/// must NOT happen); panics naming `what` at the first poll where it does not hold.
+pub fn stays_true(window: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while start.elapsed() < window {
+        if !cond() {
+            panic!("after {:?}: no longer true: {what}", start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Free TCP ports on 127.0.0.1, all held open together so they are distinct, then released.
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let ls: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    ls.iter().map(|l| l.local_addr().unwrap().port()).collect()
+}
+
+/// Writes a secret file with mode 0600, owned by whoever will read it.
+pub fn write_secret(path: &Path, content: &str, run_as: RunAs) {
+    fs::write(path, content).unwrap();
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600)).unwrap();
+    run_as.chown(path);
+}
+
+/// An etcd on free ports with its own data dir; stop/start again keeps the data.
+pub struct Etcd {
+    pub client_port: u16,
+    peer_port: u16,
+    data_dir: PathBuf,
+    log: PathBuf,
+    pub tls: Option<tls::Certs>,
+    proc: Option<Proc>,
+}
+
+impl Etcd {
+    pub fn start(base: &Path, tls: Option<tls::Certs>) -> Etcd {
+        let ports = free_ports(2);
+        let mut e = Etcd {
+            client_port: ports[0],
+            peer_port: ports[1],
+            data_dir: base.join("etcd-data"),
+            log: base.join("logs").join("etcd.log"),
+            tls,
+            proc: None,
+        };
+        e.start_again();
+        e
+    }
+
+    pub fn endpoint(&self) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.proc.is_some()
+    }
+
+    /// Kills etcd (SIGKILL, like a crash); the data dir stays.
+    pub fn stop(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.kill();
+        }
+    }
+
+    /// Starts etcd on the same ports and data dir and waits until it answers.
+    pub fn start_again(&mut self) {
+        assert!(self.proc.is_none(), "etcd is already running");
+        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let mut cmd = Command::new("etcd");
+        cmd.arg("--name")
+            .arg("it")
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--listen-client-urls")
+            .arg(self.endpoint())
+            .arg("--advertise-client-urls")
+            .arg(self.endpoint())
+            .arg("--listen-peer-urls")
+            .arg(&peer)
+            .arg("--initial-advertise-peer-urls")
+            .arg(&peer)
+            .arg("--initial-cluster")
+            .arg(format!("it={peer}"))
+            .arg("--logger")
+            .arg("zap");
+        if let Some(c) = &self.tls {
+            cmd.arg("--cert-file")
+                .arg(&c.server_cert)
+                .arg("--key-file")
+                .arg(&c.server_key)
+                .arg("--trusted-ca-file")
+                .arg(&c.ca_cert)
+                .arg("--client-cert-auth");
+        }
+        self.proc = Some(Proc::spawn("etcd", cmd, &self.log, RunAs::Me));
+        wait_until(Duration::from_secs(30), "etcd to answer", || {
+            self.etcdctl(&["endpoint", "health"]).status.success()
+        });
+    }
+
+    pub fn etcdctl(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new("etcdctl");
+        cmd.env("ETCDCTL_API", "3")
+            .arg("--endpoints")
+            .arg(self.endpoint())
+            .arg("--command-timeout=2s");
+        if let Some(c) = &self.tls {
+            cmd.arg("--cacert")
+                .arg(&c.ca_cert)
+                .arg("--cert")
+                .arg(&c.client_cert)
+                .arg("--key")
+                .arg(&c.client_key);
+        }
+        cmd.args(args).output().unwrap()
+    }
+}
+
+/// What differs between tests when building a cluster.
+pub struct ClusterBuilder {
+    name: String,
+    keepers: usize,
+    sentinels: usize,
+    proxy: bool,
+    spec: Value,
+    tls: bool,
+}
+
+/// Fast timings: a failed master is noticed in seconds, the proxy fails closed in seconds.
+pub fn default_spec() -> Value {
+    json!({
+        "initMode": "new",
+        "sleepInterval": "1s",
+        "requestTimeout": "4s",
+        "failInterval": "4s",
+        "convergenceTimeout": "30s",
+        "initTimeout": "90s",
+        "syncTimeout": "90s",
+        "dbWaitReadyTimeout": "30s",
+        "proxyCheckInterval": "1s",
+        "proxyTimeout": "4s",
+    })
+}
+
+impl ClusterBuilder {
+    pub fn new(name: &str) -> ClusterBuilder {
+        ClusterBuilder {
+            name: name.to_string(),
+            keepers: 3,
+            sentinels: 2,
+            proxy: true,
+            spec: default_spec(),
+            tls: false,
+        }
+    }
+    pub fn keepers(mut self, n: usize) -> Self {
+        self.keepers = n;
+        self
+    }
+    pub fn sentinels(mut self, n: usize) -> Self {
+        self.sentinels = n;
+        self
+    }
+    pub fn proxy(mut self, on: bool) -> Self {
+        self.proxy = on;
+        self
+    }
+    /// Merges `patch` (an object) over the default spec.
+    pub fn spec(mut self, patch: Value) -> Self {
+        let obj = self.spec.as_object_mut().unwrap();
+        for (k, v) in patch.as_object().expect("spec patch must be an object") {
+            obj.insert(k.clone(), v.clone());
+        }
+        self
+    }
+    pub fn etcd_tls(mut self) -> Self {
+        self.tls = true;
+        self
+    }
+
+    pub fn start(self) -> Cluster {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("stolon-it-{}-", self.name))
+            .tempdir()
+            .unwrap();
+        // Keepers may run as another user: they must be able to traverse the base dir.
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        let base = dir.path().to_path_buf();
+        fs::create_dir_all(base.join("logs")).unwrap();
+        let keeper_user = RunAs::keeper_user();
+        let certs = self
+            .tls
+            .then(|| tls::Certs::generate(&base.join("tls"), keeper_user));
+        let etcd = Etcd::start(&base, certs);
+
+        let secrets = base.join("secrets");
+        fs::create_dir_all(&secrets).unwrap();
+        fs::set_permissions(&secrets, fs::Permissions::from_mode(0o755)).unwrap();
+        let su_pw = secrets.join("su-password");
+        let repl_pw = secrets.join("repl-password");
+        write_secret(&su_pw, SU_PASSWORD, keeper_user);
+        write_secret(&repl_pw, REPL_PASSWORD, keeper_user);
+        let spec_file = base.join("initial-cluster-spec.json");
+        fs::write(&spec_file, serde_json::to_vec_pretty(&self.spec).unwrap()).unwrap();
+
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut c = Cluster {
+            name: self.name,
+            base: base.clone(),
+            dir: Some(dir),
+            etcd,
+            keepers: BTreeMap::new(),
+            sentinels: Vec::new(),
+            proxy: None,
+            proxy_port: free_ports(1)[0],
+            su_pw,
+            repl_pw,
+            spec_file,
+            spec: self.spec,
+            keeper_user,
+            rt,
+        };
+        for i in 0..self.keepers {
+            let uid = format!("keeper{i}");
+            c.add_keeper(&uid, &[]);
+        }
+        for i in 0..self.sentinels {
+            c.start_sentinel(i);
+        }
+        if self.proxy {
+            c.start_proxy();
+        }
+        c
+    }
+}
+
+pub struct Keeper {
+    pub uid: String,
+    pub data_dir: PathBuf,
+    pub pg_port: u16,
+    extra_args: Vec<String>,
+    proc: Option<Proc>,
+}
+
+impl Keeper {
+    pub fn postmaster_pid(&self) -> Option<i32> {
+        procs::postmaster_pid(&self.data_dir.join("postgres"))
+    }
+}
+
+/// Rows of a simple query, every value as text (NULL = None).
+pub type Rows = Vec<Vec<Option<String>>>;
+
+pub struct Cluster {
+    pub name: String,
+    pub base: PathBuf,
+    dir: Option<tempfile::TempDir>,
+    pub etcd: Etcd,
+    pub keepers: BTreeMap<String, Keeper>,
+    sentinels: Vec<Proc>,
+    proxy: Option<Proc>,
+    pub proxy_port: u16,
+    su_pw: PathBuf,
+    repl_pw: PathBuf,
+    spec_file: PathBuf,
+    pub spec: Value,
+    keeper_user: RunAs,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Cluster {
+    fn log(&self, name: &str) -> PathBuf {
+        self.base.join("logs").join(format!("{name}.log"))
+    }
+
+    /// Common flags every role and stolonctl get (reference §1.1).
+    pub fn store_args(&self) -> Vec<String> {
+        let mut a = vec![
+            "--cluster-name".to_string(),
+            self.name.clone(),
+            "--store-backend".into(),
+            "etcdv3".into(),
+            "--store-endpoints".into(),
+            self.etcd.endpoint(),
+        ];
+        if let Some(c) = &self.etcd.tls {
+            for (flag, p) in [
+                ("--store-ca-file", &c.ca_cert),
+                ("--store-cert-file", &c.client_cert),
+                ("--store-key", &c.client_key),
+            ] {
+                a.push(flag.into());
+                a.push(p.display().to_string());
+            }
+        }
+        a
+    }
+
+    /// Registers and starts a keeper with a fresh data dir and pg port.
+    pub fn add_keeper(&mut self, uid: &str, extra_args: &[&str]) {
+        let kdir = self.base.join(uid);
+        fs::create_dir_all(&kdir).unwrap();
+        fs::set_permissions(&kdir, fs::Permissions::from_mode(0o700)).unwrap();
+        self.keeper_user.chown(&kdir);
+        let k = Keeper {
+            uid: uid.to_string(),
+            data_dir: kdir,
+            pg_port: free_ports(1)[0],
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            proc: None,
+        };
+        self.keepers.insert(uid.to_string(), k);
+        self.start_keeper(uid);
+    }
+
+    /// (Re)starts a registered keeper on its data dir and port.
+    pub fn start_keeper(&mut self, uid: &str) {
+        let args = self.store_args();
+        let log = self.log(uid);
+        let k = self.keepers.get_mut(uid).expect("unknown keeper");
+        assert!(k.proc.is_none(), "keeper {uid} is already running");
+        let mut cmd = Command::new(bin("stolon-keeper"));
+        cmd.args(&args)
+            .arg("--uid")
+            .arg(uid)
+            .arg("--data-dir")
+            .arg(&k.data_dir)
+            .arg("--pg-listen-address")
+            .arg("127.0.0.1")
+            .arg("--pg-port")
+            .arg(k.pg_port.to_string())
+            .arg("--pg-bin-path")
+            .arg(pg_bin())
+            .arg("--pg-repl-username")
+            .arg(REPL_USER)
+            .arg("--pg-repl-passwordfile")
+            .arg(&self.repl_pw)
+            .arg("--pg-su-username")
+            .arg(SU_USER)
+            .arg("--pg-su-passwordfile")
+            .arg(&self.su_pw)
+            .args(&k.extra_args)
+            .current_dir(&k.data_dir)
+            .env("HOME", &k.data_dir);
+        k.proc = Some(Proc::spawn(uid, cmd, &log, self.keeper_user));
+    }
+
+    /// SIGKILLs the keeper (its process group) and the postgres it started.
+    pub fn kill_keeper(&mut self, uid: &str) {
+        let k = self.keepers.get_mut(uid).expect("unknown keeper");
+        let pm = k.postmaster_pid();
+        if let Some(mut p) = k.proc.take() {
+            p.kill();
+        }
+        procs::kill_postmaster(&k.data_dir.join("postgres"), pm);
+    }
+
+    pub fn keeper_running(&self, uid: &str) -> bool {
+        self.keepers[uid].proc.is_some()
+    }
+
+    pub fn start_sentinel(&mut self, i: usize) {
+        let mut cmd = Command::new(bin("stolon-sentinel"));
+        cmd.args(self.store_args())
+            .arg("--initial-cluster-spec")
+            .arg(&self.spec_file);
+        let name = format!("sentinel{i}");
+        let p = Proc::spawn(&name, cmd, &self.log(&name), RunAs::Me);
+        self.sentinels.push(p);
+    }
+
+    pub fn start_proxy(&mut self) {
+        assert!(self.proxy.is_none(), "proxy is already running");
+        let mut cmd = Command::new(bin("stolon-proxy"));
+        cmd.args(self.store_args())
+            .arg("--listen-address")
+            .arg("127.0.0.1")
+            .arg("--port")
+            .arg(self.proxy_port.to_string());
+        self.proxy = Some(Proc::spawn("proxy", cmd, &self.log("proxy"), RunAs::Me));
+    }
+
+    /// Runs stolonctl with the cluster's store flags before `args`.
+    pub fn stolonctl(&self, args: &[&str]) -> Output {
+        Command::new(bin("stolonctl"))
+            .args(self.store_args())
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// Like `stolonctl`, panicking with its stderr unless it succeeds; returns stdout.
+    pub fn stolonctl_ok(&self, args: &[&str]) -> String {
+        let out = self.stolonctl(args);
+        assert!(
+            out.status.success(),
+            "stolonctl {args:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// The cluster data, or None while it does not exist or the store is unreachable.
+    pub fn try_clusterdata(&self) -> Option<Value> {
+        let out = self.stolonctl(&["clusterdata", "read"]);
+        if !out.status.success() {
+            return None;
+        }
+        serde_json::from_slice::<Value>(&out.stdout)
+            .ok()
+            .filter(|v| !v.is_null())
+    }
+
+    pub fn clusterdata(&self) -> Value {
+        self.try_clusterdata()
+            .expect("stolonctl clusterdata read gave no cluster data")
+    }
+
+    /// db uid → keeper uid.
+    pub fn db_keeper(cd: &Value, db: &str) -> Option<String> {
+        cd["dbs"][db]["spec"]["keeperUID"]
+            .as_str()
+            .map(str::to_string)
+    }
+
+    /// keeper uid → its db uid, if it has one.
+    pub fn keeper_db(cd: &Value, keeper: &str) -> Option<String> {
+        cd["dbs"].as_object()?.iter().find_map(|(uid, db)| {
+            (db["spec"]["keeperUID"].as_str() == Some(keeper)).then(|| uid.clone())
+        })
+    }
+
+    /// The keeper the sentinel elected master (cluster.status.master), if any.
+    pub fn master_keeper_in(cd: &Value) -> Option<String> {
+        let db = cd["cluster"]["status"]["master"].as_str()?;
+        if db.is_empty() {
+            return None;
+        }
+        Self::db_keeper(cd, db)
+    }
+
+    pub fn master_keeper(&self) -> Option<String> {
+        self.try_clusterdata()
+            .and_then(|cd| Self::master_keeper_in(&cd))
+    }
+
+    /// The keeper the proxies are told to route to (proxy.spec.masterDbUid), if any.
+    pub fn proxy_master_keeper_in(cd: &Value) -> Option<String> {
+        let db = cd["proxy"]["spec"]["masterDbUid"].as_str()?;
+        if db.is_empty() {
+            return None;
+        }
+        Self::db_keeper(cd, db)
+    }
+
+    pub fn keeper_by_port(&self, port: u16) -> Option<String> {
+        self.keepers
+            .values()
+            .find(|k| k.pg_port == port)
+            .map(|k| k.uid.clone())
+    }
+
+    fn pg_config(&self, port: u16) -> tokio_postgres::Config {
+        let mut c = tokio_postgres::Config::new();
+        c.host("127.0.0.1")
+            .port(port)
+            .user(SU_USER)
+            .password(SU_PASSWORD)
+            .dbname("postgres")
+            .connect_timeout(Duration::from_secs(3));
+        c
+    }
+
+    /// Opens a session on `port` (the proxy or a keeper's postgres).
+    pub fn connect(&self, port: u16) -> Result<Session, String> {
+        let cfg = self.pg_config(port);
+        let client = self.rt.block_on(async move {
+            let (client, conn) =
+                tokio::time::timeout(Duration::from_secs(5), cfg.connect(tokio_postgres::NoTls))
+                    .await
+                    .map_err(|_| format!("connect to port {port} timed out"))?
+                    .map_err(|e| format!("connect to port {port}: {e}"))?;
+            tokio::spawn(conn);
+            Ok::<_, String>(client)
+        })?;
+        Ok(Session {
+            client,
+            rt: self.rt.handle().clone(),
+        })
+    }
+
+    pub fn connect_proxy(&self) -> Result<Session, String> {
+        self.connect(self.proxy_port)
+    }
+
+    /// One query in a fresh session through the proxy.
+    pub fn psql_via_proxy(&self, sql: &str) -> Result<Rows, String> {
+        self.connect_proxy()?.query(sql)
+    }
+
+    /// One query in a fresh session directly on a keeper's postgres.
+    pub fn psql_keeper(&self, uid: &str, sql: &str) -> Result<Rows, String> {
+        self.connect(self.keepers[uid].pg_port)?.query(sql)
+    }
+
+    /// The keeper whose postgres a fresh proxy session lands on.
+    pub fn proxy_backend(&self) -> Result<String, String> {
+        let rows = self.psql_via_proxy("select inet_server_port()")?;
+        let port: u16 = rows[0][0]
+            .as_deref()
+            .and_then(|p| p.parse().ok())
+            .ok_or("inet_server_port() gave no port")?;
+        self.keeper_by_port(port)
+            .ok_or_else(|| format!("proxy routes to port {port}, which is no keeper's"))
+    }
+
+    /// Waits until the cluster is initialised: phase normal, a master elected, the proxy routing
+    /// writes to it. Returns the master keeper uid.
+    pub fn wait_master_serving(&self, timeout: Duration) -> String {
+        wait_for(
+            timeout,
+            "a master elected, phase normal, and the proxy routing writes to it",
+            || {
+                let cd = self.try_clusterdata()?;
+                if cd["cluster"]["status"]["phase"] != "normal" {
+                    return None;
+                }
+                let master = Self::master_keeper_in(&cd)?;
+                let backend = self.proxy_backend().ok()?;
+                let ro = self.psql_via_proxy("select pg_is_in_recovery()").ok()?;
+                (backend == master && ro[0][0].as_deref() == Some("f")).then_some(master)
+            },
+        )
+    }
+
+    /// Number of streaming standbys the given keeper's postgres reports.
+    pub fn streaming_standbys(&self, uid: &str) -> Option<usize> {
+        let rows = self
+            .psql_keeper(
+                uid,
+                "select count(*) from pg_stat_replication where state = 'streaming'",
+            )
+            .ok()?;
+        rows[0][0].as_deref()?.parse().ok()
+    }
+
+    /// Waits until `sql` run directly on keeper `uid` returns exactly `want` (first column).
+    pub fn wait_keeper_rows(&self, uid: &str, sql: &str, want: &[&str], timeout: Duration) {
+        let what = format!("{sql:?} on {uid} to return {want:?}");
+        wait_until(timeout, &what, || match self.psql_keeper(uid, sql) {
+            Ok(rows) => {
+                let got: Vec<Option<&str>> = rows.iter().map(|r| r[0].as_deref()).collect();
+                got == want.iter().map(|w| Some(*w)).collect::<Vec<_>>()
+            }
+            Err(_) => false,
+        });
+    }
+
+    /// Prints the tail of every process log (used when a test fails).
+    pub fn dump_logs(&self) {
+        let Ok(rd) = fs::read_dir(self.base.join("logs")) else {
+            return;
+        };
+        let mut paths: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        paths.sort();
+        for p in paths {
+            let text = fs::read_to_string(&p).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let from = lines.len().saturating_sub(120);
+            eprintln!(
+                "===== {} (last {} lines) =====",
+                p.display(),
+                lines.len() - from
+            );
+            for l in &lines[from..] {
+                eprintln!("{l}");
+            }
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if let Some(mut p) = self.proxy.take() {
+            p.kill();
+        }
+        for mut s in self.sentinels.drain(..) {
+            s.kill();
+        }
+        let uids: Vec<String> = self.keepers.keys().cloned().collect();
+        for uid in uids {
+            self.kill_keeper(&uid);
+        }
+        self.etcd.stop();
+        if std::thread::panicking() {
+            self.dump_logs();
+            if let Some(d) = self.dir.take() {
+                eprintln!("test failed; its files are kept in {}", d.keep().display());
+            }
+        }
+    }
+}
+
+/// A client session; the connection task runs on the cluster's runtime.
+pub struct Session {
+    client: tokio_postgres::Client,
+    rt: tokio::runtime::Handle,
+}
+
+impl Session {
+    /// Runs `sql` (simple query protocol); errors, and hangs beyond 10 s, become Err.
+    pub fn query(&self, sql: &str) -> Result<Rows, String> {
+        let fut = self.client.simple_query(sql);
+        let msgs = self.rt.block_on(async {
+            tokio::time::timeout(Duration::from_secs(10), fut)
+                .await
+                .map_err(|_| format!("{sql:?} timed out"))?
+                .map_err(|e| format!("{sql:?}: {e}"))
+        })?;
+        Ok(msgs
+            .into_iter()
+            .filter_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => {
+                    Some((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect())
+                }
+                _ => None,
+            })
+            .collect())
+    }
+}
+
+/// True if nothing listens on 127.0.0.1:`port` (connection refused).
+pub fn connection_refused(port: u16) -> bool {
+    match TcpStream::connect_timeout(
+        &format!("127.0.0.1:{port}").parse().unwrap(),
+        Duration::from_secs(1),
+    ) {
+        Ok(_) => false,
+        Err(e) => e.kind() == ErrorKind::ConnectionRefused,
+    }
+}
