@@ -131,9 +131,13 @@ store-endpoints = "http://127.0.0.1:2379"
 initial-cluster-spec = "/etc/stolon/$cluster/cluster-spec.json"
 EOF
 echo '{"initMode": "new"}' >"$root/etc/stolon/$cluster/cluster-spec.json"
+# As the shipped example: used only if systemd passed no socket (then it clashes with the socket
+# unit's own 127.0.0.1:25432, so the proxy must take the activated socket to pass).
 cat >"$root/etc/stolon/$cluster/proxy.toml" <<EOF
 store-backend = "etcdv3"
 store-endpoints = "http://127.0.0.1:2379"
+listen-address = "127.0.0.1"
+port = 25432
 EOF
 chmod 0644 "$root/etc/stolon/$cluster"/*
 chmod 0700 "$root/etc/credstore"
@@ -176,7 +180,7 @@ pass() { echo "PASS: $*"; passes=$((passes + 1)); }
 fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
 
 log "installing stolon.deb ${inside_pkgs[*]} inside (offline)"
-if inside env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-download \
+if inside env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
     --no-install-recommends /root/stolon.deb "${inside_pkgs[@]}" >"$work/apt.log" 2>&1; then
     pass "apt-get install stolon.deb ${inside_pkgs[*]}"
 else
@@ -202,7 +206,7 @@ wait_unit() {
     local unit=$1 sub=$2 deadline=$((SECONDS + $3)) props
     while ((SECONDS < deadline)); do
         props=$(inside systemctl show -p ActiveState -p SubState -p StatusText "$unit")
-        if grep -qx 'ActiveState=active' <<<"$props" && grep -qx "SubState=$sub" <<<"$props" &&
+        if grep -qx 'ActiveState=active' <<<"$props" && grep -qEx "SubState=($sub)" <<<"$props" &&
             { [[ $unit == *.socket ]] || grep -q '^StatusText=.' <<<"$props"; }; then
             return 0
         fi
@@ -220,7 +224,7 @@ else
 fi
 
 psql_out=
-deadline=$((SECONDS + 180))
+deadline=$((SECONDS + 120))
 while ((SECONDS < deadline)); do
     psql_out=$(inside env PGPASSWORD="$su_password" PGCONNECT_TIMEOUT=3 \
         psql "host=127.0.0.1 port=25432 user=postgres dbname=postgres" -XAtc \
@@ -234,7 +238,8 @@ else
 fi
 
 for unit in "${units[@]}"; do
-    sub=running; [[ $unit == *.socket ]] && sub=listening
+    # A socket whose service runs is "running" rather than "listening".
+    sub=running; [[ $unit == *.socket ]] && sub='listening|running'
     if wait_unit "$unit" "$sub" 30; then
         status=$(inside systemctl show -p StatusText --value "$unit")
         pass "$unit active ($sub)${status:+, status: $status}"
