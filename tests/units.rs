@@ -119,7 +119,10 @@ fn proxy_socket_keeps_off_postgres_port_and_matches_the_example() {
     )
     .unwrap();
     let pg_port = keeper["pg-port"].as_integer().unwrap();
-    assert!(pg_port != 5432 && pg_port != 25432, "keeper pg-port {pg_port}");
+    assert!(
+        pg_port != 5432 && pg_port != 25432,
+        "keeper pg-port {pg_port}"
+    );
 }
 
 #[test]
@@ -201,7 +204,10 @@ fn packages_ship_every_unit_and_example() {
     }
     for (role, _) in ROLES {
         let example = format!("packaging/etc/stolon/example/{role}.toml");
-        assert!(deb_sources.contains(&example.as_str()), "deb lacks {example}");
+        assert!(
+            deb_sources.contains(&example.as_str()),
+            "deb lacks {example}"
+        );
         assert!(
             rpm_dests.contains(&format!("/etc/stolon/example/{role}.toml").as_str()),
             "rpm lacks {example}"
