@@ -42,7 +42,9 @@ impl Local {
             .env("STOLON_SLEEP_INTERVAL", "2s")
             .env("STOLON_FAIL_INTERVAL", "5s");
         if skip_build {
-            cmd.env("STOLON_SKIP_BUILD", "1");
+            // Restarts between runs: only the script's errors are worth showing.
+            cmd.env("STOLON_SKIP_BUILD", "1")
+                .stdout(std::process::Stdio::null());
         }
         let st = cmd.status().context("running scripts/local-cluster.sh")?;
         if !st.success() {

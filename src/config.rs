@@ -119,7 +119,8 @@ const COMMON_FLAGS: &[FlagDef] = &[
     text(
         CONFIG_FLAG,
         None,
-        "TOML file with flag names as keys (default /etc/stolon/<role>.toml if it exists)",
+        // Keep in step with shutdown::RELOADS.
+        "TOML file with flag names as keys (default /etc/stolon/<role>.toml if it exists); SIGHUP re-reads it and applies log-level, other settings apply at restart",
     ),
     text("cluster-name", None, "cluster name (required)"),
     text("store-backend", None, "store backend type (etcdv3)"),
@@ -294,13 +295,17 @@ const PROXY_FLAGS: &[FlagDef] = &[
     text(
         "listen-address",
         Some("127.0.0.1"),
-        "proxy listening address",
+        "proxy listening address (unused when systemd passes sockets: socket activation)",
     ),
-    text("port", Some("5432"), "proxy listening port"),
+    text(
+        "port",
+        Some("5432"),
+        "proxy listening port (unused when systemd passes sockets: socket activation)",
+    ),
     boolean(
         "stop-listening",
         Some("true"),
-        "stop listening when the store cannot be read for proxyTimeout",
+        "stop listening when the store cannot be read for proxyTimeout; a socket passed by systemd (socket activation) is never closed: while there is no master the proxy accepts and at once closes every client on it",
     ),
     text(
         "tcp-keepalive-idle",
@@ -462,12 +467,28 @@ pub fn usage_error(e: clap::Error) -> ConfigError {
 }
 
 /// The merged layers for one role; typed settings are parsed from it on demand.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Loaded {
     role: Role,
     values: config::Config,
     /// The file that was read, if any (for logs).
     pub file: Option<PathBuf>,
+    /// `$CREDENTIALS_DIRECTORY`: systemd's `LoadCredential=` files, read for passwords not
+    /// given otherwise.
+    credentials_dir: Option<PathBuf>,
+    /// Flags given on the command line, where every local user can read them (`ps`).
+    on_command_line: Vec<&'static str>,
+}
+
+/// Without the values: they may hold passwords.
+impl std::fmt::Debug for Loaded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Loaded")
+            .field("role", &self.role)
+            .field("file", &self.file)
+            .field("credentials_dir", &self.credentials_dir)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Where the layers come from; tests substitute the environment and the default file.
@@ -540,7 +561,16 @@ impl Loaded {
             }
         }
         let values = builder.build().map_err(layer_err)?;
-        Ok(Loaded { role, values, file })
+        let credentials_dir = env_lookup("CREDENTIALS_DIRECTORY")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from);
+        Ok(Loaded {
+            role,
+            values,
+            file,
+            credentials_dir,
+            on_command_line: given.keys().copied().collect(),
+        })
     }
 
     pub fn role(&self) -> Role {
@@ -622,6 +652,8 @@ impl Loaded {
             },
             deprecated_debug,
             binary: self.role.binary(),
+            role: self.role,
+            cluster_name: self.get("cluster-name"),
         })
     }
 
@@ -762,7 +794,9 @@ impl Loaded {
             .map_err(|r| invalid(flag, r))
     }
 
-    /// Exactly one of password / password file unless the method is trust (then neither).
+    /// Exactly one of password / password file unless the method is trust (then neither). With
+    /// neither given, the systemd credential named like the password flag (`pg-su-password`,
+    /// `pg-repl-password`) is used when `$CREDENTIALS_DIRECTORY` holds it.
     fn password(
         &self,
         who: &str,
@@ -773,6 +807,16 @@ impl Loaded {
     ) -> Result<Option<String>, ConfigError> {
         let inline = self.get(pw_flag);
         let file = self.get(file_flag);
+        if inline.is_some() && self.on_command_line.contains(&pw_flag) {
+            tracing::warn!(
+                "--{pw_flag} on the command line is visible to every local user (ps); prefer --{file_flag} or a systemd credential named {pw_flag}"
+            );
+        }
+        let credential = self
+            .credentials_dir
+            .as_ref()
+            .map(|dir| dir.join(pw_flag))
+            .filter(|path| path.exists());
         if method == AuthMethod::Trust {
             if inline.is_some() || file.is_some() {
                 return Err(invalid(
@@ -793,13 +837,18 @@ impl Loaded {
             (None, Some(path)) => read_password_file(Path::new(&path), who)
                 .map(Some)
                 .map_err(|r| invalid(file_flag, r)),
-            (None, None) => Err(invalid(
-                pw_flag,
-                format!(
-                    "a {who} password is required with auth method {}: set --{pw_flag} or --{file_flag}",
-                    method.as_hba()
-                ),
-            )),
+            (None, None) => match credential {
+                Some(path) => read_password_file(&path, who)
+                    .map(Some)
+                    .map_err(|r| invalid(pw_flag, format!("systemd credential: {r}"))),
+                None => Err(invalid(
+                    pw_flag,
+                    format!(
+                        "a {who} password is required with auth method {}: set --{pw_flag} or --{file_flag}, or pass a systemd credential named {pw_flag} (LoadCredential=)",
+                        method.as_hba()
+                    ),
+                )),
+            },
         }
     }
 
@@ -851,6 +900,10 @@ pub struct LogSettings {
     pub deprecated_debug: bool,
     /// The journald identifier.
     pub binary: &'static str,
+    /// For the journal's ROLE field.
+    pub role: Role,
+    /// For the journal's CLUSTER_NAME field (absent until validated by `store_config`).
+    pub cluster_name: Option<String>,
 }
 
 /// The TOML file as a layer: keys are flag names in either spelling (`store-endpoints` or
@@ -1415,6 +1468,85 @@ mod tests {
             e.to_string().starts_with("--initial-cluster-spec")
                 && e.to_string().contains("maxStandbys"),
             "{e}"
+        );
+    }
+
+    fn keeper_with_credentials(
+        given: &[(&'static str, &str)],
+        dir: &Path,
+    ) -> Result<KeeperConfig, ConfigError> {
+        let mut all = vec![
+            ("data-dir", "/tmp/k"),
+            ("pg-listen-address", "127.0.0.1"),
+            ("pg-repl-username", "repl"),
+            ("pg-su-username", "su"),
+        ];
+        all.extend_from_slice(given);
+        let creds = dir.to_str().unwrap();
+        load(
+            Role::Keeper,
+            &all,
+            &[("CREDENTIALS_DIRECTORY", creds)],
+            None,
+        )
+        .unwrap()
+        .keeper_config()
+    }
+
+    #[test]
+    fn passwords_from_systemd_credentials() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("pg-su-password"), "su-secret\n").unwrap();
+        std::fs::write(dir.path().join("pg-repl-password"), "repl-secret").unwrap();
+        let k = keeper_with_credentials(&[], dir.path()).unwrap();
+        assert_eq!(k.pg_su_password.as_deref(), Some("su-secret"));
+        assert_eq!(k.pg_repl_password.as_deref(), Some("repl-secret"));
+
+        // A flag or a password file wins over the credential.
+        let file = dir.path().join("other");
+        std::fs::write(&file, "from-file").unwrap();
+        let k = keeper_with_credentials(
+            &[
+                ("pg-su-password", "from-flag"),
+                ("pg-repl-passwordfile", file.to_str().unwrap()),
+            ],
+            dir.path(),
+        )
+        .unwrap();
+        assert_eq!(k.pg_su_password.as_deref(), Some("from-flag"));
+        assert_eq!(k.pg_repl_password.as_deref(), Some("from-file"));
+
+        // trust ignores it.
+        let k = keeper_with_credentials(&[("pg-su-auth-method", "trust")], dir.path()).unwrap();
+        assert_eq!(k.pg_su_password, None);
+    }
+
+    #[test]
+    fn bad_or_missing_credential_named_without_its_content() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("pg-su-password"), "\n").unwrap();
+        std::fs::write(dir.path().join("pg-repl-password"), "repl-secret").unwrap();
+        let e = keeper_with_credentials(&[], dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("--pg-su-password: systemd credential: superuser password file"),
+            "{e}"
+        );
+        assert!(e.contains("is empty"), "{e}");
+
+        std::fs::remove_file(dir.path().join("pg-su-password")).unwrap();
+        let e = keeper_with_credentials(&[], dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("systemd credential named pg-su-password"), "{e}");
+        assert!(!e.contains("repl-secret"), "{e}");
+        assert!(
+            !format!(
+                "{:?}",
+                load(Role::Keeper, &[("pg-su-password", "hunter2")], &[], None).unwrap()
+            )
+            .contains("hunter2")
         );
     }
 }

@@ -6,6 +6,7 @@
 pub mod cluster;
 pub mod config;
 pub mod ctl;
+pub mod daemon;
 pub mod keeper;
 pub mod postgres;
 pub mod proxy;

@@ -1,109 +1,76 @@
-//! The systemd service protocol: readiness, status text, watchdog, stopping, start-timeout
-//! extension. Every call is a no-op when the process was not started by systemd (no
-//! `NOTIFY_SOCKET`), so roles call it unconditionally.
+//! The systemd service protocol: readiness, status, watchdog, stopping, start-timeout extension
+//! (`sd_notify`) and socket activation (`LISTEN_FDS`). Every call is a no-op when the process
+//! was not started by systemd, so roles call it unconditionally.
+//!
+//! # How a binary and its role use it
+//!
+//! The binary reads the service environment once, first thing in `main` (before any thread),
+//! with [`take_env`]; that also removes it from the environment so children do not inherit it
+//! (a PostgreSQL built with systemd support would otherwise send its own READY=1 to our unit).
+//! The role's `run` then receives an `Arc<Notifier>` and:
+//!
+//! - **readiness**: calls [`Notifier::ready`] once it really serves (proxy: listening and
+//!   clusterdata read once; sentinel: first successful store read and info publish; keeper:
+//!   info published and, when it has a db, PostgreSQL accepting connections). Until then,
+//!   [`Notifier::status`] says what it waits for.
+//! - **status**: calls [`Notifier::status`] with one human line whenever its state may have
+//!   changed (only changes are sent), e.g. `routing to 10.0.0.5:5432`, `leader; cluster normal;
+//!   master keeper1`, `standby following keeper2, replay lag 0 B`.
+//! - **watchdog**: sleeps at most [`Notifier::loop_interval`]`(its normal interval)` between
+//!   main-loop iterations and calls [`Notifier::watchdog`] on every iteration, and inside any
+//!   bounded wait that can outlast a quarter of the watchdog period. Never from a separate timer
+//!   task: a stuck loop must stop the pings.
+//! - **long work** (initdb, pg_basebackup, PostgreSQL start-up and stop): awaits it through
+//!   [`Notifier::long_work`]`(what, progress, work)`, which extends the start/stop timeout,
+//!   pings the watchdog and shows the latest progress line (`pg_basebackup: 1.2 GiB of 4.0
+//!   GiB`) while the work runs; or calls [`Notifier::extend_timeout`] itself at least every
+//!   `by`.
+//! - **journal fields**: the keeper calls `telemetry::set_keeper_uid` once its uid is known and
+//!   `telemetry::set_db_uid` whenever its db changes (CLUSTER_NAME and ROLE are always there).
+//! - **stopping**: calls [`Notifier::stopping`] when `shutdown` is cancelled, before the slow
+//!   part of stopping (closing sessions, stopping PostgreSQL).
+//!
+//! Roles use the same API: `proxy::run_with_notifier`, `sentinel::run_with_notifier`, and for
+//! the keeper `keeper::run_with_notifier(cfg, store_cfg, shutdown, notifier)`.
 
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+mod activation;
+mod notify;
 
-use sd_notify::NotifyState;
+pub use activation::{Activated, ActivationError};
+pub use notify::{LONG_WORK_EXTEND, LONG_WORK_STEP, Notifier};
 
-/// Talks to the service manager. Cheap to share (`Arc`) between a role's tasks.
-pub struct Notifier {
-    enabled: bool,
-    /// Half the `WATCHDOG_USEC` period: how often the main loop must prove it is alive.
-    watchdog_every: Option<Duration>,
-    last_watchdog: Mutex<Option<Instant>>,
-    last_status: Mutex<String>,
+use std::sync::Arc;
+
+/// What systemd told this process through its environment.
+pub struct ServiceEnv {
+    pub notifier: Arc<Notifier>,
+    /// Sockets passed by socket activation (the proxy's `stolon-proxy@.socket`).
+    pub activated: Activated,
 }
 
-impl Notifier {
-    /// Reads `NOTIFY_SOCKET` and `WATCHDOG_USEC`/`WATCHDOG_PID` once, at start.
-    pub fn from_env() -> Notifier {
-        let enabled = std::env::var_os("NOTIFY_SOCKET").is_some();
-        Notifier {
-            enabled,
-            watchdog_every: if enabled {
-                sd_notify::watchdog_enabled().map(|period| period / 2)
-            } else {
-                None
-            },
-            last_watchdog: Mutex::new(None),
-            last_status: Mutex::new(String::new()),
+/// Reads `NOTIFY_SOCKET`, `WATCHDOG_USEC`/`WATCHDOG_PID` and `LISTEN_FDS`/`LISTEN_PID`, then
+/// removes them from the environment so child processes do not act on them.
+///
+/// # Safety
+/// Modifies the process environment: no other thread may exist yet. Call it at the top of
+/// `main`, before the tokio runtime is built.
+pub unsafe fn take_env() -> ServiceEnv {
+    let notifier = Arc::new(Notifier::from_env());
+    // listenfd removes LISTEN_FDS and LISTEN_PID itself.
+    let activated = Activated::new(listenfd::ListenFd::from_env());
+    // SAFETY: the caller guarantees no other thread exists.
+    unsafe {
+        for var in [
+            "NOTIFY_SOCKET",
+            "WATCHDOG_USEC",
+            "WATCHDOG_PID",
+            "LISTEN_FDNAMES",
+        ] {
+            std::env::remove_var(var);
         }
     }
-
-    /// A notifier that never sends anything (tests, foreground runs).
-    pub fn disabled() -> Notifier {
-        Notifier {
-            enabled: false,
-            watchdog_every: None,
-            last_watchdog: Mutex::new(None),
-            last_status: Mutex::new(String::new()),
-        }
-    }
-
-    /// The interval at which the main loop should call [`Notifier::watchdog`], if systemd asked.
-    pub fn watchdog_interval(&self) -> Option<Duration> {
-        self.watchdog_every
-    }
-
-    pub fn ready(&self, status: &str) {
-        self.send(&[NotifyState::Ready, NotifyState::Status(status)]);
-        self.remember_status(status);
-    }
-
-    /// Sends STATUS= only when the text changed, so a loop can call it every iteration.
-    pub fn status(&self, status: &str) {
-        if self.remember_status(status) {
-            self.send(&[NotifyState::Status(status)]);
-        }
-    }
-
-    /// Called from a role's main loop: pings at most once per half period, so only a loop that
-    /// is really iterating keeps the service alive.
-    pub fn watchdog(&self) {
-        let Some(every) = self.watchdog_every else {
-            return;
-        };
-        let mut last = self.last_watchdog.lock().unwrap_or_else(|p| p.into_inner());
-        let due = last.is_none_or(|t| t.elapsed() >= every);
-        if due {
-            *last = Some(Instant::now());
-            drop(last);
-            self.send(&[NotifyState::Watchdog]);
-        }
-    }
-
-    /// Asks systemd for more start (or stop) time during long work such as a base backup.
-    pub fn extend_timeout(&self, by: Duration, status: &str) {
-        let usec = u32::try_from(by.as_micros()).unwrap_or(u32::MAX);
-        self.send(&[
-            NotifyState::ExtendTimeoutUsec(usec),
-            NotifyState::Status(status),
-        ]);
-        self.remember_status(status);
-    }
-
-    pub fn stopping(&self, status: &str) {
-        self.send(&[NotifyState::Stopping, NotifyState::Status(status)]);
-    }
-
-    fn remember_status(&self, status: &str) -> bool {
-        let mut last = self.last_status.lock().unwrap_or_else(|p| p.into_inner());
-        if *last == status {
-            return false;
-        }
-        *last = status.to_string();
-        true
-    }
-
-    fn send(&self, states: &[NotifyState]) {
-        if !self.enabled {
-            return;
-        }
-        if let Err(e) = sd_notify::notify(states) {
-            // Losing a notification is not fatal; systemd's timeouts are the backstop.
-            tracing::debug!(error = %e, "sd_notify failed");
-        }
+    ServiceEnv {
+        notifier,
+        activated,
     }
 }

@@ -1,28 +1,35 @@
 //! Logging: human-readable lines on stderr, or structured entries to journald when systemd
 //! connected our stderr to the journal.
 
-use crate::config::LogSettings;
+mod journal;
+
+pub use journal::POSTGRES_TARGET;
+
+use crate::config::{LogSettings, Role};
+use std::collections::BTreeMap;
 use std::io::IsTerminal;
-use tracing_subscriber::EnvFilter;
+use std::sync::OnceLock;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Registry, reload};
+
+/// The level filter, replaced on SIGHUP ([`set_level`]).
+static FILTER: OnceLock<reload::Handle<EnvFilter, Registry>> = OnceLock::new();
+/// The journal's per-process fields, when logging to journald.
+static JOURNAL: OnceLock<journal::Fields> = OnceLock::new();
 
 /// Installs the global subscriber. Call once, after the configuration was validated, so a
 /// configuration error stays the only line on stderr.
 pub fn init(settings: &LogSettings) {
-    let filter = filter(settings.level);
-    let journald = stderr_is_journal()
-        .then(|| {
-            tracing_journald::layer()
-                .map(|l| l.with_syslog_identifier(settings.binary.to_string()))
-                .ok()
-        })
+    let (filter, handle) = reload::Layer::new(filter(settings.level));
+    let journal = stderr_is_journal()
+        .then(|| journal::Fields::new(settings.binary, journal_fields(settings)).ok())
         .flatten();
     // try_init: a second init (tests calling role code twice) must not panic.
-    let installed = match journald {
-        Some(layer) => tracing_subscriber::registry()
+    let installed = match &journal {
+        Some(fields) => tracing_subscriber::registry()
             .with(filter)
-            .with(layer)
+            .with(fields.layer())
             .try_init(),
         None => {
             let color = settings
@@ -39,9 +46,58 @@ pub fn init(settings: &LogSettings) {
                 .try_init()
         }
     };
-    if installed.is_ok() && settings.deprecated_debug {
+    if installed.is_err() {
+        return;
+    }
+    let _ = FILTER.set(handle);
+    if let Some(fields) = journal {
+        let _ = JOURNAL.set(fields);
+    }
+    if settings.deprecated_debug {
         tracing::warn!("--debug is deprecated, use --log-level=debug");
     }
+}
+
+/// Changes the log level of the running process (SIGHUP reload). False when logging was not
+/// initialised by [`init`].
+pub fn set_level(level: tracing::Level) -> bool {
+    FILTER
+        .get()
+        .is_some_and(|h| h.reload(filter(level)).is_ok())
+}
+
+/// Adds `KEEPER_UID=<uid>` to every journal record from now on (no-op off the journal).
+pub fn set_keeper_uid(uid: &str) {
+    if let Some(f) = JOURNAL.get() {
+        f.set("KEEPER_UID", Some(uid));
+    }
+}
+
+/// Adds `DB_UID=<uid>` to every journal record from now on, or removes it with `None` (the
+/// keeper's db changes on resync or when the sentinel takes it away).
+pub fn set_db_uid(uid: Option<&str>) {
+    if let Some(f) = JOURNAL.get() {
+        f.set("DB_UID", uid);
+    }
+}
+
+/// Whether records go to journald (for tests and the startup log line).
+pub fn is_journald() -> bool {
+    JOURNAL.get().is_some()
+}
+
+fn journal_fields(settings: &LogSettings) -> BTreeMap<&'static str, String> {
+    let role = match settings.role {
+        Role::Keeper => "keeper",
+        Role::Sentinel => "sentinel",
+        Role::Proxy => "proxy",
+        Role::Ctl => "stolonctl",
+    };
+    let mut fields = BTreeMap::from([("ROLE", role.to_string())]);
+    if let Some(name) = &settings.cluster_name {
+        fields.insert("CLUSTER_NAME", name.clone());
+    }
+    fields
 }
 
 /// Our crate (and binaries) at the chosen level; dependencies (tonic, h2, ...) no chattier

@@ -27,6 +27,7 @@ fn lagging_standby_is_not_promoted() {
     wait_until(Duration::from_secs(120), "2 streaming standbys", || {
         c.streaming_standbys(&master) == Some(2)
     });
+    c.wait_dbs_converged(3, Duration::from_secs(60));
     let standbys: Vec<String> = c
         .keepers
         .keys()
@@ -51,6 +52,13 @@ fn lagging_standby_is_not_promoted() {
         .unwrap();
     c.psql_via_proxy("insert into big select g, repeat('x', 1000) from generate_series(1, 4000) g")
         .unwrap();
+    // The up-to-date standby must hold the whole transaction, not only be within the lag.
+    c.wait_keeper_rows(
+        &up_to_date,
+        "select count(*) from big",
+        &["4000"],
+        Duration::from_secs(60),
+    );
     wait_until(
         Duration::from_secs(60),
         "the cluster data to show the lagging standby beyond maxStandbyLag, the other within it, both healthy",

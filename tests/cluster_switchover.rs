@@ -33,6 +33,10 @@ fn failkeeper_switches_over_and_cuts_old_sessions() {
         Duration::from_secs(30),
     );
 
+    // failkeeper marks the keeper failed for one sentinel check only: the standby must be
+    // electable at that moment.
+    c.wait_dbs_converged(2, Duration::from_secs(60));
+
     let old_session = c.connect_proxy().unwrap();
     let port = old_session.query("select inet_server_port()").unwrap();
     assert_eq!(

@@ -182,7 +182,13 @@ fn start_proxy(sc: StoreConfig, port: u16, listener: Option<StdListener>) -> Pro
     };
     let shutdown = CancellationToken::new();
     let (tx, status) = watch::channel(String::new());
-    let task = tokio::spawn(run_with_status(cfg, sc, listener, shutdown.clone(), tx));
+    let task = tokio::spawn(run_with_status(
+        cfg,
+        sc,
+        listener.into_iter().collect(),
+        shutdown.clone(),
+        tx,
+    ));
     Proxy {
         status,
         shutdown,

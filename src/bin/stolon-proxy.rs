@@ -1,13 +1,8 @@
-//! stolon-proxy: parse flags, load the layered configuration, start logging, run the proxy
-//! until SIGINT/SIGTERM.
+//! stolon-proxy: sends every client to the elected master and cuts them off from any other.
 
-use anyhow::Context;
 use clap::Parser;
 use std::process::ExitCode;
-use stolon::config::{self, ConfigError, Flags, Loaded, ProxyRole};
-use stolon::proxy::ProxyConfig;
-use stolon::store::StoreConfig;
-use tokio_util::sync::CancellationToken;
+use stolon::config::{Flags, ProxyRole};
 
 #[derive(Parser)]
 #[command(
@@ -21,41 +16,22 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    match configure() {
-        Ok((cfg, store)) => match run(cfg, store) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => config::exit_with_error(format!("{e:#}")),
+    // SAFETY: first thing in main, before the tokio runtime: no other thread exists yet.
+    let service = unsafe { stolon::systemd::take_env() };
+    stolon::daemon::main(
+        service,
+        Cli::try_parse().map(|cli| cli.flags),
+        |loaded| loaded.proxy_config(),
+        |cfg, store, service, shutdown| async move {
+            let listeners = service.activated.tcp_listeners()?;
+            if !listeners.is_empty() {
+                tracing::info!(
+                    sockets = listeners.len(),
+                    "socket-activated: serving on the sockets systemd passed (--listen-address/--port unused)"
+                );
+            }
+            let notifier = service.notifier;
+            Ok(stolon::proxy::run_with_notifier(cfg, store, listeners, shutdown, notifier).await?)
         },
-        Err(e) => config::exit_with_error(e),
-    }
-}
-
-/// Everything is validated before anything is logged or connected: a bad flag gets one line.
-fn configure() -> Result<(ProxyConfig, StoreConfig), ConfigError> {
-    let cli = Cli::try_parse().map_err(config::usage_error)?;
-    let loaded = Loaded::load(&cli.flags)?;
-    let log = loaded.log_settings()?;
-    let store = loaded.store_config()?;
-    stolon::telemetry::init(&log);
-    if let Some(addr) = loaded.metrics_listen_address() {
-        tracing::warn!(%addr, "--metrics-listen-address is not implemented yet; ignoring it");
-    }
-    let cfg = loaded.proxy_config()?;
-    Ok((cfg, store))
-}
-
-fn run(cfg: ProxyConfig, store: StoreConfig) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Runtime::new().context("cannot start the tokio runtime")?;
-    runtime.block_on(async move {
-        let shutdown = stolon::shutdown::on_signals().context("cannot install signal handlers")?;
-        run_role(cfg, store, shutdown).await
-    })
-}
-
-async fn run_role(
-    cfg: ProxyConfig,
-    store: StoreConfig,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    Ok(stolon::proxy::run(cfg, store, None, shutdown).await?)
+    )
 }

@@ -10,7 +10,9 @@ use crate::cluster::{
     ClusterData, DEFAULT_PROXY_CHECK_INTERVAL, DEFAULT_PROXY_TIMEOUT, ProxyInfo, new_uid,
 };
 use crate::store::{StoreError, StoreEvent};
+use crate::systemd::Notifier;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -51,6 +53,9 @@ pub(crate) struct Checker {
     pub router: Router,
     pub listening: Listening,
     pub status: watch::Sender<String>,
+    /// Gets the status lines too, READY=1 after the first usable check, WATCHDOG=1 from the
+    /// loop, STOPPING=1 at shutdown.
+    pub notifier: Arc<Notifier>,
     pub stop_listening: bool,
     /// For the bind error message.
     pub listen_on: String,
@@ -62,6 +67,7 @@ pub(crate) struct Checker {
     reason: NoTarget,
     has_listened: bool,
     last_failure: Option<String>,
+    started: Instant,
 }
 
 impl Checker {
@@ -72,6 +78,7 @@ impl Checker {
         status: watch::Sender<String>,
         stop_listening: bool,
         listen_on: String,
+        notifier: Arc<Notifier>,
     ) -> Self {
         let has_listened = listening.is_listening();
         let c = Checker {
@@ -79,6 +86,7 @@ impl Checker {
             router,
             listening,
             status,
+            notifier,
             stop_listening,
             listen_on,
             check_interval: DEFAULT_PROXY_CHECK_INTERVAL.to_std(),
@@ -88,6 +96,7 @@ impl Checker {
             reason: NoTarget::Starting,
             has_listened,
             last_failure: None,
+            started: Instant::now(),
         };
         c.publish_status();
         c
@@ -105,6 +114,7 @@ impl Checker {
             }
             None => format!("no master: not listening ({})", self.reason),
         };
+        self.notifier.status(&text);
         self.status.send_if_modified(|s| {
             if *s == text {
                 return false;
@@ -139,6 +149,8 @@ impl Checker {
         if self.stop_listening {
             self.listening.close().await;
         }
+        // A handed socket cannot be closed; clients that queued since start are closed now.
+        self.listening.start_handed();
         self.publish_status();
     }
 
@@ -151,6 +163,7 @@ impl Checker {
         let mut events: Option<mpsc::Receiver<StoreEvent>> = None;
         let mut next_check = Instant::now();
         loop {
+            self.notifier.watchdog();
             if events.is_none() {
                 events = match self.store_call(source.watch(), shutdown).await {
                     None => break,
@@ -170,6 +183,9 @@ impl Checker {
                 }
                 ev = next_event(&mut events) => ev,
                 _ = tokio::time::sleep_until(next_check) => Wake::Timer,
+                // Between checks (proxyCheckInterval, 5 s by default) the loop still comes round
+                // often enough for the systemd watchdog, without reading the store.
+                _ = heartbeat(&self.notifier) => Wake::Other,
             };
             match wake {
                 Wake::Closed => {
@@ -205,6 +221,8 @@ impl Checker {
                 }
             }
         }
+        self.notifier
+            .stopping("stopping: closing the listening socket and all client sessions");
         self.listening.stop().await;
         self.route(None, NoTarget::ShuttingDown).await;
         Ok(())
@@ -226,6 +244,8 @@ impl Checker {
                 _ = tokio::time::sleep_until(self.deadline()), if !self.timed_out => {
                     self.fail_closed().await;
                 }
+                // A store call may take up to proxyTimeout; the loop is alive meanwhile.
+                _ = heartbeat(&self.notifier) => self.notifier.watchdog(),
             }
         }
     }
@@ -244,6 +264,17 @@ impl Checker {
         Some(r.unwrap_or(Err(StoreError::Timeout(bound))))
     }
 
+    /// Whether handed (activated) sockets may start accepting after a successful check. Not
+    /// while this new proxy waits for the sentinel to enable it, for up to proxyTimeout after
+    /// start: the clients queued meanwhile (the first one started us) are then served instead
+    /// of closed. Any other reason for no master will not clear in a moment: accept and close.
+    fn may_accept_on_handed(&self) -> bool {
+        let waiting_to_be_enabled = self.router.current().is_none()
+            && matches!(self.reason, NoTarget::NotEnabled(_))
+            && self.started.elapsed() < self.proxy_timeout;
+        !waiting_to_be_enabled
+    }
+
     async fn check<S: ClusterSource>(
         &mut self,
         source: &S,
@@ -254,6 +285,9 @@ impl Checker {
             Err(e @ StoreError::BadValue { .. }) => {
                 self.route(None, NoTarget::InvalidClusterData(e.to_string()))
                     .await;
+                // Unusable clusterdata will not clear in a moment: handed sockets refuse clients.
+                self.listening.start_handed();
+                self.publish_status();
                 return Some(Err(CheckError::Read(e)));
             }
             // A transient store error keeps the current route; the watchdog bounds how long.
@@ -267,6 +301,8 @@ impl Checker {
             // Unusable clusterdata counts as a failed check (upstream's rule), and its intervals
             // must not be adopted.
             self.route(None, reason.clone()).await;
+            self.listening.start_handed();
+            self.publish_status();
             return Some(Err(CheckError::Invalid(reason)));
         }
         let master_defined = target.master_defined();
@@ -321,6 +357,9 @@ impl Checker {
         self.route(dest, reason).await;
         // Listening (re)starts only after a whole successful check, not just a read as upstream:
         // a proxy that cannot announce itself to the sentinel should not attract clients either.
+        if self.may_accept_on_handed() {
+            self.listening.start_handed();
+        }
         if let Err(source) = self.listening.ensure().await {
             return Some(Err(CheckError::Listen {
                 addr: self.listen_on.clone(),
@@ -334,6 +373,11 @@ impl Checker {
         self.last_ok = Instant::now();
         self.timed_out = false;
         self.publish_status();
+        // Ready means clients can be served as the cluster wants: our socket is open and we know
+        // the clusterdata (a proxy of a cluster not yet initialised is not ready).
+        if cd.is_some() && self.listening.is_listening() && !self.notifier.is_ready() {
+            self.notifier.ready(self.status.borrow().as_str());
+        }
         Some(Ok(()))
     }
 }
@@ -353,6 +397,14 @@ async fn next_event(events: &mut Option<mpsc::Receiver<StoreEvent>>) -> Wake {
         Some(StoreEvent::ClusterData) => Wake::ClusterData,
         Some(_) => Wake::Other,
         None => Wake::Closed,
+    }
+}
+
+/// Completes after the systemd watchdog's loop interval; never without a watchdog.
+async fn heartbeat(notifier: &Notifier) {
+    match notifier.watchdog_interval() {
+        Some(every) => tokio::time::sleep(every).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -1,6 +1,11 @@
 //! The listening socket: either handed to us (systemd socket activation, tests) and then never
 //! closed, or bound by the proxy itself and then closed while failing closed with
 //! `--stop-listening`, so load balancers see the proxy down.
+//!
+//! Either way accepting starts only after a successful check. For handed sockets the check loop
+//! waits longer (see `Checker::may_accept`): clients of a just-activated proxy, among them the one
+//! whose connection started it, wait in the kernel's backlog for a route instead of being closed
+//! because the sentinel has not enabled this new proxy yet.
 
 use super::route::Route;
 use super::session::{Keepalive, accept_loop};
@@ -15,6 +20,8 @@ use tracing::Instrument;
 pub(crate) struct Listening {
     /// `None` for a handed socket: we must not close what we did not open.
     bind_to: Option<(String, u16)>,
+    /// Handed sockets not accepting yet.
+    handed: Vec<TcpListener>,
     routes: watch::Receiver<Route>,
     keepalive: Keepalive,
     active: Option<Active>,
@@ -22,26 +29,31 @@ pub(crate) struct Listening {
 
 struct Active {
     stop: CancellationToken,
-    task: JoinHandle<()>,
+    /// One accept loop per socket (systemd may pass several, e.g. IPv4 and IPv6).
+    tasks: Vec<JoinHandle<()>>,
     addr: Option<SocketAddr>,
 }
 
 impl Listening {
     pub fn handed(
-        listener: std::net::TcpListener,
+        listeners: Vec<std::net::TcpListener>,
         routes: watch::Receiver<Route>,
         keepalive: Keepalive,
     ) -> io::Result<Self> {
-        listener.set_nonblocking(true)?;
-        let listener = TcpListener::from_std(listener)?;
-        let mut l = Listening {
+        let listeners = listeners
+            .into_iter()
+            .map(|l| {
+                l.set_nonblocking(true)?;
+                TcpListener::from_std(l)
+            })
+            .collect::<io::Result<Vec<_>>>()?;
+        Ok(Listening {
             bind_to: None,
+            handed: listeners,
             routes,
             keepalive,
             active: None,
-        };
-        l.start(listener);
-        Ok(l)
+        })
     }
 
     pub fn owned(
@@ -52,6 +64,7 @@ impl Listening {
     ) -> Self {
         Listening {
             bind_to: Some((address, port)),
+            handed: Vec::new(),
             routes,
             keepalive,
             active: None,
@@ -81,18 +94,33 @@ impl Listening {
         };
         // tokio sets SO_REUSEADDR, so re-binding right after a close works despite TIME_WAIT.
         let listener = TcpListener::bind((address.as_str(), *port)).await?;
-        self.start(listener);
+        self.start(vec![listener]);
         Ok(true)
     }
 
-    fn start(&mut self, listener: TcpListener) {
+    /// Starts accepting on the handed sockets, if not yet. Returns whether it started now.
+    pub fn start_handed(&mut self) -> bool {
+        if self.active.is_some() || self.handed.is_empty() {
+            return false;
+        }
+        let handed = std::mem::take(&mut self.handed);
+        self.start(handed);
+        true
+    }
+
+    fn start(&mut self, listeners: Vec<TcpListener>) {
         let stop = CancellationToken::new();
-        let addr = listener.local_addr().ok();
-        let task = tokio::spawn(
-            accept_loop(listener, self.routes.clone(), self.keepalive, stop.clone())
-                .in_current_span(),
-        );
-        self.active = Some(Active { stop, task, addr });
+        let addr = listeners.first().and_then(|l| l.local_addr().ok());
+        let tasks = listeners
+            .into_iter()
+            .map(|listener| {
+                tokio::spawn(
+                    accept_loop(listener, self.routes.clone(), self.keepalive, stop.clone())
+                        .in_current_span(),
+                )
+            })
+            .collect();
+        self.active = Some(Active { stop, tasks, addr });
     }
 
     /// Closes the owned socket; a handed one keeps accepting (and closing) clients.
@@ -106,8 +134,10 @@ impl Listening {
     pub async fn stop(&mut self) {
         if let Some(active) = self.active.take() {
             active.stop.cancel();
-            // The accept loop owns the listener: once it returns the socket is closed.
-            let _ = active.task.await;
+            // Each accept loop owns its listener: once it returns the socket is closed.
+            for task in active.tasks {
+                let _ = task.await;
+            }
         }
     }
 }

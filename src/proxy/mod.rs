@@ -21,9 +21,11 @@ pub use target::{NoTarget, Target, select_target};
 
 use crate::cluster::new_uid;
 use crate::store::{Store, StoreConfig};
+use crate::systemd::Notifier;
 use listen::Listening;
 use route::Router;
 use session::Keepalive;
+use std::sync::Arc;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -55,29 +57,69 @@ pub enum ProxyError {
     Store(#[from] crate::store::StoreError),
 }
 
-/// Runs the proxy on the etcd store until `shutdown` is cancelled; see [`run_with_status`].
+/// Runs the proxy on the etcd store until `shutdown` is cancelled; see [`run_with_notifier`].
 pub async fn run(
     cfg: ProxyConfig,
     store_cfg: StoreConfig,
-    listener: Option<std::net::TcpListener>,
+    listeners: Vec<std::net::TcpListener>,
     shutdown: CancellationToken,
 ) -> Result<(), ProxyError> {
     let (status, _) = watch::channel(String::new());
-    run_with_status(cfg, store_cfg, listener, shutdown, status).await
+    run_on_store(
+        cfg,
+        store_cfg,
+        listeners,
+        shutdown,
+        status,
+        Arc::new(Notifier::disabled()),
+    )
+    .await
 }
 
 /// [`run`], also reporting a one-line status on every change (`routing to 10.0.0.5:5432 (master
-/// db 8a3f0c21)`, `no master: refusing connections (<why>)`, `no master: not listening (<why>)`),
-/// meant for `sd_notify STATUS=`.
+/// db 8a3f0c21)`, `no master: refusing connections (<why>)`, `no master: not listening (<why>)`).
 pub async fn run_with_status(
     cfg: ProxyConfig,
     store_cfg: StoreConfig,
-    listener: Option<std::net::TcpListener>,
+    listeners: Vec<std::net::TcpListener>,
     shutdown: CancellationToken,
     status: watch::Sender<String>,
 ) -> Result<(), ProxyError> {
+    run_on_store(
+        cfg,
+        store_cfg,
+        listeners,
+        shutdown,
+        status,
+        Arc::new(Notifier::disabled()),
+    )
+    .await
+}
+
+/// [`run`] as a systemd service: READY=1 once it listens (or holds its activated sockets) and
+/// has read clusterdata once, STATUS= on every change, WATCHDOG=1 from the check loop,
+/// STOPPING=1 at shutdown.
+pub async fn run_with_notifier(
+    cfg: ProxyConfig,
+    store_cfg: StoreConfig,
+    listeners: Vec<std::net::TcpListener>,
+    shutdown: CancellationToken,
+    notifier: Arc<Notifier>,
+) -> Result<(), ProxyError> {
+    let (status, _) = watch::channel(String::new());
+    run_on_store(cfg, store_cfg, listeners, shutdown, status, notifier).await
+}
+
+async fn run_on_store(
+    cfg: ProxyConfig,
+    store_cfg: StoreConfig,
+    listeners: Vec<std::net::TcpListener>,
+    shutdown: CancellationToken,
+    status: watch::Sender<String>,
+    notifier: Arc<Notifier>,
+) -> Result<(), ProxyError> {
     let store = Store::connect(&store_cfg).await?;
-    let result = run_with_source(cfg, store.clone(), listener, shutdown, status).await;
+    let result = run_with_source(cfg, store.clone(), listeners, shutdown, status, notifier).await;
     // Our info key goes now rather than at TTL expiry, so a sentinel switching masters does not
     // wait for a proxy that is gone.
     if let Err(e) = store.revoke_lease().await {
@@ -86,16 +128,18 @@ pub async fn run_with_status(
     result
 }
 
-/// Runs the proxy against `source` until `shutdown` is cancelled. `listener`: an already-bound
-/// socket (systemd activation, tests) that is used and never closed; `None` binds
+/// Runs the proxy against `source` until `shutdown` is cancelled. `listeners`: already-bound
+/// sockets (systemd activation, tests) that are used and never closed while running; none binds
 /// `listen_address:port` after the first successful check. `status` receives a one-line
-/// description of what the proxy does, on every change (for `sd_notify STATUS=`).
+/// description of what the proxy does, on every change; `notifier` gets the same lines and the
+/// readiness, watchdog and stopping notifications.
 pub async fn run_with_source<S: ClusterSource>(
     cfg: ProxyConfig,
     source: S,
-    listener: Option<std::net::TcpListener>,
+    listeners: Vec<std::net::TcpListener>,
     shutdown: CancellationToken,
     status: watch::Sender<String>,
+    notifier: Arc<Notifier>,
 ) -> Result<(), ProxyError> {
     let uid = new_uid();
     let router = Router::new();
@@ -105,13 +149,14 @@ pub async fn run_with_source<S: ClusterSource>(
         count: cfg.tcp_keepalive_count,
     };
     let listen_on = format!("{}:{}", cfg.listen_address, cfg.port);
-    let span = tracing::info_span!("proxy", uid = %uid);
+    let span = tracing::info_span!("proxy", proxy_uid = %uid);
     let entered = span.enter();
     tracing::info!("proxy starting");
-    let listening = match listener {
-        Some(l) => Listening::handed(l, router.subscribe(), keepalive)
-            .map_err(ProxyError::HandedListener)?,
-        None => Listening::owned(cfg.listen_address, cfg.port, router.subscribe(), keepalive),
+    let listening = if listeners.is_empty() {
+        Listening::owned(cfg.listen_address, cfg.port, router.subscribe(), keepalive)
+    } else {
+        Listening::handed(listeners, router.subscribe(), keepalive)
+            .map_err(ProxyError::HandedListener)?
     };
     drop(entered);
     let mut checker = check::Checker::new(
@@ -121,6 +166,7 @@ pub async fn run_with_source<S: ClusterSource>(
         status,
         cfg.stop_listening,
         listen_on,
+        notifier,
     );
     checker.run(&source, &shutdown).instrument(span).await
 }

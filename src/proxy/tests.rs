@@ -57,6 +57,10 @@ impl TestSource {
             let _ = w.try_send(StoreEvent::ClusterData);
         }
     }
+    fn set_cd(&self, cd: ClusterData) {
+        self.0.lock().unwrap().cd = Some(cd);
+        self.update_cd(|_| {});
+    }
     fn info(&self) -> Option<ProxyInfo> {
         self.0.lock().unwrap().infos.values().next().cloned()
     }
@@ -170,14 +174,25 @@ fn start(
     l: Option<std::net::TcpListener>,
     addr: SocketAddr,
 ) -> Running {
+    start_notifying(source, cfg, l, addr, Notifier::disabled())
+}
+
+fn start_notifying(
+    source: &TestSource,
+    cfg: ProxyConfig,
+    l: Option<std::net::TcpListener>,
+    addr: SocketAddr,
+    notifier: Notifier,
+) -> Running {
     let shutdown = CancellationToken::new();
     let (tx, status) = watch::channel(String::new());
     let task = tokio::spawn(run_with_source(
         cfg,
         source.clone(),
-        l,
+        l.into_iter().collect(),
         shutdown.clone(),
         tx,
+        Arc::new(notifier),
     ));
     Running {
         addr,
@@ -508,4 +523,96 @@ async fn client_sockets_get_keepalive_and_nodelay() {
     assert_eq!(sock.tcp_keepalive_time().unwrap(), Duration::from_secs(30));
     assert_eq!(sock.tcp_keepalive_retries().unwrap(), 4);
     drop(c);
+}
+
+/// Socket activation: the client whose connection started the proxy waits in the backlog while
+/// the sentinel enables this new proxy, and is then served rather than closed.
+#[tokio::test]
+async fn an_activated_socket_holds_clients_until_the_proxy_is_enabled() {
+    let (a, _ba) = backend("A").await;
+    let mut cd = cluster_data(GoDuration::from_millis(100), GoDuration::from_secs(10));
+    set_master(&mut cd, "dba", a);
+    let source = TestSource::new(Some(cd));
+    let p = start_handed(&source);
+    let early = tokio::spawn(session(p.addr));
+    wait_status(&p, "no master: not listening (this proxy").await;
+    enable_proxy(&source).await;
+    assert_eq!(early.await.unwrap().1, "A");
+}
+
+/// The sd_notify datagrams a test socket received.
+struct NotifySocket {
+    _dir: tempfile::TempDir,
+    sock: tokio::net::UnixDatagram,
+    path: std::path::PathBuf,
+}
+
+impl NotifySocket {
+    fn bind() -> NotifySocket {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify");
+        let sock = tokio::net::UnixDatagram::bind(&path).unwrap();
+        NotifySocket {
+            _dir: dir,
+            sock,
+            path,
+        }
+    }
+
+    /// Messages until one contains `needle` (returned last), failing at the deadline.
+    async fn until(&self, needle: &str) -> Vec<String> {
+        let mut seen = Vec::new();
+        let end = Instant::now() + DEADLINE;
+        loop {
+            let mut buf = [0u8; 4096];
+            let n = tokio::time::timeout_at(end, self.sock.recv(&mut buf))
+                .await
+                .unwrap_or_else(|_| panic!("no {needle:?} in {seen:?}"))
+                .unwrap();
+            let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+            let found = msg.contains(needle);
+            seen.push(msg);
+            if found {
+                return seen;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn ready_only_with_clusterdata_watchdog_from_the_loop_stopping_at_shutdown() {
+    let notify = NotifySocket::bind();
+    let period = Duration::from_millis(800);
+    let notifier = Notifier::new(Some(notify.path.as_os_str()), Some(period));
+    let source = TestSource::new(None);
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let mut p = start_notifying(&source, config(0), Some(l), addr, notifier);
+
+    let before = notify
+        .until("STATUS=no master: refusing connections (no clusterdata")
+        .await;
+    // The check interval is 5 s, yet the loop pings every quarter period.
+    let more = notify.until("WATCHDOG=1").await;
+    let more2 = notify.until("WATCHDOG=1").await;
+    let all: Vec<_> = before.iter().chain(&more).chain(&more2).collect();
+    assert!(!all.iter().any(|m| m.contains("READY=1")), "{all:?}");
+
+    let mut cd = fast();
+    let (a, _ba) = backend("A").await;
+    set_master(&mut cd, "dba", a);
+    source.set_cd(cd);
+    let ready = notify.until("READY=1").await;
+    assert!(
+        ready.last().unwrap().contains("STATUS=no master"),
+        "{ready:?}"
+    );
+
+    p.shutdown.cancel();
+    notify.until("STOPPING=1").await;
+    tokio::time::timeout(DEADLINE, &mut p.task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
 }

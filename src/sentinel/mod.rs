@@ -117,7 +117,7 @@ pub async fn run_with_notifier(
         status: "starting".into(),
         clock: Clock::start(),
     };
-    notifier.ready("sentinel started, waiting for the store");
+    notifier.status("sentinel started, waiting for the store");
     let mut watch_rx: Option<mpsc::Receiver<StoreEvent>> = None;
 
     loop {
@@ -126,7 +126,13 @@ pub async fn run_with_notifier(
         }
         let term = *terms.borrow_and_update();
         s.check(term).await;
-        notifier.status(&s.status);
+        // Ready means: the store answered and our info is published, so `stolonctl status`
+        // already lists this sentinel.
+        if s.info_published.is_some() {
+            notifier.ready(&s.status);
+        } else {
+            notifier.status(&s.status);
+        }
         notifier.watchdog();
 
         let mut wake = Instant::now() + s.sleep;

@@ -247,6 +247,7 @@ impl ClusterBuilder {
     }
 
     pub fn start(self) -> Cluster {
+        procs::reap_orphans_of_dead_tests(&std::env::temp_dir());
         let dir = tempfile::Builder::new()
             .prefix(&format!("stolon-it-{}-", self.name))
             .tempdir()
@@ -255,6 +256,8 @@ impl ClusterBuilder {
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
         let base = dir.path().to_path_buf();
         fs::create_dir_all(base.join("logs")).unwrap();
+        // Lets a later test stop this one's postgres if this process dies without its drop.
+        fs::write(base.join("owner.pid"), std::process::id().to_string()).unwrap();
         let keeper_user = RunAs::keeper_user();
         let certs = self
             .tls
@@ -604,6 +607,25 @@ impl Cluster {
                 (backend == master && ro[0][0].as_deref() == Some("f")).then_some(master)
             },
         )
+    }
+
+    /// Waits until the cluster data holds `n` dbs, every one healthy and converged (its
+    /// generation reached by its keeper): only such standbys are eligible for election.
+    pub fn wait_dbs_converged(&self, n: usize, timeout: Duration) {
+        let what = format!("{n} healthy, converged dbs in the cluster data");
+        wait_until(timeout, &what, || {
+            let Some(cd) = self.try_clusterdata() else {
+                return false;
+            };
+            let Some(dbs) = cd["dbs"].as_object() else {
+                return false;
+            };
+            dbs.len() == n
+                && dbs.values().all(|db| {
+                    db["status"]["healthy"] == true
+                        && db["generation"] == db["status"]["currentGeneration"]
+                })
+        });
     }
 
     /// Number of streaming standbys the given keeper's postgres reports.

@@ -151,3 +151,44 @@ fn is_live(pid: i32) -> bool {
 pub fn signal_pid(pid: i32, sig: Signal) {
     kill(Pid::from_raw(pid), sig).unwrap_or_else(|e| panic!("signal {sig} to pid {pid}: {e}"));
 }
+
+/// Kills the postgres instances left behind by earlier test processes that died without running
+/// their drop (SIGKILLed by a runner: their keepers die with them through the parent-death
+/// signal, but a postgres in its own process group survives). Only postmasters whose command
+/// line names a data dir inside a `stolon-it-*` dir whose owning test process is gone are
+/// touched.
+pub fn reap_orphans_of_dead_tests(tmp: &Path) {
+    let Ok(entries) = fs::read_dir(tmp) else {
+        return;
+    };
+    for dir in entries.filter_map(|e| e.ok()).map(|e| e.path()) {
+        let is_ours = dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("stolon-it-"));
+        let owner = fs::read_to_string(dir.join("owner.pid"))
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok());
+        let Some(owner) = owner.filter(|_| is_ours) else {
+            continue;
+        };
+        if Path::new(&format!("/proc/{owner}")).exists() {
+            continue;
+        }
+        let Ok(kdirs) = fs::read_dir(&dir) else {
+            continue;
+        };
+        for pgdata in kdirs
+            .filter_map(|e| e.ok())
+            .map(|e| e.path().join("postgres"))
+        {
+            let Some(pid) = postmaster_pid(&pgdata) else {
+                continue;
+            };
+            let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if String::from_utf8_lossy(&cmdline).contains(&*pgdata.to_string_lossy()) {
+                kill_postmaster(&pgdata, Some(pid));
+            }
+        }
+    }
+}

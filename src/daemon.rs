@@ -1,0 +1,73 @@
+//! What every daemon binary does around its role: one-line errors for bad configuration before
+//! anything is logged or connected, logging, signals (SIGTERM stops, SIGHUP reloads), a tokio
+//! runtime, and exit status 1 with `error: <one line>` on failure.
+
+use crate::config::{self, ConfigError, Flags, Loaded, RoleMarker};
+use crate::store::StoreConfig;
+use crate::systemd::ServiceEnv;
+use anyhow::Context;
+use std::future::Future;
+use std::process::ExitCode;
+use tokio_util::sync::CancellationToken;
+
+/// Runs a daemon role. `service` comes from `systemd::take_env()` (called first thing in main),
+/// `parsed` from clap, `role_config` picks the role's settings out of the layered config, and
+/// `role` runs until the shutdown token is cancelled.
+pub fn main<R, C, F, Fut>(
+    service: ServiceEnv,
+    parsed: Result<Flags<R>, clap::Error>,
+    role_config: impl FnOnce(&Loaded) -> Result<C, ConfigError>,
+    role: F,
+) -> ExitCode
+where
+    R: RoleMarker + Send + 'static,
+    F: FnOnce(C, StoreConfig, ServiceEnv, CancellationToken) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let configured = parsed
+        .map_err(config::usage_error)
+        .and_then(|flags| configure(&flags, role_config).map(|(cfg, store)| (cfg, store, flags)));
+    let (cfg, store, flags) = match configured {
+        Ok(c) => c,
+        Err(e) => return config::exit_with_error(e),
+    };
+    match run(cfg, store, flags, service, role) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => config::exit_with_error(format!("{e:#}")),
+    }
+}
+
+fn configure<R: RoleMarker, C>(
+    flags: &Flags<R>,
+    role_config: impl FnOnce(&Loaded) -> Result<C, ConfigError>,
+) -> Result<(C, StoreConfig), ConfigError> {
+    let loaded = Loaded::load(flags)?;
+    let log = loaded.log_settings()?;
+    let store = loaded.store_config()?;
+    crate::telemetry::init(&log);
+    if let Some(addr) = loaded.metrics_listen_address() {
+        tracing::warn!(%addr, "--metrics-listen-address is not implemented yet; ignoring it");
+    }
+    Ok((role_config(&loaded)?, store))
+}
+
+fn run<R, C, F, Fut>(
+    cfg: C,
+    store: StoreConfig,
+    flags: Flags<R>,
+    service: ServiceEnv,
+    role: F,
+) -> anyhow::Result<()>
+where
+    R: RoleMarker + Send + 'static,
+    F: FnOnce(C, StoreConfig, ServiceEnv, CancellationToken) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the tokio runtime")?;
+    runtime.block_on(async move {
+        let shutdown = crate::shutdown::on_signals().context("cannot install signal handlers")?;
+        crate::shutdown::reload_on_sighup(flags, service.notifier.clone(), shutdown.clone())
+            .context("cannot install the SIGHUP handler")?;
+        role(cfg, store, service, shutdown).await
+    })
+}
