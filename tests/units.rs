@@ -78,6 +78,13 @@ fn services_run_this_crates_binaries_with_their_role_config() {
         assert_eq!(one(&u, "Service.Restart"), "on-failure", "{name}");
         assert!(u.contains_key("Service.WatchdogSec"), "{name}");
         assert_eq!(one(&u, "Unit.PartOf"), "stolon@%i.target", "{name}");
+        // Stopping the target must wait for this unit (stop runs in reverse start order).
+        assert!(
+            one(&u, "Unit.After")
+                .split_whitespace()
+                .any(|a| a == "stolon@%i.target"),
+            "{name}: not After= stolon@%i.target"
+        );
         assert_eq!(one(&u, "Service.CapabilityBoundingSet"), "", "{name}");
     }
 }
@@ -140,10 +147,17 @@ fn target_pulls_in_every_role() {
 }
 
 /// Every key of every example is a flag of its role and every value parses: loaded through the
-/// same layers the binaries use, with what the unit passes on the command line.
+/// same layers the binaries use, with what the unit passes on the command line. The keeper's
+/// passwords come from a credentials directory holding the IDs the unit's LoadCredential= names,
+/// so the unit and the keeper agree on them.
 #[test]
 fn example_configs_load_with_the_roles_flags() {
     let dir = repo().join("packaging/etc/stolon/example");
+    let creds = tempfile::tempdir().unwrap();
+    for line in &unit("stolon-keeper@.service")["Service.LoadCredential"] {
+        let (id, _) = line.split_once(':').unwrap();
+        std::fs::write(creds.path().join(id), format!("{id}-secret")).unwrap();
+    }
     for (role, r) in ROLES {
         let path = dir.join(format!("{role}.toml"));
         let mut given: BTreeMap<&'static str, String> = BTreeMap::new();
@@ -151,12 +165,13 @@ fn example_configs_load_with_the_roles_flags() {
         given.insert("cluster-name", "example".into());
         if r == Role::Keeper {
             given.insert("data-dir", "/var/lib/stolon/example".into());
-            // What the unit's credentials supply.
-            given.insert("pg-su-password", "su-secret".into());
-            given.insert("pg-repl-password", "repl-secret".into());
         }
+        let env = [(
+            "CREDENTIALS_DIRECTORY".to_string(),
+            creds.path().display().to_string(),
+        )];
         let sources = Sources {
-            env: Some(Default::default()),
+            env: Some(env.into_iter().collect()),
             default_file: None,
         };
         let loaded = Loaded::load_from(r, &given, sources)
@@ -164,13 +179,29 @@ fn example_configs_load_with_the_roles_flags() {
         loaded
             .store_config()
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        let checked = match r {
-            Role::Keeper => loaded.keeper_config().map(|_| ()),
-            Role::Sentinel => loaded.sentinel_config().map(|_| ()),
-            Role::Proxy => loaded.proxy_config().map(|_| ()),
+        match r {
+            Role::Keeper => {
+                let k = loaded
+                    .keeper_config()
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                assert_eq!(k.pg_su_password.as_deref(), Some("pg-su-password-secret"));
+                assert_eq!(
+                    k.pg_repl_password.as_deref(),
+                    Some("pg-repl-password-secret")
+                );
+            }
+            Role::Sentinel => {
+                loaded
+                    .sentinel_config()
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            }
+            Role::Proxy => {
+                loaded
+                    .proxy_config()
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            }
             Role::Ctl => unreachable!(),
-        };
-        checked.unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        }
     }
 }
 

@@ -217,7 +217,7 @@ wait_unit() {
 
 # The proxy socket first, then psql through it: it answers once the sentinel has initialised the
 # cluster and the keeper's PostgreSQL is master.
-if wait_unit "stolon-proxy@$cluster.socket" listening 30; then
+if wait_unit "stolon-proxy@$cluster.socket" "listening|running" 30; then
     pass "stolon-proxy@$cluster.socket active (listening) on $(inside systemctl show -p Listen --value "stolon-proxy@$cluster.socket")"
 else
     fail "stolon-proxy@$cluster.socket not listening"
