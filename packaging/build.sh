@@ -32,14 +32,14 @@ fi
 
 out=target/packaging
 rm -rf "$out"
-mkdir -p "$out/man" "$out/rpm"
+mkdir -p "$out/man/man1" "$out/rpm"
 
 # Man pages from each binary's --help (one source of truth for the options), plus the systemd and
 # file notes in packaging/man/*.h2m.
 for b in "${bins[@]}"; do
     help2man --no-info --section=1 --include="packaging/man/$b.h2m" \
-        --output="$out/man/$b.1" "target/release/$b"
-    gzip -9n "$out/man/$b.1"
+        --output="$out/man/man1/$b.1" "target/release/$b"
+    gzip -9n "$out/man/man1/$b.1"
 done
 
 # The .rpm's example keeper points at Fedora/RHEL's PostgreSQL binaries.

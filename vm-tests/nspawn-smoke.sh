@@ -232,7 +232,7 @@ while ((SECONDS < deadline)); do
     sleep 1
 done
 if [[ $psql_out == "f|25433" ]]; then
-    pass "psql through the proxy (127.0.0.1:25432) reaches the master (in recovery: f, server port 25433)"
+    pass "psql through the proxy (127.0.0.1:25432) reaches the master (in recovery: f, server port 25433; md5 with the superuser password from the credstore credential)"
 else
     fail "psql through the proxy: ${psql_out:-no answer}"
 fi
