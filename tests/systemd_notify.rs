@@ -137,7 +137,7 @@ fn backend() -> SocketAddr {
 
 fn write_cluster_data(etcd: &Etcd, cd: &ClusterData) {
     let json = serde_json::to_string(cd).unwrap();
-    ctl(&etcd, CLUSTER, &["clusterdata", "write", "-y"], Some(&json));
+    ctl(etcd, CLUSTER, &["clusterdata", "write", "-y"], Some(&json));
 }
 
 fn cluster_data_with_master(addr: SocketAddr) -> ClusterData {
