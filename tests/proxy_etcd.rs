@@ -8,7 +8,8 @@ use std::net::{SocketAddr, TcpListener as StdListener};
 use std::time::{Duration, Instant};
 use stolon::cluster::{ClusterData, Db};
 use stolon::proxy::{ProxyConfig, ProxyError, run_with_status};
-use stolon::store::{Store, StoreBackend, StoreConfig};
+use stolon::store::{Store, StoreConfig};
+use support::etcd::store_config;
 use support::{Etcd, free_port, wait_until_async};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -17,20 +18,6 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 const DEADLINE: Duration = Duration::from_secs(20);
-
-fn store_config(etcd: &Etcd, cluster: &str) -> StoreConfig {
-    StoreConfig {
-        backend: StoreBackend::Etcdv3,
-        endpoints: vec![etcd.endpoint()],
-        timeout: Duration::from_secs(1),
-        prefix: "stolon/cluster".into(),
-        cluster_name: cluster.into(),
-        cert_file: None,
-        key_file: None,
-        ca_file: None,
-        skip_tls_verify: false,
-    }
-}
 
 /// A stand-in PostgreSQL: greets every client with its name, then echoes.
 async fn backend(name: &'static str) -> SocketAddr {
@@ -172,7 +159,7 @@ async fn connect_state(addr: SocketAddr) -> &'static str {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_phase_switch_is_acknowledged_after_closing_and_the_new_master_comes_from_the_watch() {
     let etcd = Etcd::start();
-    let sc = store_config(&etcd, "p1");
+    let sc = store_config(&etcd.endpoint(), "p1", Duration::from_secs(1));
     let store = Store::connect(&sc).await.unwrap();
     let a = backend("A").await;
     let b = backend("B").await;
@@ -238,7 +225,7 @@ async fn two_phase_switch_is_acknowledged_after_closing_and_the_new_master_comes
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fails_closed_when_etcd_dies_or_freezes_and_serves_again() {
     let mut etcd = Etcd::start();
-    let sc = store_config(&etcd, "p2");
+    let sc = store_config(&etcd.endpoint(), "p2", Duration::from_secs(1));
     let store = Store::connect(&sc).await.unwrap();
     let a = backend("A").await;
     let mut cd = cluster_data("300ms", "1500ms");

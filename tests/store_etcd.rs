@@ -9,6 +9,7 @@ use stolon::cluster::{
     ClusterData, ClusterInitMode, ClusterSpec, KeeperInfo, ProxyInfo, SentinelInfo, new_uid,
 };
 use stolon::store::{CasOutcome, Store, StoreBackend, StoreConfig, StoreError, StoreEvent};
+use support::etcd::store_config;
 use support::procs::RunAs;
 use support::tls::Certs;
 use support::{Etcd, free_port, wait_until_async};
@@ -38,17 +39,7 @@ async fn wait_ready(etcd: &Etcd, store: &Store) {
 }
 
 fn config(endpoint: &str, cluster: &str) -> StoreConfig {
-    StoreConfig {
-        backend: StoreBackend::Etcdv3,
-        endpoints: StoreConfig::endpoints_from_flag(endpoint),
-        timeout: Duration::from_secs(2),
-        prefix: "stolon/cluster".into(),
-        cluster_name: cluster.into(),
-        cert_file: None,
-        key_file: None,
-        ca_file: None,
-        skip_tls_verify: false,
-    }
+    store_config(endpoint, cluster, Duration::from_secs(2))
 }
 
 async fn started(cluster: &str) -> (Etcd, Store) {

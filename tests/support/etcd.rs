@@ -11,6 +11,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
+use stolon::store::{StoreBackend, StoreConfig};
 
 pub struct Etcd {
     pub client_port: u16,
@@ -210,5 +211,21 @@ impl Etcd {
         let mut a = self.store_flags(cluster);
         a.extend(["--store-timeout".to_string(), store_timeout.to_string()]);
         a
+    }
+}
+
+/// The store client's settings for `cluster` on `endpoints` (as `--store-endpoints` takes
+/// them), without TLS.
+pub fn store_config(endpoints: &str, cluster: &str, timeout: Duration) -> StoreConfig {
+    StoreConfig {
+        backend: StoreBackend::Etcdv3,
+        endpoints: StoreConfig::endpoints_from_flag(endpoints),
+        timeout,
+        prefix: "stolon/cluster".into(),
+        cluster_name: cluster.into(),
+        cert_file: None,
+        key_file: None,
+        ca_file: None,
+        skip_tls_verify: false,
     }
 }
