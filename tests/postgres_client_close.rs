@@ -14,7 +14,7 @@ use stolon::cluster::SuReplAccessMode;
 use stolon::keeper::AuthMethod;
 use stolon::postgres::*;
 use support::procs::RunAs as OsUser;
-use support::{free_port, pg_bin};
+use support::{free_port, pg_bin, pg_temp_dir};
 
 const SU: &str = "su";
 const SU_PW: &str = "secret";
@@ -52,11 +52,8 @@ async fn dropped_and_closed_clients_leave_a_clean_server_log() {
 
     let user = OsUser::keeper_user();
     let run_as = user.for_postgres();
-    let dir = tempfile::tempdir().unwrap();
-    user.chown(dir.path());
+    let dir = pg_temp_dir(user);
     let sock = dir.path().join("sock");
-    std::fs::create_dir(&sock).unwrap();
-    user.chown(&sock);
     let bins = PgBinaries::locate(Some(Path::new(&pg_bin()))).unwrap();
     let pgdata = dir.path().join("pgdata");
     let port = free_port();

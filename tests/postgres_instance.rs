@@ -12,7 +12,7 @@ use stolon::cluster::SuReplAccessMode;
 use stolon::keeper::AuthMethod;
 use stolon::postgres::*;
 use support::procs::RunAs as OsUser;
-use support::{free_port, pg_bin};
+use support::{free_port, pg_bin, pg_temp_dir};
 
 const SU: &str = "su";
 const SU_PW: &str = "su pass'word";
@@ -36,11 +36,7 @@ impl Env {
         init_tracing();
         let user = OsUser::keeper_user();
         let run_as = user.for_postgres();
-        let dir = tempfile::tempdir().unwrap();
-        user.chown(dir.path());
-        let sock = dir.path().join("sock");
-        std::fs::create_dir(&sock).unwrap();
-        user.chown(&sock);
+        let dir = pg_temp_dir(user);
         let bins = PgBinaries::locate(Some(Path::new(&pg_bin()))).unwrap();
         Env { dir, run_as, bins }
     }

@@ -36,6 +36,17 @@ use std::time::Duration;
 pub fn pg_bin() -> String {
     std::env::var("STOLON_TEST_PG_BIN").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into())
 }
+
+/// A temp dir `user` owns with a socket directory `sock` in it, for a PostgreSQL run as `user`.
+pub fn pg_temp_dir(user: RunAs) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    user.chown(dir.path());
+    let sock = dir.path().join("sock");
+    fs::create_dir(&sock).unwrap();
+    user.chown(&sock);
+    dir
+}
+
 pub const SU_USER: &str = "postgres";
 pub const SU_PASSWORD: &str = "supass-it";
 pub const REPL_USER: &str = "repluser";
