@@ -5,6 +5,8 @@
 //! min(dbWaitReadyTimeout, 30 s) as the bound. Real PostgreSQL 15; run as root, postgres runs
 //! as `postgres`.
 
+mod support;
+
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use std::path::Path;
@@ -12,8 +14,9 @@ use std::time::{Duration, Instant};
 use stolon::cluster::SuReplAccessMode;
 use stolon::keeper::AuthMethod;
 use stolon::postgres::*;
+use support::procs::RunAs as OsUser;
+use support::{free_port, pg_bin, pg_temp_dir};
 
-const BIN_DIR: &str = "/usr/lib/postgresql/15/bin";
 const SU: &str = "su";
 const SU_PW: &str = "supw";
 const REPL: &str = "repl";
@@ -22,33 +25,6 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 /// The stop's total time under test; its fast-shutdown part is half of it (see `escalation`
 /// in src/postgres/process.rs).
 const BOUND: Duration = Duration::from_secs(8);
-
-fn run_as() -> Option<RunAs> {
-    if !nix::unistd::geteuid().is_root() {
-        return None;
-    }
-    let user = nix::unistd::User::from_name("postgres")
-        .unwrap()
-        .expect("running as root needs a `postgres` user to run PostgreSQL as");
-    Some(RunAs {
-        uid: user.uid.as_raw(),
-        gid: user.gid.as_raw(),
-    })
-}
-
-fn chown(path: &Path, run_as: Option<RunAs>) {
-    if let Some(r) = run_as {
-        std::os::unix::fs::chown(path, Some(r.uid), Some(r.gid)).unwrap();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn configure(
     pgdata: &Path,
@@ -123,13 +99,11 @@ async fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_with_a_stopped_walreceiver_ends_within_its_bound() {
     let _ = tracing_subscriber::fmt().with_test_writer().try_init();
-    let run_as = run_as();
-    let dir = tempfile::tempdir().unwrap();
-    chown(dir.path(), run_as);
+    let user = OsUser::keeper_user();
+    let run_as = user.for_postgres();
+    let dir = pg_temp_dir(user);
     let sock = dir.path().join("sock");
-    std::fs::create_dir(&sock).unwrap();
-    chown(&sock, run_as);
-    let bins = PgBinaries::locate(Some(Path::new(BIN_DIR))).unwrap();
+    let bins = PgBinaries::locate(Some(Path::new(&pg_bin()))).unwrap();
     let opts = StartOptions {
         config_file: None,
         socket_dir: sock.clone(),
