@@ -273,3 +273,21 @@ fn bad_or_missing_credential_named_without_its_content() {
         .contains("hunter2")
     );
 }
+
+#[test]
+fn password_file_trailing_newline_stripped_empty_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path().join("pw");
+    std::fs::write(&p, "s3cret\r\n").unwrap();
+    assert_eq!(read_password_file(&p, "superuser").unwrap(), "s3cret");
+    std::fs::write(&p, "\n").unwrap();
+    let err = read_password_file(&p, "superuser").unwrap_err();
+    assert!(err.contains("empty") && err.contains("superuser"), "{err}");
+    let err = read_password_file(&tmp.path().join("missing"), "replication")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("missing") && err.contains("replication"),
+        "{err}"
+    );
+}
