@@ -17,4 +17,24 @@ cd "$REPO"
 STOLON_TEST_PG_BIN=${STOLON_TEST_PG_BIN:-$(pg_bin_dir)}
 export STOLON_TEST_PG_BIN
 cargo nextest run --no-fail-fast "$@"
-if [ $# -eq 0 ]; then cargo test --doc; fi
+[ $# -eq 0 ] || exit 0
+cargo test --doc
+
+# The shipped units: systemd-analyze verify and the exposure limits (needs the debug binaries
+# the tests just built).
+vm-tests/verify-units.sh target/debug
+
+# Packages and a real systemd: build the .deb and .rpm, lint them, then boot a Debian container
+# with systemd-nspawn and run the cluster from the .deb. Needs root (debootstrap, nspawn).
+if [ "$(id -u)" != 0 ]; then
+  log "skipping the package and systemd-container tests: they need root (run: sudo scripts/test.sh)"
+  exit 0
+fi
+EXTRA_PACKAGES=(help2man:help2man lintian:lintian rpmlint:rpmlint debootstrap:debootstrap
+  systemd-nspawn:systemd-container)
+ensure_deps
+for tool in cargo-deb cargo-generate-rpm; do
+  command -v "$tool" >/dev/null || cargo install --locked "$tool"
+done
+packaging/build.sh
+vm-tests/nspawn-smoke.sh

@@ -1,9 +1,10 @@
 //! Issue point 6: every bad input gets a one-line error naming the field or flag, a non-zero
 //! exit, no panic, and nothing written to the store (checked against a real etcd).
 
-mod ctl_support;
+mod support;
 
-use ctl_support::{Etcd, args, assert_one_line_error, run};
+use support::Etcd;
+use support::cli::{STORE_TIMEOUT, args, assert_one_line_error, run};
 
 const CTL: &str = env!("CARGO_BIN_EXE_stolonctl");
 const KEEPER: &str = env!("CARGO_BIN_EXE_stolon-keeper");
@@ -38,7 +39,7 @@ const BAD_SPECS: &[(&str, &str)] = &[
 ];
 
 fn ctl(etcd: &Etcd, cluster: &str, rest: &[&str]) -> std::process::Output {
-    let mut a = etcd.flags(cluster);
+    let mut a = etcd.flags(cluster, STORE_TIMEOUT);
     a.extend(args(rest));
     run(CTL, &a, None)
 }
@@ -56,12 +57,12 @@ fn init_with_bad_spec_writes_nothing() {
     std::fs::write(&f, r#"{"initMode":"new","maxStandbys":0}"#).unwrap();
     let o = ctl(&etcd, "c1", &["init", "-y", "-f", f.to_str().unwrap()]);
     assert_one_line_error(&o, "maxStandbys");
-    let mut a = etcd.flags("c1");
+    let mut a = etcd.flags("c1", STORE_TIMEOUT);
     a.extend(args(&["init", "-y", "-f", "-"]));
     let o = run(CTL, &a, Some(r#"{"initMode":"bogus"}"#));
     assert_one_line_error(&o, "initMode");
     assert_eq!(
-        etcd.all_keys(),
+        etcd.keys(""),
         Vec::<String>::new(),
         "nothing may be written"
     );
@@ -71,7 +72,7 @@ fn init_with_bad_spec_writes_nothing() {
 fn update_with_bad_spec_leaves_clusterdata_unchanged() {
     let etcd = Etcd::start();
     let o = ctl(&etcd, "c2", &["init", "-y"]);
-    assert!(o.status.success(), "{}", ctl_support::stderr(&o));
+    assert!(o.status.success(), "{}", support::cli::stderr(&o));
     let before = etcd.cluster_data("c2").expect("init wrote clusterdata");
     for (spec, field) in BAD_SPECS {
         assert_one_line_error(&ctl(&etcd, "c2", &["update", "--patch", spec]), field);
@@ -110,11 +111,11 @@ fn clusterdata_write_refuses_bad_documents() {
         ),
     ];
     for (doc, field) in cases {
-        let mut a = etcd.flags("c3");
+        let mut a = etcd.flags("c3", STORE_TIMEOUT);
         a.extend(args(&["clusterdata", "write", "-y"]));
         assert_one_line_error(&run(CTL, &a, Some(doc)), field);
     }
-    assert_eq!(etcd.all_keys(), Vec::<String>::new());
+    assert_eq!(etcd.keys(""), Vec::<String>::new());
 }
 
 /// Minimal valid keeper flags, so each case differs by one bad value.
@@ -128,7 +129,7 @@ fn keeper_args(etcd: &Etcd, dir: &str, bad: &[(&str, &str)]) -> Vec<String> {
         ("--pg-su-password", "supw".into()),
     ];
     base.retain(|(k, _)| !bad.iter().any(|(b, _)| b == k));
-    let mut a = etcd.flags("ck");
+    let mut a = etcd.flags("ck", STORE_TIMEOUT);
     for (k, v) in base {
         a.push(format!("{k}={v}"));
     }
@@ -184,30 +185,30 @@ fn daemon_bad_flags_fail_before_touching_the_store() {
         assert_one_line_error(&o, flag);
     }
 
-    let mut a = etcd.flags("cp");
+    let mut a = etcd.flags("cp", STORE_TIMEOUT);
     a.push("--tcp-keepalive-idle=-1".into());
     assert_one_line_error(&run(PROXY, &a, None), "--tcp-keepalive-idle");
-    let mut a = etcd.flags("cp");
+    let mut a = etcd.flags("cp", STORE_TIMEOUT);
     a.push("--port=99999".into());
     assert_one_line_error(&run(PROXY, &a, None), "--port");
 
     let spec = dir.path().join("spec.json");
     std::fs::write(&spec, r#"{"initMode":"new","pgHBA":["a\nb"]}"#).unwrap();
-    let mut a = etcd.flags("cs");
+    let mut a = etcd.flags("cs", STORE_TIMEOUT);
     a.push(format!("--initial-cluster-spec={}", spec.display()));
     assert_one_line_error(&run(SENTINEL, &a, None), "pgHBA");
-    let mut a = etcd.flags("cs");
+    let mut a = etcd.flags("cs", STORE_TIMEOUT);
     a.push("--store-backend=consul".into());
     assert_one_line_error(&run(SENTINEL, &a, None), "--store-backend");
 
     for backend in ["etcd", "etcdv2", "consul", "kubernetes", "bogus"] {
-        let mut a = etcd.flags("cc");
+        let mut a = etcd.flags("cc", STORE_TIMEOUT);
         a.push(format!("--store-backend={backend}"));
         a.extend(args(&["init", "-y"]));
         assert_one_line_error(&run(CTL, &a, None), "--store-backend");
     }
     assert_eq!(
-        etcd.all_keys(),
+        etcd.keys(""),
         Vec::<String>::new(),
         "nothing may be written"
     );

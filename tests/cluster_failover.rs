@@ -1,11 +1,13 @@
 //! (b) SIGKILL the master's keeper and postgres: a standby is promoted, the proxy routes to it,
-//! the data is there and new writes succeed. (e) The old master's keeper comes back: it rejoins
+//! the data is there and new writes succeed. The other standby follows the new master without a
+//! restart (PostgreSQL >= 13 reloads primary_conninfo): same postmaster, and a session opened
+//! on it before the failover still answers. (e) The old master's keeper comes back: it rejoins
 //! as a standby of the new master and gets the writes made after the failover.
 
 mod support;
 
 use std::time::{Duration, Instant};
-use support::{Cluster, ClusterBuilder, wait_for, wait_until};
+use support::{Cluster, ClusterBuilder, Session, wait_for, wait_until};
 
 #[test]
 fn killed_master_is_replaced_and_rejoins_as_standby() {
@@ -33,6 +35,15 @@ fn killed_master_is_replaced_and_rejoins_as_standby() {
     }
 
     // (b)
+    let standbys: Vec<(String, i32, Session)> = c
+        .keepers
+        .iter()
+        .filter(|(uid, _)| **uid != old_master)
+        .map(|(uid, k)| {
+            let pid = k.postmaster_pid().expect("a standby's postmaster.pid");
+            (uid.clone(), pid, c.connect(k.pg_port).unwrap())
+        })
+        .collect();
     let killed_at = Instant::now();
     c.kill_keeper(&old_master);
     let new_master = wait_for(
@@ -49,6 +60,39 @@ fn killed_master_is_replaced_and_rejoins_as_standby() {
         },
     );
     eprintln!("failover to {new_master} took {:?}", killed_at.elapsed());
+    let (survivor, pid_before, session) = standbys
+        .iter()
+        .find(|(uid, _, _)| *uid != new_master)
+        .unwrap();
+    let new_master_port = c.keepers[&new_master].pg_port.to_string();
+    wait_until(
+        Duration::from_secs(60),
+        "the other standby to stream from the new master",
+        || {
+            c.psql_keeper(
+                survivor,
+                "select status, sender_port from pg_stat_wal_receiver",
+            )
+            .is_ok_and(|rows| {
+                rows.first().is_some_and(|r| {
+                    r[0].as_deref() == Some("streaming")
+                        && r[1].as_deref() == Some(new_master_port.as_str())
+                })
+            })
+        },
+    );
+    assert_eq!(
+        c.keepers[survivor].postmaster_pid(),
+        Some(*pid_before),
+        "the other standby's postgres was restarted to follow the new master"
+    );
+    let ro = session
+        .query("select pg_is_in_recovery()")
+        .expect("a session opened on the other standby before the failover must survive it");
+    assert_eq!(ro[0][0].as_deref(), Some("t"));
+    eprintln!(
+        "{survivor} streams from {new_master} (port {new_master_port}) with the same postmaster (pid {pid_before})"
+    );
     let rows = c.psql_via_proxy("select v from t where id = 1").unwrap();
     assert_eq!(rows[0][0].as_deref(), Some("before failover"));
     wait_until(

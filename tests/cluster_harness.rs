@@ -11,7 +11,7 @@ use support::{Etcd, connection_refused, pg_bin, tls, wait_until};
 fn etcd_restarts_on_same_data_dir_and_ports() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("logs")).unwrap();
-    let mut etcd = Etcd::start(dir.path(), None);
+    let mut etcd = Etcd::start_in(dir.path(), None);
     let put = etcd.etcdctl(&["put", "k", "v1"]);
     assert!(put.status.success(), "etcdctl put: {put:?}");
 
@@ -31,7 +31,7 @@ fn etcd_over_tls_requires_a_client_certificate() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("logs")).unwrap();
     let certs = tls::Certs::generate(&dir.path().join("tls"), RunAs::Me);
-    let etcd = Etcd::start(dir.path(), Some(certs.clone()));
+    let etcd = Etcd::start_in(dir.path(), Some(certs.clone()));
     assert!(etcd.endpoint().starts_with("https://"));
     assert!(etcd.etcdctl(&["put", "k", "v"]).status.success());
 

@@ -93,12 +93,14 @@ fn lagging_standby_is_not_promoted() {
         || c.master_keeper().as_deref() != Some(lagging.as_str()),
     );
     // Only now: the socket may still buffer WAL the old master sent, which a resumed
-    // walreceiver would apply. Resumed, it lets its postmaster finish the restart the keeper
-    // does when the sentinel repoints this standby (a stopped process blocks shutdown).
+    // walreceiver would apply. Resumed, it lets the startup process replace it when the keeper
+    // reloads a new primary_conninfo (the sentinel repointed this standby); a stopped
+    // walreceiver blocks that, and would block a shutdown until the keeper's stop escalates.
     procs::signal_pid(walreceiver, Signal::SIGCONT);
     // The sentinel may first elect the up-to-date standby (killed in the same instant, its
-    // info can still look fresh) and repoint the lagging one, whose keeper then restarts its
-    // postgres: wait for it to answer instead of expecting it to be up at this very moment.
+    // info can still look fresh) and repoint the lagging one, whose keeper restarts its
+    // postgres on PostgreSQL < 13: wait for it to answer instead of expecting it to be up at
+    // this very moment.
     let in_recovery: String = wait_for(
         Duration::from_secs(30),
         "the lagging standby's postgres to answer",

@@ -1,16 +1,17 @@
 //! stolonctl sub-commands against a real etcd.
 
-mod ctl_support;
+mod support;
 
-use ctl_support::{Etcd, args, assert_one_line_error, run, stderr, stdout};
 use serde_json::Value;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+use support::Etcd;
+use support::cli::{STORE_TIMEOUT, args, assert_one_line_error, run, stderr, stdout};
 
 const CTL: &str = env!("CARGO_BIN_EXE_stolonctl");
 
 fn ctl(etcd: &Etcd, cluster: &str, rest: &[&str], stdin: Option<&str>) -> Output {
-    let mut a = etcd.flags(cluster);
+    let mut a = etcd.flags(cluster, STORE_TIMEOUT);
     a.extend(args(rest));
     run(CTL, &a, stdin)
 }
@@ -161,7 +162,7 @@ fn spec_update_and_defaults() {
             .is_none()
     );
 
-    let mut a = etcd.flags("c");
+    let mut a = etcd.flags("c", STORE_TIMEOUT);
     a.extend(args(&["update", "-f", "-"]));
     ok(run(CTL, &a, Some(r#"{"initMode":"new","maxStandbys":4}"#)));
     let s = &stored(&etcd, "c")["cluster"]["spec"];
@@ -283,7 +284,7 @@ fn flags_beat_env_beat_file() {
         &file,
         format!(
             "cluster_name = \"fromfile\"\nstore-backend = \"etcdv3\"\nstore-endpoints = \"{}\"\n",
-            etcd.endpoint
+            etcd.endpoint()
         ),
     )
     .unwrap();
@@ -327,7 +328,7 @@ impl Elect {
         Elect(
             Command::new("etcdctl")
                 .env("ETCDCTL_API", "3")
-                .args(["--endpoints", &etcd.endpoint, "elect", name, value])
+                .args(["--endpoints", &etcd.endpoint(), "elect", name, value])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()

@@ -4,6 +4,8 @@
 //! none of that for clients that were dropped or closed. Also checks that postgres's own log
 //! lines reach tracing at their severity. Run as root, postgres runs as `postgres`.
 
+mod support;
+
 use std::io::Write;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -11,8 +13,9 @@ use std::time::Duration;
 use stolon::cluster::SuReplAccessMode;
 use stolon::keeper::AuthMethod;
 use stolon::postgres::*;
+use support::procs::RunAs as OsUser;
+use support::{free_port, pg_bin, pg_temp_dir};
 
-const BIN_DIR: &str = "/usr/lib/postgresql/15/bin";
 const SU: &str = "su";
 const SU_PW: &str = "secret";
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -37,33 +40,6 @@ impl Captured {
     }
 }
 
-fn run_as() -> Option<RunAs> {
-    if !nix::unistd::geteuid().is_root() {
-        return None;
-    }
-    let user = nix::unistd::User::from_name("postgres")
-        .unwrap()
-        .expect("running as root needs a `postgres` user to run PostgreSQL as");
-    Some(RunAs {
-        uid: user.uid.as_raw(),
-        gid: user.gid.as_raw(),
-    })
-}
-
-fn chown(path: &Path, run_as: Option<RunAs>) {
-    if let Some(r) = run_as {
-        std::os::unix::fs::chown(path, Some(r.uid), Some(r.gid)).unwrap();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropped_and_closed_clients_leave_a_clean_server_log() {
     let captured = Captured::default();
@@ -74,13 +50,11 @@ async fn dropped_and_closed_clients_leave_a_clean_server_log() {
         .with_writer(move || writer.clone())
         .init();
 
-    let run_as = run_as();
-    let dir = tempfile::tempdir().unwrap();
-    chown(dir.path(), run_as);
+    let user = OsUser::keeper_user();
+    let run_as = user.for_postgres();
+    let dir = pg_temp_dir(user);
     let sock = dir.path().join("sock");
-    std::fs::create_dir(&sock).unwrap();
-    chown(&sock, run_as);
-    let bins = PgBinaries::locate(Some(Path::new(BIN_DIR))).unwrap();
+    let bins = PgBinaries::locate(Some(Path::new(&pg_bin()))).unwrap();
     let pgdata = dir.path().join("pgdata");
     let port = free_port();
 

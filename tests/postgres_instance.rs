@@ -2,6 +2,8 @@
 //! standby made with pg_basebackup streaming through its slot, promotion to timeline 2,
 //! ALTER SYSTEM blocked, a stale postmaster stopped. Run as root, postgres runs as `postgres`.
 
+mod support;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -9,8 +11,9 @@ use std::time::Duration;
 use stolon::cluster::SuReplAccessMode;
 use stolon::keeper::AuthMethod;
 use stolon::postgres::*;
+use support::procs::RunAs as OsUser;
+use support::{free_port, pg_bin, pg_temp_dir};
 
-const BIN_DIR: &str = "/usr/lib/postgresql/15/bin";
 const SU: &str = "su";
 const SU_PW: &str = "su pass'word";
 const REPL: &str = "repl";
@@ -19,33 +22,6 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 
 fn init_tracing() {
     let _ = tracing_subscriber::fmt().with_test_writer().try_init();
-}
-
-fn run_as() -> Option<RunAs> {
-    if !nix::unistd::geteuid().is_root() {
-        return None;
-    }
-    let user = nix::unistd::User::from_name("postgres")
-        .unwrap()
-        .expect("running as root needs a `postgres` user to run PostgreSQL as");
-    Some(RunAs {
-        uid: user.uid.as_raw(),
-        gid: user.gid.as_raw(),
-    })
-}
-
-fn chown(path: &Path, run_as: Option<RunAs>) {
-    if let Some(r) = run_as {
-        std::os::unix::fs::chown(path, Some(r.uid), Some(r.gid)).unwrap();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A temp dir the postgres user can use, with a private socket directory.
@@ -58,13 +34,10 @@ struct Env {
 impl Env {
     fn new() -> Env {
         init_tracing();
-        let run_as = run_as();
-        let dir = tempfile::tempdir().unwrap();
-        chown(dir.path(), run_as);
-        let sock = dir.path().join("sock");
-        std::fs::create_dir(&sock).unwrap();
-        chown(&sock, run_as);
-        let bins = PgBinaries::locate(Some(Path::new(BIN_DIR))).unwrap();
+        let user = OsUser::keeper_user();
+        let run_as = user.for_postgres();
+        let dir = pg_temp_dir(user);
+        let bins = PgBinaries::locate(Some(Path::new(&pg_bin()))).unwrap();
         Env { dir, run_as, bins }
     }
 

@@ -1,14 +1,16 @@
 //! The proxy on a real etcd: learns masters from the watch, acknowledges the two-phase switch
 //! only after closing sessions, fails closed when etcd dies or freezes, and serves again after.
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+mod support;
+
+use nix::sys::signal::Signal;
 use std::net::{SocketAddr, TcpListener as StdListener};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use stolon::cluster::{ClusterData, Db};
 use stolon::proxy::{ProxyConfig, ProxyError, run_with_status};
-use stolon::store::{Store, StoreBackend, StoreConfig};
+use stolon::store::{Store, StoreConfig};
+use support::etcd::store_config;
+use support::{Etcd, free_port, wait_until_async};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -16,109 +18,6 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 const DEADLINE: Duration = Duration::from_secs(20);
-
-fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A single-member etcd on free 127.0.0.1 ports; killed on drop.
-struct Etcd {
-    child: Option<Child>,
-    dir: tempfile::TempDir,
-    client_port: u16,
-    peer_port: u16,
-}
-
-impl Etcd {
-    fn start() -> Etcd {
-        let mut e = Etcd {
-            child: None,
-            dir: tempfile::tempdir().unwrap(),
-            client_port: free_port(),
-            peer_port: free_port(),
-        };
-        e.spawn();
-        e
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
-    }
-
-    fn spawn(&mut self) {
-        let peer = format!("http://127.0.0.1:{}", self.peer_port);
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("etcd.log"))
-            .unwrap();
-        let child = Command::new("etcd")
-            .arg("--name=t")
-            .arg(format!(
-                "--data-dir={}",
-                self.dir.path().join("data").display()
-            ))
-            .arg(format!("--listen-client-urls={}", self.url()))
-            .arg(format!("--advertise-client-urls={}", self.url()))
-            .arg(format!("--listen-peer-urls={peer}"))
-            .arg(format!("--initial-advertise-peer-urls={peer}"))
-            .arg(format!("--initial-cluster=t={peer}"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("etcd on PATH");
-        self.child = Some(child);
-    }
-
-    fn signal(&self, sig: Signal) {
-        let pid = self.child.as_ref().unwrap().id();
-        kill(Pid::from_raw(pid as i32), sig).unwrap();
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn store_config(etcd: &Etcd, cluster: &str) -> StoreConfig {
-    StoreConfig {
-        backend: StoreBackend::Etcdv3,
-        endpoints: vec![etcd.url()],
-        timeout: Duration::from_secs(1),
-        prefix: "stolon/cluster".into(),
-        cluster_name: cluster.into(),
-        cert_file: None,
-        key_file: None,
-        ca_file: None,
-        skip_tls_verify: false,
-    }
-}
-
-async fn wait_for<F, Fut>(what: &str, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let end = Instant::now() + DEADLINE;
-    while !cond().await {
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 /// A stand-in PostgreSQL: greets every client with its name, then echoes.
 async fn backend(name: &'static str) -> SocketAddr {
@@ -199,7 +98,7 @@ fn start_proxy(sc: StoreConfig, port: u16, listener: Option<StdListener>) -> Pro
 impl Proxy {
     async fn wait_status(&self, prefix: &str) {
         let status = self.status.clone();
-        wait_for(&format!("status {prefix:?}"), || {
+        wait_until_async(DEADLINE, &format!("status {prefix:?}"), || {
             let ok = status.borrow().starts_with(prefix);
             async move { ok }
         })
@@ -209,7 +108,7 @@ impl Proxy {
 
 /// Plays the sentinel: waits until the proxy has published its info, then enables it.
 async fn enable_proxy(store: &Store, cd: &mut ClusterData) -> String {
-    wait_for("proxy info in etcd", || async {
+    wait_until_async(DEADLINE, "proxy info in etcd", || async {
         store.get_proxies_info().await.is_ok_and(|i| !i.is_empty())
     })
     .await;
@@ -260,14 +159,14 @@ async fn connect_state(addr: SocketAddr) -> &'static str {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_phase_switch_is_acknowledged_after_closing_and_the_new_master_comes_from_the_watch() {
     let etcd = Etcd::start();
-    let sc = store_config(&etcd, "p1");
+    let sc = store_config(&etcd.endpoint(), "p1", Duration::from_secs(1));
     let store = Store::connect(&sc).await.unwrap();
     let a = backend("A").await;
     let b = backend("B").await;
     // Polling every 10s: only the watch can make the switch fast.
     let mut cd = cluster_data("10s", "30s");
     set_master(&mut cd, "dba", a);
-    wait_for("etcd up", || async {
+    wait_until_async(DEADLINE, "etcd up", || async {
         store.put_cluster_data(&cd).await.is_ok()
     })
     .await;
@@ -285,7 +184,7 @@ async fn two_phase_switch_is_acknowledged_after_closing_and_the_new_master_comes
     cd.proxy.generation += 1;
     store.put_cluster_data(&cd).await.unwrap();
     let generation = cd.proxy.generation;
-    wait_for("generation ack", || async {
+    wait_until_async(DEADLINE, "generation ack", || async {
         store
             .get_proxies_info()
             .await
@@ -326,12 +225,12 @@ async fn two_phase_switch_is_acknowledged_after_closing_and_the_new_master_comes
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fails_closed_when_etcd_dies_or_freezes_and_serves_again() {
     let mut etcd = Etcd::start();
-    let sc = store_config(&etcd, "p2");
+    let sc = store_config(&etcd.endpoint(), "p2", Duration::from_secs(1));
     let store = Store::connect(&sc).await.unwrap();
     let a = backend("A").await;
     let mut cd = cluster_data("300ms", "1500ms");
     set_master(&mut cd, "dba", a);
-    wait_for("etcd up", || async {
+    wait_until_async(DEADLINE, "etcd up", || async {
         store.put_cluster_data(&cd).await.is_ok()
     })
     .await;
@@ -363,7 +262,7 @@ async fn fails_closed_when_etcd_dies_or_freezes_and_serves_again() {
         assert_eq!(connect_state(addr).await, "refused", "etcd {how}");
 
         match sig {
-            None => etcd.spawn(),
+            None => etcd.start_again(),
             Some(_) => etcd.signal(Signal::SIGCONT),
         }
         p.wait_status(&format!("routing to {a}")).await;

@@ -1,165 +1,53 @@
 //! The etcd v3 store against a real etcd started per test (reference §3.1).
 
+mod support;
+
 use etcd_client::{Client, GetOptions, LeaseTimeToLiveOptions};
 use std::collections::BTreeSet;
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use stolon::cluster::{
     ClusterData, ClusterInitMode, ClusterSpec, KeeperInfo, ProxyInfo, SentinelInfo, new_uid,
 };
 use stolon::store::{CasOutcome, Store, StoreBackend, StoreConfig, StoreError, StoreEvent};
+use support::etcd::store_config;
+use support::procs::RunAs;
+use support::tls::Certs;
+use support::{Etcd, free_port, wait_until_async};
 use tokio::sync::mpsc;
 
-// ---- test support (copy into other tests if useful) ------------------------------------------
+// ---- test support -----------------------------------------------------------------------------
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap()
+/// A plain client (no TLS) for reading raw keys.
+async fn raw_client(etcd: &Etcd) -> Client {
+    Client::connect([etcd.endpoint()], None).await.unwrap()
 }
 
-/// Server-side TLS files for an etcd started with client certificate auth.
-struct TlsFiles {
-    dir: PathBuf,
-}
-
-impl TlsFiles {
-    fn ca(&self) -> PathBuf {
-        self.dir.join("ca.crt")
-    }
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.join(name)
-    }
-}
-
-/// A single-member etcd on free 127.0.0.1 ports with its own data dir; killed on drop.
-struct Etcd {
-    child: Option<Child>,
-    dir: tempfile::TempDir,
-    client_port: u16,
-    peer_port: u16,
-    tls: Option<PathBuf>,
-}
-
-impl Etcd {
-    fn start() -> Etcd {
-        Etcd::start_with(None)
-    }
-
-    fn start_with(tls: Option<&TlsFiles>) -> Etcd {
-        let mut e = Etcd {
-            child: None,
-            dir: tempfile::tempdir().unwrap(),
-            client_port: free_port(),
-            peer_port: free_port(),
-            tls: tls.map(|t| t.dir.clone()),
-        };
-        e.spawn();
-        e
-    }
-
-    fn url(&self) -> String {
-        let scheme = if self.tls.is_some() { "https" } else { "http" };
-        format!("{scheme}://127.0.0.1:{}", self.client_port)
-    }
-
-    fn spawn(&mut self) {
-        let peer = format!("http://127.0.0.1:{}", self.peer_port);
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("etcd.log"))
-            .unwrap();
-        let mut cmd = Command::new("etcd");
-        cmd.arg("--name=t")
-            .arg(format!(
-                "--data-dir={}",
-                self.dir.path().join("data").display()
-            ))
-            .arg(format!("--listen-client-urls={}", self.url()))
-            .arg(format!("--advertise-client-urls={}", self.url()))
-            .arg(format!("--listen-peer-urls={peer}"))
-            .arg(format!("--initial-advertise-peer-urls={peer}"))
-            .arg(format!("--initial-cluster=t={peer}"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log);
-        if let Some(dir) = &self.tls {
-            cmd.arg(format!("--cert-file={}", dir.join("server.crt").display()))
-                .arg(format!("--key-file={}", dir.join("server.key").display()))
-                .arg(format!(
-                    "--trusted-ca-file={}",
-                    dir.join("ca.crt").display()
-                ))
-                .arg("--client-cert-auth");
+/// Waits until `store` can read from `etcd`.
+async fn wait_ready(etcd: &Etcd, store: &Store) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match store.get_cluster_data_raw().await {
+            Ok(_) => return,
+            Err(e) if Instant::now() > deadline => panic!(
+                "etcd at {} not ready: {e}\n{}",
+                etcd.endpoint(),
+                etcd.log_tail(20)
+            ),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
-        self.child = Some(cmd.spawn().expect("etcd on PATH"));
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn restart(&mut self) {
-        self.stop();
-        self.spawn();
-    }
-
-    fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(self.dir.path().join("etcd.log")).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(20)..].join("\n")
-    }
-
-    /// A plain client (no TLS) for reading raw keys.
-    async fn raw_client(&self) -> Client {
-        Client::connect([self.url()], None).await.unwrap()
-    }
-
-    async fn wait_ready(&self, store: &Store) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            match store.get_cluster_data_raw().await {
-                Ok(_) => return,
-                Err(e) if Instant::now() > deadline => {
-                    panic!("etcd at {} not ready: {e}\n{}", self.url(), self.log_tail())
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-            }
-        }
-    }
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        self.stop();
     }
 }
 
 fn config(endpoint: &str, cluster: &str) -> StoreConfig {
-    StoreConfig {
-        backend: StoreBackend::Etcdv3,
-        endpoints: StoreConfig::endpoints_from_flag(endpoint),
-        timeout: Duration::from_secs(2),
-        prefix: "stolon/cluster".into(),
-        cluster_name: cluster.into(),
-        cert_file: None,
-        key_file: None,
-        ca_file: None,
-        skip_tls_verify: false,
-    }
+    store_config(endpoint, cluster, Duration::from_secs(2))
 }
 
 async fn started(cluster: &str) -> (Etcd, Store) {
     let etcd = Etcd::start();
-    let store = Store::connect(&config(&etcd.url(), cluster)).await.unwrap();
-    etcd.wait_ready(&store).await;
+    let store = Store::connect(&config(&etcd.endpoint(), cluster))
+        .await
+        .unwrap();
+    wait_ready(&etcd, &store).await;
     (etcd, store)
 }
 
@@ -209,15 +97,6 @@ async fn next_event(rx: &mut mpsc::Receiver<StoreEvent>) -> StoreEvent {
         .expect("watch channel open")
 }
 
-/// Waits (polling) until `cond` holds, up to `within`.
-async fn wait_until(within: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 // ---- clusterdata ------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -255,7 +134,7 @@ async fn clusterdata_compare_and_swap() {
     assert_eq!((got.mod_revision, got.value), (r2, cd2));
 
     // A value that is not valid clusterdata is reported with its key, not silently used.
-    let mut raw = etcd.raw_client().await;
+    let mut raw = raw_client(&etcd).await;
     raw.put(
         "stolon/cluster/cas/clusterdata",
         r#"{"formatVersion":2}"#,
@@ -292,7 +171,7 @@ async fn infos_share_one_lease_and_use_upstream_keys() {
     }
     store.put_cluster_data(&cluster_data()).await.unwrap();
 
-    let mut raw = etcd.raw_client().await;
+    let mut raw = raw_client(&etcd).await;
     let expected: BTreeSet<String> = [
         "stolon/cluster/smoke/clusterdata",
         "stolon/cluster/smoke/keepers/info/k1",
@@ -383,14 +262,14 @@ async fn infos_share_one_lease_and_use_upstream_keys() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prefix_is_kept_exactly() {
     let etcd = Etcd::start();
-    let mut cfg = config(&etcd.url(), "c");
+    let mut cfg = config(&etcd.endpoint(), "c");
     cfg.prefix = "/my/prefix".into();
     let store = Store::connect(&cfg).await.unwrap();
-    etcd.wait_ready(&store).await;
+    wait_ready(&etcd, &store).await;
     assert_eq!(store.cluster_path(), "/my/prefix/c");
     store.put_cluster_data(&cluster_data()).await.unwrap();
     store.put_keeper_info(&keeper("k1")).await.unwrap();
-    let mut raw = etcd.raw_client().await;
+    let mut raw = raw_client(&etcd).await;
     let keys: Vec<String> = all_keys(&mut raw).await.into_iter().collect();
     assert_eq!(
         keys,
@@ -426,7 +305,7 @@ async fn watch_reports_clusterdata_and_infos() {
     );
 
     // A keeper vanishing (here deleted; in life its lease expiring) is an event too.
-    let mut raw = etcd.raw_client().await;
+    let mut raw = raw_client(&etcd).await;
     raw.delete("stolon/cluster/w/keepers/info/k1", None)
         .await
         .unwrap();
@@ -472,14 +351,14 @@ async fn watch_and_lease_survive_an_etcd_restart() {
     etcd.stop();
     // Keep-alive notices (within ttl/3 + timeout) and reports since when.
     let s = store.clone();
-    wait_until(Duration::from_secs(15), "lease_lost_since", move || {
-        s.lease_lost_since().is_some()
+    wait_until_async(Duration::from_secs(15), "lease_lost_since", move || {
+        std::future::ready(s.lease_lost_since().is_some())
     })
     .await;
     assert!(store.get_cluster_data_raw().await.is_err());
 
-    etcd.restart();
-    etcd.wait_ready(&store).await;
+    etcd.start_again();
+    wait_ready(&etcd, &store).await;
     // After re-establishing, the watch tells the consumer to re-read everything.
     let ev = tokio::time::timeout(Duration::from_secs(20), rx.recv())
         .await
@@ -495,8 +374,8 @@ async fn watch_and_lease_survive_an_etcd_restart() {
         }
     );
     let s = store.clone();
-    wait_until(Duration::from_secs(15), "lease healthy again", move || {
-        s.lease_lost_since().is_none()
+    wait_until_async(Duration::from_secs(15), "lease healthy again", move || {
+        std::future::ready(s.lease_lost_since().is_none())
     })
     .await;
 }
@@ -506,10 +385,10 @@ async fn watch_and_lease_survive_an_etcd_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sentinel_election() {
     let etcd = Etcd::start();
-    let cfg = config(&etcd.url(), "e");
+    let cfg = config(&etcd.endpoint(), "e");
     let a = Store::connect(&cfg).await.unwrap();
     let b = Store::connect(&cfg).await.unwrap();
-    etcd.wait_ready(&a).await;
+    wait_ready(&etcd, &a).await;
     assert_eq!(a.leader().await.unwrap(), None);
 
     let ea = a.election("sA");
@@ -522,7 +401,7 @@ async fn sentinel_election() {
     assert_eq!(b.leader().await.unwrap().as_deref(), Some("sA"));
 
     // The leader key is upstream's: P/sentinel-leader/<lease-hex> = sentinel uid.
-    let mut raw = etcd.raw_client().await;
+    let mut raw = raw_client(&etcd).await;
     let resp = raw
         .get(
             "stolon/cluster/e/sentinel-leader/",
@@ -617,8 +496,8 @@ async fn sentinel_election() {
         .unwrap()
         .unwrap();
     let ea2 = ea.clone();
-    wait_until(Duration::from_secs(10), "A to notice it lost", move || {
-        !ea2.is_leader()
+    wait_until_async(Duration::from_secs(10), "A to notice it lost", move || {
+        std::future::ready(!ea2.is_leader())
     })
     .await;
     assert!(eb.is_leader());
@@ -638,10 +517,10 @@ async fn requests_fail_within_the_timeout_when_etcd_is_down() {
     assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
 
     let mut etcd = Etcd::start();
-    let mut cfg = config(&etcd.url(), "d");
+    let mut cfg = config(&etcd.endpoint(), "d");
     cfg.timeout = Duration::from_secs(1);
     let store = Store::connect(&cfg).await.unwrap();
-    etcd.wait_ready(&store).await;
+    wait_ready(&etcd, &store).await;
     store.put_keeper_info(&keeper("k1")).await.unwrap();
     etcd.stop();
 
@@ -674,93 +553,19 @@ async fn bad_configs_are_refused() {
 
 // ---- TLS --------------------------------------------------------------------------------------
 
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("openssl CLI on PATH");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A CA, a server certificate for IP 127.0.0.1 and a client certificate, all signed by the CA.
-fn make_certs(dir: &Path) -> TlsFiles {
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    let mut ca = vec!["req", "-x509", "-days", "2", "-subj", "/CN=stolon-test-ca"];
-    ca.extend(ec);
-    ca.extend(["-keyout", "ca.key", "-out", "ca.crt"]);
-    openssl(dir, &ca);
-    for (name, ext) in [
-        (
-            "server",
-            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n",
-        ),
-        (
-            "client",
-            "extendedKeyUsage=clientAuth\nbasicConstraints=CA:FALSE\n",
-        ),
-    ] {
-        std::fs::write(dir.join(format!("{name}.ext")), ext).unwrap();
-        let (key, csr, crt, extf) = (
-            format!("{name}.key"),
-            format!("{name}.csr"),
-            format!("{name}.crt"),
-            format!("{name}.ext"),
-        );
-        let subj = format!("/CN={name}");
-        let mut req = vec!["req", "-new", "-subj", &subj];
-        req.extend(ec);
-        req.extend(["-keyout", &key, "-out", &csr]);
-        openssl(dir, &req);
-        openssl(
-            dir,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                &csr,
-                "-CA",
-                "ca.crt",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-days",
-                "2",
-                "-extfile",
-                &extf,
-                "-out",
-                &crt,
-            ],
-        );
-    }
-    TlsFiles {
-        dir: dir.to_path_buf(),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_with_client_certificates() {
-    let certs_dir = tempfile::tempdir().unwrap();
-    let certs = make_certs(certs_dir.path());
-    let etcd = Etcd::start_with(Some(&certs));
-    assert!(etcd.url().starts_with("https://"));
+    let dir = tempfile::tempdir().unwrap();
+    let certs = Certs::generate(&dir.path().join("tls"), RunAs::Me);
+    let etcd = Etcd::start_in(dir.path(), Some(certs.clone()));
+    assert!(etcd.endpoint().starts_with("https://"));
 
-    let mut cfg = config(&etcd.url(), "tls");
-    cfg.ca_file = Some(certs.ca());
-    cfg.cert_file = Some(certs.path("client.crt"));
-    cfg.key_file = Some(certs.path("client.key"));
+    let mut cfg = config(&etcd.endpoint(), "tls");
+    cfg.ca_file = Some(certs.ca_cert);
+    cfg.cert_file = Some(certs.client_cert);
+    cfg.key_file = Some(certs.client_key);
     let store = Store::connect(&cfg).await.unwrap();
-    etcd.wait_ready(&store).await;
+    wait_ready(&etcd, &store).await;
     let cd = cluster_data();
     assert!(matches!(
         store.cas_cluster_data(&cd, 0).await.unwrap(),

@@ -2,14 +2,16 @@
 //! in for `/run/systemd/journal/socket`, and JOURNAL_STREAM names the proxy's stderr as systemd
 //! sets it. Needs root (for the mount namespace).
 
-mod systemd_support;
+mod support;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixDatagram;
 use std::process::Command;
 use std::time::Duration;
-use systemd_support::{PROXY, Running, clean_env, free_port, wait_until};
+use support::cli::clean_env;
+use support::systemd::{DEADLINE, PROXY, Running};
+use support::{free_port, wait_until};
 
 type Record = BTreeMap<String, Vec<String>>;
 
@@ -78,7 +80,7 @@ fn records_carry_cluster_role_uid_and_priority() {
             one(r, "PRIORITY") == Some(prio) && one(r, "MESSAGE").is_some_and(|m| m.contains(text))
         })
     };
-    wait_until("an info and a warning in the journal", || {
+    wait_until(DEADLINE, "an info and a warning in the journal", || {
         if let Ok(n @ 1..) = sock.recv(&mut buf) {
             records.push(parse(&buf[..n]));
         }

@@ -5,75 +5,23 @@
 //! initdb, WATCHDOG=1 at least twice per period, STOPPING=1 and exit status 0 on SIGTERM, and
 //! no PostgreSQL process left. As root the keeper runs as `postgres`.
 
-use nix::sys::signal::{Signal, kill, killpg};
-use nix::unistd::{Gid, Pid, Uid, User, chown};
-use std::fs::{self, OpenOptions};
+mod support;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixDatagram;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use support::procs::{Proc, RunAs};
+use support::{Etcd, free_port, pg_bin, wait_until, write_secret};
 
-const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 const WATCHDOG: Duration = Duration::from_secs(2);
 const DEADLINE: Duration = Duration::from_secs(120);
-
-/// A child in its own process group, SIGKILLed (group) on drop and if the test process dies.
-struct Proc {
-    child: Child,
-}
-
-impl Proc {
-    fn spawn(mut cmd: Command, log: &Path, run_as: Option<(u32, u32)>) -> Proc {
-        let out = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .unwrap();
-        cmd.stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .process_group(0);
-        if let Some((uid, gid)) = run_as {
-            cmd.uid(uid).gid(gid);
-        }
-        // SAFETY: prctl is async-signal-safe and nothing is allocated before exec.
-        unsafe {
-            cmd.pre_exec(|| {
-                nix::sys::prctl::set_pdeathsig(Some(Signal::SIGKILL)).map_err(std::io::Error::from)
-            });
-        }
-        Proc {
-            child: cmd.spawn().unwrap(),
-        }
-    }
-
-    fn pid(&self) -> i32 {
-        self.child.id() as i32
-    }
-
-    fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let start = Instant::now();
-        while start.elapsed() < timeout {
-            if let Ok(Some(st)) = self.child.try_wait() {
-                return Some(st);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        None
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = killpg(Pid::from_raw(self.pid()), Signal::SIGKILL);
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Kills whatever postgres runs in `pgdata` when the test ends (postgres has its own process
 /// group, so the keeper's group kill misses it).
@@ -105,37 +53,6 @@ fn processes_in(dir: &Path) -> Vec<i32> {
                 })
         })
         .collect()
-}
-
-fn free_ports(n: usize) -> Vec<u16> {
-    let ls: Vec<std::net::TcpListener> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    ls.iter().map(|l| l.local_addr().unwrap().port()).collect()
-}
-
-fn keeper_user() -> Option<(u32, u32)> {
-    if !Uid::effective().is_root() {
-        return None;
-    }
-    let u = User::from_name("postgres")
-        .unwrap()
-        .expect("a postgres user");
-    Some((u.uid.as_raw(), u.gid.as_raw()))
-}
-
-fn chown_to(path: &Path, who: Option<(u32, u32)>) {
-    if let Some((uid, gid)) = who {
-        chown(path, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid))).unwrap();
-    }
-}
-
-fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// One datagram the keeper sent, when it arrived, and for READY=1 whether PostgreSQL accepted
@@ -222,25 +139,11 @@ impl Drop for NotifySocket {
 }
 
 fn pg_isready(port: u16) -> bool {
-    Command::new(format!("{PG_BIN}/pg_isready"))
+    Command::new(format!("{}/pg_isready", pg_bin()))
         .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-t", "2"])
         .stdout(Stdio::null())
         .status()
         .is_ok_and(|s| s.success())
-}
-
-fn etcd_healthy(endpoint: &str) -> bool {
-    Command::new("etcdctl")
-        .env("ETCDCTL_API", "3")
-        .args([
-            "--endpoints",
-            endpoint,
-            "--command-timeout=2s",
-            "endpoint",
-            "health",
-        ])
-        .output()
-        .is_ok_and(|o| o.status.success())
 }
 
 /// What every keeper of the test shares.
@@ -248,7 +151,7 @@ struct Ctx {
     base: PathBuf,
     store_args: Vec<String>,
     pw: PathBuf,
-    user: Option<(u32, u32)>,
+    user: RunAs,
 }
 
 /// A keeper process with its own notify socket. Field order matters for drop: the keeper goes
@@ -266,7 +169,7 @@ impl Ctx {
         let dir = self.base.join(uid);
         fs::create_dir(&dir).unwrap();
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).unwrap();
-        chown_to(&dir, self.user);
+        self.user.chown(&dir);
         let notify = NotifySocket::bind(self.base.join(format!("{uid}.notify")), pg_port);
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_stolon-keeper"));
         cmd.args(&self.store_args)
@@ -274,7 +177,7 @@ impl Ctx {
             .arg(&dir)
             .args(["--pg-listen-address", "127.0.0.1", "--pg-port"])
             .arg(pg_port.to_string())
-            .args(["--pg-bin-path", PG_BIN])
+            .args(["--pg-bin-path", &pg_bin()])
             .args([
                 "--pg-su-username",
                 "postgres",
@@ -291,7 +194,7 @@ impl Ctx {
             .env("WATCHDOG_USEC", WATCHDOG.as_micros().to_string());
         let log = self.base.join(format!("{uid}.log"));
         KeeperRun {
-            proc: Proc::spawn(cmd, &log, self.user),
+            proc: Proc::spawn(uid, cmd, &log, self.user),
             _pg: PgdataGuard(dir.join("postgres")),
             notify,
             dir,
@@ -308,32 +211,10 @@ fn keeper_speaks_the_systemd_notify_protocol() {
         .unwrap();
     let base = dir.path().to_path_buf();
     fs::set_permissions(&base, fs::Permissions::from_mode(0o755)).unwrap();
-    let user = keeper_user();
-    let ports = free_ports(3);
-    let (client_port, peer_port, pg_port) = (ports[0], ports[1], ports[2]);
-    let endpoint = format!("http://127.0.0.1:{client_port}");
-    let peer = format!("http://127.0.0.1:{peer_port}");
-
-    let mut etcd_cmd = Command::new("etcd");
-    etcd_cmd
-        .args(["--name", "sd", "--data-dir"])
-        .arg(base.join("etcd"))
-        .args(["--listen-client-urls", &endpoint])
-        .args(["--advertise-client-urls", &endpoint])
-        .args(["--listen-peer-urls", &peer])
-        .args(["--initial-advertise-peer-urls", &peer])
-        .args(["--initial-cluster", &format!("sd={peer}")]);
-    let _etcd = Proc::spawn(etcd_cmd, &base.join("etcd.log"), None);
-    wait_until("etcd", Duration::from_secs(30), || etcd_healthy(&endpoint));
-
-    let store_args = [
-        "--cluster-name",
-        "sdtest",
-        "--store-backend",
-        "etcdv3",
-        "--store-endpoints",
-        &endpoint,
-    ];
+    let user = RunAs::keeper_user();
+    let pg_port = free_port();
+    let etcd = Etcd::start_in(&base, None);
+    let store_args = etcd.store_flags("sdtest");
     let spec = base.join("spec.json");
     fs::write(
         &spec,
@@ -343,18 +224,21 @@ fn keeper_speaks_the_systemd_notify_protocol() {
     .unwrap();
     let mut sentinel_cmd = Command::new(env!("CARGO_BIN_EXE_stolon-sentinel"));
     sentinel_cmd
-        .args(store_args)
+        .args(&store_args)
         .arg("--initial-cluster-spec")
         .arg(&spec);
-    let _sentinel = Proc::spawn(sentinel_cmd, &base.join("sentinel.log"), None);
+    let _sentinel = Proc::spawn(
+        "sentinel",
+        sentinel_cmd,
+        &base.join("sentinel.log"),
+        RunAs::Me,
+    );
 
     let pw = base.join("su-password");
-    fs::write(&pw, "supass").unwrap();
-    fs::set_permissions(&pw, fs::Permissions::from_mode(0o600)).unwrap();
-    chown_to(&pw, user);
+    write_secret(&pw, "supass", user);
     let ctx = Ctx {
         base: base.clone(),
-        store_args: store_args.iter().map(|s| s.to_string()).collect(),
+        store_args,
         pw,
         user,
     };
@@ -372,11 +256,7 @@ fn keeper_speaks_the_systemd_notify_protocol() {
             notify.statuses(),
             log()
         );
-        assert!(
-            keeper.child.try_wait().unwrap().is_none(),
-            "keeper exited:\n{}",
-            log()
-        );
+        assert!(!keeper.exited(), "keeper exited:\n{}", log());
         std::thread::sleep(Duration::from_millis(50));
     }
     let ready = notify.with("READY=1")[0].clone();
@@ -403,7 +283,7 @@ fn keeper_speaks_the_systemd_notify_protocol() {
 
     // The watchdog, over a few periods after READY=1.
     let window = WATCHDOG * 4;
-    wait_until("the watchdog window", window * 2, || {
+    wait_until(window * 2, "the watchdog window", || {
         ready.at.elapsed() > window + WATCHDOG / 2
     });
     let pings: Vec<Instant> = notify
@@ -437,7 +317,7 @@ fn keeper_speaks_the_systemd_notify_protocol() {
 
     // A standby: pg_basebackup with its progress in STATUS, READY=1 once it accepts
     // connections, the replication state in both status lines.
-    let mut k1 = ctx.start_keeper("keeper1", free_ports(1)[0]);
+    let mut k1 = ctx.start_keeper("keeper1", free_port());
     let k1_log = || fs::read_to_string(&k1.log).unwrap_or_default();
     let start = Instant::now();
     while k1.notify.with("READY=1").is_empty() {
@@ -472,13 +352,13 @@ fn keeper_speaks_the_systemd_notify_protocol() {
         "pg_basebackup extends the start timeout: {:?}",
         k1.notify.all()
     );
-    wait_until("the standby's replay lag in STATUS", DEADLINE, || {
+    wait_until(DEADLINE, "the standby's replay lag in STATUS", || {
         k1.notify
             .statuses()
             .iter()
             .any(|s| s.starts_with("standby following keeper0") && s.contains(", replay lag "))
     });
-    wait_until("the master's status counting the standby", DEADLINE, || {
+    wait_until(DEADLINE, "the master's status counting the standby", || {
         notify
             .statuses()
             .iter()

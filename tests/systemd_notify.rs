@@ -2,7 +2,7 @@
 //! (NOTIFY_SOCKET, WATCHDOG_USEC), `systemd-socket-activate` passes the listening socket, a real
 //! etcd holds the clusterdata.
 
-mod systemd_support;
+mod support;
 
 use nix::sys::signal::Signal;
 use std::io::{Read, Write};
@@ -10,15 +10,15 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::Command;
 use std::time::{Duration, Instant};
 use stolon::cluster::{ClusterData, Db};
-use systemd_support::{
-    DEADLINE, Etcd, NotifySocket, PROXY, Running, clean_env, free_port, wait_until,
-};
+use support::cli::clean_env;
+use support::systemd::{DEADLINE, NotifySocket, PROXY, Running, STORE_TIMEOUT, ctl};
+use support::{Etcd, free_port, wait_until};
 
 const CLUSTER: &str = "c";
 const WATCHDOG: Duration = Duration::from_secs(2);
 
 fn proxy_args(etcd: &Etcd, port: u16) -> Vec<String> {
-    let mut a = etcd.flags(CLUSTER);
+    let mut a = etcd.flags(CLUSTER, STORE_TIMEOUT);
     a.extend(["--listen-address", "127.0.0.1", "--port", &port.to_string()].map(String::from));
     a
 }
@@ -53,20 +53,20 @@ fn proxy_ready_only_once_serving_watchdog_from_its_loop_reload_and_clean_stop() 
 
     // The store is down: the loop runs (status, watchdog) but the proxy is not ready.
     notify.wait_for("a status line", |l| l.starts_with("STATUS="));
-    wait_until("watchdog pings while the store is down", || {
+    wait_until(DEADLINE, "watchdog pings while the store is down", || {
         notify.count("WATCHDOG=1") >= 3
     });
     assert!(proxy.is_running(), "{}", proxy.stderr());
 
     // The store is up but the cluster is not initialised: still not ready.
-    etcd.run();
+    etcd.start_again();
     notify.wait_for("the no-clusterdata status", |l| {
         l.starts_with("STATUS=") && l.contains("no clusterdata")
     });
     assert_eq!(notify.first(|l| l == "READY=1"), None);
 
     let init_at = Instant::now();
-    etcd.ctl(CLUSTER, &["init", "-y"], None);
+    ctl(&etcd, CLUSTER, &["init", "-y"], None);
     let ready_at = notify.wait_for("READY=1", |l| l == "READY=1");
     assert!(ready_at > init_at, "READY=1 before clusterdata existed");
     // Ready means listening: no master yet, so the client is accepted and closed.
@@ -86,7 +86,7 @@ fn proxy_ready_only_once_serving_watchdog_from_its_loop_reload_and_clean_stop() 
     );
 
     // At least two pings per watchdog period, although a check runs only every 5 s.
-    wait_until("pings over two watchdog periods", || {
+    wait_until(DEADLINE, "pings over two watchdog periods", || {
         pings_after(&notify, ready_at).len() >= 9
     });
     let pings = pings_after(&notify, ready_at);
@@ -103,11 +103,13 @@ fn proxy_ready_only_once_serving_watchdog_from_its_loop_reload_and_clean_stop() 
     );
     std::fs::write(&config, "log-level = \"info\"\n").unwrap();
     proxy.signal(Signal::SIGHUP);
-    wait_until("the reload logged at info", || {
+    wait_until(DEADLINE, "the reload logged at info", || {
         proxy.stderr().contains("configuration reloaded on SIGHUP")
     });
     notify.wait_for("RELOADING=1", |l| l == "RELOADING=1");
-    wait_until("READY=1 after the reload", || notify.count("READY=1") == 2);
+    wait_until(DEADLINE, "READY=1 after the reload", || {
+        notify.count("READY=1") == 2
+    });
 
     proxy.signal(Signal::SIGTERM);
     let exit = proxy.wait_exit();
@@ -135,7 +137,7 @@ fn backend() -> SocketAddr {
 
 fn write_cluster_data(etcd: &Etcd, cd: &ClusterData) {
     let json = serde_json::to_string(cd).unwrap();
-    etcd.ctl(CLUSTER, &["clusterdata", "write", "-y"], Some(&json));
+    ctl(etcd, CLUSTER, &["clusterdata", "write", "-y"], Some(&json));
 }
 
 fn cluster_data_with_master(addr: SocketAddr) -> ClusterData {
@@ -184,7 +186,7 @@ fn socket_activated_proxy_serves_its_first_client_from_the_master() {
 
     // The first connection makes systemd-socket-activate start the proxy on its socket.
     let mut first = None;
-    wait_until("systemd-socket-activate listening", || {
+    wait_until(DEADLINE, "systemd-socket-activate listening", || {
         first = TcpStream::connect(("127.0.0.1", port)).ok();
         first.is_some()
     });
@@ -193,7 +195,7 @@ fn socket_activated_proxy_serves_its_first_client_from_the_master() {
     // Play the sentinel: enable the new proxy once it announced itself.
     let prefix = format!("stolon/cluster/{CLUSTER}/proxies/info/");
     let mut keys = Vec::new();
-    wait_until("the proxy's info in etcd", || {
+    wait_until(DEADLINE, "the proxy's info in etcd", || {
         keys = etcd.keys(&prefix);
         !keys.is_empty()
     });

@@ -24,12 +24,6 @@ pub enum KeeperError {
     Lock { path: PathBuf, reason: String },
     #[error("state file {path}: {reason}")]
     StateFile { path: PathBuf, reason: String },
-    #[error("{what} password file {path}: {reason}")]
-    PasswordFile {
-        what: String,
-        path: PathBuf,
-        reason: String,
-    },
     #[error("{0}")]
     Config(String),
     #[error(transparent)]

@@ -209,7 +209,7 @@ impl Keeper {
         if (temporary || !standby)
             && let Err(e) = pg.wait_ready(self.timing.db_wait_ready_timeout).await
         {
-            let _ = pg.stop_fast(self.timing.request_timeout).await;
+            let _ = pg.stop_fast(self.timing.loop_stop()).await;
             return Err(e.into());
         }
         tracing::info!(keeper = %self.facts.uid, pid = pg.pid(), temporary, standby, "postgres started");

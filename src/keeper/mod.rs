@@ -29,7 +29,6 @@ mod work;
 
 pub use error::KeeperError;
 pub use run::{run, run_with_notifier};
-pub use state::read_password_file;
 
 use std::path::PathBuf;
 

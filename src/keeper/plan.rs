@@ -38,7 +38,14 @@ pub struct LocalState {
     pub in_sync_standbys: Option<Vec<String>>,
     /// A changed parameter waits for a restart (`pg_settings.pending_restart`).
     pub pending_restart: bool,
+    /// Major version of the PostgreSQL binaries the instance runs with (`None`: unknown). It
+    /// decides whether new recovery settings need a restart.
+    pub pg_major: Option<i32>,
 }
+
+/// First major version whose `primary_conninfo` and `primary_slot_name` take effect on a
+/// reload (they became `sighup` parameters in PostgreSQL 13).
+pub const RELOADABLE_RECOVERY_SINCE: i32 = 13;
 
 /// Facts about this keeper process that the plan needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -508,9 +515,16 @@ impl Planner {
             } else {
                 self.restart_if_pending(cd);
             }
+        } else if self.recovery_reloadable(cd, &desired) {
+            // ⚠ Deliberate deviation: upstream always restarts a standby whose recovery
+            // settings changed (the master moved). From PostgreSQL 13 on a reload is enough:
+            // the startup process restarts the walreceiver with the new primary_conninfo and
+            // slot, and the standby keeps serving read-only queries throughout a failover
+            // instead of dropping its clients and replaying WAL from its last restartpoint.
+            self.push(Action::WriteConfig(desired));
+            self.push(Action::Reload);
         } else {
-            // primary_conninfo changes (a new master) need a restart on PostgreSQL < 13 and a
-            // restart is what upstream does; it is quick for a standby.
+            // PostgreSQL < 13 reads primary_conninfo only at start.
             self.push(Action::WriteConfig(desired));
             self.push(Action::Restart);
         }
@@ -523,6 +537,30 @@ impl Planner {
             });
         }
         self.converged(db)
+    }
+
+    /// Whether the running standby can take `desired`'s recovery settings with a reload. All
+    /// the recovery settings we write (primary_conninfo, primary_slot_name and, following an
+    /// external db, recovery_min_apply_delay) are reloadable from PostgreSQL 13 on, so a
+    /// switch between internal and external follow reloads as well. (Archive recovery
+    /// settings are not written; restore_command would need PostgreSQL 14 to reload.)
+    /// A restart stays the way when the version is older or unknown, when the instance does
+    /// not run under recovery settings this process wrote (the previous write failed half
+    /// way, or it was written for a promotion that did not happen: nothing tells what it
+    /// follows), and when a restart is due anyway (`pending_restart` with automaticPgRestart):
+    /// one restart then does both.
+    fn recovery_reloadable(&self, cd: &ClusterData, desired: &DesiredConfig) -> bool {
+        let version_ok = self
+            .sim
+            .pg_major
+            .is_some_and(|m| m >= RELOADABLE_RECOVERY_SINCE);
+        let following = self
+            .sim
+            .applied
+            .as_ref()
+            .is_some_and(|a| a.recovery.is_some());
+        let restart_due = self.sim.pending_restart && cd.cluster.spec.automatic_pg_restart();
+        version_ok && following && desired.recovery.is_some() && !restart_due
     }
 
     fn restart_if_pending(&mut self, cd: &ClusterData) {

@@ -77,6 +77,7 @@ fn local(uid: &str, generation: i64, role: LocalRole, running: bool) -> LocalSta
         applied: None,
         in_sync_standbys: None,
         pending_restart: false,
+        pg_major: Some(15),
     }
 }
 
@@ -475,15 +476,15 @@ fn changed_parameters_are_rewritten_and_reloaded_and_generation_recorded() {
     );
 }
 
-#[test]
-fn standby_following_a_new_master_restarts() {
+/// A converged standby of "m" (config applied, running) and the cluster data in which the
+/// sentinel repointed it to k3's db "n" (a failover).
+fn repointed_standby() -> (LocalState, ClusterData) {
     let cd = cd_with(standby_db("d1", DbInitMode::None, 2));
     let mut l = local("d1", 2, LocalRole::Standby, true);
     l.applied = Some(standby_config_for(&cd));
     // Converged: nothing to do.
     let p = plan(&me(), Some(&cd), &l, false);
     assert!(p.actions.is_empty(), "{:?}", p.actions);
-    // The master moved to k3's db n.
     let mut cd2 = cd.clone();
     cd2.dbs.insert(
         "n".into(),
@@ -493,12 +494,114 @@ fn standby_following_a_new_master_restarts() {
         mine.spec.follow_config = Some(FollowConfig::internal("n"));
         mine.generation = 3;
     }
-    let p = plan(&me(), Some(&cd2), &l, false);
-    assert_eq!(kinds(&p), vec!["write", "restart", "mark"]);
+    (l, cd2)
+}
+
+fn follows_n(p: &Plan) -> bool {
     let Action::WriteConfig(c) = &p.actions[0] else {
-        panic!()
+        return false;
     };
-    assert!(matches!(&c.recovery, Some(Recovery::Follow { host, .. }) if host == "10.0.0.3"));
+    matches!(&c.recovery, Some(Recovery::Follow { host, db_uid, .. }) if host == "10.0.0.3" && db_uid == "n")
+}
+
+#[test]
+fn repointed_standby_reloads_on_pg13_plus() {
+    let (mut l, cd) = repointed_standby();
+    for major in [13, 15, 17] {
+        l.pg_major = Some(major);
+        let p = plan(&me(), Some(&cd), &l, false);
+        assert_eq!(
+            kinds(&p),
+            vec!["write", "reload", "mark"],
+            "PostgreSQL {major}"
+        );
+        assert!(follows_n(&p), "{:?}", p.actions);
+        assert!(p.expected.running);
+        assert_eq!(
+            p.end,
+            PlanEnd::Converged {
+                db_uid: "d1".into(),
+                generation: 3
+            }
+        );
+    }
+}
+
+#[test]
+fn repointed_standby_restarts_before_pg13() {
+    let (mut l, cd) = repointed_standby();
+    for major in [10, 12] {
+        l.pg_major = Some(major);
+        let p = plan(&me(), Some(&cd), &l, false);
+        assert_eq!(
+            kinds(&p),
+            vec!["write", "restart", "mark"],
+            "PostgreSQL {major}"
+        );
+        assert!(follows_n(&p), "{:?}", p.actions);
+    }
+}
+
+#[test]
+fn repointed_standby_restarts_when_the_version_is_unknown() {
+    let (mut l, cd) = repointed_standby();
+    l.pg_major = None;
+    let p = plan(&me(), Some(&cd), &l, false);
+    assert_eq!(kinds(&p), vec!["write", "restart", "mark"]);
+}
+
+#[test]
+fn repointed_standby_restarts_once_when_a_restart_is_pending() {
+    let (mut l, mut cd) = repointed_standby();
+    l.pending_restart = true;
+    // Without automaticPgRestart the pending restart is the operator's: reload only.
+    let p = plan(&me(), Some(&cd), &l, false);
+    assert_eq!(kinds(&p), vec!["write", "reload", "mark"]);
+    cd.cluster.spec.automatic_pg_restart = Some(true);
+    let p = plan(&me(), Some(&cd), &l, false);
+    assert_eq!(kinds(&p), vec!["write", "restart", "mark"]);
+}
+
+#[test]
+fn running_standby_without_known_recovery_settings_restarts() {
+    let (mut l, cd) = repointed_standby();
+    // The last write failed half way: what the instance follows is unknown.
+    l.applied = None;
+    let p = plan(&me(), Some(&cd), &l, false);
+    assert_eq!(kinds(&p), vec!["write", "restart", "mark"]);
+    // Written for a promotion that did not happen (no recovery settings).
+    let mut master_config = standby_config_for(&cd);
+    master_config.recovery = None;
+    l.applied = Some(master_config);
+    let p = plan(&me(), Some(&cd), &l, false);
+    assert_eq!(kinds(&p), vec!["write", "restart", "mark"]);
+}
+
+#[test]
+fn standby_switching_to_an_external_master_reloads_on_pg13_plus() {
+    let (l, mut cd) = repointed_standby();
+    if let Some(mine) = cd.dbs.get_mut("d1") {
+        mine.spec.follow_config = Some(FollowConfig {
+            follow_type: crate::cluster::FollowType::External,
+            db_uid: String::new(),
+            standby_settings: Some(crate::cluster::StandbySettings {
+                primary_conninfo: "host=192.0.2.1 port=5432".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
+    let p = plan(&me(), Some(&cd), &l, false);
+    assert_eq!(kinds(&p), vec!["write", "reload", "slots", "mark"]);
+}
+
+#[test]
+fn stopped_repointed_standby_just_starts_with_the_new_config() {
+    let (mut l, cd) = repointed_standby();
+    l.running = false;
+    let p = plan(&me(), Some(&cd), &l, false);
+    assert_eq!(kinds(&p), vec!["write", "start", "mark"]);
+    assert!(follows_n(&p));
 }
 
 #[test]

@@ -30,13 +30,19 @@ use tokio_util::sync::CancellationToken;
 
 /// Upstream's floor for info TTLs.
 const MIN_LEASE_TTL: Duration = Duration::from_secs(20);
-/// How long a fast shutdown may take before it gets harder (the postgres module escalates).
-const STOP_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the stop at keeper start (a stale instance) and at keeper shutdown may take in all,
+/// fast shutdown then immediate shutdown then SIGKILL (the postgres module escalates within
+/// it). Nothing waits on the loop then, and a fast shutdown's checkpoint spares the next start
+/// a crash recovery, so it gets upstream's 60 s plus the harder steps.
+const SHUTDOWN_STOP: Duration = Duration::from_secs(70);
+/// Bounds of a stop the loop does (restart, demotion, fencing, reinitialization); see
+/// [`Timing::loop_stop`].
+const LOOP_STOP_MAX: Duration = Duration::from_secs(30);
+const LOOP_STOP_MIN: Duration = Duration::from_secs(5);
 /// Replans in a row without sleeping (after init/resync) before the loop sleeps anyway.
 const MAX_REPLANS: u32 = 3;
-/// How long a fast stop may take in all: STOP_TIMEOUT, then the postgres module's immediate
-/// shutdown and kill (5 s each), and a margin.
-const STOP_ALLOWANCE: Duration = Duration::from_secs(60 + 2 * 5 + 5);
+/// The watchdog's allowance for the stop at keeper start and shutdown.
+const STOP_ALLOWANCE: Duration = SHUTDOWN_STOP.saturating_add(GRACE);
 /// initdb reports no progress; it takes seconds, minutes on a very slow disk.
 const INITDB_ALLOWANCE: Duration = Duration::from_secs(5 * 60);
 /// How long pg_basebackup may go without copying a byte: before the copy it waits for the
@@ -64,6 +70,19 @@ impl Timing {
         }
     }
 
+    /// How long a stop inside the loop may take in all, escalation included: min(
+    /// dbWaitReadyTimeout, 30 s), at least 5 s. ⚠ Upstream runs `pg_ctl stop -w -m fast`
+    /// with pg_ctl's 60 s and no escalation, so a shutdown stuck on a stopped child (e.g. a
+    /// SIGSTOPped walreceiver) holds the keeper loop; ours ends in an immediate shutdown and
+    /// SIGKILL within this bound. A standby's restart or a demotion that takes longer than the
+    /// time a start may take is stuck, not slow; the floor leaves a fast shutdown its
+    /// checkpoint with a tiny dbWaitReadyTimeout.
+    pub fn loop_stop(&self) -> Duration {
+        self.db_wait_ready_timeout
+            .min(LOOP_STOP_MAX)
+            .max(LOOP_STOP_MIN)
+    }
+
     /// How long a master may go without the store before it fences itself. The sentinel
     /// declares a keeper failed `failInterval` after its last info update it saw; our last
     /// store contact is at least that recent, so fencing a margin earlier (a sleepInterval, at
@@ -79,6 +98,8 @@ pub(super) struct Keeper {
     pub dir: DataDir,
     pub pgdata: PathBuf,
     pub bins: PgBinaries,
+    /// Major version of `bins` (`None` if `postgres --version` could not be read).
+    pub pg_major: Option<i32>,
     pub facts: KeeperFacts,
     pub store: Store,
     /// The postgres we started; `None` when stopped.
@@ -150,10 +171,13 @@ pub async fn run_with_notifier(
     tracing::info!(keeper = %uid, "keeper uid");
 
     let bins = PgBinaries::locate(cfg.pg_bin_path.as_deref())?;
-    let version = bins.version().unwrap_or_else(|e| {
-        tracing::warn!(error = %e, "cannot get the postgres binary version; reporting 0.0");
-        Default::default()
-    });
+    let (version, pg_major) = match bins.version() {
+        Ok(v) => (v, Some(v.maj)),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot get the postgres binary version; reporting 0.0 and restarting standbys to follow a new master");
+            (Default::default(), None)
+        }
+    };
 
     notifier.status("starting: connecting to the store");
     let work = Work::new(notifier.clone());
@@ -170,7 +194,7 @@ pub async fn run_with_notifier(
     // The keeper always starts postgres itself, as its child: one left by a crashed keeper
     // would run with a config nobody checked against the cluster data.
     work.step(None, STOP_ALLOWANCE);
-    supervise(&work, stop_stale_instance(&pgdata, STOP_TIMEOUT)).await?;
+    supervise(&work, stop_stale_instance(&pgdata, SHUTDOWN_STOP)).await?;
 
     let boot_uuid = uuid::Uuid::new_v4().to_string();
     let local_conn = LocalConn {
@@ -214,6 +238,7 @@ pub async fn run_with_notifier(
         dir,
         pgdata,
         bins,
+        pg_major,
         facts: KeeperFacts { uid, boot_uuid },
         store,
         pg: None,
@@ -243,7 +268,11 @@ pub async fn run_with_notifier(
     if keeper.pg.is_some() {
         work.step(Some("stopping PostgreSQL…".into()), STOP_ALLOWANCE);
     }
-    supervise(&work, keeper.stop_postgres("keeper shutting down")).await
+    supervise(
+        &work,
+        keeper.stop_postgres_within("keeper shutting down", SHUTDOWN_STOP),
+    )
+    .await
 }
 
 impl Keeper {
@@ -384,12 +413,14 @@ impl Keeper {
     /// progress): the bounds it has itself, plus a margin.
     fn allowance(&self, action: &Action) -> Duration {
         let t = &self.timing;
-        let start = STOP_ALLOWANCE + t.db_wait_ready_timeout * 2 + GRACE;
+        let stop = t.loop_stop() + GRACE;
+        // A start first stops a stray instance.
+        let start = stop + t.db_wait_ready_timeout * 2 + GRACE;
         match action {
-            Action::Stop(_) => STOP_ALLOWANCE,
+            Action::Stop(_) => stop,
             Action::InitDb(_) => INITDB_ALLOWANCE,
             Action::StartTemporary(_) | Action::Start => start,
-            Action::Restart => STOP_ALLOWANCE + start,
+            Action::Restart => stop + start,
             Action::Promote => t.db_wait_ready_timeout + GRACE,
             Action::Resync { .. } => BASEBACKUP_STALL,
             _ => t.request_timeout * 4 + GRACE,
@@ -542,6 +573,7 @@ impl Keeper {
             applied: self.applied.clone(),
             in_sync_standbys,
             pending_restart,
+            pg_major: self.pg_major,
         })
     }
 
@@ -562,10 +594,20 @@ impl Keeper {
         self.last_end = Some(end.clone());
     }
 
+    /// Stops postgres within [`Timing::loop_stop`].
     pub(super) async fn stop_postgres(&mut self, why: &str) -> Result<(), KeeperError> {
+        self.stop_postgres_within(why, self.timing.loop_stop())
+            .await
+    }
+
+    async fn stop_postgres_within(
+        &mut self,
+        why: &str,
+        total: Duration,
+    ) -> Result<(), KeeperError> {
         if let Some(pg) = self.pg.take() {
             tracing::info!(keeper = %self.facts.uid, "stopping postgres: {why}");
-            pg.stop_fast(STOP_TIMEOUT).await?;
+            pg.stop_fast(total).await?;
         }
         self.shared.update(|s| s.running = false);
         Ok(())
@@ -648,5 +690,24 @@ async fn sleep_until_opt(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loop_stops_are_bounded_by_the_start_timeout_and_30s() {
+        let timing = |ready: u64| Timing {
+            sleep_interval: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(10),
+            fail_interval: Duration::from_secs(20),
+            db_wait_ready_timeout: Duration::from_secs(ready),
+        };
+        let s = Duration::from_secs;
+        assert_eq!(timing(60).loop_stop(), s(30));
+        assert_eq!(timing(12).loop_stop(), s(12));
+        assert_eq!(timing(1).loop_stop(), s(5));
     }
 }

@@ -244,33 +244,3 @@ pub fn resolve_uid(dir: &DataDir, flag: Option<&str>) -> Result<KeeperState, Kee
         }
     }
 }
-
-/// Reads a password file for `what` ("superuser", "replication"): trailing `\r`/`\n` are
-/// stripped with a warning (editors add it; the password almost never ends in one), an empty
-/// password is refused, and a file readable by others gets a warning.
-pub fn read_password_file(path: &Path, what: &str) -> Result<String, KeeperError> {
-    let err = |reason: String| KeeperError::PasswordFile {
-        what: what.to_string(),
-        path: path.to_path_buf(),
-        reason,
-    };
-    let meta = fs::metadata(path).map_err(|e| err(format!("cannot read it: {e}")))?;
-    if meta.permissions().mode() & 0o077 != 0 {
-        tracing::warn!(
-            path = %path.display(),
-            mode = format!("{:o}", meta.permissions().mode() & 0o777),
-            "{what} password file permissions are too open; it should be 0600 or less"
-        );
-    }
-    let raw = fs::read_to_string(path).map_err(|e| err(format!("cannot read it: {e}")))?;
-    let trimmed = raw.trim_end_matches(['\r', '\n']);
-    if trimmed.len() != raw.len() {
-        tracing::warn!(path = %path.display(), "{what} password contains trailing new line, removing");
-    }
-    if trimmed.is_empty() {
-        return Err(err(
-            "password is empty after removing trailing new line".into()
-        ));
-    }
-    Ok(trimmed.to_string())
-}

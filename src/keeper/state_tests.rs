@@ -132,49 +132,6 @@ fn cluster_uid_survives_uid_persisting() {
     assert_eq!(s.cluster_uid, "c1");
 }
 
-#[test]
-fn password_file_trailing_newline_stripped_empty_refused() {
-    let tmp = tempfile::tempdir().unwrap();
-    let p = tmp.path().join("pw");
-    std::fs::write(&p, "s3cret\r\n").unwrap();
-    assert_eq!(read_password_file(&p, "superuser").unwrap(), "s3cret");
-    std::fs::write(&p, "\n").unwrap();
-    let err = read_password_file(&p, "superuser").unwrap_err().to_string();
-    assert!(err.contains("empty") && err.contains("superuser"), "{err}");
-    let err = read_password_file(&tmp.path().join("missing"), "replication")
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("missing") && err.contains("replication"),
-        "{err}"
-    );
-}
-
-#[test]
-fn password_and_password_file_rules() {
-    let tmp = tempfile::tempdir().unwrap();
-    let p = tmp.path().join("pw");
-    std::fs::write(&p, "fromfile\n").unwrap();
-    let r = |m, pw: Option<&str>, f: Option<&std::path::Path>| {
-        resolve_password("pg-su", "superuser", m, pw, f)
-    };
-    assert_eq!(
-        r(AuthMethod::Md5, Some("x"), None).unwrap().as_deref(),
-        Some("x")
-    );
-    assert_eq!(
-        r(AuthMethod::ScramSha256, None, Some(&p))
-            .unwrap()
-            .as_deref(),
-        Some("fromfile")
-    );
-    assert_eq!(r(AuthMethod::Trust, None, None).unwrap(), None);
-    assert!(r(AuthMethod::Trust, Some("x"), None).is_err());
-    assert!(r(AuthMethod::Md5, Some("x"), Some(&p)).is_err());
-    let err = r(AuthMethod::Md5, None, None).unwrap_err().to_string();
-    assert!(err.contains("--pg-su-password"), "{err}");
-}
-
 fn cfg() -> KeeperConfig {
     KeeperConfig {
         uid: None,

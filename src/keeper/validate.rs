@@ -2,9 +2,7 @@
 //! password rules for the superuser and the replication user.
 
 use super::error::KeeperError;
-use super::state::read_password_file;
 use super::{AuthMethod, KeeperConfig};
-use std::path::Path;
 
 /// PostgreSQL refuses to run as root, and a keeper running as root would create files
 /// PostgreSQL cannot use: fail at once with the fix instead of much later with a worse message.
@@ -13,32 +11,6 @@ pub fn refuse_root() -> Result<(), KeeperError> {
         return Err(KeeperError::RunningAsRoot);
     }
     Ok(())
-}
-
-/// Resolves `--pg-<x>-password` / `--pg-<x>-passwordfile` (`flag` is e.g. "pg-su"): exactly one
-/// of them unless the auth method is trust, none with trust.
-pub fn resolve_password(
-    flag: &str,
-    what: &str,
-    method: AuthMethod,
-    password: Option<&str>,
-    password_file: Option<&Path>,
-) -> Result<Option<String>, KeeperError> {
-    let password = password.filter(|p| !p.is_empty());
-    match (method, password, password_file) {
-        (AuthMethod::Trust, None, None) => Ok(None),
-        (AuthMethod::Trust, _, _) => Err(KeeperError::Config(format!(
-            "--{flag}-auth-method is trust but a {what} password is given: remove --{flag}-password/--{flag}-passwordfile or use md5/scram-sha-256"
-        ))),
-        (_, Some(_), Some(_)) => Err(KeeperError::Config(format!(
-            "both --{flag}-password and --{flag}-passwordfile are given: use only one"
-        ))),
-        (_, None, None) => Err(KeeperError::Config(format!(
-            "one of --{flag}-password or --{flag}-passwordfile is required unless --{flag}-auth-method is trust"
-        ))),
-        (_, Some(p), None) => Ok(Some(p.to_string())),
-        (_, None, Some(file)) => read_password_file(file, what).map(Some),
-    }
 }
 
 /// The rules that involve both users, checked on the resolved config.

@@ -20,7 +20,8 @@ use tokio::time::Instant;
 const POLL: Duration = Duration::from_millis(50);
 /// Lines of postgres output kept to explain an unexpected exit.
 const TAIL_LINES: usize = 20;
-/// How long an immediate shutdown (SIGQUIT) may take before everything is SIGKILLed.
+/// How long the postmaster gets after SIGQUIT before everything is SIGKILLed, and after the
+/// SIGKILL (less when the stop's total is short: `escalation`).
 const IMMEDIATE_GRACE: Duration = Duration::from_secs(5);
 
 /// How to start postgres.
@@ -210,25 +211,28 @@ impl PgProcess {
         self.exit_report("exited").await
     }
 
-    /// Fast shutdown: SIGINT (clients disconnected, checkpoint), then after `timeout` an
-    /// immediate shutdown (SIGQUIT), then SIGKILL of all its processes. Always leaves no
-    /// process behind.
-    pub async fn stop_fast(mut self, timeout: Duration) -> Result<(), PgError> {
+    /// Fast shutdown: SIGINT (clients disconnected, checkpoint), then an immediate shutdown
+    /// (SIGQUIT), then SIGKILL of all its processes, the whole escalation within `total` (split by
+    /// `escalation`): a stuck shutdown (e.g. a SIGSTOPped child the postmaster waits for)
+    /// costs the caller at most `total`. Always leaves no process behind, or fails after
+    /// `total` if even SIGKILL did not end the postmaster.
+    pub async fn stop_fast(mut self, total: Duration) -> Result<(), PgError> {
         if !self.is_running() {
             return Ok(());
         }
+        let (fast, grace) = escalation(total);
         let _ = kill(Pid::from_raw(self.pid), Signal::SIGINT);
-        if self.wait_exit(timeout).await {
+        if self.wait_exit(fast).await {
             tracing::info!(pid = self.pid, "postgres stopped");
             return Ok(());
         }
         tracing::warn!(
             pid = self.pid,
-            ?timeout,
+            timeout = ?fast,
             "postgres fast shutdown too slow, doing an immediate shutdown"
         );
         let _ = kill(Pid::from_raw(self.pid), Signal::SIGQUIT);
-        if self.wait_exit(IMMEDIATE_GRACE).await {
+        if self.wait_exit(grace).await {
             return Ok(());
         }
         tracing::warn!(
@@ -236,12 +240,12 @@ impl PgProcess {
             "postgres immediate shutdown too slow, killing it"
         );
         self.kill_group();
-        if self.wait_exit(IMMEDIATE_GRACE).await {
+        if self.wait_exit(grace).await {
             Ok(())
         } else {
             Err(PgError::Timeout {
                 what: format!("postgres (pid {}) exit after SIGKILL", self.pid),
-                after: IMMEDIATE_GRACE,
+                after: total,
             })
         }
     }
@@ -337,11 +341,11 @@ fn read_postmaster_pid(pgdata: &Path) -> Option<(i32, PmStatus)> {
     Some((pid, status))
 }
 
-/// At keeper start: stops (fast, then harder after `timeout`) a postmaster left running on
-/// `pgdata` by a previous keeper process, so the keeper again owns the only postgres there.
-/// Returns whether one was found. A stale `postmaster.pid` whose pid is dead or is not a
-/// postgres process is ignored (postgres itself handles it on start).
-pub async fn stop_stale_instance(pgdata: &Path, timeout: Duration) -> Result<bool, PgError> {
+/// At keeper start: stops (fast, then harder, all within `total` as [`PgProcess::stop_fast`])
+/// a postmaster left running on `pgdata` by a previous keeper process, so the keeper again owns
+/// the only postgres there. Returns whether one was found. A stale `postmaster.pid` whose pid is
+/// dead or is not a postgres process is ignored (postgres itself handles it on start).
+pub async fn stop_stale_instance(pgdata: &Path, total: Duration) -> Result<bool, PgError> {
     let Some(text) = std::fs::read_to_string(pgdata.join("postmaster.pid")).ok() else {
         return Ok(false);
     };
@@ -357,10 +361,11 @@ pub async fn stop_stale_instance(pgdata: &Path, timeout: Duration) -> Result<boo
     }
     tracing::warn!(pid, pgdata = %pgdata.display(), "stopping a postgres left running by a previous keeper");
     let target = Pid::from_raw(pid);
+    let (fast, grace) = escalation(total);
     for (signal, wait) in [
-        (Signal::SIGINT, timeout),
-        (Signal::SIGQUIT, IMMEDIATE_GRACE),
-        (Signal::SIGKILL, IMMEDIATE_GRACE),
+        (Signal::SIGINT, fast),
+        (Signal::SIGQUIT, grace),
+        (Signal::SIGKILL, grace),
     ] {
         let _ = kill(target, signal);
         let deadline = Instant::now() + wait;
@@ -377,8 +382,17 @@ pub async fn stop_stale_instance(pgdata: &Path, timeout: Duration) -> Result<boo
     }
     Err(PgError::Timeout {
         what: format!("stop of the stale postgres pid {pid}"),
-        after: timeout + IMMEDIATE_GRACE * 2,
+        after: total,
     })
+}
+
+/// Splits a stop's total time into the fast-shutdown wait and the wait after each harder
+/// signal (SIGQUIT, then SIGKILL): `fast + 2 * grace == total`. The harder steps get
+/// [`IMMEDIATE_GRACE`] each, or a quarter of a short total: a postmaster that ignored SIGINT
+/// that long is stuck, and after SIGKILL only the kernel's cleanup is left to wait for.
+fn escalation(total: Duration) -> (Duration, Duration) {
+    let grace = IMMEDIATE_GRACE.min(total / 4);
+    (total.saturating_sub(grace * 2), grace)
 }
 
 /// SIGKILLs every live postgres process whose working directory is `pgdata` (canonical).
@@ -440,6 +454,14 @@ mod tests {
         );
         std::fs::write(dir.path().join("postmaster.pid"), "4242\n/data\n").unwrap();
         assert!(read_postmaster_pid(dir.path()).is_none());
+    }
+
+    #[test]
+    fn escalation_fits_in_the_total() {
+        let s = Duration::from_secs;
+        assert_eq!(escalation(s(30)), (s(20), s(5)));
+        assert_eq!(escalation(s(8)), (s(4), s(2)));
+        assert_eq!(escalation(Duration::ZERO), (Duration::ZERO, Duration::ZERO));
     }
 
     #[test]

@@ -64,13 +64,11 @@ pub async fn run(
     listeners: Vec<std::net::TcpListener>,
     shutdown: CancellationToken,
 ) -> Result<(), ProxyError> {
-    let (status, _) = watch::channel(String::new());
-    run_on_store(
+    run_with_notifier(
         cfg,
         store_cfg,
         listeners,
         shutdown,
-        status,
         Arc::new(Notifier::disabled()),
     )
     .await

@@ -263,7 +263,14 @@ impl Sentinel {
         self.next_check_at = None;
         let cd = match self.store.get_cluster_data().await {
             Ok(Some(cd)) => cd,
-            Ok(None) => return self.no_cluster_data().await,
+            Ok(None) => {
+                // Unlike upstream, publish before the cluster exists: the sentinel is up and
+                // `stolonctl status` should say so (and systemd hears READY).
+                if let Err(e) = self.publish_info().await {
+                    return self.problem(format!("cannot publish sentinel info: {e}"));
+                }
+                return self.no_cluster_data().await;
+            }
             Err(e) => return self.problem(format!("cannot read clusterdata: {e}")),
         };
         let spec = &cd.value.cluster.spec;
@@ -281,17 +288,8 @@ impl Sentinel {
         }
         self.warned_intervals = Some(intervals);
 
-        if self
-            .info_published
-            .is_none_or(|t| t.elapsed() >= self.sleep)
-        {
-            let info = SentinelInfo {
-                uid: self.uid.clone(),
-            };
-            if let Err(e) = self.store.put_sentinel_info(&info).await {
-                return self.problem(format!("cannot publish sentinel info: {e}"));
-            }
-            self.info_published = Some(Instant::now());
+        if let Err(e) = self.publish_info().await {
+            return self.problem(format!("cannot publish sentinel info: {e}"));
         }
         let observed = match self.observe().await {
             Ok(o) => o,
@@ -341,6 +339,22 @@ impl Sentinel {
         }
         self.last_problem = None;
         self.status = leader_status(decision.cluster_data.as_ref().unwrap_or(&cd.value));
+    }
+
+    /// Publishes the sentinel info at most once per sleepInterval (its TTL is twice that).
+    async fn publish_info(&mut self) -> Result<(), StoreError> {
+        if self
+            .info_published
+            .is_some_and(|t| t.elapsed() < self.sleep)
+        {
+            return Ok(());
+        }
+        let info = SentinelInfo {
+            uid: self.uid.clone(),
+        };
+        self.store.put_sentinel_info(&info).await?;
+        self.info_published = Some(Instant::now());
+        Ok(())
     }
 
     async fn observe(&self) -> Result<Observed, StoreError> {

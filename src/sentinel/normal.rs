@@ -303,6 +303,15 @@ fn remove_dbs(cd: &mut ClusterData, memory: &Memory, events: &mut Vec<Event>) {
             remove.push((db.uid.clone(), RemovalReason::CannotSync));
         }
     }
+    remove_and_report(cd, remove, events);
+}
+
+/// Removes the dbs, each with an event naming why.
+fn remove_and_report(
+    cd: &mut ClusterData,
+    remove: Vec<(String, RemovalReason)>,
+    events: &mut Vec<Event>,
+) {
     for (uid, why) in remove {
         if let Some(db) = cd.dbs.remove(&uid) {
             events.push(Event::DbRemoved {
@@ -349,15 +358,7 @@ fn adjust_standby_count(
                 .take(excess)
                 .map(|db| (db.uid.clone(), RemovalReason::Excess)),
         );
-        for (uid, why) in remove {
-            if let Some(db) = cd.dbs.remove(&uid) {
-                events.push(Event::DbRemoved {
-                    db: uid,
-                    keeper: db.spec.keeper_uid,
-                    why,
-                });
-            }
-        }
+        remove_and_report(cd, remove, events);
         return;
     }
 

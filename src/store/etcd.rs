@@ -10,7 +10,7 @@ use etcd_client::{
     TxnOpResponse, WatchOptions, WatchStream,
 };
 use serde::de::DeserializeOwned;
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -63,6 +63,16 @@ struct LeaseState {
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding these short locks cannot leave the plain data inconsistent.
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Infos keyed by the uid they carry; an info without one by the last segment of its key.
+fn keyed_by_uid<T>(list: Vec<(String, T)>, uid: impl Fn(&T) -> &String) -> BTreeMap<String, T> {
+    list.into_iter()
+        .map(|(key_uid, info)| {
+            let own = uid(&info);
+            (if own.is_empty() { key_uid } else { own.clone() }, info)
+        })
+        .collect()
 }
 
 impl Store {
@@ -287,19 +297,7 @@ impl Store {
     pub async fn get_keepers_info(&self) -> Result<KeepersInfo, StoreError> {
         let dir = self.inner.paths.keepers_info_dir();
         let list: Vec<(String, KeeperInfo)> = self.list(&dir).await?;
-        Ok(list
-            .into_iter()
-            .map(|(uid, info)| {
-                (
-                    if info.uid.is_empty() {
-                        uid
-                    } else {
-                        info.uid.clone()
-                    },
-                    info,
-                )
-            })
-            .collect())
+        Ok(keyed_by_uid(list, |info| &info.uid))
     }
 
     pub async fn get_sentinels_info(&self) -> Result<Vec<SentinelInfo>, StoreError> {
@@ -311,19 +309,7 @@ impl Store {
     pub async fn get_proxies_info(&self) -> Result<ProxiesInfo, StoreError> {
         let dir = self.inner.paths.proxies_info_dir();
         let list: Vec<(String, ProxyInfo)> = self.list(&dir).await?;
-        Ok(list
-            .into_iter()
-            .map(|(uid, info)| {
-                (
-                    if info.uid.is_empty() {
-                        uid
-                    } else {
-                        info.uid.clone()
-                    },
-                    info,
-                )
-            })
-            .collect())
+        Ok(keyed_by_uid(list, |info| &info.uid))
     }
 
     async fn put_info<T: serde::Serialize>(&self, key: String, info: &T) -> Result<(), StoreError> {

@@ -1,27 +1,52 @@
-//! Shared harness for the multi-process integration tests: a real etcd, real PostgreSQL 15 and
+//! Shared support of the integration tests (each `tests/*.rs` does `mod support;`, so what one
+//! test does not use is dead code there). The sub-modules hold the etcd launcher, free ports,
+//! waits, TLS certificates, owned child processes and the CLI and systemd helpers; this file is
+//! the cluster harness: a real etcd, real PostgreSQL 15 and
 //! the crate's real binaries, each test with its own ports and temp dir. Every process started
 //! here lives in its own process group and is SIGKILLed (group, then postmaster) on drop, also
 //! when the test panics; on failure the process logs are dumped and the temp dir is kept.
 #![allow(dead_code)]
 
+pub mod cli;
+pub mod etcd;
+pub mod net;
 pub mod procs;
+pub mod systemd;
 pub mod tls;
+pub mod wait;
+
+// The short paths the tests use; which of them a test uses differs from test to test.
+#[allow(unused_imports)]
+pub use etcd::Etcd;
+#[allow(unused_imports)]
+pub use net::{connection_refused, free_port, free_ports};
+#[allow(unused_imports)]
+pub use wait::{stays_true, wait_for, wait_until, wait_until_async};
 
 use procs::{Proc, RunAs};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::ErrorKind;
-use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// PostgreSQL server binaries: `STOLON_TEST_PG_BIN` (scripts/test.sh sets it), else PG 15's.
 pub fn pg_bin() -> String {
     std::env::var("STOLON_TEST_PG_BIN").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into())
 }
+
+/// A temp dir `user` owns with a socket directory `sock` in it, for a PostgreSQL run as `user`.
+pub fn pg_temp_dir(user: RunAs) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    user.chown(dir.path());
+    let sock = dir.path().join("sock");
+    fs::create_dir(&sock).unwrap();
+    user.chown(&sock);
+    dir
+}
+
 pub const SU_USER: &str = "postgres";
 pub const SU_PASSWORD: &str = "supass-it";
 pub const REPL_USER: &str = "repluser";
@@ -43,145 +68,11 @@ pub fn bin(name: &str) -> PathBuf {
     }
 }
 
-/// Polls `cond` every 100 ms until it holds; panics naming `what` after `timeout`.
-pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    wait_for(timeout, what, || cond().then_some(()))
-}
-
-/// Polls `f` every 100 ms until it yields a value; panics naming `what` after `timeout`.
-pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        if start.elapsed() > timeout {
-            panic!("timed out after {timeout:?} waiting for: {what}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// Checks that `cond` holds at every poll for the whole `window` (an absence check: something
-/// must NOT happen); panics naming `what` at the first poll where it does not hold.
-pub fn stays_true(window: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while start.elapsed() < window {
-        if !cond() {
-            panic!("after {:?}: no longer true: {what}", start.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// Free TCP ports on 127.0.0.1, all held open together so they are distinct, then released.
-pub fn free_ports(n: usize) -> Vec<u16> {
-    let ls: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    ls.iter().map(|l| l.local_addr().unwrap().port()).collect()
-}
-
 /// Writes a secret file with mode 0600, owned by whoever will read it.
 pub fn write_secret(path: &Path, content: &str, run_as: RunAs) {
     fs::write(path, content).unwrap();
     fs::set_permissions(path, fs::Permissions::from_mode(0o600)).unwrap();
     run_as.chown(path);
-}
-
-/// An etcd on free ports with its own data dir; stop/start again keeps the data.
-pub struct Etcd {
-    pub client_port: u16,
-    peer_port: u16,
-    data_dir: PathBuf,
-    log: PathBuf,
-    pub tls: Option<tls::Certs>,
-    proc: Option<Proc>,
-}
-
-impl Etcd {
-    pub fn start(base: &Path, tls: Option<tls::Certs>) -> Etcd {
-        let ports = free_ports(2);
-        let mut e = Etcd {
-            client_port: ports[0],
-            peer_port: ports[1],
-            data_dir: base.join("etcd-data"),
-            log: base.join("logs").join("etcd.log"),
-            tls,
-            proc: None,
-        };
-        e.start_again();
-        e
-    }
-
-    pub fn endpoint(&self) -> String {
-        let scheme = if self.tls.is_some() { "https" } else { "http" };
-        format!("{scheme}://127.0.0.1:{}", self.client_port)
-    }
-
-    pub fn is_running(&self) -> bool {
-        self.proc.is_some()
-    }
-
-    /// Kills etcd (SIGKILL, like a crash); the data dir stays.
-    pub fn stop(&mut self) {
-        if let Some(mut p) = self.proc.take() {
-            p.kill();
-        }
-    }
-
-    /// Starts etcd on the same ports and data dir and waits until it answers.
-    pub fn start_again(&mut self) {
-        assert!(self.proc.is_none(), "etcd is already running");
-        let peer = format!("http://127.0.0.1:{}", self.peer_port);
-        let mut cmd = Command::new("etcd");
-        cmd.arg("--name")
-            .arg("it")
-            .arg("--data-dir")
-            .arg(&self.data_dir)
-            .arg("--listen-client-urls")
-            .arg(self.endpoint())
-            .arg("--advertise-client-urls")
-            .arg(self.endpoint())
-            .arg("--listen-peer-urls")
-            .arg(&peer)
-            .arg("--initial-advertise-peer-urls")
-            .arg(&peer)
-            .arg("--initial-cluster")
-            .arg(format!("it={peer}"))
-            .arg("--logger")
-            .arg("zap");
-        if let Some(c) = &self.tls {
-            cmd.arg("--cert-file")
-                .arg(&c.server_cert)
-                .arg("--key-file")
-                .arg(&c.server_key)
-                .arg("--trusted-ca-file")
-                .arg(&c.ca_cert)
-                .arg("--client-cert-auth");
-        }
-        self.proc = Some(Proc::spawn("etcd", cmd, &self.log, RunAs::Me));
-        wait_until(Duration::from_secs(30), "etcd to answer", || {
-            self.etcdctl(&["endpoint", "health"]).status.success()
-        });
-    }
-
-    pub fn etcdctl(&self, args: &[&str]) -> Output {
-        let mut cmd = Command::new("etcdctl");
-        cmd.env("ETCDCTL_API", "3")
-            .arg("--endpoints")
-            .arg(self.endpoint())
-            .arg("--command-timeout=2s");
-        if let Some(c) = &self.tls {
-            cmd.arg("--cacert")
-                .arg(&c.ca_cert)
-                .arg("--cert")
-                .arg(&c.client_cert)
-                .arg("--key")
-                .arg(&c.client_key);
-        }
-        cmd.args(args).output().unwrap()
-    }
 }
 
 /// What differs between tests when building a cluster.
@@ -262,7 +153,7 @@ impl ClusterBuilder {
         let certs = self
             .tls
             .then(|| tls::Certs::generate(&base.join("tls"), keeper_user));
-        let etcd = Etcd::start(&base, certs);
+        let etcd = Etcd::start_in(&base, certs);
 
         let secrets = base.join("secrets");
         fs::create_dir_all(&secrets).unwrap();
@@ -350,25 +241,7 @@ impl Cluster {
 
     /// Common flags every role and stolonctl get (reference §1.1).
     pub fn store_args(&self) -> Vec<String> {
-        let mut a = vec![
-            "--cluster-name".to_string(),
-            self.name.clone(),
-            "--store-backend".into(),
-            "etcdv3".into(),
-            "--store-endpoints".into(),
-            self.etcd.endpoint(),
-        ];
-        if let Some(c) = &self.etcd.tls {
-            for (flag, p) in [
-                ("--store-ca-file", &c.ca_cert),
-                ("--store-cert-file", &c.client_cert),
-                ("--store-key", &c.client_key),
-            ] {
-                a.push(flag.into());
-                a.push(p.display().to_string());
-            }
-        }
-        a
+        self.etcd.store_flags(&self.name)
     }
 
     /// Registers and starts a keeper with a fresh data dir and pg port.
@@ -721,17 +594,6 @@ impl Session {
                 _ => None,
             })
             .collect())
-    }
-}
-
-/// True if nothing listens on 127.0.0.1:`port` (connection refused).
-pub fn connection_refused(port: u16) -> bool {
-    match TcpStream::connect_timeout(
-        &format!("127.0.0.1:{port}").parse().unwrap(),
-        Duration::from_secs(1),
-    ) {
-        Ok(_) => false,
-        Err(e) => e.kind() == ErrorKind::ConnectionRefused,
     }
 }
 

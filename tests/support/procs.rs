@@ -5,7 +5,7 @@ use nix::unistd::{Gid, Pid, Uid, User, chown, getpgid};
 use std::fs::{self, OpenOptions};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 /// Which OS user a child runs as. PostgreSQL (and so our keeper) refuses to run as root, so
@@ -26,6 +26,14 @@ impl RunAs {
             _ => (101, 104),
         };
         RunAs::User { uid, gid }
+    }
+
+    /// The same user as the crate's postgres toolkit takes it (`None`: the current user).
+    pub fn for_postgres(self) -> Option<stolon::postgres::RunAs> {
+        match self {
+            RunAs::Me => None,
+            RunAs::User { uid, gid } => Some(stolon::postgres::RunAs { uid, gid }),
+        }
     }
 
     pub fn chown(&self, path: &Path) {
@@ -53,8 +61,15 @@ impl Proc {
         cmd.stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
-            .env_remove("NOTIFY_SOCKET")
             .process_group(0);
+        // The runner's own NOTIFY_SOCKET is not for the children; one the test set (playing
+        // systemd) is.
+        if !cmd
+            .get_envs()
+            .any(|(k, v)| k == "NOTIFY_SOCKET" && v.is_some())
+        {
+            cmd.env_remove("NOTIFY_SOCKET");
+        }
         if let RunAs::User { uid, gid } = run_as {
             cmd.uid(uid).gid(gid);
         }
@@ -80,6 +95,20 @@ impl Proc {
     /// Whether it has exited (reaping it if so).
     pub fn exited(&mut self) -> bool {
         !matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Waits up to `timeout` for it to exit; `None` if it is still running then.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if start.elapsed() > timeout {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// SIGKILL to the whole process group, then reap the leader.

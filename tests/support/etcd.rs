@@ -1,0 +1,231 @@
+//! The one etcd launcher of the integration tests: a single member on free 127.0.0.1 ports with
+//! its own data dir, optionally TLS with client certificates, killed (process group) on drop and
+//! when the test process dies. Stopping keeps the data, so it can be started again.
+
+use super::net::free_ports;
+use super::procs::{Proc, RunAs};
+use super::tls::Certs;
+use super::wait::wait_until;
+use nix::sys::signal::Signal;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+use stolon::store::{StoreBackend, StoreConfig};
+
+pub struct Etcd {
+    pub client_port: u16,
+    peer_port: u16,
+    data_dir: PathBuf,
+    log: PathBuf,
+    pub tls: Option<Certs>,
+    proc: Option<Proc>,
+    /// The temp dir holding data and log when the caller gave no base dir.
+    _own_dir: Option<tempfile::TempDir>,
+}
+
+impl Etcd {
+    /// Ports and files chosen in `base` (data in `etcd-data`, log `logs/etcd.log`), not started.
+    pub fn reserve_in(base: &Path, tls: Option<Certs>) -> Etcd {
+        fs::create_dir_all(base.join("logs")).unwrap();
+        let ports = free_ports(2);
+        Etcd {
+            client_port: ports[0],
+            peer_port: ports[1],
+            data_dir: base.join("etcd-data"),
+            log: base.join("logs").join("etcd.log"),
+            tls,
+            proc: None,
+            _own_dir: None,
+        }
+    }
+
+    /// Started in `base` and answering.
+    pub fn start_in(base: &Path, tls: Option<Certs>) -> Etcd {
+        let mut e = Etcd::reserve_in(base, tls);
+        e.start_again();
+        e
+    }
+
+    /// Plain http in a temp dir of its own, not started (to test a store that is down at first).
+    pub fn reserve() -> Etcd {
+        let dir = tempfile::tempdir().unwrap();
+        let mut e = Etcd::reserve_in(dir.path(), None);
+        e._own_dir = Some(dir);
+        e
+    }
+
+    /// Plain http in a temp dir of its own, started and answering.
+    pub fn start() -> Etcd {
+        let mut e = Etcd::reserve();
+        e.start_again();
+        e
+    }
+
+    pub fn endpoint(&self) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.proc.is_some()
+    }
+
+    /// Kills etcd (SIGKILL, like a crash); the data dir stays.
+    pub fn stop(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.kill();
+        }
+    }
+
+    /// Sends `sig` to the running etcd (SIGSTOP/SIGCONT to freeze and thaw it).
+    pub fn signal(&self, sig: Signal) {
+        self.proc
+            .as_ref()
+            .expect("etcd is not running")
+            .signal_group(sig);
+    }
+
+    /// Starts etcd on its ports and data dir and waits until it answers.
+    pub fn start_again(&mut self) {
+        assert!(self.proc.is_none(), "etcd is already running");
+        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let mut cmd = Command::new("etcd");
+        cmd.arg("--name")
+            .arg("it")
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--listen-client-urls")
+            .arg(self.endpoint())
+            .arg("--advertise-client-urls")
+            .arg(self.endpoint())
+            .arg("--listen-peer-urls")
+            .arg(&peer)
+            .arg("--initial-advertise-peer-urls")
+            .arg(&peer)
+            .arg("--initial-cluster")
+            .arg(format!("it={peer}"))
+            .arg("--logger")
+            .arg("zap");
+        if let Some(c) = &self.tls {
+            cmd.arg("--cert-file")
+                .arg(&c.server_cert)
+                .arg("--key-file")
+                .arg(&c.server_key)
+                .arg("--trusted-ca-file")
+                .arg(&c.ca_cert)
+                .arg("--client-cert-auth");
+        }
+        self.proc = Some(Proc::spawn("etcd", cmd, &self.log, RunAs::Me));
+        wait_until(Duration::from_secs(30), "etcd to answer", || {
+            self.etcdctl(&["endpoint", "health"]).status.success()
+        });
+    }
+
+    /// The last `n` lines of etcd's log (for failure messages).
+    pub fn log_tail(&self, n: usize) -> String {
+        let text = fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
+    pub fn etcdctl(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new("etcdctl");
+        cmd.env("ETCDCTL_API", "3")
+            .arg("--endpoints")
+            .arg(self.endpoint())
+            .arg("--command-timeout=2s");
+        if let Some(c) = &self.tls {
+            cmd.arg("--cacert")
+                .arg(&c.ca_cert)
+                .arg("--cert")
+                .arg(&c.client_cert)
+                .arg("--key")
+                .arg(&c.client_key);
+        }
+        cmd.args(args).output().unwrap()
+    }
+
+    /// `etcdctl args`, panicking with its stderr unless it succeeds; returns stdout.
+    fn etcdctl_ok(&self, args: &[&str]) -> String {
+        let out = self.etcdctl(args);
+        assert!(
+            out.status.success(),
+            "etcdctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The keys under `prefix` ("" for every key in the store).
+    pub fn keys(&self, prefix: &str) -> Vec<String> {
+        self.etcdctl_ok(&["get", prefix, "--prefix", "--keys-only"])
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+
+    pub fn get(&self, key: &str) -> Option<String> {
+        let v = self
+            .etcdctl_ok(&["get", key, "--print-value-only"])
+            .trim_end()
+            .to_string();
+        (!v.is_empty()).then_some(v)
+    }
+
+    pub fn put(&self, key: &str, value: &str) {
+        self.etcdctl_ok(&["put", key, value]);
+    }
+
+    /// The raw cluster data of `cluster` under the default store prefix.
+    pub fn cluster_data(&self, cluster: &str) -> Option<String> {
+        self.get(&format!("stolon/cluster/{cluster}/clusterdata"))
+    }
+
+    /// The store flags every binary takes to reach this etcd as `cluster` (TLS files included).
+    pub fn store_flags(&self, cluster: &str) -> Vec<String> {
+        let mut a = vec![
+            "--cluster-name".to_string(),
+            cluster.to_string(),
+            "--store-backend".into(),
+            "etcdv3".into(),
+            "--store-endpoints".into(),
+            self.endpoint(),
+        ];
+        if let Some(c) = &self.tls {
+            for (flag, p) in [
+                ("--store-ca-file", &c.ca_cert),
+                ("--store-cert-file", &c.client_cert),
+                ("--store-key", &c.client_key),
+            ] {
+                a.push(flag.into());
+                a.push(p.display().to_string());
+            }
+        }
+        a
+    }
+
+    /// [`Etcd::store_flags`] with a `--store-timeout`.
+    pub fn flags(&self, cluster: &str, store_timeout: &str) -> Vec<String> {
+        let mut a = self.store_flags(cluster);
+        a.extend(["--store-timeout".to_string(), store_timeout.to_string()]);
+        a
+    }
+}
+
+/// The store client's settings for `cluster` on `endpoints` (as `--store-endpoints` takes
+/// them), without TLS.
+pub fn store_config(endpoints: &str, cluster: &str, timeout: Duration) -> StoreConfig {
+    StoreConfig {
+        backend: StoreBackend::Etcdv3,
+        endpoints: StoreConfig::endpoints_from_flag(endpoints),
+        timeout,
+        prefix: "stolon/cluster".into(),
+        cluster_name: cluster.into(),
+        cert_file: None,
+        key_file: None,
+        ca_file: None,
+        skip_tls_verify: false,
+    }
+}
