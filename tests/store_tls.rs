@@ -284,9 +284,8 @@ async fn requests_are_not_held_back_by_nagle() {
     let dir = tempfile::tempdir().unwrap();
     for tls in [false, true] {
         let base = dir.path().join(if tls { "https" } else { "http" });
-        std::fs::create_dir_all(base.join("logs")).unwrap();
         let certs = tls.then(|| certs(&base.join("certs")));
-        let etcd = support::Etcd::start(&base, certs.clone());
+        let etcd = support::Etcd::start_in(&base, certs.clone());
         let cfg = StoreConfig {
             backend: StoreBackend::Etcdv3,
             endpoints: vec![etcd.endpoint()],
