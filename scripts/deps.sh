@@ -21,6 +21,8 @@ ensure_deps() {
   command -v curl >/dev/null || missing+=(curl ca-certificates)
   command -v psql >/dev/null || missing+=(postgresql-client)
   command -v setsid >/dev/null || missing+=(util-linux)
+  # etcd TLS goes through OpenSSL (the openssl crate links the system library).
+  pkg-config --exists openssl 2>/dev/null || missing+=(pkg-config libssl-dev)
   for pair in ${EXTRA_PACKAGES[@]+"${EXTRA_PACKAGES[@]}"}; do
     command -v "${pair%%:*}" >/dev/null || missing+=("${pair#*:}")
   done

@@ -277,42 +277,6 @@ async fn host_name_is_verified_unless_skipped() {
     exercise(&Store::connect(&cfg).await.unwrap()).await;
 }
 
-/// Our connector sets TCP_NODELAY: without it (etcd-client's own OpenSSL connector) Nagle's
-/// algorithm holds each request's second write until etcd's delayed ACK, ~45 ms a request.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn requests_are_not_held_back_by_nagle() {
-    let dir = tempfile::tempdir().unwrap();
-    for tls in [false, true] {
-        let base = dir.path().join(if tls { "https" } else { "http" });
-        let certs = tls.then(|| certs(&base.join("certs")));
-        let etcd = support::Etcd::start_in(&base, certs.clone());
-        let cfg = StoreConfig {
-            backend: StoreBackend::Etcdv3,
-            endpoints: vec![etcd.endpoint()],
-            timeout: Duration::from_secs(3),
-            prefix: "stolon/cluster".into(),
-            cluster_name: "nagle".into(),
-            cert_file: certs.as_ref().map(|c| c.client_cert.clone()),
-            key_file: certs.as_ref().map(|c| c.client_key.clone()),
-            ca_file: certs.as_ref().map(|c| c.ca_cert.clone()),
-            skip_tls_verify: false,
-        };
-        let store = Store::connect(&cfg).await.unwrap();
-        store.get_cluster_data_raw().await.unwrap();
-        let started = Instant::now();
-        for _ in 0..50 {
-            store.get_cluster_data_raw().await.unwrap();
-        }
-        let took = started.elapsed();
-        // ~1 ms a request normally; 50 x 45 ms = 2.25 s when Nagle holds them.
-        assert!(
-            took < Duration::from_millis(1500),
-            "50 sequential gets over {} took {took:?}",
-            etcd.endpoint()
-        );
-    }
-}
-
 /// With one endpoint down, requests go to the live one (after at most a failure or two) rather
 /// than failing every time the balancer picks the dead one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
