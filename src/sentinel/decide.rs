@@ -35,7 +35,16 @@ pub struct Decision {
 /// One sentinel check as leader (reference §4a, steps 4 onwards).
 ///
 /// `memory` must be `Memory::default()` on the first call after gaining leadership.
-pub fn decide(cd: &ClusterData, observed: &Observed, memory: &Memory, now: Time) -> Decision {
+///
+/// `new_uid` names the dbs this check creates (the loop passes `cluster::new_uid`); it is the
+/// only source of randomness, so a test passing a deterministic one replays exactly.
+pub fn decide(
+    cd: &ClusterData,
+    observed: &Observed,
+    memory: &Memory,
+    now: Time,
+    new_uid: &mut dyn FnMut() -> String,
+) -> Decision {
     let mut memory = memory.clone();
     let mut events = Vec::new();
     let mut new = cd.clone();
@@ -45,11 +54,11 @@ pub fn decide(cd: &ClusterData, observed: &Observed, memory: &Memory, now: Time)
 
     let consistent = match new.cluster.status.phase {
         ClusterPhase::Initializing => {
-            init::update_initializing(&mut new, &memory, now, &mut events);
+            init::update_initializing(&mut new, &memory, now, new_uid, &mut events);
             true
         }
         ClusterPhase::Normal => {
-            normal::update_normal(&mut new, &proxies, &memory, now, &mut events)
+            normal::update_normal(&mut new, &proxies, &memory, now, new_uid, &mut events)
         }
     };
 

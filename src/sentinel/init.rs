@@ -6,13 +6,14 @@ use super::health::{Convergence, convergence};
 use super::memory::Memory;
 use crate::cluster::{
     ClusterData, ClusterInitMode, ClusterPhase, ClusterRole, Db, DbInitMode, DbRole, DbSpec,
-    FollowConfig, FollowType, GoDuration, INITIAL_GENERATION, Time, new_uid,
+    FollowConfig, FollowType, GoDuration, INITIAL_GENERATION, Time,
 };
 
 pub(crate) fn update_initializing(
     cd: &mut ClusterData,
     memory: &Memory,
     now: Time,
+    new_uid: &mut dyn FnMut() -> String,
     events: &mut Vec<Event>,
 ) {
     let spec = cd.cluster.spec.clone();
@@ -24,6 +25,7 @@ pub(crate) fn update_initializing(
         return;
     };
     if cd.cluster.status.master.is_empty() {
+        let db_uid = new_uid();
         let keeper = match mode {
             ClusterInitMode::Existing => {
                 let wanted = spec
@@ -37,7 +39,7 @@ pub(crate) fn update_initializing(
                 }
                 wanted
             }
-            ClusterInitMode::New | ClusterInitMode::Pitr => match initial_keeper(cd) {
+            ClusterInitMode::New | ClusterInitMode::Pitr => match initial_keeper(cd, &db_uid) {
                 Some(k) => k,
                 None => {
                     events.push(Event::InitNoKeepers);
@@ -45,7 +47,7 @@ pub(crate) fn update_initializing(
                 }
             },
         };
-        let db = initial_db(cd, mode, &keeper);
+        let db = initial_db(cd, mode, &keeper, db_uid);
         events.push(Event::InitMasterChosen {
             db: db.uid.clone(),
             keeper: keeper.clone(),
@@ -101,7 +103,10 @@ pub(crate) fn update_initializing(
 /// A pseudo-random healthy keeper, as upstream (so a retry after a failed init may land on
 /// another one). ⚠ Upstream also picks keepers started with --can-be-master=false; we skip
 /// them: such a keeper must never hold the master.
-fn initial_keeper(cd: &ClusterData) -> Option<String> {
+///
+/// The randomness comes from the (random in production) uid of the db to create, so that
+/// `decide` stays a function of its inputs.
+fn initial_keeper(cd: &ClusterData, db_uid: &str) -> Option<String> {
     let candidates: Vec<&String> = cd
         .keepers
         .values()
@@ -111,11 +116,14 @@ fn initial_keeper(cd: &ClusterData) -> Option<String> {
     if candidates.is_empty() {
         return None;
     }
-    let i = rand::random_range(0..candidates.len());
+    let h = db_uid
+        .bytes()
+        .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+    let i = usize::try_from(h % candidates.len() as u64).unwrap_or(0);
     Some(candidates[i].clone())
 }
 
-fn initial_db(cd: &ClusterData, mode: ClusterInitMode, keeper: &str) -> Db {
+fn initial_db(cd: &ClusterData, mode: ClusterInitMode, keeper: &str, uid: String) -> Db {
     let spec = &cd.cluster.spec;
     let mut db_spec = DbSpec {
         keeper_uid: keeper.to_string(),
@@ -140,7 +148,7 @@ fn initial_db(cd: &ClusterData, mode: ClusterInitMode, keeper: &str) -> Db {
         }
     }
     Db {
-        uid: new_uid(),
+        uid,
         generation: INITIAL_GENERATION,
         change_time: crate::cluster::zero_time(),
         spec: db_spec,

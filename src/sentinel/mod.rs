@@ -307,7 +307,13 @@ impl Sentinel {
             self.memory = Memory::default();
         }
 
-        let decision = decide(&cd.value, &observed, &self.memory, self.clock.now());
+        let decision = decide(
+            &cd.value,
+            &observed,
+            &self.memory,
+            self.clock.now(),
+            &mut new_uid,
+        );
         let mut conditions = Vec::new();
         for e in &decision.events {
             if e.is_condition() {

@@ -12,7 +12,7 @@ use super::memory::Memory;
 use super::sync;
 use crate::cluster::{
     ClusterData, ClusterRole, Db, DbInitMode, DbRole, DbSpec, FollowConfig, FollowType,
-    INITIAL_GENERATION, ProxyInfo, Time, new_uid, zero_time,
+    INITIAL_GENERATION, ProxyInfo, Time, zero_time,
 };
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -23,6 +23,7 @@ pub(crate) fn update_normal(
     proxies: &BTreeMap<String, &ProxyInfo>,
     memory: &Memory,
     now: Time,
+    new_uid: &mut dyn FnMut() -> String,
     events: &mut Vec<Event>,
 ) -> bool {
     remove_dead_keepers(cd, now, events);
@@ -53,8 +54,8 @@ pub(crate) fn update_normal(
             why,
         });
         match choose_new_master(cd, &cur, memory, now) {
-            Ok(new_uid) => {
-                fail_over(cd, &cur, &new_uid, events);
+            Ok(new_master) => {
+                fail_over(cd, &cur, &new_master, events);
             }
             Err(reason) => events.push(Event::NoEligibleMaster {
                 db: cur_uid.clone(),
@@ -62,7 +63,7 @@ pub(crate) fn update_normal(
             }),
         }
     } else {
-        steady_state(cd, proxies, memory, now, events);
+        steady_state(cd, proxies, memory, now, new_uid, events);
     }
 
     update_followers(cd);
@@ -186,6 +187,7 @@ fn steady_state(
     proxies: &BTreeMap<String, &ProxyInfo>,
     memory: &Memory,
     now: Time,
+    new_uid: &mut dyn FnMut() -> String,
     events: &mut Vec<Event>,
 ) {
     let spec = cd.cluster.spec.clone();
@@ -240,7 +242,7 @@ fn steady_state(
         sync::disable_sync(cd);
     }
 
-    adjust_standby_count(cd, &good, converging, events);
+    adjust_standby_count(cd, &good, converging, new_uid, events);
     reconfigure_standbys(cd);
 }
 
@@ -327,6 +329,7 @@ fn adjust_standby_count(
     cd: &mut ClusterData,
     good: &BTreeSet<String>,
     converging: usize,
+    new_uid: &mut dyn FnMut() -> String,
     events: &mut Vec<Event>,
 ) {
     let per_sender = usize::from(cd.cluster.spec.max_standbys_per_sender());

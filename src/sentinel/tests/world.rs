@@ -27,6 +27,8 @@ pub struct SimKeeper {
     /// Standbys the master reports in sync; `None` = every alive wanted sync standby.
     pub in_sync: Option<Vec<String>>,
     pub last_publish: Option<Time>,
+    /// `can_be_master` as of the last publish: all the sentinel can know of it.
+    pub published_can_be_master: Option<bool>,
     pub cluster_uid: String,
 }
 
@@ -51,6 +53,10 @@ pub struct World {
     pub observed: Option<Observed>,
     publish_every: TimeDelta,
     counter: u64,
+    /// Db uids handed to `decide`: a seed and a counter, so a run replays exactly from its
+    /// inputs; the seed varies them, and with them the initial master.
+    uid_seed: u64,
+    db_counter: u64,
 }
 
 pub fn t0() -> Time {
@@ -83,7 +89,15 @@ impl World {
             observed: None,
             publish_every,
             counter: 0,
+            uid_seed: 0,
+            db_counter: 0,
         }
+    }
+
+    /// Another sequence of db uids (and so, pseudo-randomly, another initial master).
+    pub fn with_uid_seed(mut self, seed: u64) -> World {
+        self.uid_seed = seed;
+        self
     }
 
     pub fn with_keepers(mut self, uids: &[&str]) -> World {
@@ -122,6 +136,7 @@ impl World {
                 can_be_sync: None,
                 in_sync: None,
                 last_publish: None,
+                published_can_be_master: None,
                 cluster_uid: CLUSTER_UID.into(),
             },
         );
@@ -193,7 +208,10 @@ impl World {
             if due {
                 self.counter += 1;
                 let info = self.keeper_info(&uid, format!("info{}", self.counter));
-                self.keeper(&uid).last_publish = Some(self.now);
+                let now = self.now;
+                let k = self.keeper(&uid);
+                k.last_publish = Some(now);
+                k.published_can_be_master = info.can_be_master;
                 observed.keepers.insert(uid.clone(), info);
             }
         }
@@ -272,7 +290,12 @@ impl World {
     pub fn check(&mut self) -> &Decision {
         let prev = self.observed.take().unwrap_or_default();
         let observed = self.observe(&prev);
-        let d = decide(&self.cd, &observed, &self.memory, self.now);
+        let (seed, counter) = (self.uid_seed, &mut self.db_counter);
+        let mut new_uid = || {
+            *counter += 1;
+            format!("{seed:x}-{counter:04}")
+        };
+        let d = decide(&self.cd, &observed, &self.memory, self.now, &mut new_uid);
         self.observed = Some(observed);
         self.apply(d)
     }
