@@ -47,7 +47,10 @@ sed 's|^pg-bin-path = .*|pg-bin-path = "/usr/bin"|' packaging/etc/stolon/example
     >"$out/rpm/keeper.toml"
 grep -q '^pg-bin-path = "/usr/bin"$' "$out/rpm/keeper.toml"
 
-deb=$(cargo deb --no-build --no-strip 2>&1 | tee /dev/stderr | tail -n 1)
+# Not `tee /dev/stderr`: reopening stderr truncates it when it is a log file (as in CI).
+cargo deb --no-build --no-strip >"$out/cargo-deb.log" 2>&1 || { cat "$out/cargo-deb.log" >&2; exit 1; }
+cat "$out/cargo-deb.log" >&2
+deb=$(tail -n 1 "$out/cargo-deb.log")
 [[ -f $deb ]] || { echo "build.sh: cargo deb did not report a package path" >&2; exit 1; }
 rm -f target/generate-rpm/*.rpm
 cargo generate-rpm
