@@ -2,12 +2,12 @@
 
 mod support;
 
+use support::fixtures::{keeper_info, new_cluster_data};
+
 use etcd_client::{Client, GetOptions, LeaseTimeToLiveOptions};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
-use stolon::cluster::{
-    ClusterData, ClusterInitMode, ClusterSpec, KeeperInfo, ProxyInfo, SentinelInfo, new_uid,
-};
+use stolon::cluster::{ProxyInfo, SentinelInfo, new_uid};
 use stolon::store::{CasOutcome, Store, StoreBackend, StoreConfig, StoreError, StoreEvent};
 use support::etcd::store_config;
 use support::procs::RunAs;
@@ -51,24 +51,6 @@ async fn started(cluster: &str) -> (Etcd, Store) {
     (etcd, store)
 }
 
-fn cluster_data() -> ClusterData {
-    let spec = ClusterSpec {
-        init_mode: Some(ClusterInitMode::New),
-        ..Default::default()
-    };
-    ClusterData::new(new_uid(), spec, chrono::Utc::now())
-}
-
-fn keeper(uid: &str) -> KeeperInfo {
-    KeeperInfo {
-        info_uid: new_uid(),
-        uid: uid.into(),
-        cluster_uid: "c1".into(),
-        boot_uuid: new_uid(),
-        ..Default::default()
-    }
-}
-
 fn proxy(uid: &str) -> ProxyInfo {
     ProxyInfo {
         info_uid: new_uid(),
@@ -104,7 +86,7 @@ async fn clusterdata_compare_and_swap() {
     let (etcd, store) = started("cas").await;
     assert!(store.get_cluster_data().await.unwrap().is_none());
 
-    let cd = cluster_data();
+    let cd = new_cluster_data();
     let CasOutcome::Written { mod_revision: r1 } = store.cas_cluster_data(&cd, 0).await.unwrap()
     else {
         panic!("create-only write on a missing key must succeed")
@@ -159,8 +141,8 @@ async fn infos_share_one_lease_and_use_upstream_keys() {
     let (etcd, store) = started("smoke").await;
     store.set_lease_ttl(Duration::from_secs(5)); // floored to 20 s
     for _ in 0..5 {
-        store.put_keeper_info(&keeper("k1")).await.unwrap();
-        store.put_keeper_info(&keeper("k2")).await.unwrap();
+        store.put_keeper_info(&keeper_info("k1")).await.unwrap();
+        store.put_keeper_info(&keeper_info("k2")).await.unwrap();
         store
             .put_sentinel_info(&SentinelInfo {
                 uid: "58419a5e".into(),
@@ -169,7 +151,7 @@ async fn infos_share_one_lease_and_use_upstream_keys() {
             .unwrap();
         store.put_proxy_info(&proxy("5b6bbdba")).await.unwrap();
     }
-    store.put_cluster_data(&cluster_data()).await.unwrap();
+    store.put_cluster_data(&new_cluster_data()).await.unwrap();
 
     let mut raw = raw_client(&etcd).await;
     let expected: BTreeSet<String> = [
@@ -248,7 +230,7 @@ async fn infos_share_one_lease_and_use_upstream_keys() {
             .await
             .contains("stolon/cluster/smoke/keepers/info/k1")
     );
-    store.put_keeper_info(&keeper("k1")).await.unwrap();
+    store.put_keeper_info(&keeper_info("k1")).await.unwrap();
     let leases = raw.leases().await.unwrap();
     assert_eq!(leases.leases().len(), 1);
     assert_ne!(leases.leases()[0].id(), lease);
@@ -267,8 +249,8 @@ async fn prefix_is_kept_exactly() {
     let store = Store::connect(&cfg).await.unwrap();
     wait_ready(&etcd, &store).await;
     assert_eq!(store.cluster_path(), "/my/prefix/c");
-    store.put_cluster_data(&cluster_data()).await.unwrap();
-    store.put_keeper_info(&keeper("k1")).await.unwrap();
+    store.put_cluster_data(&new_cluster_data()).await.unwrap();
+    store.put_keeper_info(&keeper_info("k1")).await.unwrap();
     let mut raw = raw_client(&etcd).await;
     let keys: Vec<String> = all_keys(&mut raw).await.into_iter().collect();
     assert_eq!(
@@ -284,10 +266,13 @@ async fn watch_reports_clusterdata_and_infos() {
     let (etcd, store) = started("w").await;
     let mut rx = store.watch().await.unwrap();
 
-    store.cas_cluster_data(&cluster_data(), 0).await.unwrap();
+    store
+        .cas_cluster_data(&new_cluster_data(), 0)
+        .await
+        .unwrap();
     assert_eq!(next_event(&mut rx).await, StoreEvent::ClusterData);
 
-    store.put_keeper_info(&keeper("k1")).await.unwrap();
+    store.put_keeper_info(&keeper_info("k1")).await.unwrap();
     assert_eq!(
         next_event(&mut rx).await,
         StoreEvent::KeeperInfo {
@@ -340,9 +325,9 @@ async fn watch_reports_clusterdata_and_infos() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_and_lease_survive_an_etcd_restart() {
     let (mut etcd, store) = started("r").await;
-    store.put_keeper_info(&keeper("k1")).await.unwrap();
+    store.put_keeper_info(&keeper_info("k1")).await.unwrap();
     let mut rx = store.watch().await.unwrap();
-    store.put_keeper_info(&keeper("k1")).await.unwrap();
+    store.put_keeper_info(&keeper_info("k1")).await.unwrap();
     assert!(matches!(
         next_event(&mut rx).await,
         StoreEvent::KeeperInfo { .. }
@@ -365,7 +350,7 @@ async fn watch_and_lease_survive_an_etcd_restart() {
         .expect("ClusterData after the watch is re-established")
         .unwrap();
     assert_eq!(ev, StoreEvent::ClusterData);
-    store.put_keeper_info(&keeper("k2")).await.unwrap();
+    store.put_keeper_info(&keeper_info("k2")).await.unwrap();
     assert_eq!(
         next_event(&mut rx).await,
         StoreEvent::KeeperInfo {
@@ -429,7 +414,7 @@ async fn sentinel_election() {
     );
     assert!(!eb.is_leader());
 
-    let cd = cluster_data();
+    let cd = new_cluster_data();
     let CasOutcome::Written { mod_revision: rev } =
         a.cas_cluster_data_as_leader(&cd, 0, &ea).await.unwrap()
     else {
@@ -521,14 +506,19 @@ async fn requests_fail_within_the_timeout_when_etcd_is_down() {
     cfg.timeout = Duration::from_secs(1);
     let store = Store::connect(&cfg).await.unwrap();
     wait_ready(&etcd, &store).await;
-    store.put_keeper_info(&keeper("k1")).await.unwrap();
+    store.put_keeper_info(&keeper_info("k1")).await.unwrap();
     etcd.stop();
 
     let t = Instant::now();
     let e = store.get_cluster_data().await.unwrap_err();
     eprintln!("etcd stopped: {e}");
-    assert!(store.cas_cluster_data(&cluster_data(), 0).await.is_err());
-    assert!(store.put_keeper_info(&keeper("k1")).await.is_err());
+    assert!(
+        store
+            .cas_cluster_data(&new_cluster_data(), 0)
+            .await
+            .is_err()
+    );
+    assert!(store.put_keeper_info(&keeper_info("k1")).await.is_err());
     assert!(store.get_keepers_info().await.is_err());
     assert!(store.leader().await.is_err());
     assert!(
@@ -566,16 +556,16 @@ async fn tls_with_client_certificates() {
     cfg.key_file = Some(certs.client_key);
     let store = Store::connect(&cfg).await.unwrap();
     wait_ready(&etcd, &store).await;
-    let cd = cluster_data();
+    let cd = new_cluster_data();
     assert!(matches!(
         store.cas_cluster_data(&cd, 0).await.unwrap(),
         CasOutcome::Written { .. }
     ));
     assert_eq!(store.get_cluster_data().await.unwrap().unwrap().value, cd);
-    store.put_keeper_info(&keeper("k1")).await.unwrap();
+    store.put_keeper_info(&keeper_info("k1")).await.unwrap();
     assert_eq!(store.get_keepers_info().await.unwrap().len(), 1);
     let mut rx = store.watch().await.unwrap();
-    store.put_keeper_info(&keeper("k2")).await.unwrap();
+    store.put_keeper_info(&keeper_info("k2")).await.unwrap();
     assert!(matches!(
         next_event(&mut rx).await,
         StoreEvent::KeeperInfo { .. }

@@ -3,10 +3,11 @@
 
 mod support;
 
+use support::fixtures::{keeper_info, new_cluster_data};
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
-use stolon::cluster::{ClusterData, ClusterInitMode, ClusterSpec, KeeperInfo, new_uid};
 use stolon::store::{CasOutcome, Store, StoreBackend, StoreConfig, StoreError, StoreEvent};
 use support::procs::{Proc, RunAs};
 use support::tls::Certs;
@@ -88,17 +89,7 @@ fn certs(dir: &Path) -> Certs {
 }
 
 fn config(etcd: &TlsEtcd, cluster: &str) -> StoreConfig {
-    StoreConfig {
-        backend: StoreBackend::Etcdv3,
-        endpoints: StoreConfig::endpoints_from_flag(&etcd.url()),
-        timeout: Duration::from_secs(3),
-        prefix: "stolon/cluster".into(),
-        cluster_name: cluster.into(),
-        cert_file: None,
-        key_file: None,
-        ca_file: None,
-        skip_tls_verify: false,
-    }
+    support::etcd::store_config(&etcd.url(), cluster, Duration::from_secs(3))
 }
 
 /// CA file and client certificate: what a production setup passes.
@@ -108,24 +99,6 @@ fn full_config(etcd: &TlsEtcd, certs: &Certs, cluster: &str) -> StoreConfig {
         cert_file: Some(certs.client_cert.clone()),
         key_file: Some(certs.client_key.clone()),
         ..config(etcd, cluster)
-    }
-}
-
-fn cluster_data() -> ClusterData {
-    let spec = ClusterSpec {
-        init_mode: Some(ClusterInitMode::New),
-        ..Default::default()
-    };
-    ClusterData::new(new_uid(), spec, chrono::Utc::now())
-}
-
-fn keeper(uid: &str) -> KeeperInfo {
-    KeeperInfo {
-        info_uid: new_uid(),
-        uid: uid.into(),
-        cluster_uid: "c1".into(),
-        boot_uuid: new_uid(),
-        ..Default::default()
     }
 }
 
@@ -150,14 +123,14 @@ async fn first_error(cfg: &StoreConfig) -> StoreError {
 
 /// Reads and writes the cluster data, an info key and a watch event through `store`.
 async fn exercise(store: &Store) {
-    let cd = cluster_data();
+    let cd = new_cluster_data();
     assert!(matches!(
         store.cas_cluster_data(&cd, 0).await.unwrap(),
         CasOutcome::Written { .. }
     ));
     assert_eq!(store.get_cluster_data().await.unwrap().unwrap().value, cd);
     let mut rx = store.watch().await.unwrap();
-    store.put_keeper_info(&keeper("k1")).await.unwrap();
+    store.put_keeper_info(&keeper_info("k1")).await.unwrap();
     assert_eq!(store.get_keepers_info().await.unwrap().len(), 1);
     let ev = tokio::time::timeout(Duration::from_secs(10), rx.recv())
         .await

@@ -9,6 +9,7 @@
 
 pub mod cli;
 pub mod etcd;
+pub mod fixtures;
 pub mod net;
 pub mod procs;
 pub mod systemd;
