@@ -47,6 +47,9 @@ fn lagging_standby_is_not_promoted() {
         rows.first()?.first()?.as_deref()?.parse().ok()
     });
     procs::signal_pid(walreceiver, Signal::SIGSTOP);
+    // Resumed on every exit path: a stopped process outlives the cluster's teardown (it cannot
+    // notice its postmaster is gone), so a failing test would leak it.
+    let resume = Resume(walreceiver);
 
     c.psql_via_proxy("create table big (id int primary key, pad text)")
         .unwrap();
@@ -96,7 +99,7 @@ fn lagging_standby_is_not_promoted() {
     // walreceiver would apply. Resumed, it lets the startup process replace it when the keeper
     // reloads a new primary_conninfo (the sentinel repointed this standby); a stopped
     // walreceiver blocks that, and would block a shutdown until the keeper's stop escalates.
-    procs::signal_pid(walreceiver, Signal::SIGCONT);
+    drop(resume);
     // The sentinel may first elect the up-to-date standby (killed in the same instant, its
     // info can still look fresh) and repoint the lagging one, whose keeper restarts its
     // postgres on PostgreSQL < 13: wait for it to answer instead of expecting it to be up at
@@ -123,4 +126,14 @@ fn lagging_standby_is_not_promoted() {
     let rows = c.psql_via_proxy("select count(*) from big").unwrap();
     assert_eq!(rows[0][0].as_deref(), Some("4000"));
     assert_ne!(c.master_keeper().as_deref(), Some(lagging.as_str()));
+}
+
+/// Sends SIGCONT to a stopped process when dropped.
+struct Resume(i32);
+
+impl Drop for Resume {
+    fn drop(&mut self) {
+        // It may be gone already (the keeper's stop escalates to SIGKILL): nothing to resume.
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.0), Signal::SIGCONT);
+    }
 }
