@@ -1,15 +1,33 @@
 //! Ports on 127.0.0.1: free ones for the processes a test starts, and whether one is closed.
 
+use std::collections::HashSet;
 use std::io::ErrorKind;
 use std::net::{TcpListener, TcpStream};
+use std::sync::Mutex;
 use std::time::Duration;
 
-/// Free TCP ports on 127.0.0.1, all held open together so they are distinct, then released.
+/// Every port this test process has handed out. A port is only bound later by the process it is
+/// given to, so without this two calls could return the same port (the kernel happily hands a
+/// just-released port out again), e.g. a keeper's pg port and etcd's peer port.
+static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+
+/// Free TCP ports on 127.0.0.1, distinct from each other and from every port handed out before
+/// in this process.
 pub fn free_ports(n: usize) -> Vec<u16> {
-    let ls: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    ls.iter().map(|l| l.local_addr().unwrap().port()).collect()
+    let mut guard = HANDED_OUT.lock().unwrap_or_else(|p| p.into_inner());
+    let handed_out = guard.get_or_insert_with(HashSet::new);
+    let mut held = Vec::new();
+    let mut ports = Vec::new();
+    while ports.len() < n {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        if handed_out.insert(port) {
+            ports.push(port);
+        }
+        // Held until all are chosen so the kernel cannot return one of them twice.
+        held.push(l);
+    }
+    ports
 }
 
 pub fn free_port() -> u16 {
