@@ -7,7 +7,9 @@ use nix::sys::signal::Signal;
 use std::process::Command;
 use std::time::{Duration, Instant};
 use support::cli::clean_env;
-use support::systemd::{DEADLINE, NotifySocket, Running, STORE_TIMEOUT, ctl};
+use support::systemd::{
+    DEADLINE, NotifySocket, Running, STORE_TIMEOUT, assert_twice_per_period, ctl,
+};
 use support::{Etcd, wait_until};
 
 const CLUSTER: &str = "s";
@@ -71,11 +73,7 @@ fn sentinel_ready_only_after_the_store_answered_watchdog_from_its_loop_clean_sto
         .filter(|(t, l)| *t >= ready_at && l == "WATCHDOG=1")
         .map(|(t, _)| t)
         .collect();
-    let longest = pings.windows(2).map(|w| w[1] - w[0]).max().unwrap();
-    assert!(
-        longest <= WATCHDOG / 2,
-        "{longest:?} between two pings, WATCHDOG_USEC is {WATCHDOG:?}"
-    );
+    assert_twice_per_period(&pings, WATCHDOG);
 
     sentinel.signal(Signal::SIGTERM);
     let exit = sentinel.wait_exit();

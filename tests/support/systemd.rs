@@ -159,3 +159,14 @@ impl Drop for Running {
         let _ = self.child.wait();
     }
 }
+
+/// Asserts WATCHDOG=1 came at least twice per watchdog period: any window of one period that
+/// starts right after a ping still holds the next two.
+pub fn assert_twice_per_period(pings: &[Instant], period: Duration) {
+    assert!(pings.len() >= 3, "only {} watchdog pings", pings.len());
+    let widest = pings.windows(3).map(|w| w[2] - w[0]).max().unwrap();
+    assert!(
+        widest <= period,
+        "{widest:?} for three consecutive pings, WATCHDOG_USEC is {period:?}"
+    );
+}
