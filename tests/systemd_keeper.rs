@@ -297,15 +297,7 @@ fn keeper_speaks_the_systemd_notify_protocol() {
         "at least 2 pings per {WATCHDOG:?}: {} in {window:?}",
         pings.len()
     );
-    let max_gap = pings
-        .windows(2)
-        .map(|w| w[1] - w[0])
-        .max()
-        .unwrap_or_default();
-    assert!(
-        max_gap < WATCHDOG * 3 / 4,
-        "watchdog gap {max_gap:?} for a {WATCHDOG:?} period"
-    );
+    support::systemd::assert_twice_per_period(&pings, WATCHDOG);
     assert!(
         notify
             .statuses()
