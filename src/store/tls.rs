@@ -246,8 +246,12 @@ pub(super) fn hint(error: &str, tls: TlsUse) -> Option<&'static str> {
         });
     }
     // With TLS 1.3 the server checks the client certificate after the client's handshake is
-    // done, so the rejection can also reach us as a bare close.
-    if !client_cert && error.contains("connection closed") {
+    // done, so the rejection can also reach us as a bare close (or a write into the closed
+    // connection: broken pipe / reset).
+    let closed = ["connection closed", "broken pipe", "connection reset"]
+        .iter()
+        .any(|c| error.contains(c));
+    if !client_cert && closed {
         return Some(
             "if etcd runs with --client-cert-auth it wants a client certificate: give \
              --store-cert-file and --store-key",
@@ -350,6 +354,8 @@ mod tests {
         );
         let closed = "operation was canceled: transport error: connection closed";
         assert!(hint(closed, no_cert).unwrap().contains("--store-cert-file"));
+        let pipe = "transport error: connection error: stream closed because of a broken pipe";
+        assert!(hint(pipe, no_cert).unwrap().contains("--store-cert-file"));
         assert_eq!(hint(closed, tls), None);
         assert_eq!(hint("etcdserver: request timed out", no_cert), None);
     }
