@@ -20,6 +20,7 @@ pub mod plan;
 mod plan_tests;
 mod publish;
 mod run;
+pub mod setbacks;
 pub mod state;
 #[cfg(test)]
 mod state_tests;

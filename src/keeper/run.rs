@@ -125,6 +125,8 @@ pub(super) struct Keeper {
     /// When the running postgres was started and up: only a state gathered after that says
     /// whether it accepts connections.
     pub pg_started_at: Option<Instant>,
+    /// Recent crashes and failed resyncs: what the plan must hold back (`setbacks`).
+    pub setbacks: super::setbacks::Setbacks,
 }
 
 /// Runs the keeper until `shutdown`; then stops PostgreSQL (fast) and returns `Ok`. Talks to
@@ -254,6 +256,7 @@ pub async fn run_with_notifier(
         cluster_initializing: true,
         ready: false,
         pg_started_at: None,
+        setbacks: Default::default(),
     };
     keeper.main_loop(&shutdown).await;
     work.set_extending(true);
@@ -331,6 +334,7 @@ impl Keeper {
                     },
                     why = pg_exited(&mut self.pg) => {
                         tracing::error!(keeper = %self.facts.uid, "postgres exited unexpectedly: {why}");
+                        self.note_postgres_exit();
                         self.pg = None;
                         self.shared.update(|s| s.running = false);
                         self.report();
@@ -544,6 +548,7 @@ impl Keeper {
         if !running && let Some(mut gone) = self.pg.take() {
             let why = gone.exited().await;
             tracing::error!(keeper = %self.facts.uid, "postgres exited unexpectedly: {why}");
+            self.note_postgres_exit();
         }
         let mut in_sync_standbys = None;
         let mut pending_restart = false;
@@ -574,6 +579,7 @@ impl Keeper {
             in_sync_standbys,
             pending_restart,
             pg_major: self.pg_major,
+            holds: self.setbacks.holds(std::time::Instant::now()),
         })
     }
 
@@ -637,6 +643,7 @@ fn describe_wait(reason: &WaitReason) -> String {
         WaitReason::FollowedDbAddressUnknown(db) => {
             format!("followed db {db} has not published its address yet")
         }
+        WaitReason::Held(hold) => hold.to_string(),
     }
 }
 
