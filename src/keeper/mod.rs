@@ -25,6 +25,7 @@ pub mod state;
 #[cfg(test)]
 mod state_tests;
 mod status;
+mod uid_guard;
 pub mod validate;
 mod work;
 

@@ -191,6 +191,7 @@ pub async fn run_with_notifier(
         timing = Timing::from_spec(&cd.value.cluster.spec);
     }
     store.set_lease_ttl(timing.sleep_interval.max(MIN_LEASE_TTL));
+    super::uid_guard::ensure_uid_free(&store, &uid, timing.sleep_interval, dir.root()).await?;
 
     let pgdata = dir.pgdata();
     // The keeper always starts postgres itself, as its child: one left by a crashed keeper
