@@ -24,6 +24,11 @@ fn master_whose_postgres_keeps_crashing_fails_over() {
     c.psql_via_proxy("insert into t values ('before crashes')")
         .unwrap();
     let pgdata = c.keepers[&old_master].data_dir.join("postgres");
+    // The spec's default maxSlotWalKeepSize bounds what a dead standby's slot may keep.
+    let keep = c
+        .psql_keeper(&old_master, "show max_slot_wal_keep_size")
+        .unwrap();
+    assert_eq!(keep[0][0].as_deref(), Some("10GB"));
 
     let mut pid = c.keepers[&old_master]
         .postmaster_pid()
