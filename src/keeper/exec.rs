@@ -113,13 +113,13 @@ impl Keeper {
                 )
                 .await
                 .inspect_err(|_| {
-                    let retry_at = self.setbacks.resync_failed(
+                    let wait = self.setbacks.resync_failed(
                         host,
                         port,
                         std::time::Instant::now(),
                         base,
                     );
-                    tracing::warn!(keeper = %uid, %host, %port, "resync failed; the next one from {host}:{port} waits {:?}", retry_at.saturating_duration_since(std::time::Instant::now()));
+                    tracing::warn!(keeper = %uid, %host, %port, "resync failed; the next one from {host}:{port} waits {wait:?}");
                 })?;
                 self.setbacks.resync_succeeded();
                 // A copy of the master is a standby by construction; without the signal the

@@ -68,21 +68,22 @@ impl Setbacks {
     }
 
     /// Records a failed resync from `host:port`; `base` is the first delay (the
-    /// sleepInterval). Returns when the next resync from there may start.
+    /// sleepInterval). Returns how long the next resync from there waits.
     pub fn resync_failed(
         &mut self,
         host: &str,
         port: &str,
         now: Instant,
         base: Duration,
-    ) -> Instant {
+    ) -> Duration {
         let failures = match &self.resync {
             Some(r) if r.hold.host == host && r.hold.port == port => {
                 r.hold.failures.saturating_add(1)
             }
             _ => 1,
         };
-        let retry_at = now + resync_delay(base, failures);
+        let delay = resync_delay(base, failures);
+        let retry_at = now + delay;
         self.resync = Some(ResyncFailures {
             hold: ResyncHold {
                 host: host.to_string(),
@@ -91,7 +92,7 @@ impl Setbacks {
             },
             retry_at,
         });
-        retry_at
+        delay
     }
 
     pub fn resync_succeeded(&mut self) {
@@ -182,7 +183,7 @@ mod tests {
         let mut now = t0;
         let mut delays = Vec::new();
         for _ in 0..10 {
-            let retry = sb.resync_failed("10.0.0.2", "5432", now, base);
+            let retry = now + sb.resync_failed("10.0.0.2", "5432", now, base);
             delays.push((retry - now).as_secs());
             let held = sb.holds(retry - s(1)).resync.expect("held until retry");
             assert_eq!(held.host, "10.0.0.2");
@@ -199,11 +200,9 @@ mod tests {
         let base = s(1);
         sb.resync_failed("a", "1", t0, base);
         sb.resync_failed("a", "1", t0, base);
-        let r = sb.resync_failed("a", "1", t0, base);
-        assert_eq!(r - t0, s(4));
+        assert_eq!(sb.resync_failed("a", "1", t0, base), s(4));
         // The master moved: its first failure waits the base delay only.
-        let r = sb.resync_failed("b", "1", t0, base);
-        assert_eq!(r - t0, s(1));
+        assert_eq!(sb.resync_failed("b", "1", t0, base), s(1));
         assert_eq!(sb.holds(t0).resync.unwrap().failures, 1);
         sb.resync_succeeded();
         assert_eq!(sb.holds(t0), Holds::default());
