@@ -134,6 +134,8 @@ struct EnforcerState {
 /// Kills the watched PostgreSQL when its deadline passes or its keeper goes away.
 pub struct Enforcer {
     state: Mutex<EnforcerState>,
+    /// The postmasters this enforcer killed (the keeper does not count them as crashes).
+    killed: Mutex<Vec<i32>>,
     news: Condvar,
     /// Who enforces, for the log line.
     name: &'static str,
@@ -143,6 +145,7 @@ impl Enforcer {
     fn new(name: &'static str) -> Arc<Enforcer> {
         Arc::new(Enforcer {
             state: Mutex::new(EnforcerState::default()),
+            killed: Mutex::new(Vec::new()),
             news: Condvar::new(),
             name,
         })
@@ -201,6 +204,14 @@ impl Enforcer {
             eprintln!("stolon-keeper fence guard: {msg}");
         } else {
             tracing::error!("{msg}");
+        }
+        {
+            let mut killed = self.killed.lock().unwrap_or_else(|p| p.into_inner());
+            // A few are enough: the keeper asks right after the exit it notices.
+            if killed.len() >= 8 {
+                killed.remove(0);
+            }
+            killed.push(w.pid);
         }
         kill_instance(w.pid, &w.pgdata);
     }
@@ -356,6 +367,17 @@ impl Fence {
     /// the postmaster is still killed if the keeper dies.
     pub fn disarm(&self) {
         self.update(|f| f.master = false);
+    }
+
+    /// Whether the keeper's fence thread killed postmaster `pid` (the guard process, fencing at
+    /// the same deadline, may have been first).
+    pub fn killed(&self, pid: u32) -> bool {
+        let pid = pid as i32;
+        self.local
+            .killed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&pid)
     }
 
     /// How long since the last successful publication was sent (`None`: never).

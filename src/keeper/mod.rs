@@ -21,10 +21,12 @@ pub mod plan;
 mod plan_tests;
 mod publish;
 mod run;
+pub mod setbacks;
 pub mod state;
 #[cfg(test)]
 mod state_tests;
 mod status;
+mod uid_guard;
 pub mod validate;
 mod work;
 

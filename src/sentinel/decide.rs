@@ -186,8 +186,11 @@ fn next_check_at(
         }
     }
     let removal = td(spec.dead_keeper_removal_interval());
+    // A dead keeper without db is removed, and so is a dead keeper's standby db.
     for k in cd.keepers.values() {
-        if k.status.last_healthy_time != zero_time() && cd.db_of_keeper(&k.uid).is_none() {
+        if k.status.last_healthy_time != zero_time()
+            && (cd.db_of_keeper(&k.uid).is_none() || !k.status.healthy)
+        {
             deadlines.push(k.status.last_healthy_time + removal);
         }
     }

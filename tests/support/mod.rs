@@ -202,7 +202,11 @@ impl ClusterBuilder {
 }
 
 pub struct Keeper {
+    /// The name the test knows it by (its key in `Cluster::keepers`, its log file).
     pub uid: String,
+    /// What it is started with as `--uid`: its name, except for a keeper started as an
+    /// impostor of another (`add_keeper_with_uid`).
+    pub flag_uid: String,
     pub data_dir: PathBuf,
     pub pg_port: u16,
     extra_args: Vec<String>,
@@ -247,12 +251,20 @@ impl Cluster {
 
     /// Registers and starts a keeper with a fresh data dir and pg port.
     pub fn add_keeper(&mut self, uid: &str, extra_args: &[&str]) {
+        self.add_keeper_with_uid(uid, uid, extra_args);
+    }
+
+    /// Registers and starts a keeper known as `name` with a fresh data dir and pg port, but
+    /// started with `--uid flag_uid` (e.g. the uid of another keeper).
+    pub fn add_keeper_with_uid(&mut self, name: &str, flag_uid: &str, extra_args: &[&str]) {
+        let uid = name;
         let kdir = self.base.join(uid);
         fs::create_dir_all(&kdir).unwrap();
         fs::set_permissions(&kdir, fs::Permissions::from_mode(0o700)).unwrap();
         self.keeper_user.chown(&kdir);
         let k = Keeper {
             uid: uid.to_string(),
+            flag_uid: flag_uid.to_string(),
             data_dir: kdir,
             pg_port: free_ports(1)[0],
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
@@ -271,7 +283,7 @@ impl Cluster {
         let mut cmd = Command::new(bin("stolon-keeper"));
         cmd.args(&args)
             .arg("--uid")
-            .arg(uid)
+            .arg(&k.flag_uid)
             .arg("--data-dir")
             .arg(&k.data_dir)
             .arg("--pg-listen-address")
@@ -310,6 +322,25 @@ impl Cluster {
         let k = &self.keepers[uid];
         let p = k.proc.as_ref().expect("keeper not running");
         procs::signal_pid(p.pid(), sig);
+    }
+
+    /// Waits up to `timeout` for keeper `uid`'s process to exit by itself.
+    pub fn wait_keeper_exit(
+        &mut self,
+        uid: &str,
+        timeout: Duration,
+    ) -> Option<std::process::ExitStatus> {
+        let k = self.keepers.get_mut(uid).expect("unknown keeper");
+        let status = k.proc.as_mut()?.wait_exit(timeout);
+        if status.is_some() {
+            k.proc = None;
+        }
+        status
+    }
+
+    /// The keeper's log so far.
+    pub fn keeper_log(&self, uid: &str) -> String {
+        fs::read_to_string(self.log(uid)).unwrap_or_default()
     }
 
     pub fn keeper_running(&self, uid: &str) -> bool {

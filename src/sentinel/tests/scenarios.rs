@@ -749,3 +749,59 @@ fn standby_cluster_head_follows_external_primary_after_failover() {
         FollowType::External
     );
 }
+
+#[test]
+fn dead_standby_db_is_removed_after_dead_keeper_removal_interval_so_its_slot_goes() {
+    // Two standbys < maxStandbysPerSender (3): upstream would keep the dead one's db, and the
+    // master its slot, forever.
+    let mut w = three_with_master_on_k0(r#"{"deadKeeperRemovalInterval":"60s"}"#);
+    let dead_db = w.db_uid_of("k1");
+    assert!(w.master_db().spec.followers.contains(&dead_db));
+    let t = w.now;
+    w.kill("k1");
+    w.expire("k1");
+    w.run_for(70);
+    assert!(
+        w.cd.dbs.contains_key(&dead_db),
+        "kept while the keeper may come back"
+    );
+    w.run_until(20, |w| !w.cd.dbs.contains_key(&dead_db));
+    let at = w
+        .when(|e| {
+            matches!(
+                e,
+                Event::DbRemoved {
+                    why: RemovalReason::DeadKeeper,
+                    ..
+                }
+            )
+        })
+        .unwrap();
+    // Last healthy failInterval (20 s) after its last info, removed 60 s later.
+    assert!(at - t > secs(80) && at - t <= secs(86), "{}", at - t);
+    assert!(
+        !w.master_db().spec.followers.contains(&dead_db),
+        "the master drops the slot of a db that is no longer its follower"
+    );
+    w.run_until(5, |w| !w.cd.keepers.contains_key("k1"));
+    // The healthy standby is untouched.
+    assert!(w.db_of("k2").is_some());
+}
+
+#[test]
+fn standby_keeper_back_before_the_removal_interval_keeps_its_db() {
+    let mut w = three_with_master_on_k0(r#"{"deadKeeperRemovalInterval":"60s"}"#);
+    let db = w.db_uid_of("k1");
+    w.kill("k1");
+    w.run_for(40);
+    w.keeper("k1").alive = true;
+    w.run_for(60);
+    assert_eq!(w.db_uid_of("k1"), db);
+    assert!(!w.saw(|e| matches!(
+        e,
+        Event::DbRemoved {
+            why: RemovalReason::DeadKeeper,
+            ..
+        }
+    )));
+}
