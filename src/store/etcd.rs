@@ -3,7 +3,7 @@
 use super::channel::Transport;
 use super::paths::Paths;
 use super::tls::{self, Scheme};
-use super::{CasOutcome, StoreConfig, StoreError, StoreEvent, Versioned};
+use super::{CasOutcome, RequestFailure, StoreConfig, StoreError, StoreEvent, Versioned};
 use crate::cluster::{ClusterData, KeeperInfo, KeepersInfo, ProxiesInfo, ProxyInfo, SentinelInfo};
 use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp,
@@ -87,7 +87,11 @@ impl Store {
         // HTTP/2 pings detect a silently dead etcd on long-lived watch/campaign streams. etcd
         // (--grpc-keepalive-min-time, default 5s) drops clients that ping more often or while
         // no stream is open, hence the 10s interval and no idle pings.
+        // `hasleader` on every request (as etcd's Go client's WithRequireLeader): a member cut
+        // off from its peers answers "no leader" at once instead of holding the request until
+        // it times out, and the transport then prefers another endpoint (channel.rs).
         let opts = ConnectOptions::new()
+            .with_require_leader(true)
             .with_connect_timeout(cfg.timeout)
             .with_keep_alive(KEEPALIVE_PING, cfg.timeout.max(Duration::from_secs(1)))
             .with_keep_alive_while_idle(false);
@@ -120,11 +124,13 @@ impl Store {
             .await
             .map_err(|_| StoreError::Timeout(cfg.timeout))?
             .map_err(|e| {
-                StoreError::Etcd(format!(
-                    "connect to {}: {}",
-                    endpoints.join(","),
-                    describe(&e)
-                ))
+                let kind = classify(&e);
+                StoreError::Request {
+                    what: format!("connect to {}", endpoints.join(",")),
+                    kind,
+                    detail: describe(&e),
+                    source: e,
+                }
             })?;
         let (lease_gen, _) = tokio::sync::watch::channel(0);
         Ok(Store {
@@ -161,12 +167,30 @@ impl Store {
             .map_err(|_| StoreError::Timeout(self.inner.timeout))
     }
 
-    /// The request error with a hint at the flag to fix when TLS is what failed.
-    fn etcd_error(&self, what: &str, e: &etcd_client::Error) -> StoreError {
-        let text = describe(e);
-        match tls::hint(&text, self.inner.tls) {
-            Some(hint) => StoreError::Etcd(format!("{what}: {text} ({hint})")),
-            None => StoreError::Etcd(format!("{what}: {text}")),
+    /// The request error, classified, with a hint at what to fix where we know it (the TLS
+    /// flags, NOSPACE, a member without leader).
+    pub(super) fn etcd_error(&self, what: &str, e: etcd_client::Error) -> StoreError {
+        let kind = classify(&e);
+        let text = describe(&e);
+        let hint = match kind {
+            RequestFailure::NoLeader => {
+                Some("this etcd member is cut off from its peers or the etcd cluster lost quorum")
+            }
+            RequestFailure::NoSpace => Some(
+                "etcd's NOSPACE alarm: the store stays read-only until it is compacted, \
+                 defragmented and the alarm disarmed (etcdctl alarm disarm)",
+            ),
+            RequestFailure::Unavailable | RequestFailure::Other => tls::hint(&text, self.inner.tls),
+        };
+        let detail = match hint {
+            Some(hint) => format!("{text} ({hint})"),
+            None => text,
+        };
+        StoreError::Request {
+            what: what.to_string(),
+            kind,
+            detail,
+            source: e,
         }
     }
 
@@ -175,7 +199,7 @@ impl Store {
         what: &str,
         f: impl Future<Output = EtcdResult<T>>,
     ) -> Result<T, StoreError> {
-        self.raw(f).await?.map_err(|e| self.etcd_error(what, &e))
+        self.raw(f).await?.map_err(|e| self.etcd_error(what, e))
     }
 
     // ---- clusterdata -------------------------------------------------------------------------
@@ -336,7 +360,7 @@ impl Store {
                     );
                     self.invalidate_lease(lease);
                 }
-                Err(e) => return Err(self.etcd_error(&format!("put {key}"), &e)),
+                Err(e) => return Err(self.etcd_error(&format!("put {key}"), e)),
             }
         }
         Err(StoreError::Etcd(format!(
@@ -498,7 +522,7 @@ impl Store {
                 .kv()
                 .map(|kv| String::from_utf8_lossy(kv.value()).into_owned())),
             Err(e) if is_no_leader(&e) => Ok(None),
-            Err(e) => Err(self.etcd_error(&format!("read leader {name}"), &e)),
+            Err(e) => Err(self.etcd_error(&format!("read leader {name}"), e)),
         }
     }
 }
@@ -651,6 +675,27 @@ async fn watch_loop(store: Store, tx: mpsc::Sender<StoreEvent>, first: Option<Wa
     }
 }
 
+/// etcd's texts for the errors that share their gRPC code with others (etcd's Go client tells
+/// them apart by these same texts).
+const ETCD_NO_LEADER: &str = "etcdserver: no leader";
+const ETCD_NO_SPACE: &str = "etcdserver: mvcc: database space exceeded";
+
+/// What a failed request means, by gRPC status code first.
+pub(super) fn classify(e: &etcd_client::Error) -> RequestFailure {
+    match e {
+        etcd_client::Error::GRpcStatus(s) => match s.code() {
+            tonic::Code::Unavailable if s.message() == ETCD_NO_LEADER => RequestFailure::NoLeader,
+            tonic::Code::Unavailable => RequestFailure::Unavailable,
+            tonic::Code::ResourceExhausted if s.message() == ETCD_NO_SPACE => {
+                RequestFailure::NoSpace
+            }
+            _ => RequestFailure::Other,
+        },
+        etcd_client::Error::TransportError(_) => RequestFailure::Unavailable,
+        _ => RequestFailure::Other,
+    }
+}
+
 /// One line with the underlying cause (etcd-client's own Display hides the source chain, e.g.
 /// the TLS verification failure behind "transport error").
 pub(super) fn describe(e: &etcd_client::Error) -> String {
@@ -693,4 +738,46 @@ pub(super) fn is_lease_not_found(e: &etcd_client::Error) -> bool {
 
 fn is_no_leader(e: &etcd_client::Error) -> bool {
     matches!(e, etcd_client::Error::GRpcStatus(s) if s.message().contains("election: no leader"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(code: tonic::Code, message: &str) -> etcd_client::Error {
+        etcd_client::Error::GRpcStatus(tonic::Status::new(code, message))
+    }
+
+    #[test]
+    fn failures_are_classified_by_code_then_etcd_text() {
+        use tonic::Code;
+        let cases = [
+            (Code::Unavailable, ETCD_NO_LEADER, RequestFailure::NoLeader),
+            (
+                Code::Unavailable,
+                "etcdserver: request timed out",
+                RequestFailure::Unavailable,
+            ),
+            (
+                Code::ResourceExhausted,
+                ETCD_NO_SPACE,
+                RequestFailure::NoSpace,
+            ),
+            (
+                Code::ResourceExhausted,
+                "etcdserver: too many requests",
+                RequestFailure::Other,
+            ),
+            // The text alone does not make it NOSPACE.
+            (Code::Unknown, ETCD_NO_SPACE, RequestFailure::Other),
+            (
+                Code::PermissionDenied,
+                "etcdserver: permission denied",
+                RequestFailure::Other,
+            ),
+        ];
+        for (code, message, kind) in cases {
+            assert_eq!(classify(&status(code, message)), kind, "{code:?} {message}");
+        }
+    }
 }
