@@ -6,8 +6,8 @@ use super::tls::{self, Scheme};
 use super::{CasOutcome, RequestFailure, StoreConfig, StoreError, StoreEvent, Versioned};
 use crate::cluster::{ClusterData, KeeperInfo, KeepersInfo, ProxiesInfo, ProxyInfo, SentinelInfo};
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp,
-    TxnOpResponse, WatchOptions, WatchStream,
+    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, LeaseTimeToLiveOptions,
+    PutOptions, Txn, TxnOp, TxnOpResponse, WatchOptions, WatchStream,
 };
 use serde::de::DeserializeOwned;
 use std::collections::{BTreeMap, HashSet};
@@ -400,10 +400,98 @@ impl Store {
     // ---- lease -------------------------------------------------------------------------------
 
     /// TTL of this process's lease (floored at [`MIN_TTL`]). Takes effect for the next lease
-    /// granted: call it before the first info put.
+    /// granted: call it before the first info put. [`Store::change_lease_ttl`] also changes a
+    /// lease already granted.
     pub fn set_lease_ttl(&self, ttl: Duration) {
-        let secs = ttl.max(MIN_TTL).as_secs_f64().ceil() as u64;
+        self.inner
+            .ttl_secs
+            .store(lease_secs(ttl), Ordering::Relaxed);
+    }
+
+    /// Makes `ttl` (floored at [`MIN_TTL`]) the TTL of this process's lease from now on, also
+    /// when one is already granted with another TTL: etcd cannot change a granted lease's TTL,
+    /// so a new lease is granted, this process's keys on the old one are moved onto it (values
+    /// untouched, so no key is ever absent and watchers see no delete), and the old lease is
+    /// revoked. On an error the old lease stays as it was.
+    ///
+    /// For a process whose lease holds only its info keys (the proxy, whose info must live as
+    /// long as its proxyTimeout says, whatever the spec says now). A sentinel's election key is
+    /// not moved: its candidacy is tied to the lease it was made with, and it would end.
+    pub async fn change_lease_ttl(&self, ttl: Duration) -> Result<(), StoreError> {
+        let secs = lease_secs(ttl);
         self.inner.ttl_secs.store(secs, Ordering::Relaxed);
+        let current = |store: &Store| {
+            let st = lock(&store.inner.lease);
+            st.id.filter(|_| st.ttl.as_secs() != secs)
+        };
+        if current(self).is_none() {
+            return Ok(());
+        }
+        let _grant = self.inner.grant_lock.lock().await;
+        let Some(old) = current(self) else {
+            return Ok(());
+        };
+        let mut lc = self.inner.client.lease_client();
+        let new = self
+            .call("grant lease", lc.grant(secs as i64, None))
+            .await?
+            .id();
+        if let Err(e) = self.move_keys(old, new).await {
+            // The new lease holds nothing we still need; unrevoked it expires by itself.
+            let _ = self.raw(lc.revoke(new)).await;
+            return Err(e);
+        }
+        let ttl = Duration::from_secs(secs);
+        {
+            let mut st = lock(&self.inner.lease);
+            st.id = Some(new);
+            st.ttl = ttl;
+            st.failing_since = None;
+        }
+        self.inner.lease_gen.send_modify(|g| *g += 1);
+        tokio::spawn(keep_alive(Arc::downgrade(&self.inner), new, ttl));
+        tracing::info!(
+            old = format!("{old:x}"),
+            lease = format!("{new:x}"),
+            ttl = ?ttl,
+            "store lease replaced to change its TTL"
+        );
+        // Only an empty lease is left: failing to revoke it just lets it expire.
+        if let Err(e) = self.call("revoke lease", lc.revoke(old)).await {
+            tracing::debug!(lease = format!("{old:x}"), error = %e, "cannot revoke the replaced store lease; it expires by its TTL");
+        }
+        Ok(())
+    }
+
+    /// Re-attaches every key of lease `old` but the election's to lease `new`.
+    async fn move_keys(&self, old: i64, new: i64) -> Result<(), StoreError> {
+        let mut lc = self.inner.client.lease_client();
+        let resp = self
+            .call(
+                "list the keys of the store lease",
+                lc.time_to_live(old, Some(LeaseTimeToLiveOptions::new().with_keys())),
+            )
+            .await?;
+        let election = format!("{}/", self.inner.paths.sentinel_leader());
+        let mut kv = self.inner.client.kv_client();
+        for key in resp.keys() {
+            if key.starts_with(election.as_bytes()) {
+                continue;
+            }
+            let name = String::from_utf8_lossy(key).into_owned();
+            let put = kv.put(
+                key.clone(),
+                Vec::new(),
+                Some(PutOptions::new().with_lease(new).with_ignore_value()),
+            );
+            match self.raw(put).await? {
+                Ok(_) => {}
+                // Deleted since the listing: nothing to move.
+                Err(e) if is_key_not_found(&e) => {}
+                Err(e) => return Err(self.etcd_error(&format!("move {name} to a new lease"), e)),
+            }
+        }
+        Ok(())
     }
 
     /// Since when keep-alive of the process lease has been failing (None when healthy, or when
@@ -551,6 +639,11 @@ impl Inner {
             st.failing_since = None;
         }
     }
+}
+
+/// Whole seconds, floored at [`MIN_TTL`].
+fn lease_secs(ttl: Duration) -> u64 {
+    ttl.max(MIN_TTL).as_secs_f64().ceil() as u64
 }
 
 /// Renews lease `id` every ttl/3 until it is replaced, lost or the store is dropped.
@@ -734,6 +827,12 @@ pub(super) fn is_lease_not_found(e: &etcd_client::Error) -> bool {
         etcd_client::Error::LeaseKeepAliveError(m) => m.contains("lease not found"),
         _ => false,
     }
+}
+
+/// A put that keeps the value (ignore_value) of a key that does not exist.
+fn is_key_not_found(e: &etcd_client::Error) -> bool {
+    matches!(e, etcd_client::Error::GRpcStatus(s)
+        if s.code() == tonic::Code::InvalidArgument && s.message() == "etcdserver: key not found")
 }
 
 fn is_no_leader(e: &etcd_client::Error) -> bool {

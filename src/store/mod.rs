@@ -190,6 +190,8 @@ pub enum StoreEvent {
 //   store.get_keepers_info() -> KeepersInfo; get_sentinels_info() -> Vec<SentinelInfo>;
 //        get_proxies_info() -> ProxiesInfo   (unparsable values skipped, warned once per key)
 //   store.set_lease_ttl(Duration)   (floored at MIN_TTL = 20s; before the first info put)
+//   store.change_lease_ttl(Duration).await -> Result<()>  (also replaces a granted lease; not
+//        for a campaigning sentinel)
 //   store.lease_lost_since() -> Option<Instant>;  store.lease_id() -> Option<i64>
 //   store.revoke_lease().await -> Result<()>   (clean shutdown: infos vanish now)
 //   store.watch().await -> Result<mpsc::Receiver<StoreEvent>>  (ClusterData after re-establishing)
