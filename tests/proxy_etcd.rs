@@ -343,3 +343,93 @@ async fn the_info_lease_follows_proxy_timeout_when_the_spec_changes() {
         }
     }
 }
+
+/// The infoUID of proxy `uid`'s published info (new on every publish).
+async fn info_uid(store: &Store, uid: &str) -> Option<String> {
+    let infos = store.get_proxies_info().await.ok()?;
+    infos.get(uid).map(|p| p.info_uid.clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keeps_routing_while_etcd_is_full_and_publishes_again_once_cleared() {
+    let mut etcd = Etcd::reserve();
+    // A tiny backend quota: a dozen 100 kB values raise etcd's NOSPACE alarm.
+    etcd.extra_args = vec!["--quota-backend-bytes=1048576".into()];
+    etcd.start_again();
+    let sc = store_config(&etcd.endpoint(), "p4", Duration::from_secs(1));
+    let store = Store::connect(&sc).await.unwrap();
+    let a = backend("A").await;
+    let mut cd = cluster_data("300ms", "1500ms");
+    set_master(&mut cd, "dba", a);
+    wait_until_async(DEADLINE, "etcd up", || async {
+        store.put_cluster_data(&cd).await.is_ok()
+    })
+    .await;
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let p = start_proxy(sc, port, None);
+    let uid = enable_proxy(&store, &mut cd).await;
+    p.wait_status(&format!("routing to {a}")).await;
+    let (mut session, _) = greeting(addr).await;
+
+    // Fill etcd until it refuses writes.
+    let mut raw = Client::connect([etcd.endpoint()], None).await.unwrap();
+    let filler = vec![b'x'; 100_000];
+    for i in 0.. {
+        assert!(i < 100, "no NOSPACE alarm after {i} values");
+        match raw.put(format!("filler/{i}"), filler.clone(), None).await {
+            Ok(_) => {}
+            Err(e) => {
+                assert!(e.to_string().contains("database space exceeded"), "{e}");
+                break;
+            }
+        }
+    }
+    let e = store.put_cluster_data(&cd).await.unwrap_err();
+    assert!(e.is_no_space(), "{e}");
+    eprintln!("etcd full: {e}");
+    // The last info that got through: every publish from now on fails (etcd refuses writes
+    // applied after the alarm), and the key stays (keep-alive is no write).
+    let last = info_uid(&store, &uid).await.expect("proxy info present");
+
+    // Three proxyTimeouts later: still routing (a failed publish does not fail the check while
+    // the clusterdata can be read), the old session open, new clients served, and no publish
+    // got through.
+    let window = Duration::from_millis(4500);
+    let end = Instant::now() + window;
+    while Instant::now() < end {
+        let status = p.status.borrow().clone();
+        assert!(status.starts_with(&format!("routing to {a}")), "{status}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        !is_closed(&mut session, Duration::from_millis(100)).await,
+        "session closed while etcd was only full"
+    );
+    assert_eq!(greeting(addr).await.1, "A");
+    assert_eq!(info_uid(&store, &uid).await.as_ref(), Some(&last));
+
+    // Cleared as an operator would: delete, compact, defragment, disarm. Publishing resumes.
+    let resp = raw
+        .delete(
+            "filler/",
+            Some(etcd_client::DeleteOptions::new().with_prefix()),
+        )
+        .await
+        .unwrap();
+    let rev = resp.header().unwrap().revision();
+    raw.compact(
+        rev,
+        Some(etcd_client::CompactionOptions::new().with_physical()),
+    )
+    .await
+    .unwrap();
+    raw.defragment().await.unwrap();
+    let disarm = etcd.etcdctl(&["alarm", "disarm"]);
+    assert!(disarm.status.success(), "{disarm:?}");
+    wait_until_async(DEADLINE, "proxy info published again", || async {
+        info_uid(&store, &uid).await.is_some_and(|u| u != last)
+    })
+    .await;
+    assert!(!is_closed(&mut session, Duration::from_millis(100)).await);
+}

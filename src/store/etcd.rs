@@ -178,7 +178,7 @@ impl Store {
             }
             RequestFailure::NoSpace => Some(
                 "etcd's NOSPACE alarm: the store stays read-only until it is compacted, \
-                 defragmented and the alarm disarmed (etcdctl alarm disarm)",
+                 defragmented and the alarm disarmed with etcdctl alarm disarm",
             ),
             RequestFailure::Unavailable | RequestFailure::Other => tls::hint(&text, self.inner.tls),
         };
