@@ -180,10 +180,20 @@ impl Outcome {
 
 impl Drop for Outcome {
     fn drop(&mut self) {
-        if self
+        let unanswered = self
             .unanswered_at
-            .is_some_and(|at| tokio::time::Instant::now() >= at)
-        {
+            .is_some_and(|at| tokio::time::Instant::now() >= at);
+        if !unanswered {
+            return;
+        }
+        if self.recorded {
+            // Marked while pending and now abandoned, still unanswered: the shun runs from
+            // now, not from the mark, so the next requests do not walk straight back into it.
+            let mut h = lock(&self.health);
+            if h.failures > 0 {
+                h.last_failure = Some(Instant::now());
+            }
+        } else {
             self.record(false);
         }
     }
