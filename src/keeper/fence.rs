@@ -424,7 +424,11 @@ impl Fence {
 }
 
 fn spawn_guard(program: &Path) -> std::io::Result<Guard> {
-    let mut child = Command::new(program)
+    let mut cmd = Command::new(program);
+    for var in crate::postgres::SERVICE_ENV {
+        cmd.env_remove(var);
+    }
+    let mut child = cmd
         .arg(GUARD_ARG)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())

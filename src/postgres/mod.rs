@@ -47,7 +47,7 @@ pub const DEFAULT_SOCKET_DIR: &str = "/tmp";
 /// What systemd hands the keeper's service that no PostgreSQL program may inherit: a postgres
 /// built with systemd support (Debian's is) would send its own READY=1/STOPPING=1 for the
 /// keeper's unit, and the watchdog and activated sockets are the keeper's.
-const SERVICE_ENV: &[&str] = &[
+pub(crate) const SERVICE_ENV: &[&str] = &[
     "NOTIFY_SOCKET",
     "WATCHDOG_USEC",
     "WATCHDOG_PID",
