@@ -1,4 +1,4 @@
-//! The etcd v3 store against a real etcd started per test (reference §3.1).
+//! The etcd v3 store against a real etcd started per test.
 
 mod support;
 

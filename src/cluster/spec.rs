@@ -1,4 +1,4 @@
-//! The cluster specification (reference §2): what the operator asks for. Every field is optional
+//! The cluster specification: what the operator asks for. Every field is optional
 //! in storage, exactly as upstream stores it; defaults are computed on read and never written back.
 
 use super::duration::GoDuration;

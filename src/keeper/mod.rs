@@ -1,5 +1,4 @@
 //! The keeper: manages one PostgreSQL instance, converging it to the db spec the sentinel wrote.
-//! OWNER: keeper helper.
 //!
 //! [`run`] is the daemon: lock the data dir, settle the uid, stop a postgres a crashed keeper
 //! left behind, then loop: read the clusterdata, observe PGDATA and the child postgres,

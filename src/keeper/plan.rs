@@ -1,5 +1,5 @@
 //! PURE: what the keeper must do to make its local PostgreSQL match the db the sentinel assigned
-//! it (reference §4b). No I/O, no clock: the loop observes the local state, calls [`plan`], and
+//! it. No I/O, no clock: the loop observes the local state, calls [`plan`], and
 //! executes the actions in order, stopping at the first failure (the next iteration plans again
 //! from what is then on disk).
 //!
@@ -205,7 +205,7 @@ pub enum Action {
     /// Make the `stolon_*` physical slots exactly `stolon_<f>` for each follower db uid `f`,
     /// and create the spec's additional slots that are missing. ⚠ Upstream also drops
     /// physical slots not named `stolon_*` that are not in the additional list; we never
-    /// touch a slot we did not create by name (reference §4b says "untouched").
+    /// touch a slot we did not create by name (upstream leaves them untouched).
     ReconcileSlots {
         followers: Vec<String>,
         additional: Vec<String>,
@@ -375,7 +375,7 @@ impl Planner {
     fn run(&mut self, me: &KeeperFacts, cd: Option<&ClusterData>, fenced: bool) -> PlanEnd {
         if fenced {
             // A standby may keep running: it takes no writes. A master must not outlive its
-            // lease on the store (DESIGN promise 1).
+            // lease on the store (one master, or none).
             if self.sim.role == LocalRole::Master {
                 self.stop_if_running(StopReason::Fencing);
             }

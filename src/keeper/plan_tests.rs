@@ -1,4 +1,4 @@
-//! Named scenarios for the keeper plan: one per rule of reference §4b.
+//! Named scenarios for the keeper plan: one per rule of upstream's keeper.
 
 use super::plan::*;
 use super::state::DbState;

@@ -1,4 +1,4 @@
-//! Publishing `keepers/info/<uid>` (reference §3.3 KeeperInfo) from its own task, so the
+//! Publishing `keepers/info/<uid>` (upstream's KeeperInfo) from its own task, so the
 //! sentinel keeps seeing a live keeper while the main loop is busy in a long action (a
 //! pg_basebackup of a big database), and the info goes out at once when the loop asks (right
 //! after a promotion).

@@ -1,4 +1,4 @@
-//! The keeper's files in `<data-dir>` (reference §3.3): `keeperstate`, `dbstate`, `lock`, and
+//! The keeper's files in `<data-dir>`: `keeperstate`, `dbstate`, `lock`, and
 //! the password-file helper the config loader uses.
 
 use super::error::KeeperError;

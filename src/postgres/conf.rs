@@ -1,4 +1,4 @@
-//! postgresql.conf generation (reference §4b), for PostgreSQL 13 and newer (`wal_keep_size`,
+//! postgresql.conf generation, for PostgreSQL 13 and newer (`wal_keep_size`,
 //! recovery settings in postgresql.conf plus `standby.signal`). Pure functions.
 
 use crate::cluster::RecoveryTargetSettings;

@@ -1,4 +1,4 @@
-//! pg_hba.conf generation (reference §4b). Pure.
+//! pg_hba.conf generation. Pure.
 
 use crate::cluster::SuReplAccessMode;
 use crate::keeper::AuthMethod;

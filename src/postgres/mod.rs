@@ -1,8 +1,7 @@
-//! The PostgreSQL toolkit the keeper drives (reference §4b): locating binaries, initdb,
+//! The PostgreSQL toolkit the keeper drives: locating binaries, initdb,
 //! running postgres as a child process, pg_basebackup, promotion, postgresql.conf and pg_hba.conf
 //! rendering, and the queries behind the state a keeper reports.
 //!
-//! OWNER: postgres helper.
 //!
 //! Everything that runs a PostgreSQL program takes `run_as: Option<RunAs>`: PostgreSQL refuses to
 //! run as root, so tests started as root run it as the `postgres` user. The keeper itself refuses

@@ -1,4 +1,4 @@
-//! The check loop (reference §4c): read clusterdata every proxyCheckInterval and at once on every
+//! The check loop: read clusterdata every proxyCheckInterval and at once on every
 //! clusterdata watch event, route accordingly, publish our proxy info; and the watchdog that
 //! fails closed when no check succeeded for proxyTimeout.
 

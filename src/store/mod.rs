@@ -1,9 +1,8 @@
-//! The etcd v3 store, in domain words (reference §3.1). Key layout under
+//! The etcd v3 store, in domain words. Key layout under
 //! `P = <store-prefix>/<cluster-name>`:
 //! `P/clusterdata`, `P/keepers/info/<uid>`, `P/sentinels/info/<uid>`, `P/proxies/info/<uid>`,
 //! `P/sentinel-leader/<lease-hex>` (election).
 //!
-//! OWNER: store helper. The API below is the contract the roles code against; keep it stable.
 
 mod channel;
 mod election;

@@ -244,7 +244,7 @@ impl Cluster {
         self.base.join("logs").join(format!("{name}.log"))
     }
 
-    /// Common flags every role and stolonctl get (reference §1.1).
+    /// Common flags every role and stolonctl get.
     pub fn store_args(&self) -> Vec<String> {
         self.etcd.store_flags(&self.name)
     }
