@@ -334,28 +334,20 @@ impl Sentinel {
             self.clock.now(),
             &mut new_uid,
         );
-        let mut conditions = Vec::new();
-        for e in &decision.events {
-            // While the store is full the same decision is made, and refused, every check:
-            // its events are logged once.
-            if e.is_condition() || store_full {
-                conditions.push(e.clone());
-                if self.conditions.contains(e) {
-                    continue;
-                }
-            }
-            log_event(&self.cluster, e);
-        }
-        self.conditions = conditions;
         self.memory = decision.memory;
         self.next_check_at = decision.next_check_at;
+        let mut written = None;
+        let mut refused = false;
         if let Some(new) = &decision.cluster_data {
             match self
                 .store
                 .cas_cluster_data_as_leader(new, cd.mod_revision, &self.election)
                 .await
             {
-                Ok(CasOutcome::Written { .. }) => self.store_writable(),
+                Ok(CasOutcome::Written { .. }) => {
+                    self.store_writable();
+                    written = Some(new);
+                }
                 Ok(CasOutcome::Conflict) => {
                     // Someone else wrote (stolonctl) or we were deposed: the watch event of
                     // that write brings the next check, which decides on fresh data.
@@ -364,12 +356,34 @@ impl Sentinel {
                 }
                 // Nothing was written: the stored clusterdata is the one read, and the next
                 // checks hold every health timer until a write gets through.
-                Err(e) if e.is_no_space() => self.store_full(&e),
+                Err(e) if e.is_no_space() => {
+                    self.store_full(&e);
+                    refused = true;
+                }
                 Err(e) => return self.problem(format!("cannot write clusterdata: {e}")),
             }
         }
+        if refused {
+            // A decision etcd refused did not happen: its events (a failover judged just
+            // before the sentinel learnt that the store is full, say) are not news.
+            for e in &decision.events {
+                tracing::debug!(cluster = %self.cluster, "not written, store full: {e}");
+            }
+        } else {
+            let mut conditions = Vec::new();
+            for e in &decision.events {
+                if e.is_condition() {
+                    conditions.push(e.clone());
+                    if self.conditions.contains(e) {
+                        continue;
+                    }
+                }
+                log_event(&self.cluster, e);
+            }
+            self.conditions = conditions;
+        }
         self.last_problem = None;
-        let status = leader_status(decision.cluster_data.as_ref().unwrap_or(&cd.value));
+        let status = leader_status(written.unwrap_or(&cd.value));
         self.status = self.with_store_state(status);
     }
 

@@ -900,3 +900,28 @@ fn keeper_failed_before_the_store_filled_stays_failed() {
     );
     assert_eq!(w.master_keeper(), "k0");
 }
+
+#[test]
+fn master_timed_out_before_the_sentinel_noticed_the_full_store_is_not_failed_over() {
+    let mut w = three_with_master_on_k0(r#"{"failInterval":"10s"}"#);
+    w.full_noticed_after = secs(30);
+    w.store_full = true;
+    // Every keeper times out before the sentinel learns that the store is full: its failover
+    // is refused, and from then on the clusterdata (still saying healthy) is what counts.
+    w.run_until(20, |w| w.refused_writes > 0);
+    assert!(w.saw(|e| matches!(e, Event::MasterFailed { .. })));
+    w.run_for(60);
+    w.store_full = false;
+    for k in ["k0", "k1", "k2"] {
+        w.kill(k);
+    }
+    let from = w.events.len();
+    w.run_for(9);
+    assert_eq!(judged_since(&w, from), Vec::<String>::new());
+    for k in ["k0", "k1", "k2"] {
+        w.keeper(k).alive = true;
+    }
+    w.run_for(30);
+    assert_eq!(judged_since(&w, from), Vec::<String>::new());
+    assert_eq!(w.master_keeper(), "k0");
+}

@@ -60,6 +60,9 @@ pub struct World {
     /// sleepInterval), as in the loop.
     full_known: bool,
     full_since: Option<Time>,
+    /// When the sentinel learns of the full store without a refused clusterdata write: at its
+    /// next info publication, sleepInterval by default.
+    pub full_noticed_after: TimeDelta,
     publish_every: TimeDelta,
     counter: u64,
     /// Db uids handed to `decide`: a seed and a counter, so a run replays exactly from its
@@ -100,6 +103,7 @@ impl World {
             refused_writes: 0,
             full_known: false,
             full_since: None,
+            full_noticed_after: publish_every,
             publish_every,
             counter: 0,
             uid_seed: 0,
@@ -311,7 +315,7 @@ impl World {
         // sleepInterval at the latest) through the first check whose write gets through.
         if self.store_full {
             let since = *self.full_since.get_or_insert(self.now);
-            if self.now - since >= self.publish_every {
+            if self.now - since >= self.full_noticed_after {
                 self.full_known = true;
             }
         } else {
