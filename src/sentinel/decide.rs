@@ -16,6 +16,13 @@ use chrono::TimeDelta;
 pub struct Observed {
     pub keepers: KeepersInfo,
     pub proxies: ProxiesInfo,
+    /// etcd refuses writes (its NOSPACE alarm: the store is full), or refused them until this
+    /// very check, whose write was the first to get through again. No keeper or proxy can
+    /// publish then, so an info that stopped changing says nothing about its process: every
+    /// health timer still running restarts at `now` (see `health::hold_while_store_full`), and
+    /// once the store accepts writes again each process has a whole failInterval or proxy
+    /// window to publish before it is judged.
+    pub store_full: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -49,6 +56,9 @@ pub fn decide(
     let mut events = Vec::new();
     let mut new = cd.clone();
 
+    if observed.store_full {
+        health::hold_while_store_full(cd, &observed.proxies, &mut memory, now);
+    }
     health::update_keepers_status(&mut new, &observed.keepers, &mut memory, now, &mut events);
     let proxies = health::active_proxies(&observed.proxies, &mut memory, now);
 
