@@ -39,7 +39,7 @@ pub struct Decision {
     pub next_check_at: Option<Time>,
 }
 
-/// One sentinel check as leader (reference §4a, steps 4 onwards).
+/// One sentinel check as leader, after reading the store and winning the election.
 ///
 /// `memory` must be `Memory::default()` on the first call after gaining leadership.
 ///

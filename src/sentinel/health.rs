@@ -1,4 +1,4 @@
-//! Keeper, db and proxy liveness (reference §4a "Keeper health", "DB health", convergence).
+//! Keeper, db and proxy liveness (as upstream: keeper health, db health, convergence).
 //!
 //! Deliberate change from upstream: a keeper is unhealthy once `now - (when its infoUID was
 //! last seen changing) > failInterval`. Upstream first waits for an info to be stale for a

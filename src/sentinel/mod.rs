@@ -1,5 +1,5 @@
 //! The sentinel: watches keepers and proxies and, while leader, computes the cluster view.
-//! `decide` is the pure decision (reference §4a); this module is the thin I/O loop around it:
+//! `decide` is the pure decision; this module is the thin I/O loop around it:
 //! read, decide, compare-and-swap as leader, log, sleep until the next reason to look again.
 
 mod decide;
@@ -265,7 +265,7 @@ impl Sentinel {
         self.status = msg;
     }
 
-    /// One check (reference §4a steps 1-4). Problems are logged here, where they are handled.
+    /// One check: read, publish, observe, decide, write. Problems are logged here, where they are handled.
     async fn check(&mut self, term: u64) {
         self.next_check_at = None;
         let cd = match self.store.get_cluster_data().await {

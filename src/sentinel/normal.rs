@@ -1,4 +1,4 @@
-//! Phase normal (reference §4a `updateCluster`): failover, the two-phase proxy switch, and
+//! Phase normal (upstream's `updateCluster`): failover, the two-phase proxy switch, and
 //! shaping the set of standbys around a healthy master.
 
 use super::elect::{

@@ -1,4 +1,4 @@
-//! Named scenarios, one per rule of reference §4a (plus our deliberate changes).
+//! Named scenarios, one per rule of upstream's sentinel (plus our deliberate changes).
 
 use super::world::*;
 use crate::cluster::*;
