@@ -372,19 +372,7 @@ async fn keeps_routing_while_etcd_is_full_and_publishes_again_once_cleared() {
     p.wait_status(&format!("routing to {a}")).await;
     let (mut session, _) = greeting(addr).await;
 
-    // Fill etcd until it refuses writes.
-    let mut raw = Client::connect([etcd.endpoint()], None).await.unwrap();
-    let filler = vec![b'x'; 100_000];
-    for i in 0.. {
-        assert!(i < 100, "no NOSPACE alarm after {i} values");
-        match raw.put(format!("filler/{i}"), filler.clone(), None).await {
-            Ok(_) => {}
-            Err(e) => {
-                assert!(e.to_string().contains("database space exceeded"), "{e}");
-                break;
-            }
-        }
-    }
+    support::etcd::full::fill(&etcd.endpoint()).await;
     let e = store.put_cluster_data(&cd).await.unwrap_err();
     assert!(e.is_no_space(), "{e}");
     eprintln!("etcd full: {e}");
@@ -410,23 +398,7 @@ async fn keeps_routing_while_etcd_is_full_and_publishes_again_once_cleared() {
     assert_eq!(info_uid(&store, &uid).await.as_ref(), Some(&last));
 
     // Cleared as an operator would: delete, compact, defragment, disarm. Publishing resumes.
-    let resp = raw
-        .delete(
-            "filler/",
-            Some(etcd_client::DeleteOptions::new().with_prefix()),
-        )
-        .await
-        .unwrap();
-    let rev = resp.header().unwrap().revision();
-    raw.compact(
-        rev,
-        Some(etcd_client::CompactionOptions::new().with_physical()),
-    )
-    .await
-    .unwrap();
-    raw.defragment().await.unwrap();
-    let disarm = etcd.etcdctl(&["alarm", "disarm"]);
-    assert!(disarm.status.success(), "{disarm:?}");
+    support::etcd::full::clear(&etcd.endpoint()).await;
     wait_until_async(DEADLINE, "proxy info published again", || async {
         info_uid(&store, &uid).await.is_some_and(|u| u != last)
     })

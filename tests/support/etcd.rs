@@ -359,3 +359,51 @@ impl EtcdCluster {
             .join("\n")
     }
 }
+
+/// etcd's NOSPACE alarm on a plain-http etcd started with a small `--quota-backend-bytes`:
+/// filled until it refuses writes, then cleared as an operator would.
+pub mod full {
+    use etcd_client::{
+        AlarmAction, AlarmOptions, AlarmType, Client, CompactionOptions, DeleteOptions,
+    };
+
+    const FILLER: &str = "filler/";
+
+    /// Puts 100 kB values until etcd refuses one with "database space exceeded".
+    pub async fn fill(endpoint: &str) {
+        let mut raw = Client::connect([endpoint], None).await.unwrap();
+        let value = vec![b'x'; 100_000];
+        for i in 0.. {
+            assert!(i < 2000, "no NOSPACE alarm after {i} values");
+            if let Err(e) = raw.put(format!("{FILLER}{i}"), value.clone(), None).await {
+                assert!(e.to_string().contains("database space exceeded"), "{e}");
+                return;
+            }
+        }
+    }
+
+    /// Deletes the filler, compacts, defragments and disarms the alarm.
+    pub async fn clear(endpoint: &str) {
+        let mut raw = Client::connect([endpoint], None).await.unwrap();
+        let resp = raw
+            .delete(FILLER, Some(DeleteOptions::new().with_prefix()))
+            .await
+            .unwrap();
+        let rev = resp.header().unwrap().revision();
+        raw.compact(rev, Some(CompactionOptions::new().with_physical()))
+            .await
+            .unwrap();
+        raw.defragment().await.unwrap();
+        let alarms = raw
+            .alarm(AlarmAction::Get, AlarmType::None, None)
+            .await
+            .unwrap();
+        for alarm in alarms.alarms() {
+            let mut member = AlarmOptions::new();
+            member.with_member(alarm.member_id());
+            raw.alarm(AlarmAction::Deactivate, AlarmType::Nospace, Some(member))
+                .await
+                .unwrap();
+        }
+    }
+}

@@ -84,6 +84,7 @@ pub struct ClusterBuilder {
     proxy: bool,
     spec: Value,
     tls: bool,
+    etcd_args: Vec<String>,
 }
 
 /// Fast timings: a failed master is noticed in seconds, the proxy fails closed in seconds.
@@ -111,6 +112,7 @@ impl ClusterBuilder {
             proxy: true,
             spec: default_spec(),
             tls: false,
+            etcd_args: Vec::new(),
         }
     }
     pub fn keepers(mut self, n: usize) -> Self {
@@ -131,6 +133,11 @@ impl ClusterBuilder {
         for (k, v) in patch.as_object().expect("spec patch must be an object") {
             obj.insert(k.clone(), v.clone());
         }
+        self
+    }
+    /// More flags for etcd (e.g. a small `--quota-backend-bytes`).
+    pub fn etcd_args(mut self, args: &[&str]) -> Self {
+        self.etcd_args = args.iter().map(|a| a.to_string()).collect();
         self
     }
     pub fn etcd_tls(mut self) -> Self {
@@ -154,7 +161,9 @@ impl ClusterBuilder {
         let certs = self
             .tls
             .then(|| tls::Certs::generate(&base.join("tls"), keeper_user));
-        let etcd = Etcd::start_in(&base, certs);
+        let mut etcd = Etcd::reserve_in(&base, certs);
+        etcd.extra_args = self.etcd_args;
+        etcd.start_again();
 
         let secrets = base.join("secrets");
         fs::create_dir_all(&secrets).unwrap();
@@ -458,6 +467,11 @@ impl Cluster {
             .dbname("postgres")
             .connect_timeout(Duration::from_secs(3));
         c
+    }
+
+    /// Runs `fut` on the cluster's runtime (e.g. raw etcd requests).
+    pub fn rt_block_on<F: std::future::Future>(&self, fut: F) -> F::Output {
+        self.rt.block_on(fut)
     }
 
     /// Opens a session on `port` (the proxy or a keeper's postgres).
