@@ -12,6 +12,7 @@ mod tls;
 
 pub use election::Election;
 pub use etcd::{MIN_TTL, Store};
+pub(crate) use tls::normalize_endpoints;
 
 use std::path::PathBuf;
 use std::time::Duration;
