@@ -32,7 +32,7 @@ pub use files::{
     read_timeline_history, remove_pgdata, write_pg_hba, write_postgresql_conf,
     write_standby_signal, write_temp_postgresql_conf,
 };
-pub use hba::{HbaParams, render_pg_hba};
+pub use hba::{AuthMethod, HbaParams, render_pg_hba};
 pub(crate) use process::kill_instance;
 pub use process::{PgProcess, StartOptions, stop_stale_instance};
 pub use tools::{initdb, pg_basebackup, promote};
