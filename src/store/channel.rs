@@ -33,6 +33,15 @@ use tower::util::BoxCloneSyncService;
 const SHUN: Duration = Duration::from_secs(2);
 const SHUN_MAX: Duration = Duration::from_secs(30);
 
+/// A TCP connect to a live etcd takes a round trip; one to a crashed or cut-off host gets no
+/// answer at all. Waiting the whole request timeout for it stalls every request that lands
+/// there, so connects give up after this (or the request timeout, when shorter).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+pub(super) fn connect_timeout(request_timeout: Duration) -> Duration {
+    request_timeout.min(CONNECT_TIMEOUT)
+}
+
 /// Methods that wait by design (a candidacy until elected, the leader's changes) and so are
 /// never counted as unanswered.
 const BLOCKING_METHODS: [&str; 2] = [
@@ -57,7 +66,7 @@ impl Transport {
         let mut tcp = HttpConnector::new();
         tcp.enforce_http(false);
         tcp.set_nodelay(true);
-        tcp.set_connect_timeout(Some(request_timeout));
+        tcp.set_connect_timeout(Some(connect_timeout(request_timeout)));
         Ok(Transport {
             connector: HttpsConnector::with_connector(tcp, ssl)?,
             // Half the request timeout: the store abandons the request at the full timeout
@@ -129,12 +138,20 @@ struct Health {
 }
 
 impl Health {
-    fn shunned(&self) -> bool {
+    /// How much longer this endpoint is passed over (zero: not at all).
+    fn shunned_for(&self) -> Duration {
         let Some(at) = self.last_failure else {
-            return false;
+            return Duration::ZERO;
         };
         let doublings = self.failures.saturating_sub(1).min(8);
-        at.elapsed() < (SHUN * 2u32.pow(doublings)).min(SHUN_MAX)
+        (SHUN * 2u32.pow(doublings))
+            .min(SHUN_MAX)
+            .saturating_sub(at.elapsed())
+    }
+
+    #[cfg(test)]
+    fn shunned(&self) -> bool {
+        !self.shunned_for().is_zero()
     }
 }
 
@@ -252,11 +269,13 @@ where
 }
 
 impl<S> Load for FailureAware<S> {
-    /// true (heavier) while shunned.
-    type Metric = bool;
+    /// How long it is still shunned: when every endpoint failed lately (etcd re-electing its
+    /// leader answers "no leader" everywhere for a moment), the one that failed least
+    /// recently and least often is tried first, not a dead one at random.
+    type Metric = Duration;
 
-    fn load(&self) -> bool {
-        lock(&self.health).shunned()
+    fn load(&self) -> Duration {
+        lock(&self.health).shunned_for()
     }
 }
 
@@ -279,5 +298,17 @@ mod tests {
         assert!(!h(2, 5).shunned());
         assert!(h(20, 29).shunned());
         assert!(!h(20, 31).shunned(), "capped at SHUN_MAX");
+    }
+
+    #[test]
+    fn the_endpoint_shunned_for_least_long_is_the_lighter_load() {
+        let now = Instant::now();
+        let h = |failures, secs| Health {
+            failures,
+            last_failure: now.checked_sub(Duration::from_secs(secs)),
+        };
+        // A dead member failed three times in a row; a live one answered "no leader" once.
+        assert!(h(3, 1).shunned_for() > h(1, 1).shunned_for());
+        assert_eq!(Health::default().shunned_for(), Duration::ZERO);
     }
 }

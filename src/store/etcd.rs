@@ -92,7 +92,7 @@ impl Store {
         // it times out, and the transport then prefers another endpoint (channel.rs).
         let opts = ConnectOptions::new()
             .with_require_leader(true)
-            .with_connect_timeout(cfg.timeout)
+            .with_connect_timeout(super::channel::connect_timeout(cfg.timeout))
             .with_keep_alive(KEEPALIVE_PING, cfg.timeout.max(Duration::from_secs(1)))
             .with_keep_alive_while_idle(false);
         let ssl = match scheme {
