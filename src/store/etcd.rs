@@ -194,6 +194,35 @@ impl Store {
         }
     }
 
+    /// An idempotent read, tried a second time when the first attempt fails for its endpoint
+    /// (no answer within half the timeout, refused, unavailable, no leader): by then the
+    /// transport passes over that endpoint (channel.rs), so the second attempt goes to another
+    /// member. A crashed or cut-off member then costs a read half a timeout, not a failure.
+    pub(super) async fn read<T, F, Fut>(&self, what: &str, mut attempt: F) -> Result<T, StoreError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = EtcdResult<T>>,
+    {
+        let first = self.inner.timeout / 2;
+        match tokio::time::timeout(first, attempt()).await {
+            Ok(Ok(v)) => return Ok(v),
+            Ok(Err(e))
+                if !matches!(
+                    classify(&e),
+                    RequestFailure::Unavailable | RequestFailure::NoLeader
+                ) =>
+            {
+                return Err(self.etcd_error(what, e));
+            }
+            _ => {}
+        }
+        let rest = self.inner.timeout.saturating_sub(first);
+        tokio::time::timeout(rest, attempt())
+            .await
+            .map_err(|_| StoreError::Timeout(self.inner.timeout))?
+            .map_err(|e| self.etcd_error(what, e))
+    }
+
     pub(super) async fn call<T>(
         &self,
         what: &str,
@@ -206,9 +235,12 @@ impl Store {
 
     pub async fn get_cluster_data_raw(&self) -> Result<Option<Versioned<Vec<u8>>>, StoreError> {
         let key = self.inner.paths.cluster_data();
-        let mut kv = self.inner.client.kv_client();
         let resp = self
-            .call(&format!("get {key}"), kv.get(key.clone(), None))
+            .read(&format!("get {key}"), || {
+                let mut kv = self.inner.client.kv_client();
+                let key = key.clone();
+                async move { kv.get(key, None).await }
+            })
             .await?;
         Ok(resp.kvs().first().map(|kv| Versioned {
             value: kv.value().to_vec(),
@@ -342,8 +374,14 @@ impl Store {
             reason: e.to_string(),
         })?;
         // A lease can be gone without keep-alive having noticed yet (etcd restored, outage
-        // longer than the TTL): then grant a new one and retry once.
-        for attempt in 0..2 {
+        // longer than the TTL): then grant a new one and retry once. And as for reads
+        // (`read`): a put that fails for its endpoint, or gets no answer within half the
+        // timeout, is sent once more, to another member (a keeper's publication renews its
+        // fence deadline: one member down must not cost it). A put of the same value is
+        // idempotent.
+        let mut lease_retry = true;
+        let mut endpoint_retry = true;
+        loop {
             let lease = self.ensure_lease().await?;
             let mut kv = self.inner.client.kv_client();
             let put = kv.put(
@@ -351,31 +389,51 @@ impl Store {
                 value.clone(),
                 Some(PutOptions::new().with_lease(lease)),
             );
-            match self.raw(put).await? {
-                Ok(_) => return Ok(()),
-                Err(e) if attempt == 0 && is_lease_not_found(&e) => {
+            let budget = if endpoint_retry {
+                self.inner.timeout / 2
+            } else {
+                self.inner.timeout
+            };
+            match tokio::time::timeout(budget, put).await {
+                Ok(Ok(_)) => return Ok(()),
+                Ok(Err(e)) if lease_retry && is_lease_not_found(&e) => {
                     tracing::warn!(
                         lease = format!("{lease:x}"),
                         "store lease expired; granting a new one"
                     );
                     self.invalidate_lease(lease);
+                    lease_retry = false;
                 }
-                Err(e) => return Err(self.etcd_error(&format!("put {key}"), e)),
+                Ok(Err(e))
+                    if endpoint_retry
+                        && matches!(
+                            classify(&e),
+                            RequestFailure::Unavailable | RequestFailure::NoLeader
+                        ) =>
+                {
+                    endpoint_retry = false;
+                }
+                Ok(Err(e)) if is_lease_not_found(&e) => {
+                    return Err(StoreError::Etcd(format!(
+                        "put {key}: the new lease vanished at once; check etcd's clock and health ({})",
+                        describe(&e)
+                    )));
+                }
+                Ok(Err(e)) => return Err(self.etcd_error(&format!("put {key}"), e)),
+                Err(_) if endpoint_retry => endpoint_retry = false,
+                Err(_) => return Err(StoreError::Timeout(self.inner.timeout)),
             }
         }
-        Err(StoreError::Etcd(format!(
-            "put {key}: the new lease vanished at once; check etcd's clock and health"
-        )))
     }
 
     /// `(uid from the key, parsed value)` for every parsable key under `dir`.
     async fn list<T: DeserializeOwned>(&self, dir: &str) -> Result<Vec<(String, T)>, StoreError> {
-        let mut kv = self.inner.client.kv_client();
         let resp = self
-            .call(
-                &format!("list {dir}"),
-                kv.get(dir.to_string(), Some(GetOptions::new().with_prefix())),
-            )
+            .read(&format!("list {dir}"), || {
+                let mut kv = self.inner.client.kv_client();
+                let dir = dir.to_string();
+                async move { kv.get(dir, Some(GetOptions::new().with_prefix())).await }
+            })
             .await?;
         let mut out = Vec::new();
         for kv in resp.kvs() {
