@@ -115,6 +115,7 @@ class Cluster:
             (wants / link).unlink(missing_ok=True)
             (wants / link).symlink_to(target)
         (h.root / "var/log/journal").mkdir(parents=True, exist_ok=True)  # persistent journal
+        h.write_file("/etc/hostname", f"{h.name}\n")
         h.write_file("/etc/hosts", "127.0.0.1 localhost\n" + "".join(
             f"{x.address} {x.name}\n" for x in self.hosts))
 
@@ -305,18 +306,19 @@ class Cluster:
 
 
 def partition(t, host, peers):
-    """Cuts `host` off from `peers` (both directions, packets silently dropped) while everybody
-    else, the client included, still reaches it: policy rules on both sides, done through the
-    machine API only (iproute2), so the NixOS driver runs it as is."""
-    for p in peers:
-        host.succeed(f"ip rule add from {p.address} blackhole priority 100")
-        p.succeed(f"ip rule add from {host.address} blackhole priority 100")
+    """Cuts `host` off from `peers` in both directions (packets silently dropped, as on a broken
+    link) while everybody else, the client included, still reaches it: an nftables input filter
+    on each side, set through the machine API only, so the NixOS driver runs it as is."""
+    for a, others in [(host, peers)] + [(p, [host]) for p in peers]:
+        addrs = ", ".join(o.address for o in others)
+        a.succeed("nft add table inet vmt_partition",
+                  "nft add chain inet vmt_partition input '{ type filter hook prerouting priority -400; }'",
+                  f"nft add rule inet vmt_partition input ip saddr '{{ {addrs} }}' drop")
 
 
 def heal(t, host, peers):
-    for p in peers:
-        host.execute(f"ip rule del from {p.address} blackhole priority 100")
-        p.execute(f"ip rule del from {host.address} blackhole priority 100")
+    for a in [host] + list(peers):
+        a.execute("nft delete table inet vmt_partition")
 
 
 def main_pid(machine, unit):

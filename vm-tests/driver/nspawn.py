@@ -149,13 +149,14 @@ class Machine:
 
     def wait_for_boot(self, timeout=60):
         deadline = time.time() + timeout
+        out = ""
         while time.time() < deadline:
             rc, out = self.execute("systemctl is-system-running", timeout=10)
             if out.strip() in ("running", "degraded"):
                 return
-            if out.strip() == "starting" or rc != 0:
-                time.sleep(0.2)
-        raise MachineError(f"{self.name}: not booted after {timeout} s: {self._console_tail()}")
+            time.sleep(0.2)
+        raise MachineError(f"{self.name}: not booted after {timeout} s (is-system-running: {out.strip()!r}):"
+                           f" {self._console_tail()[-600:]}")
 
     def _console_tail(self):
         try:

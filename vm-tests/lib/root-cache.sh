@@ -9,8 +9,9 @@ vm_cache=${STOLON_VM_CACHE:-/var/cache/stolon-vm-tests}
 vm_suite=bookworm
 # systemd to boot, procps/iproute2 to look inside; the rest comes from the downloaded .debs.
 vm_include=systemd,systemd-sysv,dbus,procps,iproute2,ca-certificates
-# Installed inside the containers, from .debs downloaded into the cached root.
-vm_inside_pkgs=(etcd-server etcd-client postgresql-15)
+# Installed inside the containers, from .debs downloaded into the cached root (nftables: the
+# partition scenario cuts links with it).
+vm_inside_pkgs=(etcd-server etcd-client postgresql-15 nftables)
 vm_cache_id="$vm_suite include=$vm_include download=${vm_inside_pkgs[*]} v3"
 
 command -v log >/dev/null || log() { printf '%s %s\n' "$(date +%T)" "$*" >&2; }
