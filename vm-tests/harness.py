@@ -280,8 +280,7 @@ class Cluster:
     def save_journals(self):
         for h in self.hosts:
             if h.is_up():
-                rc, out = h.execute("journalctl -b --no-pager -o short-precise "
-                                    "-u 'stolon-*' -u etcd -t postgres", timeout=60)
+                rc, out = h.execute("journalctl --no-pager -o short-precise", timeout=60)
                 (self.outdir / f"journal-{h.name}.log").write_text(out)
             else:
                 # A crashed host's persistent journal is still on its disk.
