@@ -26,6 +26,10 @@ const BAD_SPECS: &[(&str, &str)] = &[
         r#"{"initMode":"new","failInterval":"soon"}"#,
         "failInterval",
     ),
+    (
+        r#"{"initMode":"new","sleepInterval":"5s","failInterval":"8s"}"#,
+        "at least twice sleepInterval",
+    ),
     (r#"{"initMode":"new","maxStandbys":70000}"#, "maxStandbys"),
     (r#"{"initMode":"new","maxStandbys":0}"#, "maxStandbys"),
     (

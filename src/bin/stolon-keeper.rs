@@ -16,6 +16,13 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
+    // The keeper starts a copy of itself as its fence guard (src/keeper/fence.rs).
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == stolon::keeper::GUARD_ARG)
+    {
+        return stolon::keeper::run_guard();
+    }
     // SAFETY: first thing in main, before the tokio runtime: no other thread exists yet.
     // This also keeps NOTIFY_SOCKET out of PostgreSQL's environment.
     let service = unsafe { stolon::systemd::take_env() };

@@ -3,11 +3,13 @@
 
 mod data;
 mod duration;
+mod fencing;
 mod infos;
 mod spec;
 
 pub use data::*;
 pub use duration::{DurationParseError, GoDuration};
+pub use fencing::FenceTiming;
 pub use infos::*;
 pub use spec::*;
 

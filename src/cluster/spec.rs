@@ -479,6 +479,7 @@ impl ClusterSpec {
     /// Checks that `new` may replace `self` (stolonctl update).
     pub fn check_update(&self, new: &ClusterSpec) -> Result<(), SpecError> {
         new.validate()
+            .and_then(|()| new.check_fence_timing())
             .map_err(|e| spec_err(format!("invalid cluster spec: {e}")))?;
         if self.init_mode != new.init_mode {
             return Err(spec_err("initMode: cannot change cluster init mode"));

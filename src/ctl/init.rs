@@ -24,6 +24,7 @@ pub fn init_spec(text: Option<&str>) -> Result<ClusterSpec, CtlError> {
     };
     let spec = ClusterSpec::from_json(text)?;
     spec.validate()?;
+    spec.check_fence_timing()?;
     Ok(spec)
 }
 

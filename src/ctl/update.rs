@@ -94,7 +94,7 @@ mod tests {
     fn replacement_drops_unmentioned_fields() {
         let s = updated_spec(
             &stored(),
-            r#"{"initMode":"new","failInterval":"7s"}"#,
+            r#"{"initMode":"new","failInterval":"11s"}"#,
             false,
         )
         .unwrap();

@@ -120,6 +120,8 @@ impl Keeper {
             Action::Start => self.start(None, false).await,
             Action::Promote => {
                 tracing::warn!(keeper = %self.facts.uid, "promoting to master");
+                // From the first write it may take, a master is fenced.
+                self.fence.arm();
                 postgres::promote(
                     &self.bins,
                     &self.pgdata,
@@ -185,6 +187,9 @@ impl Keeper {
             StopReason::Reinitialize => "reinitializing the data",
             StopReason::InitDone => "initialization done",
         };
+        if reason == StopReason::Fencing {
+            return self.stop_postgres_immediately().await;
+        }
         self.stop_postgres(why).await
     }
 

@@ -15,6 +15,7 @@
 
 mod error;
 mod exec;
+mod fence;
 pub mod plan;
 #[cfg(test)]
 mod plan_tests;
@@ -28,6 +29,7 @@ pub mod validate;
 mod work;
 
 pub use error::KeeperError;
+pub use fence::{GUARD_ARG, run_guard};
 pub use run::{run, run_with_notifier};
 
 use std::path::PathBuf;

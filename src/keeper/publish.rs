@@ -3,6 +3,7 @@
 //! pg_basebackup of a big database), and the info goes out at once when the loop asks (right
 //! after a promotion).
 
+use super::fence::{BootInstant, Fence};
 use crate::cluster::{KeeperInfo, PostgresBinaryVersion, PostgresState, new_uid};
 use crate::postgres::{LocalConn, PgClient};
 use crate::store::Store;
@@ -20,7 +21,8 @@ pub(super) struct Snapshot {
     pub db_uid: String,
     pub generation: i64,
     pub running: bool,
-    pub sleep_interval: Duration,
+    /// How often the info goes out (see `src/cluster/fencing.rs`).
+    pub publish_every: Duration,
     pub request_timeout: Duration,
 }
 
@@ -38,8 +40,6 @@ pub(super) struct Published {
 
 pub(super) struct Shared {
     snapshot: Mutex<Snapshot>,
-    /// Last time the store answered a read or took a write: the basis of self-fencing.
-    last_store_ok: Mutex<Instant>,
     publish_now: Notify,
     published: Mutex<Option<Published>>,
     /// Signalled after every successful publish (readiness and status follow it).
@@ -55,7 +55,6 @@ impl Shared {
     pub fn new(snapshot: Snapshot) -> Arc<Shared> {
         Arc::new(Shared {
             snapshot: Mutex::new(snapshot),
-            last_store_ok: Mutex::new(Instant::now()),
             publish_now: Notify::new(),
             published: Mutex::new(None),
             published_notify: Notify::new(),
@@ -68,14 +67,6 @@ impl Shared {
 
     pub fn snapshot(&self) -> Snapshot {
         lock(&self.snapshot).clone()
-    }
-
-    pub fn store_ok(&self) {
-        *lock(&self.last_store_ok) = Instant::now();
-    }
-
-    pub fn last_store_ok(&self) -> Instant {
-        *lock(&self.last_store_ok)
     }
 
     pub fn publish_now(&self) {
@@ -107,9 +98,16 @@ pub(super) struct Identity {
     pub conn: LocalConn,
 }
 
+/// A failed publication is retried this much sooner than the next regular one: a master's
+/// fence deadline runs meanwhile.
+const RETRY_DIVISOR: u32 = 4;
+
+/// Publishes the info every `publish_every`, and at once when asked. Each success renews the
+/// fence deadline, counted from when the info was sent (see `fence.rs`).
 pub(super) async fn publisher(
     store: Store,
     shared: Arc<Shared>,
+    fence: Arc<Fence>,
     id: Identity,
     shutdown: CancellationToken,
 ) {
@@ -121,9 +119,10 @@ pub(super) async fn publisher(
         if !snap.cluster_uid.is_empty() {
             let gathered_at = Instant::now();
             let (info, local) = info(&id, &snap).await;
+            let sent_at = BootInstant::now();
             match store.put_keeper_info(&info).await {
                 Ok(()) => {
-                    shared.store_ok();
+                    fence.published(sent_at);
                     *lock(&shared.published) = Some(Published {
                         gathered_at,
                         db_uid: snap.db_uid.clone(),
@@ -145,9 +144,14 @@ pub(super) async fn publisher(
                 }
             }
         }
+        let next = if failing {
+            snap.publish_every / RETRY_DIVISOR
+        } else {
+            snap.publish_every
+        };
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(snap.sleep_interval) => {}
+            _ = tokio::time::sleep(next) => {}
             _ = shared.publish_now.notified() => {}
         }
     }

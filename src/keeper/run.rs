@@ -2,6 +2,7 @@
 
 use super::KeeperConfig;
 use super::error::KeeperError;
+use super::fence::Fence;
 use super::plan::{
     Action, DesiredConfig, KeeperFacts, LocalRole, LocalState, PlanEnd, WaitReason, plan,
 };
@@ -14,14 +15,14 @@ use super::status::{
 use super::validate::{refuse_root, validate_auth, warn_advertise_address};
 use super::work::{Work, supervise};
 use crate::cluster::{
-    ClusterData, ClusterPhase, ClusterSpec, DEFAULT_SLEEP_INTERVAL, DbRole, FollowType,
+    ClusterData, ClusterPhase, ClusterSpec, DEFAULT_SLEEP_INTERVAL, DbRole, FenceTiming, FollowType,
 };
 use crate::postgres::{
     self, DEFAULT_SOCKET_DIR, LocalConn, PgBinaries, PgClient, PgProcess, stop_stale_instance,
 };
 use crate::store::{Store, StoreConfig, StoreError, StoreEvent};
 use crate::systemd::Notifier;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -48,6 +49,10 @@ const INITDB_ALLOWANCE: Duration = Duration::from_secs(5 * 60);
 /// How long pg_basebackup may go without copying a byte: before the copy it waits for the
 /// master's (fast) checkpoint, after it it fsyncs the whole data directory.
 pub(super) const BASEBACKUP_STALL: Duration = Duration::from_secs(2 * 60);
+/// How long a fencing stop waits after the immediate shutdown before SIGKILL, and after it.
+const IMMEDIATE_GRACE: Duration = Duration::from_secs(2);
+/// The program the fence guard runs: this one (see fence.rs).
+const GUARD_PROGRAM: &str = "/proc/self/exe";
 /// Margin on top of the bounds the steps have themselves.
 const GRACE: Duration = Duration::from_secs(5);
 
@@ -56,8 +61,8 @@ const GRACE: Duration = Duration::from_secs(5);
 pub(super) struct Timing {
     pub sleep_interval: Duration,
     pub request_timeout: Duration,
-    pub fail_interval: Duration,
     pub db_wait_ready_timeout: Duration,
+    pub fence: FenceTiming,
 }
 
 impl Timing {
@@ -65,8 +70,8 @@ impl Timing {
         Timing {
             sleep_interval: spec.sleep_interval().to_std(),
             request_timeout: spec.request_timeout().to_std(),
-            fail_interval: spec.fail_interval().to_std(),
             db_wait_ready_timeout: spec.db_wait_ready_timeout().to_std(),
+            fence: spec.fence_timing(),
         }
     }
 
@@ -83,13 +88,10 @@ impl Timing {
             .max(LOOP_STOP_MIN)
     }
 
-    /// How long a master may go without the store before it fences itself. The sentinel
-    /// declares a keeper failed `failInterval` after its last info update it saw; our last
-    /// store contact is at least that recent, so fencing a margin earlier (a sleepInterval, at
-    /// most half of failInterval) stops the old master before a new one can be elected.
+    /// How long after its last successful info publication a master may still run (the rule
+    /// is in `src/cluster/fencing.rs`).
     pub fn fence_after(&self) -> Duration {
-        let margin = self.sleep_interval.min(self.fail_interval / 2);
-        self.fail_interval.saturating_sub(margin)
+        self.fence.fence_after
     }
 }
 
@@ -109,6 +111,8 @@ pub(super) struct Keeper {
     pub keeper_state: KeeperState,
     pub timing: Timing,
     pub shared: Arc<Shared>,
+    /// Kills a master's PostgreSQL that outlives its publications or its keeper.
+    pub fence: Arc<Fence>,
     pub local_conn: LocalConn,
     /// Last plan outcome, to log a wait or an error once rather than every iteration.
     last_end: Option<PlanEnd>,
@@ -189,6 +193,9 @@ pub async fn run_with_notifier(
         timing = Timing::from_spec(&cd.value.cluster.spec);
     }
     store.set_lease_ttl(timing.sleep_interval.max(MIN_LEASE_TTL));
+    // The guard is this very program, started with the guard argument (see fence.rs).
+    let fence = Fence::start(Some(Path::new(GUARD_PROGRAM)), timing.fence_after());
+    notifier.set_watchdog_period(timing.fence.watchdog);
 
     let pgdata = dir.pgdata();
     // The keeper always starts postgres itself, as its child: one left by a crashed keeper
@@ -211,7 +218,7 @@ pub async fn run_with_notifier(
         db_uid: db_state.uid,
         generation: db_state.generation,
         running: false,
-        sleep_interval: timing.sleep_interval,
+        publish_every: timing.fence.publish_every,
         request_timeout: timing.request_timeout,
     });
     let identity = Identity {
@@ -229,6 +236,7 @@ pub async fn run_with_notifier(
     let publisher = tokio::spawn(publish::publisher(
         store.clone(),
         shared.clone(),
+        fence.clone(),
         identity,
         publisher_stop.clone(),
     ));
@@ -246,6 +254,7 @@ pub async fn run_with_notifier(
         keeper_state,
         timing,
         shared,
+        fence: fence.clone(),
         local_conn,
         last_end: None,
         work: work.clone(),
@@ -268,11 +277,16 @@ pub async fn run_with_notifier(
     if keeper.pg.is_some() {
         work.step(Some("stopping PostgreSQL…".into()), STOP_ALLOWANCE);
     }
-    supervise(
+    let stopped = supervise(
         &work,
         keeper.stop_postgres_within("keeper shutting down", SHUTDOWN_STOP),
     )
-    .await
+    .await;
+    if stopped.is_ok() {
+        // Left running (the stop failed), the guard still kills it once we are gone.
+        fence.shutdown();
+    }
+    stopped
 }
 
 impl Keeper {
@@ -332,6 +346,7 @@ impl Keeper {
                     why = pg_exited(&mut self.pg) => {
                         tracing::error!(keeper = %self.facts.uid, "postgres exited unexpectedly: {why}");
                         self.pg = None;
+                        self.track_postgres();
                         self.shared.update(|s| s.running = false);
                         self.report();
                         break;
@@ -343,21 +358,34 @@ impl Keeper {
         }
     }
 
-    /// When a running master must check the store again to fence itself in time.
+    /// When a running master's fence deadline expires: the loop then looks again, so its
+    /// state follows what the fence did.
     fn fence_deadline(&mut self) -> Option<Instant> {
-        let running_master = self.pg.as_mut().is_some_and(|p| p.is_running())
-            && postgres::local_role(&self.pgdata) == postgres::LocalRole::Master;
-        running_master.then(|| self.shared.last_store_ok() + self.timing.fence_after())
+        self.track_postgres();
+        self.fence.deadline_in().map(|d| Instant::now() + d)
     }
 
+    /// Tells the fence which postmaster runs, and whether as master.
+    pub(super) fn track_postgres(&mut self) {
+        let pg = match self.pg.as_mut() {
+            Some(p) => p
+                .is_running()
+                .then(|| (p.pid() as i32, p.pgdata().to_path_buf())),
+            None => None,
+        };
+        let master = postgres::local_role(&self.pgdata) == postgres::LocalRole::Master;
+        self.fence.watch_postgres(pg, master);
+    }
+
+    /// No publication reached the store for longer than a master may run without one (or
+    /// our lease, and with it our info, is gone as long).
     fn fenced(&self) -> bool {
         let limit = self.timing.fence_after();
-        let now = Instant::now();
         let lost_lease = self
             .store
             .lease_lost_since()
             .is_some_and(|t| t.elapsed() > limit);
-        lost_lease || now.duration_since(self.shared.last_store_ok()) > limit
+        lost_lease || self.fence.expired()
     }
 
     /// One observe-plan-execute pass, each step announced to [`Work`] with how long it may
@@ -448,7 +476,7 @@ impl Keeper {
             db: self.assigned.as_ref(),
             running,
             health,
-            store_silent_for: self.shared.last_store_ok().elapsed(),
+            store_silent_for: self.fence.silent_for().unwrap_or_default(),
         });
         let notifier = self.work.notifier();
         let facts = ReadyFacts {
@@ -468,6 +496,7 @@ impl Keeper {
     }
 
     fn after_action(&mut self) {
+        self.track_postgres();
         let running = self.pg.as_mut().is_some_and(|p| p.is_running());
         let db_state = self.dir.load_db_state().unwrap_or_default();
         if self.shared.snapshot().db_uid != db_state.uid {
@@ -496,17 +525,13 @@ impl Keeper {
         };
         match res {
             Ok(v) => {
-                self.shared.store_ok();
                 let cd = v.map(|v| v.value);
                 if let Some(cd) = &cd {
                     self.adopt(cd).map_err(ReadFailure::BadData)?;
                 }
                 Ok(cd)
             }
-            Err(e @ StoreError::BadValue { .. }) => {
-                self.shared.store_ok();
-                Err(ReadFailure::BadData(e.into()))
-            }
+            Err(e @ StoreError::BadValue { .. }) => Err(ReadFailure::BadData(e.into())),
             Err(e) => Err(ReadFailure::Unreachable(e)),
         }
     }
@@ -523,9 +548,13 @@ impl Keeper {
         let cluster_uid = cd.cluster.uid.clone();
         self.shared.update(|s| {
             s.cluster_uid = cluster_uid;
-            s.sleep_interval = timing.sleep_interval;
+            s.publish_every = timing.fence.publish_every;
             s.request_timeout = timing.request_timeout;
         });
+        self.fence.set_fence_after(timing.fence_after());
+        self.work
+            .notifier()
+            .set_watchdog_period(timing.fence.watchdog);
         Ok(())
     }
 
@@ -607,7 +636,22 @@ impl Keeper {
     ) -> Result<(), KeeperError> {
         if let Some(pg) = self.pg.take() {
             tracing::info!(keeper = %self.facts.uid, "stopping postgres: {why}");
-            pg.stop_fast(total).await?;
+            // A fast shutdown refuses new writes at once; the deadline no longer matters.
+            self.fence.disarm();
+            let stopped = pg.stop_fast(total).await;
+            self.track_postgres();
+            stopped?;
+        }
+        self.shared.update(|s| s.running = false);
+        Ok(())
+    }
+
+    /// Fencing: an immediate shutdown, then SIGKILL, so not one more write is acknowledged.
+    pub(super) async fn stop_postgres_immediately(&mut self) -> Result<(), KeeperError> {
+        if let Some(pg) = self.pg.take() {
+            let stopped = pg.stop_immediate(IMMEDIATE_GRACE).await;
+            self.track_postgres();
+            stopped?;
         }
         self.shared.update(|s| s.running = false);
         Ok(())
@@ -702,8 +746,8 @@ mod tests {
         let timing = |ready: u64| Timing {
             sleep_interval: Duration::from_secs(5),
             request_timeout: Duration::from_secs(10),
-            fail_interval: Duration::from_secs(20),
             db_wait_ready_timeout: Duration::from_secs(ready),
+            fence: FenceTiming::new(Duration::from_secs(5), Duration::from_secs(20)),
         };
         let s = Duration::from_secs;
         assert_eq!(timing(60).loop_stop(), s(30));

@@ -34,6 +34,7 @@ pub use files::{
     write_standby_signal, write_temp_postgresql_conf,
 };
 pub use hba::{HbaParams, render_pg_hba};
+pub(crate) use process::kill_instance;
 pub use process::{PgProcess, StartOptions, stop_stale_instance};
 pub use tools::{initdb, pg_basebackup, promote};
 

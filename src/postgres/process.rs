@@ -3,6 +3,12 @@
 //! systemd service environment (with `NOTIFY_SOCKET` it would talk to systemd as if it were the
 //! keeper), its output forwarded line by line to tracing (target `postgres`, level from the
 //! line's severity), readiness read from `postmaster.pid`.
+//!
+//! PostgreSQL never outlives its keeper: the postmaster gets SIGQUIT (an immediate shutdown,
+//! which ends every backend at once) when the keeper dies. That parent-death signal follows the
+//! *thread* that forked the child, so every postmaster is forked by one thread that lives as
+//! long as the process ([`spawn_postmaster`]), never by a tokio worker or blocking-pool thread
+//! that may come and go.
 
 use super::logline::{PgLevel, forward, line_level};
 use super::{PgBinaries, PgError, RunAs};
@@ -11,7 +17,8 @@ use nix::unistd::Pid;
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::task::JoinHandle;
@@ -90,10 +97,12 @@ impl PgProcess {
         if let Some(r) = opts.run_as {
             cmd.uid(r.uid).gid(r.gid);
         }
-        let mut child = cmd.spawn().map_err(|source| PgError::Spawn {
-            program: bins.postgres.display().to_string(),
-            source,
-        })?;
+        let mut child = spawn_postmaster(cmd)
+            .await
+            .map_err(|source| PgError::Spawn {
+                program: bins.postgres.display().to_string(),
+                source,
+            })?;
         let pid = child.id().map(|p| p as i32).unwrap_or(0);
         let tail = Arc::new(Mutex::new(VecDeque::with_capacity(TAIL_LINES)));
         let mut readers = Vec::new();
@@ -250,6 +259,33 @@ impl PgProcess {
         }
     }
 
+    /// Immediate shutdown (SIGQUIT: every backend ends at once, no checkpoint), then SIGKILL of
+    /// all its processes after `grace`: for fencing, where not one more write may be
+    /// acknowledged.
+    pub async fn stop_immediate(mut self, grace: Duration) -> Result<(), PgError> {
+        if !self.is_running() {
+            return Ok(());
+        }
+        let _ = kill(Pid::from_raw(self.pid), Signal::SIGQUIT);
+        if self.wait_exit(grace).await {
+            tracing::info!(pid = self.pid, "postgres stopped (immediate shutdown)");
+            return Ok(());
+        }
+        tracing::warn!(
+            pid = self.pid,
+            "postgres immediate shutdown too slow, killing it"
+        );
+        self.kill_group();
+        if self.wait_exit(grace).await {
+            Ok(())
+        } else {
+            Err(PgError::Timeout {
+                what: format!("postgres (pid {}) exit after SIGKILL", self.pid),
+                after: grace * 2,
+            })
+        }
+    }
+
     async fn wait_exit(&mut self, timeout: Duration) -> bool {
         match tokio::time::timeout(timeout, self.child.wait()).await {
             Ok(_) => {
@@ -393,6 +429,76 @@ pub async fn stop_stale_instance(pgdata: &Path, total: Duration) -> Result<bool,
 fn escalation(total: Duration) -> (Duration, Duration) {
     let grace = IMMEDIATE_GRACE.min(total / 4);
     (total.saturating_sub(grace * 2), grace)
+}
+
+/// SIGKILLs the postmaster `pid` of `pgdata` (if that pid is still a postgres in `pgdata`: it
+/// may have been reused) and every other process of that instance. For the fence, which may
+/// run in another process than the one that started the postmaster.
+pub(crate) fn kill_instance(pid: i32, pgdata: &Path) {
+    let ours = std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd == pgdata);
+    if pid > 0 && ours && is_live_postgres(pid) {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    }
+    kill_instance_processes(pgdata);
+}
+
+/// A request to the postmaster-spawning thread.
+struct SpawnRequest {
+    cmd: tokio::process::Command,
+    /// The runtime the child is registered with (its exit is awaited there).
+    runtime: tokio::runtime::Handle,
+    reply: tokio::sync::oneshot::Sender<std::io::Result<tokio::process::Child>>,
+}
+
+/// Forks `cmd` from the one postmaster-spawning thread, with the parent-death signal set (see
+/// the module documentation).
+async fn spawn_postmaster(
+    mut cmd: tokio::process::Command,
+) -> std::io::Result<tokio::process::Child> {
+    let keeper = nix::unistd::getpid();
+    // SAFETY: the closure runs in the forked child before exec and only makes two system
+    // calls (prctl, getppid); it allocates nothing and takes no lock.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGQUIT)?;
+            // The keeper may have died between fork and prctl: then no signal will come.
+            if nix::unistd::getppid() != keeper {
+                return Err(std::io::Error::other("the keeper exited during the spawn"));
+            }
+            Ok(())
+        });
+    }
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let request = SpawnRequest {
+        cmd,
+        runtime: tokio::runtime::Handle::current(),
+        reply,
+    };
+    spawner()?
+        .send(request)
+        .map_err(|_| std::io::Error::other("the postmaster-spawning thread is gone"))?;
+    answer
+        .await
+        .map_err(|_| std::io::Error::other("the postmaster-spawning thread is gone"))?
+}
+
+fn spawner() -> std::io::Result<std_mpsc::Sender<SpawnRequest>> {
+    static SPAWNER: OnceLock<Mutex<std_mpsc::Sender<SpawnRequest>>> = OnceLock::new();
+    if let Some(tx) = SPAWNER.get() {
+        return Ok(tx.lock().unwrap_or_else(|p| p.into_inner()).clone());
+    }
+    let (tx, rx) = std_mpsc::channel::<SpawnRequest>();
+    std::thread::Builder::new()
+        .name("pg-spawner".into())
+        .spawn(move || {
+            // Never returns while the process lives: the sender is kept in the static.
+            for mut req in rx {
+                let _entered = req.runtime.enter();
+                let _ = req.reply.send(req.cmd.spawn());
+            }
+        })?;
+    let tx = SPAWNER.get_or_init(|| Mutex::new(tx));
+    Ok(tx.lock().unwrap_or_else(|p| p.into_inner()).clone())
 }
 
 /// SIGKILLs every live postgres process whose working directory is `pgdata` (canonical).

@@ -59,7 +59,9 @@ pub fn load_initial_spec(path: &Path) -> Result<ClusterSpec, SentinelError> {
     };
     let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
     let spec = ClusterSpec::from_json(&text).map_err(|e| err(e.to_string()))?;
-    spec.validate().map_err(|e| err(e.to_string()))?;
+    spec.validate()
+        .and_then(|()| spec.check_fence_timing())
+        .map_err(|e| err(e.to_string()))?;
     Ok(spec)
 }
 
@@ -277,13 +279,15 @@ impl Sentinel {
         self.sleep = spec.sleep_interval().to_std();
         self.store.set_lease_ttl(self.sleep * 2);
         let intervals = (spec.fail_interval(), spec.sleep_interval());
-        if intervals.0 <= intervals.1 && self.warned_intervals != Some(intervals) {
+        if self.warned_intervals != Some(intervals)
+            && let Err(e) = spec.check_fence_timing()
+        {
             tracing::warn!(
                 cluster = %self.cluster,
                 fail_interval = %intervals.0,
                 sleep_interval = %intervals.1,
-                "failInterval is not above sleepInterval: keepers publish every sleepInterval, \
-                 so healthy keepers will be judged failed; raise failInterval (stolonctl update)"
+                "{e}; healthy keepers may be judged failed and masters fence themselves \
+                 between publications: raise failInterval (stolonctl update)"
             );
         }
         self.warned_intervals = Some(intervals);

@@ -17,8 +17,9 @@ pub const LONG_WORK_EXTEND: Duration = Duration::from_secs(30);
 /// no-op when there is no notify socket, so roles call it unconditionally.
 pub struct Notifier {
     target: Option<Target>,
-    /// The `WATCHDOG_USEC` period, when systemd asked for pings.
-    watchdog_period: Option<Duration>,
+    /// The `WATCHDOG_USEC` period, when systemd asked for pings (a role may change it:
+    /// [`Notifier::set_watchdog_period`]).
+    watchdog_period: Mutex<Option<Duration>>,
     last_watchdog: Mutex<Option<Instant>>,
     last_status: Mutex<String>,
     ready_sent: AtomicBool,
@@ -51,9 +52,11 @@ impl Notifier {
             }
         });
         Notifier {
-            watchdog_period: target
-                .as_ref()
-                .and(watchdog_period.filter(|p| !p.is_zero())),
+            watchdog_period: Mutex::new(
+                target
+                    .as_ref()
+                    .and(watchdog_period.filter(|p| !p.is_zero())),
+            ),
             target,
             last_watchdog: Mutex::new(None),
             last_status: Mutex::new(String::new()),
@@ -74,7 +77,37 @@ impl Notifier {
     /// watches it: a quarter of `WATCHDOG_USEC`, so that with [`Notifier::watchdog`]'s own
     /// quarter-period spacing two pings are never more than half the period apart.
     pub fn watchdog_interval(&self) -> Option<Duration> {
-        self.watchdog_period.map(|p| p / 4)
+        self.watchdog_period().map(|p| p / 4)
+    }
+
+    fn watchdog_period(&self) -> Option<Duration> {
+        *self
+            .watchdog_period
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Asks systemd for a new watchdog period (`WATCHDOG_USEC=`), when it watches this process
+    /// at all (a unit with `WatchdogSec=0` stays unwatched). Pings follow the new period at
+    /// once.
+    pub fn set_watchdog_period(&self, period: Duration) {
+        if period.is_zero() {
+            return;
+        }
+        {
+            let mut current = self
+                .watchdog_period
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if current.is_none_or(|c| c == period) {
+                return;
+            }
+            *current = Some(period);
+        }
+        let usec = u32::try_from(period.as_micros()).unwrap_or(u32::MAX);
+        // A ping first: the new period counts from the last ping.
+        self.send(&[NotifyState::Watchdog, NotifyState::WatchdogUsec(usec)]);
+        *self.last_watchdog.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
     }
 
     /// `normal` shortened to [`Notifier::watchdog_interval`] when that is shorter: the sleep a

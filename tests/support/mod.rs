@@ -304,6 +304,14 @@ impl Cluster {
         procs::kill_postmaster(&k.data_dir.join("postgres"), pm);
     }
 
+    /// Sends `sig` to the keeper process only, not to the PostgreSQL it started (SIGSTOP,
+    /// SIGCONT, SIGKILL: a frozen or dead keeper).
+    pub fn signal_keeper_process(&self, uid: &str, sig: nix::sys::signal::Signal) {
+        let k = &self.keepers[uid];
+        let p = k.proc.as_ref().expect("keeper not running");
+        procs::signal_pid(p.pid(), sig);
+    }
+
     pub fn keeper_running(&self, uid: &str) -> bool {
         self.keepers[uid].proc.is_some()
     }

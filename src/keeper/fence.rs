@@ -1,0 +1,505 @@
+//! Fencing: a master's PostgreSQL stops taking writes before the sentinel can elect another
+//! master, whatever the keeper's loop is doing: stuck in a slow step, frozen (SIGSTOP, a frozen
+//! cgroup) or dead.
+//!
+//! The deadline is `last successful info publication (timed when sent) + fence_after` (the
+//! rule is in `src/cluster/fencing.rs`); a clusterdata read proves nothing to the sentinel, so
+//! it does not count. Two enforcers watch the same deadline with the same code ([`Enforcer`]):
+//! - a thread in the keeper, which does not wait for the loop;
+//! - a guard process (this binary started as `stolon-keeper __fence-guard`) fed over a pipe,
+//!   which survives a keeper that is stopped, hung or killed. When the pipe closes without the
+//!   keeper having said PostgreSQL is stopped (the keeper died), it kills PostgreSQL at once.
+//!
+//! Either kills the postmaster and every process of its instance (SIGKILL): not one more write
+//! is acknowledged. Time is CLOCK_BOOTTIME, which also counts time the machine was suspended.
+
+use crate::postgres::kill_instance;
+use nix::time::{ClockId, clock_gettime};
+use std::io::{BufRead, Write};
+use std::os::fd::AsFd;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+/// The keeper binary's first argument that makes it the guard process.
+pub const GUARD_ARG: &str = "__fence-guard";
+/// The longest an enforcer sleeps before looking at the clock again: its waits count
+/// CLOCK_MONOTONIC, which stops while the machine is suspended.
+const RECHECK: Duration = Duration::from_millis(100);
+
+/// A point on CLOCK_BOOTTIME.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct BootInstant(Duration);
+
+impl BootInstant {
+    pub fn now() -> BootInstant {
+        // CLOCK_BOOTTIME exists on every Linux this runs on; the fallback keeps time moving.
+        let ts = clock_gettime(ClockId::CLOCK_BOOTTIME)
+            .or_else(|_| clock_gettime(ClockId::CLOCK_MONOTONIC))
+            .unwrap_or_else(|_| nix::sys::time::TimeSpec::new(0, 0));
+        BootInstant(Duration::from(ts))
+    }
+
+    pub fn saturating_duration_since(self, earlier: BootInstant) -> Duration {
+        self.0.saturating_sub(earlier.0)
+    }
+
+    fn as_nanos(self) -> u128 {
+        self.0.as_nanos()
+    }
+
+    fn from_nanos(n: u64) -> BootInstant {
+        BootInstant(Duration::from_nanos(n))
+    }
+}
+
+impl std::ops::Add<Duration> for BootInstant {
+    type Output = BootInstant;
+    fn add(self, d: Duration) -> BootInstant {
+        BootInstant(self.0.saturating_add(d))
+    }
+}
+
+/// The PostgreSQL an enforcer watches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Watch {
+    pub pid: i32,
+    /// Canonical: the instance's processes are found by their working directory.
+    pub pgdata: PathBuf,
+    /// When it must be dead: set while it runs as master.
+    pub deadline: Option<BootInstant>,
+}
+
+impl Watch {
+    /// One line of the guard protocol: `watch <pid> <deadline ns or -> <pgdata>`.
+    fn to_line(&self) -> String {
+        let deadline = self
+            .deadline
+            .map_or_else(|| "-".to_string(), |d| d.as_nanos().to_string());
+        format!("watch {} {deadline} {}\n", self.pid, self.pgdata.display())
+    }
+}
+
+/// Parses one guard protocol line: a [`Watch`], or `none` (nothing to watch).
+fn parse_line(line: &str) -> Option<Option<Watch>> {
+    if line == "none" {
+        return Some(None);
+    }
+    let rest = line.strip_prefix("watch ")?;
+    let (pid, rest) = rest.split_once(' ')?;
+    let (deadline, pgdata) = rest.split_once(' ')?;
+    let deadline = match deadline {
+        "-" => None,
+        n => Some(BootInstant::from_nanos(n.parse().ok()?)),
+    };
+    Some(Some(Watch {
+        pid: pid.parse().ok()?,
+        pgdata: PathBuf::from(pgdata),
+        deadline,
+    }))
+}
+
+/// What an enforcer does next.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    Kill(&'static str),
+    /// Look again at this time (`None`: only when told something new).
+    WaitUntil(Option<BootInstant>),
+    Exit,
+}
+
+fn verdict(watch: Option<&Watch>, closed: bool, now: BootInstant) -> Verdict {
+    match (watch, closed) {
+        (None, true) => Verdict::Exit,
+        (Some(_), true) => Verdict::Kill("the keeper is gone"),
+        (None, false) => Verdict::WaitUntil(None),
+        (Some(w), false) => match w.deadline {
+            Some(d) if now >= d => {
+                Verdict::Kill("no keeper info published in time while running as master")
+            }
+            d => Verdict::WaitUntil(d),
+        },
+    }
+}
+
+#[derive(Default)]
+struct EnforcerState {
+    watch: Option<Watch>,
+    /// No more news will come (the keeper shut down, or the guard's pipe closed).
+    closed: bool,
+}
+
+/// Kills the watched PostgreSQL when its deadline passes or its keeper goes away.
+pub struct Enforcer {
+    state: Mutex<EnforcerState>,
+    news: Condvar,
+    /// Who enforces, for the log line.
+    name: &'static str,
+}
+
+impl Enforcer {
+    fn new(name: &'static str) -> Arc<Enforcer> {
+        Arc::new(Enforcer {
+            state: Mutex::new(EnforcerState::default()),
+            news: Condvar::new(),
+            name,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, EnforcerState> {
+        // Plain data, valid even if a holder panicked.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set(&self, watch: Option<Watch>) {
+        self.lock().watch = watch;
+        self.news.notify_all();
+    }
+
+    fn close(&self) {
+        self.lock().closed = true;
+        self.news.notify_all();
+    }
+
+    /// Runs until closed with nothing left to watch.
+    fn run(&self) {
+        let mut state = self.lock();
+        loop {
+            let now = BootInstant::now();
+            match verdict(state.watch.as_ref(), state.closed, now) {
+                Verdict::Exit => return,
+                Verdict::Kill(why) => {
+                    if let Some(w) = state.watch.take() {
+                        drop(state);
+                        self.kill(&w, why);
+                        state = self.lock();
+                    }
+                }
+                Verdict::WaitUntil(at) => {
+                    let wait = at.map_or(RECHECK, |at| at.saturating_duration_since(now));
+                    state = self
+                        .news
+                        .wait_timeout(state, wait.min(RECHECK))
+                        .map(|(g, _)| g)
+                        .unwrap_or_else(|p| p.into_inner().0);
+                }
+            }
+        }
+    }
+
+    fn kill(&self, w: &Watch, why: &str) {
+        // The guard process has no tracing subscriber; both write one line that says it all.
+        let msg = format!(
+            "FENCING ({}): killing PostgreSQL (postmaster pid {}, {}): {why}",
+            self.name,
+            w.pid,
+            w.pgdata.display()
+        );
+        if self.name == "guard process" {
+            eprintln!("stolon-keeper fence guard: {msg}");
+        } else {
+            tracing::error!("{msg}");
+        }
+        kill_instance(w.pid, &w.pgdata);
+    }
+}
+
+/// The guard process's main: reads the protocol on stdin and enforces it until stdin closes.
+pub fn run_guard() -> std::process::ExitCode {
+    let enforcer = Enforcer::new("guard process");
+    let reader = enforcer.clone();
+    let spawned = std::thread::Builder::new()
+        .name("fence-guard-in".into())
+        .spawn(move || {
+            for line in std::io::stdin().lock().lines() {
+                let Ok(line) = line else { break };
+                match parse_line(line.trim_end()) {
+                    Some(watch) => reader.set(watch),
+                    None => eprintln!("stolon-keeper fence guard: ignoring bad line {line:?}"),
+                }
+            }
+            reader.close();
+        });
+    if let Err(e) = spawned {
+        eprintln!("stolon-keeper fence guard: cannot start: {e}");
+        return std::process::ExitCode::FAILURE;
+    }
+    enforcer.run();
+    std::process::ExitCode::SUCCESS
+}
+
+/// What the keeper knows that the deadline follows.
+#[derive(Debug)]
+struct Facts {
+    pg: Option<(i32, PathBuf)>,
+    master: bool,
+    last_publication: Option<BootInstant>,
+    fence_after: Duration,
+}
+
+impl Facts {
+    fn watch(&self) -> Option<Watch> {
+        let (pid, pgdata) = self.pg.clone()?;
+        // A master that never published (cannot happen: the sentinel must have seen this
+        // keeper before it runs a db) is already late.
+        let deadline = self.master.then(|| {
+            self.last_publication
+                .map_or_else(BootInstant::now, |t| t + self.fence_after)
+        });
+        Some(Watch {
+            pid,
+            pgdata,
+            deadline,
+        })
+    }
+}
+
+/// The keeper's side: tells both enforcers what to watch.
+pub(super) struct Fence {
+    facts: Mutex<Facts>,
+    local: Arc<Enforcer>,
+    guard: Mutex<Option<Guard>>,
+}
+
+struct Guard {
+    child: Child,
+    stdin: ChildStdin,
+}
+
+impl Fence {
+    /// Starts the in-process enforcer and, when `guard_program` is given (the keeper binary),
+    /// the guard process. A guard that cannot start is reported, and the thread still fences.
+    pub fn start(guard_program: Option<&Path>, fence_after: Duration) -> Arc<Fence> {
+        let local = Enforcer::new("keeper thread");
+        let enforcer = local.clone();
+        if let Err(e) = std::thread::Builder::new()
+            .name("fence".into())
+            .spawn(move || enforcer.run())
+        {
+            tracing::error!(error = %e, "cannot start the fencing thread; the guard process alone fences");
+        }
+        let guard = guard_program.and_then(|program| match spawn_guard(program) {
+            Ok(g) => Some(g),
+            Err(e) => {
+                tracing::error!(program = %program.display(), error = %e, "cannot start the fence guard process; a frozen keeper will not be fenced without systemd's watchdog");
+                None
+            }
+        });
+        Arc::new(Fence {
+            facts: Mutex::new(Facts {
+                pg: None,
+                master: false,
+                last_publication: None,
+                fence_after,
+            }),
+            local,
+            guard: Mutex::new(guard),
+        })
+    }
+
+    fn update(&self, f: impl FnOnce(&mut Facts)) {
+        let watch = {
+            let mut facts = self.facts.lock().unwrap_or_else(|p| p.into_inner());
+            let before = facts.watch();
+            f(&mut facts);
+            let after = facts.watch();
+            if before == after {
+                return;
+            }
+            after
+        };
+        self.local.set(watch.clone());
+        self.tell_guard(watch.as_ref());
+    }
+
+    fn tell_guard(&self, watch: Option<&Watch>) {
+        let mut guard = self.guard.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(g) = guard.as_mut() else { return };
+        let line = watch.map_or_else(|| "none\n".to_string(), Watch::to_line);
+        // Non-blocking: a stuck guard must not hold the keeper (a lost line leaves the guard
+        // an older, earlier deadline, or the local thread alone).
+        if let Err(e) = g.stdin.write_all(line.as_bytes()) {
+            tracing::error!(error = %e, "the fence guard process stopped listening; the keeper thread alone fences from now on");
+            *guard = None;
+        }
+    }
+
+    /// A keeper info publication sent at `sent_at` succeeded.
+    pub fn published(&self, sent_at: BootInstant) {
+        self.update(|f| {
+            if f.last_publication.is_none_or(|t| t < sent_at) {
+                f.last_publication = Some(sent_at);
+            }
+        });
+    }
+
+    pub fn set_fence_after(&self, fence_after: Duration) {
+        self.update(|f| f.fence_after = fence_after);
+    }
+
+    /// The running postmaster (`None` when stopped) and whether it runs as master.
+    pub fn watch_postgres(&self, pg: Option<(i32, PathBuf)>, master: bool) {
+        self.update(|f| {
+            f.master = master && pg.is_some();
+            f.pg = pg;
+        });
+    }
+
+    /// A promotion is about to start: the deadline applies from now on.
+    pub fn arm(&self) {
+        self.update(|f| f.master = f.pg.is_some());
+    }
+
+    /// A stop is about to start (the shutdown refuses new writes at once): no deadline, but
+    /// the postmaster is still killed if the keeper dies.
+    pub fn disarm(&self) {
+        self.update(|f| f.master = false);
+    }
+
+    /// How long since the last successful publication was sent (`None`: never).
+    pub fn silent_for(&self) -> Option<Duration> {
+        let facts = self.facts.lock().unwrap_or_else(|p| p.into_inner());
+        facts
+            .last_publication
+            .map(|t| BootInstant::now().saturating_duration_since(t))
+    }
+
+    /// The store has not taken a publication for longer than `fence_after`: a master must
+    /// not run (and the enforcers kill one that does).
+    pub fn expired(&self) -> bool {
+        let fence_after = self
+            .facts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .fence_after;
+        self.silent_for().is_none_or(|s| s > fence_after)
+    }
+
+    /// When the current master deadline expires, from now (`None`: no deadline).
+    pub fn deadline_in(&self) -> Option<Duration> {
+        let deadline = self
+            .facts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .watch()?
+            .deadline?;
+        Some(deadline.saturating_duration_since(BootInstant::now()))
+    }
+
+    /// At keeper exit, with PostgreSQL stopped: the enforcers end without killing anything.
+    pub fn shutdown(&self) {
+        self.watch_postgres(None, false);
+        self.local.close();
+        let guard = self.guard.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(Guard { mut child, stdin }) = guard {
+            drop(stdin);
+            // It exits at once on EOF with nothing to watch; reap it.
+            let _ = child.wait();
+        }
+    }
+}
+
+fn spawn_guard(program: &Path) -> std::io::Result<Guard> {
+    let mut child = Command::new(program)
+        .arg(GUARD_ARG)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        // Its own process group: a Ctrl-C meant for the keeper must not end the guard, which
+        // outlives the keeper on purpose.
+        .process_group(0)
+        .spawn()?;
+    let stdin = child
+        .stdin
+        .take()
+        .ok_or_else(|| std::io::Error::other("no pipe to the guard process"))?;
+    let flags = nix::fcntl::fcntl(stdin.as_fd(), nix::fcntl::FcntlArg::F_GETFL)?;
+    let flags = nix::fcntl::OFlag::from_bits_retain(flags) | nix::fcntl::OFlag::O_NONBLOCK;
+    nix::fcntl::fcntl(stdin.as_fd(), nix::fcntl::FcntlArg::F_SETFL(flags))?;
+    Ok(Guard { child, stdin })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: Duration = Duration::from_secs(1);
+
+    fn watch(deadline: Option<BootInstant>) -> Watch {
+        Watch {
+            pid: 4242,
+            pgdata: PathBuf::from("/var/lib/stolon/c 1/postgres"),
+            deadline,
+        }
+    }
+
+    #[test]
+    fn protocol_lines_round_trip() {
+        let t = BootInstant::from_nanos(123_456_789_000);
+        for w in [watch(Some(t)), watch(None)] {
+            let line = w.to_line();
+            assert_eq!(parse_line(line.trim_end()), Some(Some(w)));
+        }
+        assert_eq!(parse_line("none"), Some(None));
+        assert_eq!(parse_line("watch x - /d"), None);
+        assert_eq!(parse_line("bogus"), None);
+    }
+
+    #[test]
+    fn kills_a_master_past_its_deadline_or_when_the_keeper_is_gone() {
+        let t0 = BootInstant::from_nanos(1_000_000_000_000);
+        let master = watch(Some(t0 + 3 * S));
+        assert_eq!(
+            verdict(Some(&master), false, t0),
+            Verdict::WaitUntil(Some(t0 + 3 * S))
+        );
+        assert!(matches!(
+            verdict(Some(&master), false, t0 + 3 * S),
+            Verdict::Kill(_)
+        ));
+        let standby = watch(None);
+        assert_eq!(
+            verdict(Some(&standby), false, t0 + 100 * S),
+            Verdict::WaitUntil(None),
+            "a standby takes no writes: no deadline"
+        );
+        assert!(matches!(
+            verdict(Some(&standby), true, t0),
+            Verdict::Kill(_)
+        ));
+        assert_eq!(verdict(None, true, t0), Verdict::Exit);
+        assert_eq!(verdict(None, false, t0), Verdict::WaitUntil(None));
+    }
+
+    #[test]
+    fn deadline_follows_the_last_publication_only_while_master() {
+        let t0 = BootInstant::now();
+        let mut f = Facts {
+            pg: Some((1, PathBuf::from("/d"))),
+            master: false,
+            last_publication: Some(t0),
+            fence_after: 4 * S,
+        };
+        assert_eq!(f.watch().and_then(|w| w.deadline), None);
+        f.master = true;
+        assert_eq!(f.watch().and_then(|w| w.deadline), Some(t0 + 4 * S));
+        f.last_publication = None;
+        assert!(
+            f.watch()
+                .and_then(|w| w.deadline)
+                .is_some_and(|d| d <= BootInstant::now()),
+            "a master that never published is already late"
+        );
+        f.pg = None;
+        assert_eq!(f.watch(), None);
+    }
+
+    #[test]
+    fn boot_clock_moves_forward() {
+        let a = BootInstant::now();
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(BootInstant::now().saturating_duration_since(a) >= Duration::from_millis(5));
+    }
+}
