@@ -48,8 +48,12 @@ class ScenarioFailed(Exception):
 
 
 class Cluster:
-    def __init__(self, name, tag, lower_dirs, workdir, outdir, replication, profile, log):
+    def __init__(self, name, tag, lower_dirs, workdir, outdir, replication, profile, log,
+                 store_endpoints="all"):
         self.name = name
+        # "all": every role lists the three etcd members (the usual set-up), its own first;
+        # "local": only its own host's member.
+        self.store_endpoints = store_endpoints
         self.tag = tag
         self.workdir = Path(workdir)
         self.outdir = Path(outdir)
@@ -73,7 +77,8 @@ class Cluster:
     # ---- set-up -------------------------------------------------------------------------------
     def configure(self, h):
         peers = ",".join(f"{x.name}=http://{x.address}:2380" for x in self.hosts)
-        endpoints = ",".join(f"http://{x.address}:2379" for x in [h] + [x for x in self.hosts if x is not h])
+        members = [h] + [x for x in self.hosts if x is not h] if self.store_endpoints == "all" else [h]
+        endpoints = ",".join(f"http://{x.address}:2379" for x in members)
         h.write_file("/etc/default/etcd", "\n".join([
             f"ETCD_NAME={h.name}",
             "ETCD_DATA_DIR=/var/lib/etcd/vmt",

@@ -133,19 +133,30 @@ class Machine:
              "--console=read-only"],
             stdin=subprocess.DEVNULL, stdout=self.console, stderr=subprocess.STDOUT,
             preexec_fn=enter_cgroups, start_new_session=True)
-        deadline = time.time() + 10
         self.pid1 = None
-        while time.time() < deadline and self.pid1 is None:
+        self._find_pid1(10)
+
+    def _find_pid1(self, timeout):
+        """The container's PID 1: the child of systemd-nspawn that lives in another PID namespace
+        (nspawn's short-lived intermediate child does not)."""
+        own = os.readlink("/proc/self/ns/pid")
+        deadline = time.time() + timeout
+        while time.time() < deadline:
             try:
                 kids = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()
-                self.pid1 = int(kids[0]) if kids else None
             except OSError:
-                pass
+                kids = []
+            for k in kids:
+                try:
+                    if os.readlink(f"/proc/{k}/ns/pid") != own:
+                        self.pid1 = int(k)
+                        return
+                except OSError:
+                    pass
             if self.proc.poll() is not None:
                 raise MachineError(f"{self.name}: systemd-nspawn exited: {self._console_tail()}")
             time.sleep(0.05)
-        if self.pid1 is None:
-            raise MachineError(f"{self.name}: no container PID 1 after 10 s")
+        raise MachineError(f"{self.name}: no container PID 1 after {timeout} s")
 
     def wait_for_boot(self, timeout=60):
         deadline = time.time() + timeout
@@ -282,6 +293,11 @@ class Machine:
         """Runs a shell command inside the host as root; returns (status, stdout+stderr)."""
         if not self.is_up() or self.pid1 is None:
             return 255, f"{self.name} is not running"
+        if not os.path.exists(f"/proc/{self.pid1}"):
+            try:
+                self._find_pid1(5)
+            except MachineError as e:
+                return 255, str(e)
         try:
             r = subprocess.run(
                 ["nsenter", "-t", str(self.pid1), "-a", "env", "-i", f"PATH={PATH}", "LANG=C.UTF-8",
