@@ -30,6 +30,8 @@ PROXY_PORT = 25432
 SU_PASSWORD = "vmt-su-secret"
 REPL_PASSWORD = "vmt-repl-secret"
 KEEPER_UNIT = f"stolon-keeper@{CLUSTER}.service"
+HOST_UNITS = ["etcd.service", KEEPER_UNIT, f"stolon-sentinel@{CLUSTER}.service",
+              f"stolon-proxy@{CLUSTER}.socket"]
 PROFILES = {
     # The issue's figures: sleepInterval 2s / failInterval 5s by default, 1s / 2s when fast.
     "default": {"sleepInterval": "2s", "failInterval": "5s"},
@@ -102,7 +104,9 @@ class Cluster:
         h.write_file(f"{d}/sentinel.toml", store + f'initial-cluster-spec = "{d}/cluster-spec.json"\n')
         spec = {"initMode": "new", **self.spec_profile,
                 "synchronousReplication": self.replication == "sync",
-                "pgParameters": {"log_min_messages": "warning"}}
+                "pgParameters": {"log_min_messages": "warning",
+                                 # the standbys refuse ten writes a second: no statement text
+                                 "log_min_error_statement": "panic"}}
         h.write_file(f"{d}/cluster-spec.json", json.dumps(spec) + "\n")
         h.write_file(f"{d}/proxy.toml", store + f'listen-address = "{h.address}"\nport = {PROXY_PORT}\n')
         h.write_file("/etc/stolon/stolonctl.toml", store + f'cluster-name = "{CLUSTER}"\n')
@@ -218,9 +222,14 @@ class Cluster:
         for h in self.hosts:
             if not h.is_up():
                 h.start()
+        deadline = time.time() + timeout
         for h in self.hosts:
             h.wait_for_boot()
-        deadline = time.time() + timeout
+            # Active = READY=1: etcd serving, the keeper's info published and its PostgreSQL
+            # accepting connections. The clusterdata alone can still show a host that has just
+            # rebooted as healthy from before.
+            for unit in HOST_UNITS:
+                h.wait_for_unit(unit, timeout=max(1, deadline - time.time()))
         why = ""
         while time.time() < deadline:
             ok, why = self.converged()

@@ -1,5 +1,6 @@
-"""Reboot every host in turn (clean power-off, boot), standbys first, waiting for the cluster to
-converge after each."""
+"""Reboot every host in turn (clean power-off, down for 2 x failInterval as a real machine's
+reboot would be, boot), standbys first, waiting for the cluster to converge after each. The
+master's reboot is a failover."""
 
 REPLICATION = "async"
 
@@ -10,5 +11,7 @@ def run(t):
     for h in order:
         t.fault("reboot", host=h.name)
         h.shutdown()
+        t.sleep(2 * t.fail_interval)
         h.start()
         t.wait_converged()
+        t.sleep(2)
