@@ -108,10 +108,15 @@ systemd-nspawn -q -D "$root" -M "$machine" -b --register=no --keep-unit --privat
     --console=read-only >"$work/console.log" 2>&1 </dev/null &
 nspawn_pid=$!
 
-# The container's PID 1 is nspawn's child.
+# The container's PID 1 is the child of nspawn in another PID namespace (nspawn's short-lived
+# intermediate child is in ours).
 pid1=
+own_pidns=$(readlink /proc/self/ns/pid)
 for _ in $(seq 1 100); do
-    pid1=$(pgrep -P "$nspawn_pid" | head -n 1 || true)
+    for child in $(pgrep -P "$nspawn_pid" || true); do
+        ns=$(readlink "/proc/$child/ns/pid" 2>/dev/null || true)
+        if [[ -n $ns && $ns != "$own_pidns" ]]; then pid1=$child; break; fi
+    done
     [[ -n $pid1 ]] && break
     kill -0 "$nspawn_pid" 2>/dev/null || { cat "$work/console.log" >&2; die "systemd-nspawn exited"; }
     sleep 0.1
