@@ -43,8 +43,8 @@ ensure_deps() {
 
 ensure_rust() {
   export PATH="$HOME/.cargo/bin:$PATH"
-  # edition 2024 needs Rust 1.85 or newer; distribution packages are usually older.
-  if command -v cargo >/dev/null && rustc --version | awk '{split($2,v,"."); exit !(v[1]>1 || v[2]>=85)}'; then
+  # rust-version in Cargo.toml (let-chains need 1.88); distribution packages are usually older.
+  if command -v cargo >/dev/null && rustc --version | awk '{split($2,v,"."); exit !(v[1]>1 || v[2]>=88)}'; then
     return
   fi
   if command -v rustup >/dev/null; then

@@ -10,7 +10,7 @@ use std::future::Future;
 use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
 
-/// Runs a daemon role. `service` comes from `systemd::take_env()` (called first thing in main),
+/// Runs a daemon role. `service` comes from `systemd::service_env()` (called first thing in main),
 /// `parsed` from clap, `role_config` picks the role's settings out of the layered config, and
 /// `role` runs until the shutdown token is cancelled.
 pub fn main<R, C, F, Fut>(

@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod config;
 pub mod ctl;
 pub mod daemon;
+mod fsutil;
 pub mod keeper;
 pub mod postgres;
 pub mod proxy;

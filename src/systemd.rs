@@ -4,9 +4,11 @@
 //!
 //! # How a binary and its role use it
 //!
-//! The binary reads the service environment once, first thing in `main` (before any thread),
-//! with [`take_env`]; that also removes it from the environment so children do not inherit it
-//! (a PostgreSQL built with systemd support would otherwise send its own READY=1 to our unit).
+//! The binary reads the service environment once, first thing in `main`, with
+//! [`service_env`]. It stays in our environment (changing the environment of a running program
+//! is unsafe); every child is spawned without it instead (`src/postgres/mod.rs`
+//! `SERVICE_ENV`): a PostgreSQL built with systemd support would otherwise send its own
+//! READY=1 to our unit.
 //! The role's `run` then receives an `Arc<Notifier>` and:
 //!
 //! - **readiness**: calls [`Notifier::ready`] once it really serves (proxy: listening and
@@ -48,29 +50,11 @@ pub struct ServiceEnv {
     pub activated: Activated,
 }
 
-/// Reads `NOTIFY_SOCKET`, `WATCHDOG_USEC`/`WATCHDOG_PID` and `LISTEN_FDS`/`LISTEN_PID`, then
-/// removes them from the environment so child processes do not act on them.
-///
-/// # Safety
-/// Modifies the process environment: no other thread may exist yet. Call it at the top of
-/// `main`, before the tokio runtime is built.
-pub unsafe fn take_env() -> ServiceEnv {
-    let notifier = Arc::new(Notifier::from_env());
-    // listenfd removes LISTEN_FDS and LISTEN_PID itself.
-    let activated = Activated::new(listenfd::ListenFd::from_env());
-    // SAFETY: the caller guarantees no other thread exists.
-    unsafe {
-        for var in [
-            "NOTIFY_SOCKET",
-            "WATCHDOG_USEC",
-            "WATCHDOG_PID",
-            "LISTEN_FDNAMES",
-        ] {
-            std::env::remove_var(var);
-        }
-    }
+/// Reads `NOTIFY_SOCKET`, `WATCHDOG_USEC`/`WATCHDOG_PID` and `LISTEN_FDS`/`LISTEN_PID` (see the
+/// module documentation for how children are kept from them).
+pub fn service_env() -> ServiceEnv {
     ServiceEnv {
-        notifier,
-        activated,
+        notifier: Arc::new(Notifier::from_env()),
+        activated: Activated::new(listenfd::ListenFd::from_env()),
     }
 }

@@ -95,25 +95,9 @@ fn lagging_standby_is_not_promoted() {
         "the lagging standby is not elected master",
         || c.master_keeper().as_deref() != Some(lagging.as_str()),
     );
-    // Only now: the socket may still buffer WAL the old master sent, which a resumed
-    // walreceiver would apply. Resumed, it lets the startup process replace it when the keeper
-    // reloads a new primary_conninfo (the sentinel repointed this standby); a stopped
-    // walreceiver blocks that, and would block a shutdown until the keeper's stop escalates.
-    drop(resume);
-    // The sentinel may first elect the up-to-date standby (killed in the same instant, its
-    // info can still look fresh) and repoint the lagging one, whose keeper restarts its
-    // postgres on PostgreSQL < 13: wait for it to answer instead of expecting it to be up at
-    // this very moment.
-    let in_recovery: String = wait_for(
-        Duration::from_secs(30),
-        "the lagging standby's postgres to answer",
-        || {
-            let rows = c.psql_keeper(&lagging, "select pg_is_in_recovery()").ok()?;
-            rows.first()?.first()?.clone()
-        },
-    );
-    assert_eq!(in_recovery, "t", "the lagging standby was promoted");
-
+    // Back first: the up-to-date standby must win the election. Only then is the lagging
+    // standby's walreceiver resumed: its socket may still buffer WAL the old master sent, which
+    // would let it catch up and be elected, fairly, before the up-to-date keeper is back.
     c.start_keeper(&up_to_date);
     wait_for(
         Duration::from_secs(90),
@@ -123,6 +107,21 @@ fn lagging_standby_is_not_promoted() {
             (m == up_to_date && c.proxy_backend().ok()? == m).then_some(())
         },
     );
+    // Resumed, the walreceiver lets the startup process replace it when the keeper reloads a
+    // new primary_conninfo (the sentinel repointed this standby); a stopped walreceiver blocks
+    // that, and would block a shutdown until the keeper's stop escalates.
+    drop(resume);
+    // Its keeper restarts its postgres on PostgreSQL < 13 to follow the new master: wait for it
+    // to answer instead of expecting it to be up at this very moment.
+    let in_recovery: String = wait_for(
+        Duration::from_secs(30),
+        "the lagging standby's postgres to answer",
+        || {
+            let rows = c.psql_keeper(&lagging, "select pg_is_in_recovery()").ok()?;
+            rows.first()?.first()?.clone()
+        },
+    );
+    assert_eq!(in_recovery, "t", "the lagging standby was promoted");
     let rows = c.psql_via_proxy("select count(*) from big").unwrap();
     assert_eq!(rows[0][0].as_deref(), Some("4000"));
     assert_ne!(c.master_keeper().as_deref(), Some(lagging.as_str()));

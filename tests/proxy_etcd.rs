@@ -3,10 +3,11 @@
 
 mod support;
 
+use etcd_client::{Client, EventType, WatchOptions};
 use nix::sys::signal::Signal;
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::time::{Duration, Instant};
-use stolon::cluster::{ClusterData, Db};
+use stolon::cluster::{ClusterData, Db, GoDuration};
 use stolon::proxy::{ProxyConfig, ProxyError, run_with_status};
 use stolon::store::{Store, StoreConfig};
 use support::etcd::store_config;
@@ -268,4 +269,139 @@ async fn fails_closed_when_etcd_dies_or_freezes_and_serves_again() {
         p.wait_status(&format!("routing to {a}")).await;
         assert_eq!(greeting(addr).await.1, "A", "etcd {how}: back");
     }
+}
+
+/// The TTL etcd granted the lease of `key`, and how many leases exist in all.
+async fn lease_of(raw: &mut Client, key: &str) -> Option<(i64, usize)> {
+    let resp = raw.get(key, None).await.ok()?;
+    let lease = resp.kvs().first()?.lease();
+    let ttl = raw
+        .lease_time_to_live(lease, None)
+        .await
+        .ok()?
+        .granted_ttl();
+    let leases = raw.leases().await.ok()?.leases().len();
+    Some((ttl, leases))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_info_lease_follows_proxy_timeout_when_the_spec_changes() {
+    let etcd = Etcd::start();
+    let sc = store_config(&etcd.endpoint(), "p3", Duration::from_secs(1));
+    let store = Store::connect(&sc).await.unwrap();
+    let a = backend("A").await;
+    let mut cd = cluster_data("300ms", "4s");
+    set_master(&mut cd, "dba", a);
+    wait_until_async(DEADLINE, "etcd up", || async {
+        store.put_cluster_data(&cd).await.is_ok()
+    })
+    .await;
+    let port = free_port();
+    let p = start_proxy(sc, port, None);
+    let uid = enable_proxy(&store, &mut cd).await;
+    p.wait_status(&format!("routing to {a}")).await;
+    let key = format!("stolon/cluster/p3/proxies/info/{uid}");
+    let mut raw = Client::connect([etcd.endpoint()], None).await.unwrap();
+    // The first publish announces the default proxyTimeout (15s, the timer running until then:
+    // a 30s lease); the next ones the spec's 4s: 2×4s, floored at 20s.
+    let (r, k) = (raw.clone(), key.clone());
+    wait_until_async(DEADLINE, "lease TTL 20s", move || {
+        let (mut r, k) = (r.clone(), k.clone());
+        async move { lease_of(&mut r, &k).await == Some((20, 1)) }
+    })
+    .await;
+
+    // The info key must never vanish while its lease is replaced.
+    let mut events = raw
+        .watch(key.as_str(), Some(WatchOptions::new().with_prev_key()))
+        .await
+        .unwrap();
+
+    // proxyTimeout raised to 45s: a cut-off proxy now serves for up to 45s, so its info must
+    // stay at least that long (2×45s); a lease fixed at start would expire after 20s.
+    for (timeout, ttl) in [("45s", 90), ("2s", 20)] {
+        cd.cluster.spec.proxy_timeout = Some(GoDuration::parse(timeout).unwrap());
+        store.put_cluster_data(&cd).await.unwrap();
+        let raw = raw.clone();
+        let key = key.clone();
+        wait_until_async(DEADLINE, &format!("lease TTL {ttl}s"), move || {
+            let mut raw = raw.clone();
+            let key = key.clone();
+            async move { lease_of(&mut raw, &key).await == Some((ttl, 1)) }
+        })
+        .await;
+        eprintln!("proxyTimeout {timeout}: info lease TTL {ttl}s, one lease");
+    }
+    p.wait_status(&format!("routing to {a}")).await;
+
+    // Only puts (publishes, lease moves) on the key, no delete.
+    while let Ok(Ok(Some(resp))) =
+        tokio::time::timeout(Duration::from_millis(200), events.message()).await
+    {
+        for ev in resp.events() {
+            assert_eq!(ev.event_type(), EventType::Put, "the info key was deleted");
+        }
+    }
+}
+
+/// The infoUID of proxy `uid`'s published info (new on every publish).
+async fn info_uid(store: &Store, uid: &str) -> Option<String> {
+    let infos = store.get_proxies_info().await.ok()?;
+    infos.get(uid).map(|p| p.info_uid.clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keeps_routing_while_etcd_is_full_and_publishes_again_once_cleared() {
+    let mut etcd = Etcd::reserve();
+    // A tiny backend quota: a dozen 100 kB values raise etcd's NOSPACE alarm.
+    etcd.extra_args = vec!["--quota-backend-bytes=1048576".into()];
+    etcd.start_again();
+    let sc = store_config(&etcd.endpoint(), "p4", Duration::from_secs(1));
+    let store = Store::connect(&sc).await.unwrap();
+    let a = backend("A").await;
+    let mut cd = cluster_data("300ms", "1500ms");
+    set_master(&mut cd, "dba", a);
+    wait_until_async(DEADLINE, "etcd up", || async {
+        store.put_cluster_data(&cd).await.is_ok()
+    })
+    .await;
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let p = start_proxy(sc, port, None);
+    let uid = enable_proxy(&store, &mut cd).await;
+    p.wait_status(&format!("routing to {a}")).await;
+    let (mut session, _) = greeting(addr).await;
+
+    support::etcd::full::fill(&etcd.endpoint()).await;
+    let e = store.put_cluster_data(&cd).await.unwrap_err();
+    assert!(e.is_no_space(), "{e}");
+    eprintln!("etcd full: {e}");
+    // The last info that got through: every publish from now on fails (etcd refuses writes
+    // applied after the alarm), and the key stays (keep-alive is no write).
+    let last = info_uid(&store, &uid).await.expect("proxy info present");
+
+    // Three proxyTimeouts later: still routing (a failed publish does not fail the check while
+    // the clusterdata can be read), the old session open, new clients served, and no publish
+    // got through.
+    let window = Duration::from_millis(4500);
+    let end = Instant::now() + window;
+    while Instant::now() < end {
+        let status = p.status.borrow().clone();
+        assert!(status.starts_with(&format!("routing to {a}")), "{status}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        !is_closed(&mut session, Duration::from_millis(100)).await,
+        "session closed while etcd was only full"
+    );
+    assert_eq!(greeting(addr).await.1, "A");
+    assert_eq!(info_uid(&store, &uid).await.as_ref(), Some(&last));
+
+    // Cleared as an operator would: delete, compact, defragment, disarm. Publishing resumes.
+    support::etcd::full::clear(&etcd.endpoint()).await;
+    wait_until_async(DEADLINE, "proxy info published again", || async {
+        info_uid(&store, &uid).await.is_some_and(|u| u != last)
+    })
+    .await;
+    assert!(!is_closed(&mut session, Duration::from_millis(100)).await);
 }

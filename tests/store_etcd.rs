@@ -1,4 +1,4 @@
-//! The etcd v3 store against a real etcd started per test (reference §3.1).
+//! The etcd v3 store against a real etcd started per test.
 
 mod support;
 
@@ -239,6 +239,74 @@ async fn infos_share_one_lease_and_use_upstream_keys() {
             .await
             .contains("stolon/cluster/smoke/keepers/info/k1")
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changing_the_lease_ttl_moves_the_keys_to_a_new_lease() {
+    let (etcd, store) = started("ttl").await;
+    // Before any lease: only the TTL of the first one.
+    store
+        .change_lease_ttl(Duration::from_secs(30))
+        .await
+        .unwrap();
+    store.put_keeper_info(&keeper_info("k1")).await.unwrap();
+    store.put_proxy_info(&proxy("p1")).await.unwrap();
+    let mut raw = raw_client(&etcd).await;
+    let first = store.lease_id().unwrap();
+    let granted = |raw: &mut Client, id| {
+        let mut raw = raw.clone();
+        async move {
+            raw.lease_time_to_live(id, None)
+                .await
+                .unwrap()
+                .granted_ttl()
+        }
+    };
+    assert_eq!(granted(&mut raw, first).await, 30);
+    let values = |raw: &mut Client| {
+        let mut raw = raw.clone();
+        async move {
+            let resp = raw
+                .get("stolon/cluster/ttl/", Some(GetOptions::new().with_prefix()))
+                .await
+                .unwrap();
+            resp.kvs()
+                .iter()
+                .map(|kv| (kv.key().to_vec(), kv.value().to_vec(), kv.lease()))
+                .collect::<Vec<_>>()
+        }
+    };
+    let before = values(&mut raw).await;
+    assert_eq!(before.len(), 2);
+
+    // The same TTL again: nothing changes.
+    store
+        .change_lease_ttl(Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(store.lease_id(), Some(first));
+
+    store
+        .change_lease_ttl(Duration::from_secs(45))
+        .await
+        .unwrap();
+    let second = store.lease_id().unwrap();
+    assert_ne!(second, first);
+    assert_eq!(granted(&mut raw, second).await, 45);
+    let leases = raw.leases().await.unwrap();
+    assert_eq!(leases.leases().len(), 1, "the old lease is revoked");
+    let after = values(&mut raw).await;
+    let expected: Vec<_> = before.into_iter().map(|(k, v, _)| (k, v, second)).collect();
+    assert_eq!(after, expected, "same keys and values, on the new lease");
+
+    // Floored at MIN_TTL; keep-alive runs on the new lease (put on it works).
+    store
+        .change_lease_ttl(Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert_eq!(granted(&mut raw, store.lease_id().unwrap()).await, 20);
+    store.put_keeper_info(&keeper_info("k2")).await.unwrap();
+    assert_eq!(raw.leases().await.unwrap().leases().len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,8 +2,9 @@
 //! its NOTIFY_SOCKET, with WATCHDOG_USEC set, next to a real etcd, a real sentinel and
 //! PostgreSQL 15. Checks READY=1 only once PostgreSQL accepts connections (and only from the
 //! keeper: PostgreSQL must not see NOTIFY_SOCKET), the STATUS lines, EXTEND_TIMEOUT_USEC during
-//! initdb, WATCHDOG=1 at least twice per period, STOPPING=1 and exit status 0 on SIGTERM, and
-//! no PostgreSQL process left. As root the keeper runs as `postgres`.
+//! initdb, the watchdog period taken from the cluster spec (WATCHDOG_USEC=, the rule of
+//! src/cluster/fencing.rs) and WATCHDOG=1 at least twice per period, STOPPING=1 and exit status
+//! 0 on SIGTERM, and no PostgreSQL process left. As root the keeper runs as `postgres`.
 
 mod support;
 
@@ -20,7 +21,10 @@ use std::time::{Duration, Instant};
 use support::procs::{Proc, RunAs};
 use support::{Etcd, free_port, pg_bin, wait_until, write_secret};
 
-const WATCHDOG: Duration = Duration::from_secs(2);
+/// What the "unit" sets; the keeper replaces it with SPEC_WATCHDOG once it reads the spec.
+const WATCHDOG: Duration = Duration::from_secs(3);
+/// sleepInterval 1s, failInterval 4s: fenced 3 s after a publication, publications every 1 s.
+const SPEC_WATCHDOG: Duration = Duration::from_secs(2);
 const DEADLINE: Duration = Duration::from_secs(120);
 
 /// Kills whatever postgres runs in `pgdata` when the test ends (postgres has its own process
@@ -281,10 +285,17 @@ fn keeper_speaks_the_systemd_notify_protocol() {
         "initdb extends the start timeout: {before_ready:?}"
     );
 
-    // The watchdog, over a few periods after READY=1.
-    let window = WATCHDOG * 4;
+    // The watchdog, over a few periods after READY=1, at the period the spec asks for.
+    let asked = notify.with("WATCHDOG_USEC=");
+    assert!(
+        asked.iter().any(|m| m
+            .text
+            .contains(&format!("WATCHDOG_USEC={}", SPEC_WATCHDOG.as_micros()))),
+        "the keeper sets its watchdog period from the spec: {asked:?}"
+    );
+    let window = SPEC_WATCHDOG * 4;
     wait_until(window * 2, "the watchdog window", || {
-        ready.at.elapsed() > window + WATCHDOG / 2
+        ready.at.elapsed() > window + SPEC_WATCHDOG / 2
     });
     let pings: Vec<Instant> = notify
         .with("WATCHDOG=1")
@@ -294,10 +305,10 @@ fn keeper_speaks_the_systemd_notify_protocol() {
         .collect();
     assert!(
         pings.len() >= 2 * 4 - 1,
-        "at least 2 pings per {WATCHDOG:?}: {} in {window:?}",
+        "at least 2 pings per {SPEC_WATCHDOG:?}: {} in {window:?}",
         pings.len()
     );
-    support::systemd::assert_twice_per_period(&pings, WATCHDOG);
+    support::systemd::assert_twice_per_period(&pings, SPEC_WATCHDOG);
     assert!(
         notify
             .statuses()

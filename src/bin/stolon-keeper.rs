@@ -23,9 +23,7 @@ fn main() -> ExitCode {
     {
         return stolon::keeper::run_guard();
     }
-    // SAFETY: first thing in main, before the tokio runtime: no other thread exists yet.
-    // This also keeps NOTIFY_SOCKET out of PostgreSQL's environment.
-    let service = unsafe { stolon::systemd::take_env() };
+    let service = stolon::systemd::service_env();
     stolon::daemon::main(
         service,
         Cli::try_parse().map(|cli| cli.flags),

@@ -16,8 +16,7 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    // SAFETY: first thing in main, before the tokio runtime: no other thread exists yet.
-    let service = unsafe { stolon::systemd::take_env() };
+    let service = stolon::systemd::service_env();
     stolon::daemon::main(
         service,
         Cli::try_parse().map(|cli| cli.flags),

@@ -1,4 +1,4 @@
-//! The clusterdata document (reference §3.3, formatVersion 1): the sentinel's computed view of
+//! The clusterdata document (formatVersion 1, as upstream): the sentinel's computed view of
 //! the cluster, stored under `<prefix>/<cluster>/clusterdata`. Field names are upstream's so a
 //! document written by upstream stolon loads here and the other way round.
 

@@ -1,5 +1,5 @@
 //! What each running process publishes about itself under `<prefix>/<cluster>/{keepers,sentinels,
-//! proxies}/info/<uid>` with a TTL (reference §3.1, §3.3).
+//! proxies}/info/<uid>` with a TTL (upstream's layout).
 
 use super::data::{PostgresBinaryVersion, TimelineHistory};
 use super::{is_false, is_zero_i64, is_zero_u64};

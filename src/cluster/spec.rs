@@ -1,4 +1,4 @@
-//! The cluster specification (reference §2): what the operator asks for. Every field is optional
+//! The cluster specification: what the operator asks for. Every field is optional
 //! in storage, exactly as upstream stores it; defaults are computed on read and never written back.
 
 use super::duration::GoDuration;
@@ -23,6 +23,11 @@ pub const DEFAULT_MAX_STANDBY_LAG: u32 = 1024 * 1204;
 pub const DEFAULT_MIN_SYNCHRONOUS_STANDBYS: u16 = 1;
 pub const DEFAULT_MAX_SYNCHRONOUS_STANDBYS: u16 = 1;
 pub const DEFAULT_ADDITIONAL_WAL_SENDERS: u16 = 5;
+/// `max_slot_wal_keep_size` when the spec sets none (addition; upstream leaves PostgreSQL's -1,
+/// so the slot of a dead standby keeps every WAL segment until the disk fills). 10 GB lets a
+/// standby that is down for a few hours of moderate writes resume from its slot, and bounds
+/// what one lost standby can cost the master's disk.
+pub const DEFAULT_MAX_SLOT_WAL_KEEP_SIZE: &str = "10GB";
 /// Consecutive checks with an unchanged xLogPos before a standby is judged unable to sync.
 pub const DB_NOT_INCREASING_XLOGPOS_TIMES: u32 = 10;
 
@@ -213,6 +218,12 @@ pub struct ClusterSpec {
     pub pg_hba: Option<Vec<String>>,
     #[serde(default)]
     pub automatic_pg_restart: Option<bool>,
+    /// Addition (no upstream field): `max_slot_wal_keep_size` of every db, PostgreSQL ≥ 13.
+    /// A size in PostgreSQL's notation (`10GB`, `512MB`, a bare number of MB) or `-1`
+    /// (unbounded). Wins over a `max_slot_wal_keep_size` in pgParameters, which still applies
+    /// when this is unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_slot_wal_keep_size: Option<String>,
 }
 
 /// One line naming the field and the rule it breaks.
@@ -234,6 +245,33 @@ pub fn is_valid_slot_name(name: &str) -> bool {
 }
 
 pub const STOLON_PREFIX: &str = "stolon_";
+
+/// The PostgreSQL parameter [`ClusterSpec::max_slot_wal_keep_size`] sets.
+pub const MAX_SLOT_WAL_KEEP_SIZE: &str = "max_slot_wal_keep_size";
+
+/// A `max_slot_wal_keep_size` value in MB (`-1`: no limit), as PostgreSQL reads it: an integer
+/// with an optional unit `MB`, `GB` or `TB` (none means MB), at most `i32::MAX` MB.
+pub fn parse_wal_keep_size_mb(value: &str) -> Result<i64, String> {
+    let v = value.trim();
+    if v == "-1" {
+        return Ok(-1);
+    }
+    let digits = v.chars().take_while(|c| c.is_ascii_digit()).count();
+    let (number, unit) = v.split_at(digits);
+    let number: i64 = number
+        .parse()
+        .map_err(|_| "not a non-negative whole number with an optional unit".to_string())?;
+    let factor = match unit.trim() {
+        "" | "MB" => 1,
+        "GB" => 1024,
+        "TB" => 1024 * 1024,
+        other => return Err(format!("unknown unit {other:?} (use MB, GB or TB)")),
+    };
+    number
+        .checked_mul(factor)
+        .filter(|mb| *mb <= i64::from(i32::MAX))
+        .ok_or_else(|| format!("too large (at most {} MB)", i32::MAX))
+}
 
 impl ClusterSpec {
     pub fn sleep_interval(&self) -> GoDuration {
@@ -318,6 +356,18 @@ impl ClusterSpec {
     pub fn pg_parameters(&self) -> BTreeMap<String, String> {
         self.pg_parameters.clone().unwrap_or_default()
     }
+    /// The `max_slot_wal_keep_size` to render: this field, else pgParameters' value, else
+    /// [`DEFAULT_MAX_SLOT_WAL_KEEP_SIZE`].
+    pub fn max_slot_wal_keep_size(&self) -> String {
+        self.max_slot_wal_keep_size
+            .clone()
+            .or_else(|| {
+                self.pg_parameters
+                    .as_ref()
+                    .and_then(|p| p.get(MAX_SLOT_WAL_KEEP_SIZE).cloned())
+            })
+            .unwrap_or_else(|| DEFAULT_MAX_SLOT_WAL_KEEP_SIZE.to_string())
+    }
 
     /// The spec with every unset field filled with its default (`stolonctl spec --defaults`).
     pub fn with_defaults(&self) -> ClusterSpec {
@@ -352,6 +402,7 @@ impl ClusterSpec {
             pg_parameters: self.pg_parameters.clone(),
             pg_hba: self.pg_hba.clone(),
             automatic_pg_restart: Some(self.automatic_pg_restart()),
+            max_slot_wal_keep_size: Some(self.max_slot_wal_keep_size()),
         }
     }
 
@@ -423,6 +474,13 @@ impl ClusterSpec {
                     "additionalMasterReplicationSlots: replication slot name is reserved: {slot:?}"
                 )));
             }
+        }
+        if let Some(size) = &self.max_slot_wal_keep_size {
+            parse_wal_keep_size_mb(size).map_err(|why| {
+                spec_err(format!(
+                    "maxSlotWalKeepSize {size:?}: {why} (e.g. \"10GB\", \"512MB\", or -1 for no limit)"
+                ))
+            })?;
         }
         for line in self.pg_hba.iter().flatten() {
             if line.contains('\n') || line.contains('\r') {
@@ -581,6 +639,33 @@ mod tests {
         let b = ClusterSpec::from_json(r#"{"initMode":"new","pgHBA":[]}"#).unwrap();
         assert_eq!(a.pg_hba, None);
         assert_eq!(b.pg_hba, Some(vec![]));
+    }
+
+    #[test]
+    fn max_slot_wal_keep_size_defaults_and_validates() {
+        assert_eq!(new_spec().max_slot_wal_keep_size(), "10GB");
+        let from_params = ClusterSpec::from_json(
+            r#"{"initMode":"new","pgParameters":{"max_slot_wal_keep_size":"2GB"}}"#,
+        )
+        .unwrap();
+        assert_eq!(from_params.max_slot_wal_keep_size(), "2GB");
+        let both = ClusterSpec::from_json(
+            r#"{"initMode":"new","maxSlotWalKeepSize":"-1","pgParameters":{"max_slot_wal_keep_size":"2GB"}}"#,
+        )
+        .unwrap();
+        assert_eq!(both.max_slot_wal_keep_size(), "-1", "the field wins");
+        assert!(both.validate().is_ok());
+        for bad in ["10 gigs", "-5", "1.5GB", "", "3000TB", "10kB"] {
+            let s = ClusterSpec {
+                max_slot_wal_keep_size: Some(bad.into()),
+                ..new_spec()
+            };
+            let e = s.validate().unwrap_err();
+            assert!(e.0.starts_with("maxSlotWalKeepSize"), "{bad}: {e}");
+        }
+        assert_eq!(parse_wal_keep_size_mb("10GB"), Ok(10 * 1024));
+        assert_eq!(parse_wal_keep_size_mb("512"), Ok(512));
+        assert_eq!(parse_wal_keep_size_mb("1TB"), Ok(1024 * 1024));
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Configuration of the four binaries (reference §1): defaults < TOML file < `ST<ROLE>_*`
+//! Configuration of the four binaries: defaults < TOML file < `ST<ROLE>_*`
 //! environment < command-line flags, layered with the `config` crate.
 //!
 //! One table per role lists every flag with its default; clap, the environment and the file

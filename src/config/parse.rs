@@ -29,28 +29,7 @@ pub(super) fn parse_duration(
 }
 
 /// Upstream: comma list; http or https, or no scheme (= http); all with the same scheme.
-/// Checked here too (the store checks again at connect) so the error comes before anything
-/// is logged and names the flag.
+/// Checked here with the store's own check, so the error comes before anything is logged.
 pub(super) fn parse_endpoints(list: &str) -> Result<Vec<String>, String> {
-    let endpoints = StoreConfig::endpoints_from_flag(list);
-    let mut scheme: Option<&str> = None;
-    for e in &endpoints {
-        let this = match e.split_once("://") {
-            Some((s @ ("http" | "https"), rest)) if !rest.is_empty() => s,
-            _ => {
-                return Err(format!(
-                    "endpoint {e:?}: unsupported scheme (use http:// or https://)"
-                ));
-            }
-        };
-        match scheme {
-            Some(s) if s != this => {
-                return Err(format!(
-                    "all endpoints must use the same scheme ({e:?} is {this}, others {s})"
-                ));
-            }
-            _ => scheme = Some(this),
-        }
-    }
-    Ok(endpoints)
+    crate::store::normalize_endpoints(&StoreConfig::endpoints_from_flag(list)).map(|(e, _)| e)
 }

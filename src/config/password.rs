@@ -2,7 +2,7 @@
 
 use super::error::{ConfigError, invalid};
 use super::loaded::Loaded;
-use crate::keeper::AuthMethod;
+use crate::postgres::AuthMethod;
 use std::path::Path;
 
 impl Loaded {

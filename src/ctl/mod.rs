@@ -1,4 +1,4 @@
-//! stolonctl (reference §1.5): one file per sub-command. Each sub-command parses and checks
+//! stolonctl: one file per sub-command. Each sub-command parses and checks
 //! its input before it connects, so bad input never reaches the store; the decisions
 //! (patching a spec, failing or removing a keeper, building the status) are plain functions
 //! over the cluster data, tested without a store.

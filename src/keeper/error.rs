@@ -22,6 +22,15 @@ pub enum KeeperError {
     DataDir { path: PathBuf, reason: String },
     #[error("cannot take exclusive lock on data dir {path}: another keeper running? ({reason})")]
     Lock { path: PathBuf, reason: String },
+    #[error(
+        "keeper uid {uid:?} is in use by another running keeper (its info in the store keeps being republished, bootUUID {other_boot_uuid}): give every keeper its own --uid; a data dir copied from another keeper carries its uid in {}/keeperstate, so start this one on an empty --data-dir instead",
+        data_dir.display()
+    )]
+    UidInUse {
+        uid: String,
+        other_boot_uuid: String,
+        data_dir: PathBuf,
+    },
     #[error("state file {path}: {reason}")]
     StateFile { path: PathBuf, reason: String },
     #[error("{0}")]

@@ -87,6 +87,7 @@ impl Keeper {
                 self.applied = None;
                 let conn = self.repl_conn(host, port, slot)?;
                 let uid = self.facts.uid.clone();
+                let base = self.timing.sleep_interval;
                 let work = self.work.clone();
                 let mut last_pct = None;
                 let mut last_done = None;
@@ -110,7 +111,17 @@ impl Keeper {
                         }
                     },
                 )
-                .await?;
+                .await
+                .inspect_err(|_| {
+                    let wait = self.setbacks.resync_failed(
+                        host,
+                        port,
+                        std::time::Instant::now(),
+                        base,
+                    );
+                    tracing::warn!(keeper = %uid, %host, %port, "resync failed; the next one from {host}:{port} waits {wait:?}");
+                })?;
+                self.setbacks.resync_succeeded();
                 // A copy of the master is a standby by construction; without the signal the
                 // next observation would see a master.
                 postgres::write_standby_signal(&self.pgdata, None)?;
@@ -151,6 +162,25 @@ impl Keeper {
                 client.close().await;
                 res
             }
+        }
+    }
+
+    /// Records an unexpected PostgreSQL exit (the loop calls it where it notices one) and
+    /// says so once when it makes a crash loop. A kill by the fence is no crash: the store was
+    /// out of reach, and PostgreSQL starts again as soon as it is back.
+    pub(super) fn note_postgres_exit(&mut self, pid: u32) {
+        if self.fence.killed(pid) {
+            return;
+        }
+        let now = std::time::Instant::now();
+        if let Some(until) = self.setbacks.postgres_exited(now) {
+            tracing::error!(
+                keeper = %self.facts.uid,
+                exits = self.setbacks.recent_exits(now),
+                window = ?super::setbacks::CRASH_WINDOW,
+                "PostgreSQL keeps exiting unexpectedly: leaving it stopped for {:?} so that it is reported unhealthy and the sentinel can fail over",
+                until.saturating_duration_since(now)
+            );
         }
     }
 

@@ -134,6 +134,8 @@ struct EnforcerState {
 /// Kills the watched PostgreSQL when its deadline passes or its keeper goes away.
 pub struct Enforcer {
     state: Mutex<EnforcerState>,
+    /// The postmasters this enforcer killed (the keeper does not count them as crashes).
+    killed: Mutex<Vec<i32>>,
     news: Condvar,
     /// Who enforces, for the log line.
     name: &'static str,
@@ -143,6 +145,7 @@ impl Enforcer {
     fn new(name: &'static str) -> Arc<Enforcer> {
         Arc::new(Enforcer {
             state: Mutex::new(EnforcerState::default()),
+            killed: Mutex::new(Vec::new()),
             news: Condvar::new(),
             name,
         })
@@ -201,6 +204,14 @@ impl Enforcer {
             eprintln!("stolon-keeper fence guard: {msg}");
         } else {
             tracing::error!("{msg}");
+        }
+        {
+            let mut killed = self.killed.lock().unwrap_or_else(|p| p.into_inner());
+            // A few are enough: the keeper asks right after the exit it notices.
+            if killed.len() >= 8 {
+                killed.remove(0);
+            }
+            killed.push(w.pid);
         }
         kill_instance(w.pid, &w.pgdata);
     }
@@ -358,6 +369,17 @@ impl Fence {
         self.update(|f| f.master = false);
     }
 
+    /// Whether the keeper's fence thread killed postmaster `pid` (the guard process, fencing at
+    /// the same deadline, may have been first).
+    pub fn killed(&self, pid: u32) -> bool {
+        let pid = pid as i32;
+        self.local
+            .killed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&pid)
+    }
+
     /// How long since the last successful publication was sent (`None`: never).
     pub fn silent_for(&self) -> Option<Duration> {
         let facts = self.facts.lock().unwrap_or_else(|p| p.into_inner());
@@ -402,7 +424,11 @@ impl Fence {
 }
 
 fn spawn_guard(program: &Path) -> std::io::Result<Guard> {
-    let mut child = Command::new(program)
+    let mut cmd = Command::new(program);
+    for var in crate::postgres::SERVICE_ENV {
+        cmd.env_remove(var);
+    }
+    let mut child = cmd
         .arg(GUARD_ARG)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())

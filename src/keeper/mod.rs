@@ -1,5 +1,4 @@
 //! The keeper: manages one PostgreSQL instance, converging it to the db spec the sentinel wrote.
-//! OWNER: keeper helper.
 //!
 //! [`run`] is the daemon: lock the data dir, settle the uid, stop a postgres a crashed keeper
 //! left behind, then loop: read the clusterdata, observe PGDATA and the child postgres,
@@ -21,51 +20,21 @@ pub mod plan;
 mod plan_tests;
 mod publish;
 mod run;
+pub mod setbacks;
 pub mod state;
 #[cfg(test)]
 mod state_tests;
 mod status;
+mod uid_guard;
 pub mod validate;
 mod work;
 
+pub use crate::postgres::AuthMethod;
 pub use error::KeeperError;
 pub use fence::{GUARD_ARG, run_guard};
 pub use run::{run, run_with_notifier};
 
 use std::path::PathBuf;
-
-/// Authentication method for the superuser and replication user (`--pg-*-auth-method`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuthMethod {
-    Md5,
-    ScramSha256,
-    Trust,
-}
-
-impl AuthMethod {
-    /// As written in pg_hba.conf.
-    pub fn as_hba(&self) -> &'static str {
-        match self {
-            AuthMethod::Md5 => "md5",
-            AuthMethod::ScramSha256 => "scram-sha-256",
-            AuthMethod::Trust => "trust",
-        }
-    }
-}
-
-impl std::str::FromStr for AuthMethod {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "md5" => Ok(AuthMethod::Md5),
-            "scram-sha-256" => Ok(AuthMethod::ScramSha256),
-            "trust" => Ok(AuthMethod::Trust),
-            other => Err(format!(
-                "unknown auth method {other:?} (use md5, scram-sha-256 or trust)"
-            )),
-        }
-    }
-}
 
 /// Resolved keeper settings (flags > env > file > defaults are merged by `config`).
 /// Passwords are already read from files, trailing newline stripped, checked non-empty.

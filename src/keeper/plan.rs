@@ -1,5 +1,5 @@
 //! PURE: what the keeper must do to make its local PostgreSQL match the db the sentinel assigned
-//! it (reference §4b). No I/O, no clock: the loop observes the local state, calls [`plan`], and
+//! it. No I/O, no clock: the loop observes the local state, calls [`plan`], and
 //! executes the actions in order, stopping at the first failure (the next iteration plans again
 //! from what is then on disk).
 //!
@@ -41,6 +41,52 @@ pub struct LocalState {
     /// Major version of the PostgreSQL binaries the instance runs with (`None`: unknown). It
     /// decides whether new recovery settings need a restart.
     pub pg_major: Option<i32>,
+    /// Steps the keeper holds back after repeated failures (`super::setbacks`).
+    pub holds: Holds,
+}
+
+/// What the keeper must not do yet because it failed too often lately. The loop derives it
+/// from its clock (`super::setbacks::Setbacks::holds`); the plan only obeys it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Holds {
+    /// PostgreSQL exited unexpectedly too often lately: leave it stopped. A master that kept
+    /// being restarted would be reported healthy between crashes and never failed over; a
+    /// stopped one is reported unhealthy, so the sentinel fails over after failInterval.
+    pub crash_loop: bool,
+    /// The last resync from this followed db failed: wait before the next pg_basebackup.
+    pub resync: Option<ResyncHold>,
+}
+
+/// A resync source in back-off: the next pg_basebackup from `host:port` waits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResyncHold {
+    pub host: String,
+    pub port: String,
+    /// Failed resyncs in a row from that source.
+    pub failures: u32,
+}
+
+/// Why a step is held back ([`WaitReason::Held`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Hold {
+    CrashLoop,
+    ResyncBackoff(ResyncHold),
+}
+
+impl std::fmt::Display for Hold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Hold::CrashLoop => write!(
+                f,
+                "PostgreSQL keeps exiting unexpectedly; it stays stopped for a while so that the sentinel can fail over"
+            ),
+            Hold::ResyncBackoff(r) => write!(
+                f,
+                "resync from {}:{} failed {} time(s) in a row; waiting before retrying",
+                r.host, r.port, r.failures
+            ),
+        }
+    }
 }
 
 /// First major version whose `primary_conninfo` and `primary_slot_name` take effect on a
@@ -159,7 +205,7 @@ pub enum Action {
     /// Make the `stolon_*` physical slots exactly `stolon_<f>` for each follower db uid `f`,
     /// and create the spec's additional slots that are missing. ⚠ Upstream also drops
     /// physical slots not named `stolon_*` that are not in the additional list; we never
-    /// touch a slot we did not create by name (reference §4b says "untouched").
+    /// touch a slot we did not create by name (upstream leaves them untouched).
     ReconcileSlots {
         followers: Vec<String>,
         additional: Vec<String>,
@@ -200,6 +246,8 @@ pub enum WaitReason {
     RoleUndefined,
     /// The followed db has not published its address yet.
     FollowedDbAddressUnknown(String),
+    /// A start or a resync is held back after repeated failures.
+    Held(Hold),
 }
 
 /// A state the keeper cannot fix by itself; the loop logs it (error) and tries again later,
@@ -327,7 +375,7 @@ impl Planner {
     fn run(&mut self, me: &KeeperFacts, cd: Option<&ClusterData>, fenced: bool) -> PlanEnd {
         if fenced {
             // A standby may keep running: it takes no writes. A master must not outlive its
-            // lease on the store (DESIGN promise 1).
+            // lease on the store (one master, or none).
             if self.sim.role == LocalRole::Master {
                 self.stop_if_running(StopReason::Fencing);
             }
@@ -416,6 +464,20 @@ impl Planner {
                     // External follow with resync is a standby-cluster pitr we do not support.
                     return Err(PlanEnd::Error(PlanError::PitrUnsupported(db.uid.clone())));
                 };
+                // Back off before copying from the same source again: a failing
+                // pg_basebackup retried every sleepInterval hammers the master (a fast
+                // checkpoint and a full copy each time).
+                if let Some(hold) = self
+                    .sim
+                    .holds
+                    .resync
+                    .as_ref()
+                    .filter(|h| h.host == host && h.port == port)
+                {
+                    return Err(PlanEnd::Wait(WaitReason::Held(Hold::ResyncBackoff(
+                        hold.clone(),
+                    ))));
+                }
                 self.push(Action::SaveDbState(fresh(true)));
                 self.stop_if_running(StopReason::Reinitialize);
                 self.push(Action::Resync { host, port, slot });
@@ -447,6 +509,9 @@ impl Planner {
         }
         let mut desired = desired_config(cd, db, &self.sim, None);
         if !self.sim.running {
+            if self.sim.holds.crash_loop {
+                return PlanEnd::Wait(WaitReason::Held(Hold::CrashLoop));
+            }
             // Upstream's waitSyncStandbysSynced: after a restart of a sync-replication master
             // its standbys may lag; clients stay out until they are in sync again.
             desired.hba.internal_only = db.spec.synchronous_replication;
@@ -502,6 +567,9 @@ impl Planner {
         let external = matches!(recovery, Recovery::External(_));
         let desired = desired_config(cd, db, &self.sim, Some(recovery));
         if !self.sim.running {
+            if self.sim.holds.crash_loop {
+                return PlanEnd::Wait(WaitReason::Held(Hold::CrashLoop));
+            }
             if self.sim.applied.as_ref() != Some(&desired) {
                 self.push(Action::WriteConfig(desired));
             }
@@ -627,6 +695,12 @@ fn desired_config(
         parameters.extend(sim.db_state.init_pg_parameters.clone());
     }
     parameters.extend(db.spec.pg_parameters.clone());
+    // Bounds the WAL a dead standby's slot holds on the master (and on a standby, for when
+    // it is promoted). Read from the cluster spec: the db spec has no such field upstream.
+    parameters.insert(
+        crate::cluster::MAX_SLOT_WAL_KEEP_SIZE.to_string(),
+        cd.cluster.spec.max_slot_wal_keep_size(),
+    );
 
     let (synchronous_standbys, external_synchronous_standbys) = if db.spec.synchronous_replication {
         let mut s = db.spec.synchronous_standbys.clone();

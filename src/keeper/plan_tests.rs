@@ -1,4 +1,4 @@
-//! Named scenarios for the keeper plan: one per rule of reference §4b.
+//! Named scenarios for the keeper plan: one per rule of upstream's keeper.
 
 use super::plan::*;
 use super::state::DbState;
@@ -78,6 +78,7 @@ fn local(uid: &str, generation: i64, role: LocalRole, running: bool) -> LocalSta
         in_sync_standbys: None,
         pending_restart: false,
         pg_major: Some(15),
+        holds: Holds::default(),
     }
 }
 
@@ -766,4 +767,118 @@ fn crashed_resync_is_wiped_and_resynced() {
     l.db_state.initializing = true;
     let p = plan(&me(), Some(&cd), &l, false);
     assert_eq!(kinds(&p), vec!["wipe", "save", "resync", "mark"]);
+}
+
+fn crash_looping(mut l: LocalState) -> LocalState {
+    l.holds.crash_loop = true;
+    l
+}
+
+#[test]
+fn crash_looping_master_is_left_stopped_so_the_sentinel_fails_over() {
+    let cd = cd_with(db("d1", ME, DbRole::Master, DbInitMode::None, 1));
+    let l = crash_looping(local("d1", 1, LocalRole::Master, false));
+    let p = plan(&me(), Some(&cd), &l, false);
+    assert!(p.actions.is_empty(), "{:?}", p.actions);
+    assert_eq!(p.end, PlanEnd::Wait(WaitReason::Held(Hold::CrashLoop)));
+    // Once the hold is over it starts as before.
+    let mut l = l;
+    l.holds = Holds::default();
+    let p = plan(&me(), Some(&cd), &l, false);
+    assert_eq!(kinds(&p), vec!["write", "start", "slots"]);
+}
+
+#[test]
+fn crash_loop_hold_leaves_a_running_master_alone() {
+    // The hold only stops restarts: an instance that runs is not the one that crashed.
+    let cd = cd_with(db("d1", ME, DbRole::Master, DbInitMode::None, 1));
+    let first = plan(
+        &me(),
+        Some(&cd),
+        &local("d1", 0, LocalRole::Master, false),
+        false,
+    );
+    let mut l = crash_looping(local("d1", 1, LocalRole::Master, true));
+    l.applied = applied_config(&first);
+    let p = plan(&me(), Some(&cd), &l, false);
+    assert_eq!(kinds(&p), vec!["slots"]);
+}
+
+#[test]
+fn crash_looping_standby_is_left_stopped() {
+    let cd = cd_with(standby_db("d1", DbInitMode::None, 2));
+    let l = crash_looping(local("d1", 2, LocalRole::Standby, false));
+    let p = plan(&me(), Some(&cd), &l, false);
+    assert!(p.actions.is_empty(), "{:?}", p.actions);
+    assert_eq!(p.end, PlanEnd::Wait(WaitReason::Held(Hold::CrashLoop)));
+}
+
+#[test]
+fn crash_looping_master_that_lost_its_db_still_stops() {
+    // After the failover the sentinel removed our db: nothing to hold, nothing to start.
+    let mut cd = cd_with(db("d1", ME, DbRole::Master, DbInitMode::None, 1));
+    cd.dbs.remove("d1");
+    let l = crash_looping(local("d1", 1, LocalRole::Master, false));
+    let p = plan(&me(), Some(&cd), &l, false);
+    assert!(p.actions.is_empty());
+    assert_eq!(p.end, PlanEnd::Wait(WaitReason::NoDbAssigned));
+}
+
+fn resync_held(host: &str, port: &str) -> Holds {
+    Holds {
+        crash_loop: false,
+        resync: Some(ResyncHold {
+            host: host.into(),
+            port: port.into(),
+            failures: 2,
+        }),
+    }
+}
+
+#[test]
+fn failed_resync_waits_for_its_back_off_before_copying_again() {
+    let cd = cd_with(standby_db("d1", DbInitMode::Resync, 2));
+    let mut l = local("d1", 0, LocalRole::Standby, false);
+    l.db_state.initializing = true;
+    l.holds = resync_held("10.0.0.2", "5432");
+    let p = plan(&me(), Some(&cd), &l, false);
+    // The half-made copy is wiped once; no pg_basebackup until the hold is over.
+    assert_eq!(kinds(&p), vec!["wipe"]);
+    let Some(WaitReason::Held(Hold::ResyncBackoff(h))) = (match &p.end {
+        PlanEnd::Wait(w) => Some(w.clone()),
+        _ => None,
+    }) else {
+        panic!("{:?}", p.end)
+    };
+    assert_eq!(h.failures, 2);
+    let p = plan(&me(), Some(&cd), &p.expected, false);
+    assert!(
+        p.actions.is_empty(),
+        "no wipe every iteration: {:?}",
+        p.actions
+    );
+    let mut l = p.expected.clone();
+    l.holds = Holds::default();
+    let p = plan(&me(), Some(&cd), &l, false);
+    assert_eq!(kinds(&p), vec!["save", "resync", "mark"]);
+}
+
+#[test]
+fn resync_back_off_does_not_delay_a_copy_from_another_source() {
+    let cd = cd_with(standby_db("d1", DbInitMode::Resync, 2));
+    let mut l = empty_local();
+    l.holds = resync_held("10.0.0.9", "5432");
+    let p = plan(&me(), Some(&cd), &l, false);
+    assert_eq!(kinds(&p), vec!["save", "resync", "mark"]);
+}
+
+#[test]
+fn max_slot_wal_keep_size_comes_from_the_cluster_spec() {
+    let mut cd = cd_with(db("d1", ME, DbRole::Master, DbInitMode::None, 1));
+    let l = local("d1", 1, LocalRole::Master, false);
+    let cfg = applied_config(&plan(&me(), Some(&cd), &l, false)).unwrap();
+    assert_eq!(cfg.parameters["max_slot_wal_keep_size"], "10GB");
+    cd.cluster.spec.max_slot_wal_keep_size = Some("512MB".into());
+    let cfg = applied_config(&plan(&me(), Some(&cd), &l, false)).unwrap();
+    assert_eq!(cfg.parameters["max_slot_wal_keep_size"], "512MB");
 }

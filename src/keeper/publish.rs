@@ -1,4 +1,4 @@
-//! Publishing `keepers/info/<uid>` (reference §3.3 KeeperInfo) from its own task, so the
+//! Publishing `keepers/info/<uid>` (upstream's KeeperInfo) from its own task, so the
 //! sentinel keeps seeing a live keeper while the main loop is busy in a long action (a
 //! pg_basebackup of a big database), and the info goes out at once when the loop asks (right
 //! after a promotion).
@@ -135,6 +135,21 @@ pub(super) async fn publisher(
                         tracing::info!(keeper = %id.uid, "keeper info published again");
                     }
                     failing = false;
+                }
+                // A full store (NOSPACE) refuses every write, the sentinel's clusterdata
+                // compare-and-swap too: while it still answers reads and keeps our lease (and
+                // so our info) alive, no other master can be elected, and the master keeps
+                // running. The sentinel does not age keeper infos while the store is full.
+                Err(e) if e.is_no_space() => {
+                    let in_contact = store.get_cluster_data().await.is_ok()
+                        && store.lease_lost_since().is_none();
+                    if in_contact {
+                        fence.published(sent_at);
+                    }
+                    if !failing {
+                        tracing::warn!(keeper = %id.uid, error = %e, in_contact, "store full (NOSPACE): cannot publish keeper info; a master keeps running while the store answers reads and keeps the lease");
+                    }
+                    failing = true;
                 }
                 Err(e) => {
                     if !failing {

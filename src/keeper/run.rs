@@ -129,6 +129,8 @@ pub(super) struct Keeper {
     /// When the running postgres was started and up: only a state gathered after that says
     /// whether it accepts connections.
     pub pg_started_at: Option<Instant>,
+    /// Recent crashes and failed resyncs: what the plan must hold back (`setbacks`).
+    pub setbacks: super::setbacks::Setbacks,
 }
 
 /// Runs the keeper until `shutdown`; then stops PostgreSQL (fast) and returns `Ok`. Talks to
@@ -193,6 +195,7 @@ pub async fn run_with_notifier(
         timing = Timing::from_spec(&cd.value.cluster.spec);
     }
     store.set_lease_ttl(timing.sleep_interval.max(MIN_LEASE_TTL));
+    super::uid_guard::ensure_uid_free(&store, &uid, timing.sleep_interval, dir.root()).await?;
     // The guard is this very program, started with the guard argument (see fence.rs).
     let fence = Fence::start(Some(Path::new(GUARD_PROGRAM)), timing.fence_after());
     notifier.set_watchdog_period(timing.fence.watchdog);
@@ -263,6 +266,7 @@ pub async fn run_with_notifier(
         cluster_initializing: true,
         ready: false,
         pg_started_at: None,
+        setbacks: Default::default(),
     };
     keeper.main_loop(&shutdown).await;
     work.set_extending(true);
@@ -345,6 +349,9 @@ impl Keeper {
                     },
                     why = pg_exited(&mut self.pg) => {
                         tracing::error!(keeper = %self.facts.uid, "postgres exited unexpectedly: {why}");
+                        if let Some(pid) = self.pg.as_ref().map(|p| p.pid()) {
+                            self.note_postgres_exit(pid);
+                        }
                         self.pg = None;
                         self.track_postgres();
                         self.shared.update(|s| s.running = false);
@@ -573,6 +580,7 @@ impl Keeper {
         if !running && let Some(mut gone) = self.pg.take() {
             let why = gone.exited().await;
             tracing::error!(keeper = %self.facts.uid, "postgres exited unexpectedly: {why}");
+            self.note_postgres_exit(gone.pid());
         }
         let mut in_sync_standbys = None;
         let mut pending_restart = false;
@@ -603,6 +611,7 @@ impl Keeper {
             in_sync_standbys,
             pending_restart,
             pg_major: self.pg_major,
+            holds: self.setbacks.holds(std::time::Instant::now()),
         })
     }
 
@@ -681,6 +690,7 @@ fn describe_wait(reason: &WaitReason) -> String {
         WaitReason::FollowedDbAddressUnknown(db) => {
             format!("followed db {db} has not published its address yet")
         }
+        WaitReason::Held(hold) => hold.to_string(),
     }
 }
 

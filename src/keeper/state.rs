@@ -1,12 +1,11 @@
-//! The keeper's files in `<data-dir>` (reference §3.3): `keeperstate`, `dbstate`, `lock`, and
+//! The keeper's files in `<data-dir>`: `keeperstate`, `dbstate`, `lock`, and
 //! the password-file helper the config loader uses.
 
 use super::error::KeeperError;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 pub const KEEPER_STATE_FILE: &str = "keeperstate";
@@ -163,35 +162,9 @@ pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<(), Kee
 }
 
 pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<(), KeeperError> {
-    let err = |reason: String| KeeperError::StateFile {
+    crate::fsutil::write_atomic(path, bytes, None).map_err(|e| KeeperError::StateFile {
         path: path.to_path_buf(),
-        reason,
-    };
-    let dir = path
-        .parent()
-        .ok_or_else(|| err("has no parent directory".into()))?;
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| err("has no file name".into()))?
-        .to_string_lossy();
-    let tmp = dir.join(format!(".{file_name}.tmp"));
-    let write = || -> std::io::Result<()> {
-        let mut f = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        // An older temp file may carry a wider mode; `mode` applies only on creation.
-        f.set_permissions(fs::Permissions::from_mode(0o600))?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()
-    };
-    write().map_err(|e| {
-        let _ = fs::remove_file(&tmp);
-        err(format!("cannot write it: {e}"))
+        reason: format!("cannot write it: {e}"),
     })
 }
 

@@ -84,6 +84,7 @@ pub(super) fn status_line(f: &StatusFacts) -> String {
             WaitReason::FollowedDbAddressUnknown(followed) => {
                 format!("db {db}: waiting for the followed db {followed} to publish its address")
             }
+            WaitReason::Held(hold) => format!("db {db}: {hold}"),
         },
         Outcome::Planned(PlanEnd::Error(e)) => format!("error: {e}"),
         Outcome::Planned(PlanEnd::Replan) => format!("preparing db {db}"),

@@ -1,4 +1,4 @@
-//! Start-up checks of the keeper settings (reference §1.2): refuse root, and the auth-method and
+//! Start-up checks of the keeper settings: refuse root, and the auth-method and
 //! password rules for the superuser and the replication user.
 
 use super::error::KeeperError;

@@ -50,7 +50,11 @@ impl PgBinaries {
     /// `postgres (PostgreSQL) 15.13 (Debian 15.13-0+deb12u1)`.
     pub fn version(&self) -> Result<PostgresBinaryVersion, PgError> {
         let program = self.postgres.display().to_string();
-        let out = std::process::Command::new(&self.postgres)
+        let mut cmd = std::process::Command::new(&self.postgres);
+        for var in super::SERVICE_ENV {
+            cmd.env_remove(var);
+        }
+        let out = cmd
             .arg("--version")
             .output()
             .map_err(|source| PgError::Spawn {

@@ -39,7 +39,7 @@ impl std::fmt::Debug for LocalConn {
     }
 }
 
-/// What the keeper publishes about its instance in `PostgresState` (reference §4b "Reported
+/// What the keeper publishes about its instance in `PostgresState` (as upstream: "Reported
 /// state"), apart from the uid/generation/address it knows itself.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct PgState {

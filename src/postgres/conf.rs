@@ -1,4 +1,4 @@
-//! postgresql.conf generation (reference §4b), for PostgreSQL 13 and newer (`wal_keep_size`,
+//! postgresql.conf generation, for PostgreSQL 13 and newer (`wal_keep_size`,
 //! recovery settings in postgresql.conf plus `standby.signal`). Pure functions.
 
 use crate::cluster::RecoveryTargetSettings;
@@ -11,6 +11,7 @@ pub const MANAGED_PARAMETERS: &[&str] = &[
     "unix_socket_directories",
     "wal_keep_segments",
     "wal_keep_size",
+    "max_slot_wal_keep_size",
     "hot_standby",
     "listen_addresses",
     "port",
@@ -194,8 +195,9 @@ pub fn synchronous_standby_names(db_uids: &[String], external: &[String]) -> Str
 }
 
 /// The full parameter set: `init` (initdb's, when includePreviousConfig) < `spec` < managed.
-/// Managed names in `init`/`spec` are dropped, except a user `wal_level=logical` and a user
-/// `wal_keep_size`, which are honoured.
+/// Managed names in `init`/`spec` are dropped, except a user `wal_level=logical`, a user
+/// `wal_keep_size` and `max_slot_wal_keep_size`, which are honoured (the keeper puts the
+/// cluster spec's `maxSlotWalKeepSize` there, see `ClusterSpec::max_slot_wal_keep_size`).
 pub fn build_parameters(
     init: Option<&BTreeMap<String, String>>,
     spec: &BTreeMap<String, String>,
@@ -208,7 +210,13 @@ pub fn build_parameters(
     }
     let user_wal_level = p.get("wal_level").cloned();
     let user_wal_keep_size = p.get("wal_keep_size").cloned();
+    let slot_wal_keep_size = p.get("max_slot_wal_keep_size").cloned();
     p.retain(|k, _| !is_managed(k));
+    if let Some(v) = slot_wal_keep_size {
+        // Managed so that it is not reported (mergePgParameters would copy the default into
+        // the spec's pgParameters), yet its value is the spec's.
+        p.insert("max_slot_wal_keep_size".into(), v);
+    }
 
     let wal_level = match user_wal_level.as_deref() {
         Some("logical") => "logical",
@@ -350,13 +358,19 @@ mod tests {
 
     #[test]
     fn user_logical_wal_level_and_wal_keep_size_are_honoured() {
-        let spec = map(&[("wal_level", "logical"), ("wal_keep_size", "1GB")]);
+        let spec = map(&[
+            ("wal_level", "logical"),
+            ("wal_keep_size", "1GB"),
+            ("max_slot_wal_keep_size", "10GB"),
+        ]);
         let mut m = managed();
         m.use_pg_rewind = true;
         m.scram = true;
         let p = build_parameters(None, &spec, &m, None);
         assert_eq!(p["wal_level"], "logical");
         assert_eq!(p["wal_keep_size"], "1GB");
+        assert_eq!(p["max_slot_wal_keep_size"], "10GB");
+        assert!(render_postgresql_conf(&p).contains("max_slot_wal_keep_size = '10GB'\n"));
         assert_eq!(p["wal_log_hints"], "on");
         assert_eq!(p["password_encryption"], "scram-sha-256");
     }
@@ -405,6 +419,7 @@ mod tests {
             ("port", "5432"),
             ("recovery_target_timeline", "latest"),
             ("wal_keep_size", "128"),
+            ("max_slot_wal_keep_size", "10GB"),
         ]);
         assert_eq!(filter_managed(&p), map(&[("work_mem", "8MB")]));
         assert_eq!(uid_from_stolon_name("stolon_ab12"), Some("ab12"));

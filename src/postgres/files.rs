@@ -5,8 +5,6 @@ use super::conf::{render_postgresql_conf, render_with_include};
 use super::{PgError, RunAs};
 use crate::cluster::TimelineHistory;
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// Name of the temporary configuration used while initialising (it includes initdb's file).
@@ -34,24 +32,8 @@ pub(crate) fn write_file_as(
     content: &[u8],
     run_as: Option<RunAs>,
 ) -> Result<(), PgError> {
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{file_name}.stolon-tmp"));
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| PgError::io(&tmp, e))?;
-    f.write_all(content)
-        .and_then(|_| f.sync_all())
-        .map_err(|e| PgError::io(&tmp, e))?;
-    drop(f);
-    chown_to(&tmp, run_as)?;
-    std::fs::rename(&tmp, path).map_err(|e| PgError::io(path, e))
+    crate::fsutil::write_atomic(path, content, run_as.map(|r| (r.uid, r.gid)))
+        .map_err(|e| PgError::io(path, e))
 }
 
 /// Rewrites `<pgdata>/postgresql.conf` with exactly `params`; returns its path (the

@@ -1,8 +1,40 @@
-//! pg_hba.conf generation (reference §4b). Pure.
+//! pg_hba.conf generation. Pure.
 
 use crate::cluster::SuReplAccessMode;
-use crate::keeper::AuthMethod;
 use std::net::IpAddr;
+
+/// Authentication method for the superuser and replication user (`--pg-*-auth-method`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMethod {
+    Md5,
+    ScramSha256,
+    Trust,
+}
+
+impl AuthMethod {
+    /// As written in pg_hba.conf.
+    pub fn as_hba(&self) -> &'static str {
+        match self {
+            AuthMethod::Md5 => "md5",
+            AuthMethod::ScramSha256 => "scram-sha-256",
+            AuthMethod::Trust => "trust",
+        }
+    }
+}
+
+impl std::str::FromStr for AuthMethod {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "md5" => Ok(AuthMethod::Md5),
+            "scram-sha-256" => Ok(AuthMethod::ScramSha256),
+            "trust" => Ok(AuthMethod::Trust),
+            other => Err(format!(
+                "unknown auth method {other:?} (use md5, scram-sha-256 or trust)"
+            )),
+        }
+    }
+}
 
 /// What pg_hba.conf depends on.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,8 +1,7 @@
-//! The PostgreSQL toolkit the keeper drives (reference §4b): locating binaries, initdb,
+//! The PostgreSQL toolkit the keeper drives: locating binaries, initdb,
 //! running postgres as a child process, pg_basebackup, promotion, postgresql.conf and pg_hba.conf
 //! rendering, and the queries behind the state a keeper reports.
 //!
-//! OWNER: postgres helper.
 //!
 //! Everything that runs a PostgreSQL program takes `run_as: Option<RunAs>`: PostgreSQL refuses to
 //! run as root, so tests started as root run it as the `postgres` user. The keeper itself refuses
@@ -33,7 +32,7 @@ pub use files::{
     read_timeline_history, remove_pgdata, write_pg_hba, write_postgresql_conf,
     write_standby_signal, write_temp_postgresql_conf,
 };
-pub use hba::{HbaParams, render_pg_hba};
+pub use hba::{AuthMethod, HbaParams, render_pg_hba};
 pub(crate) use process::kill_instance;
 pub use process::{PgProcess, StartOptions, stop_stale_instance};
 pub use tools::{initdb, pg_basebackup, promote};
@@ -47,7 +46,7 @@ pub const DEFAULT_SOCKET_DIR: &str = "/tmp";
 /// What systemd hands the keeper's service that no PostgreSQL program may inherit: a postgres
 /// built with systemd support (Debian's is) would send its own READY=1/STOPPING=1 for the
 /// keeper's unit, and the watchdog and activated sockets are the keeper's.
-const SERVICE_ENV: &[&str] = &[
+pub(crate) const SERVICE_ENV: &[&str] = &[
     "NOTIFY_SOCKET",
     "WATCHDOG_USEC",
     "WATCHDOG_PID",

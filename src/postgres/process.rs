@@ -457,13 +457,15 @@ async fn spawn_postmaster(
 ) -> std::io::Result<tokio::process::Child> {
     let keeper = nix::unistd::getpid();
     // SAFETY: the closure runs in the forked child before exec and only makes two system
-    // calls (prctl, getppid); it allocates nothing and takes no lock.
+    // calls (prctl, getppid); it allocates nothing (errors are raw OS errors) and takes no
+    // lock.
+    #[allow(unsafe_code)]
     unsafe {
         cmd.pre_exec(move || {
             nix::sys::prctl::set_pdeathsig(Signal::SIGQUIT)?;
             // The keeper may have died between fork and prctl: then no signal will come.
             if nix::unistd::getppid() != keeper {
-                return Err(std::io::Error::other("the keeper exited during the spawn"));
+                return Err(nix::errno::Errno::ESRCH.into());
             }
             Ok(())
         });

@@ -9,35 +9,31 @@ use crate::cluster::NewConfig;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::DirBuilderExt;
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
 
-/// A 0600 file holding a secret, owned by `run_as`, removed on drop.
-struct SecretFile(PathBuf);
+/// A 0600 file holding a secret (tempfile creates it private), owned by `run_as`, removed on
+/// drop.
+struct SecretFile(tempfile::NamedTempFile);
 
 impl SecretFile {
     fn create(prefix: &str, content: &str, run_as: Option<RunAs>) -> Result<SecretFile, PgError> {
-        let path = std::env::temp_dir().join(format!("{prefix}-{}", uuid::Uuid::new_v4().simple()));
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|e| PgError::io(&path, e))?;
-        let file = SecretFile(path);
+        let dir = std::env::temp_dir();
+        let mut f = tempfile::Builder::new()
+            .prefix(prefix)
+            .tempfile_in(&dir)
+            .map_err(|e| PgError::io(&dir, e))?;
         f.write_all(content.as_bytes())
-            .map_err(|e| PgError::io(&file.0, e))?;
-        chown_to(&file.0, run_as)?;
-        Ok(file)
+            .map_err(|e| PgError::io(f.path(), e))?;
+        chown_to(f.path(), run_as)?;
+        Ok(SecretFile(f))
     }
-}
 
-impl Drop for SecretFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+    fn path(&self) -> &Path {
+        self.0.path()
     }
 }
 
@@ -139,7 +135,7 @@ pub async fn initdb(
     let mut cmd = command(&bins.initdb, run_as);
     cmd.arg("-D").arg(&pgdata).arg("-U").arg(superuser);
     if let Some(f) = &pwfile {
-        cmd.arg(format!("--pwfile={}", f.0.display()));
+        cmd.arg(format!("--pwfile={}", f.path().display()));
     }
     if let Some(nc) = new_config {
         if !nc.locale.is_empty() {
@@ -212,7 +208,7 @@ pub async fn pg_basebackup(
         cmd.arg(format!("--slot={s}"));
     }
     match &passfile {
-        Some(f) => cmd.env("PGPASSFILE", &f.0),
+        Some(f) => cmd.env("PGPASSFILE", f.path()),
         None => cmd.env_remove("PGPASSFILE"),
     };
     cmd.env_remove("PGPASSWORD")
@@ -325,7 +321,7 @@ mod tests {
     fn secret_files_are_private_and_removed() {
         use std::os::unix::fs::PermissionsExt;
         let f = SecretFile::create("stolon-test", "pw", None).unwrap();
-        let path = f.0.clone();
+        let path = f.path().to_path_buf();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         drop(f);

@@ -1,4 +1,4 @@
-//! The check loop (reference §4c): read clusterdata every proxyCheckInterval and at once on every
+//! The check loop: read clusterdata every proxyCheckInterval and at once on every
 //! clusterdata watch event, route accordingly, publish our proxy info; and the watchdog that
 //! fails closed when no check succeeded for proxyTimeout.
 
@@ -67,6 +67,9 @@ pub(crate) struct Checker {
     reason: NoTarget,
     has_listened: bool,
     last_failure: Option<String>,
+    /// Why our info could not be published while the check still succeeded (NOSPACE, or no
+    /// master defined), to warn once.
+    publish_failing: Option<String>,
     started: Instant,
 }
 
@@ -96,6 +99,7 @@ impl Checker {
             reason: NoTarget::Starting,
             has_listened,
             last_failure: None,
+            publish_failing: None,
             started: Instant::now(),
         };
         c.publish_status();
@@ -349,9 +353,28 @@ impl Checker {
                 Ok(()) => {
                     self.check_interval = spec.proxy_check_interval().to_std();
                     self.proxy_timeout = spec.proxy_timeout().to_std();
+                    if self.publish_failing.take().is_some() {
+                        tracing::info!("proxy info published again");
+                    }
                 }
-                Err(e) if master_defined => return Some(Err(CheckError::Publish(e))),
-                Err(e) => tracing::warn!(error = %e, "cannot publish proxy info"),
+                // ⚠ upstream fails the check on any publish failure while a master is defined.
+                // Not on etcd's NOSPACE alarm: the store is read-only for everyone, so no
+                // sentinel can change the clusterdata behind our back, and we read it (this
+                // check just did, and keeps doing so): following it stays safe. Failing closed
+                // would take every proxy, so the whole database, down over a full store.
+                Err(e) if master_defined && !e.is_no_space() => {
+                    return Some(Err(CheckError::Publish(e)));
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    if self.publish_failing.as_deref() != Some(msg.as_str()) {
+                        tracing::warn!(
+                            error = %msg,
+                            "cannot publish proxy info; routing as the clusterdata says"
+                        );
+                        self.publish_failing = Some(msg);
+                    }
+                }
             }
         }
         self.route(dest, reason).await;

@@ -1,5 +1,4 @@
 //! The proxy: sends every client to the elected master and cuts them off from any other.
-//! OWNER: proxy helper.
 //!
 //! Shape: a check loop (`check.rs`) reads clusterdata on a timer and on every watch event,
 //! decides the target (`target.rs`, pure) and switches the route (`route.rs`); the accept loop

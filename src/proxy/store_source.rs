@@ -12,9 +12,12 @@ impl ClusterSource for Store {
     }
 
     async fn publish(&self, info: &ProxyInfo, ttl: Duration) -> Result<(), StoreError> {
-        // Applies to the next lease the store grants; the process lease is granted on the first
-        // publish, after the first clusterdata read, so it gets 2×proxyTimeout from the start.
-        self.set_lease_ttl(ttl);
+        // The info must outlive the proxyTimeout it announces (the sentinel waits for the proxies
+        // whose info is present, and a cut-off proxy takes proxyTimeout to fail closed), so the
+        // lease follows the spec: replaced when proxyTimeout changed. The lease first: if that
+        // fails, the publish fails and the proxy keeps its current timer, which the current
+        // lease still covers.
+        self.change_lease_ttl(ttl).await?;
         self.put_proxy_info(info).await
     }
 

@@ -1,4 +1,4 @@
-//! Where the proxy sends clients, decided from the clusterdata alone (reference §4c). Pure: name
+//! Where the proxy sends clients, decided from the clusterdata alone. Pure: name
 //! resolution happens in the check loop, on the `host:port` this returns.
 
 use crate::cluster::{CURRENT_FORMAT_VERSION, ClusterData};

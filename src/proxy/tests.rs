@@ -23,6 +23,35 @@ enum Health {
     Failing,
     /// Every request hangs (etcd frozen with SIGSTOP).
     Hanging,
+    /// Reads work, writes fail: etcd's NOSPACE alarm (`nospace: true`) or another refusal.
+    ReadOnly {
+        nospace: bool,
+    },
+}
+
+/// A write refusal as the store reports it.
+fn write_refused(nospace: bool) -> StoreError {
+    let (code, message) = if nospace {
+        (
+            tonic::Code::ResourceExhausted,
+            "etcdserver: mvcc: database space exceeded",
+        )
+    } else {
+        (
+            tonic::Code::PermissionDenied,
+            "etcdserver: permission denied",
+        )
+    };
+    StoreError::Request {
+        what: "put proxy info".into(),
+        kind: if nospace {
+            crate::store::RequestFailure::NoSpace
+        } else {
+            crate::store::RequestFailure::Other
+        },
+        detail: message.into(),
+        source: etcd_client::Error::GRpcStatus(tonic::Status::new(code, message)),
+    }
 }
 
 struct MemState {
@@ -67,7 +96,7 @@ impl TestSource {
     async fn gate(&self) -> Result<(), StoreError> {
         let h = self.0.lock().unwrap().health;
         match h {
-            Health::Up => Ok(()),
+            Health::Up | Health::ReadOnly { .. } => Ok(()),
             Health::Failing => Err(StoreError::Etcd("connection refused".into())),
             Health::Hanging => std::future::pending().await,
         }
@@ -81,6 +110,9 @@ impl ClusterSource for TestSource {
     }
     async fn publish(&self, info: &ProxyInfo, _ttl: Duration) -> Result<(), StoreError> {
         self.gate().await?;
+        if let Health::ReadOnly { nospace } = self.0.lock().unwrap().health {
+            return Err(write_refused(nospace));
+        }
         let mut st = self.0.lock().unwrap();
         st.infos.insert(info.uid.clone(), info.clone());
         Ok(())
@@ -421,6 +453,58 @@ async fn fail_closed_on(health: Health) {
     source.set_health(Health::Up);
     wait_status(&p, &format!("routing to {a}")).await;
     assert_eq!(session(p.addr).await.1, "A");
+}
+
+#[tokio::test]
+async fn a_full_store_keeps_the_route_but_other_publish_failures_fail_closed() {
+    let (a, _ba) = backend("A").await;
+    let mut cd = fast();
+    set_master(&mut cd, "dba", a);
+    let source = TestSource::new(Some(cd));
+    let p = start_handed(&source);
+    enable_proxy(&source).await;
+    wait_status(&p, &format!("routing to {a}")).await;
+    let (mut s, _) = session(p.addr).await;
+
+    // NOSPACE: reads work, so the route follows the clusterdata, well past proxyTimeout.
+    source.set_health(Health::ReadOnly { nospace: true });
+    let published = source.info().unwrap().info_uid;
+    let end = Instant::now() + Duration::from_millis(1800);
+    while Instant::now() < end {
+        let status = p.status.borrow().clone();
+        assert!(status.starts_with(&format!("routing to {a}")), "{status}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        source.info().unwrap().info_uid,
+        published,
+        "nothing published"
+    );
+    assert_eq!(session(p.addr).await.1, "A");
+    // And the clusterdata is still followed: a master change closes the old sessions.
+    source.update_cd(|cd| {
+        cd.proxy.spec.master_db_uid.clear();
+        cd.proxy.generation += 1;
+    });
+    assert_closed(&mut s).await;
+    wait_status(&p, "no master").await;
+    source.update_cd(|cd| {
+        cd.proxy.spec.master_db_uid = "dba".into();
+        cd.proxy.generation += 1;
+    });
+    wait_status(&p, &format!("routing to {a}")).await;
+
+    // Any other write refusal while a master is defined fails the check (upstream's rule).
+    let (mut s, _) = session(p.addr).await;
+    source.set_health(Health::ReadOnly { nospace: false });
+    assert_closed(&mut s).await;
+    wait_status(
+        &p,
+        "no master: refusing connections (no successful store check",
+    )
+    .await;
+    source.set_health(Health::Up);
+    wait_status(&p, &format!("routing to {a}")).await;
 }
 
 #[tokio::test]

@@ -16,6 +16,13 @@ use chrono::TimeDelta;
 pub struct Observed {
     pub keepers: KeepersInfo,
     pub proxies: ProxiesInfo,
+    /// etcd refuses writes (its NOSPACE alarm: the store is full), or refused them until this
+    /// very check, whose write was the first to get through again. No keeper or proxy can
+    /// publish then, so an info that stopped changing says nothing about its process: every
+    /// health timer still running restarts at `now` (see `health::hold_while_store_full`), and
+    /// once the store accepts writes again each process has a whole failInterval or proxy
+    /// window to publish before it is judged.
+    pub store_full: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -32,7 +39,7 @@ pub struct Decision {
     pub next_check_at: Option<Time>,
 }
 
-/// One sentinel check as leader (reference §4a, steps 4 onwards).
+/// One sentinel check as leader, after reading the store and winning the election.
 ///
 /// `memory` must be `Memory::default()` on the first call after gaining leadership.
 ///
@@ -49,6 +56,9 @@ pub fn decide(
     let mut events = Vec::new();
     let mut new = cd.clone();
 
+    if observed.store_full {
+        health::hold_while_store_full(cd, &observed.proxies, &mut memory, now);
+    }
     health::update_keepers_status(&mut new, &observed.keepers, &mut memory, now, &mut events);
     let proxies = health::active_proxies(&observed.proxies, &mut memory, now);
 
@@ -186,8 +196,11 @@ fn next_check_at(
         }
     }
     let removal = td(spec.dead_keeper_removal_interval());
+    // A dead keeper without db is removed, and so is a dead keeper's standby db.
     for k in cd.keepers.values() {
-        if k.status.last_healthy_time != zero_time() && cd.db_of_keeper(&k.uid).is_none() {
+        if k.status.last_healthy_time != zero_time()
+            && (cd.db_of_keeper(&k.uid).is_none() || !k.status.healthy)
+        {
             deadlines.push(k.status.last_healthy_time + removal);
         }
     }

@@ -1,4 +1,4 @@
-//! Db classification and the choice of a new master (reference §4a "DB classification",
+//! Db classification and the choice of a new master (upstream's db classification and
 //! `findBestNewMasters`). Pure functions over the clusterdata as updated by this check.
 
 use super::health::{Convergence, convergence};

@@ -32,6 +32,9 @@ pub enum RemovalReason {
     /// The db of the failed master at failover: its keeper stops postgres, so the old master
     /// cannot take writes; it rejoins later with a new db.
     FailedMaster,
+    /// A standby whose keeper has been unhealthy for deadKeeperRemovalInterval: the master
+    /// then drops its replication slot, which would otherwise keep WAL for it forever.
+    DeadKeeper,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,4 +1,4 @@
-//! Keeper, db and proxy liveness (reference §4a "Keeper health", "DB health", convergence).
+//! Keeper, db and proxy liveness (as upstream: keeper health, db health, convergence).
 //!
 //! Deliberate change from upstream: a keeper is unhealthy once `now - (when its infoUID was
 //! last seen changing) > failInterval`. Upstream first waits for an info to be stale for a
@@ -25,6 +25,60 @@ pub(crate) fn td(d: GoDuration) -> TimeDelta {
 struct Freshness {
     fresh: BTreeSet<String>,
     changed_now: BTreeSet<String>,
+}
+
+/// Called on every check while etcd refuses writes with its NOSPACE alarm (and on the first
+/// check whose write got through again). Keepers' and proxies' publishes fail then, so their
+/// infos stop changing although the processes are fine (a master keeps running: nobody can
+/// elect another while the compare-and-swap is refused). Upstream judges them all failed the
+/// moment the alarm clears; here every timer still running restarts at `now`, so after the
+/// store is writable again each keeper gets a whole failInterval and each proxy its whole
+/// window to publish before being judged.
+///
+/// A timer counts as still running unless it had run out *and* the stored clusterdata already
+/// says so: the clusterdata was last written before the alarm (every write since was refused),
+/// so it holds the judgement made while infos could still be published, whereas a timer that
+/// ran out while the sentinel had not yet noticed the alarm (it learns of it from its own
+/// refused writes) is no verdict. A keeper or db stored unhealthy and still silent stays so,
+/// a proxy not enabled and still stale stays inactive. Convergence timers all restart: a
+/// keeper's progress cannot be reported either.
+pub(crate) fn hold_while_store_full(
+    cd: &ClusterData,
+    proxies: &ProxiesInfo,
+    memory: &mut Memory,
+    now: Time,
+) {
+    let fail = td(cd.cluster.spec.fail_interval());
+    if memory.leader_since.is_some() {
+        memory.leader_since = Some(now);
+    }
+    for (uid, seen) in memory.keepers.iter_mut() {
+        let stored_healthy = cd.keepers.get(uid).is_none_or(|k| k.status.healthy);
+        if stored_healthy || now - seen.changed_at <= fail {
+            seen.changed_at = now;
+        }
+    }
+    for (uid, mem) in memory.dbs.iter_mut() {
+        let stored_healthy = cd.dbs.get(uid).is_none_or(|db| db.status.healthy);
+        if let Some(since) = mem.error_since.as_mut()
+            && (stored_healthy || now - *since <= fail)
+        {
+            *since = now;
+        }
+        if let Some(t) = mem.convergence.as_mut() {
+            t.since = now;
+        }
+    }
+    for (uid, seen) in memory.proxies.iter_mut() {
+        let Some(info) = proxies.get(uid) else {
+            continue;
+        };
+        if cd.proxy.spec.enabled_proxies.contains(uid)
+            || now - seen.changed_at <= proxy_active_window(info)
+        {
+            seen.changed_at = now;
+        }
+    }
 }
 
 /// Records keeper infos in memory, registers new keepers, and recomputes keeper and db health.

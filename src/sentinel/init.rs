@@ -1,4 +1,4 @@
-//! Phase initializing (reference §4a): choose the keeper that creates (`new`), adopts
+//! Phase initializing: choose the keeper that creates (`new`), adopts
 //! (`existing`) or restores (`pitr`) the first master, wait for it, then switch to normal.
 
 use super::events::Event;

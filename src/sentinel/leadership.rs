@@ -1,4 +1,4 @@
-//! The campaign for sentinel leadership, in its own task (reference §4a step 3), so a check in
+//! The campaign for sentinel leadership, in its own task, so a check in
 //! progress never blocks on the election and a follower takes over as soon as etcd lets it.
 
 use crate::store::Election;

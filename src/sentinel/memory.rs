@@ -11,7 +11,8 @@ pub struct Memory {
     /// When the current leadership began. `None` means the memory was just reset (a new
     /// leadership): the next check records what it sees and sets this to its `now`. No keeper or
     /// db can be declared failed before `failInterval` has passed since then, because nothing
-    /// this sentinel remembers is older (upstream's reset rule).
+    /// this sentinel remembers is older (upstream's reset rule). Moved to each check's time
+    /// while the store is full, like the infos' times.
     pub leader_since: Option<Time>,
     /// Keeper infos by keeper uid: the last infoUID and when it was seen changing. Kept while
     /// the keeper is in the clusterdata even after its info key expired: that is the moment
@@ -27,7 +28,8 @@ pub struct Memory {
 pub struct InfoSeen {
     pub info_uid: String,
     /// When this sentinel saw the infoUID change. The loop runs on every store watch event, so
-    /// this is within milliseconds of the publish: health is judged from it directly.
+    /// this is within milliseconds of the publish: health is judged from it directly. While the
+    /// store is full (nobody can publish) every check moves it to its own time.
     pub changed_at: Time,
     /// False for infos merely found at the first check of a leadership: such a key may be left
     /// by a dead process, so its content is not trusted until it changes once.

@@ -1,5 +1,5 @@
 //! The sentinel: watches keepers and proxies and, while leader, computes the cluster view.
-//! `decide` is the pure decision (reference §4a); this module is the thin I/O loop around it:
+//! `decide` is the pure decision; this module is the thin I/O loop around it:
 //! read, decide, compare-and-swap as leader, log, sleep until the next reason to look again.
 
 mod decide;
@@ -116,6 +116,7 @@ pub async fn run_with_notifier(
         last_problem: None,
         conditions: Vec::new(),
         warned_intervals: None,
+        store_full_since: None,
         status: "starting".into(),
         clock: Clock::start(),
     };
@@ -237,6 +238,10 @@ struct Sentinel {
     /// Condition events of the previous check (logged when they appear, not every check).
     conditions: Vec<Event>,
     warned_intervals: Option<(GoDuration, GoDuration)>,
+    /// Since when etcd refuses our writes with its NOSPACE alarm (our info publication or a
+    /// clusterdata write was refused); `None` again after the next write that gets through.
+    /// Meanwhile no keeper or proxy can publish either, so their health is not judged.
+    store_full_since: Option<Instant>,
     status: String,
     clock: Clock,
 }
@@ -260,7 +265,7 @@ impl Sentinel {
         self.status = msg;
     }
 
-    /// One check (reference §4a steps 1-4). Problems are logged here, where they are handled.
+    /// One check: read, publish, observe, decide, write. Problems are logged here, where they are handled.
     async fn check(&mut self, term: u64) {
         self.next_check_at = None;
         let cd = match self.store.get_cluster_data().await {
@@ -268,8 +273,10 @@ impl Sentinel {
             Ok(None) => {
                 // Unlike upstream, publish before the cluster exists: the sentinel is up and
                 // `stolonctl status` should say so (and systemd hears READY).
-                if let Err(e) = self.publish_info().await {
-                    return self.problem(format!("cannot publish sentinel info: {e}"));
+                match self.publish_info().await {
+                    Ok(true) => self.store_writable(),
+                    Ok(false) => {}
+                    Err(e) => return self.problem(format!("cannot publish sentinel info: {e}")),
                 }
                 return self.no_cluster_data().await;
             }
@@ -292,18 +299,27 @@ impl Sentinel {
         }
         self.warned_intervals = Some(intervals);
 
-        if let Err(e) = self.publish_info().await {
-            return self.problem(format!("cannot publish sentinel info: {e}"));
+        // The store held full until now counts as full for this check too: the check whose
+        // write is the first to get through restarts every health timer once more, so aging
+        // starts from the moment the store is writable again.
+        let was_full = self.store_full_since.is_some();
+        match self.publish_info().await {
+            Ok(true) => self.store_writable(),
+            Ok(false) => {}
+            Err(e) if e.is_no_space() => self.store_full(&e),
+            Err(e) => return self.problem(format!("cannot publish sentinel info: {e}")),
         }
-        let observed = match self.observe().await {
+        let store_full = was_full || self.store_full_since.is_some();
+        let mut observed = match self.observe().await {
             Ok(o) => o,
             Err(e) => return self.problem(format!("cannot read keeper/proxy infos: {e}")),
         };
+        observed.store_full = store_full;
         if !self.election.is_leader() {
             self.term = None;
             self.last_problem = None;
             self.conditions.clear();
-            self.status = "following: another sentinel leads".into();
+            self.status = self.with_store_state("following: another sentinel leads".into());
             return;
         }
         if self.term != Some(term) {
@@ -318,59 +334,114 @@ impl Sentinel {
             self.clock.now(),
             &mut new_uid,
         );
-        let mut conditions = Vec::new();
-        for e in &decision.events {
-            if e.is_condition() {
-                conditions.push(e.clone());
-                if self.conditions.contains(e) {
-                    continue;
-                }
-            }
-            log_event(&self.cluster, e);
-        }
-        self.conditions = conditions;
         self.memory = decision.memory;
         self.next_check_at = decision.next_check_at;
+        let mut written = None;
+        let mut refused = false;
         if let Some(new) = &decision.cluster_data {
             match self
                 .store
                 .cas_cluster_data_as_leader(new, cd.mod_revision, &self.election)
                 .await
             {
-                Ok(CasOutcome::Written { .. }) => {}
+                Ok(CasOutcome::Written { .. }) => {
+                    self.store_writable();
+                    written = Some(new);
+                }
                 Ok(CasOutcome::Conflict) => {
                     // Someone else wrote (stolonctl) or we were deposed: the watch event of
                     // that write brings the next check, which decides on fresh data.
                     tracing::info!(cluster = %self.cluster, "clusterdata changed during the check; deciding again");
                     self.next_check_at = Some(self.clock.now() + RETRY_AFTER_CONFLICT);
                 }
+                // Nothing was written: the stored clusterdata is the one read, and the next
+                // checks hold every health timer until a write gets through.
+                Err(e) if e.is_no_space() => {
+                    self.store_full(&e);
+                    refused = true;
+                }
                 Err(e) => return self.problem(format!("cannot write clusterdata: {e}")),
             }
         }
+        if refused {
+            // A decision etcd refused did not happen: its events (a failover judged just
+            // before the sentinel learnt that the store is full, say) are not news.
+            for e in &decision.events {
+                tracing::debug!(cluster = %self.cluster, "not written, store full: {e}");
+            }
+        } else {
+            let mut conditions = Vec::new();
+            for e in &decision.events {
+                if e.is_condition() {
+                    conditions.push(e.clone());
+                    if self.conditions.contains(e) {
+                        continue;
+                    }
+                }
+                log_event(&self.cluster, e);
+            }
+            self.conditions = conditions;
+        }
         self.last_problem = None;
-        self.status = leader_status(decision.cluster_data.as_ref().unwrap_or(&cd.value));
+        let status = leader_status(written.unwrap_or(&cd.value));
+        self.status = self.with_store_state(status);
+    }
+
+    /// A write was refused with etcd's NOSPACE alarm: logged once, until a write gets through.
+    fn store_full(&mut self, e: &StoreError) {
+        if self.store_full_since.is_none() {
+            tracing::warn!(
+                cluster = %self.cluster,
+                error = %e,
+                "store full (NOSPACE): not judging keeper or proxy health until etcd accepts \
+                 writes again; clear it with etcdctl alarm disarm after compaction/defrag"
+            );
+            self.store_full_since = Some(Instant::now());
+        }
+    }
+
+    /// A write got through: if the store was full, health is judged again from now on.
+    fn store_writable(&mut self) {
+        if let Some(since) = self.store_full_since.take() {
+            tracing::info!(
+                cluster = %self.cluster,
+                full_for = ?since.elapsed(),
+                "store writable again: judging keeper and proxy health from now on, each \
+                 keeper has failInterval and each proxy its window to publish"
+            );
+        }
+    }
+
+    fn with_store_state(&self, status: String) -> String {
+        if self.store_full_since.is_some() {
+            format!("store full (NOSPACE), keeper and proxy health not judged; {status}")
+        } else {
+            status
+        }
     }
 
     /// Publishes the sentinel info at most once per sleepInterval (its TTL is twice that).
-    async fn publish_info(&mut self) -> Result<(), StoreError> {
+    /// Returns whether it wrote.
+    async fn publish_info(&mut self) -> Result<bool, StoreError> {
         if self
             .info_published
             .is_some_and(|t| t.elapsed() < self.sleep)
         {
-            return Ok(());
+            return Ok(false);
         }
         let info = SentinelInfo {
             uid: self.uid.clone(),
         };
         self.store.put_sentinel_info(&info).await?;
         self.info_published = Some(Instant::now());
-        Ok(())
+        Ok(true)
     }
 
     async fn observe(&self) -> Result<Observed, StoreError> {
         Ok(Observed {
             keepers: self.store.get_keepers_info().await?,
             proxies: self.store.get_proxies_info().await?,
+            store_full: false,
         })
     }
 

@@ -1,4 +1,4 @@
-//! Phase normal (reference §4a `updateCluster`): failover, the two-phase proxy switch, and
+//! Phase normal (upstream's `updateCluster`): failover, the two-phase proxy switch, and
 //! shaping the set of standbys around a healthy master.
 
 use super::elect::{
@@ -83,6 +83,11 @@ fn remove_dead_keepers(cd: &mut ClusterData, now: Time, events: &mut Vec<Event>)
         cd.keepers.remove(&keeper);
         events.push(Event::DeadKeeperRemoved { keeper });
     }
+}
+
+/// Unhealthy, and last healthy before `limit`.
+fn dead_since_before(k: &crate::cluster::Keeper, limit: Time) -> bool {
+    !k.status.healthy && k.status.last_healthy_time < limit
 }
 
 fn choose_new_master(
@@ -211,7 +216,7 @@ fn steady_state(
         return;
     }
 
-    remove_dbs(cd, memory, events);
+    remove_dbs(cd, memory, now, events);
 
     let standbys = valid_by_state(cd, DbType::Standby, memory, now);
     let good: BTreeSet<String> = standbys
@@ -289,15 +294,29 @@ fn switch_proxies(
     }
 }
 
-/// Old masters, invalid dbs and standbys that can no longer catch up.
-fn remove_dbs(cd: &mut ClusterData, memory: &Memory, events: &mut Vec<Event>) {
+/// Old masters, invalid dbs, standbys that can no longer catch up and standbys of long dead
+/// keepers.
+fn remove_dbs(cd: &mut ClusterData, memory: &Memory, now: Time, events: &mut Vec<Event>) {
     let master_uid = cd.cluster.status.master.clone();
+    let removal = td(cd.cluster.spec.dead_keeper_removal_interval());
     let mut remove: Vec<(String, RemovalReason)> = Vec::new();
     for db in cd.dbs.values() {
         if db.uid == master_uid {
             continue;
         }
-        if db_type(db) == DbType::Master {
+        if db_type(db) == DbType::Standby
+            && cd
+                .keepers
+                .get(&db.spec.keeper_uid)
+                .is_some_and(|k| dead_since_before(k, now - removal))
+        {
+            // ⚠ Upstream keeps such a db while fewer than maxStandbysPerSender standbys are
+            // good, and the master keeps its slot (and WAL, without a max_slot_wal_keep_size)
+            // forever. Removing the db makes the master drop the slot; the keeper itself goes
+            // at the next check (no db, last healthy long ago), and if it ever comes back it
+            // registers again and gets a new db.
+            remove.push((db.uid.clone(), RemovalReason::DeadKeeper));
+        } else if db_type(db) == DbType::Master {
             remove.push((db.uid.clone(), RemovalReason::OldMaster));
         } else if validity(cd, db) == Validity::Invalid {
             remove.push((db.uid.clone(), RemovalReason::Invalid));

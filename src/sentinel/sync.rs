@@ -1,5 +1,5 @@
-//! Synchronous standby management on a healthy, converged master (reference §4a step 5, "Sync
-//! standbys"). The invariant it protects: every db listed in the master's
+//! Synchronous standby management on a healthy, converged master (upstream's "sync
+//! standbys" step). The invariant it protects: every db listed in the master's
 //! `status.synchronousStandbys` was really in sync, so a failover to one of them loses no
 //! acknowledged write. The spec set changes only when the status caught up with it, and a new
 //! set is first merged with the old one, so at every moment at least one known-in-sync standby

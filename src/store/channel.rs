@@ -18,6 +18,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::codegen::http;
 use tonic::transport::channel::Change;
 use tonic::transport::{Endpoint, Uri};
 use tower::Service;
@@ -26,27 +27,44 @@ use tower::buffer::Buffer;
 use tower::load::Load;
 use tower::util::BoxCloneSyncService;
 
-/// How long an endpoint whose request failed at the transport level (refused, reset, TLS) is
-/// passed over while another endpoint is available.
+/// How long an endpoint whose request failed (refused, reset, TLS, answered Unavailable such as
+/// "no leader", or left unanswered) is passed over while another endpoint is available, after
+/// its first failure in a row; doubled for every further one up to [`SHUN_MAX`].
 const SHUN: Duration = Duration::from_secs(2);
+const SHUN_MAX: Duration = Duration::from_secs(30);
+
+/// Methods that wait by design (a candidacy until elected, the leader's changes) and so are
+/// never counted as unanswered.
+const BLOCKING_METHODS: [&str; 2] = [
+    "/v3electionpb.Election/Campaign",
+    "/v3electionpb.Election/Observe",
+];
 
 /// Builds the balanced channel etcd-client sends its endpoints to.
 pub(super) struct Transport {
     connector: HttpsConnector<HttpConnector>,
+    /// An endpoint that leaves a request unanswered this long is passed over.
+    unanswered_after: Duration,
 }
 
 impl Transport {
-    /// `ssl` is used for https endpoints; http endpoints go over plain TCP.
+    /// `ssl` is used for https endpoints; http endpoints go over plain TCP. `request_timeout`
+    /// is the store's per-request timeout.
     pub(super) fn new(
         ssl: SslConnectorBuilder,
-        connect_timeout: Duration,
+        request_timeout: Duration,
     ) -> Result<Transport, openssl::error::ErrorStack> {
         let mut tcp = HttpConnector::new();
         tcp.enforce_http(false);
         tcp.set_nodelay(true);
-        tcp.set_connect_timeout(Some(connect_timeout));
+        tcp.set_connect_timeout(Some(request_timeout));
         Ok(Transport {
             connector: HttpsConnector::with_connector(tcp, ssl)?,
+            // Half the request timeout: the store abandons the request at the full timeout
+            // (dropping it here), so the mark must come before; and a member that takes half the
+            // timeout to answer one request is worth avoiding while others answer. A false mark
+            // only steers requests for a few seconds, it never fails one.
+            unanswered_after: request_timeout / 2,
         })
     }
 }
@@ -61,13 +79,17 @@ impl BalancedChannelBuilder for Transport {
         let (endpoints_tx, mut endpoints_rx) = mpsc::channel::<Change<Uri, Endpoint>>(16);
         let (services_tx, services_rx) = mpsc::channel(16);
         let connector = self.connector;
+        let unanswered_after = self.unanswered_after;
         tokio::spawn(async move {
             while let Some(change) = endpoints_rx.recv().await {
                 let change = match change {
                     Change::Insert(uri, endpoint) => {
                         // The endpoint carries etcd-client's keep-alive and timeout settings.
                         let channel = endpoint.connect_with_connector_lazy(connector.clone());
-                        tower::discover::Change::Insert(uri, FailureAware::new(channel))
+                        tower::discover::Change::Insert(
+                            uri,
+                            FailureAware::new(channel, unanswered_after),
+                        )
                     }
                     Change::Remove(uri) => tower::discover::Change::Remove(uri),
                 };
@@ -86,34 +108,111 @@ impl BalancedChannelBuilder for Transport {
     }
 }
 
-/// An endpoint's channel that remembers a transport failure. The balancer (power of two
-/// choices) compares two endpoints' loads, so while one recently failed the other one gets the
-/// request: with one etcd member down, requests go to the live ones instead of half of them
-/// failing (tonic's own balancer reports no load at all).
+/// An endpoint's channel that remembers its failures. The balancer (power of two choices)
+/// compares two endpoints' loads, so while one recently failed the other one gets the request:
+/// with one etcd member down, cut off from its peers (it answers "no leader") or frozen (its
+/// socket open, no answers), requests go to the live ones instead of a share of them failing
+/// (tonic's own balancer reports no load at all). An endpoint is only passed over while another
+/// one is available: with all of them failing, requests still go out and can find one back.
 #[derive(Clone)]
 struct FailureAware<S> {
     inner: S,
-    failed_at: Arc<Mutex<Option<Instant>>>,
+    health: Arc<Mutex<Health>>,
+    unanswered_after: Duration,
+}
+
+#[derive(Debug, Default)]
+struct Health {
+    /// Failures in a row; 0 once a request succeeds.
+    failures: u32,
+    last_failure: Option<Instant>,
+}
+
+impl Health {
+    fn shunned(&self) -> bool {
+        let Some(at) = self.last_failure else {
+            return false;
+        };
+        let doublings = self.failures.saturating_sub(1).min(8);
+        at.elapsed() < (SHUN * 2u32.pow(doublings)).min(SHUN_MAX)
+    }
 }
 
 impl<S> FailureAware<S> {
-    fn new(inner: S) -> Self {
+    fn new(inner: S, unanswered_after: Duration) -> Self {
         FailureAware {
             inner,
-            failed_at: Arc::new(Mutex::new(None)),
+            health: Arc::new(Mutex::new(Health::default())),
+            unanswered_after,
         }
     }
 }
 
-fn set(failed_at: &Mutex<Option<Instant>>, value: Option<Instant>) {
-    // The plain Option cannot be left inconsistent by a panic elsewhere.
-    *failed_at.lock().unwrap_or_else(|p| p.into_inner()) = value;
+fn lock(health: &Mutex<Health>) -> std::sync::MutexGuard<'_, Health> {
+    // Plain counters cannot be left inconsistent by a panic elsewhere.
+    health.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-impl<S, Req> Service<Req> for FailureAware<S>
+/// One request's outcome for its endpoint, recorded once: when it completes, when it has gone
+/// unanswered for too long, or when it is dropped unfinished after that long (the store's own
+/// timeout abandons it).
+struct Outcome {
+    health: Arc<Mutex<Health>>,
+    /// When the request counts as unanswered; None for methods that wait by design.
+    unanswered_at: Option<tokio::time::Instant>,
+    recorded: bool,
+}
+
+impl Outcome {
+    fn record(&mut self, ok: bool) {
+        if std::mem::replace(&mut self.recorded, true) {
+            return;
+        }
+        let mut h = lock(&self.health);
+        if ok {
+            *h = Health::default();
+        } else {
+            h.failures = h.failures.saturating_add(1);
+            h.last_failure = Some(Instant::now());
+        }
+    }
+}
+
+impl Drop for Outcome {
+    fn drop(&mut self) {
+        let unanswered = self
+            .unanswered_at
+            .is_some_and(|at| tokio::time::Instant::now() >= at);
+        if !unanswered {
+            return;
+        }
+        if self.recorded {
+            // Marked while pending and now abandoned, still unanswered: the shun runs from
+            // now, not from the mark, so the next requests do not walk straight back into it.
+            let mut h = lock(&self.health);
+            if h.failures > 0 {
+                h.last_failure = Some(Instant::now());
+            }
+        } else {
+            self.record(false);
+        }
+    }
+}
+
+/// Whether the response is a gRPC error that says this endpoint cannot serve now (etcd's "no
+/// leader" and its other Unavailable errors come as a trailers-only response: the status is in
+/// the headers). Other errors (NOSPACE, a failed compare) would be the same on every member.
+fn unavailable<B>(response: &http::Response<B>) -> bool {
+    tonic::Status::from_header_map(response.headers())
+        .is_some_and(|s| s.code() == tonic::Code::Unavailable)
+}
+
+impl<S, B, RB> Service<http::Request<B>> for FailureAware<S>
 where
-    S: Service<Req>,
+    S: Service<http::Request<B>, Response = http::Response<RB>>,
     S::Future: Send + 'static,
+    S::Error: Send,
+    RB: Send,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -123,12 +222,30 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Req) -> Self::Future {
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let blocking = BLOCKING_METHODS.contains(&req.uri().path());
+        let mut outcome = Outcome {
+            health: self.health.clone(),
+            unanswered_at: (!blocking).then(|| tokio::time::Instant::now() + self.unanswered_after),
+            recorded: false,
+        };
         let response = self.inner.call(req);
-        let failed_at = self.failed_at.clone();
         Box::pin(async move {
-            let result = response.await;
-            set(&failed_at, result.is_err().then(Instant::now));
+            tokio::pin!(response);
+            let result = match outcome.unanswered_at {
+                Some(at) => {
+                    tokio::select! {
+                        r = &mut response => r,
+                        _ = tokio::time::sleep_until(at) => {
+                            // Still waiting: other requests avoid this endpoint from now on.
+                            outcome.record(false);
+                            response.await
+                        }
+                    }
+                }
+                None => response.await,
+            };
+            outcome.record(result.as_ref().is_ok_and(|r| !unavailable(r)));
             result
         })
     }
@@ -139,7 +256,28 @@ impl<S> Load for FailureAware<S> {
     type Metric = bool;
 
     fn load(&self) -> bool {
-        let failed_at = *self.failed_at.lock().unwrap_or_else(|p| p.into_inner());
-        failed_at.is_some_and(|at| at.elapsed() < SHUN)
+        lock(&self.health).shunned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shun_doubles_with_failures_in_a_row_and_ends_on_success() {
+        let now = Instant::now();
+        let ago = |secs| now.checked_sub(Duration::from_secs(secs));
+        let h = |failures, secs| Health {
+            failures,
+            last_failure: ago(secs),
+        };
+        assert!(!Health::default().shunned());
+        assert!(h(1, 1).shunned());
+        assert!(!h(1, 3).shunned());
+        assert!(h(2, 3).shunned());
+        assert!(!h(2, 5).shunned());
+        assert!(h(20, 29).shunned());
+        assert!(!h(20, 31).shunned(), "capped at SHUN_MAX");
     }
 }

@@ -1,7 +1,7 @@
 //! Sentinel leader election on etcd's election service, as upstream's concurrency election:
 //! candidates are `P/sentinel-leader/<lease-hex>` = sentinel uid, on the process lease.
 
-use super::etcd::{Store, describe, is_lease_not_found};
+use super::etcd::{Store, is_lease_not_found};
 use super::{CasOutcome, StoreError};
 use crate::cluster::ClusterData;
 use etcd_client::{LeaderKey, ResignOptions};
@@ -100,11 +100,9 @@ impl Election {
                     continue;
                 }
                 Some(Err(e)) => {
-                    return Err(StoreError::Etcd(format!(
-                        "campaign for {}: {}",
-                        self.name,
-                        describe(&e)
-                    )));
+                    return Err(self
+                        .store
+                        .etcd_error(&format!("campaign for {}", self.name), e));
                 }
                 Some(Ok(resp)) => resp,
             };

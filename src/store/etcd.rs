@@ -3,11 +3,11 @@
 use super::channel::Transport;
 use super::paths::Paths;
 use super::tls::{self, Scheme};
-use super::{CasOutcome, StoreConfig, StoreError, StoreEvent, Versioned};
+use super::{CasOutcome, RequestFailure, StoreConfig, StoreError, StoreEvent, Versioned};
 use crate::cluster::{ClusterData, KeeperInfo, KeepersInfo, ProxiesInfo, ProxyInfo, SentinelInfo};
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp,
-    TxnOpResponse, WatchOptions, WatchStream,
+    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, LeaseTimeToLiveOptions,
+    PutOptions, Txn, TxnOp, TxnOpResponse, WatchOptions, WatchStream,
 };
 use serde::de::DeserializeOwned;
 use std::collections::{BTreeMap, HashSet};
@@ -87,7 +87,11 @@ impl Store {
         // HTTP/2 pings detect a silently dead etcd on long-lived watch/campaign streams. etcd
         // (--grpc-keepalive-min-time, default 5s) drops clients that ping more often or while
         // no stream is open, hence the 10s interval and no idle pings.
+        // `hasleader` on every request (as etcd's Go client's WithRequireLeader): a member cut
+        // off from its peers answers "no leader" at once instead of holding the request until
+        // it times out, and the transport then prefers another endpoint (channel.rs).
         let opts = ConnectOptions::new()
+            .with_require_leader(true)
             .with_connect_timeout(cfg.timeout)
             .with_keep_alive(KEEPALIVE_PING, cfg.timeout.max(Duration::from_secs(1)))
             .with_keep_alive_while_idle(false);
@@ -120,11 +124,13 @@ impl Store {
             .await
             .map_err(|_| StoreError::Timeout(cfg.timeout))?
             .map_err(|e| {
-                StoreError::Etcd(format!(
-                    "connect to {}: {}",
-                    endpoints.join(","),
-                    describe(&e)
-                ))
+                let kind = classify(&e);
+                StoreError::Request {
+                    what: format!("connect to {}", endpoints.join(",")),
+                    kind,
+                    detail: describe(&e),
+                    source: e,
+                }
             })?;
         let (lease_gen, _) = tokio::sync::watch::channel(0);
         Ok(Store {
@@ -161,12 +167,30 @@ impl Store {
             .map_err(|_| StoreError::Timeout(self.inner.timeout))
     }
 
-    /// The request error with a hint at the flag to fix when TLS is what failed.
-    fn etcd_error(&self, what: &str, e: &etcd_client::Error) -> StoreError {
-        let text = describe(e);
-        match tls::hint(&text, self.inner.tls) {
-            Some(hint) => StoreError::Etcd(format!("{what}: {text} ({hint})")),
-            None => StoreError::Etcd(format!("{what}: {text}")),
+    /// The request error, classified, with a hint at what to fix where we know it (the TLS
+    /// flags, NOSPACE, a member without leader).
+    pub(super) fn etcd_error(&self, what: &str, e: etcd_client::Error) -> StoreError {
+        let kind = classify(&e);
+        let text = describe(&e);
+        let hint = match kind {
+            RequestFailure::NoLeader => {
+                Some("this etcd member is cut off from its peers or the etcd cluster lost quorum")
+            }
+            RequestFailure::NoSpace => Some(
+                "etcd's NOSPACE alarm: the store stays read-only until it is compacted, \
+                 defragmented and the alarm disarmed with etcdctl alarm disarm",
+            ),
+            RequestFailure::Unavailable | RequestFailure::Other => tls::hint(&text, self.inner.tls),
+        };
+        let detail = match hint {
+            Some(hint) => format!("{text} ({hint})"),
+            None => text,
+        };
+        StoreError::Request {
+            what: what.to_string(),
+            kind,
+            detail,
+            source: e,
         }
     }
 
@@ -175,7 +199,7 @@ impl Store {
         what: &str,
         f: impl Future<Output = EtcdResult<T>>,
     ) -> Result<T, StoreError> {
-        self.raw(f).await?.map_err(|e| self.etcd_error(what, &e))
+        self.raw(f).await?.map_err(|e| self.etcd_error(what, e))
     }
 
     // ---- clusterdata -------------------------------------------------------------------------
@@ -336,7 +360,7 @@ impl Store {
                     );
                     self.invalidate_lease(lease);
                 }
-                Err(e) => return Err(self.etcd_error(&format!("put {key}"), &e)),
+                Err(e) => return Err(self.etcd_error(&format!("put {key}"), e)),
             }
         }
         Err(StoreError::Etcd(format!(
@@ -376,10 +400,98 @@ impl Store {
     // ---- lease -------------------------------------------------------------------------------
 
     /// TTL of this process's lease (floored at [`MIN_TTL`]). Takes effect for the next lease
-    /// granted: call it before the first info put.
+    /// granted: call it before the first info put. [`Store::change_lease_ttl`] also changes a
+    /// lease already granted.
     pub fn set_lease_ttl(&self, ttl: Duration) {
-        let secs = ttl.max(MIN_TTL).as_secs_f64().ceil() as u64;
+        self.inner
+            .ttl_secs
+            .store(lease_secs(ttl), Ordering::Relaxed);
+    }
+
+    /// Makes `ttl` (floored at [`MIN_TTL`]) the TTL of this process's lease from now on, also
+    /// when one is already granted with another TTL: etcd cannot change a granted lease's TTL,
+    /// so a new lease is granted, this process's keys on the old one are moved onto it (values
+    /// untouched, so no key is ever absent and watchers see no delete), and the old lease is
+    /// revoked. On an error the old lease stays as it was.
+    ///
+    /// For a process whose lease holds only its info keys (the proxy, whose info must live as
+    /// long as its proxyTimeout says, whatever the spec says now). A sentinel's election key is
+    /// not moved: its candidacy is tied to the lease it was made with, and it would end.
+    pub async fn change_lease_ttl(&self, ttl: Duration) -> Result<(), StoreError> {
+        let secs = lease_secs(ttl);
         self.inner.ttl_secs.store(secs, Ordering::Relaxed);
+        let current = |store: &Store| {
+            let st = lock(&store.inner.lease);
+            st.id.filter(|_| st.ttl.as_secs() != secs)
+        };
+        if current(self).is_none() {
+            return Ok(());
+        }
+        let _grant = self.inner.grant_lock.lock().await;
+        let Some(old) = current(self) else {
+            return Ok(());
+        };
+        let mut lc = self.inner.client.lease_client();
+        let new = self
+            .call("grant lease", lc.grant(secs as i64, None))
+            .await?
+            .id();
+        if let Err(e) = self.move_keys(old, new).await {
+            // The new lease holds nothing we still need; unrevoked it expires by itself.
+            let _ = self.raw(lc.revoke(new)).await;
+            return Err(e);
+        }
+        let ttl = Duration::from_secs(secs);
+        {
+            let mut st = lock(&self.inner.lease);
+            st.id = Some(new);
+            st.ttl = ttl;
+            st.failing_since = None;
+        }
+        self.inner.lease_gen.send_modify(|g| *g += 1);
+        tokio::spawn(keep_alive(Arc::downgrade(&self.inner), new, ttl));
+        tracing::info!(
+            old = format!("{old:x}"),
+            lease = format!("{new:x}"),
+            ttl = ?ttl,
+            "store lease replaced to change its TTL"
+        );
+        // Only an empty lease is left: failing to revoke it just lets it expire.
+        if let Err(e) = self.call("revoke lease", lc.revoke(old)).await {
+            tracing::debug!(lease = format!("{old:x}"), error = %e, "cannot revoke the replaced store lease; it expires by its TTL");
+        }
+        Ok(())
+    }
+
+    /// Re-attaches every key of lease `old` but the election's to lease `new`.
+    async fn move_keys(&self, old: i64, new: i64) -> Result<(), StoreError> {
+        let mut lc = self.inner.client.lease_client();
+        let resp = self
+            .call(
+                "list the keys of the store lease",
+                lc.time_to_live(old, Some(LeaseTimeToLiveOptions::new().with_keys())),
+            )
+            .await?;
+        let election = format!("{}/", self.inner.paths.sentinel_leader());
+        let mut kv = self.inner.client.kv_client();
+        for key in resp.keys() {
+            if key.starts_with(election.as_bytes()) {
+                continue;
+            }
+            let name = String::from_utf8_lossy(key).into_owned();
+            let put = kv.put(
+                key.clone(),
+                Vec::new(),
+                Some(PutOptions::new().with_lease(new).with_ignore_value()),
+            );
+            match self.raw(put).await? {
+                Ok(_) => {}
+                // Deleted since the listing: nothing to move.
+                Err(e) if is_key_not_found(&e) => {}
+                Err(e) => return Err(self.etcd_error(&format!("move {name} to a new lease"), e)),
+            }
+        }
+        Ok(())
     }
 
     /// Since when keep-alive of the process lease has been failing (None when healthy, or when
@@ -498,7 +610,7 @@ impl Store {
                 .kv()
                 .map(|kv| String::from_utf8_lossy(kv.value()).into_owned())),
             Err(e) if is_no_leader(&e) => Ok(None),
-            Err(e) => Err(self.etcd_error(&format!("read leader {name}"), &e)),
+            Err(e) => Err(self.etcd_error(&format!("read leader {name}"), e)),
         }
     }
 }
@@ -527,6 +639,11 @@ impl Inner {
             st.failing_since = None;
         }
     }
+}
+
+/// Whole seconds, floored at [`MIN_TTL`].
+fn lease_secs(ttl: Duration) -> u64 {
+    ttl.max(MIN_TTL).as_secs_f64().ceil() as u64
 }
 
 /// Renews lease `id` every ttl/3 until it is replaced, lost or the store is dropped.
@@ -651,6 +768,27 @@ async fn watch_loop(store: Store, tx: mpsc::Sender<StoreEvent>, first: Option<Wa
     }
 }
 
+/// etcd's texts for the errors that share their gRPC code with others (etcd's Go client tells
+/// them apart by these same texts).
+const ETCD_NO_LEADER: &str = "etcdserver: no leader";
+const ETCD_NO_SPACE: &str = "etcdserver: mvcc: database space exceeded";
+
+/// What a failed request means, by gRPC status code first.
+pub(super) fn classify(e: &etcd_client::Error) -> RequestFailure {
+    match e {
+        etcd_client::Error::GRpcStatus(s) => match s.code() {
+            tonic::Code::Unavailable if s.message() == ETCD_NO_LEADER => RequestFailure::NoLeader,
+            tonic::Code::Unavailable => RequestFailure::Unavailable,
+            tonic::Code::ResourceExhausted if s.message() == ETCD_NO_SPACE => {
+                RequestFailure::NoSpace
+            }
+            _ => RequestFailure::Other,
+        },
+        etcd_client::Error::TransportError(_) => RequestFailure::Unavailable,
+        _ => RequestFailure::Other,
+    }
+}
+
 /// One line with the underlying cause (etcd-client's own Display hides the source chain, e.g.
 /// the TLS verification failure behind "transport error").
 pub(super) fn describe(e: &etcd_client::Error) -> String {
@@ -691,6 +829,54 @@ pub(super) fn is_lease_not_found(e: &etcd_client::Error) -> bool {
     }
 }
 
+/// A put that keeps the value (ignore_value) of a key that does not exist.
+fn is_key_not_found(e: &etcd_client::Error) -> bool {
+    matches!(e, etcd_client::Error::GRpcStatus(s)
+        if s.code() == tonic::Code::InvalidArgument && s.message() == "etcdserver: key not found")
+}
+
 fn is_no_leader(e: &etcd_client::Error) -> bool {
     matches!(e, etcd_client::Error::GRpcStatus(s) if s.message().contains("election: no leader"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(code: tonic::Code, message: &str) -> etcd_client::Error {
+        etcd_client::Error::GRpcStatus(tonic::Status::new(code, message))
+    }
+
+    #[test]
+    fn failures_are_classified_by_code_then_etcd_text() {
+        use tonic::Code;
+        let cases = [
+            (Code::Unavailable, ETCD_NO_LEADER, RequestFailure::NoLeader),
+            (
+                Code::Unavailable,
+                "etcdserver: request timed out",
+                RequestFailure::Unavailable,
+            ),
+            (
+                Code::ResourceExhausted,
+                ETCD_NO_SPACE,
+                RequestFailure::NoSpace,
+            ),
+            (
+                Code::ResourceExhausted,
+                "etcdserver: too many requests",
+                RequestFailure::Other,
+            ),
+            // The text alone does not make it NOSPACE.
+            (Code::Unknown, ETCD_NO_SPACE, RequestFailure::Other),
+            (
+                Code::PermissionDenied,
+                "etcdserver: permission denied",
+                RequestFailure::Other,
+            ),
+        ];
+        for (code, message, kind) in cases {
+            assert_eq!(classify(&status(code, message)), kind, "{code:?} {message}");
+        }
+    }
 }

@@ -1,9 +1,8 @@
-//! The etcd v3 store, in domain words (reference §3.1). Key layout under
+//! The etcd v3 store, in domain words. Key layout under
 //! `P = <store-prefix>/<cluster-name>`:
 //! `P/clusterdata`, `P/keepers/info/<uid>`, `P/sentinels/info/<uid>`, `P/proxies/info/<uid>`,
 //! `P/sentinel-leader/<lease-hex>` (election).
 //!
-//! OWNER: store helper. The API below is the contract the roles code against; keep it stable.
 
 mod channel;
 mod election;
@@ -13,6 +12,7 @@ mod tls;
 
 pub use election::Election;
 pub use etcd::{MIN_TTL, Store};
+pub(crate) use tls::normalize_endpoints;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -86,12 +86,69 @@ pub struct StoreConfig {
 pub enum StoreError {
     #[error("store: {0}")]
     Etcd(String),
+    /// etcd, or the way to it, failed request `what`; `kind` says what that means for the
+    /// caller (a NOSPACE refusal is not an unreachable store).
+    #[error("store: {what}: {detail}")]
+    Request {
+        what: String,
+        kind: RequestFailure,
+        /// The cause in one line: etcd's message, the transport's chain, and what to do about
+        /// it where we know (TLS flags, NOSPACE, no leader).
+        detail: String,
+        #[source]
+        source: etcd_client::Error,
+    },
     #[error("store request timed out after {0:?}")]
     Timeout(Duration),
     #[error("store: bad value at {key}: {reason}")]
     BadValue { key: String, reason: String },
     #[error("store config: {0}")]
     Config(String),
+}
+
+/// What a failed store request means, from etcd's gRPC status code (and, where one code
+/// covers several of etcd's errors, etcd's exact error text: rpctypes in etcd's server).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestFailure {
+    /// The member has no raft leader (`etcdserver: no leader`, Unavailable): it is cut off from
+    /// its peers or the cluster lost quorum. Requests carry etcd's `hasleader` requirement, so
+    /// such a member answers at once instead of holding the request until it times out.
+    NoLeader,
+    /// etcd's NOSPACE alarm (`etcdserver: mvcc: database space exceeded`, ResourceExhausted):
+    /// the backend reached its quota. etcd still serves reads and lease keep-alives but refuses
+    /// every write (puts, transactions, lease grants) cluster-wide until an operator compacts,
+    /// defragments and disarms the alarm.
+    NoSpace,
+    /// Any other Unavailable: the endpoint is down, unreachable or stopping; another member
+    /// may answer.
+    Unavailable,
+    /// Anything else (permission, invalid request, TLS, ...).
+    Other,
+}
+
+impl StoreError {
+    /// Whether etcd refused a write because of its NOSPACE alarm: the store can still be read,
+    /// and nobody (no sentinel either) can write clusterdata until it is cleared.
+    pub fn is_no_space(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Request {
+                kind: RequestFailure::NoSpace,
+                ..
+            }
+        )
+    }
+
+    /// Whether the etcd member answered that it has no leader.
+    pub fn is_no_leader(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Request {
+                kind: RequestFailure::NoLeader,
+                ..
+            }
+        )
+    }
 }
 
 /// A value read from the store together with the revision a compare-and-swap must match.
@@ -133,6 +190,8 @@ pub enum StoreEvent {
 //   store.get_keepers_info() -> KeepersInfo; get_sentinels_info() -> Vec<SentinelInfo>;
 //        get_proxies_info() -> ProxiesInfo   (unparsable values skipped, warned once per key)
 //   store.set_lease_ttl(Duration)   (floored at MIN_TTL = 20s; before the first info put)
+//   store.change_lease_ttl(Duration).await -> Result<()>  (also replaces a granted lease; not
+//        for a campaigning sentinel)
 //   store.lease_lost_since() -> Option<Instant>;  store.lease_id() -> Option<i64>
 //   store.revoke_lease().await -> Result<()>   (clean shutdown: infos vanish now)
 //   store.watch().await -> Result<mpsc::Receiver<StoreEvent>>  (ClusterData after re-establishing)

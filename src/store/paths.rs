@@ -1,4 +1,4 @@
-//! The etcd key layout of reference §3.1, and the reverse mapping from a key to a watch event.
+//! The etcd key layout (upstream stolon's), and the reverse mapping from a key to a watch event.
 
 use super::StoreEvent;
 

@@ -11,7 +11,7 @@ use openssl::x509::verify::X509VerifyFlags;
 use std::path::Path;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Scheme {
+pub(crate) enum Scheme {
     Http,
     Https,
 }
@@ -23,27 +23,37 @@ pub(super) fn endpoints(cfg: &StoreConfig) -> Result<(Vec<String>, Scheme), Stor
             "no store endpoints given; set --store-endpoints".into(),
         ));
     }
+    normalize_endpoints(&cfg.endpoints).map_err(StoreError::Config)
+}
+
+/// The one endpoint check (configuration loading calls it too, so a bad flag is reported
+/// before anything connects): http or https, or no scheme (= http), all with the same scheme.
+pub(crate) fn normalize_endpoints(endpoints: &[String]) -> Result<(Vec<String>, Scheme), String> {
     let mut out = Vec::new();
     let mut scheme = None;
-    for e in &cfg.endpoints {
+    for e in endpoints {
         let e = e.trim();
         let (s, url) = match e.split_once("://") {
             None => (Scheme::Http, format!("http://{e}")),
-            Some((s, _)) if s.eq_ignore_ascii_case("http") => (Scheme::Http, e.to_string()),
-            Some((s, _)) if s.eq_ignore_ascii_case("https") => (Scheme::Https, e.to_string()),
+            Some((s, rest)) if s.eq_ignore_ascii_case("http") && !rest.is_empty() => {
+                (Scheme::Http, e.to_string())
+            }
+            Some((s, rest)) if s.eq_ignore_ascii_case("https") && !rest.is_empty() => {
+                (Scheme::Https, e.to_string())
+            }
             Some((s, _)) => {
-                return Err(StoreError::Config(format!(
-                    "store endpoint {e}: unsupported scheme {s:?}; use http:// or https://"
-                )));
+                return Err(format!(
+                    "store endpoint {e}: unsupported scheme {s:?} or no host; use http:// or https://"
+                ));
             }
         };
         match scheme {
             None => scheme = Some(s),
             Some(prev) if prev != s => {
-                return Err(StoreError::Config(format!(
+                return Err(format!(
                     "store endpoints {} mix http and https; use one scheme for all",
-                    cfg.endpoints.join(",")
-                )));
+                    endpoints.join(",")
+                ));
             }
             Some(_) => {}
         }

@@ -12,7 +12,7 @@ pub struct ActivationError {
     pub source: std::io::Error,
 }
 
-/// The passed sockets, not yet taken: [`super::take_env`] reads the environment early, the role
+/// The passed sockets, not yet taken: [`super::service_env`] reads the environment early, the role
 /// takes the sockets when it knows what it needs.
 pub struct Activated(ListenFd);
 

@@ -31,8 +31,8 @@ struct Target {
 }
 
 impl Notifier {
-    /// Reads `NOTIFY_SOCKET` and `WATCHDOG_USEC`/`WATCHDOG_PID` (only reads: see
-    /// [`super::take_env`] for the binaries, which also removes them from the environment).
+    /// Reads `NOTIFY_SOCKET` and `WATCHDOG_USEC`/`WATCHDOG_PID` (binaries do it through
+    /// [`super::service_env`]).
     pub fn from_env() -> Notifier {
         let socket = std::env::var_os("NOTIFY_SOCKET");
         let watchdog = socket.as_ref().and(sd_notify::watchdog_enabled());

@@ -1,11 +1,12 @@
 //! The one etcd launcher of the integration tests: a single member on free 127.0.0.1 ports with
 //! its own data dir, optionally TLS with client certificates, killed (process group) on drop and
 //! when the test process dies. Stopping keeps the data, so it can be started again.
+//! [`EtcdCluster`]: several such members forming one etcd cluster.
 
 use super::net::free_ports;
 use super::procs::{Proc, RunAs};
 use super::tls::Certs;
-use super::wait::wait_until;
+use super::wait::{wait_for, wait_until};
 use nix::sys::signal::Signal;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -16,6 +17,12 @@ use stolon::store::{StoreBackend, StoreConfig};
 pub struct Etcd {
     pub client_port: u16,
     peer_port: u16,
+    /// The member name (`it` when alone).
+    name: String,
+    /// `--initial-cluster`; None: this member alone.
+    initial_cluster: Option<String>,
+    /// More flags for etcd (e.g. `--quota-backend-bytes`), set before starting.
+    pub extra_args: Vec<String>,
     data_dir: PathBuf,
     log: PathBuf,
     pub tls: Option<Certs>,
@@ -32,6 +39,9 @@ impl Etcd {
         Etcd {
             client_port: ports[0],
             peer_port: ports[1],
+            name: "it".into(),
+            initial_cluster: None,
+            extra_args: Vec::new(),
             data_dir: base.join("etcd-data"),
             log: base.join("logs").join("etcd.log"),
             tls,
@@ -88,11 +98,33 @@ impl Etcd {
 
     /// Starts etcd on its ports and data dir and waits until it answers.
     pub fn start_again(&mut self) {
+        self.spawn();
+        self.wait_healthy();
+    }
+
+    fn peer_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.peer_port)
+    }
+
+    /// Waits until this member answers a health check (a cluster member: until its cluster has
+    /// a leader).
+    pub fn wait_healthy(&self) {
+        wait_until(Duration::from_secs(30), "etcd to answer", || {
+            self.etcdctl(&["endpoint", "health"]).status.success()
+        });
+    }
+
+    /// Starts etcd on its ports and data dir, without waiting.
+    fn spawn(&mut self) {
         assert!(self.proc.is_none(), "etcd is already running");
-        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let peer = self.peer_url();
+        let initial_cluster = self
+            .initial_cluster
+            .clone()
+            .unwrap_or_else(|| format!("{}={peer}", self.name));
         let mut cmd = Command::new("etcd");
         cmd.arg("--name")
-            .arg("it")
+            .arg(&self.name)
             .arg("--data-dir")
             .arg(&self.data_dir)
             .arg("--listen-client-urls")
@@ -104,9 +136,10 @@ impl Etcd {
             .arg("--initial-advertise-peer-urls")
             .arg(&peer)
             .arg("--initial-cluster")
-            .arg(format!("it={peer}"))
+            .arg(initial_cluster)
             .arg("--logger")
-            .arg("zap");
+            .arg("zap")
+            .args(&self.extra_args);
         if let Some(c) = &self.tls {
             cmd.arg("--cert-file")
                 .arg(&c.server_cert)
@@ -117,9 +150,21 @@ impl Etcd {
                 .arg("--client-cert-auth");
         }
         self.proc = Some(Proc::spawn("etcd", cmd, &self.log, RunAs::Me));
-        wait_until(Duration::from_secs(30), "etcd to answer", || {
-            self.etcdctl(&["endpoint", "health"]).status.success()
-        });
+    }
+
+    /// `endpoint status` of this member: (its member id, the leader it knows; 0 for none).
+    /// None when it does not answer.
+    pub fn member_status(&self) -> Option<(u64, u64)> {
+        let out = self.etcdctl(&["endpoint", "status", "--write-out=json"]);
+        if !out.status.success() {
+            return None;
+        }
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        let status = &v.get(0)?["Status"];
+        Some((
+            status["header"]["member_id"].as_u64()?,
+            status["leader"].as_u64()?,
+        ))
     }
 
     /// The last `n` lines of etcd's log (for failure messages).
@@ -227,5 +272,138 @@ pub fn store_config(endpoints: &str, cluster: &str, timeout: Duration) -> StoreC
         key_file: None,
         ca_file: None,
         skip_tls_verify: false,
+    }
+}
+
+/// Several etcd members forming one cluster, each on its own free ports and data dir under one
+/// temp dir; every member is killed on drop.
+pub struct EtcdCluster {
+    pub members: Vec<Etcd>,
+    _dir: tempfile::TempDir,
+}
+
+impl EtcdCluster {
+    /// `n` members, started together and answering.
+    pub fn start(n: usize) -> EtcdCluster {
+        let dir = tempfile::tempdir().unwrap();
+        let mut members: Vec<Etcd> = (0..n)
+            .map(|i| {
+                let mut m = Etcd::reserve_in(&dir.path().join(format!("m{i}")), None);
+                m.name = format!("m{i}");
+                m
+            })
+            .collect();
+        let initial_cluster = members
+            .iter()
+            .map(|m| format!("{}={}", m.name, m.peer_url()))
+            .collect::<Vec<_>>()
+            .join(",");
+        for m in &mut members {
+            m.initial_cluster = Some(initial_cluster.clone());
+            m.extra_args.extend([
+                "--initial-cluster-token".to_string(),
+                "it-cluster".to_string(),
+            ]);
+        }
+        // Each member waits for the others to form a quorum: start all, then wait.
+        for m in &mut members {
+            m.spawn();
+        }
+        for m in &members {
+            m.wait_healthy();
+        }
+        EtcdCluster { members, _dir: dir }
+    }
+
+    /// `--store-endpoints` naming every member.
+    pub fn endpoints(&self) -> String {
+        self.members
+            .iter()
+            .map(Etcd::endpoint)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The index of the leader once every member in `among` answers and names the same one of
+    /// them (waits for that).
+    pub fn leader_among(&self, among: &[usize]) -> usize {
+        wait_for(Duration::from_secs(30), "an etcd leader", || {
+            let statuses: Option<Vec<(u64, u64)>> = among
+                .iter()
+                .map(|&i| self.members[i].member_status())
+                .collect();
+            let statuses = statuses?;
+            let leader = statuses.first()?.1;
+            if leader == 0 || statuses.iter().any(|s| s.1 != leader) {
+                return None;
+            }
+            statuses
+                .iter()
+                .position(|s| s.0 == leader)
+                .map(|pos| among[pos])
+        })
+    }
+
+    /// [`EtcdCluster::leader_among`] all members.
+    pub fn leader(&self) -> usize {
+        let all: Vec<usize> = (0..self.members.len()).collect();
+        self.leader_among(&all)
+    }
+
+    /// The last log lines of every member (for failure messages).
+    pub fn log_tails(&self, n: usize) -> String {
+        self.members
+            .iter()
+            .map(|m| format!("--- {} ---\n{}", m.name, m.log_tail(n)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+/// etcd's NOSPACE alarm on a plain-http etcd started with a small `--quota-backend-bytes`:
+/// filled until it refuses writes, then cleared as an operator would.
+pub mod full {
+    use etcd_client::{
+        AlarmAction, AlarmOptions, AlarmType, Client, CompactionOptions, DeleteOptions,
+    };
+
+    const FILLER: &str = "filler/";
+
+    /// Puts 100 kB values until etcd refuses one with "database space exceeded".
+    pub async fn fill(endpoint: &str) {
+        let mut raw = Client::connect([endpoint], None).await.unwrap();
+        let value = vec![b'x'; 100_000];
+        for i in 0.. {
+            assert!(i < 2000, "no NOSPACE alarm after {i} values");
+            if let Err(e) = raw.put(format!("{FILLER}{i}"), value.clone(), None).await {
+                assert!(e.to_string().contains("database space exceeded"), "{e}");
+                return;
+            }
+        }
+    }
+
+    /// Deletes the filler, compacts, defragments and disarms the alarm.
+    pub async fn clear(endpoint: &str) {
+        let mut raw = Client::connect([endpoint], None).await.unwrap();
+        let resp = raw
+            .delete(FILLER, Some(DeleteOptions::new().with_prefix()))
+            .await
+            .unwrap();
+        let rev = resp.header().unwrap().revision();
+        raw.compact(rev, Some(CompactionOptions::new().with_physical()))
+            .await
+            .unwrap();
+        raw.defragment().await.unwrap();
+        let alarms = raw
+            .alarm(AlarmAction::Get, AlarmType::None, None)
+            .await
+            .unwrap();
+        for alarm in alarms.alarms() {
+            let mut member = AlarmOptions::new();
+            member.with_member(alarm.member_id());
+            raw.alarm(AlarmAction::Deactivate, AlarmType::Nospace, Some(member))
+                .await
+                .unwrap();
+        }
     }
 }

@@ -84,6 +84,7 @@ pub struct ClusterBuilder {
     proxy: bool,
     spec: Value,
     tls: bool,
+    etcd_args: Vec<String>,
 }
 
 /// Fast timings: a failed master is noticed in seconds, the proxy fails closed in seconds.
@@ -111,6 +112,7 @@ impl ClusterBuilder {
             proxy: true,
             spec: default_spec(),
             tls: false,
+            etcd_args: Vec::new(),
         }
     }
     pub fn keepers(mut self, n: usize) -> Self {
@@ -131,6 +133,11 @@ impl ClusterBuilder {
         for (k, v) in patch.as_object().expect("spec patch must be an object") {
             obj.insert(k.clone(), v.clone());
         }
+        self
+    }
+    /// More flags for etcd (e.g. a small `--quota-backend-bytes`).
+    pub fn etcd_args(mut self, args: &[&str]) -> Self {
+        self.etcd_args = args.iter().map(|a| a.to_string()).collect();
         self
     }
     pub fn etcd_tls(mut self) -> Self {
@@ -154,7 +161,9 @@ impl ClusterBuilder {
         let certs = self
             .tls
             .then(|| tls::Certs::generate(&base.join("tls"), keeper_user));
-        let etcd = Etcd::start_in(&base, certs);
+        let mut etcd = Etcd::reserve_in(&base, certs);
+        etcd.extra_args = self.etcd_args;
+        etcd.start_again();
 
         let secrets = base.join("secrets");
         fs::create_dir_all(&secrets).unwrap();
@@ -202,7 +211,11 @@ impl ClusterBuilder {
 }
 
 pub struct Keeper {
+    /// The name the test knows it by (its key in `Cluster::keepers`, its log file).
     pub uid: String,
+    /// What it is started with as `--uid`: its name, except for a keeper started as an
+    /// impostor of another (`add_keeper_with_uid`).
+    pub flag_uid: String,
     pub data_dir: PathBuf,
     pub pg_port: u16,
     extra_args: Vec<String>,
@@ -240,19 +253,27 @@ impl Cluster {
         self.base.join("logs").join(format!("{name}.log"))
     }
 
-    /// Common flags every role and stolonctl get (reference §1.1).
+    /// Common flags every role and stolonctl get.
     pub fn store_args(&self) -> Vec<String> {
         self.etcd.store_flags(&self.name)
     }
 
     /// Registers and starts a keeper with a fresh data dir and pg port.
     pub fn add_keeper(&mut self, uid: &str, extra_args: &[&str]) {
+        self.add_keeper_with_uid(uid, uid, extra_args);
+    }
+
+    /// Registers and starts a keeper known as `name` with a fresh data dir and pg port, but
+    /// started with `--uid flag_uid` (e.g. the uid of another keeper).
+    pub fn add_keeper_with_uid(&mut self, name: &str, flag_uid: &str, extra_args: &[&str]) {
+        let uid = name;
         let kdir = self.base.join(uid);
         fs::create_dir_all(&kdir).unwrap();
         fs::set_permissions(&kdir, fs::Permissions::from_mode(0o700)).unwrap();
         self.keeper_user.chown(&kdir);
         let k = Keeper {
             uid: uid.to_string(),
+            flag_uid: flag_uid.to_string(),
             data_dir: kdir,
             pg_port: free_ports(1)[0],
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
@@ -271,7 +292,7 @@ impl Cluster {
         let mut cmd = Command::new(bin("stolon-keeper"));
         cmd.args(&args)
             .arg("--uid")
-            .arg(uid)
+            .arg(&k.flag_uid)
             .arg("--data-dir")
             .arg(&k.data_dir)
             .arg("--pg-listen-address")
@@ -310,6 +331,25 @@ impl Cluster {
         let k = &self.keepers[uid];
         let p = k.proc.as_ref().expect("keeper not running");
         procs::signal_pid(p.pid(), sig);
+    }
+
+    /// Waits up to `timeout` for keeper `uid`'s process to exit by itself.
+    pub fn wait_keeper_exit(
+        &mut self,
+        uid: &str,
+        timeout: Duration,
+    ) -> Option<std::process::ExitStatus> {
+        let k = self.keepers.get_mut(uid).expect("unknown keeper");
+        let status = k.proc.as_mut()?.wait_exit(timeout);
+        if status.is_some() {
+            k.proc = None;
+        }
+        status
+    }
+
+    /// The keeper's log so far.
+    pub fn keeper_log(&self, uid: &str) -> String {
+        fs::read_to_string(self.log(uid)).unwrap_or_default()
     }
 
     pub fn keeper_running(&self, uid: &str) -> bool {
@@ -427,6 +467,11 @@ impl Cluster {
             .dbname("postgres")
             .connect_timeout(Duration::from_secs(3));
         c
+    }
+
+    /// Runs `fut` on the cluster's runtime (e.g. raw etcd requests).
+    pub fn rt_block_on<F: std::future::Future>(&self, fut: F) -> F::Output {
+        self.rt.block_on(fut)
     }
 
     /// Opens a session on `port` (the proxy or a keeper's postgres).

@@ -74,6 +74,7 @@ impl Proc {
             cmd.uid(uid).gid(gid);
         }
         // SAFETY: prctl is async-signal-safe; nothing is allocated between fork and exec here.
+        #[allow(unsafe_code)]
         unsafe {
             cmd.pre_exec(|| {
                 nix::sys::prctl::set_pdeathsig(Some(Signal::SIGKILL)).map_err(std::io::Error::from)

@@ -1,5 +1,6 @@
 use super::*;
-use crate::keeper::{AuthMethod, KeeperConfig};
+use crate::keeper::KeeperConfig;
+use crate::postgres::AuthMethod;
 
 fn store_err(given: &[(&'static str, &str)]) -> String {
     let mut all = vec![("cluster-name", "c"), ("store-backend", "etcdv3")];

@@ -1,4 +1,4 @@
-//! Named scenarios, one per rule of reference §4a (plus our deliberate changes).
+//! Named scenarios, one per rule of upstream's sentinel (plus our deliberate changes).
 
 use super::world::*;
 use crate::cluster::*;
@@ -748,4 +748,180 @@ fn standby_cluster_head_follows_external_primary_after_failover() {
         new_head.spec.follow_config.as_ref().unwrap().follow_type,
         FollowType::External
     );
+}
+
+#[test]
+fn dead_standby_db_is_removed_after_dead_keeper_removal_interval_so_its_slot_goes() {
+    // Two standbys < maxStandbysPerSender (3): upstream would keep the dead one's db, and the
+    // master its slot, forever.
+    let mut w = three_with_master_on_k0(r#"{"deadKeeperRemovalInterval":"60s"}"#);
+    let dead_db = w.db_uid_of("k1");
+    assert!(w.master_db().spec.followers.contains(&dead_db));
+    let t = w.now;
+    w.kill("k1");
+    w.expire("k1");
+    w.run_for(70);
+    assert!(
+        w.cd.dbs.contains_key(&dead_db),
+        "kept while the keeper may come back"
+    );
+    w.run_until(20, |w| !w.cd.dbs.contains_key(&dead_db));
+    let at = w
+        .when(|e| {
+            matches!(
+                e,
+                Event::DbRemoved {
+                    why: RemovalReason::DeadKeeper,
+                    ..
+                }
+            )
+        })
+        .unwrap();
+    // Last healthy failInterval (20 s) after its last info, removed 60 s later.
+    assert!(at - t > secs(80) && at - t <= secs(86), "{}", at - t);
+    assert!(
+        !w.master_db().spec.followers.contains(&dead_db),
+        "the master drops the slot of a db that is no longer its follower"
+    );
+    w.run_until(5, |w| !w.cd.keepers.contains_key("k1"));
+    // The healthy standby is untouched.
+    assert!(w.db_of("k2").is_some());
+}
+
+#[test]
+fn standby_keeper_back_before_the_removal_interval_keeps_its_db() {
+    let mut w = three_with_master_on_k0(r#"{"deadKeeperRemovalInterval":"60s"}"#);
+    let db = w.db_uid_of("k1");
+    w.kill("k1");
+    w.run_for(40);
+    w.keeper("k1").alive = true;
+    w.run_for(60);
+    assert_eq!(w.db_uid_of("k1"), db);
+    assert!(!w.saw(|e| matches!(
+        e,
+        Event::DbRemoved {
+            why: RemovalReason::DeadKeeper,
+            ..
+        }
+    )));
+}
+
+// etcd's NOSPACE alarm: the store is read-only for everyone, so keepers and proxies cannot
+// publish and the sentinel cannot write. Their infos stop changing; that says nothing about
+// them, and once the alarm clears each gets a whole failInterval (proxy window) to publish.
+
+fn judged_since(w: &World, from: usize) -> Vec<String> {
+    w.events[from..]
+        .iter()
+        .filter(|(_, e)| {
+            matches!(
+                e,
+                Event::KeeperUnhealthy { .. }
+                    | Event::DbUnhealthy { .. }
+                    | Event::MasterFailed { .. }
+                    | Event::MasterElected { .. }
+                    | Event::EnabledProxiesChanged { .. }
+            )
+        })
+        .map(|(t, e)| format!("{} {e:?}", (*t - t0()).num_seconds()))
+        .collect()
+}
+
+#[test]
+fn store_full_longer_than_fail_interval_fails_nobody_when_it_clears() {
+    let mut w = three_with_master_on_k0("{}");
+    let from = w.events.len();
+    let writes = w.writes;
+    w.store_full = true;
+    // Longer than failInterval (20s) and than the proxy's window (2 × 15s).
+    w.run_for(90);
+    assert_eq!(w.writes, writes);
+    // The alarm clears; the sentinel's first write gets through before any keeper or proxy
+    // has published again (they would be failed at once if their timers had kept running).
+    w.store_full = false;
+    for k in ["k0", "k1", "k2"] {
+        w.kill(k);
+    }
+    w.proxies.get_mut("p1").unwrap().alive = false;
+    w.run_for(19);
+    assert_eq!(judged_since(&w, from), Vec::<String>::new());
+    for k in ["k0", "k1", "k2"] {
+        w.keeper(k).alive = true;
+    }
+    w.proxies.get_mut("p1").unwrap().alive = true;
+    w.run_for(60);
+    assert_eq!(judged_since(&w, from), Vec::<String>::new());
+    assert_eq!(w.master_keeper(), "k0");
+    assert_eq!(w.cd.proxy.spec.enabled_proxies, vec!["p1"]);
+    assert_eq!(w.cd.proxy.spec.master_db_uid, w.cd.cluster.status.master);
+    assert!(w.cd.keepers.values().all(|k| k.status.healthy));
+}
+
+#[test]
+fn master_dead_while_store_full_is_failed_fail_interval_after_it_clears() {
+    let mut w = three_with_master_on_k0("{}");
+    w.store_full = true;
+    w.run_for(10);
+    w.kill("k0");
+    w.run_for(30);
+    // Its lease expired meanwhile: the info key is gone (a delete, which etcd still applies).
+    w.expire("k0");
+    w.run_for(30);
+    assert_eq!(w.master_keeper(), "k0");
+    w.store_full = false;
+    let cleared = w.now + secs(1);
+    w.run_until(40, |w| w.master_keeper() != "k0");
+    let failed = w.when(|e| matches!(e, Event::MasterFailed { .. })).unwrap();
+    assert!(
+        failed > cleared + secs(20) && failed <= cleared + secs(21),
+        "master failed {}s after the store cleared\n{}",
+        (failed - cleared).num_seconds(),
+        w.events_text()
+    );
+}
+
+#[test]
+fn keeper_failed_before_the_store_filled_stays_failed() {
+    let mut w = three_with_master_on_k0("{}");
+    w.kill("k2");
+    w.run_until(30, |w| !w.cd.keepers["k2"].status.healthy);
+    let from = w.events.len();
+    w.store_full = true;
+    w.run_for(60);
+    w.store_full = false;
+    w.run_for(30);
+    assert!(!w.cd.keepers["k2"].status.healthy);
+    assert!(
+        !w.events[from..]
+            .iter()
+            .any(|(_, e)| matches!(e, Event::KeeperHealthy { keeper } if keeper == "k2")),
+        "{}",
+        w.events_text()
+    );
+    assert_eq!(w.master_keeper(), "k0");
+}
+
+#[test]
+fn master_timed_out_before_the_sentinel_noticed_the_full_store_is_not_failed_over() {
+    let mut w = three_with_master_on_k0(r#"{"failInterval":"10s"}"#);
+    w.full_noticed_after = secs(30);
+    w.store_full = true;
+    // Every keeper times out before the sentinel learns that the store is full: its failover
+    // is refused, and from then on the clusterdata (still saying healthy) is what counts.
+    w.run_until(20, |w| w.refused_writes > 0);
+    assert!(w.saw(|e| matches!(e, Event::MasterFailed { .. })));
+    w.run_for(60);
+    w.store_full = false;
+    for k in ["k0", "k1", "k2"] {
+        w.kill(k);
+    }
+    let from = w.events.len();
+    w.run_for(9);
+    assert_eq!(judged_since(&w, from), Vec::<String>::new());
+    for k in ["k0", "k1", "k2"] {
+        w.keeper(k).alive = true;
+    }
+    w.run_for(30);
+    assert_eq!(judged_since(&w, from), Vec::<String>::new());
+    assert_eq!(w.master_keeper(), "k0");
 }

@@ -51,6 +51,18 @@ pub struct World {
     pub writes: usize,
     /// What the store holds: the last info each process published.
     pub observed: Option<Observed>,
+    /// etcd's NOSPACE alarm is raised: no keeper or proxy publish reaches the store and every
+    /// clusterdata write is refused (counted in `refused_writes`).
+    pub store_full: bool,
+    pub refused_writes: usize,
+    /// What the sentinel loop knows: the store refused its writes, until a write got through
+    /// again. Set at the first refused clusterdata write or sentinel info publication (every
+    /// sleepInterval), as in the loop.
+    full_known: bool,
+    full_since: Option<Time>,
+    /// When the sentinel learns of the full store without a refused clusterdata write: at its
+    /// next info publication, sleepInterval by default.
+    pub full_noticed_after: TimeDelta,
     publish_every: TimeDelta,
     counter: u64,
     /// Db uids handed to `decide`: a seed and a counter, so a run replays exactly from its
@@ -87,6 +99,11 @@ impl World {
             last: None,
             writes: 0,
             observed: None,
+            store_full: false,
+            refused_writes: 0,
+            full_known: false,
+            full_since: None,
+            full_noticed_after: publish_every,
             publish_every,
             counter: 0,
             uid_seed: 0,
@@ -261,6 +278,10 @@ impl World {
     /// in the store (we keep dead ones' last info, as a not-yet-expired TTL key would).
     fn observe(&mut self, prev: &Observed) -> Observed {
         let mut observed = prev.clone();
+        if self.store_full {
+            // Every publish is refused; keys stay (lease keep-alives still work).
+            return observed;
+        }
         self.publish_keepers(&mut observed, false);
         let gen_now = self.cd.proxy.generation;
         let proxies: Vec<String> = self.proxies.keys().cloned().collect();
@@ -289,7 +310,21 @@ impl World {
     /// One check at the current time, after due publishes; applies the decision.
     pub fn check(&mut self) -> &Decision {
         let prev = self.observed.take().unwrap_or_default();
-        let observed = self.observe(&prev);
+        let mut observed = self.observe(&prev);
+        // The loop's rule: full from its first refused write (its info publication every
+        // sleepInterval at the latest) through the first check whose write gets through.
+        if self.store_full {
+            let since = *self.full_since.get_or_insert(self.now);
+            if self.now - since >= self.full_noticed_after {
+                self.full_known = true;
+            }
+        } else {
+            self.full_since = None;
+        }
+        observed.store_full = self.full_known;
+        if !self.store_full {
+            self.full_known = false;
+        }
         let (seed, counter) = (self.uid_seed, &mut self.db_counter);
         let mut new_uid = || {
             *counter += 1;
@@ -301,7 +336,10 @@ impl World {
     }
 
     pub fn apply(&mut self, d: Decision) -> &Decision {
-        if let Some(cd) = &d.cluster_data {
+        if d.cluster_data.is_some() && self.store_full {
+            self.refused_writes += 1;
+            self.full_known = true;
+        } else if let Some(cd) = &d.cluster_data {
             // Round-trip through JSON as the store would.
             self.cd = ClusterData::from_json(&cd.to_json()).unwrap();
             self.writes += 1;
