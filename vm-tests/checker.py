@@ -101,11 +101,12 @@ def failover_figures(acks, faults, end=None):
     return out
 
 
-def check(acks, faults, final_ids, replication, max_standby_lag):
-    """The verdict of one scenario: figures plus a list of failure reasons (empty: passed)."""
+def check(acks, faults, final_ids, replication, max_standby_lag, end=None):
+    """The verdict of one scenario: figures plus a list of failure reasons (empty: passed).
+    `end`: when the writer stopped (default: the last acknowledgement)."""
     windows = dual_master_windows(acks)
     lost = lost_writes(acks, final_ids)
-    figures = failover_figures(acks, faults)
+    figures = failover_figures(acks, faults, end)
     reasons = []
     if windows:
         reasons.append(f"{len(windows)} dual-master window(s): " + "; ".join(

@@ -68,6 +68,7 @@ class Cluster:
         self.faults = []
         self.hosts = []
         self.writer = None
+        self.writer_stopped = None
         self.switch = Switch(tag)
         for i in (1, 2, 3):
             self.hosts.append(Machine(f"host{i}", self.switch, i, lower_dirs, self.workdir, tag, log))
@@ -270,6 +271,7 @@ class Cluster:
     def stop_writer(self):
         if self.writer is None:
             return
+        self.writer_stopped = time.time()
         if self.writer.poll() is None:
             self.writer.send_signal(signal.SIGTERM)
             try:

@@ -119,6 +119,12 @@ class Failover(unittest.TestCase):
         self.assertAlmostEqual(v["failover_seconds"], 3.01)
         self.assertEqual(v["dual_master_windows"], 0)
 
+    def test_an_outage_lasting_to_the_end_counts_to_when_the_writer_stopped(self):
+        h = [ack(n, "a", 1, n * 0.1) for n in range(50)]
+        f = checker.failover_figures(h, [{"type": "partition_master", "at": 5.0}], end=90.0)
+        self.assertIsNone(f[0]["failover_seconds"])
+        self.assertAlmostEqual(f[0]["unavailable_seconds"], 85.0)
+
     def test_no_acks_fails(self):
         v = checker.check([], [], [], "sync", 1 << 20)
         self.assertIn("no write was acknowledged at all", v["reasons"])
