@@ -31,10 +31,16 @@ if [ "$(id -u)" != 0 ]; then
   exit 0
 fi
 EXTRA_PACKAGES=(help2man:help2man lintian:lintian rpmlint:rpmlint debootstrap:debootstrap
-  systemd-nspawn:systemd-container)
+  systemd-nspawn:systemd-container python3:python3 ip:iproute2)
 ensure_deps
 for tool in cargo-deb cargo-generate-rpm; do
   command -v "$tool" >/dev/null || cargo install --locked "$tool"
 done
 packaging/build.sh
 vm-tests/nspawn-smoke.sh
+
+# The host-failure suite (vm-tests/README.md): three real systemd hosts from the .deb, every
+# fault scenario with the history checker, then a short campaign of random faults. The seed is
+# printed and kept in target/vm-tests/report.json; STOLON_VM_SEED replays one.
+(cd vm-tests && python3 -m unittest -q test_checker)
+vm-tests/run --campaign "${STOLON_VM_CAMPAIGN:-5}" ${STOLON_VM_SEED:+--seed "$STOLON_VM_SEED"}

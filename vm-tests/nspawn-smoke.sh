@@ -19,14 +19,6 @@
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
-cache=${STOLON_VM_CACHE:-/var/cache/stolon-vm-tests}
-suite=bookworm
-# systemd to boot, procps/iproute2 to look inside; the rest comes from the downloaded .debs.
-include=systemd,systemd-sysv,dbus,procps,iproute2,ca-certificates
-# Installed inside the booted container, from .debs downloaded into the cached root (the container
-# has no network but loopback).
-inside_pkgs=(etcd-server postgresql-15)
-cache_id="$suite include=$include download=${inside_pkgs[*]} v2"
 cluster=smoke
 units=("stolon-keeper@$cluster.service" "stolon-sentinel@$cluster.service"
     "stolon-proxy@$cluster.service" "stolon-proxy@$cluster.socket")
@@ -36,6 +28,12 @@ repl_password=smoke-repl-secret
 log() { printf '%s %s\n' "$(date +%T)" "$*" >&2; }
 die() { log "error: $*"; exit 2; }
 
+# The cached root (debootstrap once, the .debs of etcd and PostgreSQL downloaded into it); shared
+# with the host-failure suite (vm-tests/run).
+# shellcheck source=vm-tests/lib/root-cache.sh
+. "$repo/vm-tests/lib/root-cache.sh"
+inside_pkgs=("${vm_inside_pkgs[@]}")
+
 [[ $(id -u) -eq 0 ]] || die "run as root (debootstrap, systemd-nspawn and nsenter need it)"
 for tool in debootstrap systemd-nspawn nsenter; do
     command -v "$tool" >/dev/null || die "$tool missing (apt-get install debootstrap systemd-container util-linux)"
@@ -43,46 +41,6 @@ done
 
 deb=${1:-$(ls -t "$repo"/target/debian/stolon_*.deb 2>/dev/null | head -n 1 || true)}
 [[ -n $deb && -f $deb ]] || die "no .deb (run packaging/build.sh or pass its path)"
-
-# The Debian mirror this host's apt is configured with (deb822 or one-line format).
-host_mirror() {
-    local uri
-    uri=$(awk -v suite="$suite" '
-        /^URIs:/ { uris = $2 } /^Suites:/ { suites = $0 }
-        /^$/ { if (suites ~ (" " suite "( |$)") && uris != "") { print uris; exit } uris = ""; suites = "" }
-        END { if (suites ~ (" " suite "( |$)") && uris != "") print uris }
-    ' /etc/apt/sources.list.d/*.sources 2>/dev/null | head -n 1)
-    if [[ -z $uri && -f /etc/apt/sources.list ]]; then
-        uri=$(awk -v suite="$suite" '$1 == "deb" && $3 == suite { print $2; exit }' /etc/apt/sources.list)
-    fi
-    echo "${uri:-http://deb.debian.org/debian}"
-}
-
-prepare_cache() {
-    local root=$cache/$suite tmp=$cache/$suite.tmp mirror
-    if [[ -f $root/.stolon-cache && $(<"$root/.stolon-cache") == "$cache_id" ]]; then return; fi
-    mirror=${MIRROR:-$(host_mirror)}
-    mkdir -p "$cache"
-    # A root from an older cache_id keeps its debootstrap; only the downloads are redone.
-    if [[ -f $root/.debootstrap-done && ! -e $tmp ]]; then mv "$root" "$tmp"; fi
-    rm -rf "$root"
-    if [[ ! -f $tmp/.debootstrap-done ]]; then
-        rm -rf "$tmp"
-        log "debootstrap $suite from $mirror into $tmp (once)"
-        debootstrap --variant=minbase --include="$include" "$suite" "$tmp" "$mirror" >"$cache/debootstrap.log" 2>&1 ||
-            { tail -n 20 "$cache/debootstrap.log" >&2; die "debootstrap failed (log: $cache/debootstrap.log)"; }
-        touch "$tmp/.debootstrap-done"
-    fi
-    log "downloading ${inside_pkgs[*]} into the cached root"
-    echo "deb $mirror $suite main" >"$tmp/etc/apt/sources.list"
-    # Only what the container will install stays in the archive: every run copies the root.
-    chroot "$tmp" apt-get clean
-    chroot "$tmp" apt-get update -qq
-    chroot "$tmp" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --download-only \
-        --no-install-recommends "${inside_pkgs[@]}" >/dev/null
-    echo "$cache_id" >"$tmp/.stolon-cache"
-    mv "$tmp" "$root"
-}
 
 # ---------------------------------------------------------------------------------------------
 work=
@@ -104,11 +62,11 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-prepare_cache
+vm_prepare_cache
 work=$(mktemp -d /var/tmp/stolon-smoke.XXXXXX)
 root=$work/root
 log "copying the cached root"
-cp -a "$cache/$suite" "$root"
+cp -a "$vm_cache/$vm_suite" "$root"
 cp "$deb" "$root/root/stolon.deb"
 
 # The cluster's settings, written before boot (the package only ships /etc/stolon/example).
@@ -150,10 +108,15 @@ systemd-nspawn -q -D "$root" -M "$machine" -b --register=no --keep-unit --privat
     --console=read-only >"$work/console.log" 2>&1 </dev/null &
 nspawn_pid=$!
 
-# The container's PID 1 is nspawn's child.
+# The container's PID 1 is the child of nspawn in another PID namespace (nspawn's short-lived
+# intermediate child is in ours).
 pid1=
+own_pidns=$(readlink /proc/self/ns/pid)
 for _ in $(seq 1 100); do
-    pid1=$(pgrep -P "$nspawn_pid" | head -n 1 || true)
+    for child in $(pgrep -P "$nspawn_pid" || true); do
+        ns=$(readlink "/proc/$child/ns/pid" 2>/dev/null || true)
+        if [[ -n $ns && $ns != "$own_pidns" ]]; then pid1=$child; break; fi
+    done
     [[ -n $pid1 ]] && break
     kill -0 "$nspawn_pid" 2>/dev/null || { cat "$work/console.log" >&2; die "systemd-nspawn exited"; }
     sleep 0.1
