@@ -80,6 +80,7 @@ impl PgProcess {
     ) -> Result<PgProcess, PgError> {
         // Canonical: instance processes are recognised by their working directory.
         let pgdata = std::fs::canonicalize(pgdata).map_err(|e| PgError::io(pgdata, e))?;
+        remove_stale_lock_file(&pgdata);
         let mut cmd = tokio::process::Command::new(&bins.postgres);
         cmd.arg("-D").arg(&pgdata).arg("-c").arg(format!(
             "unix_socket_directories={}",
@@ -422,6 +423,28 @@ pub async fn stop_stale_instance(pgdata: &Path, total: Duration) -> Result<bool,
     })
 }
 
+/// Removes a `postmaster.pid` whose pid is not a postgres of this instance. After a host crash
+/// the pid it names can belong to any process of the rebooted host, often one of the
+/// keeper's own user (its fence guard, say): PostgreSQL then refuses to start ("lock file
+/// already exists"), forever. The keeper starts the only postmaster of its PGDATA, and a live
+/// one would run in PGDATA, so such a file is stale.
+fn remove_stale_lock_file(pgdata: &Path) {
+    let lock = pgdata.join("postmaster.pid");
+    let Ok(text) = std::fs::read_to_string(&lock) else {
+        return;
+    };
+    let pid = text.lines().next().and_then(|l| l.trim().parse::<i32>().ok());
+    let live_here = pid.is_some_and(|pid| {
+        pid > 0
+            && is_live_postgres(pid)
+            && std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd == pgdata)
+    });
+    if !live_here {
+        tracing::warn!(pid = ?pid, lock = %lock.display(), "removing a stale postmaster.pid (its pid is no postgres of this data directory)");
+        let _ = std::fs::remove_file(&lock);
+    }
+}
+
 /// Splits a stop's total time into the fast-shutdown wait and the wait after each harder
 /// signal (SIGQUIT, then SIGKILL): `fast + 2 * grace == total`. The harder steps get
 /// [`IMMEDIATE_GRACE`] each, or a quarter of a short total: a postmaster that ignored SIGINT
@@ -570,6 +593,18 @@ mod tests {
         assert_eq!(escalation(s(30)), (s(20), s(5)));
         assert_eq!(escalation(s(8)), (s(4), s(2)));
         assert_eq!(escalation(Duration::ZERO), (Duration::ZERO, Duration::ZERO));
+    }
+
+    #[test]
+    fn a_lock_file_naming_another_process_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let pgdata = std::fs::canonicalize(dir.path()).unwrap();
+        let lock = pgdata.join("postmaster.pid");
+        // Our own pid: alive, but no postgres.
+        std::fs::write(&lock, format!("{}\n{}\n", std::process::id(), pgdata.display())).unwrap();
+        remove_stale_lock_file(&pgdata);
+        assert!(!lock.exists());
+        remove_stale_lock_file(&pgdata);
     }
 
     #[test]
