@@ -51,6 +51,10 @@ const COALESCE: Duration = Duration::from_millis(20);
 /// Re-check soon, not at once, after a lost compare-and-swap: never a hot loop.
 const RETRY_AFTER_CONFLICT: chrono::TimeDelta = chrono::TimeDelta::milliseconds(100);
 
+/// The shortest TTL of a sentinel's lease (and so of its leadership after it died): keep-alive
+/// goes out every third of it, and a busy host may miss one.
+const LEADER_MIN_TTL: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Reads and validates `--initial-cluster-spec` (a bad file is fatal at start, as upstream).
 pub fn load_initial_spec(path: &Path) -> Result<ClusterSpec, SentinelError> {
     let err = |reason: String| SentinelError::InitialSpec {
@@ -93,7 +97,15 @@ pub async fn run_with_notifier(
     tracing::info!(sentinel = %uid, cluster = %cluster, "sentinel starting");
 
     let store = Store::connect(&store_cfg).await?;
-    store.set_lease_ttl(DEFAULT_SLEEP_INTERVAL.to_std() * 2);
+    // The lease also holds the leader key: a crashed leader gives way after this TTL, and the
+    // failover waits for that. Two sleepIntervals of the stored spec (read before the lease is
+    // granted: a granted lease keeps its TTL), at least LEADER_MIN_TTL.
+    store.set_min_lease_ttl(LEADER_MIN_TTL);
+    let sleep = match store.get_cluster_data().await {
+        Ok(Some(cd)) => cd.value.cluster.spec.sleep_interval().to_std(),
+        _ => DEFAULT_SLEEP_INTERVAL.to_std(),
+    };
+    store.set_lease_ttl(sleep * 2);
     let election = store.election(&uid);
     let (terms_tx, mut terms) = watch::channel(0u64);
     let campaign = tokio::spawn(leadership::campaign_loop(

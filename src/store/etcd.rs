@@ -44,6 +44,8 @@ pub(super) struct Inner {
     /// How the endpoints are reached, to explain TLS failures.
     tls: tls::TlsUse,
     ttl_secs: AtomicU64,
+    /// The floor of `ttl_secs` ([`MIN_TTL`] unless a role sets another).
+    min_ttl_secs: AtomicU64,
     /// Serialises lease grants so concurrent first puts share one lease.
     grant_lock: tokio::sync::Mutex<()>,
     lease: Mutex<LeaseState>,
@@ -140,6 +142,7 @@ impl Store {
                 timeout: cfg.timeout,
                 tls: tls::TlsUse::of(cfg, scheme),
                 ttl_secs: AtomicU64::new(MIN_TTL.as_secs()),
+                min_ttl_secs: AtomicU64::new(MIN_TTL.as_secs()),
                 grant_lock: tokio::sync::Mutex::new(()),
                 lease: Mutex::new(LeaseState::default()),
                 lease_gen,
@@ -460,10 +463,24 @@ impl Store {
     /// TTL of this process's lease (floored at [`MIN_TTL`]). Takes effect for the next lease
     /// granted: call it before the first info put. [`Store::change_lease_ttl`] also changes a
     /// lease already granted.
+    /// Lowers (or raises) the floor of this process's lease TTL from [`MIN_TTL`]: the sentinel's
+    /// lease also holds its leader key, and a crashed leader must give way within a few
+    /// seconds, not 20. Call it before the first lease is granted.
+    pub fn set_min_lease_ttl(&self, floor: Duration) {
+        self.inner
+            .min_ttl_secs
+            .store(floor.as_secs().max(1), Ordering::Relaxed);
+    }
+
+    fn lease_secs(&self, ttl: Duration) -> u64 {
+        let floor = Duration::from_secs(self.inner.min_ttl_secs.load(Ordering::Relaxed));
+        lease_secs(ttl, floor)
+    }
+
     pub fn set_lease_ttl(&self, ttl: Duration) {
         self.inner
             .ttl_secs
-            .store(lease_secs(ttl), Ordering::Relaxed);
+            .store(self.lease_secs(ttl), Ordering::Relaxed);
     }
 
     /// Makes `ttl` (floored at [`MIN_TTL`]) the TTL of this process's lease from now on, also
@@ -476,7 +493,7 @@ impl Store {
     /// long as its proxyTimeout says, whatever the spec says now). A sentinel's election key is
     /// not moved: its candidacy is tied to the lease it was made with, and it would end.
     pub async fn change_lease_ttl(&self, ttl: Duration) -> Result<(), StoreError> {
-        let secs = lease_secs(ttl);
+        let secs = self.lease_secs(ttl);
         self.inner.ttl_secs.store(secs, Ordering::Relaxed);
         let current = |store: &Store| {
             let st = lock(&store.inner.lease);
@@ -700,8 +717,8 @@ impl Inner {
 }
 
 /// Whole seconds, floored at [`MIN_TTL`].
-fn lease_secs(ttl: Duration) -> u64 {
-    ttl.max(MIN_TTL).as_secs_f64().ceil() as u64
+fn lease_secs(ttl: Duration, floor: Duration) -> u64 {
+    ttl.max(floor).as_secs_f64().ceil() as u64
 }
 
 /// Renews lease `id` every ttl/3 until it is replaced, lost or the store is dropped.
