@@ -241,23 +241,7 @@ impl PgProcess {
             timeout = ?fast,
             "postgres fast shutdown too slow, doing an immediate shutdown"
         );
-        let _ = kill(Pid::from_raw(self.pid), Signal::SIGQUIT);
-        if self.wait_exit(grace).await {
-            return Ok(());
-        }
-        tracing::warn!(
-            pid = self.pid,
-            "postgres immediate shutdown too slow, killing it"
-        );
-        self.kill_group();
-        if self.wait_exit(grace).await {
-            Ok(())
-        } else {
-            Err(PgError::Timeout {
-                what: format!("postgres (pid {}) exit after SIGKILL", self.pid),
-                after: total,
-            })
-        }
+        self.quit_then_kill(grace).await
     }
 
     /// Immediate shutdown (SIGQUIT: every backend ends at once, no checkpoint), then SIGKILL of
@@ -267,6 +251,12 @@ impl PgProcess {
         if !self.is_running() {
             return Ok(());
         }
+        self.quit_then_kill(grace).await
+    }
+
+    /// SIGQUIT, then after `grace` SIGKILL of every process of the instance, then `grace` for
+    /// the kernel to end them.
+    async fn quit_then_kill(&mut self, grace: Duration) -> Result<(), PgError> {
         let _ = kill(Pid::from_raw(self.pid), Signal::SIGQUIT);
         if self.wait_exit(grace).await {
             tracing::info!(pid = self.pid, "postgres stopped (immediate shutdown)");
