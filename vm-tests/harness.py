@@ -34,8 +34,11 @@ HOST_UNITS = ["etcd.service", KEEPER_UNIT, f"stolon-sentinel@{CLUSTER}.service",
               f"stolon-proxy@{CLUSTER}.socket"]
 PROFILES = {
     # The figures: sleepInterval 2s / failInterval 5s by default, 1s / 2s when fast.
-    "default": {"sleepInterval": "2s", "failInterval": "5s"},
-    "fast": {"sleepInterval": "1s", "failInterval": "2s"},
+    # proxyTimeout bounds how long a master change waits for a proxy on a dead host.
+    "default": {"sleepInterval": "2s", "failInterval": "5s",
+                "proxyCheckInterval": "1s", "proxyTimeout": "5s"},
+    "fast": {"sleepInterval": "1s", "failInterval": "2s",
+             "proxyCheckInterval": "500ms", "proxyTimeout": "2s"},
 }
 MAX_STANDBY_LAG = 1024 * 1204  # the project's default maxStandbyLag (bytes)
 

@@ -284,6 +284,10 @@ impl Checker {
         source: &S,
         shutdown: &CancellationToken,
     ) -> Option<Result<(), CheckError>> {
+        // The fail-closed timer counts from before this check's publication is sent: the
+        // sentinel sees that publication later, so when it has seen none for proxyTimeout this
+        // proxy's own timer has run out (the sentinel's window, src/sentinel/health.rs).
+        let started = Instant::now();
         let cd = match self.store_call(source.cluster_data(), shutdown).await? {
             Ok(cd) => cd,
             Err(e @ StoreError::BadValue { .. }) => {
@@ -393,7 +397,7 @@ impl Checker {
             tracing::info!(addr = ?self.listening.local_addr(), "listening");
         }
         self.has_listened |= self.listening.is_listening();
-        self.last_ok = Instant::now();
+        self.last_ok = started;
         self.timed_out = false;
         self.publish_status();
         // Ready means clients can be served as the cluster wants: our socket is open and we know

@@ -335,9 +335,9 @@ fn apply_report(
     db.status.older_wal_file = pg.older_wal_file.clone();
 }
 
-/// Records proxy infos and returns the active ones: those whose infoUID changed within twice
-/// their own proxyTimeout. A proxy seen for the first time counts as active, so a live proxy
-/// is never skipped while we learn whether it is stale (upstream's rule).
+/// Records proxy infos and returns the active ones: those whose infoUID changed within their
+/// own proxyTimeout plus [`PROXY_MARGIN`]. A proxy seen for the first time counts as active, so
+/// a live proxy is never skipped while we learn whether it is stale (upstream's rule).
 pub(crate) fn active_proxies<'a>(
     infos: &'a ProxiesInfo,
     memory: &mut Memory,
@@ -365,8 +365,15 @@ pub(crate) fn active_proxies<'a>(
     active
 }
 
+/// ⚠ Upstream waits twice proxyTimeout. A proxy fails closed proxyTimeout after the start of its
+/// last successful check, which precedes the publication the sentinel saw (src/proxy/check.rs):
+/// once the sentinel has seen no publication for proxyTimeout, the proxy has stopped routing.
+/// The margin covers the proxy closing its sessions. A master change waits this long for a
+/// proxy that died, so it is most of a failover when a host with a proxy crashes.
+pub(crate) const PROXY_MARGIN: TimeDelta = TimeDelta::seconds(1);
+
 pub(crate) fn proxy_active_window(info: &ProxyInfo) -> TimeDelta {
-    TimeDelta::nanoseconds(info.proxy_timeout_ns.max(0).saturating_mul(2))
+    TimeDelta::nanoseconds(info.proxy_timeout_ns.max(0)) + PROXY_MARGIN
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
