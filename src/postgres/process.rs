@@ -423,7 +423,10 @@ fn remove_stale_lock_file(pgdata: &Path) {
     let Ok(text) = std::fs::read_to_string(&lock) else {
         return;
     };
-    let pid = text.lines().next().and_then(|l| l.trim().parse::<i32>().ok());
+    let pid = text
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse::<i32>().ok());
     let live_here = pid.is_some_and(|pid| {
         pid > 0
             && is_live_postgres(pid)
@@ -591,7 +594,11 @@ mod tests {
         let pgdata = std::fs::canonicalize(dir.path()).unwrap();
         let lock = pgdata.join("postmaster.pid");
         // Our own pid: alive, but no postgres.
-        std::fs::write(&lock, format!("{}\n{}\n", std::process::id(), pgdata.display())).unwrap();
+        std::fs::write(
+            &lock,
+            format!("{}\n{}\n", std::process::id(), pgdata.display()),
+        )
+        .unwrap();
         remove_stale_lock_file(&pgdata);
         assert!(!lock.exists());
         remove_stale_lock_file(&pgdata);
