@@ -35,6 +35,12 @@ pub enum KeeperError {
     StateFile { path: PathBuf, reason: String },
     #[error("{0}")]
     Config(String),
+    /// A promotion needs a recent info publication: the fence kills a master whose last one
+    /// is older than its deadline (src/keeper/fence.rs).
+    #[error(
+        "not promoting: no keeper info publication reached the store for {silent:?}; retrying once one does"
+    )]
+    PromoteWithoutStore { silent: std::time::Duration },
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]

@@ -131,6 +131,7 @@ impl Keeper {
             Action::Start => self.start(None, false).await,
             Action::Promote => {
                 tracing::warn!(keeper = %self.facts.uid, "promoting to master");
+                self.publish_before_promotion().await?;
                 // From the first write it may take, a master is fenced.
                 self.fence.arm();
                 postgres::promote(
@@ -163,6 +164,28 @@ impl Keeper {
                 res
             }
         }
+    }
+
+    /// A promoted master is fenced from its last publication on: with none recent (a store
+    /// member just went away), the fence would kill it at once. Asks for one and waits for it,
+    /// within requestTimeout.
+    async fn publish_before_promotion(&self) -> Result<(), KeeperError> {
+        let left = self.timing.fence.publish_every;
+        let deadline = tokio::time::Instant::now() + self.timing.request_timeout;
+        while !self.fence.fresh_for(left) {
+            self.shared.publish_now();
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if remaining.is_zero()
+                || tokio::time::timeout(remaining, self.shared.wait_published())
+                    .await
+                    .is_err()
+            {
+                return Err(KeeperError::PromoteWithoutStore {
+                    silent: self.fence.silent_for().unwrap_or_default(),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Records an unexpected PostgreSQL exit (the loop calls it where it notices one) and

@@ -399,6 +399,18 @@ impl Fence {
         self.silent_for().is_none_or(|s| s > fence_after)
     }
 
+    /// The last publication is recent enough that a master started now keeps running for
+    /// at least `left` before its deadline.
+    pub fn fresh_for(&self, left: Duration) -> bool {
+        let fence_after = self
+            .facts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .fence_after;
+        self.silent_for()
+            .is_some_and(|s| s.saturating_add(left) <= fence_after)
+    }
+
     /// When the current master deadline expires, from now (`None`: no deadline).
     pub fn deadline_in(&self) -> Option<Duration> {
         let deadline = self

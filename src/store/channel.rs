@@ -42,6 +42,16 @@ pub(super) fn connect_timeout(request_timeout: Duration) -> Duration {
     request_timeout.min(CONNECT_TIMEOUT)
 }
 
+/// An etcd member answers in milliseconds; one that has not answered after this is frozen,
+/// cut off or swamped, and the request goes to another one (`Store::read`, info puts). Half
+/// the request timeout at most, so a second attempt fits in it; a keeper's publication must
+/// get through well within its fence deadline (src/cluster/fencing.rs).
+const FIRST_ATTEMPT_MAX: Duration = Duration::from_secs(1);
+
+pub(super) fn first_attempt(request_timeout: Duration) -> Duration {
+    (request_timeout / 2).min(FIRST_ATTEMPT_MAX)
+}
+
 /// Methods that wait by design (a candidacy until elected, the leader's changes) and so are
 /// never counted as unanswered.
 const BLOCKING_METHODS: [&str; 2] = [
@@ -73,7 +83,7 @@ impl Transport {
             // (dropping it here), so the mark must come before; and a member that takes half the
             // timeout to answer one request is worth avoiding while others answer. A false mark
             // only steers requests for a few seconds, it never fails one.
-            unanswered_after: request_timeout / 2,
+            unanswered_after: first_attempt(request_timeout),
         })
     }
 }

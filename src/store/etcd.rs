@@ -198,7 +198,7 @@ impl Store {
     }
 
     /// An idempotent read, tried a second time when the first attempt fails for its endpoint
-    /// (no answer within half the timeout, refused, unavailable, no leader): by then the
+    /// (no answer within `channel::first_attempt`, refused, unavailable, no leader): by then the
     /// transport passes over that endpoint (channel.rs), so the second attempt goes to another
     /// member. A crashed or cut-off member then costs a read half a timeout, not a failure.
     pub(super) async fn read<T, F, Fut>(&self, what: &str, mut attempt: F) -> Result<T, StoreError>
@@ -206,7 +206,7 @@ impl Store {
         F: FnMut() -> Fut,
         Fut: Future<Output = EtcdResult<T>>,
     {
-        let first = self.inner.timeout / 2;
+        let first = super::channel::first_attempt(self.inner.timeout);
         match tokio::time::timeout(first, attempt()).await {
             Ok(Ok(v)) => return Ok(v),
             Ok(Err(e))
@@ -378,8 +378,8 @@ impl Store {
         })?;
         // A lease can be gone without keep-alive having noticed yet (etcd restored, outage
         // longer than the TTL): then grant a new one and retry once. And as for reads
-        // (`read`): a put that fails for its endpoint, or gets no answer within half the
-        // timeout, is sent once more, to another member (a keeper's publication renews its
+        // (`read`): a put that fails for its endpoint, or gets no answer within the first
+        // attempt's bound, is sent once more, to another member (a keeper's publication renews its
         // fence deadline: one member down must not cost it). A put of the same value is
         // idempotent.
         let mut lease_retry = true;
@@ -393,7 +393,7 @@ impl Store {
                 Some(PutOptions::new().with_lease(lease)),
             );
             let budget = if endpoint_retry {
-                self.inner.timeout / 2
+                super::channel::first_attempt(self.inner.timeout)
             } else {
                 self.inner.timeout
             };
