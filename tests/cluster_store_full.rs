@@ -6,7 +6,7 @@
 mod support;
 
 use std::time::{Duration, Instant};
-use support::{Cluster, ClusterBuilder, wait_until};
+use support::{Cluster, ClusterBuilder, stays_true, wait_until};
 
 #[test]
 fn master_keeps_serving_while_etcd_is_full_and_stays_master_after() {
@@ -23,29 +23,28 @@ fn master_keeps_serving_while_etcd_is_full_and_stays_master_after() {
     let full_since = Instant::now();
     // failInterval is 4 s: three of them with every write acknowledged.
     let mut n = 0;
-    while full_since.elapsed() < Duration::from_secs(12) {
-        n += 1;
-        c.psql_keeper(&master, &format!("insert into full_t values ({n})"))
-            .unwrap_or_else(|e| panic!("direct write {n} while etcd is full: {e}"));
-        c.psql_via_proxy(&format!("insert into full_t values (-{n})"))
-            .unwrap_or_else(|e| panic!("write {n} through the proxy while etcd is full: {e}"));
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    stays_true(
+        Duration::from_secs(12),
+        "writes acknowledged directly and through the proxy while etcd is full",
+        || {
+            n += 1;
+            c.psql_keeper(&master, &format!("insert into full_t values ({n})"))
+                .and_then(|_| c.psql_via_proxy(&format!("insert into full_t values (-{n})")))
+                .map_err(|e| eprintln!("write {n}: {e}"))
+                .is_ok()
+        },
+    );
     eprintln!(
         "{n} writes each way acknowledged while etcd was full for {:?}",
         full_since.elapsed()
     );
 
     c.rt_block_on(support::etcd::full::clear(&endpoint));
-    let cleared = Instant::now();
-    while cleared.elapsed() < Duration::from_secs(8) {
-        assert_eq!(
-            c.master_keeper().as_deref(),
-            Some(master.as_str()),
-            "failed over after the alarm was cleared"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    stays_true(
+        Duration::from_secs(8),
+        "no failover after the alarm was cleared",
+        || c.master_keeper().as_deref() == Some(master.as_str()),
+    );
     wait_until(
         Duration::from_secs(30),
         "a write through the proxy after the alarm",

@@ -139,15 +139,18 @@ pub struct Enforcer {
     news: Condvar,
     /// Who enforces, for the log line.
     name: &'static str,
+    /// The guard process has no tracing subscriber: it writes to stderr.
+    to_stderr: bool,
 }
 
 impl Enforcer {
-    fn new(name: &'static str) -> Arc<Enforcer> {
+    fn new(name: &'static str, to_stderr: bool) -> Arc<Enforcer> {
         Arc::new(Enforcer {
             state: Mutex::new(EnforcerState::default()),
             killed: Mutex::new(Vec::new()),
             news: Condvar::new(),
             name,
+            to_stderr,
         })
     }
 
@@ -193,14 +196,13 @@ impl Enforcer {
     }
 
     fn kill(&self, w: &Watch, why: &str) {
-        // The guard process has no tracing subscriber; both write one line that says it all.
         let msg = format!(
             "FENCING ({}): killing PostgreSQL (postmaster pid {}, {}): {why}",
             self.name,
             w.pid,
             w.pgdata.display()
         );
-        if self.name == "guard process" {
+        if self.to_stderr {
             eprintln!("stolon-keeper fence guard: {msg}");
         } else {
             tracing::error!("{msg}");
@@ -219,7 +221,7 @@ impl Enforcer {
 
 /// The guard process's main: reads the protocol on stdin and enforces it until stdin closes.
 pub fn run_guard() -> std::process::ExitCode {
-    let enforcer = Enforcer::new("guard process");
+    let enforcer = Enforcer::new("guard process", true);
     let reader = enforcer.clone();
     let spawned = std::thread::Builder::new()
         .name("fence-guard-in".into())
@@ -283,7 +285,7 @@ impl Fence {
     /// Starts the in-process enforcer and, when `guard_program` is given (the keeper binary),
     /// the guard process. A guard that cannot start is reported, and the thread still fences.
     pub fn start(guard_program: Option<&Path>, fence_after: Duration) -> Arc<Fence> {
-        let local = Enforcer::new("keeper thread");
+        let local = Enforcer::new("keeper thread", false);
         let enforcer = local.clone();
         if let Err(e) = std::thread::Builder::new()
             .name("fence".into())
@@ -391,12 +393,7 @@ impl Fence {
     /// The store has not taken a publication for longer than `fence_after`: a master must
     /// not run (and the enforcers kill one that does).
     pub fn expired(&self) -> bool {
-        let fence_after = self
-            .facts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .fence_after;
-        self.silent_for().is_none_or(|s| s > fence_after)
+        !self.fresh_for(Duration::ZERO)
     }
 
     /// The last publication is recent enough that a master started now keeps running for

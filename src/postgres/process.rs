@@ -427,12 +427,7 @@ fn remove_stale_lock_file(pgdata: &Path) {
         .lines()
         .next()
         .and_then(|l| l.trim().parse::<i32>().ok());
-    let live_here = pid.is_some_and(|pid| {
-        pid > 0
-            && is_live_postgres(pid)
-            && std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd == pgdata)
-    });
-    if !live_here {
+    if !pid.is_some_and(|pid| runs_in(pid, pgdata)) {
         tracing::warn!(pid = ?pid, lock = %lock.display(), "removing a stale postmaster.pid (its pid is no postgres of this data directory)");
         let _ = std::fs::remove_file(&lock);
     }
@@ -451,8 +446,7 @@ fn escalation(total: Duration) -> (Duration, Duration) {
 /// may have been reused) and every other process of that instance. For the fence, which may
 /// run in another process than the one that started the postmaster.
 pub(crate) fn kill_instance(pid: i32, pgdata: &Path) {
-    let ours = std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd == pgdata);
-    if pid > 0 && ours && is_live_postgres(pid) {
+    if runs_in(pid, pgdata) {
         let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
     }
     kill_instance_processes(pgdata);
@@ -535,11 +529,16 @@ pub(crate) fn instance_processes(pgdata: &Path) -> Vec<i32> {
     entries
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|&pid| {
-            std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd == pgdata)
-                && is_live_postgres(pid)
-        })
+        .filter(|&pid| runs_in(pid, pgdata))
         .collect()
+}
+
+/// `pid` is a live postgres process of the instance in `pgdata` (canonical): its working
+/// directory, which the postmaster enters before forking anything.
+fn runs_in(pid: i32, pgdata: &Path) -> bool {
+    pid > 0
+        && std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd == pgdata)
+        && is_live_postgres(pid)
 }
 
 /// The process exists, is not a zombie, and is a postgres.

@@ -209,14 +209,7 @@ impl Store {
         let first = super::channel::first_attempt(self.inner.timeout);
         match tokio::time::timeout(first, attempt()).await {
             Ok(Ok(v)) => return Ok(v),
-            Ok(Err(e))
-                if !matches!(
-                    classify(&e),
-                    RequestFailure::Unavailable | RequestFailure::NoLeader
-                ) =>
-            {
-                return Err(self.etcd_error(what, e));
-            }
+            Ok(Err(e)) if !endpoint_failure(&e) => return Err(self.etcd_error(what, e)),
             _ => {}
         }
         let rest = self.inner.timeout.saturating_sub(first);
@@ -407,15 +400,7 @@ impl Store {
                     self.invalidate_lease(lease);
                     lease_retry = false;
                 }
-                Ok(Err(e))
-                    if endpoint_retry
-                        && matches!(
-                            classify(&e),
-                            RequestFailure::Unavailable | RequestFailure::NoLeader
-                        ) =>
-                {
-                    endpoint_retry = false;
-                }
+                Ok(Err(e)) if endpoint_retry && endpoint_failure(&e) => endpoint_retry = false,
                 Ok(Err(e)) if is_lease_not_found(&e) => {
                     return Err(StoreError::Etcd(format!(
                         "put {key}: the new lease vanished at once; check etcd's clock and health ({})",
@@ -849,6 +834,15 @@ const ETCD_NO_LEADER: &str = "etcdserver: no leader";
 const ETCD_NO_SPACE: &str = "etcdserver: mvcc: database space exceeded";
 
 /// What a failed request means, by gRPC status code first.
+/// The error says this member cannot serve now, not that the request is wrong: another member
+/// may answer it.
+fn endpoint_failure(e: &etcd_client::Error) -> bool {
+    matches!(
+        classify(e),
+        RequestFailure::Unavailable | RequestFailure::NoLeader
+    )
+}
+
 pub(super) fn classify(e: &etcd_client::Error) -> RequestFailure {
     match e {
         etcd_client::Error::GRpcStatus(s) => match s.code() {
