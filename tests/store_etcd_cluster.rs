@@ -153,3 +153,67 @@ async fn a_frozen_member_is_passed_over_after_one_unanswered_request() {
     }
     cluster.members[frozen].signal(Signal::SIGCONT);
 }
+
+/// A candidate waiting for leadership takes over promptly when the leader goes, even when an
+/// etcd member froze meanwhile (as on a frozen or crashed host). etcd's own Campaign request
+/// would hang on that member's connection until HTTP/2 keep-alive gives up on it (over 10 s);
+/// the campaign waits with short reads instead (src/store/election.rs). One round per member,
+/// so whichever member a single long request would have gone to, one round freezes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_candidate_takes_over_while_a_member_is_frozen() {
+    let cluster = EtcdCluster::start(3);
+    let timeout = Duration::from_secs(2);
+    for frozen in 0..3 {
+        let name = format!("el{frozen}");
+        let live = (frozen + 1) % 3;
+        // The leader talks to a member that stays up, so its resignation is never what waits.
+        let a = Store::connect(&store_config(
+            &cluster.members[live].endpoint(),
+            &name,
+            Duration::from_secs(10),
+        ))
+        .await
+        .unwrap();
+        let b = Store::connect(&store_config(&cluster.endpoints(), &name, timeout))
+            .await
+            .unwrap();
+        wait_readable(&a, Duration::from_secs(30), &cluster).await;
+        wait_readable(&b, Duration::from_secs(30), &cluster).await;
+        let ea = a.election("sA");
+        tokio::time::timeout(Duration::from_secs(10), ea.campaign())
+            .await
+            .unwrap()
+            .unwrap();
+        let eb = b.election("sB");
+        let eb2 = eb.clone();
+        let mut waiting = tokio::spawn(async move { eb2.campaign().await });
+        // B's candidacy is made and it is waiting (its requests reached every member by now).
+        assert!(
+            tokio::time::timeout(Duration::from_secs(1), &mut waiting)
+                .await
+                .is_err(),
+            "B must wait while A leads"
+        );
+
+        cluster.members[frozen].signal(Signal::SIGSTOP);
+        // When the frozen member led etcd, the others elect a new leader first.
+        let others: Vec<usize> = (0..3).filter(|&i| i != frozen).collect();
+        cluster.leader_among(&others);
+        ea.resign().await.unwrap();
+        let t = Instant::now();
+        let won = tokio::time::timeout(Duration::from_secs(8), waiting).await;
+        let took = t.elapsed();
+        cluster.members[frozen].signal(Signal::SIGCONT);
+        eprintln!("member {frozen} frozen: B elected {took:?} after A resigned");
+        won.unwrap_or_else(|_| {
+            panic!(
+                "B still waiting {took:?} after A resigned, member {frozen} frozen\n{}",
+                cluster.log_tails(20)
+            )
+        })
+        .unwrap()
+        .unwrap();
+        assert!(eb.is_leader());
+        eb.resign().await.unwrap();
+    }
+}

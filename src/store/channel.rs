@@ -52,12 +52,9 @@ pub(super) fn first_attempt(request_timeout: Duration) -> Duration {
     (request_timeout / 2).min(FIRST_ATTEMPT_MAX)
 }
 
-/// Methods that wait by design (a candidacy until elected, the leader's changes) and so are
-/// never counted as unanswered.
-const BLOCKING_METHODS: [&str; 2] = [
-    "/v3electionpb.Election/Campaign",
-    "/v3electionpb.Election/Observe",
-];
+/// Methods that wait by design (the election leader's changes) and so are never counted as
+/// unanswered. (etcd's Campaign also would, but is not used: src/store/election.rs.)
+const BLOCKING_METHODS: [&str; 1] = ["/v3electionpb.Election/Observe"];
 
 /// Builds the balanced channel etcd-client sends its endpoints to.
 pub(super) struct Transport {

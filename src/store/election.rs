@@ -4,12 +4,35 @@
 use super::etcd::{Store, is_lease_not_found};
 use super::{CasOutcome, StoreError};
 use crate::cluster::ClusterData;
-use etcd_client::{LeaderKey, ResignOptions};
+use etcd_client::{
+    Compare, CompareOp, GetOptions, LeaderKey, PutOptions, ResignOptions, SortOrder, SortTarget,
+    Txn, TxnOp, TxnOpResponse,
+};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 const OBSERVE_BACKOFF: Duration = Duration::from_secs(1);
+/// How often a waiting candidate looks whether the candidates ahead of it are gone: the
+/// leadership handover after a leader's lease expires takes this long at most. Two or three
+/// sentinels reading one small range this often cost etcd nothing.
+const CAMPAIGN_POLL: Duration = Duration::from_millis(200);
+
+/// The result of standing as a candidate.
+enum Candidacy {
+    /// Our key exists, created at this revision.
+    Made(i64),
+    /// etcd no longer knows the lease.
+    LeaseGone,
+}
+
+/// Who leads an election, as seen by one candidate.
+enum FirstCandidate {
+    Us,
+    Other,
+    /// Our candidacy key no longer exists.
+    WeAreGone,
+}
 
 /// One sentinel's candidacy. Clones share the state.
 #[derive(Clone)]
@@ -76,9 +99,92 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Creates our candidacy key `key` on `lease` unless it exists (as etcd's Campaign does);
+    /// returns its create revision.
+    async fn put_candidacy(
+        &self,
+        key: &str,
+        candidate: &str,
+        lease: i64,
+    ) -> Result<Candidacy, StoreError> {
+        let txn = Txn::new()
+            .when(vec![Compare::create_revision(key, CompareOp::Equal, 0)])
+            .and_then(vec![TxnOp::put(
+                key,
+                candidate,
+                Some(PutOptions::new().with_lease(lease)),
+            )])
+            .or_else(vec![TxnOp::get(key, None)]);
+        let mut kv = self.inner.client.kv_client();
+        let resp = match self.raw(kv.txn(txn)).await? {
+            Ok(resp) => resp,
+            Err(e) if is_lease_not_found(&e) => return Ok(Candidacy::LeaseGone),
+            Err(e) => return Err(self.etcd_error(&format!("stand as candidate {key}"), e)),
+        };
+        if resp.succeeded() {
+            let rev = resp.header().map(|h| h.revision()).unwrap_or_default();
+            return Ok(Candidacy::Made(rev));
+        }
+        let existing = resp.op_responses().into_iter().find_map(|op| match op {
+            TxnOpResponse::Get(g) => g.kvs().first().map(|kv| kv.create_revision()),
+            _ => None,
+        });
+        // The compare and the get are one transaction: a failed compare means the get finds it.
+        existing.map(Candidacy::Made).ok_or_else(|| {
+            StoreError::Etcd(format!(
+                "stand as candidate {key}: etcd said the key exists, then returned none"
+            ))
+        })
+    }
+
+    /// Whether `our_key` is the oldest candidacy of election `name` (the leader).
+    async fn first_candidate(
+        &self,
+        name: &str,
+        our_key: &str,
+    ) -> Result<FirstCandidate, StoreError> {
+        let prefix = format!("{name}/");
+        let resp = self
+            .read(&format!("list candidates {prefix}"), || {
+                let mut kv = self.inner.client.kv_client();
+                let prefix = prefix.clone();
+                async move {
+                    kv.get(
+                        prefix,
+                        Some(
+                            GetOptions::new()
+                                .with_prefix()
+                                .with_keys_only()
+                                .with_sort(SortTarget::Create, SortOrder::Ascend),
+                        ),
+                    )
+                    .await
+                }
+            })
+            .await?;
+        let keys: Vec<&[u8]> = resp.kvs().iter().map(|kv| kv.key()).collect();
+        Ok(if keys.first() == Some(&our_key.as_bytes()) {
+            FirstCandidate::Us
+        } else if keys.contains(&our_key.as_bytes()) {
+            FirstCandidate::Other
+        } else {
+            FirstCandidate::WeAreGone
+        })
+    }
+}
+
 impl Election {
-    /// Returns once this candidate is the leader (blocks while another sentinel leads).
+    /// Returns once this candidate is the leader (waits while another sentinel leads).
     /// Errors on store failures; the caller retries.
+    ///
+    /// etcd's own Campaign request holds one call open until the candidates ahead are gone. When
+    /// the member it went to is on a host that crashes or freezes, that call hangs until HTTP/2
+    /// keep-alive gives up on the connection (ping interval + timeout, about 15 s), long after
+    /// the dead leader's lease expired: the whole of a host-crash failover, measured by
+    /// vm-tests. So the candidacy is made the same way (a key `<election>/<lease-hex>` on our
+    /// lease, the lowest create revision leads: etcd's Leader and Observe still see it) but
+    /// waited on with short reads, each of which goes to a live member (`Store::read`).
     pub async fn campaign(&self) -> Result<(), StoreError> {
         loop {
             let lease = self.store.ensure_lease().await?;
@@ -86,60 +192,86 @@ impl Election {
             if self.store.lease_id() != Some(lease) {
                 continue;
             }
-            let mut ec = self.store.inner.client.election_client();
-            let campaign = ec.campaign(self.name.clone(), self.candidate.clone(), lease);
-            let result = tokio::select! {
-                r = campaign => Some(r),
-                // The lease was lost while waiting: our candidacy key went with it.
-                _ = lease_changed.changed() => None,
-            };
-            let resp = match result {
-                None => continue,
-                Some(Err(e)) if is_lease_not_found(&e) => {
+            let key = format!("{}/{lease:x}", self.name);
+            let rev = match self
+                .store
+                .put_candidacy(&key, &self.candidate, lease)
+                .await?
+            {
+                Candidacy::Made(rev) => rev,
+                Candidacy::LeaseGone => {
                     self.store.invalidate_lease(lease);
                     continue;
                 }
-                Some(Err(e)) => {
-                    return Err(self
-                        .store
-                        .etcd_error(&format!("campaign for {}", self.name), e));
+            };
+            let mut failing_since = None;
+            loop {
+                if self.store.lease_id() != Some(lease) {
+                    break;
                 }
-                Some(Ok(resp)) => resp,
-            };
-            let Some(key) = resp.leader().cloned() else {
-                return Err(StoreError::Etcd(format!(
-                    "campaign for {}: etcd answered without a leader key",
-                    self.name
-                )));
-            };
-            if self.store.lease_id() != Some(lease) {
-                continue;
+                let first = match self.store.first_candidate(&self.name, &key).await {
+                    Ok(first) => {
+                        failing_since = None;
+                        first
+                    }
+                    // A read failing for a moment (etcd electing its leader) is retried at
+                    // the next poll; one failing for longer is the caller's to report.
+                    Err(e) => {
+                        let since = *failing_since.get_or_insert_with(Instant::now);
+                        if since.elapsed() >= self.store.timeout() {
+                            return Err(e);
+                        }
+                        FirstCandidate::Other
+                    }
+                };
+                match first {
+                    FirstCandidate::Us => {
+                        self.won(
+                            LeaderKey::new()
+                                .with_name(self.name.clone())
+                                .with_key(key.clone())
+                                .with_rev(rev)
+                                .with_lease(lease),
+                        );
+                        return Ok(());
+                    }
+                    // Our key went with the lease (or was deleted): stand again.
+                    FirstCandidate::WeAreGone => break,
+                    FirstCandidate::Other => {}
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(CAMPAIGN_POLL) => {}
+                    // The lease was lost while waiting: our candidacy key went with it.
+                    _ = lease_changed.changed() => break,
+                }
             }
-            let stop = CancellationToken::new();
-            tracing::info!(
-                sentinel = %self.candidate,
-                key = %String::from_utf8_lossy(key.key()),
-                "elected sentinel leader"
-            );
-            let our_key = key.key().to_vec();
-            let old = lock(&self.state).leader.replace(Leadership {
-                key,
-                stop: stop.clone(),
-                deposed: false,
-            });
-            if let Some(old) = old {
-                old.stop.cancel();
-            }
-            tokio::spawn(observe(
-                self.store.clone(),
-                self.name.clone(),
-                self.candidate.clone(),
-                our_key,
-                Arc::downgrade(&self.state),
-                stop,
-            ));
-            return Ok(());
         }
+    }
+
+    fn won(&self, key: LeaderKey) {
+        let stop = CancellationToken::new();
+        tracing::info!(
+            sentinel = %self.candidate,
+            key = %String::from_utf8_lossy(key.key()),
+            "elected sentinel leader"
+        );
+        let our_key = key.key().to_vec();
+        let old = lock(&self.state).leader.replace(Leadership {
+            key,
+            stop: stop.clone(),
+            deposed: false,
+        });
+        if let Some(old) = old {
+            old.stop.cancel();
+        }
+        tokio::spawn(observe(
+            self.store.clone(),
+            self.name.clone(),
+            self.candidate.clone(),
+            our_key,
+            Arc::downgrade(&self.state),
+            stop,
+        ));
     }
 
     /// Cheap: whether we won and have not since lost the lease, been shown another leader, or
