@@ -147,3 +147,73 @@ fn killed_master_is_replaced_and_rejoins_as_standby() {
         || c.streaming_standbys(&new_master) == Some(2),
     );
 }
+
+/// The master's host dies with the leader sentinel on it (both killed at once). The other
+/// sentinel has been judging keeper health as a follower all along, so once it leads it fails
+/// the master over from what it saw, instead of starting with an empty memory and waiting
+/// failInterval before it may judge anything (upstream's rule, src/sentinel/memory.rs).
+#[test]
+fn leader_sentinel_dying_with_the_master_hands_over_its_judgement() {
+    let mut c = ClusterBuilder::new("leaderdies")
+        .keepers(2)
+        .sentinels(2)
+        .start();
+    let old_master = c.wait_master_serving(Duration::from_secs(150));
+    // Rows replayed on the standby: it is streaming (not just taking its base backup, whose
+    // WAL stream pg_stat_replication also lists).
+    c.psql_via_proxy("create table t (id int primary key)")
+        .unwrap();
+    c.psql_via_proxy("insert into t values (1)").unwrap();
+    for uid in c.keepers.keys() {
+        c.wait_keeper_rows(uid, "select id from t", &["1"], Duration::from_secs(60));
+    }
+    // The sentinel leading now (leadership may have moved once at start: a sentinel replaces
+    // a lease granted before the spec existed, src/sentinel/mod.rs).
+    let uid_of = |i: usize| -> Option<String> {
+        let log = c.sentinel_log(i);
+        let (_, rest) = log.split_once("sentinel starting sentinel=")?;
+        Some(rest.split_whitespace().next()?.to_string())
+    };
+    let leader = wait_for(Duration::from_secs(30), "a sentinel leader", || {
+        let status: serde_json::Value =
+            serde_json::from_str(&c.stolonctl_ok(&["status", "--format", "json"])).ok()?;
+        let uid = status["sentinels"]
+            .as_array()?
+            .iter()
+            .find(|s| s["leader"] == true)?["uid"]
+            .as_str()?
+            .to_string();
+        (0..2).find(|&i| uid_of(i).as_deref() == Some(uid.as_str()))
+    });
+    let follower = 1 - leader;
+    let elections_before = c
+        .sentinel_log(follower)
+        .matches("elected sentinel leader")
+        .count();
+
+    let killed_at = Instant::now();
+    c.kill_sentinel(leader);
+    c.kill_keeper(&old_master);
+    let new_master = wait_for(
+        Duration::from_secs(60),
+        "the standby to be elected master by the other sentinel",
+        || Cluster::master_keeper_in(&c.try_clusterdata()?).filter(|m| *m != old_master),
+    );
+    eprintln!(
+        "leader sentinel and master killed: {new_master} elected after {:?}",
+        killed_at.elapsed()
+    );
+    let log = c.sentinel_log(follower);
+    let since_elected = log
+        .split("elected sentinel leader")
+        .nth(elections_before + 1)
+        .expect("the follower was elected");
+    assert!(
+        since_elected.contains("leading: judging keeper health from what this sentinel observed"),
+        "{since_elected}"
+    );
+    assert!(
+        !since_elected.contains("first check"),
+        "the new leader started with an empty memory:\n{since_elected}"
+    );
+}

@@ -41,7 +41,8 @@ pub struct Decision {
 
 /// One sentinel check as leader, after reading the store and winning the election.
 ///
-/// `memory` must be `Memory::default()` on the first call after gaining leadership.
+/// `memory` is `Memory::default()` on the first call, and again after a gap in observation
+/// (`Sentinel::check`); followers call it too and keep only the memory.
 ///
 /// `new_uid` names the dbs this check creates (the loop passes `cluster::new_uid`); it is the
 /// only source of randomness, so a test passing a deterministic one replays exactly.
@@ -169,8 +170,8 @@ fn next_check_at(
     let after = TimeDelta::milliseconds(1);
     let mut deadlines: Vec<Time> = Vec::new();
 
-    let leader_since = memory.leader_since_or(now);
-    deadlines.push(leader_since + fail);
+    let observing_since = memory.observing_since_or(now);
+    deadlines.push(observing_since + fail);
     for seen in memory.keepers.values() {
         deadlines.push(seen.changed_at + fail);
     }

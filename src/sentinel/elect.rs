@@ -169,7 +169,7 @@ pub(crate) fn best_standbys<'a>(
 }
 
 /// Candidates to replace `master`, best first: good standbys whose keeper may be master and
-/// which a fresh info reported healthy during this leadership, plus other good master-type dbs.
+/// which a fresh info reported healthy since the memory was reset, plus other good master-type dbs.
 pub(crate) fn best_new_masters<'a>(
     cd: &'a ClusterData,
     master: &Db,

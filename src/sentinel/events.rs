@@ -39,8 +39,8 @@ pub enum RemovalReason {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    /// First check of a leadership: infos recorded, failures judged only after failInterval.
-    LeadershipStarted,
+    /// First check after a memory reset: infos recorded, failures judged only after failInterval.
+    ObservationStarted,
     KeeperAdded {
         keeper: String,
     },
@@ -217,9 +217,9 @@ impl fmt::Display for Event {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         use Event::*;
         match self {
-            LeadershipStarted => write!(
+            ObservationStarted => write!(
                 f,
-                "first check as leader: recording keeper infos, no failure judged before failInterval"
+                "first check: recording keeper infos, no failure judged before failInterval"
             ),
             KeeperAdded { .. } => write!(f, "new keeper registered"),
             KeeperUnhealthy { silent_ms, .. } => {

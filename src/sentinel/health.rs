@@ -49,8 +49,8 @@ pub(crate) fn hold_while_store_full(
     now: Time,
 ) {
     let fail = td(cd.cluster.spec.fail_interval());
-    if memory.leader_since.is_some() {
-        memory.leader_since = Some(now);
+    if memory.observing_since.is_some() {
+        memory.observing_since = Some(now);
     }
     for (uid, seen) in memory.keepers.iter_mut() {
         let stored_healthy = cd.keepers.get(uid).is_none_or(|k| k.status.healthy);
@@ -91,10 +91,10 @@ pub(crate) fn update_keepers_status(
 ) {
     let spec = cd.cluster.spec.clone();
     let fail = td(spec.fail_interval());
-    let first_check = memory.leader_since.is_none();
+    let first_check = memory.observing_since.is_none();
     if first_check {
-        memory.leader_since = Some(now);
-        events.push(Event::LeadershipStarted);
+        memory.observing_since = Some(now);
+        events.push(Event::ObservationStarted);
     }
 
     let mut ours = BTreeMap::new();
@@ -112,7 +112,7 @@ pub(crate) fn update_keepers_status(
                 InfoSeen {
                     info_uid: info.info_uid.clone(),
                     changed_at: now,
-                    changed_while_leader: false,
+                    changed_while_observed: false,
                 },
             );
         }
@@ -134,7 +134,7 @@ pub(crate) fn update_keepers_status(
         .keepers
         .retain(|uid, _| cd.keepers.contains_key(uid) || infos.contains_key(uid));
 
-    let leader_since = memory.leader_since_or(now);
+    let observing_since = memory.observing_since_or(now);
     // lastHealthyTime only serves dead keeper removal (48h by default): refreshing it on every
     // check would make every check write the clusterdata, and every write triggers a check.
     // A twentieth of the removal interval (at least sleepInterval, at most a minute) is
@@ -153,9 +153,9 @@ pub(crate) fn update_keepers_status(
         let last_seen = memory
             .keepers
             .get(uid)
-            .filter(|s| ours.contains_key(uid) || s.changed_while_leader)
+            .filter(|s| ours.contains_key(uid) || s.changed_while_observed)
             .map(|s| s.changed_at)
-            .unwrap_or(leader_since);
+            .unwrap_or(observing_since);
         let mut healthy = now - last_seen <= fail;
         if keeper.status.force_fail {
             healthy = false;
@@ -210,7 +210,7 @@ fn record_keeper_infos(
                 InfoSeen {
                     info_uid: info.info_uid.clone(),
                     changed_at: now,
-                    changed_while_leader: !first_check,
+                    changed_while_observed: !first_check,
                 },
             );
             if !first_check {
@@ -218,7 +218,7 @@ fn record_keeper_infos(
             }
         }
         if let Some(seen) = memory.keepers.get(uid)
-            && seen.changed_while_leader
+            && seen.changed_while_observed
             && now - seen.changed_at <= fail
         {
             out.fresh.insert(uid.clone());
@@ -352,7 +352,7 @@ pub(crate) fn active_proxies<'a>(
             .or_insert_with(|| InfoSeen {
                 info_uid: info.info_uid.clone(),
                 changed_at: now,
-                changed_while_leader: true,
+                changed_while_observed: true,
             });
         if seen.info_uid != info.info_uid {
             seen.info_uid = info.info_uid.clone();

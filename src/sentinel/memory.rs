@@ -1,6 +1,11 @@
-//! What the leader sentinel remembers between checks. Upstream keeps these as timer maps hidden
-//! in the sentinel struct and reads the clock inside its decisions; here they are plain data
-//! passed into `decide` and returned by it, so every decision can be replayed in a test.
+//! What a sentinel remembers between checks. Upstream keeps these as timer maps hidden in the
+//! sentinel struct and reads the clock inside its decisions; here they are plain data passed
+//! into `decide` and returned by it, so every decision can be replayed in a test.
+//!
+//! ⚠ Upstream only remembers while leading: a new leader starts empty and cannot judge any
+//! keeper failed for failInterval. Here followers run the same checks (without writing), so a
+//! follower taking over from a leader that died with the master's host already knows since
+//! when the master has been silent (src/sentinel/mod.rs: `Sentinel::check`).
 
 use crate::cluster::Time;
 use serde::{Deserialize, Serialize};
@@ -8,12 +13,13 @@ use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Memory {
-    /// When the current leadership began. `None` means the memory was just reset (a new
-    /// leadership): the next check records what it sees and sets this to its `now`. No keeper or
-    /// db can be declared failed before `failInterval` has passed since then, because nothing
-    /// this sentinel remembers is older (upstream's reset rule). Moved to each check's time
-    /// while the store is full, like the infos' times.
-    pub leader_since: Option<Time>,
+    /// Since when this sentinel has been observing without a gap. `None` means the memory was
+    /// just reset (sentinel start, or no successful check for failInterval): the next check
+    /// records what it sees and sets this to its `now`. No keeper or db can be declared failed
+    /// before `failInterval` has passed since then, because nothing this sentinel remembers is
+    /// older (upstream's reset rule, which upstream applies at every leadership change). Moved
+    /// to each check's time while the store is full, like the infos' times.
+    pub observing_since: Option<Time>,
     /// Keeper infos by keeper uid: the last infoUID and when it was seen changing. Kept while
     /// the keeper is in the clusterdata even after its info key expired: that is the moment
     /// the keeper went silent.
@@ -31,9 +37,9 @@ pub struct InfoSeen {
     /// this is within milliseconds of the publish: health is judged from it directly. While the
     /// store is full (nobody can publish) every check moves it to its own time.
     pub changed_at: Time,
-    /// False for infos merely found at the first check of a leadership: such a key may be left
-    /// by a dead process, so its content is not trusted until it changes once.
-    pub changed_while_leader: bool,
+    /// False for infos merely found at the first check after a reset: such a key may be left by
+    /// a dead process, so its content is not trusted until it changes once.
+    pub changed_while_observed: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -42,7 +48,7 @@ pub struct DbMemory {
     /// postgres unhealthy).
     pub error_since: Option<Time>,
     /// When a fresh keeper info last reported this db healthy. A db never reported healthy
-    /// during this leadership is not elected master, whatever the stored status says.
+    /// since the memory was reset is not elected master, whatever the stored status says.
     pub reported_healthy_at: Option<Time>,
     /// The xLogPos of the last report, and for how many consecutive reports it did not move
     /// (upstream's dbNotIncreasingXLogPos, counted per keeper publish rather than per check,
@@ -60,8 +66,8 @@ pub struct ConvergenceTimer {
 }
 
 impl Memory {
-    /// The reference point for keepers never seen during this leadership.
-    pub(crate) fn leader_since_or(&self, now: Time) -> Time {
-        self.leader_since.unwrap_or(now)
+    /// The reference point for keepers never seen since the memory was reset.
+    pub(crate) fn observing_since_or(&self, now: Time) -> Time {
+        self.observing_since.unwrap_or(now)
     }
 }

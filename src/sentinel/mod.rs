@@ -122,6 +122,7 @@ pub async fn run_with_notifier(
         initial_spec,
         memory: Memory::default(),
         term: None,
+        observed_at: None,
         sleep: DEFAULT_SLEEP_INTERVAL.to_std(),
         next_check_at: None,
         info_published: None,
@@ -240,8 +241,10 @@ struct Sentinel {
     election: Election,
     initial_spec: Option<ClusterSpec>,
     memory: Memory,
-    /// The leadership term the memory belongs to; a new term starts with a fresh memory.
+    /// The leadership term of the last check as leader (a new one is logged).
     term: Option<u64>,
+    /// When the last check read the store successfully: a gap of failInterval resets `memory`.
+    observed_at: Option<Instant>,
     sleep: Duration,
     next_check_at: Option<Time>,
     info_published: Option<Instant>,
@@ -296,7 +299,14 @@ impl Sentinel {
         };
         let spec = &cd.value.cluster.spec;
         self.sleep = spec.sleep_interval().to_std();
-        self.store.set_lease_ttl(self.sleep * 2);
+        // The lease holds the leader key: a crashed leader gives way once it expires. A lease
+        // granted before the spec was readable (a sentinel started before the cluster was
+        // initialised) has the default sleepInterval's TTL, 10 s, which a host crash then
+        // waits for: replace it. Replacing drops our candidacy (or leadership) and we stand
+        // again at once; the followers' memory makes a leadership change cost nothing.
+        if let Err(e) = self.store.change_lease_ttl(self.sleep * 2).await {
+            tracing::warn!(cluster = %self.cluster, error = %e, "cannot replace the store lease to follow sleepInterval; retrying at the next check");
+        }
         let intervals = (spec.fail_interval(), spec.sleep_interval());
         if self.warned_intervals != Some(intervals)
             && let Err(e) = spec.check_fence_timing()
@@ -327,7 +337,25 @@ impl Sentinel {
             Err(e) => return self.problem(format!("cannot read keeper/proxy infos: {e}")),
         };
         observed.store_full = store_full;
-        if !self.election.is_leader() {
+        // A memory with a hole of failInterval or more cannot tell a keeper that went silent
+        // from one this sentinel could not see (the store was down for everyone): start over,
+        // as upstream does at every leadership change.
+        let fail = spec.fail_interval().to_std();
+        if self.observed_at.is_some_and(|at| at.elapsed() >= fail) {
+            self.memory = Memory::default();
+        }
+        self.observed_at = Some(Instant::now());
+        let now = self.clock.now();
+        let leading = self.election.is_leader();
+        let decision = decide(&cd.value, &observed, &self.memory, now, &mut new_uid);
+        if !leading {
+            // Followers judge health as the leader does and keep only what they remember, so
+            // one that takes over knows how long each keeper has been silent instead of
+            // waiting failInterval with an empty memory (src/sentinel/memory.rs). Timers of
+            // generations follow the stored clusterdata, not the decision left unwritten.
+            let mut memory = decision.memory;
+            health::refresh_convergence_timers(&cd.value, &mut memory, now);
+            self.memory = memory;
             self.term = None;
             self.last_problem = None;
             self.conditions.clear();
@@ -336,16 +364,12 @@ impl Sentinel {
         }
         if self.term != Some(term) {
             self.term = Some(term);
-            self.memory = Memory::default();
+            tracing::info!(
+                cluster = %self.cluster,
+                observed_for = ?self.memory.observing_since.map(|t| (now - t).to_std().unwrap_or_default()),
+                "leading: judging keeper health from what this sentinel observed"
+            );
         }
-
-        let decision = decide(
-            &cd.value,
-            &observed,
-            &self.memory,
-            self.clock.now(),
-            &mut new_uid,
-        );
         self.memory = decision.memory;
         self.next_check_at = decision.next_check_at;
         let mut written = None;

@@ -366,6 +366,16 @@ impl Cluster {
         self.sentinels.push(p);
     }
 
+    /// SIGKILLs sentinel `i` (as started by `start_sentinel(i)`).
+    pub fn kill_sentinel(&mut self, i: usize) {
+        self.sentinels[i].kill();
+    }
+
+    /// Sentinel `i`'s log so far.
+    pub fn sentinel_log(&self, i: usize) -> String {
+        fs::read_to_string(self.log(&format!("sentinel{i}"))).unwrap_or_default()
+    }
+
     pub fn start_proxy(&mut self) {
         assert!(self.proxy.is_none(), "proxy is already running");
         let mut cmd = Command::new(bin("stolon-proxy"));

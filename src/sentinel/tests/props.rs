@@ -119,7 +119,7 @@ fn build(g: &Gen) -> (ClusterData, Memory, Observed, Time) {
     cd.cluster.status.master = did(0);
     cd.proxy.spec.master_db_uid = did(0);
     let mut memory = Memory {
-        leader_since: Some(now - secs(100)),
+        observing_since: Some(now - secs(100)),
         ..Default::default()
     };
     let mut observed = Observed::default();
@@ -189,7 +189,7 @@ fn build(g: &Gen) -> (ClusterData, Memory, Observed, Time) {
             InfoSeen {
                 info_uid: format!("i{i}"),
                 changed_at,
-                changed_while_leader: true,
+                changed_while_observed: true,
             },
         );
         memory.dbs.insert(

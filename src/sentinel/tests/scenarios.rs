@@ -634,17 +634,17 @@ fn no_failover_before_fail_interval_after_leader_change() {
     let mut w2 = w;
     w2.events.clear();
     w2.memory = Memory::default();
-    let leader_since = w2.now + secs(1);
+    let observing_since = w2.now + secs(1);
     w2.run_until(40, |w| w.master_keeper() != "k0");
     let at = w2
         .when(|e| matches!(e, Event::MasterElected { .. }))
         .unwrap();
     assert!(
-        at - leader_since > secs(20),
+        at - observing_since > secs(20),
         "failed over {} after leadership",
-        at - leader_since
+        at - observing_since
     );
-    assert!(w2.saw(|e| *e == Event::LeadershipStarted));
+    assert!(w2.saw(|e| *e == Event::ObservationStarted));
 }
 
 #[test]
