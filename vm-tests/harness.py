@@ -72,6 +72,7 @@ class Cluster:
         self.hosts = []
         self.writer = None
         self.writer_stopped = None
+        self.load = []
         self.switch = Switch(tag)
         for i in (1, 2, 3):
             self.hosts.append(Machine(f"host{i}", self.switch, i, lower_dirs, self.workdir, tag, log))
@@ -285,6 +286,45 @@ class Cluster:
         self.writer = None
         self.writer_log.close()
 
+    def start_load(self, seconds, rate, clients=2, scale=2):
+        """pgbench (TPC-B-like, simple protocol) from the client host through every proxy:
+        `clients` sessions each, at most `rate` transactions/s per proxy, for `seconds`. Its
+        logs go to <outdir>/pgbench-<host>.log; `stop_load` returns their summaries."""
+        pgbench = "/usr/lib/postgresql/15/bin/pgbench"
+        env = {**os.environ, "PGPASSWORD": SU_PASSWORD, "PGCONNECT_TIMEOUT": "5"}
+        first = self.hosts[0]
+        subprocess.run(["ip", "netns", "exec", self.client_ns, pgbench, "-i", "-q", "-s", str(scale),
+                        "-h", first.address, "-p", str(PROXY_PORT), "-U", "postgres", "postgres"],
+                       env=env, check=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                       timeout=300)
+        for h in self.hosts:
+            out = open(self.outdir / f"pgbench-{h.name}.log", "w")
+            p = subprocess.Popen(
+                ["ip", "netns", "exec", self.client_ns, pgbench, "-n", "-c", str(clients), "-j", "1",
+                 "-T", str(int(seconds)), "-R", str(rate), "-P", "60", "-h", h.address,
+                 "-p", str(PROXY_PORT), "-U", "postgres", "postgres"],
+                env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            self.load.append((h.name, p, out))
+        self.log(f"pgbench through every proxy: {clients} clients, at most {rate} tps each, {seconds} s")
+
+    def stop_load(self, timeout=60):
+        """Waits for pgbench to finish (killing it after `timeout`); its summary per proxy."""
+        summaries = {}
+        for name, p, out in self.load:
+            try:
+                p.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+            out.close()
+            text = (self.outdir / f"pgbench-{name}.log").read_text()
+            tps = [l for l in text.splitlines() if l.startswith("tps = ")]
+            summaries[name] = {"exit": p.returncode,
+                               "tps": tps[-1].split()[2] if tps else None,
+                               "aborted": "aborted" in text}
+        self.load = []
+        return summaries
+
     def acks(self):
         if not self.history.exists():
             return []
@@ -314,6 +354,10 @@ class Cluster:
     def destroy(self):
         try:
             self.stop_writer()
+            for _, p, _ in self.load:
+                if p.poll() is None:
+                    os.killpg(p.pid, signal.SIGKILL)
+                    p.wait()
         finally:
             for h in self.hosts:
                 try:

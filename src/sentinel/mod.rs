@@ -51,9 +51,11 @@ const COALESCE: Duration = Duration::from_millis(20);
 /// Re-check soon, not at once, after a lost compare-and-swap: never a hot loop.
 const RETRY_AFTER_CONFLICT: chrono::TimeDelta = chrono::TimeDelta::milliseconds(100);
 
-/// The shortest TTL of a sentinel's lease (and so of its leadership after it died): keep-alive
-/// goes out every third of it, and a busy host may miss one.
-const LEADER_MIN_TTL: std::time::Duration = std::time::Duration::from_secs(3);
+/// The shortest TTL of a sentinel's lease (and so of its leadership after it died), and the
+/// shortest etcd grants with its default election timeout. Keep-alive goes out every third of
+/// it; a leader too busy to renew it for a second steps down, which costs nothing since
+/// followers keep the same memory (src/sentinel/memory.rs).
+const LEADER_MIN_TTL: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Reads and validates `--initial-cluster-spec` (a bad file is fatal at start, as upstream).
 pub fn load_initial_spec(path: &Path) -> Result<ClusterSpec, SentinelError> {

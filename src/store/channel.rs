@@ -43,7 +43,7 @@ pub(super) fn connect_timeout(request_timeout: Duration) -> Duration {
 }
 
 /// An etcd member answers in milliseconds; one that has not answered after this is frozen,
-/// cut off or swamped, and the request goes to another one (`Store::read`, info puts). Half
+/// cut off or swamped, and the request goes to another one (`attempts` in etcd.rs). Half
 /// the request timeout at most, so a second attempt fits in it; a keeper's publication must
 /// get through well within its fence deadline (src/cluster/fencing.rs).
 const FIRST_ATTEMPT_MAX: Duration = Duration::from_secs(1);

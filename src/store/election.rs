@@ -116,11 +116,20 @@ impl Store {
                 Some(PutOptions::new().with_lease(lease)),
             )])
             .or_else(vec![TxnOp::get(key, None)]);
-        let mut kv = self.inner.client.kv_client();
-        let resp = match self.raw(kv.txn(txn)).await? {
+        // Create-if-absent is idempotent: sent again, it finds the key it made.
+        let resp = match self
+            .idempotent(&format!("stand as candidate {key}"), || {
+                let mut kv = self.inner.client.kv_client();
+                let txn = txn.clone();
+                async move { kv.txn(txn).await }
+            })
+            .await
+        {
             Ok(resp) => resp,
-            Err(e) if is_lease_not_found(&e) => return Ok(Candidacy::LeaseGone),
-            Err(e) => return Err(self.etcd_error(&format!("stand as candidate {key}"), e)),
+            Err(StoreError::Request { source, .. }) if is_lease_not_found(&source) => {
+                return Ok(Candidacy::LeaseGone);
+            }
+            Err(e) => return Err(e),
         };
         if resp.succeeded() {
             let rev = resp.header().map(|h| h.revision()).unwrap_or_default();
@@ -146,7 +155,7 @@ impl Store {
     ) -> Result<FirstCandidate, StoreError> {
         let prefix = format!("{name}/");
         let resp = self
-            .read(&format!("list candidates {prefix}"), || {
+            .idempotent(&format!("list candidates {prefix}"), || {
                 let mut kv = self.inner.client.kv_client();
                 let prefix = prefix.clone();
                 async move {
@@ -184,7 +193,7 @@ impl Election {
     /// the dead leader's lease expired: the whole of a host-crash failover, measured by
     /// vm-tests. So the candidacy is made the same way (a key `<election>/<lease-hex>` on our
     /// lease, the lowest create revision leads: etcd's Leader and Observe still see it) but
-    /// waited on with short reads, each of which goes to a live member (`Store::read`).
+    /// waited on with short reads, each of which goes to a live member (`Store::idempotent`).
     pub async fn campaign(&self) -> Result<(), StoreError> {
         loop {
             let lease = self.store.ensure_lease().await?;

@@ -197,26 +197,35 @@ impl Store {
         }
     }
 
-    /// An idempotent read, tried a second time when the first attempt fails for its endpoint
-    /// (no answer within `channel::first_attempt`, refused, unavailable, no leader): by then the
-    /// transport passes over that endpoint (channel.rs), so the second attempt goes to another
-    /// member. A crashed or cut-off member then costs a read half a timeout, not a failure.
-    pub(super) async fn read<T, F, Fut>(&self, what: &str, mut attempt: F) -> Result<T, StoreError>
+    /// An idempotent request (a read, a put of the same value, a lease grant or keep-alive),
+    /// sent as [`attempts`] within the store timeout: a crashed, frozen or leaderless member
+    /// costs it an attempt, not a failure.
+    pub(super) async fn idempotent<T, F, Fut>(
+        &self,
+        what: &str,
+        attempt: F,
+    ) -> Result<T, StoreError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = EtcdResult<T>>,
     {
-        let first = super::channel::first_attempt(self.inner.timeout);
-        match tokio::time::timeout(first, attempt()).await {
-            Ok(Ok(v)) => return Ok(v),
-            Ok(Err(e)) if !endpoint_failure(&e) => return Err(self.etcd_error(what, e)),
-            _ => {}
+        match attempts(self.inner.timeout, attempt).await {
+            Some(Ok(v)) => Ok(v),
+            Some(Err(e)) => Err(self.etcd_error(what, e)),
+            None => Err(StoreError::Timeout(self.inner.timeout)),
         }
-        let rest = self.inner.timeout.saturating_sub(first);
-        tokio::time::timeout(rest, attempt())
-            .await
-            .map_err(|_| StoreError::Timeout(self.inner.timeout))?
-            .map_err(|e| self.etcd_error(what, e))
+    }
+
+    /// A new lease of `secs`. A grant whose answer was lost and is sent again leaves a lease
+    /// nothing uses, which expires by itself.
+    async fn grant(&self, secs: u64) -> Result<i64, StoreError> {
+        let resp = self
+            .idempotent("grant lease", || {
+                let mut lc = self.inner.client.lease_client();
+                async move { lc.grant(secs as i64, None).await }
+            })
+            .await?;
+        Ok(resp.id())
     }
 
     pub(super) async fn call<T>(
@@ -232,7 +241,7 @@ impl Store {
     pub async fn get_cluster_data_raw(&self) -> Result<Option<Versioned<Vec<u8>>>, StoreError> {
         let key = self.inner.paths.cluster_data();
         let resp = self
-            .read(&format!("get {key}"), || {
+            .idempotent(&format!("get {key}"), || {
                 let mut kv = self.inner.client.kv_client();
                 let key = key.clone();
                 async move { kv.get(key, None).await }
@@ -370,29 +379,24 @@ impl Store {
             reason: e.to_string(),
         })?;
         // A lease can be gone without keep-alive having noticed yet (etcd restored, outage
-        // longer than the TTL): then grant a new one and retry once. And as for reads
-        // (`read`): a put that fails for its endpoint, or gets no answer within the first
-        // attempt's bound, is sent once more, to another member (a keeper's publication renews its
-        // fence deadline: one member down must not cost it). A put of the same value is
-        // idempotent.
+        // longer than the TTL): then grant a new one and retry once. A put of the same value is
+        // idempotent, so it goes as `attempts` (a keeper's publication renews its fence
+        // deadline: one member down, or etcd electing a new leader, must not cost it).
         let mut lease_retry = true;
-        let mut endpoint_retry = true;
         loop {
             let lease = self.ensure_lease().await?;
-            let mut kv = self.inner.client.kv_client();
-            let put = kv.put(
-                key.clone(),
-                value.clone(),
-                Some(PutOptions::new().with_lease(lease)),
-            );
-            let budget = if endpoint_retry {
-                super::channel::first_attempt(self.inner.timeout)
-            } else {
-                self.inner.timeout
-            };
-            match tokio::time::timeout(budget, put).await {
-                Ok(Ok(_)) => return Ok(()),
-                Ok(Err(e)) if lease_retry && is_lease_not_found(&e) => {
+            let result = attempts(self.inner.timeout, || {
+                let mut kv = self.inner.client.kv_client();
+                let (key, value) = (key.clone(), value.clone());
+                async move {
+                    kv.put(key, value, Some(PutOptions::new().with_lease(lease)))
+                        .await
+                }
+            })
+            .await;
+            match result {
+                Some(Ok(_)) => return Ok(()),
+                Some(Err(e)) if lease_retry && is_lease_not_found(&e) => {
                     tracing::warn!(
                         lease = format!("{lease:x}"),
                         "store lease expired; granting a new one"
@@ -400,16 +404,14 @@ impl Store {
                     self.invalidate_lease(lease);
                     lease_retry = false;
                 }
-                Ok(Err(e)) if endpoint_retry && endpoint_failure(&e) => endpoint_retry = false,
-                Ok(Err(e)) if is_lease_not_found(&e) => {
+                Some(Err(e)) if is_lease_not_found(&e) => {
                     return Err(StoreError::Etcd(format!(
                         "put {key}: the new lease vanished at once; check etcd's clock and health ({})",
                         describe(&e)
                     )));
                 }
-                Ok(Err(e)) => return Err(self.etcd_error(&format!("put {key}"), e)),
-                Err(_) if endpoint_retry => endpoint_retry = false,
-                Err(_) => return Err(StoreError::Timeout(self.inner.timeout)),
+                Some(Err(e)) => return Err(self.etcd_error(&format!("put {key}"), e)),
+                None => return Err(StoreError::Timeout(self.inner.timeout)),
             }
         }
     }
@@ -417,7 +419,7 @@ impl Store {
     /// `(uid from the key, parsed value)` for every parsable key under `dir`.
     async fn list<T: DeserializeOwned>(&self, dir: &str) -> Result<Vec<(String, T)>, StoreError> {
         let resp = self
-            .read(&format!("list {dir}"), || {
+            .idempotent(&format!("list {dir}"), || {
                 let mut kv = self.inner.client.kv_client();
                 let dir = dir.to_string();
                 async move { kv.get(dir, Some(GetOptions::new().with_prefix())).await }
@@ -492,10 +494,7 @@ impl Store {
             return Ok(());
         };
         let mut lc = self.inner.client.lease_client();
-        let new = self
-            .call("grant lease", lc.grant(secs as i64, None))
-            .await?
-            .id();
+        let new = self.grant(secs).await?;
         if let Err(e) = self.move_keys(old, new).await {
             // The new lease holds nothing we still need; unrevoked it expires by itself.
             let _ = self.raw(lc.revoke(new)).await;
@@ -597,11 +596,7 @@ impl Store {
             return Ok(id);
         }
         let ttl = Duration::from_secs(self.inner.ttl_secs.load(Ordering::Relaxed));
-        let mut lc = self.inner.client.lease_client();
-        let resp = self
-            .call("grant lease", lc.grant(ttl.as_secs() as i64, None))
-            .await?;
-        let id = resp.id();
+        let id = self.grant(ttl.as_secs()).await?;
         {
             let mut st = lock(&self.inner.lease);
             st.id = Some(id);
@@ -717,15 +712,17 @@ async fn keep_alive(inner: Weak<Inner>, id: i64, ttl: Duration) {
         if lock(&inner.lease).id != Some(id) {
             return;
         }
-        let mut lc = inner.client.lease_client();
-        let result = tokio::time::timeout(inner.timeout, async {
-            let (mut keeper, mut stream) = lc.keep_alive(id).await?;
-            keeper.keep_alive().await?;
-            stream.message().await
+        let result = attempts(inner.timeout, || {
+            let mut lc = inner.client.lease_client();
+            async move {
+                let (mut keeper, mut stream) = lc.keep_alive(id).await?;
+                keeper.keep_alive().await?;
+                stream.message().await
+            }
         })
         .await;
         match result {
-            Ok(Ok(_)) => {
+            Some(Ok(_)) => {
                 if failing {
                     tracing::info!(
                         lease = format!("{id:x}"),
@@ -736,7 +733,7 @@ async fn keep_alive(inner: Weak<Inner>, id: i64, ttl: Duration) {
                 pace = healthy_pace;
                 inner.keep_alive_ok(id);
             }
-            Ok(Err(e)) if is_lease_not_found(&e) => {
+            Some(Err(e)) if is_lease_not_found(&e) => {
                 tracing::warn!(
                     lease = format!("{id:x}"),
                     "store lease expired; its keys are gone and will be re-put with a new lease"
@@ -744,7 +741,7 @@ async fn keep_alive(inner: Weak<Inner>, id: i64, ttl: Duration) {
                 inner.invalidate_lease(id);
                 return;
             }
-            Ok(Err(e)) => {
+            Some(Err(e)) => {
                 if !failing {
                     tracing::warn!(lease = format!("{id:x}"), error = %describe(&e), "store lease keep-alive failing");
                 }
@@ -752,7 +749,7 @@ async fn keep_alive(inner: Weak<Inner>, id: i64, ttl: Duration) {
                 pace = KEEPALIVE_RETRY.min(healthy_pace);
                 inner.keep_alive_failed(id);
             }
-            Err(_) => {
+            None => {
                 if !failing {
                     tracing::warn!(lease = format!("{id:x}"), timeout = ?inner.timeout, "store lease keep-alive timed out");
                 }
@@ -824,6 +821,52 @@ async fn watch_loop(store: Store, tx: mpsc::Sender<StoreEvent>, first: Option<Wa
                     break;
                 }
             }
+        }
+    }
+}
+
+/// The pause between attempts that failed at once (every member answers "no leader" while
+/// etcd elects one), so they do not spin.
+const ATTEMPT_PAUSE: Duration = Duration::from_millis(100);
+
+/// Sends an idempotent request again and again, each attempt bounded by
+/// `channel::first_attempt(timeout)`, until one is answered (refusals only count after they
+/// persisted that long) or `timeout` has passed. None: the last attempt went unanswered.
+///
+/// An attempt can go unanswered for good, not only on a dead or frozen member: a member that
+/// has not noticed yet that its leader died forwards a write to it, and that proposal is lost
+/// (etcd itself answers only after its own request timeout, 7 s by default). The next attempt
+/// goes to another member (channel.rs passes over the silent one) or, once the members have
+/// elected a new leader, is proposed to it: measured in vm-tests, a host crash that took the
+/// etcd leader stalled every write of the survivors for the whole request timeout before this.
+async fn attempts<T, F, Fut>(timeout: Duration, mut attempt: F) -> Option<EtcdResult<T>>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = EtcdResult<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    let per_attempt = super::channel::first_attempt(timeout);
+    let mut last = None;
+    let mut refused_since = None;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            return last;
+        }
+        match tokio::time::timeout(per_attempt.min(left), attempt()).await {
+            Ok(Err(e)) if endpoint_failure(&e) => {
+                // Refusals ("no leader", connection refused) are retried for as long as one
+                // attempt may take (an election), then returned: etcd without quorum, or a
+                // single endpoint that is down, is an answer worth giving at once.
+                let since = *refused_since.get_or_insert_with(tokio::time::Instant::now);
+                if since.elapsed() >= per_attempt {
+                    return Some(Err(e));
+                }
+                last = Some(Err(e));
+                tokio::time::sleep(ATTEMPT_PAUSE.min(left)).await;
+            }
+            Ok(answer) => return Some(answer),
+            Err(_) => last = None,
         }
     }
 }
@@ -947,5 +990,61 @@ mod tests {
         for (code, message, kind) in cases {
             assert_eq!(classify(&status(code, message)), kind, "{code:?} {message}");
         }
+    }
+
+    #[tokio::test]
+    async fn an_unanswered_attempt_is_sent_again_within_the_timeout() {
+        let timeout = Duration::from_millis(400);
+        let mut sent = 0;
+        let answer = attempts(timeout, || {
+            sent += 1;
+            let first = sent == 1;
+            async move {
+                if first {
+                    // A proposal forwarded to a dead leader: never answered.
+                    std::future::pending::<()>().await;
+                }
+                Ok::<_, etcd_client::Error>(sent)
+            }
+        })
+        .await;
+        assert!(matches!(answer, Some(Ok(2))), "{answer:?}");
+    }
+
+    #[tokio::test]
+    async fn refusals_are_retried_for_one_attempt_then_returned() {
+        let timeout = Duration::from_secs(4);
+        let started = tokio::time::Instant::now();
+        let mut sent = 0;
+        let answer = attempts(timeout, || {
+            sent += 1;
+            async { Err::<(), _>(status(tonic::Code::Unavailable, ETCD_NO_LEADER)) }
+        })
+        .await;
+        let took = started.elapsed();
+        assert!(matches!(answer, Some(Err(ref e)) if classify(e) == RequestFailure::NoLeader));
+        assert!(sent > 1, "retried while etcd may be electing");
+        assert!(
+            took >= super::super::channel::first_attempt(timeout),
+            "{took:?}"
+        );
+        assert!(took < timeout, "returned before the timeout: {took:?}");
+    }
+
+    #[tokio::test]
+    async fn other_errors_are_returned_at_once_and_silence_is_none() {
+        let mut sent = 0;
+        let answer = attempts(Duration::from_secs(4), || {
+            sent += 1;
+            async { Err::<(), _>(status(tonic::Code::FailedPrecondition, "bad request")) }
+        })
+        .await;
+        assert!(matches!(answer, Some(Err(_))));
+        assert_eq!(sent, 1);
+        let silent = attempts(Duration::from_millis(300), || {
+            std::future::pending::<Result<(), etcd_client::Error>>()
+        })
+        .await;
+        assert!(silent.is_none());
     }
 }

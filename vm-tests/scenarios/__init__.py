@@ -5,3 +5,6 @@ cluster to converge and checks the history. The campaign mode calls the same run
 
 ORDER = ["crash_master", "freeze_master", "partition_master", "sigstop_keeper", "sigkill_keeper",
          "etcd_quorum_loss", "failkeeper", "rolling_reboot", "all_hosts_crash"]
+
+# Run only when named (not by default, not in campaigns): a long fault-free run.
+BY_NAME_ONLY = ["steady"]
