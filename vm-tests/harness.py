@@ -105,7 +105,9 @@ class Cluster:
             f"pg-port = {PG_PORT}",
             'pg-bin-path = "/usr/lib/postgresql/15/bin"',
             'pg-su-username = "postgres"', 'pg-su-auth-method = "md5"',
-            'pg-repl-username = "repluser"', 'pg-repl-auth-method = "md5"', ""]))
+            'pg-repl-username = "repluser"', 'pg-repl-auth-method = "md5"',
+            # STOLON_VM_KEEPER_LOG_LEVEL=debug: the keepers' debug lines in the journals.
+            f'log-level = "{os.environ.get("STOLON_VM_KEEPER_LOG_LEVEL", "info")}"', ""]))
         h.write_file(f"{d}/sentinel.toml", store + f'initial-cluster-spec = "{d}/cluster-spec.json"\n')
         spec = {"initMode": "new", **self.spec_profile,
                 "synchronousReplication": self.replication == "sync",

@@ -7,8 +7,10 @@
 //! margin (at most 1 s) covers the kill itself, and the new master still needs a sentinel write
 //! and a promotion on top of `failInterval` before it takes a write.
 //!
-//! Keepers publish every `publish_every` (sleepInterval, or less when failInterval is short),
-//! so in steady state a deadline is renewed at least one publication before it expires.
+//! Keepers publish every `publish_every` (sleepInterval, or a third of `fence_after` when that
+//! is shorter), so in steady state a deadline is renewed at least two publications before it
+//! expires: one publication that is slow (a request sent to an etcd member that just died
+//! waits for `channel::first_attempt` before it goes elsewhere) does not fence a healthy master.
 //! Under systemd the keeper's watchdog period is `fence_after - publish_every`: a frozen keeper
 //! pinged last at most that long before it froze, and its last info was seen at most
 //! `publish_every` before, so systemd kills it (and its PostgreSQL) before `failInterval`.
@@ -38,7 +40,7 @@ impl FenceTiming {
     pub fn new(sleep_interval: Duration, fail_interval: Duration) -> FenceTiming {
         let margin = sleep_interval.min(fail_interval / 4).min(MAX_MARGIN);
         let fence_after = fail_interval.saturating_sub(margin);
-        let publish_every = sleep_interval.min(fence_after / 2);
+        let publish_every = sleep_interval.min(fence_after / 3);
         FenceTiming {
             fence_after,
             publish_every,
@@ -90,10 +92,11 @@ mod tests {
     fn short_intervals_publish_more_often_than_sleep_interval() {
         let t = FenceTiming::new(S, 2 * S);
         assert_eq!(t.fence_after, 1500 * MS);
-        assert_eq!(t.publish_every, 750 * MS);
-        assert_eq!(t.watchdog, 750 * MS);
+        assert_eq!(t.publish_every, 500 * MS);
+        assert_eq!(t.watchdog, 1000 * MS);
         let t = FenceTiming::new(2 * S, 5 * S);
-        assert_eq!((t.fence_after, t.publish_every), (4 * S, 2 * S));
+        assert_eq!(t.fence_after, 4 * S);
+        assert_eq!(t.publish_every, 4 * S / 3);
     }
 
     #[test]
@@ -102,7 +105,7 @@ mod tests {
             let (sleep, fail) = (sleep_ms * MS, fail_ms * MS);
             let t = FenceTiming::new(sleep, fail);
             assert!(t.fence_after < fail, "{sleep_ms}/{fail_ms}");
-            assert!(t.publish_every * 2 <= t.fence_after, "{sleep_ms}/{fail_ms}");
+            assert!(t.publish_every * 3 <= t.fence_after, "{sleep_ms}/{fail_ms}");
             assert!(t.watchdog + t.publish_every < fail, "{sleep_ms}/{fail_ms}");
             assert!(!t.watchdog.is_zero());
         }

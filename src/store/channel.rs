@@ -44,9 +44,10 @@ pub(super) fn connect_timeout(request_timeout: Duration) -> Duration {
 
 /// An etcd member answers in milliseconds; one that has not answered after this is frozen,
 /// cut off or swamped, and the request goes to another one (`attempts` in etcd.rs). Half
-/// the request timeout at most, so a second attempt fits in it; a keeper's publication must
-/// get through well within its fence deadline (src/cluster/fencing.rs).
-const FIRST_ATTEMPT_MAX: Duration = Duration::from_secs(1);
+/// the request timeout at most, so a second attempt fits in it; a keeper's publication that
+/// tried a dead member first must still get through within the slack its fence leaves (one
+/// publication interval, 500 ms with sleepInterval 1s / failInterval 2s: src/cluster/fencing.rs).
+const FIRST_ATTEMPT_MAX: Duration = Duration::from_millis(500);
 
 pub(super) fn first_attempt(request_timeout: Duration) -> Duration {
     (request_timeout / 2).min(FIRST_ATTEMPT_MAX)
