@@ -12,6 +12,7 @@ pub const MANAGED_PARAMETERS: &[&str] = &[
     "wal_keep_segments",
     "wal_keep_size",
     "max_slot_wal_keep_size",
+    "wal_retrieve_retry_interval",
     "hot_standby",
     "listen_addresses",
     "port",
@@ -194,9 +195,14 @@ pub fn synchronous_standby_names(db_uids: &[String], external: &[String]) -> Str
     }
 }
 
+/// How long a standby waits before it tries its primary again, unless the spec sets it.
+/// PostgreSQL's 5 s is most of a failover: a standby told to follow the new master usually
+/// connects before that master is promoted and has created its slot, is refused, and waits.
+const WAL_RETRIEVE_RETRY_INTERVAL: &str = "1s";
+
 /// The full parameter set: `init` (initdb's, when includePreviousConfig) < `spec` < managed.
 /// Managed names in `init`/`spec` are dropped, except a user `wal_level=logical`, a user
-/// `wal_keep_size` and `max_slot_wal_keep_size`, which are honoured (the keeper puts the
+/// `wal_keep_size`, `wal_retrieve_retry_interval` and `max_slot_wal_keep_size`, which are honoured (the keeper puts the
 /// cluster spec's `maxSlotWalKeepSize` there, see `ClusterSpec::max_slot_wal_keep_size`).
 pub fn build_parameters(
     init: Option<&BTreeMap<String, String>>,
@@ -211,7 +217,12 @@ pub fn build_parameters(
     let user_wal_level = p.get("wal_level").cloned();
     let user_wal_keep_size = p.get("wal_keep_size").cloned();
     let slot_wal_keep_size = p.get("max_slot_wal_keep_size").cloned();
+    let user_retry_interval = p.get("wal_retrieve_retry_interval").cloned();
     p.retain(|k, _| !is_managed(k));
+    p.insert(
+        "wal_retrieve_retry_interval".into(),
+        user_retry_interval.unwrap_or_else(|| WAL_RETRIEVE_RETRY_INTERVAL.into()),
+    );
     if let Some(v) = slot_wal_keep_size {
         // Managed so that it is not reported (mergePgParameters would copy the default into
         // the spec's pgParameters), yet its value is the spec's.
@@ -349,6 +360,7 @@ mod tests {
         assert_eq!(p["wal_level"], "replica");
         assert_eq!(p["hot_standby"], "on");
         assert_eq!(p["wal_keep_size"], "128");
+        assert_eq!(p["wal_retrieve_retry_interval"], "1s");
         assert_eq!(p["synchronous_standby_names"], "");
         assert!(!p.contains_key("primary_conninfo"));
         assert!(!p.contains_key("recovery_target_lsn"));
@@ -362,6 +374,7 @@ mod tests {
             ("wal_level", "logical"),
             ("wal_keep_size", "1GB"),
             ("max_slot_wal_keep_size", "10GB"),
+            ("wal_retrieve_retry_interval", "5s"),
         ]);
         let mut m = managed();
         m.use_pg_rewind = true;
@@ -370,6 +383,7 @@ mod tests {
         assert_eq!(p["wal_level"], "logical");
         assert_eq!(p["wal_keep_size"], "1GB");
         assert_eq!(p["max_slot_wal_keep_size"], "10GB");
+        assert_eq!(p["wal_retrieve_retry_interval"], "5s");
         assert!(render_postgresql_conf(&p).contains("max_slot_wal_keep_size = '10GB'\n"));
         assert_eq!(p["wal_log_hints"], "on");
         assert_eq!(p["password_encryption"], "scram-sha-256");
