@@ -129,6 +129,20 @@ impl Keeper {
             }
             Action::WriteConfig(config) => self.write_config(config),
             Action::Start => self.start(None, false).await,
+            Action::PrepareSlots { followers } => {
+                let wanted = followers.iter().cloned().collect();
+                let created = async {
+                    let client = PgClient::connect(&self.local_conn).await?;
+                    let res = client.reconcile_replication_slots(&wanted).await;
+                    client.close().await;
+                    res
+                }
+                .await;
+                if let Err(e) = created {
+                    tracing::warn!(keeper = %self.facts.uid, error = %e, "cannot create the standbys' replication slots before the promotion; they are created after it");
+                }
+                Ok(())
+            }
             Action::Promote => {
                 tracing::warn!(keeper = %self.facts.uid, "promoting to master");
                 self.publish_before_promotion().await?;

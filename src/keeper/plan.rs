@@ -197,6 +197,14 @@ pub enum Action {
     WriteConfig(DesiredConfig),
     /// Start the instance (as a child) and wait until it accepts connections.
     Start,
+    /// Create the followers' `stolon_*` slots while still a standby, just before a promotion
+    /// (best effort: a failure is logged and the promotion goes on; `ReconcileSlots` after it
+    /// makes them exact). The standbys told to follow us connect at once, before the promotion
+    /// is over: with their slots there they stream from us and follow the new timeline
+    /// without waiting `wal_retrieve_retry_interval` after a refusal.
+    PrepareSlots {
+        followers: Vec<String>,
+    },
     Promote,
     Restart,
     /// Re-read postgresql.conf and pg_hba.conf. A parameter that needs a restart shows up as
@@ -227,6 +235,7 @@ impl Action {
             Action::Resync { .. } => "resync",
             Action::WriteConfig(_) => "write config",
             Action::Start => "start",
+            Action::PrepareSlots { .. } => "create replication slots before promotion",
             Action::Promote => "promote",
             Action::Restart => "restart",
             Action::Reload => "reload",
@@ -361,6 +370,7 @@ impl Planner {
             Action::CaptureInitParameters
             | Action::SetupRoles
             | Action::Reload
+            | Action::PrepareSlots { .. }
             | Action::ReconcileSlots { .. } => {}
         }
         self.actions.push(a);
@@ -520,16 +530,6 @@ impl Planner {
             }
             self.push(Action::Start);
         }
-        if self.sim.role == LocalRole::Standby {
-            // Promote before anything else: failover time is what this path is judged on.
-            self.push(Action::Promote);
-        }
-        if self.sim.applied.as_ref() != Some(&desired) {
-            self.push(Action::WriteConfig(desired));
-            self.push(Action::Reload);
-        } else {
-            self.restart_if_pending(cd);
-        }
         let mut followers: Vec<String> = db
             .spec
             .followers
@@ -539,6 +539,19 @@ impl Planner {
             .collect();
         followers.sort();
         followers.dedup();
+        if self.sim.role == LocalRole::Standby {
+            // Promote before anything else: failover time is what this path is judged on.
+            self.push(Action::PrepareSlots {
+                followers: followers.clone(),
+            });
+            self.push(Action::Promote);
+        }
+        if self.sim.applied.as_ref() != Some(&desired) {
+            self.push(Action::WriteConfig(desired));
+            self.push(Action::Reload);
+        } else {
+            self.restart_if_pending(cd);
+        }
         self.push(Action::ReconcileSlots {
             followers,
             additional: db.spec.additional_replication_slots.clone(),

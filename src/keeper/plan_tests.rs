@@ -109,6 +109,7 @@ fn kinds(p: &Plan) -> Vec<&'static str> {
             Action::Resync { .. } => "resync",
             Action::WriteConfig(_) => "write",
             Action::Start => "start",
+            Action::PrepareSlots { .. } => "prepare-slots",
             Action::Promote => "promote",
             Action::Restart => "restart",
             Action::Reload => "reload",
@@ -370,10 +371,23 @@ fn running_standby_is_promoted_before_anything_else() {
         4,
     ))));
     let p = plan(&me(), Some(&cd), &l, false);
-    assert_eq!(p.actions[0], Action::Promote);
+    assert_eq!(
+        p.actions[0],
+        Action::PrepareSlots {
+            followers: Vec::new()
+        }
+    );
+    assert_eq!(p.actions[1], Action::Promote);
     assert_eq!(
         kinds(&p),
-        vec!["promote", "write", "reload", "slots", "mark"]
+        vec![
+            "prepare-slots",
+            "promote",
+            "write",
+            "reload",
+            "slots",
+            "mark"
+        ]
     );
 }
 
@@ -398,7 +412,7 @@ fn stopped_standby_to_master_starts_as_standby_then_promotes() {
     );
     assert_eq!(
         kinds(&p),
-        vec!["write", "start", "promote", "slots", "mark"]
+        vec!["write", "start", "prepare-slots", "promote", "slots", "mark"]
     );
     let Action::WriteConfig(c) = &p.actions[0] else {
         panic!()
