@@ -412,7 +412,14 @@ fn stopped_standby_to_master_starts_as_standby_then_promotes() {
     );
     assert_eq!(
         kinds(&p),
-        vec!["write", "start", "prepare-slots", "promote", "slots", "mark"]
+        vec![
+            "write",
+            "start",
+            "prepare-slots",
+            "promote",
+            "slots",
+            "mark"
+        ]
     );
     let Action::WriteConfig(c) = &p.actions[0] else {
         panic!()

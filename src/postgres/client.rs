@@ -505,6 +505,7 @@ fn standby_timeline(pgdata: &Path, pos: u64, floor: u64) -> Result<u64, PgError>
     let wal = pgdata.join("pg_wal");
     let entries = std::fs::read_dir(&wal).map_err(|e| PgError::io(&wal, e))?;
     let mut newest = floor;
+    let mut segment_timelines = BTreeSet::new();
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         if let Some(t) = name
@@ -513,10 +514,41 @@ fn standby_timeline(pgdata: &Path, pos: u64, floor: u64) -> Result<u64, PgError>
             .and_then(|t| u64::from_str_radix(t, 16).ok())
         {
             newest = newest.max(t);
+        } else if name.len() == 24
+            && let Ok(t) = u64::from_str_radix(&name[..8], 16)
+            && name.chars().all(|c| c.is_ascii_hexdigit())
+        {
+            segment_timelines.insert(t);
         }
     }
     let history = read_timeline_history(pgdata, newest)?;
-    Ok(timeline_of_position(&history, newest, pos))
+    Ok(replayed_timeline(&history, newest, pos, &segment_timelines))
+}
+
+/// The timeline a standby at `pos` is on. From the history alone (`timeline_of_position`), a
+/// standby that received WAL past the point where the new master's timeline forked off looks
+/// as if it had followed the fork: it fetched the new timeline's history file, but it cannot
+/// replay that timeline and never receives a byte of it. Reported so, the sentinel saw no
+/// divergence, made it a synchronous standby that never confirms, and every commit on the new
+/// master waited for ever (found by the vm-tests campaign after `failkeeper`). So a timeline of
+/// which pg_wal holds no segment at all is one the standby has not switched to: it is on the
+/// newest timeline below it that has segments. (No segment at all, e.g. WAL restored from an
+/// archive only: the history alone decides, as before.)
+fn replayed_timeline(
+    history: &[TimelineHistory],
+    newest: u64,
+    pos: u64,
+    segment_timelines: &BTreeSet<u64>,
+) -> u64 {
+    let claimed = timeline_of_position(history, newest, pos);
+    if segment_timelines.is_empty() || segment_timelines.contains(&claimed) {
+        return claimed;
+    }
+    segment_timelines
+        .range(..claimed)
+        .next_back()
+        .copied()
+        .unwrap_or(claimed)
 }
 
 /// As PostgreSQL's tliOfPointInHistory: the first timeline left after `pos`, else the newest.
@@ -570,5 +602,35 @@ mod tests {
         assert_eq!(timeline_of_position(&h, 3, 100), 2);
         assert_eq!(timeline_of_position(&h, 3, 250), 3);
         assert_eq!(timeline_of_position(&[], 1, 250), 1);
+    }
+
+    #[test]
+    fn a_standby_past_the_fork_point_is_on_the_timeline_it_has_wal_of() {
+        // The new master's timeline 3 forked off timeline 2 at 200.
+        let h = vec![
+            TimelineHistory {
+                timeline_id: 1,
+                switch_point: 100,
+                reason: String::new(),
+            },
+            TimelineHistory {
+                timeline_id: 2,
+                switch_point: 200,
+                reason: String::new(),
+            },
+        ];
+        let segs = |t: &[u64]| t.iter().copied().collect::<BTreeSet<u64>>();
+        // Followed the switch: it holds WAL of timeline 3.
+        assert_eq!(replayed_timeline(&h, 3, 250, &segs(&[2, 3])), 3);
+        // Received WAL of timeline 2 past 200 and only fetched timeline 3's history: diverged,
+        // reported on timeline 2 at 250 so that the sentinel sees it.
+        assert_eq!(replayed_timeline(&h, 3, 250, &segs(&[1, 2])), 2);
+        // Right at the switch point, before any WAL of timeline 3: timeline 2 at 200 is on
+        // the new master's branch all the same.
+        assert_eq!(replayed_timeline(&h, 3, 200, &segs(&[2])), 2);
+        // Before the fork: as before.
+        assert_eq!(replayed_timeline(&h, 3, 150, &segs(&[2])), 2);
+        // No segment in pg_wal (WAL restored from an archive): the history decides.
+        assert_eq!(replayed_timeline(&h, 3, 250, &segs(&[])), 3);
     }
 }
