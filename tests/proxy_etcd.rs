@@ -243,6 +243,24 @@ async fn fails_closed_when_etcd_dies_or_freezes_and_serves_again() {
     p.wait_status(&format!("routing to {a}")).await;
 
     for (how, sig) in [("killed", None), ("frozen", Some(Signal::SIGSTOP))] {
+        // The bound below assumes the proxy's checks succeed at their pace when the fault
+        // comes: right after the store came back, the first checks can be slow (a new
+        // connection, a new lease), and the proxy rightly closes sooner. Two publications in a
+        // row first.
+        for _ in 0..2 {
+            let before = store.get_proxies_info().await.unwrap_or_default();
+            wait_until_async(DEADLINE, "a proxy publication", || {
+                let store = store.clone();
+                let before = before.clone();
+                async move {
+                    store
+                        .get_proxies_info()
+                        .await
+                        .is_ok_and(|now| !now.is_empty() && now != before)
+                }
+            })
+            .await;
+        }
         let (mut s, _) = greeting(addr).await;
         let broke = Instant::now();
         match sig {
