@@ -584,20 +584,21 @@ mod tests {
         assert_eq!(quote_literal("a\\b'"), "E'a\\\\b'''");
     }
 
+    /// Timeline 1 left at 100, timeline 2 at 200 (the history of timeline 3).
+    fn two_switches() -> Vec<TimelineHistory> {
+        [(1, 100), (2, 200)]
+            .into_iter()
+            .map(|(timeline_id, switch_point)| TimelineHistory {
+                timeline_id,
+                switch_point,
+                reason: String::new(),
+            })
+            .collect()
+    }
+
     #[test]
     fn timeline_of_a_position() {
-        let h = vec![
-            TimelineHistory {
-                timeline_id: 1,
-                switch_point: 100,
-                reason: String::new(),
-            },
-            TimelineHistory {
-                timeline_id: 2,
-                switch_point: 200,
-                reason: String::new(),
-            },
-        ];
+        let h = two_switches();
         assert_eq!(timeline_of_position(&h, 3, 50), 1);
         assert_eq!(timeline_of_position(&h, 3, 100), 2);
         assert_eq!(timeline_of_position(&h, 3, 250), 3);
@@ -607,18 +608,7 @@ mod tests {
     #[test]
     fn a_standby_past_the_fork_point_is_on_the_timeline_it_has_wal_of() {
         // The new master's timeline 3 forked off timeline 2 at 200.
-        let h = vec![
-            TimelineHistory {
-                timeline_id: 1,
-                switch_point: 100,
-                reason: String::new(),
-            },
-            TimelineHistory {
-                timeline_id: 2,
-                switch_point: 200,
-                reason: String::new(),
-            },
-        ];
+        let h = two_switches();
         let segs = |t: &[u64]| t.iter().copied().collect::<BTreeSet<u64>>();
         // Followed the switch: it holds WAL of timeline 3.
         assert_eq!(replayed_timeline(&h, 3, 250, &segs(&[2, 3])), 3);

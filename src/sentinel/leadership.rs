@@ -14,8 +14,8 @@ const LEADER_POLL: Duration = Duration::from_millis(250);
 const CAMPAIGN_RETRY: Duration = Duration::from_secs(1);
 
 /// Campaigns until `shutdown`. `terms` counts leadership changes (won or lost), so the check
-/// loop wakes on each and can tell a new term (which must start with a fresh memory) from the
-/// one it knew.
+/// loop wakes on each (a new leader acts at once, on the memory it kept as a follower) and can
+/// tell a new term from the one it knew.
 pub(crate) async fn campaign_loop(
     election: Election,
     terms: watch::Sender<u64>,
