@@ -8,7 +8,7 @@ mod support;
 use nix::sys::signal::Signal;
 use std::time::{Duration, Instant};
 use stolon::cluster::{ProxyInfo, new_uid};
-use stolon::store::{Store, StoreError};
+use stolon::store::{Store, StoreError, StoreEvent};
 use support::etcd::{EtcdCluster, store_config};
 
 /// Reads until one succeeds; panics after `within`.
@@ -215,5 +215,98 @@ async fn a_waiting_candidate_takes_over_while_a_member_is_frozen() {
         .unwrap();
         assert!(eb.is_leader());
         eb.resign().await.unwrap();
+    }
+}
+
+/// Waits until the watch tells of proxy info `uid`: its own event, or the ClusterData event a
+/// re-established watch sends (whatever changed while it was blind is then read). None when
+/// `within` passed first.
+async fn proxy_event(
+    store: &Store,
+    rx: &mut tokio::sync::mpsc::Receiver<StoreEvent>,
+    uid: &str,
+    within: Duration,
+) -> Option<()> {
+    tokio::time::timeout(within, async {
+        while let Some(ev) = rx.recv().await {
+            match &ev {
+                StoreEvent::ProxyInfo { uid: u, .. } if u == uid => return,
+                StoreEvent::ClusterData => {
+                    if let Ok(infos) = store.get_proxies_info().await
+                        && infos.contains_key(uid)
+                    {
+                        return;
+                    }
+                }
+                _ => {}
+            }
+        }
+        std::future::pending::<()>().await
+    })
+    .await
+    .ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_on_a_frozen_member_moves_to_a_live_one() {
+    let cluster = EtcdCluster::start(3);
+    for round in 0..2 {
+        let watcher = Store::connect(&store_config(
+            &cluster.endpoints(),
+            "wt",
+            Duration::from_secs(2),
+        ))
+        .await
+        .unwrap();
+        wait_readable(&watcher, Duration::from_secs(30), &cluster).await;
+        let mut rx = watcher.watch().await.unwrap();
+        // Freeze the member the watch is on (the only watch in this etcd cluster).
+        let frozen = (0..3)
+            .find(|&i| cluster.members[i].watchers().unwrap_or(0) > 0)
+            .expect("one member serves the watch");
+        let live = (frozen + 1) % 3;
+        let writer = Store::connect(&store_config(
+            &cluster.members[live].endpoint(),
+            "wt",
+            Duration::from_secs(10),
+        ))
+        .await
+        .unwrap();
+        let mut info = proxy_info();
+        info.uid = format!("before{round}");
+        writer.put_proxy_info(&info).await.unwrap();
+        assert!(
+            proxy_event(&watcher, &mut rx, &info.uid, Duration::from_secs(10))
+                .await
+                .is_some(),
+            "the watch works before the fault"
+        );
+
+        cluster.members[frozen].signal(Signal::SIGSTOP);
+        let frozen_at = Instant::now();
+        let others: Vec<usize> = (0..3).filter(|&i| i != frozen).collect();
+        cluster.leader_among(&others);
+        info.uid = format!("after{round}");
+        writer.put_proxy_info(&info).await.unwrap();
+        // HTTP/2 keep-alive alone notices a frozen member after 10 s and more: the watch must
+        // have moved on well before (its progress request goes unanswered after 1.5 s).
+        let seen = proxy_event(&watcher, &mut rx, &info.uid, Duration::from_secs(6)).await;
+        cluster.members[frozen].signal(Signal::SIGCONT);
+        eprintln!(
+            "member {frozen} (the watch's) frozen: event seen {:?} after the freeze",
+            seen.map(|_| frozen_at.elapsed())
+        );
+        assert!(
+            seen.is_some(),
+            "no watch event 6 s after a write, member {frozen} frozen\n{}",
+            cluster.log_tails(20)
+        );
+        drop(rx);
+        // The next round finds one watch again: this one's end reaches etcd first.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while (0..3).any(|i| cluster.members[i].watchers().unwrap_or(0) > 0) {
+            assert!(Instant::now() < deadline, "the dropped watch never ended");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }

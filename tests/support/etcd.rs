@@ -152,6 +152,22 @@ impl Etcd {
         self.proc = Some(Proc::spawn("etcd", cmd, &self.log, RunAs::Me));
     }
 
+    /// How many watches this member serves (`etcd_debugging_mvcc_watcher_total` of its
+    /// /metrics; plain http members only). None when it does not answer.
+    pub fn watchers(&self) -> Option<u64> {
+        use std::io::{Read, Write};
+        let addr = format!("127.0.0.1:{}", self.client_port);
+        let mut conn = std::net::TcpStream::connect(addr).ok()?;
+        conn.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        conn.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").ok()?;
+        let mut body = String::new();
+        conn.read_to_string(&mut body).ok()?;
+        body.lines()
+            .find_map(|l| l.strip_prefix("etcd_debugging_mvcc_watcher_total "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .map(|v| v as u64)
+    }
+
     /// `endpoint status` of this member: (its member id, the leader it knows; 0 for none).
     /// None when it does not answer.
     pub fn member_status(&self) -> Option<(u64, u64)> {
