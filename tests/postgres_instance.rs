@@ -49,7 +49,7 @@ impl Env {
         self.dir.path().join(name)
     }
 
-    fn managed(&self, port: u16) -> ManagedParams {
+    fn managed(&self, port: u16, synchronous_standby_names: &str) -> ManagedParams {
         ManagedParams {
             listen_address: "127.0.0.1".into(),
             port,
@@ -57,15 +57,26 @@ impl Env {
             max_standbys: 5,
             additional_wal_senders: 2,
             use_pg_rewind: false,
-            synchronous_standby_names: String::new(),
+            synchronous_standby_names: synchronous_standby_names.into(),
             scram: true,
         }
     }
 
     /// Writes postgresql.conf and pg_hba.conf as the keeper would, blocks ALTER SYSTEM.
     fn configure(&self, pgdata: &Path, port: u16, recovery: Option<&RecoverySettings>) {
+        self.configure_sync(pgdata, port, recovery, "");
+    }
+
+    fn configure_sync(
+        &self,
+        pgdata: &Path,
+        port: u16,
+        recovery: Option<&RecoverySettings>,
+        synchronous_standby_names: &str,
+    ) {
         let spec: BTreeMap<String, String> = [("work_mem".to_string(), "8MB".to_string())].into();
-        let params = build_parameters(None, &spec, &self.managed(port), recovery);
+        let managed = self.managed(port, synchronous_standby_names);
+        let params = build_parameters(None, &spec, &managed, recovery);
         write_postgresql_conf(pgdata, &params, self.run_as).unwrap();
         let hba = render_pg_hba(&HbaParams {
             su_username: SU,
@@ -235,6 +246,46 @@ async fn master_standby_promotion() {
             .any(|r| r.application_name == "stolon_db2" && r.state == "streaming")
     })
     .await;
+    // Synchronous replication as right after a failover: commits wait for a standby the
+    // master does not have (the sentinel's fake one), then the sentinel names db2, which
+    // already has their WAL and, nothing else being written, would confirm only after
+    // wal_receiver_status_interval (10 s). release_sync_waiters lets them through at once.
+    env.configure_sync(&pgdata1, port1, None, "stolonfakestandby");
+    pg1.reload().unwrap();
+    let writer = env.client(port1).await;
+    let mut waiting =
+        tokio::spawn(async move { writer.execute("INSERT INTO t VALUES (10)").await });
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), &mut waiting)
+            .await
+            .is_err(),
+        "a commit waits while no standby can confirm it"
+    );
+    env.configure_sync(&pgdata1, port1, None, "stolon_db2");
+    pg1.reload().unwrap();
+    let names: BTreeSet<String> = ["stolon_db2".to_string()].into();
+    assert!(
+        master
+            .release_sync_waiters(&names, Duration::from_secs(2))
+            .await
+            .unwrap()
+    );
+    tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("the waiting commit is released once db2 is named and nudged")
+        .unwrap()
+        .unwrap();
+    let none: BTreeSet<String> = ["stolon_gone".to_string()].into();
+    assert!(
+        !master
+            .release_sync_waiters(&none, Duration::from_secs(2))
+            .await
+            .unwrap(),
+        "nothing to nudge when the named standby is not connected"
+    );
+    env.configure(&pgdata1, port1, None);
+    pg1.reload().unwrap();
+
     let standby = env.client(port2).await;
     let state2 = standby.gather_state(&pgdata2).await.unwrap();
     assert!(state2.in_recovery);

@@ -14,6 +14,10 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use tokio::time::Instant;
 
+/// How long a master waits for its walsenders to take a new `synchronous_standby_names`
+/// before it nudges the standbys (they reload within milliseconds of the SIGHUP).
+const RELEASE_SYNC_WAITERS_WITHIN: std::time::Duration = std::time::Duration::from_millis(500);
+
 impl Keeper {
     pub(super) async fn execute(&mut self, action: &Action) -> Result<(), KeeperError> {
         match action {
@@ -168,6 +172,22 @@ impl Keeper {
                 Some(pg) => Ok(pg.reload()?),
                 None => Ok(()),
             },
+            Action::ReleaseSyncWaiters { standbys } => {
+                let names = standbys.iter().map(|u| postgres::stolon_name(u)).collect();
+                let released = async {
+                    let client = PgClient::connect(&self.local_conn).await?;
+                    let res = client
+                        .release_sync_waiters(&names, RELEASE_SYNC_WAITERS_WITHIN)
+                        .await;
+                    client.close().await;
+                    res
+                }
+                .await;
+                if let Err(e) = released {
+                    tracing::warn!(keeper = %self.facts.uid, error = %e, "cannot make the synchronous standbys confirm; waiting commits are released at their next confirmation");
+                }
+                Ok(())
+            }
             Action::ReconcileSlots {
                 followers,
                 additional,

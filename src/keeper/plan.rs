@@ -210,6 +210,14 @@ pub enum Action {
     /// Re-read postgresql.conf and pg_hba.conf. A parameter that needs a restart shows up as
     /// `pending_restart` on the next observation.
     Reload,
+    /// On a master whose synchronous standbys just changed (after `Reload`): make the named
+    /// standbys confirm at once, so commits already waiting for them are released (best
+    /// effort). Without it a commit made while the sentinel had not yet named a standby (the
+    /// fake standby right after a promotion) waited up to `wal_receiver_status_interval`
+    /// when nothing else was written.
+    ReleaseSyncWaiters {
+        standbys: Vec<String>,
+    },
     /// Make the `stolon_*` physical slots exactly `stolon_<f>` for each follower db uid `f`,
     /// and create the spec's additional slots that are missing. ⚠ Upstream also drops
     /// physical slots not named `stolon_*` that are not in the additional list; we never
@@ -239,6 +247,7 @@ impl Action {
             Action::Promote => "promote",
             Action::Restart => "restart",
             Action::Reload => "reload",
+            Action::ReleaseSyncWaiters { .. } => "release synchronous commits",
             Action::ReconcileSlots { .. } => "reconcile replication slots",
         }
     }
@@ -370,6 +379,7 @@ impl Planner {
             Action::CaptureInitParameters
             | Action::SetupRoles
             | Action::Reload
+            | Action::ReleaseSyncWaiters { .. }
             | Action::PrepareSlots { .. }
             | Action::ReconcileSlots { .. } => {}
         }
@@ -547,8 +557,16 @@ impl Planner {
             self.push(Action::Promote);
         }
         if self.sim.applied.as_ref() != Some(&desired) {
+            let new_standbys = self.sim.applied.as_ref().is_none_or(|a| {
+                a.synchronous_standbys != desired.synchronous_standbys
+                    || a.external_synchronous_standbys != desired.external_synchronous_standbys
+            });
+            let standbys = desired.synchronous_standbys.clone();
             self.push(Action::WriteConfig(desired));
             self.push(Action::Reload);
+            if new_standbys && !standbys.is_empty() {
+                self.push(Action::ReleaseSyncWaiters { standbys });
+            }
         } else {
             self.restart_if_pending(cd);
         }

@@ -113,6 +113,7 @@ fn kinds(p: &Plan) -> Vec<&'static str> {
             Action::Promote => "promote",
             Action::Restart => "restart",
             Action::Reload => "reload",
+            Action::ReleaseSyncWaiters { .. } => "release-sync-waiters",
             Action::ReconcileSlots { .. } => "slots",
         })
         .collect()
@@ -496,6 +497,50 @@ fn changed_parameters_are_rewritten_and_reloaded_and_generation_recorded() {
             generation: Some(2)
         })
     );
+}
+
+#[test]
+fn new_synchronous_standbys_are_made_to_confirm_after_the_reload() {
+    // Just promoted: the sentinel names no standby yet (the fake one holds commits back).
+    let mut d = db("d1", ME, DbRole::Master, DbInitMode::None, 1);
+    d.spec.synchronous_replication = true;
+    d.spec.external_synchronous_standbys = vec!["stolonfakestandby".into()];
+    let first = plan(
+        &me(),
+        Some(&cd_with(d.clone())),
+        &local("d1", 0, LocalRole::Master, false),
+        false,
+    );
+    let mut l = local("d1", 1, LocalRole::Master, true);
+    l.applied = applied_config(&first);
+    l.in_sync_standbys = Some(vec![]);
+    // Then it names d2: commits made meanwhile wait for d2's next confirmation.
+    d.generation = 2;
+    d.spec.external_synchronous_standbys.clear();
+    d.spec.synchronous_standbys = vec!["d2".into()];
+    let p = plan(&me(), Some(&cd_with(d.clone())), &l, false);
+    assert_eq!(
+        kinds(&p),
+        vec!["write", "reload", "release-sync-waiters", "slots", "mark"]
+    );
+    assert!(p.actions.contains(&Action::ReleaseSyncWaiters {
+        standbys: vec!["d2".into()]
+    }));
+
+    // Another parameter changes, the standbys stay: nothing to release.
+    l.applied = applied_config(&p);
+    l.in_sync_standbys = Some(vec!["d2".into()]);
+    d.generation = 3;
+    d.spec.pg_parameters.insert("work_mem".into(), "8MB".into());
+    let p = plan(&me(), Some(&cd_with(d.clone())), &l, false);
+    assert_eq!(kinds(&p), vec!["write", "reload", "slots", "mark"]);
+
+    // Asynchronous again: no standby to wake.
+    l.applied = applied_config(&p);
+    d.generation = 4;
+    d.spec.synchronous_replication = false;
+    let p = plan(&me(), Some(&cd_with(d)), &l, false);
+    assert_eq!(kinds(&p), vec!["write", "reload", "slots", "mark"]);
 }
 
 /// A converged standby of "m" (config applied, running) and the cluster data in which the

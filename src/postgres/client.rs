@@ -245,6 +245,52 @@ impl PgClient {
         Ok(sync_standby_uids(&self.replication().await?))
     }
 
+    /// After `synchronous_standby_names` changed (and was reloaded): once the walsenders of the
+    /// named standbys that are connected have taken the change (sync_state `sync`/`quorum`),
+    /// commits one local transaction so they stream something and the standbys confirm it.
+    /// Commits already waiting are released only by a standby's next confirmation, and one
+    /// that already has all the WAL sends it after `wal_receiver_status_interval` (10 s by
+    /// default) when nothing else is written: after a failover, until then every commit
+    /// waited. Returns whether it committed (false: none of the named standbys is connected,
+    /// or their walsenders did not take the change within `within`).
+    pub async fn release_sync_waiters(
+        &self,
+        application_names: &BTreeSet<String>,
+        within: Duration,
+    ) -> Result<bool, PgError> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let rows = self.replication().await?;
+            let named: Vec<&ReplicationRow> = rows
+                .iter()
+                .filter(|r| application_names.contains(&r.application_name))
+                .collect();
+            if named.is_empty() {
+                return Ok(false);
+            }
+            if named
+                .iter()
+                .all(|r| r.sync_state == "sync" || r.sync_state == "quorum")
+            {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(false);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // An xid makes the commit write (and flush) a record; `local` so that this commit
+        // does not itself wait for the standbys it is meant to wake.
+        self.bounded(
+            "release synchronous commits",
+            self.client.batch_execute(
+                "BEGIN; SET LOCAL synchronous_commit = local; SELECT txid_current(); COMMIT",
+            ),
+        )
+        .await?;
+        Ok(true)
+    }
+
     /// On a standby: received minus replayed WAL in bytes (`None` when nothing is received).
     pub async fn replay_lag(&self) -> Result<Option<u64>, PgError> {
         let what = "replay lag";

@@ -424,6 +424,27 @@ fn stale_proxy_is_not_waited_for() {
 }
 
 #[test]
+fn a_silent_proxy_is_waited_for_its_proxy_timeout_and_an_eighth() {
+    use crate::cluster::ProxyInfo;
+    use crate::sentinel::health::proxy_active_window;
+    let window = |timeout_ms: i64| {
+        proxy_active_window(&ProxyInfo {
+            proxy_timeout_ns: timeout_ms * 1_000_000,
+            ..Default::default()
+        })
+        .num_milliseconds()
+    };
+    assert_eq!(window(2_000), 2_250, "fast profile");
+    assert_eq!(window(5_000), 5_625);
+    assert_eq!(
+        window(15_000),
+        16_000,
+        "upstream's default: the margin stops at 1 s"
+    );
+    assert_eq!(window(400), 500, "at least 100 ms");
+}
+
+#[test]
 fn no_proxies_master_published_immediately() {
     let mut w = World::new("{}").with_keepers(&["k0", "k1"]).initialized();
     let old_master = w.master_keeper();
