@@ -315,8 +315,19 @@ impl Store {
             .when(compares)
             .and_then(vec![TxnOp::put(key.clone(), cd.to_json(), None)])
             .or_else(or_else);
-        let mut kv = self.inner.client.kv_client();
-        let resp = self.call(&format!("write {key}"), kv.txn(txn)).await?;
+        // Sent as attempts like the idempotent requests: a compare-and-swap sent again after
+        // its first attempt went unanswered either finds the first one never applied (the
+        // member was dead) or fails its compare on our own write, which the caller handles as
+        // any conflict: it reads again and finds its write there. A single attempt sent to a
+        // crashed member blocked the sentinel for the whole store timeout (5 s in vm-tests),
+        // and its memory was reset after it.
+        let resp = self
+            .idempotent(&format!("write {key}"), || {
+                let mut kv = self.inner.client.kv_client();
+                let txn = txn.clone();
+                async move { kv.txn(txn).await }
+            })
+            .await?;
         if resp.succeeded() {
             let rev = resp.header().map(|h| h.revision()).unwrap_or_default();
             return Ok((CasOutcome::Written { mod_revision: rev }, None));
@@ -336,11 +347,12 @@ impl Store {
     /// Unconditional write (stolonctl init -f, clusterdata write).
     pub async fn put_cluster_data(&self, cd: &ClusterData) -> Result<(), StoreError> {
         let key = self.inner.paths.cluster_data();
-        let mut kv = self.inner.client.kv_client();
-        self.call(
-            &format!("put {key}"),
-            kv.put(key.clone(), cd.to_json(), None),
-        )
+        let value = cd.to_json();
+        self.idempotent(&format!("put {key}"), || {
+            let mut kv = self.inner.client.kv_client();
+            let (key, value) = (key.clone(), value.clone());
+            async move { kv.put(key, value, None).await }
+        })
         .await?;
         Ok(())
     }
