@@ -23,6 +23,9 @@ pub struct Observed {
     /// once the store accepts writes again each process has a whole failInterval or proxy
     /// window to publish before it is judged.
     pub store_full: bool,
+    /// This sentinel could not read the store for this long (failInterval or more) before
+    /// this check: see `health::resume_after_blind_gap`.
+    pub blind_for: Option<TimeDelta>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -41,8 +44,8 @@ pub struct Decision {
 
 /// One sentinel check as leader, after reading the store and winning the election.
 ///
-/// `memory` is `Memory::default()` on the first call, and again after a gap in observation
-/// (`Sentinel::check`); followers call it too and keep only the memory.
+/// `memory` is `Memory::default()` on the first call; followers call it too and keep only the
+/// memory.
 ///
 /// `new_uid` names the dbs this check creates (the loop passes `cluster::new_uid`); it is the
 /// only source of randomness, so a test passing a deterministic one replays exactly.
@@ -59,6 +62,16 @@ pub fn decide(
 
     if observed.store_full {
         health::hold_while_store_full(cd, &observed.proxies, &mut memory, now);
+    }
+    if let Some(blind_for) = observed.blind_for {
+        health::resume_after_blind_gap(
+            cd,
+            &observed.proxies,
+            &mut memory,
+            now,
+            blind_for,
+            &mut events,
+        );
     }
     health::update_keepers_status(&mut new, &observed.keepers, &mut memory, now, &mut events);
     let proxies = health::active_proxies(&observed.proxies, &mut memory, now);

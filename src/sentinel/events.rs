@@ -41,6 +41,12 @@ pub enum RemovalReason {
 pub enum Event {
     /// First check after a memory reset: infos recorded, failures judged only after failInterval.
     ObservationStarted,
+    /// First check after this sentinel could not read the store for failInterval or more:
+    /// every process stored healthy gets `grace_ms` to publish again before it is judged.
+    ObservationResumed {
+        blind_ms: i64,
+        grace_ms: i64,
+    },
     KeeperAdded {
         keeper: String,
     },
@@ -220,6 +226,11 @@ impl fmt::Display for Event {
             ObservationStarted => write!(
                 f,
                 "first check: recording keeper infos, no failure judged before failInterval"
+            ),
+            ObservationResumed { blind_ms, grace_ms } => write!(
+                f,
+                "store readable again after {blind_ms} ms: every healthy keeper and proxy has \
+                 {grace_ms} ms to publish again before it is judged"
             ),
             KeeperAdded { .. } => write!(f, "new keeper registered"),
             KeeperUnhealthy { silent_ms, .. } => {

@@ -81,6 +81,68 @@ pub(crate) fn hold_while_store_full(
     }
 }
 
+/// The grace a process stored healthy gets after this sentinel was blind: two keeper
+/// publication periods (src/cluster/fencing.rs), at most failInterval.
+pub(crate) fn blind_gap_grace(cd: &ClusterData) -> TimeDelta {
+    let spec = &cd.cluster.spec;
+    let timing = crate::cluster::FenceTiming::new(
+        spec.sleep_interval().to_std(),
+        spec.fail_interval().to_std(),
+    );
+    let grace = TimeDelta::from_std(timing.publish_every * 2).unwrap_or(TimeDelta::MAX);
+    grace.min(td(spec.fail_interval()))
+}
+
+/// After this sentinel could not read the store for failInterval or more. Its memory cannot
+/// tell a keeper that went silent from one that could not publish either (the store was down
+/// for everyone), so upstream's rule, kept here until this, is to forget everything and judge
+/// nobody for a whole failInterval. But a live keeper publishes again within one publication
+/// period of the store coming back: every keeper, db and proxy stored healthy gets
+/// [`blind_gap_grace`] from now, and timers only ever move later (a keeper's fence and a
+/// proxy's fail-closed deadline run from before the gap, so judging later stays safe). Each
+/// db must be reported healthy again before it can be elected: what was reported before the
+/// gap may be stale. Measured in vm-tests (sleepInterval 1s, failInterval 2s): a host crash
+/// that also took the etcd leader left the sentinels blind for 2 s, and the reset added a
+/// whole failInterval to the failover.
+pub(crate) fn resume_after_blind_gap(
+    cd: &ClusterData,
+    proxies: &ProxiesInfo,
+    memory: &mut Memory,
+    now: Time,
+    blind_for: TimeDelta,
+    events: &mut Vec<Event>,
+) {
+    let fail = td(cd.cluster.spec.fail_interval());
+    let grace = blind_gap_grace(cd);
+    // Judged at `since + fail` at the earliest: now + grace.
+    let judged_from = now - fail + grace;
+    for (uid, seen) in memory.keepers.iter_mut() {
+        if cd.keepers.get(uid).is_none_or(|k| k.status.healthy) {
+            seen.changed_at = seen.changed_at.max(judged_from);
+        }
+    }
+    for (uid, mem) in memory.dbs.iter_mut() {
+        if let Some(since) = mem.error_since.as_mut()
+            && cd.dbs.get(uid).is_none_or(|db| db.status.healthy)
+        {
+            *since = (*since).max(judged_from);
+        }
+        mem.reported_healthy_at = None;
+        if let Some(t) = mem.convergence.as_mut() {
+            t.since = t.since.max(now);
+        }
+    }
+    for (uid, seen) in memory.proxies.iter_mut() {
+        if let Some(info) = proxies.get(uid) {
+            seen.changed_at = seen.changed_at.max(now - proxy_active_window(info) + grace);
+        }
+    }
+    events.push(Event::ObservationResumed {
+        blind_ms: blind_for.num_milliseconds(),
+        grace_ms: grace.num_milliseconds(),
+    });
+}
+
 /// Records keeper infos in memory, registers new keepers, and recomputes keeper and db health.
 pub(crate) fn update_keepers_status(
     cd: &mut ClusterData,

@@ -13,12 +13,13 @@ use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Memory {
-    /// Since when this sentinel has been observing without a gap. `None` means the memory was
-    /// just reset (sentinel start, or no successful check for failInterval): the next check
-    /// records what it sees and sets this to its `now`. No keeper or db can be declared failed
-    /// before `failInterval` has passed since then, because nothing this sentinel remembers is
-    /// older (upstream's reset rule, which upstream applies at every leadership change). Moved
-    /// to each check's time while the store is full, like the infos' times.
+    /// Since when this sentinel has been observing. `None` at the sentinel's start: the next
+    /// check records what it sees and sets this to its `now`. No keeper or db can be declared
+    /// failed before `failInterval` has passed since then, because nothing this sentinel
+    /// remembers is older (upstream's rule, which upstream applies at every leadership change;
+    /// after a gap in observation every timer gets a grace instead: see
+    /// `health::resume_after_blind_gap`). Moved to each check's time while the store is full,
+    /// like the infos' times.
     pub observing_since: Option<Time>,
     /// Keeper infos by keeper uid: the last infoUID and when it was seen changing. Kept while
     /// the keeper is in the clusterdata even after its info key expired: that is the moment

@@ -340,12 +340,13 @@ impl Sentinel {
         };
         observed.store_full = store_full;
         // A memory with a hole of failInterval or more cannot tell a keeper that went silent
-        // from one this sentinel could not see (the store was down for everyone): start over,
-        // as upstream does at every leadership change.
+        // from one that could not publish either: decide gives everyone a grace.
         let fail = spec.fail_interval().to_std();
-        if self.observed_at.is_some_and(|at| at.elapsed() >= fail) {
-            self.memory = Memory::default();
-        }
+        observed.blind_for = self
+            .observed_at
+            .map(|at| at.elapsed())
+            .filter(|blind| *blind >= fail)
+            .and_then(|blind| chrono::TimeDelta::from_std(blind).ok());
         self.observed_at = Some(Instant::now());
         let now = self.clock.now();
         let leading = self.election.is_leader();
@@ -480,6 +481,7 @@ impl Sentinel {
             keepers: self.store.get_keepers_info().await?,
             proxies: self.store.get_proxies_info().await?,
             store_full: false,
+            blind_for: None,
         })
     }
 

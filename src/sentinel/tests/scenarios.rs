@@ -947,3 +947,82 @@ fn master_timed_out_before_the_sentinel_noticed_the_full_store_is_not_failed_ove
     assert_eq!(judged_since(&w, from), Vec::<String>::new());
     assert_eq!(w.master_keeper(), "k0");
 }
+
+// The sentinel could not read the store for failInterval or more (etcd lost its leader with a
+// crashed host, say): every process stored healthy gets two publication periods from then
+// (src/sentinel/health.rs: resume_after_blind_gap), not a whole failInterval as after a reset.
+
+#[test]
+fn master_dead_during_a_store_outage_is_failed_a_grace_after_it() {
+    // Default spec: sleepInterval 5s, failInterval 20s: keepers publish every 5 s, grace 10 s.
+    let mut w = three_with_master_on_k0("{}");
+    let from = w.events.len();
+    w.kill("k0");
+    w.store_down_for(30);
+    // The first check after the outage.
+    let back = w.now + secs(1);
+    w.run_until(30, |w| w.master_keeper() != "k0");
+    let failed = w.when(|e| matches!(e, Event::MasterFailed { .. })).unwrap();
+    assert!(
+        failed > back + secs(10) && failed <= back + secs(11),
+        "master failed {}s after the store came back\n{}",
+        (failed - back).num_seconds(),
+        w.events_text()
+    );
+    assert!(w.saw(|e| matches!(
+        e,
+        Event::ObservationResumed {
+            grace_ms: 10_000,
+            ..
+        }
+    )));
+    assert!(
+        !w.events[from..]
+            .iter()
+            .any(|(_, e)| matches!(e, Event::ObservationStarted)),
+        "the memory is kept"
+    );
+}
+
+#[test]
+fn a_live_master_late_to_publish_after_a_store_outage_is_not_failed() {
+    let mut w = three_with_master_on_k0("{}");
+    let from = w.events.len();
+    w.store_down_for(40);
+    // The store is back, but the keepers publish only at their next period.
+    for k in ["k0", "k1", "k2"] {
+        w.kill(k);
+    }
+    w.proxies.get_mut("p1").unwrap().alive = false;
+    w.run_for(9);
+    assert_eq!(judged_since(&w, from), Vec::<String>::new());
+    for k in ["k0", "k1", "k2"] {
+        w.keeper(k).alive = true;
+    }
+    w.proxies.get_mut("p1").unwrap().alive = true;
+    w.run_for(60);
+    assert_eq!(judged_since(&w, from), Vec::<String>::new());
+    assert_eq!(w.master_keeper(), "k0");
+    assert_eq!(w.cd.proxy.spec.master_db_uid, w.cd.cluster.status.master);
+}
+
+#[test]
+fn a_standby_is_elected_only_on_a_report_made_after_the_store_outage() {
+    let mut w = three_with_master_on_k0("{}");
+    w.kill("k0");
+    w.kill("k1");
+    w.kill("k2");
+    w.store_down_for(30);
+    // k0 never comes back; the standbys publish again 12 s after the store did, past the
+    // master's grace: no standby is elected before it reported again.
+    w.run_for(12);
+    assert_eq!(w.master_keeper(), "k0");
+    w.keeper("k1").alive = true;
+    w.keeper("k2").alive = true;
+    let back = w.now;
+    w.run_until(30, |w| w.master_keeper() != "k0");
+    let elected = w
+        .when(|e| matches!(e, Event::MasterElected { .. }))
+        .unwrap();
+    assert!(elected >= back, "{}", w.events_text());
+}

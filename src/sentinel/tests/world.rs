@@ -64,6 +64,8 @@ pub struct World {
     /// next info publication, sleepInterval by default.
     pub full_noticed_after: TimeDelta,
     publish_every: TimeDelta,
+    /// When the sentinel last read the store (a check).
+    last_check_at: Option<Time>,
     counter: u64,
     /// Db uids handed to `decide`: a seed and a counter, so a run replays exactly from its
     /// inputs; the seed varies them, and with them the initial master.
@@ -105,6 +107,7 @@ impl World {
             full_since: None,
             full_noticed_after: publish_every,
             publish_every,
+            last_check_at: None,
             counter: 0,
             uid_seed: 0,
             db_counter: 0,
@@ -325,6 +328,13 @@ impl World {
         if !self.store_full {
             self.full_known = false;
         }
+        // The loop's rule: a check after failInterval or more without one was blind.
+        let fail = crate::sentinel::health::td(self.cd.cluster.spec.fail_interval());
+        observed.blind_for = self
+            .last_check_at
+            .map(|t| self.now - t)
+            .filter(|blind| *blind >= fail);
+        self.last_check_at = Some(self.now);
         let (seed, counter) = (self.uid_seed, &mut self.db_counter);
         let mut new_uid = || {
             *counter += 1;
@@ -350,6 +360,12 @@ impl World {
         }
         self.last = Some(d);
         self.last.as_ref().unwrap()
+    }
+
+    /// The store is down for everyone for `seconds`: nobody publishes, the sentinel reads
+    /// nothing (no check).
+    pub fn store_down_for(&mut self, seconds: i64) {
+        self.now += secs(seconds);
     }
 
     /// Advances one simulated second and checks.
