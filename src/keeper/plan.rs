@@ -229,6 +229,19 @@ pub enum Action {
 }
 
 impl Action {
+    /// Whether it changes what PostgreSQL runs as or follows (its role, its configuration,
+    /// whether it runs), as opposed to bookkeeping that a converged db repeats.
+    pub fn changes_postgres(&self) -> bool {
+        !matches!(
+            self,
+            Action::SaveDbState(_)
+                | Action::MarkDbState { .. }
+                | Action::ReconcileSlots { .. }
+                | Action::PrepareSlots { .. }
+                | Action::ReleaseSyncWaiters { .. }
+        )
+    }
+
     /// A short name for logs.
     pub fn name(&self) -> &'static str {
         match self {

@@ -465,6 +465,9 @@ fn converged_master_only_reconciles_slots() {
             generation: 1
         }
     );
+    // A converged db's plan is bookkeeping: the keeper keeps its sleepInterval pace.
+    assert!(!p.actions.iter().any(Action::changes_postgres));
+    assert!(first.actions.iter().any(Action::changes_postgres));
 }
 
 #[test]

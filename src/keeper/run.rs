@@ -42,6 +42,13 @@ const LOOP_STOP_MAX: Duration = Duration::from_secs(30);
 const LOOP_STOP_MIN: Duration = Duration::from_secs(5);
 /// Replans in a row without sleeping (after init/resync) before the loop sleeps anyway.
 const MAX_REPLANS: u32 = 3;
+/// After an iteration that changed PostgreSQL (a promotion, a standby told to follow another
+/// db, a restart), the next [`QUICK_LOOKS`] iterations come this far apart, so what changed
+/// is reported within a fraction of sleepInterval: the sentinel names the synchronous
+/// standby of a new master only once that standby reports following its timeline, and in
+/// vm-tests (sleepInterval 1s) it waited up to a whole sleepInterval for that report.
+const QUICK_LOOK: Duration = Duration::from_millis(200);
+const QUICK_LOOKS: u32 = 5;
 /// The watchdog's allowance for the stop at keeper start and shutdown.
 const STOP_ALLOWANCE: Duration = SHUTDOWN_STOP.saturating_add(GRACE);
 /// initdb reports no progress; it takes seconds, minutes on a very slow disk.
@@ -131,6 +138,8 @@ pub(super) struct Keeper {
     pub pg_started_at: Option<Instant>,
     /// Recent crashes and failed resyncs: what the plan must hold back (`setbacks`).
     pub setbacks: super::setbacks::Setbacks,
+    /// Iterations left to run [`QUICK_LOOK`] apart rather than sleepInterval.
+    quick_looks: u32,
 }
 
 /// Runs the keeper until `shutdown`; then stops PostgreSQL (fast) and returns `Ok`. Talks to
@@ -267,6 +276,7 @@ pub async fn run_with_notifier(
         ready: false,
         pg_started_at: None,
         setbacks: Default::default(),
+        quick_looks: 0,
     };
     keeper.main_loop(&shutdown).await;
     work.set_extending(true);
@@ -319,7 +329,13 @@ impl Keeper {
             }
             replans = 0;
 
-            let deadline = Instant::now() + self.timing.sleep_interval;
+            let pause = if self.quick_looks > 0 {
+                self.quick_looks -= 1;
+                self.timing.sleep_interval.min(QUICK_LOOK)
+            } else {
+                self.timing.sleep_interval
+            };
+            let deadline = Instant::now() + pause;
             let fence_check = self.fence_deadline();
             // The watchdog wants a sign of life more often than a long sleepInterval gives.
             let ping_every = work.notifier().watchdog_interval();
@@ -430,6 +446,9 @@ impl Keeper {
         };
         let p = plan(&self.facts, cd.as_ref(), &local, fenced);
         self.log_end(&p.end);
+        if p.actions.iter().any(Action::changes_postgres) {
+            self.quick_looks = QUICK_LOOKS;
+        }
         for action in &p.actions {
             tracing::debug!(keeper = %self.facts.uid, ?action, "executing");
             self.work

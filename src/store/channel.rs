@@ -18,6 +18,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
 use tonic::codegen::http;
 use tonic::transport::channel::Change;
 use tonic::transport::{Endpoint, Uri};
@@ -98,17 +99,24 @@ impl BalancedChannelBuilder for Transport {
         let connector = self.connector;
         let unanswered_after = self.unanswered_after;
         tokio::spawn(async move {
+            // Each endpoint's prober stops when it is removed or this task ends (the client
+            // was dropped).
+            let mut probers = std::collections::HashMap::new();
             while let Some(change) = endpoints_rx.recv().await {
                 let change = match change {
                     Change::Insert(uri, endpoint) => {
                         // The endpoint carries etcd-client's keep-alive and timeout settings.
                         let channel = endpoint.connect_with_connector_lazy(connector.clone());
-                        tower::discover::Change::Insert(
-                            uri,
-                            FailureAware::new(channel, unanswered_after),
-                        )
+                        let service = FailureAware::new(channel, unanswered_after);
+                        let stop = CancellationToken::new();
+                        tokio::spawn(probe(service.clone(), stop.clone()));
+                        probers.insert(uri.clone(), stop.drop_guard());
+                        tower::discover::Change::Insert(uri, service)
                     }
-                    Change::Remove(uri) => tower::discover::Change::Remove(uri),
+                    Change::Remove(uri) => {
+                        probers.remove(&uri);
+                        tower::discover::Change::Remove(uri)
+                    }
                 };
                 if services_tx.send(Ok::<_, Infallible>(change)).await.is_err() {
                     return;
@@ -122,6 +130,51 @@ impl BalancedChannelBuilder for Transport {
             Channel::Custom(BoxCloneSyncService::new(shared)),
             endpoints_tx,
         ))
+    }
+}
+
+/// Every endpoint is sent a request this often (one that etcd answers at once: an unknown
+/// method, so no handler runs and nothing is logged), through the same failure accounting as
+/// real requests. Without it, the first real request that drew a member after it crashed or
+/// froze waited [`FIRST_ATTEMPT_MAX`] before going elsewhere, once per process and member: in
+/// vm-tests that was often the new master's keeper reading the sentinel's decision, or a
+/// standby's keeper about to follow it. With it, each process knows a dead member within
+/// about `PROBE_EVERY + FIRST_ATTEMPT_MAX` of its death, before a failover is decided.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+const PROBE_PATH: &str = "/stolon.Probe/Ping";
+
+async fn probe<S>(mut service: FailureAware<S>, stop: CancellationToken)
+where
+    S: Service<http::Request<tonic::body::Body>, Response = http::Response<tonic::body::Body>>,
+    S::Future: Send + 'static,
+    S::Error: Send,
+{
+    let bound = service.unanswered_after * 2;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(PROBE_EVERY) => {}
+        }
+        let Ok(request) = http::Request::builder()
+            .method(http::Method::POST)
+            .uri(PROBE_PATH)
+            .header(http::header::CONTENT_TYPE, "application/grpc")
+            .header(http::header::TE, "trailers")
+            .body(tonic::body::Body::empty())
+        else {
+            return;
+        };
+        // The outcome is recorded by FailureAware (answered, unanswered after its bound, or
+        // failed to connect); the result itself says nothing more.
+        let _ = tokio::time::timeout(bound, async {
+            if std::future::poll_fn(|cx| service.poll_ready(cx))
+                .await
+                .is_ok()
+            {
+                let _ = service.call(request).await;
+            }
+        })
+        .await;
     }
 }
 
@@ -329,6 +382,46 @@ mod tests {
         // A dead member failed three times in a row; a live one answered "no leader" once.
         assert!(h(3, 1).shunned_for() > h(1, 1).shunned_for());
         assert_eq!(Health::default().shunned_for(), Duration::ZERO);
+    }
+
+    /// Waits (bounded) until the endpoint's health satisfies `cond`.
+    async fn health_becomes(health: &Arc<Mutex<Health>>, cond: impl Fn(&Health) -> bool) -> bool {
+        let deadline = Instant::now() + PROBE_EVERY * 5;
+        while Instant::now() < deadline {
+            if cond(&lock(health)) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
+
+    #[tokio::test]
+    async fn probes_mark_a_silent_endpoint_and_clear_a_live_one() {
+        type Req = http::Request<tonic::body::Body>;
+        type Resp = http::Response<tonic::body::Body>;
+        // A member that never answers (crashed host, frozen process).
+        let silent = tower::service_fn(|_: Req| std::future::pending::<Result<Resp, Infallible>>());
+        let silent = FailureAware::new(silent, Duration::from_millis(100));
+        let stop = CancellationToken::new();
+        tokio::spawn(probe(silent.clone(), stop.clone()));
+        assert!(
+            health_becomes(&silent.health, |h| h.failures > 0).await,
+            "no request was sent, yet the silent endpoint is known to fail"
+        );
+        // A member that answers: its earlier failures are cleared by the probe alone.
+        let live = tower::service_fn(|r: Req| async move {
+            assert_eq!(r.uri().path(), PROBE_PATH);
+            Ok::<_, Infallible>(Resp::new(tonic::body::Body::empty()))
+        });
+        let live = FailureAware::new(live, Duration::from_millis(100));
+        *lock(&live.health) = Health {
+            failures: 3,
+            last_failure: Some(Instant::now()),
+        };
+        tokio::spawn(probe(live.clone(), stop.clone()));
+        assert!(health_becomes(&live.health, |h| h.failures == 0).await);
+        stop.cancel();
     }
 
     #[test]
