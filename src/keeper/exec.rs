@@ -19,6 +19,18 @@ use tokio::time::Instant;
 const RELEASE_SYNC_WAITERS_WITHIN: std::time::Duration = std::time::Duration::from_millis(500);
 
 impl Keeper {
+    /// Runs `f` on a fresh connection to the local PostgreSQL, closed (gracefully) before
+    /// returning whatever `f` returned.
+    async fn on_local<T, E>(&self, f: impl AsyncFnOnce(&PgClient) -> Result<T, E>) -> Result<T, E>
+    where
+        E: From<crate::postgres::PgError>,
+    {
+        let client = PgClient::connect(&self.local_conn).await?;
+        let res = f(&client).await;
+        client.close().await;
+        res
+    }
+
     pub(super) async fn execute(&mut self, action: &Action) -> Result<(), KeeperError> {
         match action {
             Action::Stop(reason) => self.stop(*reason).await,
@@ -62,28 +74,29 @@ impl Keeper {
                 self.start(Some(conf), true).await
             }
             Action::CaptureInitParameters => {
-                let client = PgClient::connect(&self.local_conn).await?;
-                let params = client.config_file_parameters().await;
                 // Closed before the stop that follows, which would otherwise cut it.
-                client.close().await;
-                let params = filter_managed(&params?);
+                let params = self
+                    .on_local(async |c| c.config_file_parameters().await)
+                    .await?;
+                let params = filter_managed(&params);
                 let mut s = self.dir.load_db_state()?;
                 s.init_pg_parameters = params;
                 self.dir.save_db_state(&s)
             }
             Action::SetupRoles => {
                 tracing::info!(keeper = %self.facts.uid, "setting up roles");
-                let client = PgClient::connect(&self.local_conn).await?;
-                let res = client
-                    .setup_roles(
-                        &self.cfg.pg_su_username,
-                        self.cfg.pg_su_password.as_deref(),
-                        &self.cfg.pg_repl_username,
-                        self.cfg.pg_repl_password.as_deref(),
+                let cfg = &self.cfg;
+                self.on_local(async |c| {
+                    c.setup_roles(
+                        &cfg.pg_su_username,
+                        cfg.pg_su_password.as_deref(),
+                        &cfg.pg_repl_username,
+                        cfg.pg_repl_password.as_deref(),
                     )
-                    .await;
-                client.close().await;
-                Ok(res?)
+                    .await
+                })
+                .await?;
+                Ok(())
             }
             Action::Resync { host, port, slot } => {
                 tracing::info!(keeper = %self.facts.uid, %host, %port, %slot, "resyncing the database cluster with pg_basebackup");
@@ -135,13 +148,9 @@ impl Keeper {
             Action::Start => self.start(None, false).await,
             Action::PrepareSlots { followers } => {
                 let wanted = followers.iter().cloned().collect();
-                let created = async {
-                    let client = PgClient::connect(&self.local_conn).await?;
-                    let res = client.reconcile_replication_slots(&wanted).await;
-                    client.close().await;
-                    res
-                }
-                .await;
+                let created = self
+                    .on_local(async |c| c.reconcile_replication_slots(&wanted).await)
+                    .await;
                 if let Err(e) = created {
                     tracing::warn!(keeper = %self.facts.uid, error = %e, "cannot create the standbys' replication slots before the promotion; they are created after it");
                 }
@@ -174,15 +183,12 @@ impl Keeper {
             },
             Action::ReleaseSyncWaiters { standbys } => {
                 let names = standbys.iter().map(|u| postgres::stolon_name(u)).collect();
-                let released = async {
-                    let client = PgClient::connect(&self.local_conn).await?;
-                    let res = client
-                        .release_sync_waiters(&names, RELEASE_SYNC_WAITERS_WITHIN)
-                        .await;
-                    client.close().await;
-                    res
-                }
-                .await;
+                let released = self
+                    .on_local(async |c| {
+                        c.release_sync_waiters(&names, RELEASE_SYNC_WAITERS_WITHIN)
+                            .await
+                    })
+                    .await;
                 if let Err(e) = released {
                     tracing::warn!(keeper = %self.facts.uid, error = %e, "cannot make the synchronous standbys confirm; waiting commits are released at their next confirmation");
                 }
@@ -192,10 +198,8 @@ impl Keeper {
                 followers,
                 additional,
             } => {
-                let client = PgClient::connect(&self.local_conn).await?;
-                let res = reconcile_slots(&client, followers, additional).await;
-                client.close().await;
-                res
+                self.on_local(async |c| reconcile_slots(c, followers, additional).await)
+                    .await
             }
         }
     }

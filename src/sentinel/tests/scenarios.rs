@@ -831,6 +831,14 @@ fn standby_keeper_back_before_the_removal_interval_keeps_its_db() {
 // publish and the sentinel cannot write. Their infos stop changing; that says nothing about
 // them, and once the alarm clears each gets a whole failInterval (proxy window) to publish.
 
+/// Every keeper and proxy of `three_with_master_on_k0` publishes (alive) or stays silent.
+fn set_all_alive(w: &mut World, alive: bool) {
+    for k in ["k0", "k1", "k2"] {
+        w.keeper(k).alive = alive;
+    }
+    w.proxies.get_mut("p1").unwrap().alive = alive;
+}
+
 fn judged_since(w: &World, from: usize) -> Vec<String> {
     w.events[from..]
         .iter()
@@ -860,17 +868,11 @@ fn store_full_longer_than_fail_interval_fails_nobody_when_it_clears() {
     // The alarm clears; the sentinel's first write gets through before any keeper or proxy
     // has published again (they would be failed at once if their timers had kept running).
     w.store_full = false;
-    for k in ["k0", "k1", "k2"] {
-        w.kill(k);
-    }
-    w.proxies.get_mut("p1").unwrap().alive = false;
+    set_all_alive(&mut w, false);
     // Shorter than failInterval and the proxy's window, counted from the clear.
     w.run_for(15);
     assert_eq!(judged_since(&w, from), Vec::<String>::new());
-    for k in ["k0", "k1", "k2"] {
-        w.keeper(k).alive = true;
-    }
-    w.proxies.get_mut("p1").unwrap().alive = true;
+    set_all_alive(&mut w, true);
     w.run_for(60);
     assert_eq!(judged_since(&w, from), Vec::<String>::new());
     assert_eq!(w.master_keeper(), "k0");
@@ -990,16 +992,10 @@ fn a_live_master_late_to_publish_after_a_store_outage_is_not_failed() {
     let from = w.events.len();
     w.store_down_for(40);
     // The store is back, but the keepers publish only at their next period.
-    for k in ["k0", "k1", "k2"] {
-        w.kill(k);
-    }
-    w.proxies.get_mut("p1").unwrap().alive = false;
+    set_all_alive(&mut w, false);
     w.run_for(9);
     assert_eq!(judged_since(&w, from), Vec::<String>::new());
-    for k in ["k0", "k1", "k2"] {
-        w.keeper(k).alive = true;
-    }
-    w.proxies.get_mut("p1").unwrap().alive = true;
+    set_all_alive(&mut w, true);
     w.run_for(60);
     assert_eq!(judged_since(&w, from), Vec::<String>::new());
     assert_eq!(w.master_keeper(), "k0");
