@@ -31,10 +31,10 @@ const RECHECK: Duration = Duration::from_millis(100);
 
 /// A point on CLOCK_BOOTTIME.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct BootInstant(Duration);
+pub(super) struct BootInstant(Duration);
 
 impl BootInstant {
-    pub fn now() -> BootInstant {
+    pub(super) fn now() -> BootInstant {
         // CLOCK_BOOTTIME exists on every Linux this runs on; the fallback keeps time moving.
         let ts = clock_gettime(ClockId::CLOCK_BOOTTIME)
             .or_else(|_| clock_gettime(ClockId::CLOCK_MONOTONIC))
@@ -42,7 +42,7 @@ impl BootInstant {
         BootInstant(Duration::from(ts))
     }
 
-    pub fn saturating_duration_since(self, earlier: BootInstant) -> Duration {
+    pub(super) fn saturating_duration_since(self, earlier: BootInstant) -> Duration {
         self.0.saturating_sub(earlier.0)
     }
 
@@ -64,7 +64,7 @@ impl std::ops::Add<Duration> for BootInstant {
 
 /// The PostgreSQL an enforcer watches.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Watch {
+pub(super) struct Watch {
     pub pid: i32,
     /// Canonical: the instance's processes are found by their working directory.
     pub pgdata: PathBuf,
@@ -132,7 +132,7 @@ struct EnforcerState {
 }
 
 /// Kills the watched PostgreSQL when its deadline passes or its keeper goes away.
-pub struct Enforcer {
+pub(super) struct Enforcer {
     state: Mutex<EnforcerState>,
     /// The postmasters this enforcer killed (the keeper does not count them as crashes).
     killed: Mutex<Vec<i32>>,
@@ -284,7 +284,7 @@ struct Guard {
 impl Fence {
     /// Starts the in-process enforcer and, when `guard_program` is given (the keeper binary),
     /// the guard process. A guard that cannot start is reported, and the thread still fences.
-    pub fn start(guard_program: Option<&Path>, fence_after: Duration) -> Arc<Fence> {
+    pub(super) fn start(guard_program: Option<&Path>, fence_after: Duration) -> Arc<Fence> {
         let local = Enforcer::new("keeper thread", false);
         let enforcer = local.clone();
         if let Err(e) = std::thread::Builder::new()
@@ -340,7 +340,7 @@ impl Fence {
     }
 
     /// A keeper info publication sent at `sent_at` succeeded.
-    pub fn published(&self, sent_at: BootInstant) {
+    pub(super) fn published(&self, sent_at: BootInstant) {
         self.update(|f| {
             if f.last_publication.is_none_or(|t| t < sent_at) {
                 f.last_publication = Some(sent_at);
@@ -348,12 +348,12 @@ impl Fence {
         });
     }
 
-    pub fn set_fence_after(&self, fence_after: Duration) {
+    pub(super) fn set_fence_after(&self, fence_after: Duration) {
         self.update(|f| f.fence_after = fence_after);
     }
 
     /// The running postmaster (`None` when stopped) and whether it runs as master.
-    pub fn watch_postgres(&self, pg: Option<(i32, PathBuf)>, master: bool) {
+    pub(super) fn watch_postgres(&self, pg: Option<(i32, PathBuf)>, master: bool) {
         self.update(|f| {
             f.master = master && pg.is_some();
             f.pg = pg;
@@ -361,19 +361,19 @@ impl Fence {
     }
 
     /// A promotion is about to start: the deadline applies from now on.
-    pub fn arm(&self) {
+    pub(super) fn arm(&self) {
         self.update(|f| f.master = f.pg.is_some());
     }
 
     /// A stop is about to start (the shutdown refuses new writes at once): no deadline, but
     /// the postmaster is still killed if the keeper dies.
-    pub fn disarm(&self) {
+    pub(super) fn disarm(&self) {
         self.update(|f| f.master = false);
     }
 
     /// Whether the keeper's fence thread killed postmaster `pid` (the guard process, fencing at
     /// the same deadline, may have been first).
-    pub fn killed(&self, pid: u32) -> bool {
+    pub(super) fn killed(&self, pid: u32) -> bool {
         let pid = pid as i32;
         self.local
             .killed
@@ -383,7 +383,7 @@ impl Fence {
     }
 
     /// How long since the last successful publication was sent (`None`: never).
-    pub fn silent_for(&self) -> Option<Duration> {
+    pub(super) fn silent_for(&self) -> Option<Duration> {
         let facts = self.facts.lock().unwrap_or_else(|p| p.into_inner());
         facts
             .last_publication
@@ -392,13 +392,13 @@ impl Fence {
 
     /// The store has not taken a publication for longer than `fence_after`: a master must
     /// not run (and the enforcers kill one that does).
-    pub fn expired(&self) -> bool {
+    pub(super) fn expired(&self) -> bool {
         !self.fresh_for(Duration::ZERO)
     }
 
     /// The last publication is recent enough that a master started now keeps running for
     /// at least `left` before its deadline.
-    pub fn fresh_for(&self, left: Duration) -> bool {
+    pub(super) fn fresh_for(&self, left: Duration) -> bool {
         let fence_after = self
             .facts
             .lock()
@@ -409,7 +409,7 @@ impl Fence {
     }
 
     /// When the current master deadline expires, from now (`None`: no deadline).
-    pub fn deadline_in(&self) -> Option<Duration> {
+    pub(super) fn deadline_in(&self) -> Option<Duration> {
         let deadline = self
             .facts
             .lock()
@@ -420,7 +420,7 @@ impl Fence {
     }
 
     /// At keeper exit, with PostgreSQL stopped: the enforcers end without killing anything.
-    pub fn shutdown(&self) {
+    pub(super) fn shutdown(&self) {
         self.watch_postgres(None, false);
         self.local.close();
         let guard = self.guard.lock().unwrap_or_else(|p| p.into_inner()).take();

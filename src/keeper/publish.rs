@@ -52,7 +52,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
-    pub fn new(snapshot: Snapshot) -> Arc<Shared> {
+    pub(super) fn new(snapshot: Snapshot) -> Arc<Shared> {
         Arc::new(Shared {
             snapshot: Mutex::new(snapshot),
             publish_now: Notify::new(),
@@ -61,25 +61,25 @@ impl Shared {
         })
     }
 
-    pub fn update(&self, f: impl FnOnce(&mut Snapshot)) {
+    pub(super) fn update(&self, f: impl FnOnce(&mut Snapshot)) {
         f(&mut lock(&self.snapshot));
     }
 
-    pub fn snapshot(&self) -> Snapshot {
+    pub(super) fn snapshot(&self) -> Snapshot {
         lock(&self.snapshot).clone()
     }
 
-    pub fn publish_now(&self) {
+    pub(super) fn publish_now(&self) {
         self.publish_now.notify_one();
     }
 
-    pub fn published(&self) -> Option<Published> {
+    pub(super) fn published(&self) -> Option<Published> {
         lock(&self.published).clone()
     }
 
     /// Resolves after the next successful publish (or at once if one happened since the last
     /// call returned).
-    pub async fn wait_published(&self) {
+    pub(super) async fn wait_published(&self) {
         self.published_notify.notified().await
     }
 }

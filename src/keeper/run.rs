@@ -89,7 +89,7 @@ impl Timing {
     /// SIGKILL within this bound. A standby's restart or a demotion that takes longer than the
     /// time a start may take is stuck, not slow; the floor leaves a fast shutdown its
     /// checkpoint with a tiny dbWaitReadyTimeout.
-    pub fn loop_stop(&self) -> Duration {
+    pub(super) fn loop_stop(&self) -> Duration {
         self.db_wait_ready_timeout
             .min(LOOP_STOP_MAX)
             .max(LOOP_STOP_MIN)
@@ -97,7 +97,7 @@ impl Timing {
 
     /// How long after its last successful info publication a master may still run (the rule
     /// is in `src/cluster/fencing.rs`).
-    pub fn fence_after(&self) -> Duration {
+    pub(super) fn fence_after(&self) -> Duration {
         self.fence.fence_after
     }
 }

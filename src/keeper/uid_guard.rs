@@ -19,13 +19,13 @@ use tokio::time::Instant;
 
 /// What `keepers/info/<uid>` held at one read.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Seen {
+pub(super) enum Seen {
     Absent,
     Info { info_uid: String, boot_uuid: String },
 }
 
 impl Seen {
-    pub fn of(info: Option<&KeeperInfo>) -> Seen {
+    pub(super) fn of(info: Option<&KeeperInfo>) -> Seen {
         match info {
             None => Seen::Absent,
             Some(i) => Seen::Info {
@@ -37,7 +37,7 @@ impl Seen {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
+pub(super) enum Verdict {
     /// Nobody else publishes under the uid.
     Free,
     /// An info of another process is there and has not changed yet: look again.
@@ -48,12 +48,12 @@ pub enum Verdict {
 
 /// Successive reads of the info key, oldest first.
 #[derive(Debug, Default)]
-pub struct UidWatch {
+pub(super) struct UidWatch {
     first: Option<String>,
 }
 
 impl UidWatch {
-    pub fn observe(&mut self, seen: &Seen) -> Verdict {
+    pub(super) fn observe(&mut self, seen: &Seen) -> Verdict {
         match seen {
             // Infos live on a lease that a live keeper keeps renewing: gone means dead.
             Seen::Absent => Verdict::Free,
@@ -76,14 +76,14 @@ impl UidWatch {
 
 /// How long an unchanged info must stay unchanged to be a dead process's: two publish
 /// periods of its keeper (the spec's sleepInterval) and a margin for a slow store.
-pub fn watch_for(sleep_interval: Duration) -> Duration {
+pub(super) fn watch_for(sleep_interval: Duration) -> Duration {
     sleep_interval * 2 + Duration::from_secs(1)
 }
 
 /// Returns once no other live keeper publishes as `uid`, or the error naming the uid and the
 /// fix. A store that cannot be read is not a reason to refuse: the keeper cannot publish then
 /// either, and the sentinel ignores what it does not see.
-pub async fn ensure_uid_free(
+pub(super) async fn ensure_uid_free(
     store: &Store,
     uid: &str,
     sleep_interval: Duration,

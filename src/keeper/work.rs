@@ -142,14 +142,14 @@ impl State {
 }
 
 impl Work {
-    pub fn new(notifier: Arc<Notifier>) -> Arc<Work> {
+    pub(super) fn new(notifier: Arc<Notifier>) -> Arc<Work> {
         Arc::new(Work {
             notifier,
             state: Mutex::new(State::new(Instant::now())),
         })
     }
 
-    pub fn notifier(&self) -> &Notifier {
+    pub(super) fn notifier(&self) -> &Notifier {
         &self.notifier
     }
 
@@ -159,19 +159,19 @@ impl Work {
     }
 
     /// Whether long work extends systemd's start/stop timeout (before READY=1, when stopping).
-    pub fn set_extending(&self, on: bool) {
+    pub(super) fn set_extending(&self, on: bool) {
         self.lock().extending = on;
     }
 
     /// A new step that may take up to `allowance`; a long one has a `status`, shown at once.
-    pub fn step(&self, status: Option<String>, allowance: Duration) {
+    pub(super) fn step(&self, status: Option<String>, allowance: Duration) {
         let tell = self.lock().step(Instant::now(), status, allowance);
         self.tell(tell);
     }
 
     /// The step made progress: it stays alive for another `allowance` from now; `status` goes
     /// out at once or with the next tick.
-    pub fn progress(&self, status: String, allowance: Duration) {
+    pub(super) fn progress(&self, status: String, allowance: Duration) {
         let tell = self.lock().progress(Instant::now(), status, allowance);
         self.tell(tell);
     }

@@ -74,7 +74,7 @@ pub(crate) struct Checker {
 }
 
 impl Checker {
-    pub fn new(
+    pub(super) fn new(
         uid: String,
         router: Router,
         listening: Listening,
@@ -159,7 +159,7 @@ impl Checker {
     }
 
     /// Runs until `shutdown`; then stops accepting and closes every session.
-    pub async fn run<S: ClusterSource>(
+    pub(super) async fn run<S: ClusterSource>(
         &mut self,
         source: &S,
         shutdown: &CancellationToken,

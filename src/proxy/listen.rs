@@ -35,7 +35,7 @@ struct Active {
 }
 
 impl Listening {
-    pub fn handed(
+    pub(super) fn handed(
         listeners: Vec<std::net::TcpListener>,
         routes: watch::Receiver<Route>,
         keepalive: Keepalive,
@@ -56,7 +56,7 @@ impl Listening {
         })
     }
 
-    pub fn owned(
+    pub(super) fn owned(
         address: String,
         port: u16,
         routes: watch::Receiver<Route>,
@@ -71,21 +71,21 @@ impl Listening {
         }
     }
 
-    pub fn is_owned(&self) -> bool {
+    pub(super) fn is_owned(&self) -> bool {
         self.bind_to.is_some()
     }
 
-    pub fn is_listening(&self) -> bool {
+    pub(super) fn is_listening(&self) -> bool {
         self.active.is_some()
     }
 
     /// The bound address, for the status line and logs.
-    pub fn local_addr(&self) -> Option<SocketAddr> {
+    pub(super) fn local_addr(&self) -> Option<SocketAddr> {
         self.active.as_ref().and_then(|a| a.addr)
     }
 
     /// Binds the owned socket if it is not open. Returns whether it was (re)opened now.
-    pub async fn ensure(&mut self) -> io::Result<bool> {
+    pub(super) async fn ensure(&mut self) -> io::Result<bool> {
         if self.active.is_some() {
             return Ok(false);
         }
@@ -99,7 +99,7 @@ impl Listening {
     }
 
     /// Starts accepting on the handed sockets, if not yet. Returns whether it started now.
-    pub fn start_handed(&mut self) -> bool {
+    pub(super) fn start_handed(&mut self) -> bool {
         if self.active.is_some() || self.handed.is_empty() {
             return false;
         }
@@ -124,14 +124,14 @@ impl Listening {
     }
 
     /// Closes the owned socket; a handed one keeps accepting (and closing) clients.
-    pub async fn close(&mut self) {
+    pub(super) async fn close(&mut self) {
         if self.is_owned() {
             self.stop().await;
         }
     }
 
     /// Stops accepting, whatever the socket's origin (shutdown).
-    pub async fn stop(&mut self) {
+    pub(super) async fn stop(&mut self) {
         if let Some(active) = self.active.take() {
             active.stop.cancel();
             // Each accept loop owns its listener: once it returns the socket is closed.

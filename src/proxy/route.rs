@@ -34,7 +34,7 @@ pub(crate) struct Router {
 }
 
 impl Router {
-    pub fn new() -> Self {
+    pub(super) fn new() -> Self {
         let (alive_tx, alive) = mpsc::channel(1);
         let (tx, _) = watch::channel(Route {
             dest: None,
@@ -44,11 +44,11 @@ impl Router {
         Router { tx, alive }
     }
 
-    pub fn subscribe(&self) -> watch::Receiver<Route> {
+    pub(super) fn subscribe(&self) -> watch::Receiver<Route> {
         self.tx.subscribe()
     }
 
-    pub fn current(&self) -> Option<Arc<Destination>> {
+    pub(super) fn current(&self) -> Option<Arc<Destination>> {
         self.tx.borrow().dest.clone()
     }
 
@@ -56,7 +56,7 @@ impl Router {
     /// existing session is closed, and this returns only once they are gone (or the drain bound
     /// passed), so a caller may then acknowledge the new proxy generation. Returns whether the
     /// destination changed.
-    pub async fn switch(&mut self, dest: Option<Destination>) -> bool {
+    pub(super) async fn switch(&mut self, dest: Option<Destination>) -> bool {
         if self.tx.borrow().dest.as_deref() == dest.as_ref() {
             return false;
         }

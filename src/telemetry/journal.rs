@@ -18,7 +18,7 @@ pub const POSTGRES_TARGET: &str = "postgres";
 
 /// The process-wide fields, shared between the installed layer and [`Fields::set`].
 #[derive(Clone)]
-pub struct Fields(Arc<RwLock<State>>);
+pub(super) struct Fields(Arc<RwLock<State>>);
 
 struct State {
     identifier: String,
@@ -28,7 +28,10 @@ struct State {
 }
 
 impl Fields {
-    pub fn new(identifier: &str, values: BTreeMap<&'static str, String>) -> io::Result<Fields> {
+    pub(super) fn new(
+        identifier: &str,
+        values: BTreeMap<&'static str, String>,
+    ) -> io::Result<Fields> {
         let (ours, postgres) = build(identifier, &values)?;
         Ok(Fields(Arc::new(RwLock::new(State {
             identifier: identifier.to_string(),
@@ -39,7 +42,7 @@ impl Fields {
     }
 
     /// Sets (or with `None` removes) a field on every record from now on.
-    pub fn set(&self, name: &'static str, value: Option<&str>) {
+    pub(super) fn set(&self, name: &'static str, value: Option<&str>) {
         let mut state = self.0.write().unwrap_or_else(|p| p.into_inner());
         let mut values = state.values.clone();
         match value {
@@ -62,13 +65,13 @@ impl Fields {
         }
     }
 
-    pub fn layer(&self) -> JournalLayer {
+    pub(super) fn layer(&self) -> JournalLayer {
         JournalLayer(self.clone())
     }
 }
 
 /// Sends each record to journald, through the current [`Fields`].
-pub struct JournalLayer(Fields);
+pub(super) struct JournalLayer(Fields);
 
 impl<S> Layer<S> for JournalLayer
 where

@@ -3,11 +3,11 @@
 use std::process::{Command, Output, Stdio};
 
 /// `--store-timeout` of the binaries in the CLI tests.
-pub const STORE_TIMEOUT: &str = "3s";
+pub(crate) const STORE_TIMEOUT: &str = "3s";
 
 /// Runs a binary with no stdin unless given, and none of the caller's role settings or
 /// service-manager variables ([`clean_env`]).
-pub fn run(bin: &str, args: &[String], stdin: Option<&str>) -> Output {
+pub(crate) fn run(bin: &str, args: &[String], stdin: Option<&str>) -> Output {
     use std::io::Write;
     let mut cmd = Command::new(bin);
     cmd.args(args)
@@ -32,7 +32,7 @@ pub fn run(bin: &str, args: &[String], stdin: Option<&str>) -> Output {
 }
 
 /// No role settings or service-manager variables from the caller's environment.
-pub fn clean_env(cmd: &mut Command) {
+pub(crate) fn clean_env(cmd: &mut Command) {
     for (k, _) in std::env::vars() {
         let role = ["STKEEPER_", "STSENTINEL_", "STPROXY_", "STOLONCTL_"]
             .iter()
@@ -54,17 +54,17 @@ pub fn clean_env(cmd: &mut Command) {
     }
 }
 
-pub fn stderr(o: &Output) -> String {
+pub(crate) fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-pub fn stdout(o: &Output) -> String {
+pub(crate) fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 /// A failure as issue point 6 wants it: non-zero, exactly one stderr line containing
 /// `needle`, no panic.
-pub fn assert_one_line_error(o: &Output, needle: &str) {
+pub(crate) fn assert_one_line_error(o: &Output, needle: &str) {
     let err = stderr(o);
     assert!(
         !o.status.success(),
@@ -80,6 +80,6 @@ pub fn assert_one_line_error(o: &Output, needle: &str) {
     assert!(err.contains(needle), "expected {needle:?} in {err:?}");
 }
 
-pub fn args(list: &[&str]) -> Vec<String> {
+pub(crate) fn args(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| s.to_string()).collect()
 }

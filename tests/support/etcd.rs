@@ -14,7 +14,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 use stolon::store::{StoreBackend, StoreConfig};
 
-pub struct Etcd {
+pub(crate) struct Etcd {
     pub client_port: u16,
     peer_port: u16,
     /// The member name (`it` when alone).
@@ -33,7 +33,7 @@ pub struct Etcd {
 
 impl Etcd {
     /// Ports and files chosen in `base` (data in `etcd-data`, log `logs/etcd.log`), not started.
-    pub fn reserve_in(base: &Path, tls: Option<Certs>) -> Etcd {
+    pub(crate) fn reserve_in(base: &Path, tls: Option<Certs>) -> Etcd {
         fs::create_dir_all(base.join("logs")).unwrap();
         let ports = free_ports(2);
         Etcd {
@@ -51,14 +51,14 @@ impl Etcd {
     }
 
     /// Started in `base` and answering.
-    pub fn start_in(base: &Path, tls: Option<Certs>) -> Etcd {
+    pub(crate) fn start_in(base: &Path, tls: Option<Certs>) -> Etcd {
         let mut e = Etcd::reserve_in(base, tls);
         e.start_again();
         e
     }
 
     /// Plain http in a temp dir of its own, not started (to test a store that is down at first).
-    pub fn reserve() -> Etcd {
+    pub(crate) fn reserve() -> Etcd {
         let dir = tempfile::tempdir().unwrap();
         let mut e = Etcd::reserve_in(dir.path(), None);
         e._own_dir = Some(dir);
@@ -66,30 +66,30 @@ impl Etcd {
     }
 
     /// Plain http in a temp dir of its own, started and answering.
-    pub fn start() -> Etcd {
+    pub(crate) fn start() -> Etcd {
         let mut e = Etcd::reserve();
         e.start_again();
         e
     }
 
-    pub fn endpoint(&self) -> String {
+    pub(crate) fn endpoint(&self) -> String {
         let scheme = if self.tls.is_some() { "https" } else { "http" };
         format!("{scheme}://127.0.0.1:{}", self.client_port)
     }
 
-    pub fn is_running(&self) -> bool {
+    pub(crate) fn is_running(&self) -> bool {
         self.proc.is_some()
     }
 
     /// Kills etcd (SIGKILL, like a crash); the data dir stays.
-    pub fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         if let Some(mut p) = self.proc.take() {
             p.kill();
         }
     }
 
     /// Sends `sig` to the running etcd (SIGSTOP/SIGCONT to freeze and thaw it).
-    pub fn signal(&self, sig: Signal) {
+    pub(crate) fn signal(&self, sig: Signal) {
         self.proc
             .as_ref()
             .expect("etcd is not running")
@@ -97,7 +97,7 @@ impl Etcd {
     }
 
     /// Starts etcd on its ports and data dir and waits until it answers.
-    pub fn start_again(&mut self) {
+    pub(crate) fn start_again(&mut self) {
         self.spawn();
         self.wait_healthy();
     }
@@ -108,7 +108,7 @@ impl Etcd {
 
     /// Waits until this member answers a health check (a cluster member: until its cluster has
     /// a leader).
-    pub fn wait_healthy(&self) {
+    pub(crate) fn wait_healthy(&self) {
         wait_until(Duration::from_secs(30), "etcd to answer", || {
             self.etcdctl(&["endpoint", "health"]).status.success()
         });
@@ -154,7 +154,7 @@ impl Etcd {
 
     /// How many watches this member serves (`etcd_debugging_mvcc_watcher_total` of its
     /// /metrics; plain http members only). None when it does not answer.
-    pub fn watchers(&self) -> Option<u64> {
+    pub(crate) fn watchers(&self) -> Option<u64> {
         use std::io::{Read, Write};
         let addr = format!("127.0.0.1:{}", self.client_port);
         let mut conn = std::net::TcpStream::connect(addr).ok()?;
@@ -170,7 +170,7 @@ impl Etcd {
 
     /// `endpoint status` of this member: (its member id, the leader it knows; 0 for none).
     /// None when it does not answer.
-    pub fn member_status(&self) -> Option<(u64, u64)> {
+    pub(crate) fn member_status(&self) -> Option<(u64, u64)> {
         let out = self.etcdctl(&["endpoint", "status", "--write-out=json"]);
         if !out.status.success() {
             return None;
@@ -184,13 +184,13 @@ impl Etcd {
     }
 
     /// The last `n` lines of etcd's log (for failure messages).
-    pub fn log_tail(&self, n: usize) -> String {
+    pub(crate) fn log_tail(&self, n: usize) -> String {
         let text = fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(n)..].join("\n")
     }
 
-    pub fn etcdctl(&self, args: &[&str]) -> Output {
+    pub(crate) fn etcdctl(&self, args: &[&str]) -> Output {
         let mut cmd = Command::new("etcdctl");
         cmd.env("ETCDCTL_API", "3")
             .arg("--endpoints")
@@ -219,7 +219,7 @@ impl Etcd {
     }
 
     /// The keys under `prefix` ("" for every key in the store).
-    pub fn keys(&self, prefix: &str) -> Vec<String> {
+    pub(crate) fn keys(&self, prefix: &str) -> Vec<String> {
         self.etcdctl_ok(&["get", prefix, "--prefix", "--keys-only"])
             .lines()
             .filter(|l| !l.is_empty())
@@ -227,7 +227,7 @@ impl Etcd {
             .collect()
     }
 
-    pub fn get(&self, key: &str) -> Option<String> {
+    pub(crate) fn get(&self, key: &str) -> Option<String> {
         let v = self
             .etcdctl_ok(&["get", key, "--print-value-only"])
             .trim_end()
@@ -235,17 +235,17 @@ impl Etcd {
         (!v.is_empty()).then_some(v)
     }
 
-    pub fn put(&self, key: &str, value: &str) {
+    pub(crate) fn put(&self, key: &str, value: &str) {
         self.etcdctl_ok(&["put", key, value]);
     }
 
     /// The raw cluster data of `cluster` under the default store prefix.
-    pub fn cluster_data(&self, cluster: &str) -> Option<String> {
+    pub(crate) fn cluster_data(&self, cluster: &str) -> Option<String> {
         self.get(&format!("stolon/cluster/{cluster}/clusterdata"))
     }
 
     /// The store flags every binary takes to reach this etcd as `cluster` (TLS files included).
-    pub fn store_flags(&self, cluster: &str) -> Vec<String> {
+    pub(crate) fn store_flags(&self, cluster: &str) -> Vec<String> {
         let mut a = vec![
             "--cluster-name".to_string(),
             cluster.to_string(),
@@ -268,7 +268,7 @@ impl Etcd {
     }
 
     /// [`Etcd::store_flags`] with a `--store-timeout`.
-    pub fn flags(&self, cluster: &str, store_timeout: &str) -> Vec<String> {
+    pub(crate) fn flags(&self, cluster: &str, store_timeout: &str) -> Vec<String> {
         let mut a = self.store_flags(cluster);
         a.extend(["--store-timeout".to_string(), store_timeout.to_string()]);
         a
@@ -277,7 +277,7 @@ impl Etcd {
 
 /// The store client's settings for `cluster` on `endpoints` (as `--store-endpoints` takes
 /// them), without TLS.
-pub fn store_config(endpoints: &str, cluster: &str, timeout: Duration) -> StoreConfig {
+pub(crate) fn store_config(endpoints: &str, cluster: &str, timeout: Duration) -> StoreConfig {
     StoreConfig {
         backend: StoreBackend::Etcdv3,
         endpoints: StoreConfig::endpoints_from_flag(endpoints),
@@ -293,14 +293,14 @@ pub fn store_config(endpoints: &str, cluster: &str, timeout: Duration) -> StoreC
 
 /// Several etcd members forming one cluster, each on its own free ports and data dir under one
 /// temp dir; every member is killed on drop.
-pub struct EtcdCluster {
+pub(crate) struct EtcdCluster {
     pub members: Vec<Etcd>,
     _dir: tempfile::TempDir,
 }
 
 impl EtcdCluster {
     /// `n` members, started together and answering.
-    pub fn start(n: usize) -> EtcdCluster {
+    pub(crate) fn start(n: usize) -> EtcdCluster {
         let dir = tempfile::tempdir().unwrap();
         let mut members: Vec<Etcd> = (0..n)
             .map(|i| {
@@ -332,7 +332,7 @@ impl EtcdCluster {
     }
 
     /// `--store-endpoints` naming every member.
-    pub fn endpoints(&self) -> String {
+    pub(crate) fn endpoints(&self) -> String {
         self.members
             .iter()
             .map(Etcd::endpoint)
@@ -342,7 +342,7 @@ impl EtcdCluster {
 
     /// The index of the leader once every member in `among` answers and names the same one of
     /// them (waits for that).
-    pub fn leader_among(&self, among: &[usize]) -> usize {
+    pub(crate) fn leader_among(&self, among: &[usize]) -> usize {
         wait_for(Duration::from_secs(30), "an etcd leader", || {
             let statuses: Option<Vec<(u64, u64)>> = among
                 .iter()
@@ -361,13 +361,13 @@ impl EtcdCluster {
     }
 
     /// [`EtcdCluster::leader_among`] all members.
-    pub fn leader(&self) -> usize {
+    pub(crate) fn leader(&self) -> usize {
         let all: Vec<usize> = (0..self.members.len()).collect();
         self.leader_among(&all)
     }
 
     /// The last log lines of every member (for failure messages).
-    pub fn log_tails(&self, n: usize) -> String {
+    pub(crate) fn log_tails(&self, n: usize) -> String {
         self.members
             .iter()
             .map(|m| format!("--- {} ---\n{}", m.name, m.log_tail(n)))
@@ -378,7 +378,7 @@ impl EtcdCluster {
 
 /// etcd's NOSPACE alarm on a plain-http etcd started with a small `--quota-backend-bytes`:
 /// filled until it refuses writes, then cleared as an operator would.
-pub mod full {
+pub(crate) mod full {
     use etcd_client::{
         AlarmAction, AlarmOptions, AlarmType, Client, CompactionOptions, DeleteOptions,
     };
@@ -386,7 +386,7 @@ pub mod full {
     const FILLER: &str = "filler/";
 
     /// Puts 100 kB values until etcd refuses one with "database space exceeded".
-    pub async fn fill(endpoint: &str) {
+    pub(crate) async fn fill(endpoint: &str) {
         let mut raw = Client::connect([endpoint], None).await.unwrap();
         let value = vec![b'x'; 100_000];
         for i in 0.. {
@@ -399,7 +399,7 @@ pub mod full {
     }
 
     /// Deletes the filler, compacts, defragments and disarms the alarm.
-    pub async fn clear(endpoint: &str) {
+    pub(crate) async fn clear(endpoint: &str) {
         let mut raw = Client::connect([endpoint], None).await.unwrap();
         let resp = raw
             .delete(FILLER, Some(DeleteOptions::new().with_prefix()))

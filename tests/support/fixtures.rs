@@ -3,7 +3,7 @@
 use stolon::cluster::{ClusterData, ClusterInitMode, ClusterSpec, KeeperInfo, new_uid};
 
 /// A brand new cluster (initMode new), as `stolonctl init` writes it.
-pub fn new_cluster_data() -> ClusterData {
+pub(crate) fn new_cluster_data() -> ClusterData {
     let spec = ClusterSpec {
         init_mode: Some(ClusterInitMode::New),
         ..Default::default()
@@ -12,7 +12,7 @@ pub fn new_cluster_data() -> ClusterData {
 }
 
 /// A keeper info as a keeper of cluster `c1` publishes it.
-pub fn keeper_info(uid: &str) -> KeeperInfo {
+pub(crate) fn keeper_info(uid: &str) -> KeeperInfo {
     KeeperInfo {
         info_uid: new_uid(),
         uid: uid.into(),

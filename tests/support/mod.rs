@@ -7,22 +7,22 @@
 //! when the test panics; on failure the process logs are dumped and the temp dir is kept.
 #![allow(dead_code)]
 
-pub mod cli;
-pub mod etcd;
-pub mod fixtures;
-pub mod net;
-pub mod procs;
-pub mod systemd;
-pub mod tls;
-pub mod wait;
+pub(crate) mod cli;
+pub(crate) mod etcd;
+pub(crate) mod fixtures;
+pub(crate) mod net;
+pub(crate) mod procs;
+pub(crate) mod systemd;
+pub(crate) mod tls;
+pub(crate) mod wait;
 
 // The short paths the tests use; which of them a test uses differs from test to test.
 #[allow(unused_imports)]
-pub use etcd::Etcd;
+pub(crate) use etcd::Etcd;
 #[allow(unused_imports)]
-pub use net::{connection_refused, free_port, free_ports};
+pub(crate) use net::{connection_refused, free_port, free_ports};
 #[allow(unused_imports)]
-pub use wait::{stays_true, wait_for, wait_until, wait_until_async};
+pub(crate) use wait::{stays_true, wait_for, wait_until, wait_until_async};
 
 use procs::{Proc, RunAs};
 use serde_json::{Value, json};
@@ -34,12 +34,12 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 /// PostgreSQL server binaries: `STOLON_TEST_PG_BIN` (scripts/test.sh sets it), else PG 15's.
-pub fn pg_bin() -> String {
+pub(crate) fn pg_bin() -> String {
     std::env::var("STOLON_TEST_PG_BIN").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into())
 }
 
 /// A temp dir `user` owns with a socket directory `sock` in it, for a PostgreSQL run as `user`.
-pub fn pg_temp_dir(user: RunAs) -> tempfile::TempDir {
+pub(crate) fn pg_temp_dir(user: RunAs) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     user.chown(dir.path());
     let sock = dir.path().join("sock");
@@ -48,14 +48,14 @@ pub fn pg_temp_dir(user: RunAs) -> tempfile::TempDir {
     dir
 }
 
-pub const SU_USER: &str = "postgres";
-pub const SU_PASSWORD: &str = "supass-it";
-pub const REPL_USER: &str = "repluser";
-pub const REPL_PASSWORD: &str = "replpass-it";
+pub(crate) const SU_USER: &str = "postgres";
+pub(crate) const SU_PASSWORD: &str = "supass-it";
+pub(crate) const REPL_USER: &str = "repluser";
+pub(crate) const REPL_PASSWORD: &str = "replpass-it";
 
 /// Binaries of this crate. `option_env!` so the tests still compile while a binary is missing;
 /// running them then fails with a message saying which one.
-pub fn bin(name: &str) -> PathBuf {
+pub(crate) fn bin(name: &str) -> PathBuf {
     let p = match name {
         "stolon-keeper" => option_env!("CARGO_BIN_EXE_stolon-keeper"),
         "stolon-sentinel" => option_env!("CARGO_BIN_EXE_stolon-sentinel"),
@@ -70,14 +70,14 @@ pub fn bin(name: &str) -> PathBuf {
 }
 
 /// Writes a secret file with mode 0600, owned by whoever will read it.
-pub fn write_secret(path: &Path, content: &str, run_as: RunAs) {
+pub(crate) fn write_secret(path: &Path, content: &str, run_as: RunAs) {
     fs::write(path, content).unwrap();
     fs::set_permissions(path, fs::Permissions::from_mode(0o600)).unwrap();
     run_as.chown(path);
 }
 
 /// What differs between tests when building a cluster.
-pub struct ClusterBuilder {
+pub(crate) struct ClusterBuilder {
     name: String,
     keepers: usize,
     sentinels: usize,
@@ -88,7 +88,7 @@ pub struct ClusterBuilder {
 }
 
 /// Fast timings: a failed master is noticed in seconds, the proxy fails closed in seconds.
-pub fn default_spec() -> Value {
+pub(crate) fn default_spec() -> Value {
     json!({
         "initMode": "new",
         "sleepInterval": "1s",
@@ -104,7 +104,7 @@ pub fn default_spec() -> Value {
 }
 
 impl ClusterBuilder {
-    pub fn new(name: &str) -> ClusterBuilder {
+    pub(crate) fn new(name: &str) -> ClusterBuilder {
         ClusterBuilder {
             name: name.to_string(),
             keepers: 3,
@@ -115,20 +115,20 @@ impl ClusterBuilder {
             etcd_args: Vec::new(),
         }
     }
-    pub fn keepers(mut self, n: usize) -> Self {
+    pub(crate) fn keepers(mut self, n: usize) -> Self {
         self.keepers = n;
         self
     }
-    pub fn sentinels(mut self, n: usize) -> Self {
+    pub(crate) fn sentinels(mut self, n: usize) -> Self {
         self.sentinels = n;
         self
     }
-    pub fn proxy(mut self, on: bool) -> Self {
+    pub(crate) fn proxy(mut self, on: bool) -> Self {
         self.proxy = on;
         self
     }
     /// Merges `patch` (an object) over the default spec.
-    pub fn spec(mut self, patch: Value) -> Self {
+    pub(crate) fn spec(mut self, patch: Value) -> Self {
         let obj = self.spec.as_object_mut().unwrap();
         for (k, v) in patch.as_object().expect("spec patch must be an object") {
             obj.insert(k.clone(), v.clone());
@@ -136,16 +136,16 @@ impl ClusterBuilder {
         self
     }
     /// More flags for etcd (e.g. a small `--quota-backend-bytes`).
-    pub fn etcd_args(mut self, args: &[&str]) -> Self {
+    pub(crate) fn etcd_args(mut self, args: &[&str]) -> Self {
         self.etcd_args = args.iter().map(|a| a.to_string()).collect();
         self
     }
-    pub fn etcd_tls(mut self) -> Self {
+    pub(crate) fn etcd_tls(mut self) -> Self {
         self.tls = true;
         self
     }
 
-    pub fn start(self) -> Cluster {
+    pub(crate) fn start(self) -> Cluster {
         procs::reap_orphans_of_dead_tests(&std::env::temp_dir());
         let dir = tempfile::Builder::new()
             .prefix(&format!("stolon-it-{}-", self.name))
@@ -210,7 +210,7 @@ impl ClusterBuilder {
     }
 }
 
-pub struct Keeper {
+pub(crate) struct Keeper {
     /// The name the test knows it by (its key in `Cluster::keepers`, its log file).
     pub uid: String,
     /// What it is started with as `--uid`: its name, except for a keeper started as an
@@ -223,15 +223,15 @@ pub struct Keeper {
 }
 
 impl Keeper {
-    pub fn postmaster_pid(&self) -> Option<i32> {
+    pub(crate) fn postmaster_pid(&self) -> Option<i32> {
         procs::postmaster_pid(&self.data_dir.join("postgres"))
     }
 }
 
 /// Rows of a simple query, every value as text (NULL = None).
-pub type Rows = Vec<Vec<Option<String>>>;
+pub(crate) type Rows = Vec<Vec<Option<String>>>;
 
-pub struct Cluster {
+pub(crate) struct Cluster {
     pub name: String,
     pub base: PathBuf,
     dir: Option<tempfile::TempDir>,
@@ -254,18 +254,18 @@ impl Cluster {
     }
 
     /// Common flags every role and stolonctl get.
-    pub fn store_args(&self) -> Vec<String> {
+    pub(crate) fn store_args(&self) -> Vec<String> {
         self.etcd.store_flags(&self.name)
     }
 
     /// Registers and starts a keeper with a fresh data dir and pg port.
-    pub fn add_keeper(&mut self, uid: &str, extra_args: &[&str]) {
+    pub(crate) fn add_keeper(&mut self, uid: &str, extra_args: &[&str]) {
         self.add_keeper_with_uid(uid, uid, extra_args);
     }
 
     /// Registers and starts a keeper known as `name` with a fresh data dir and pg port, but
     /// started with `--uid flag_uid` (e.g. the uid of another keeper).
-    pub fn add_keeper_with_uid(&mut self, name: &str, flag_uid: &str, extra_args: &[&str]) {
+    pub(crate) fn add_keeper_with_uid(&mut self, name: &str, flag_uid: &str, extra_args: &[&str]) {
         let uid = name;
         let kdir = self.base.join(uid);
         fs::create_dir_all(&kdir).unwrap();
@@ -284,7 +284,7 @@ impl Cluster {
     }
 
     /// (Re)starts a registered keeper on its data dir and port.
-    pub fn start_keeper(&mut self, uid: &str) {
+    pub(crate) fn start_keeper(&mut self, uid: &str) {
         let args = self.store_args();
         let log = self.log(uid);
         let k = self.keepers.get_mut(uid).expect("unknown keeper");
@@ -316,7 +316,7 @@ impl Cluster {
     }
 
     /// SIGKILLs the keeper (its process group) and the postgres it started.
-    pub fn kill_keeper(&mut self, uid: &str) {
+    pub(crate) fn kill_keeper(&mut self, uid: &str) {
         let k = self.keepers.get_mut(uid).expect("unknown keeper");
         let pm = k.postmaster_pid();
         if let Some(mut p) = k.proc.take() {
@@ -327,14 +327,14 @@ impl Cluster {
 
     /// Sends `sig` to the keeper process only, not to the PostgreSQL it started (SIGSTOP,
     /// SIGCONT, SIGKILL: a frozen or dead keeper).
-    pub fn signal_keeper_process(&self, uid: &str, sig: nix::sys::signal::Signal) {
+    pub(crate) fn signal_keeper_process(&self, uid: &str, sig: nix::sys::signal::Signal) {
         let k = &self.keepers[uid];
         let p = k.proc.as_ref().expect("keeper not running");
         procs::signal_pid(p.pid(), sig);
     }
 
     /// Waits up to `timeout` for keeper `uid`'s process to exit by itself.
-    pub fn wait_keeper_exit(
+    pub(crate) fn wait_keeper_exit(
         &mut self,
         uid: &str,
         timeout: Duration,
@@ -348,15 +348,15 @@ impl Cluster {
     }
 
     /// The keeper's log so far.
-    pub fn keeper_log(&self, uid: &str) -> String {
+    pub(crate) fn keeper_log(&self, uid: &str) -> String {
         fs::read_to_string(self.log(uid)).unwrap_or_default()
     }
 
-    pub fn keeper_running(&self, uid: &str) -> bool {
+    pub(crate) fn keeper_running(&self, uid: &str) -> bool {
         self.keepers[uid].proc.is_some()
     }
 
-    pub fn start_sentinel(&mut self, i: usize) {
+    pub(crate) fn start_sentinel(&mut self, i: usize) {
         let mut cmd = Command::new(bin("stolon-sentinel"));
         cmd.args(self.store_args())
             .arg("--initial-cluster-spec")
@@ -367,16 +367,16 @@ impl Cluster {
     }
 
     /// SIGKILLs sentinel `i` (as started by `start_sentinel(i)`).
-    pub fn kill_sentinel(&mut self, i: usize) {
+    pub(crate) fn kill_sentinel(&mut self, i: usize) {
         self.sentinels[i].kill();
     }
 
     /// Sentinel `i`'s log so far.
-    pub fn sentinel_log(&self, i: usize) -> String {
+    pub(crate) fn sentinel_log(&self, i: usize) -> String {
         fs::read_to_string(self.log(&format!("sentinel{i}"))).unwrap_or_default()
     }
 
-    pub fn start_proxy(&mut self) {
+    pub(crate) fn start_proxy(&mut self) {
         assert!(self.proxy.is_none(), "proxy is already running");
         let mut cmd = Command::new(bin("stolon-proxy"));
         cmd.args(self.store_args())
@@ -388,7 +388,7 @@ impl Cluster {
     }
 
     /// Runs stolonctl with the cluster's store flags before `args`.
-    pub fn stolonctl(&self, args: &[&str]) -> Output {
+    pub(crate) fn stolonctl(&self, args: &[&str]) -> Output {
         Command::new(bin("stolonctl"))
             .args(self.store_args())
             .args(args)
@@ -397,7 +397,7 @@ impl Cluster {
     }
 
     /// Like `stolonctl`, panicking with its stderr unless it succeeds; returns stdout.
-    pub fn stolonctl_ok(&self, args: &[&str]) -> String {
+    pub(crate) fn stolonctl_ok(&self, args: &[&str]) -> String {
         let out = self.stolonctl(args);
         assert!(
             out.status.success(),
@@ -409,7 +409,7 @@ impl Cluster {
     }
 
     /// The cluster data, or None while it does not exist or the store is unreachable.
-    pub fn try_clusterdata(&self) -> Option<Value> {
+    pub(crate) fn try_clusterdata(&self) -> Option<Value> {
         let out = self.stolonctl(&["clusterdata", "read"]);
         if !out.status.success() {
             return None;
@@ -419,27 +419,27 @@ impl Cluster {
             .filter(|v| !v.is_null())
     }
 
-    pub fn clusterdata(&self) -> Value {
+    pub(crate) fn clusterdata(&self) -> Value {
         self.try_clusterdata()
             .expect("stolonctl clusterdata read gave no cluster data")
     }
 
     /// db uid → keeper uid.
-    pub fn db_keeper(cd: &Value, db: &str) -> Option<String> {
+    pub(crate) fn db_keeper(cd: &Value, db: &str) -> Option<String> {
         cd["dbs"][db]["spec"]["keeperUID"]
             .as_str()
             .map(str::to_string)
     }
 
     /// keeper uid → its db uid, if it has one.
-    pub fn keeper_db(cd: &Value, keeper: &str) -> Option<String> {
+    pub(crate) fn keeper_db(cd: &Value, keeper: &str) -> Option<String> {
         cd["dbs"].as_object()?.iter().find_map(|(uid, db)| {
             (db["spec"]["keeperUID"].as_str() == Some(keeper)).then(|| uid.clone())
         })
     }
 
     /// The keeper the sentinel elected master (cluster.status.master), if any.
-    pub fn master_keeper_in(cd: &Value) -> Option<String> {
+    pub(crate) fn master_keeper_in(cd: &Value) -> Option<String> {
         let db = cd["cluster"]["status"]["master"].as_str()?;
         if db.is_empty() {
             return None;
@@ -447,13 +447,13 @@ impl Cluster {
         Self::db_keeper(cd, db)
     }
 
-    pub fn master_keeper(&self) -> Option<String> {
+    pub(crate) fn master_keeper(&self) -> Option<String> {
         self.try_clusterdata()
             .and_then(|cd| Self::master_keeper_in(&cd))
     }
 
     /// The keeper the proxies are told to route to (proxy.spec.masterDbUid), if any.
-    pub fn proxy_master_keeper_in(cd: &Value) -> Option<String> {
+    pub(crate) fn proxy_master_keeper_in(cd: &Value) -> Option<String> {
         let db = cd["proxy"]["spec"]["masterDbUid"].as_str()?;
         if db.is_empty() {
             return None;
@@ -461,7 +461,7 @@ impl Cluster {
         Self::db_keeper(cd, db)
     }
 
-    pub fn keeper_by_port(&self, port: u16) -> Option<String> {
+    pub(crate) fn keeper_by_port(&self, port: u16) -> Option<String> {
         self.keepers
             .values()
             .find(|k| k.pg_port == port)
@@ -480,12 +480,12 @@ impl Cluster {
     }
 
     /// Runs `fut` on the cluster's runtime (e.g. raw etcd requests).
-    pub fn rt_block_on<F: std::future::Future>(&self, fut: F) -> F::Output {
+    pub(crate) fn rt_block_on<F: std::future::Future>(&self, fut: F) -> F::Output {
         self.rt.block_on(fut)
     }
 
     /// Opens a session on `port` (the proxy or a keeper's postgres).
-    pub fn connect(&self, port: u16) -> Result<Session, String> {
+    pub(crate) fn connect(&self, port: u16) -> Result<Session, String> {
         let cfg = self.pg_config(port);
         let client = self.rt.block_on(async move {
             let (client, conn) =
@@ -502,22 +502,22 @@ impl Cluster {
         })
     }
 
-    pub fn connect_proxy(&self) -> Result<Session, String> {
+    pub(crate) fn connect_proxy(&self) -> Result<Session, String> {
         self.connect(self.proxy_port)
     }
 
     /// One query in a fresh session through the proxy.
-    pub fn psql_via_proxy(&self, sql: &str) -> Result<Rows, String> {
+    pub(crate) fn psql_via_proxy(&self, sql: &str) -> Result<Rows, String> {
         self.connect_proxy()?.query(sql)
     }
 
     /// One query in a fresh session directly on a keeper's postgres.
-    pub fn psql_keeper(&self, uid: &str, sql: &str) -> Result<Rows, String> {
+    pub(crate) fn psql_keeper(&self, uid: &str, sql: &str) -> Result<Rows, String> {
         self.connect(self.keepers[uid].pg_port)?.query(sql)
     }
 
     /// The keeper whose postgres a fresh proxy session lands on.
-    pub fn proxy_backend(&self) -> Result<String, String> {
+    pub(crate) fn proxy_backend(&self) -> Result<String, String> {
         let rows = self.psql_via_proxy("select inet_server_port()")?;
         let port: u16 = rows[0][0]
             .as_deref()
@@ -529,7 +529,7 @@ impl Cluster {
 
     /// Waits until the cluster is initialised: phase normal, a master elected, the proxy routing
     /// writes to it. Returns the master keeper uid.
-    pub fn wait_master_serving(&self, timeout: Duration) -> String {
+    pub(crate) fn wait_master_serving(&self, timeout: Duration) -> String {
         wait_for(
             timeout,
             "a master elected, phase normal, and the proxy routing writes to it",
@@ -548,7 +548,7 @@ impl Cluster {
 
     /// Waits until the cluster data holds `n` dbs, every one healthy and converged (its
     /// generation reached by its keeper): only such standbys are eligible for election.
-    pub fn wait_dbs_converged(&self, n: usize, timeout: Duration) {
+    pub(crate) fn wait_dbs_converged(&self, n: usize, timeout: Duration) {
         let what = format!("{n} healthy, converged dbs in the cluster data");
         wait_until(timeout, &what, || {
             let Some(cd) = self.try_clusterdata() else {
@@ -566,7 +566,7 @@ impl Cluster {
     }
 
     /// Number of streaming standbys the given keeper's postgres reports.
-    pub fn streaming_standbys(&self, uid: &str) -> Option<usize> {
+    pub(crate) fn streaming_standbys(&self, uid: &str) -> Option<usize> {
         let rows = self
             .psql_keeper(
                 uid,
@@ -577,7 +577,7 @@ impl Cluster {
     }
 
     /// Waits until `sql` run directly on keeper `uid` returns exactly `want` (first column).
-    pub fn wait_keeper_rows(&self, uid: &str, sql: &str, want: &[&str], timeout: Duration) {
+    pub(crate) fn wait_keeper_rows(&self, uid: &str, sql: &str, want: &[&str], timeout: Duration) {
         let what = format!("{sql:?} on {uid} to return {want:?}");
         wait_until(timeout, &what, || match self.psql_keeper(uid, sql) {
             Ok(rows) => {
@@ -589,7 +589,7 @@ impl Cluster {
     }
 
     /// Prints the tail of every process log (used when a test fails).
-    pub fn dump_logs(&self) {
+    pub(crate) fn dump_logs(&self) {
         let Ok(rd) = fs::read_dir(self.base.join("logs")) else {
             return;
         };
@@ -634,14 +634,14 @@ impl Drop for Cluster {
 }
 
 /// A client session; the connection task runs on the cluster's runtime.
-pub struct Session {
+pub(crate) struct Session {
     client: tokio_postgres::Client,
     rt: tokio::runtime::Handle,
 }
 
 impl Session {
     /// Runs `sql` (simple query protocol); errors, and hangs beyond 10 s, become Err.
-    pub fn query(&self, sql: &str) -> Result<Rows, String> {
+    pub(crate) fn query(&self, sql: &str) -> Result<Rows, String> {
         let fut = self.client.simple_query(sql);
         let msgs = self.rt.block_on(async {
             tokio::time::timeout(Duration::from_secs(10), fut)

@@ -13,7 +13,7 @@ static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
 
 /// Free TCP ports on 127.0.0.1, distinct from each other and from every port handed out before
 /// in this process.
-pub fn free_ports(n: usize) -> Vec<u16> {
+pub(crate) fn free_ports(n: usize) -> Vec<u16> {
     let mut guard = HANDED_OUT.lock().unwrap_or_else(|p| p.into_inner());
     let handed_out = guard.get_or_insert_with(HashSet::new);
     let mut held = Vec::new();
@@ -30,12 +30,12 @@ pub fn free_ports(n: usize) -> Vec<u16> {
     ports
 }
 
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     free_ports(1)[0]
 }
 
 /// True if nothing listens on 127.0.0.1:`port` (connection refused).
-pub fn connection_refused(port: u16) -> bool {
+pub(crate) fn connection_refused(port: u16) -> bool {
     match TcpStream::connect_timeout(
         &format!("127.0.0.1:{port}").parse().unwrap(),
         Duration::from_secs(1),

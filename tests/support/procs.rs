@@ -11,13 +11,13 @@ use std::time::{Duration, Instant};
 /// Which OS user a child runs as. PostgreSQL (and so our keeper) refuses to run as root, so
 /// when the tests run as root the keepers run as `postgres`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RunAs {
+pub(crate) enum RunAs {
     Me,
     User { uid: u32, gid: u32 },
 }
 
 impl RunAs {
-    pub fn keeper_user() -> RunAs {
+    pub(crate) fn keeper_user() -> RunAs {
         if !Uid::effective().is_root() {
             return RunAs::Me;
         }
@@ -29,21 +29,21 @@ impl RunAs {
     }
 
     /// The same user as the crate's postgres toolkit takes it (`None`: the current user).
-    pub fn for_postgres(self) -> Option<stolon::postgres::RunAs> {
+    pub(crate) fn for_postgres(self) -> Option<stolon::postgres::RunAs> {
         match self {
             RunAs::Me => None,
             RunAs::User { uid, gid } => Some(stolon::postgres::RunAs { uid, gid }),
         }
     }
 
-    pub fn chown(&self, path: &Path) {
+    pub(crate) fn chown(&self, path: &Path) {
         if let RunAs::User { uid, gid } = *self {
             chown(path, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid))).unwrap();
         }
     }
 }
 
-pub struct Proc {
+pub(crate) struct Proc {
     pub name: String,
     child: Child,
 }
@@ -51,7 +51,7 @@ pub struct Proc {
 impl Proc {
     /// Spawns `cmd` in a new process group, stdout+stderr appended to `log`. The child also gets
     /// SIGKILL if the spawning test thread dies without running drop (e.g. the runner kills it).
-    pub fn spawn(name: &str, mut cmd: Command, log: &Path, run_as: RunAs) -> Proc {
+    pub(crate) fn spawn(name: &str, mut cmd: Command, log: &Path, run_as: RunAs) -> Proc {
         let out = OpenOptions::new()
             .create(true)
             .append(true)
@@ -89,17 +89,17 @@ impl Proc {
         }
     }
 
-    pub fn pid(&self) -> i32 {
+    pub(crate) fn pid(&self) -> i32 {
         self.child.id() as i32
     }
 
     /// Whether it has exited (reaping it if so).
-    pub fn exited(&mut self) -> bool {
+    pub(crate) fn exited(&mut self) -> bool {
         !matches!(self.child.try_wait(), Ok(None))
     }
 
     /// Waits up to `timeout` for it to exit; `None` if it is still running then.
-    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+    pub(crate) fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let start = Instant::now();
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -113,14 +113,14 @@ impl Proc {
     }
 
     /// SIGKILL to the whole process group, then reap the leader.
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         let _ = killpg(Pid::from_raw(self.pid()), Signal::SIGKILL);
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 
     /// Sends `sig` to the whole process group (e.g. SIGSTOP/SIGCONT).
-    pub fn signal_group(&self, sig: Signal) {
+    pub(crate) fn signal_group(&self, sig: Signal) {
         let _ = killpg(Pid::from_raw(self.pid()), sig);
     }
 }
@@ -132,7 +132,7 @@ impl Drop for Proc {
 }
 
 /// The postmaster pid from `<pgdata>/postmaster.pid`, if the file exists and names a live postgres.
-pub fn postmaster_pid(pgdata: &Path) -> Option<i32> {
+pub(crate) fn postmaster_pid(pgdata: &Path) -> Option<i32> {
     let text = fs::read_to_string(pgdata.join("postmaster.pid")).ok()?;
     let pid: i32 = text.lines().next()?.trim().parse().ok()?;
     is_postgres(pid).then_some(pid)
@@ -147,7 +147,7 @@ fn is_postgres(pid: i32) -> bool {
 
 /// SIGKILLs the postmaster of `pgdata` (and its group when it leads one, so no backend keeps the
 /// shared memory), then waits until it is gone. `known` is a pid read before its keeper died.
-pub fn kill_postmaster(pgdata: &Path, known: Option<i32>) {
+pub(crate) fn kill_postmaster(pgdata: &Path, known: Option<i32>) {
     let pids: Vec<i32> = known
         .into_iter()
         .chain(postmaster_pid(pgdata))
@@ -178,7 +178,7 @@ fn is_live(pid: i32) -> bool {
 }
 
 /// Sends `sig` to one process (e.g. SIGSTOP to a walreceiver to make a standby lag).
-pub fn signal_pid(pid: i32, sig: Signal) {
+pub(crate) fn signal_pid(pid: i32, sig: Signal) {
     kill(Pid::from_raw(pid), sig).unwrap_or_else(|e| panic!("signal {sig} to pid {pid}: {e}"));
 }
 
@@ -187,7 +187,7 @@ pub fn signal_pid(pid: i32, sig: Signal) {
 /// signal, but a postgres in its own process group survives). Only postmasters whose command
 /// line names a data dir inside a `stolon-it-*` dir whose owning test process is gone are
 /// touched.
-pub fn reap_orphans_of_dead_tests(tmp: &Path) {
+pub(crate) fn reap_orphans_of_dead_tests(tmp: &Path) {
     let Ok(entries) = fs::read_dir(tmp) else {
         return;
     };

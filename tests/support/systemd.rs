@@ -13,14 +13,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-pub const DEADLINE: Duration = Duration::from_secs(30);
-pub const PROXY: &str = env!("CARGO_BIN_EXE_stolon-proxy");
-pub const CTL: &str = env!("CARGO_BIN_EXE_stolonctl");
+pub(crate) const DEADLINE: Duration = Duration::from_secs(30);
+pub(crate) const PROXY: &str = env!("CARGO_BIN_EXE_stolon-proxy");
+pub(crate) const CTL: &str = env!("CARGO_BIN_EXE_stolonctl");
 /// `--store-timeout` of the binaries in the systemd tests.
-pub const STORE_TIMEOUT: &str = "1s";
+pub(crate) const STORE_TIMEOUT: &str = "1s";
 
 /// Runs stolonctl against `etcd` as `cluster`; panics when it fails.
-pub fn ctl(etcd: &Etcd, cluster: &str, args: &[&str], stdin: Option<&str>) {
+pub(crate) fn ctl(etcd: &Etcd, cluster: &str, args: &[&str], stdin: Option<&str>) {
     let mut a = etcd.flags(cluster, STORE_TIMEOUT);
     a.extend(args.iter().map(|s| s.to_string()));
     let out = run(CTL, &a, stdin);
@@ -32,7 +32,7 @@ pub fn ctl(etcd: &Etcd, cluster: &str, args: &[&str], stdin: Option<&str>) {
 }
 
 /// A notify socket as systemd binds it: records every datagram with its arrival time.
-pub struct NotifySocket {
+pub(crate) struct NotifySocket {
     pub path: PathBuf,
     messages: Arc<Mutex<Vec<(Instant, String)>>>,
     stop: Arc<AtomicBool>,
@@ -40,7 +40,7 @@ pub struct NotifySocket {
 }
 
 impl NotifySocket {
-    pub fn bind() -> NotifySocket {
+    pub(crate) fn bind() -> NotifySocket {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("notify");
         let sock = UnixDatagram::bind(&path).unwrap();
@@ -66,12 +66,12 @@ impl NotifySocket {
         }
     }
 
-    pub fn messages(&self) -> Vec<(Instant, String)> {
+    pub(crate) fn messages(&self) -> Vec<(Instant, String)> {
         self.messages.lock().unwrap().clone()
     }
 
     /// Every `KEY=value` assignment received, in order.
-    pub fn assignments(&self) -> Vec<(Instant, String)> {
+    pub(crate) fn assignments(&self) -> Vec<(Instant, String)> {
         self.messages()
             .into_iter()
             .flat_map(|(t, m)| m.lines().map(|l| (t, l.to_string())).collect::<Vec<_>>())
@@ -79,14 +79,14 @@ impl NotifySocket {
     }
 
     /// When `line` (a whole assignment such as `READY=1`) first arrived.
-    pub fn first(&self, pred: impl Fn(&str) -> bool) -> Option<Instant> {
+    pub(crate) fn first(&self, pred: impl Fn(&str) -> bool) -> Option<Instant> {
         self.assignments()
             .into_iter()
             .find(|(_, l)| pred(l))
             .map(|(t, _)| t)
     }
 
-    pub fn wait_for(&self, what: &str, pred: impl Fn(&str) -> bool) -> Instant {
+    pub(crate) fn wait_for(&self, what: &str, pred: impl Fn(&str) -> bool) -> Instant {
         let mut at = None;
         wait_until(DEADLINE, what, || {
             at = self.first(&pred);
@@ -95,7 +95,7 @@ impl NotifySocket {
         at.unwrap()
     }
 
-    pub fn count(&self, line: &str) -> usize {
+    pub(crate) fn count(&self, line: &str) -> usize {
         self.assignments().iter().filter(|(_, l)| l == line).count()
     }
 }
@@ -107,13 +107,13 @@ impl Drop for NotifySocket {
 }
 
 /// A child process killed (SIGKILL, by its pid) on drop.
-pub struct Running {
+pub(crate) struct Running {
     pub child: Child,
     pub stderr: PathBuf,
 }
 
 impl Running {
-    pub fn spawn(mut cmd: Command, stderr: &Path) -> Running {
+    pub(crate) fn spawn(mut cmd: Command, stderr: &Path) -> Running {
         let file = std::fs::File::create(stderr).unwrap();
         let child = cmd
             .stdin(Stdio::null())
@@ -127,19 +127,19 @@ impl Running {
         }
     }
 
-    pub fn pid(&self) -> Pid {
+    pub(crate) fn pid(&self) -> Pid {
         Pid::from_raw(self.child.id() as i32)
     }
 
-    pub fn signal(&self, sig: Signal) {
+    pub(crate) fn signal(&self, sig: Signal) {
         kill(self.pid(), sig).unwrap();
     }
 
-    pub fn is_running(&mut self) -> bool {
+    pub(crate) fn is_running(&mut self) -> bool {
         self.child.try_wait().unwrap().is_none()
     }
 
-    pub fn wait_exit(&mut self) -> ExitStatus {
+    pub(crate) fn wait_exit(&mut self) -> ExitStatus {
         let mut status = None;
         wait_until(DEADLINE, "the process to exit", || {
             status = self.child.try_wait().unwrap();
@@ -148,7 +148,7 @@ impl Running {
         status.unwrap()
     }
 
-    pub fn stderr(&self) -> String {
+    pub(crate) fn stderr(&self) -> String {
         std::fs::read_to_string(&self.stderr).unwrap_or_default()
     }
 }
@@ -162,7 +162,7 @@ impl Drop for Running {
 
 /// Asserts WATCHDOG=1 came at least twice per watchdog period: any window of one period that
 /// starts right after a ping still holds the next two.
-pub fn assert_twice_per_period(pings: &[Instant], period: Duration) {
+pub(crate) fn assert_twice_per_period(pings: &[Instant], period: Duration) {
     assert!(pings.len() >= 3, "only {} watchdog pings", pings.len());
     let widest = pings.windows(3).map(|w| w[2] - w[0]).max().unwrap();
     assert!(

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 #[derive(Debug, Clone)]
-pub struct Certs {
+pub(crate) struct Certs {
     pub ca_cert: PathBuf,
     pub server_cert: PathBuf,
     pub server_key: PathBuf,
@@ -31,7 +31,7 @@ fn openssl(dir: &Path, args: &[&str]) {
 
 impl Certs {
     /// Writes the files into `dir`; the client key is readable by `client_user` (the keepers).
-    pub fn generate(dir: &Path, client_user: RunAs) -> Certs {
+    pub(crate) fn generate(dir: &Path, client_user: RunAs) -> Certs {
         fs::create_dir_all(dir).unwrap();
         fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).unwrap();
         let days = ["-days", "2"];

@@ -4,12 +4,12 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 /// Polls `cond` every 100 ms until it holds; panics naming `what` after `timeout`.
-pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+pub(crate) fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
     wait_for(timeout, what, || cond().then_some(()))
 }
 
 /// Polls `f` every 100 ms until it yields a value; panics naming `what` after `timeout`.
-pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+pub(crate) fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let start = Instant::now();
     loop {
         if let Some(v) = f() {
@@ -24,7 +24,7 @@ pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<
 
 /// Checks that `cond` holds at every poll for the whole `window` (an absence check: something
 /// must NOT happen); panics naming `what` at the first poll where it does not hold.
-pub fn stays_true(window: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+pub(crate) fn stays_true(window: Duration, what: &str, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();
     while start.elapsed() < window {
         if !cond() {
@@ -36,7 +36,7 @@ pub fn stays_true(window: Duration, what: &str, mut cond: impl FnMut() -> bool) 
 
 /// In async tests: awaits `cond` every 50 ms until it holds; panics naming `what` after
 /// `timeout`.
-pub async fn wait_until_async<F, Fut>(timeout: Duration, what: &str, mut cond: F)
+pub(crate) async fn wait_until_async<F, Fut>(timeout: Duration, what: &str, mut cond: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,

@@ -8,11 +8,11 @@ use crate::sentinel::{Decision, Event, Memory, Observed, decide};
 use chrono::{TimeDelta, TimeZone, Utc};
 use std::collections::BTreeMap;
 
-pub const CLUSTER_UID: &str = "c0ffee00";
+pub(super) const CLUSTER_UID: &str = "c0ffee00";
 
 /// What a simulated keeper process and its postgres do.
 #[derive(Debug, Clone)]
-pub struct SimKeeper {
+pub(super) struct SimKeeper {
     /// Publishing infos at all (false: process killed or cut off from the store).
     pub alive: bool,
     pub pg_healthy: bool,
@@ -33,14 +33,14 @@ pub struct SimKeeper {
 }
 
 #[derive(Debug, Clone)]
-pub struct SimProxy {
+pub(super) struct SimProxy {
     pub alive: bool,
     /// Acknowledges new proxy generations (false: hung proxy still publishing an old one).
     pub follows: bool,
     pub generation: i64,
 }
 
-pub struct World {
+pub(super) struct World {
     pub cd: ClusterData,
     pub memory: Memory,
     pub now: Time,
@@ -73,18 +73,18 @@ pub struct World {
     db_counter: u64,
 }
 
-pub fn t0() -> Time {
+pub(super) fn t0() -> Time {
     Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).unwrap()
 }
 
-pub fn secs(s: i64) -> TimeDelta {
+pub(super) fn secs(s: i64) -> TimeDelta {
     TimeDelta::seconds(s)
 }
 
 impl World {
     /// A fresh cluster in phase initializing with the given spec (JSON, merged over
     /// `{"initMode":"new"}`), leader since `t0`.
-    pub fn new(spec_json: &str) -> World {
+    pub(super) fn new(spec_json: &str) -> World {
         let mut base = serde_json::json!({"initMode": "new"});
         let extra: serde_json::Value = serde_json::from_str(spec_json).unwrap();
         json_patch::merge(&mut base, &extra);
@@ -115,19 +115,19 @@ impl World {
     }
 
     /// Another sequence of db uids (and so, pseudo-randomly, another initial master).
-    pub fn with_uid_seed(mut self, seed: u64) -> World {
+    pub(super) fn with_uid_seed(mut self, seed: u64) -> World {
         self.uid_seed = seed;
         self
     }
 
-    pub fn with_keepers(mut self, uids: &[&str]) -> World {
+    pub(super) fn with_keepers(mut self, uids: &[&str]) -> World {
         for uid in uids {
             self.add_keeper(uid);
         }
         self
     }
 
-    pub fn with_proxies(mut self, uids: &[&str]) -> World {
+    pub(super) fn with_proxies(mut self, uids: &[&str]) -> World {
         for uid in uids {
             self.proxies.insert(
                 uid.to_string(),
@@ -141,7 +141,7 @@ impl World {
         self
     }
 
-    pub fn add_keeper(&mut self, uid: &str) {
+    pub(super) fn add_keeper(&mut self, uid: &str) {
         self.keepers.insert(
             uid.to_string(),
             SimKeeper {
@@ -164,7 +164,7 @@ impl World {
 
     /// Runs until the cluster is initialized with every keeper holding a good db and the
     /// master published to the proxies.
-    pub fn initialized(mut self) -> World {
+    pub(super) fn initialized(mut self) -> World {
         self.run_until(120, |w| {
             w.cd.cluster.status.phase == ClusterPhase::Normal
                 && w.cd.proxy.spec.master_db_uid == w.cd.cluster.status.master
@@ -181,36 +181,36 @@ impl World {
         self
     }
 
-    pub fn keeper(&mut self, uid: &str) -> &mut SimKeeper {
+    pub(super) fn keeper(&mut self, uid: &str) -> &mut SimKeeper {
         self.keepers.get_mut(uid).unwrap()
     }
 
-    pub fn kill(&mut self, uid: &str) {
+    pub(super) fn kill(&mut self, uid: &str) {
         self.keeper(uid).alive = false;
     }
 
     /// The keeper's info key expired (TTL) from the store.
-    pub fn expire(&mut self, uid: &str) {
+    pub(super) fn expire(&mut self, uid: &str) {
         if let Some(o) = self.observed.as_mut() {
             o.keepers.remove(uid);
         }
     }
 
-    pub fn db_of(&self, keeper: &str) -> Option<&Db> {
+    pub(super) fn db_of(&self, keeper: &str) -> Option<&Db> {
         self.cd.db_of_keeper(keeper)
     }
 
-    pub fn db_uid_of(&self, keeper: &str) -> String {
+    pub(super) fn db_uid_of(&self, keeper: &str) -> String {
         self.db_of(keeper)
             .map(|d| d.uid.clone())
             .unwrap_or_default()
     }
 
-    pub fn master_keeper(&self) -> String {
+    pub(super) fn master_keeper(&self) -> String {
         self.cd.master_keeper_uid().unwrap_or_default().to_string()
     }
 
-    pub fn master_db(&self) -> &Db {
+    pub(super) fn master_db(&self) -> &Db {
         self.cd.master_db().unwrap()
     }
 
@@ -311,7 +311,7 @@ impl World {
     }
 
     /// One check at the current time, after due publishes; applies the decision.
-    pub fn check(&mut self) -> &Decision {
+    pub(super) fn check(&mut self) -> &Decision {
         let prev = self.observed.take().unwrap_or_default();
         let mut observed = self.observe(&prev);
         // The loop's rule: full from its first refused write (its info publication every
@@ -345,7 +345,7 @@ impl World {
         self.apply(d)
     }
 
-    pub fn apply(&mut self, d: Decision) -> &Decision {
+    pub(super) fn apply(&mut self, d: Decision) -> &Decision {
         if d.cluster_data.is_some() && self.store_full {
             self.refused_writes += 1;
             self.full_known = true;
@@ -364,24 +364,24 @@ impl World {
 
     /// The store is down for everyone for `seconds`: nobody publishes, the sentinel reads
     /// nothing (no check).
-    pub fn store_down_for(&mut self, seconds: i64) {
+    pub(super) fn store_down_for(&mut self, seconds: i64) {
         self.now += secs(seconds);
     }
 
     /// Advances one simulated second and checks.
-    pub fn tick(&mut self) -> &Decision {
+    pub(super) fn tick(&mut self) -> &Decision {
         self.now += secs(1);
         self.check()
     }
 
-    pub fn run_for(&mut self, seconds: i64) {
+    pub(super) fn run_for(&mut self, seconds: i64) {
         for _ in 0..seconds {
             self.tick();
         }
     }
 
     /// Ticks until `cond` holds; panics (with the events) after `max` seconds.
-    pub fn run_until(&mut self, max: i64, cond: impl Fn(&World) -> bool) -> i64 {
+    pub(super) fn run_until(&mut self, max: i64, cond: impl Fn(&World) -> bool) -> i64 {
         for i in 0..max {
             if cond(self) {
                 return i;
@@ -398,7 +398,7 @@ impl World {
         );
     }
 
-    pub fn events_text(&self) -> String {
+    pub(super) fn events_text(&self) -> String {
         self.events
             .iter()
             .map(|(t, e)| format!("{} {e:?}", (*t - t0()).num_seconds()))
@@ -406,12 +406,12 @@ impl World {
             .join("\n")
     }
 
-    pub fn saw(&self, pred: impl Fn(&Event) -> bool) -> bool {
+    pub(super) fn saw(&self, pred: impl Fn(&Event) -> bool) -> bool {
         self.events.iter().any(|(_, e)| pred(e))
     }
 
     /// When an event matching `pred` first happened.
-    pub fn when(&self, pred: impl Fn(&Event) -> bool) -> Option<Time> {
+    pub(super) fn when(&self, pred: impl Fn(&Event) -> bool) -> Option<Time> {
         self.events.iter().find(|(_, e)| pred(e)).map(|(t, _)| *t)
     }
 }
