@@ -9,6 +9,7 @@ pub mod ctl;
 pub mod daemon;
 mod fsutil;
 pub mod keeper;
+mod locks;
 pub mod postgres;
 pub mod proxy;
 pub mod sentinel;

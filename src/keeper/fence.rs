@@ -155,8 +155,7 @@ impl Enforcer {
     }
 
     fn lock(&self) -> MutexGuard<'_, EnforcerState> {
-        // Plain data, valid even if a holder panicked.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        crate::locks::lock(&self.state)
     }
 
     fn set(&self, watch: Option<Watch>) {
@@ -208,7 +207,7 @@ impl Enforcer {
             tracing::error!("{msg}");
         }
         {
-            let mut killed = self.killed.lock().unwrap_or_else(|p| p.into_inner());
+            let mut killed = crate::locks::lock(&self.killed);
             // A few are enough: the keeper asks right after the exit it notices.
             if killed.len() >= 8 {
                 killed.remove(0);
@@ -314,7 +313,7 @@ impl Fence {
 
     fn update(&self, f: impl FnOnce(&mut Facts)) {
         let watch = {
-            let mut facts = self.facts.lock().unwrap_or_else(|p| p.into_inner());
+            let mut facts = crate::locks::lock(&self.facts);
             let before = facts.watch();
             f(&mut facts);
             let after = facts.watch();
@@ -328,7 +327,7 @@ impl Fence {
     }
 
     fn tell_guard(&self, watch: Option<&Watch>) {
-        let mut guard = self.guard.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = crate::locks::lock(&self.guard);
         let Some(g) = guard.as_mut() else { return };
         let line = watch.map_or_else(|| "none\n".to_string(), Watch::to_line);
         // Non-blocking: a stuck guard must not hold the keeper (a lost line leaves the guard
@@ -375,16 +374,12 @@ impl Fence {
     /// the same deadline, may have been first).
     pub(super) fn killed(&self, pid: u32) -> bool {
         let pid = pid as i32;
-        self.local
-            .killed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(&pid)
+        crate::locks::lock(&self.local.killed).contains(&pid)
     }
 
     /// How long since the last successful publication was sent (`None`: never).
     pub(super) fn silent_for(&self) -> Option<Duration> {
-        let facts = self.facts.lock().unwrap_or_else(|p| p.into_inner());
+        let facts = crate::locks::lock(&self.facts);
         facts
             .last_publication
             .map(|t| BootInstant::now().saturating_duration_since(t))
@@ -399,23 +394,14 @@ impl Fence {
     /// The last publication is recent enough that a master started now keeps running for
     /// at least `left` before its deadline.
     pub(super) fn fresh_for(&self, left: Duration) -> bool {
-        let fence_after = self
-            .facts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .fence_after;
+        let fence_after = crate::locks::lock(&self.facts).fence_after;
         self.silent_for()
             .is_some_and(|s| s.saturating_add(left) <= fence_after)
     }
 
     /// When the current master deadline expires, from now (`None`: no deadline).
     pub(super) fn deadline_in(&self) -> Option<Duration> {
-        let deadline = self
-            .facts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .watch()?
-            .deadline?;
+        let deadline = crate::locks::lock(&self.facts).watch()?.deadline?;
         Some(deadline.saturating_duration_since(BootInstant::now()))
     }
 
@@ -423,7 +409,7 @@ impl Fence {
     pub(super) fn shutdown(&self) {
         self.watch_postgres(None, false);
         self.local.close();
-        let guard = self.guard.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let guard = crate::locks::lock(&self.guard).take();
         if let Some(Guard { mut child, stdin }) = guard {
             drop(stdin);
             // It exits at once on EOF with nothing to watch; reap it.

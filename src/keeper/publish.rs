@@ -8,7 +8,7 @@ use crate::cluster::{KeeperInfo, PostgresBinaryVersion, PostgresState, new_uid};
 use crate::postgres::{LocalConn, PgClient};
 use crate::store::Store;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -46,10 +46,7 @@ pub(super) struct Shared {
     published_notify: Notify,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // The guarded values are plain data, valid even if a holder panicked.
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
+use crate::locks::lock;
 
 impl Shared {
     pub(super) fn new(snapshot: Snapshot) -> Arc<Shared> {

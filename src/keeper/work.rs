@@ -154,8 +154,7 @@ impl Work {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        // Plain data, valid even if a holder panicked.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        crate::locks::lock(&self.state)
     }
 
     /// Whether long work extends systemd's start/stop timeout (before READY=1, when stopping).

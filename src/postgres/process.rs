@@ -497,7 +497,7 @@ async fn spawn_postmaster(
 fn spawner() -> std::io::Result<std_mpsc::Sender<SpawnRequest>> {
     static SPAWNER: OnceLock<Mutex<std_mpsc::Sender<SpawnRequest>>> = OnceLock::new();
     if let Some(tx) = SPAWNER.get() {
-        return Ok(tx.lock().unwrap_or_else(|p| p.into_inner()).clone());
+        return Ok(crate::locks::lock(tx).clone());
     }
     let (tx, rx) = std_mpsc::channel::<SpawnRequest>();
     std::thread::Builder::new()
@@ -510,7 +510,7 @@ fn spawner() -> std::io::Result<std_mpsc::Sender<SpawnRequest>> {
             }
         })?;
     let tx = SPAWNER.get_or_init(|| Mutex::new(tx));
-    Ok(tx.lock().unwrap_or_else(|p| p.into_inner()).clone())
+    Ok(crate::locks::lock(tx).clone())
 }
 
 /// SIGKILLs every live postgres process whose working directory is `pgdata` (canonical).

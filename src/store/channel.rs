@@ -231,10 +231,7 @@ impl<S> FailureAware<S> {
     }
 }
 
-fn lock(health: &Mutex<Health>) -> std::sync::MutexGuard<'_, Health> {
-    // Plain counters cannot be left inconsistent by a panic elsewhere.
-    health.lock().unwrap_or_else(|p| p.into_inner())
-}
+use crate::locks::lock;
 
 /// One request's outcome for its endpoint, recorded once: when it completes, when it has gone
 /// unanswered for too long, or when it is dropped unfinished after that long (the store's own

@@ -8,7 +8,7 @@ use etcd_client::{
     Compare, CompareOp, GetOptions, LeaderKey, PutOptions, ResignOptions, SortOrder, SortTarget,
     Txn, TxnOp, TxnOpResponse,
 };
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
@@ -63,9 +63,7 @@ impl Drop for ElectionState {
     }
 }
 
-fn lock(m: &Mutex<ElectionState>) -> MutexGuard<'_, ElectionState> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
+use crate::locks::lock;
 
 impl Store {
     /// A candidacy of sentinel `candidate_uid` (the value of its leader key).

@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
@@ -69,10 +69,7 @@ struct LeaseState {
     failing_since: Option<Instant>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding these short locks cannot leave the plain data inconsistent.
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
+use crate::locks::lock;
 
 /// Infos keyed by the uid they carry; an info without one by the last segment of its key.
 fn keyed_by_uid<T>(list: Vec<(String, T)>, uid: impl Fn(&T) -> &String) -> BTreeMap<String, T> {

@@ -1,5 +1,6 @@
 //! The `sd_notify` datagrams: READY, STATUS, WATCHDOG, STOPPING, RELOADING, EXTEND_TIMEOUT.
 
+use crate::locks::lock;
 use sd_notify::NotifyState;
 use std::ffi::{OsStr, OsString};
 use std::fmt::Write as _;
@@ -81,10 +82,7 @@ impl Notifier {
     }
 
     fn watchdog_period(&self) -> Option<Duration> {
-        *self
-            .watchdog_period
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        *lock(&self.watchdog_period)
     }
 
     /// Asks systemd for a new watchdog period (`WATCHDOG_USEC=`), when it watches this process
@@ -95,10 +93,7 @@ impl Notifier {
             return;
         }
         {
-            let mut current = self
-                .watchdog_period
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
+            let mut current = lock(&self.watchdog_period);
             if current.is_none_or(|c| c == period) {
                 return;
             }
@@ -107,7 +102,7 @@ impl Notifier {
         let usec = u32::try_from(period.as_micros()).unwrap_or(u32::MAX);
         // A ping first: the new period counts from the last ping.
         self.send(&[NotifyState::Watchdog, NotifyState::WatchdogUsec(usec)]);
-        *self.last_watchdog.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+        *lock(&self.last_watchdog) = Some(Instant::now());
     }
 
     /// `normal` shortened to [`Notifier::watchdog_interval`] when that is shorter: the sleep a
@@ -143,7 +138,7 @@ impl Notifier {
         let Some(every) = self.watchdog_interval() else {
             return;
         };
-        let mut last = self.last_watchdog.lock().unwrap_or_else(|p| p.into_inner());
+        let mut last = lock(&self.last_watchdog);
         if last.is_none_or(|t| t.elapsed() >= every) {
             *last = Some(Instant::now());
             drop(last);
@@ -237,7 +232,7 @@ impl Notifier {
     }
 
     fn remember_status(&self, status: &str) -> bool {
-        let mut last = self.last_status.lock().unwrap_or_else(|p| p.into_inner());
+        let mut last = lock(&self.last_status);
         if *last == status {
             return false;
         }
