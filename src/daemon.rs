@@ -3,16 +3,16 @@
 //! runtime, and exit status 1 with `error: <one line>` on failure.
 
 use crate::config::{self, ConfigError, Flags, Loaded, RoleMarker};
+use crate::role::RoleContext;
 use crate::store::StoreConfig;
 use crate::systemd::ServiceEnv;
 use anyhow::Context;
 use std::future::Future;
 use std::process::ExitCode;
-use tokio_util::sync::CancellationToken;
 
 /// Runs a daemon role. `service` comes from `systemd::service_env()` (called first thing in main),
 /// `parsed` from clap, `role_config` picks the role's settings out of the layered config, and
-/// `role` runs until the shutdown token is cancelled.
+/// `role` (the role's `run`) runs until the context's shutdown token is cancelled.
 pub fn main<R, C, F, Fut>(
     service: ServiceEnv,
     parsed: Result<Flags<R>, clap::Error>,
@@ -21,7 +21,7 @@ pub fn main<R, C, F, Fut>(
 ) -> ExitCode
 where
     R: RoleMarker + Send + 'static,
-    F: FnOnce(C, StoreConfig, ServiceEnv, CancellationToken) -> Fut,
+    F: FnOnce(C, RoleContext) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
     let configured = parsed
@@ -60,7 +60,7 @@ fn run<R, C, F, Fut>(
 ) -> anyhow::Result<()>
 where
     R: RoleMarker + Send + 'static,
-    F: FnOnce(C, StoreConfig, ServiceEnv, CancellationToken) -> Fut,
+    F: FnOnce(C, RoleContext) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
     let runtime = tokio::runtime::Runtime::new().context("cannot start the tokio runtime")?;
@@ -68,6 +68,16 @@ where
         let shutdown = crate::shutdown::on_signals().context("cannot install signal handlers")?;
         crate::shutdown::reload_on_sighup(flags, service.notifier.clone(), shutdown.clone())
             .context("cannot install the SIGHUP handler")?;
-        role(cfg, store, service, shutdown).await
+        let listeners = service.activated.tcp_listeners()?;
+        if !listeners.is_empty() {
+            tracing::info!(
+                sockets = listeners.len(),
+                "socket-activated: serving on the sockets systemd passed (--listen-address/--port unused)"
+            );
+        }
+        let ctx = RoleContext::new(store, shutdown)
+            .with_notifier(service.notifier)
+            .with_listeners(listeners);
+        role(cfg, ctx).await
     })
 }

@@ -12,6 +12,7 @@ pub mod keeper;
 mod locks;
 pub mod postgres;
 pub mod proxy;
+pub mod role;
 pub mod sentinel;
 pub mod shutdown;
 pub mod store;

@@ -32,8 +32,8 @@
 //! - **stopping**: calls [`Notifier::stopping`] when `shutdown` is cancelled, before the slow
 //!   part of stopping (closing sessions, stopping PostgreSQL).
 //!
-//! Roles use the same API: `proxy::run_with_notifier`, `sentinel::run_with_notifier`, and for
-//! the keeper `keeper::run_with_notifier(cfg, store_cfg, shutdown, notifier)`.
+//! Roles get the notifier in their `RoleContext` (src/role.rs): `keeper::run(cfg, ctx)`,
+//! `sentinel::run(cfg, ctx)`, `proxy::run(cfg, ctx)`.
 
 mod activation;
 mod notify;

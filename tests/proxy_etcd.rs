@@ -8,7 +8,8 @@ use nix::sys::signal::Signal;
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::time::{Duration, Instant};
 use stolon::cluster::{ClusterData, Db, GoDuration};
-use stolon::proxy::{ProxyConfig, ProxyError, run_with_status};
+use stolon::proxy::{ProxyConfig, ProxyError, run};
+use stolon::role::RoleContext;
 use stolon::store::{Store, StoreConfig};
 use support::etcd::store_config;
 use support::{Etcd, free_port, wait_until_async};
@@ -81,14 +82,9 @@ fn start_proxy(sc: StoreConfig, port: u16, listener: Option<StdListener>) -> Pro
         tcp_keepalive_interval: 0,
     };
     let shutdown = CancellationToken::new();
-    let (tx, status) = watch::channel(String::new());
-    let task = tokio::spawn(run_with_status(
-        cfg,
-        sc,
-        listener.into_iter().collect(),
-        shutdown.clone(),
-        tx,
-    ));
+    let ctx = RoleContext::new(sc, shutdown.clone()).with_listeners(listener.into_iter().collect());
+    let status = ctx.subscribe_status();
+    let task = tokio::spawn(run(cfg, ctx));
     Proxy {
         status,
         shutdown,

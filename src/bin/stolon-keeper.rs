@@ -28,8 +28,6 @@ fn main() -> ExitCode {
         service,
         Cli::try_parse().map(|cli| cli.flags),
         |loaded| loaded.keeper_config(),
-        |cfg, store, service, shutdown| async move {
-            Ok(stolon::keeper::run_with_notifier(cfg, store, shutdown, service.notifier).await?)
-        },
+        |cfg, ctx| async move { Ok(stolon::keeper::run(cfg, ctx).await?) },
     )
 }

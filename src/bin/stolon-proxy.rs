@@ -21,16 +21,6 @@ fn main() -> ExitCode {
         service,
         Cli::try_parse().map(|cli| cli.flags),
         |loaded| loaded.proxy_config(),
-        |cfg, store, service, shutdown| async move {
-            let listeners = service.activated.tcp_listeners()?;
-            if !listeners.is_empty() {
-                tracing::info!(
-                    sockets = listeners.len(),
-                    "socket-activated: serving on the sockets systemd passed (--listen-address/--port unused)"
-                );
-            }
-            let notifier = service.notifier;
-            Ok(stolon::proxy::run_with_notifier(cfg, store, listeners, shutdown, notifier).await?)
-        },
+        |cfg, ctx| async move { Ok(stolon::proxy::run(cfg, ctx).await?) },
     )
 }

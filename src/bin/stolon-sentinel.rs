@@ -21,8 +21,6 @@ fn main() -> ExitCode {
         service,
         Cli::try_parse().map(|cli| cli.flags),
         |loaded| loaded.sentinel_config(),
-        |cfg, store, service, shutdown| async move {
-            Ok(stolon::sentinel::run_with_notifier(cfg, store, shutdown, service.notifier).await?)
-        },
+        |cfg, ctx| async move { Ok(stolon::sentinel::run(cfg, ctx).await?) },
     )
 }

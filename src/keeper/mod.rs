@@ -7,10 +7,11 @@
 //! whose store has been unreachable too long. [`state`] holds the local files and the uid and
 //! password-file rules, [`validate`] the start-up checks of the flags.
 //!
-//! Under systemd ([`run_with_notifier`]) the loop sends READY=1 once the keeper info is
-//! published and its db (if any) converged with PostgreSQL accepting connections, a STATUS=
-//! line from `status` (pure), WATCHDOG=1 while it iterates, and during long steps (initdb,
-//! pg_basebackup, PostgreSQL start/stop) EXTEND_TIMEOUT_USEC with their progress (`work`).
+//! Under systemd (the notifier in [`run`]'s `RoleContext`) the loop sends READY=1 once the
+//! keeper info is published and its db (if any) converged with PostgreSQL accepting
+//! connections, a STATUS= line from `status` (pure), WATCHDOG=1 while it iterates, and during
+//! long steps (initdb, pg_basebackup, PostgreSQL start/stop) EXTEND_TIMEOUT_USEC with their
+//! progress (`work`).
 
 mod error;
 mod exec;
@@ -32,7 +33,7 @@ mod work;
 pub use crate::postgres::AuthMethod;
 pub use error::KeeperError;
 pub use fence::{GUARD_ARG, run_guard};
-pub use run::{run, run_with_notifier};
+pub use run::run;
 
 use std::path::PathBuf;
 

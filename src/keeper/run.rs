@@ -20,8 +20,8 @@ use crate::cluster::{
 use crate::postgres::{
     self, DEFAULT_SOCKET_DIR, LocalConn, PgBinaries, PgClient, PgProcess, stop_stale_instance,
 };
-use crate::store::{Store, StoreConfig, StoreError, StoreEvent};
-use crate::systemd::Notifier;
+use crate::role::RoleContext;
+use crate::store::{Store, StoreError, StoreEvent};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -140,29 +140,24 @@ pub(super) struct Keeper {
     pub setbacks: super::setbacks::Setbacks,
     /// Iterations left to run [`QUICK_LOOK`] apart rather than sleepInterval.
     quick_looks: u32,
+    /// The status line, for readers inside the process (`RoleContext::status`).
+    status: tokio::sync::watch::Sender<String>,
 }
 
-/// Runs the keeper until `shutdown`; then stops PostgreSQL (fast) and returns `Ok`. Talks to
-/// systemd when started by it (see [`run_with_notifier`]).
-pub async fn run(
-    cfg: KeeperConfig,
-    store_cfg: StoreConfig,
-    shutdown: CancellationToken,
-) -> Result<(), KeeperError> {
-    run_with_notifier(cfg, store_cfg, shutdown, Arc::new(Notifier::from_env())).await
-}
-
-/// [`run`], telling systemd through `notifier`: READY=1 once the keeper info is published and,
-/// if the keeper has a db, that db converged and its PostgreSQL accepts connections; STATUS=
-/// with the keeper's state; WATCHDOG=1 from the loop; EXTEND_TIMEOUT_USEC during initdb,
-/// pg_basebackup and PostgreSQL start-up before READY=1 and while stopping; STOPPING=1 when
-/// `shutdown` fires.
-pub async fn run_with_notifier(
-    cfg: KeeperConfig,
-    store_cfg: StoreConfig,
-    shutdown: CancellationToken,
-    notifier: Arc<Notifier>,
-) -> Result<(), KeeperError> {
+/// Runs the keeper until `ctx.shutdown`; then stops PostgreSQL (fast) and returns `Ok`. Tells
+/// systemd through `ctx.notifier`: READY=1 once the keeper info is published and, if the
+/// keeper has a db, that db converged and its PostgreSQL accepts connections; STATUS= (and
+/// `ctx.status`) with the keeper's state; WATCHDOG=1 from the loop; EXTEND_TIMEOUT_USEC during
+/// initdb, pg_basebackup and PostgreSQL start-up before READY=1 and while stopping; STOPPING=1
+/// when `shutdown` fires.
+pub async fn run(cfg: KeeperConfig, ctx: RoleContext) -> Result<(), KeeperError> {
+    let RoleContext {
+        shutdown,
+        notifier,
+        store: store_cfg,
+        status,
+        ..
+    } = ctx;
     refuse_root()?;
     validate_auth(&cfg)?;
     let advertise_address = cfg
@@ -277,6 +272,7 @@ pub async fn run_with_notifier(
         pg_started_at: None,
         setbacks: Default::default(),
         quick_looks: 0,
+        status,
     };
     keeper.main_loop(&shutdown).await;
     work.set_extending(true);
@@ -519,6 +515,13 @@ impl Keeper {
         } else {
             notifier.status(&line);
         }
+        self.status.send_if_modified(|old| {
+            let changed = *old != line;
+            if changed {
+                *old = line;
+            }
+            changed
+        });
     }
 
     fn after_action(&mut self) {

@@ -19,7 +19,8 @@ pub use route::Destination;
 pub use target::{NoTarget, Target, select_target};
 
 use crate::cluster::new_uid;
-use crate::store::{Store, StoreConfig};
+use crate::role::RoleContext;
+use crate::store::Store;
 use crate::systemd::Notifier;
 use listen::Listening;
 use route::Router;
@@ -56,67 +57,23 @@ pub enum ProxyError {
     Store(#[from] crate::store::StoreError),
 }
 
-/// Runs the proxy on the etcd store until `shutdown` is cancelled; see [`run_with_notifier`].
-pub async fn run(
-    cfg: ProxyConfig,
-    store_cfg: StoreConfig,
-    listeners: Vec<std::net::TcpListener>,
-    shutdown: CancellationToken,
-) -> Result<(), ProxyError> {
-    run_with_notifier(
+/// Runs the proxy on the etcd store until `ctx.shutdown` is cancelled: listens on the handed
+/// sockets (or binds `listen_address:port` after the first successful check), tells systemd
+/// READY=1 once it listens and has read clusterdata once, STATUS= and `ctx.status` on every
+/// change (`routing to 10.0.0.5:5432 (master db 8a3f0c21)`, `no master: refusing connections
+/// (<why>)`, `no master: not listening (<why>)`), WATCHDOG=1 from the check loop, STOPPING=1
+/// at shutdown.
+pub async fn run(cfg: ProxyConfig, ctx: RoleContext) -> Result<(), ProxyError> {
+    let store = Store::connect(&ctx.store).await?;
+    let result = run_with_source(
         cfg,
-        store_cfg,
-        listeners,
-        shutdown,
-        Arc::new(Notifier::disabled()),
+        store.clone(),
+        ctx.listeners,
+        ctx.shutdown,
+        ctx.status,
+        ctx.notifier,
     )
-    .await
-}
-
-/// [`run`], also reporting a one-line status on every change (`routing to 10.0.0.5:5432 (master
-/// db 8a3f0c21)`, `no master: refusing connections (<why>)`, `no master: not listening (<why>)`).
-pub async fn run_with_status(
-    cfg: ProxyConfig,
-    store_cfg: StoreConfig,
-    listeners: Vec<std::net::TcpListener>,
-    shutdown: CancellationToken,
-    status: watch::Sender<String>,
-) -> Result<(), ProxyError> {
-    run_on_store(
-        cfg,
-        store_cfg,
-        listeners,
-        shutdown,
-        status,
-        Arc::new(Notifier::disabled()),
-    )
-    .await
-}
-
-/// [`run`] as a systemd service: READY=1 once it listens (or holds its activated sockets) and
-/// has read clusterdata once, STATUS= on every change, WATCHDOG=1 from the check loop,
-/// STOPPING=1 at shutdown.
-pub async fn run_with_notifier(
-    cfg: ProxyConfig,
-    store_cfg: StoreConfig,
-    listeners: Vec<std::net::TcpListener>,
-    shutdown: CancellationToken,
-    notifier: Arc<Notifier>,
-) -> Result<(), ProxyError> {
-    let (status, _) = watch::channel(String::new());
-    run_on_store(cfg, store_cfg, listeners, shutdown, status, notifier).await
-}
-
-async fn run_on_store(
-    cfg: ProxyConfig,
-    store_cfg: StoreConfig,
-    listeners: Vec<std::net::TcpListener>,
-    shutdown: CancellationToken,
-    status: watch::Sender<String>,
-    notifier: Arc<Notifier>,
-) -> Result<(), ProxyError> {
-    let store = Store::connect(&store_cfg).await?;
-    let result = run_with_source(cfg, store.clone(), listeners, shutdown, status, notifier).await;
+    .await;
     // Our info key goes now rather than at TTL expiry, so a sentinel switching masters does not
     // wait for a proxy that is gone.
     if let Err(e) = store.revoke_lease().await {
@@ -130,7 +87,7 @@ async fn run_on_store(
 /// `listen_address:port` after the first successful check. `status` receives a one-line
 /// description of what the proxy does, on every change; `notifier` gets the same lines and the
 /// readiness, watchdog and stopping notifications.
-pub async fn run_with_source<S: ClusterSource>(
+pub(crate) async fn run_with_source<S: ClusterSource>(
     cfg: ProxyConfig,
     source: S,
     listeners: Vec<std::net::TcpListener>,

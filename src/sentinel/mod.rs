@@ -20,15 +20,13 @@ pub use sync::FAKE_STANDBY_NAME;
 use crate::cluster::{
     ClusterData, ClusterSpec, DEFAULT_SLEEP_INTERVAL, GoDuration, SentinelInfo, Time, new_uid,
 };
-use crate::store::{CasOutcome, Election, Store, StoreConfig, StoreError, StoreEvent};
-use crate::systemd::Notifier;
+use crate::role::RoleContext;
+use crate::store::{CasOutcome, Election, Store, StoreError, StoreEvent};
 use chrono::Utc;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Clone)]
 pub struct SentinelConfig {
@@ -71,24 +69,18 @@ pub fn load_initial_spec(path: &Path) -> Result<ClusterSpec, SentinelError> {
     Ok(spec)
 }
 
-/// Runs a sentinel until `shutdown`: publishes its info, campaigns for leadership, and while
-/// leader runs a check every sleepInterval, on every store watch event and when a fail timer
-/// expires. Talks to systemd (READY, STATUS, WATCHDOG) when started by it.
-pub async fn run(
-    cfg: SentinelConfig,
-    store_cfg: StoreConfig,
-    shutdown: CancellationToken,
-) -> Result<(), SentinelError> {
-    let notifier = Arc::new(Notifier::from_env());
-    run_with_notifier(cfg, store_cfg, shutdown, notifier).await
-}
-
-pub async fn run_with_notifier(
-    cfg: SentinelConfig,
-    store_cfg: StoreConfig,
-    shutdown: CancellationToken,
-    notifier: Arc<Notifier>,
-) -> Result<(), SentinelError> {
+/// Runs a sentinel until `ctx.shutdown`: publishes its info, campaigns for leadership, and
+/// while leader runs a check every sleepInterval, on every store watch event and when a fail
+/// timer expires. Tells systemd (READY, STATUS, WATCHDOG) when started by it, and `ctx.status`
+/// the same status line.
+pub async fn run(cfg: SentinelConfig, ctx: RoleContext) -> Result<(), SentinelError> {
+    let RoleContext {
+        shutdown,
+        notifier,
+        store: store_cfg,
+        status,
+        ..
+    } = ctx;
     let initial_spec = cfg
         .initial_cluster_spec
         .as_deref()
@@ -151,6 +143,13 @@ pub async fn run_with_notifier(
         } else {
             notifier.status(&s.status);
         }
+        status.send_if_modified(|line| {
+            let changed = *line != s.status;
+            if changed {
+                line.clone_from(&s.status);
+            }
+            changed
+        });
         notifier.watchdog();
 
         let mut wake = Instant::now() + s.sleep;

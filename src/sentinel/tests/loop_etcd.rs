@@ -4,9 +4,9 @@
 //! handover, and that a full store (etcd's NOSPACE alarm) fails nobody over once cleared.
 
 use crate::cluster::*;
-use crate::sentinel::{SentinelConfig, SentinelError, run_with_notifier};
+use crate::role::RoleContext;
+use crate::sentinel::{SentinelConfig, SentinelError, run};
 use crate::store::{Store, StoreBackend, StoreConfig};
-use crate::systemd::Notifier;
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -155,11 +155,9 @@ fn spawn_sentinel(etcd: &Etcd, cluster: &str, spec_file: PathBuf) -> RunningSent
     let cfg = SentinelConfig {
         initial_cluster_spec: Some(spec_file),
     };
-    let task = tokio::spawn(run_with_notifier(
+    let task = tokio::spawn(run(
         cfg,
-        etcd.config(cluster),
-        stop.clone(),
-        Arc::new(Notifier::disabled()),
+        RoleContext::new(etcd.config(cluster), stop.clone()),
     ));
     RunningSentinel { stop, task }
 }
@@ -301,14 +299,9 @@ async fn invalid_initial_spec_is_fatal_before_touching_the_store() {
         ca_file: None,
         skip_tls_verify: false,
     };
-    let err = run_with_notifier(
-        cfg,
-        store_cfg,
-        CancellationToken::new(),
-        Arc::new(Notifier::disabled()),
-    )
-    .await
-    .unwrap_err();
+    let err = run(cfg, RoleContext::new(store_cfg, CancellationToken::new()))
+        .await
+        .unwrap_err();
     let msg = err.to_string();
     assert!(msg.contains("--initial-cluster-spec"), "{msg}");
     assert!(msg.contains("failInterval must be positive"), "{msg}");
