@@ -86,6 +86,10 @@ pub fn decide(
         }
     };
 
+    let elected = &new.cluster.status.master;
+    if consistent && !elected.is_empty() && *elected != cd.cluster.status.master {
+        health::grace_elected_master(&new, elected, &mut memory, now);
+    }
     copy_cluster_spec(&mut new);
     bump_generations(cd, &mut new);
     health::refresh_convergence_timers(&new, &mut memory, now);

@@ -1022,3 +1022,39 @@ fn a_standby_is_elected_only_on_a_report_made_after_the_store_outage() {
         .unwrap();
     assert!(elected >= back, "{}", w.events_text());
 }
+
+#[test]
+fn a_new_master_whose_keeper_published_last_before_a_store_stall_is_not_failed_at_once() {
+    // Default spec: keepers publish every 5 s, failInterval 20 s, grace 10 s.
+    let mut w = three_with_master_on_k0("{}");
+    w.kill("k0");
+    let killed = w.now;
+    // The standbys publish once more, then every publication is held up (etcd electing its
+    // own leader, say): the one elected is then judged on an info almost failInterval old.
+    w.run_until(10, |w| {
+        w.keepers["k1"].last_publish.is_some_and(|t| t > killed)
+    });
+    w.keeper("k1").alive = false;
+    w.keeper("k2").alive = false;
+    w.run_until(30, |w| w.master_keeper() != "k0");
+    let elected = w.master_keeper();
+    let from = w.events.len();
+    w.run_for(7);
+    assert!(
+        !w.events[from..]
+            .iter()
+            .any(|(_, e)| matches!(e, Event::MasterFailed { .. })),
+        "the new master failed right after its election\n{}",
+        w.events_text()
+    );
+    w.keeper("k1").alive = true;
+    w.keeper("k2").alive = true;
+    w.run_for(30);
+    assert_eq!(w.master_keeper(), elected);
+    let elections = w
+        .events
+        .iter()
+        .filter(|(_, e)| matches!(e, Event::MasterElected { .. }))
+        .count();
+    assert_eq!(elections, 1, "{}", w.events_text());
+}
