@@ -51,3 +51,14 @@ impl RoleContext {
         self.status.subscribe()
     }
 }
+
+/// Publishes `line` to the status readers, waking them only when it changed.
+pub(crate) fn publish_status(status: &watch::Sender<String>, line: &str) {
+    status.send_if_modified(|current| {
+        let changed = current != line;
+        if changed {
+            line.clone_into(current);
+        }
+        changed
+    });
+}

@@ -515,13 +515,7 @@ impl Keeper {
         } else {
             notifier.status(&line);
         }
-        self.status.send_if_modified(|old| {
-            let changed = *old != line;
-            if changed {
-                *old = line;
-            }
-            changed
-        });
+        crate::role::publish_status(&self.status, &line);
     }
 
     fn after_action(&mut self) {

@@ -119,13 +119,7 @@ impl Checker {
             None => format!("no master: not listening ({})", self.reason),
         };
         self.notifier.status(&text);
-        self.status.send_if_modified(|s| {
-            if *s == text {
-                return false;
-            }
-            *s = text;
-            true
-        });
+        crate::role::publish_status(&self.status, &text);
     }
 
     async fn route(&mut self, dest: Option<Destination>, reason: NoTarget) {

@@ -93,6 +93,12 @@ pub(crate) fn blind_gap_grace(cd: &ClusterData) -> TimeDelta {
     grace.min(td(spec.fail_interval()))
 }
 
+/// The time since which a process silent from then on is failed [`blind_gap_grace`] from
+/// `now`: health counts failInterval from a keeper's `changed_at` (or a db's `error_since`).
+fn judged_from_in_a_grace(cd: &ClusterData, now: Time) -> Time {
+    now - td(cd.cluster.spec.fail_interval()) + blind_gap_grace(cd)
+}
+
 /// After this sentinel could not read the store for failInterval or more. Its memory cannot
 /// tell a keeper that went silent from one that could not publish either (the store was down
 /// for everyone), so upstream's rule, kept here until this, is to forget everything and judge
@@ -112,10 +118,8 @@ pub(crate) fn resume_after_blind_gap(
     blind_for: TimeDelta,
     events: &mut Vec<Event>,
 ) {
-    let fail = td(cd.cluster.spec.fail_interval());
     let grace = blind_gap_grace(cd);
-    // Judged at `since + fail` at the earliest: now + grace.
-    let judged_from = now - fail + grace;
+    let judged_from = judged_from_in_a_grace(cd, now);
     for (uid, seen) in memory.keepers.iter_mut() {
         if cd.keepers.get(uid).is_none_or(|k| k.status.healthy) {
             seen.changed_at = seen.changed_at.max(judged_from);
@@ -155,7 +159,7 @@ pub(crate) fn grace_elected_master(cd: &ClusterData, db_uid: &str, memory: &mut 
     let Some(db) = cd.dbs.get(db_uid) else {
         return;
     };
-    let judged_from = now - td(cd.cluster.spec.fail_interval()) + blind_gap_grace(cd);
+    let judged_from = judged_from_in_a_grace(cd, now);
     if let Some(seen) = memory.keepers.get_mut(&db.spec.keeper_uid) {
         seen.changed_at = seen.changed_at.max(judged_from);
     }

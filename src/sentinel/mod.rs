@@ -143,13 +143,7 @@ pub async fn run(cfg: SentinelConfig, ctx: RoleContext) -> Result<(), SentinelEr
         } else {
             notifier.status(&s.status);
         }
-        status.send_if_modified(|line| {
-            let changed = *line != s.status;
-            if changed {
-                line.clone_from(&s.status);
-            }
-            changed
-        });
+        crate::role::publish_status(&status, &s.status);
         notifier.watchdog();
 
         let mut wake = Instant::now() + s.sleep;
