@@ -43,7 +43,7 @@ fn configure<R: RoleMarker, C>(
 ) -> Result<(C, StoreConfig), ConfigError> {
     let loaded = Loaded::load(flags)?;
     let log = loaded.log_settings()?;
-    let store = loaded.store_config()?;
+    let store = StoreConfig::from_loaded(&loaded)?;
     crate::telemetry::init(&log);
     if let Some(addr) = loaded.metrics_listen_address() {
         tracing::warn!(%addr, "--metrics-listen-address is not implemented yet; ignoring it");

@@ -6,6 +6,10 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use stolon::config::{Loaded, Role, Sources};
+use stolon::keeper::KeeperConfig;
+use stolon::proxy::ProxyConfig;
+use stolon::sentinel::SentinelConfig;
+use stolon::store::StoreConfig;
 
 const ROLES: [(&str, Role); 3] = [
     ("keeper", Role::Keeper),
@@ -176,13 +180,10 @@ fn example_configs_load_with_the_roles_flags() {
         };
         let loaded = Loaded::load_from(r, &given, sources)
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        loaded
-            .store_config()
-            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        StoreConfig::from_loaded(&loaded).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         match r {
             Role::Keeper => {
-                let k = loaded
-                    .keeper_config()
+                let k = KeeperConfig::from_loaded(&loaded)
                     .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
                 assert_eq!(k.pg_su_password.as_deref(), Some("pg-su-password-secret"));
                 assert_eq!(
@@ -191,13 +192,11 @@ fn example_configs_load_with_the_roles_flags() {
                 );
             }
             Role::Sentinel => {
-                loaded
-                    .sentinel_config()
+                SentinelConfig::from_loaded(&loaded)
                     .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             }
             Role::Proxy => {
-                loaded
-                    .proxy_config()
+                ProxyConfig::from_loaded(&loaded)
                     .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             }
             Role::Ctl => unreachable!(),

@@ -27,7 +27,7 @@ fn main() -> ExitCode {
     stolon::daemon::main(
         service,
         Cli::try_parse().map(|cli| cli.flags),
-        |loaded| loaded.keeper_config(),
+        stolon::keeper::KeeperConfig::from_loaded,
         |cfg, ctx| async move { Ok(stolon::keeper::run(cfg, ctx).await?) },
     )
 }

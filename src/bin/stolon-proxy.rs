@@ -20,7 +20,7 @@ fn main() -> ExitCode {
     stolon::daemon::main(
         service,
         Cli::try_parse().map(|cli| cli.flags),
-        |loaded| loaded.proxy_config(),
+        stolon::proxy::ProxyConfig::from_loaded,
         |cfg, ctx| async move { Ok(stolon::proxy::run(cfg, ctx).await?) },
     )
 }

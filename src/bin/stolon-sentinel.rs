@@ -20,7 +20,7 @@ fn main() -> ExitCode {
     stolon::daemon::main(
         service,
         Cli::try_parse().map(|cli| cli.flags),
-        |loaded| loaded.sentinel_config(),
+        stolon::sentinel::SentinelConfig::from_loaded,
         |cfg, ctx| async move { Ok(stolon::sentinel::run(cfg, ctx).await?) },
     )
 }

@@ -21,7 +21,7 @@ pub enum ConfigError {
     Layers(String),
 }
 
-pub(super) fn invalid(flag: &'static str, reason: impl Into<String>) -> ConfigError {
+pub(crate) fn invalid(flag: &'static str, reason: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         flag,
         reason: reason.into(),

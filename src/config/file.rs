@@ -1,5 +1,5 @@
 use super::error::ConfigError;
-use super::flags::{CONFIG_FLAG, key_of};
+use super::flags::{CONFIG, key_of};
 use super::role::Role;
 use std::path::Path;
 
@@ -31,7 +31,7 @@ impl FileLayer {
         let mut values = config::Map::new();
         for (key, value) in table {
             let flag = key.replace('_', "-");
-            if flag == CONFIG_FLAG || !role.flags().any(|d| d.name == flag) {
+            if flag == CONFIG.name || !role.flags().any(|d| d.name == flag) {
                 return Err(file_err(format!(
                     "unknown key {key:?} (keys are {} flag names)",
                     role.binary()

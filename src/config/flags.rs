@@ -46,216 +46,300 @@ const fn hidden(def: FlagDef) -> FlagDef {
     }
 }
 
-/// The file that holds the other settings; itself only a flag or `ST<ROLE>_CONFIG`.
-pub(super) const CONFIG_FLAG: &str = "config";
+// Every flag of every role, named: code reads a setting through its constant, so a
+// misspelt flag is a compile error and its default is the one written here.
 
-pub(super) const COMMON_FLAGS: &[FlagDef] = &[
-    text(
-        CONFIG_FLAG,
-        None,
-        // Keep in step with shutdown::RELOADS.
-        "TOML file with flag names as keys (default /etc/stolon/<role>.toml if it exists); SIGHUP re-reads it and applies log-level, other settings apply at restart",
-    ),
-    text("cluster-name", None, "cluster name (required)"),
-    text("store-backend", None, "store backend type (etcdv3)"),
-    text(
-        "store-endpoints",
-        Some(DEFAULT_ENDPOINT),
-        "comma separated list of store endpoints",
-    ),
-    text("store-timeout", Some("5s"), "store request timeout"),
-    text(
-        "store-prefix",
-        Some("stolon/cluster"),
-        "the store base prefix",
-    ),
-    text(
-        "store-cert-file",
-        None,
-        "certificate file for client identification to the store",
-    ),
-    text(
-        "store-key",
-        None,
-        "private key file for client identification to the store",
-    ),
-    text(
-        "store-ca-file",
-        None,
-        "verify certificates of HTTPS-enabled store servers using this CA bundle",
-    ),
-    boolean(
-        "store-skip-tls-verify",
-        Some("false"),
-        "skip store certificate verification (insecure!)",
-    ),
-    text(
-        "metrics-listen-address",
-        None,
-        "metrics listen address (not implemented yet: accepted and ignored)",
-    ),
-    text(
-        "kube-resource-kind",
-        None,
-        "kubernetes resource kind (the kubernetes backend is not supported)",
-    ),
-    text("log-level", Some("info"), "debug, info, warn or error"),
-];
+pub(crate) const CONFIG: FlagDef = text(
+    "config",
+    None,
+    // Keep in step with shutdown::RELOADS.
+    "TOML file with flag names as keys (default /etc/stolon/<role>.toml if it exists); SIGHUP re-reads it and applies log-level, other settings apply at restart",
+);
 
-pub(super) const DAEMON_FLAGS: &[FlagDef] = &[
-    boolean(
-        "log-color",
-        None,
-        "colour the log output (default: when stderr is a terminal)",
-    ),
-    hidden(boolean(
-        "debug",
-        Some("false"),
-        "deprecated: use --log-level=debug",
-    )),
-];
+pub(crate) const CLUSTER_NAME: FlagDef = text("cluster-name", None, "cluster name (required)");
 
-pub(super) const CTL_FLAGS: &[FlagDef] = &[
-    text(
-        "kubeconfig",
-        None,
-        "path to kubeconfig file (kubernetes backend: not supported)",
-    ),
-    text(
-        "kube-context",
-        None,
-        "kubernetes context (kubernetes backend: not supported)",
-    ),
-    text(
-        "kube-namespace",
-        None,
-        "kubernetes namespace (kubernetes backend: not supported)",
-    ),
-];
+pub(crate) const STORE_BACKEND: FlagDef =
+    text("store-backend", None, "store backend type (etcdv3)");
 
-pub(super) const KEEPER_FLAGS: &[FlagDef] = &[
-    text(
-        "uid",
-        None,
-        "keeper uid (must be unique in the cluster; a-z, 0-9 and _ only)",
-    ),
-    hidden(text("id", None, "deprecated alias of --uid")),
-    text("data-dir", None, "data directory (required)"),
-    text(
-        "pg-listen-address",
-        None,
-        "postgresql instance listening address (required)",
-    ),
-    text(
-        "pg-advertise-address",
-        None,
-        "postgresql instance address from outside (default: --pg-listen-address)",
-    ),
-    text(
-        "pg-port",
-        Some("5432"),
-        "postgresql instance listening port",
-    ),
-    text(
-        "pg-advertise-port",
-        None,
-        "postgresql instance port from outside (default: --pg-port)",
-    ),
-    text(
-        "pg-bin-path",
-        None,
-        "absolute path to postgresql binaries (default: $PATH)",
-    ),
-    text(
-        "pg-repl-auth-method",
-        Some("md5"),
-        "replication user auth method: md5, scram-sha-256 or trust",
-    ),
-    text(
-        "pg-repl-username",
-        None,
-        "postgres replication user name (required)",
-    ),
-    text(
-        "pg-repl-password",
-        None,
-        "postgres replication user password",
-    ),
-    text(
-        "pg-repl-passwordfile",
-        None,
-        "postgres replication user password file",
-    ),
-    text(
-        "pg-su-auth-method",
-        Some("md5"),
-        "superuser auth method: md5, scram-sha-256 or trust",
-    ),
-    text(
-        "pg-su-username",
-        None,
-        "postgres superuser name (default: the effective OS user)",
-    ),
-    text("pg-su-password", None, "postgres superuser password"),
-    text(
-        "pg-su-passwordfile",
-        None,
-        "postgres superuser password file",
-    ),
-    boolean(
-        "can-be-master",
-        Some("true"),
-        "whether this keeper may be elected master",
-    ),
-    boolean(
-        "can-be-synchronous-replica",
-        Some("true"),
-        "whether this keeper may be chosen as synchronous replica",
-    ),
-    boolean(
-        "disable-data-dir-locking",
-        Some("false"),
-        "do not lock the data dir",
-    ),
-];
+pub(crate) const STORE_ENDPOINTS: FlagDef = text(
+    "store-endpoints",
+    Some(DEFAULT_ENDPOINT),
+    "comma separated list of store endpoints",
+);
 
-pub(super) const SENTINEL_FLAGS: &[FlagDef] = &[text(
+pub(crate) const STORE_TIMEOUT: FlagDef =
+    text("store-timeout", Some("5s"), "store request timeout");
+
+pub(crate) const STORE_PREFIX: FlagDef = text(
+    "store-prefix",
+    Some("stolon/cluster"),
+    "the store base prefix",
+);
+
+pub(crate) const STORE_CERT_FILE: FlagDef = text(
+    "store-cert-file",
+    None,
+    "certificate file for client identification to the store",
+);
+
+pub(crate) const STORE_KEY: FlagDef = text(
+    "store-key",
+    None,
+    "private key file for client identification to the store",
+);
+
+pub(crate) const STORE_CA_FILE: FlagDef = text(
+    "store-ca-file",
+    None,
+    "verify certificates of HTTPS-enabled store servers using this CA bundle",
+);
+
+pub(crate) const STORE_SKIP_TLS_VERIFY: FlagDef = boolean(
+    "store-skip-tls-verify",
+    Some("false"),
+    "skip store certificate verification (insecure!)",
+);
+
+pub(crate) const METRICS_LISTEN_ADDRESS: FlagDef = text(
+    "metrics-listen-address",
+    None,
+    "metrics listen address (not implemented yet: accepted and ignored)",
+);
+
+pub(crate) const KUBE_RESOURCE_KIND: FlagDef = text(
+    "kube-resource-kind",
+    None,
+    "kubernetes resource kind (the kubernetes backend is not supported)",
+);
+
+pub(crate) const LOG_LEVEL: FlagDef = text("log-level", Some("info"), "debug, info, warn or error");
+
+pub(crate) const LOG_COLOR: FlagDef = boolean(
+    "log-color",
+    None,
+    "colour the log output (default: when stderr is a terminal)",
+);
+
+pub(crate) const DEBUG: FlagDef = hidden(boolean(
+    "debug",
+    Some("false"),
+    "deprecated: use --log-level=debug",
+));
+
+pub(crate) const KUBECONFIG: FlagDef = text(
+    "kubeconfig",
+    None,
+    "path to kubeconfig file (kubernetes backend: not supported)",
+);
+
+pub(crate) const KUBE_CONTEXT: FlagDef = text(
+    "kube-context",
+    None,
+    "kubernetes context (kubernetes backend: not supported)",
+);
+
+pub(crate) const KUBE_NAMESPACE: FlagDef = text(
+    "kube-namespace",
+    None,
+    "kubernetes namespace (kubernetes backend: not supported)",
+);
+
+pub(crate) const UID: FlagDef = text(
+    "uid",
+    None,
+    "keeper uid (must be unique in the cluster; a-z, 0-9 and _ only)",
+);
+
+pub(crate) const ID: FlagDef = hidden(text("id", None, "deprecated alias of --uid"));
+
+pub(crate) const DATA_DIR: FlagDef = text("data-dir", None, "data directory (required)");
+
+pub(crate) const PG_LISTEN_ADDRESS: FlagDef = text(
+    "pg-listen-address",
+    None,
+    "postgresql instance listening address (required)",
+);
+
+pub(crate) const PG_ADVERTISE_ADDRESS: FlagDef = text(
+    "pg-advertise-address",
+    None,
+    "postgresql instance address from outside (default: --pg-listen-address)",
+);
+
+pub(crate) const PG_PORT: FlagDef = text(
+    "pg-port",
+    Some("5432"),
+    "postgresql instance listening port",
+);
+
+pub(crate) const PG_ADVERTISE_PORT: FlagDef = text(
+    "pg-advertise-port",
+    None,
+    "postgresql instance port from outside (default: --pg-port)",
+);
+
+pub(crate) const PG_BIN_PATH: FlagDef = text(
+    "pg-bin-path",
+    None,
+    "absolute path to postgresql binaries (default: $PATH)",
+);
+
+pub(crate) const PG_REPL_AUTH_METHOD: FlagDef = text(
+    "pg-repl-auth-method",
+    Some("md5"),
+    "replication user auth method: md5, scram-sha-256 or trust",
+);
+
+pub(crate) const PG_REPL_USERNAME: FlagDef = text(
+    "pg-repl-username",
+    None,
+    "postgres replication user name (required)",
+);
+
+pub(crate) const PG_REPL_PASSWORD: FlagDef = text(
+    "pg-repl-password",
+    None,
+    "postgres replication user password",
+);
+
+pub(crate) const PG_REPL_PASSWORDFILE: FlagDef = text(
+    "pg-repl-passwordfile",
+    None,
+    "postgres replication user password file",
+);
+
+pub(crate) const PG_SU_AUTH_METHOD: FlagDef = text(
+    "pg-su-auth-method",
+    Some("md5"),
+    "superuser auth method: md5, scram-sha-256 or trust",
+);
+
+pub(crate) const PG_SU_USERNAME: FlagDef = text(
+    "pg-su-username",
+    None,
+    "postgres superuser name (default: the effective OS user)",
+);
+
+pub(crate) const PG_SU_PASSWORD: FlagDef =
+    text("pg-su-password", None, "postgres superuser password");
+
+pub(crate) const PG_SU_PASSWORDFILE: FlagDef = text(
+    "pg-su-passwordfile",
+    None,
+    "postgres superuser password file",
+);
+
+pub(crate) const CAN_BE_MASTER: FlagDef = boolean(
+    "can-be-master",
+    Some("true"),
+    "whether this keeper may be elected master",
+);
+
+pub(crate) const CAN_BE_SYNCHRONOUS_REPLICA: FlagDef = boolean(
+    "can-be-synchronous-replica",
+    Some("true"),
+    "whether this keeper may be chosen as synchronous replica",
+);
+
+pub(crate) const DISABLE_DATA_DIR_LOCKING: FlagDef = boolean(
+    "disable-data-dir-locking",
+    Some("false"),
+    "do not lock the data dir",
+);
+
+pub(crate) const INITIAL_CLUSTER_SPEC: FlagDef = text(
     "initial-cluster-spec",
     None,
     "JSON cluster spec file used to initialise the cluster when no cluster data exists",
-)];
+);
 
-pub(super) const PROXY_FLAGS: &[FlagDef] = &[
-    text(
-        "listen-address",
-        Some("127.0.0.1"),
-        "proxy listening address (unused when systemd passes sockets: socket activation)",
-    ),
-    text(
-        "port",
-        Some("5432"),
-        "proxy listening port (unused when systemd passes sockets: socket activation)",
-    ),
-    boolean(
-        "stop-listening",
-        Some("true"),
-        "stop listening when the store cannot be read for proxyTimeout; a socket passed by systemd (socket activation) is never closed: while there is no master the proxy accepts and at once closes every client on it",
-    ),
-    text(
-        "tcp-keepalive-idle",
-        Some("0"),
-        "seconds before the first keepalive probe (0 = OS default)",
-    ),
-    text(
-        "tcp-keepalive-count",
-        Some("0"),
-        "keepalive probes before dropping (0 = OS default)",
-    ),
-    text(
-        "tcp-keepalive-interval",
-        Some("0"),
-        "seconds between keepalive probes (0 = OS default)",
-    ),
+pub(crate) const LISTEN_ADDRESS: FlagDef = text(
+    "listen-address",
+    Some("127.0.0.1"),
+    "proxy listening address (unused when systemd passes sockets: socket activation)",
+);
+
+pub(crate) const PORT: FlagDef = text(
+    "port",
+    Some("5432"),
+    "proxy listening port (unused when systemd passes sockets: socket activation)",
+);
+
+pub(crate) const STOP_LISTENING: FlagDef = boolean(
+    "stop-listening",
+    Some("true"),
+    "stop listening when the store cannot be read for proxyTimeout; a socket passed by systemd (socket activation) is never closed: while there is no master the proxy accepts and at once closes every client on it",
+);
+
+pub(crate) const TCP_KEEPALIVE_IDLE: FlagDef = text(
+    "tcp-keepalive-idle",
+    Some("0"),
+    "seconds before the first keepalive probe (0 = OS default)",
+);
+
+pub(crate) const TCP_KEEPALIVE_COUNT: FlagDef = text(
+    "tcp-keepalive-count",
+    Some("0"),
+    "keepalive probes before dropping (0 = OS default)",
+);
+
+pub(crate) const TCP_KEEPALIVE_INTERVAL: FlagDef = text(
+    "tcp-keepalive-interval",
+    Some("0"),
+    "seconds between keepalive probes (0 = OS default)",
+);
+
+pub(super) const COMMON_FLAGS: &[&FlagDef] = &[
+    &CONFIG,
+    &CLUSTER_NAME,
+    &STORE_BACKEND,
+    &STORE_ENDPOINTS,
+    &STORE_TIMEOUT,
+    &STORE_PREFIX,
+    &STORE_CERT_FILE,
+    &STORE_KEY,
+    &STORE_CA_FILE,
+    &STORE_SKIP_TLS_VERIFY,
+    &METRICS_LISTEN_ADDRESS,
+    &KUBE_RESOURCE_KIND,
+    &LOG_LEVEL,
+];
+
+pub(super) const DAEMON_FLAGS: &[&FlagDef] = &[&LOG_COLOR, &DEBUG];
+
+pub(super) const CTL_FLAGS: &[&FlagDef] = &[&KUBECONFIG, &KUBE_CONTEXT, &KUBE_NAMESPACE];
+
+pub(super) const KEEPER_FLAGS: &[&FlagDef] = &[
+    &UID,
+    &ID,
+    &DATA_DIR,
+    &PG_LISTEN_ADDRESS,
+    &PG_ADVERTISE_ADDRESS,
+    &PG_PORT,
+    &PG_ADVERTISE_PORT,
+    &PG_BIN_PATH,
+    &PG_REPL_AUTH_METHOD,
+    &PG_REPL_USERNAME,
+    &PG_REPL_PASSWORD,
+    &PG_REPL_PASSWORDFILE,
+    &PG_SU_AUTH_METHOD,
+    &PG_SU_USERNAME,
+    &PG_SU_PASSWORD,
+    &PG_SU_PASSWORDFILE,
+    &CAN_BE_MASTER,
+    &CAN_BE_SYNCHRONOUS_REPLICA,
+    &DISABLE_DATA_DIR_LOCKING,
+];
+
+pub(super) const SENTINEL_FLAGS: &[&FlagDef] = &[&INITIAL_CLUSTER_SPEC];
+
+pub(super) const PROXY_FLAGS: &[&FlagDef] = &[
+    &LISTEN_ADDRESS,
+    &PORT,
+    &STOP_LISTENING,
+    &TCP_KEEPALIVE_IDLE,
+    &TCP_KEEPALIVE_COUNT,
+    &TCP_KEEPALIVE_INTERVAL,
 ];
 
 /// The key a flag has in the layers: the environment can only produce `_`.

@@ -3,11 +3,12 @@
 use super::cli::Flags;
 use super::error::{ConfigError, invalid};
 use super::file::FileLayer;
-use super::flags::{CONFIG_FLAG, key_of};
-use super::parse::parse_bool;
+use super::flags::{self, CONFIG, FlagDef, key_of};
+use super::parse::{parse_bool, parse_duration, parse_port};
 use super::role::{Role, RoleMarker};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// The merged layers for one role; typed settings are parsed from it on demand.
 #[derive(Clone)]
@@ -63,13 +64,13 @@ impl Loaded {
             }
         }
 
-        let env_config = role.env_name(CONFIG_FLAG);
+        let env_config = role.env_name(CONFIG.name);
         let env_lookup = |name: &str| match &sources.env {
             Some(map) => map.get(name).cloned(),
             None => std::env::var(name).ok(),
         };
         let explicit = given
-            .get(CONFIG_FLAG)
+            .get(CONFIG.name)
             .cloned()
             .or_else(|| env_lookup(&env_config).filter(|v| !v.is_empty()))
             .map(PathBuf::from);
@@ -97,7 +98,7 @@ impl Loaded {
         );
 
         for (flag, value) in given {
-            if *flag != CONFIG_FLAG {
+            if *flag != CONFIG.name {
                 builder = builder
                     .set_override(key_of(flag), value.as_str())
                     .map_err(layer_err)?;
@@ -120,56 +121,80 @@ impl Loaded {
         self.role
     }
 
-    /// The merged value of a flag, `None` when no layer sets it or it is empty.
-    pub fn get(&self, flag: &str) -> Option<String> {
+    /// The merged value of a flag: the highest layer that sets it to something non-empty, else
+    /// the flag's default, else `None`.
+    pub(crate) fn get(&self, flag: &FlagDef) -> Option<String> {
         self.values
-            .get_string(&key_of(flag))
+            .get_string(&key_of(flag.name))
             .ok()
             .filter(|v| !v.is_empty())
+            .or_else(|| flag.default.map(String::from))
     }
 
-    pub(super) fn require(&self, flag: &'static str) -> Result<String, ConfigError> {
+    pub(crate) fn require(&self, flag: &'static FlagDef) -> Result<String, ConfigError> {
         self.get(flag).ok_or_else(|| ConfigError::Missing {
-            flag,
-            env: self.role.env_name(flag),
-            key: flag.to_string(),
+            flag: flag.name,
+            env: self.role.env_name(flag.name),
+            key: flag.name.to_string(),
         })
     }
 
-    pub(super) fn bool(&self, flag: &'static str) -> Result<Option<bool>, ConfigError> {
-        self.get(flag).map(|v| parse_bool(flag, &v)).transpose()
-    }
-
-    pub(super) fn bool_or(&self, flag: &'static str, default: bool) -> Result<bool, ConfigError> {
-        Ok(self.bool(flag)?.unwrap_or(default))
-    }
-
-    pub(super) fn port(&self, flag: &'static str) -> Result<Option<u16>, ConfigError> {
+    /// A flag whose parsed value may be absent (no default and not set).
+    pub(crate) fn parse_opt<T>(
+        &self,
+        flag: &'static FlagDef,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Result<Option<T>, ConfigError> {
         self.get(flag)
-            .map(|v| match v.trim().parse::<u16>() {
-                Ok(p) if p > 0 => Ok(p),
-                _ => Err(invalid(
-                    flag,
-                    format!("invalid port {v:?} (use a number from 1 to 65535)"),
-                )),
-            })
+            .map(|v| parse(&v).map_err(|reason| invalid(flag.name, reason)))
             .transpose()
     }
 
+    /// A flag that always has a value: set, or its default; without either it is missing.
+    pub(crate) fn parse<T>(
+        &self,
+        flag: &'static FlagDef,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Result<T, ConfigError> {
+        let value = self.require(flag)?;
+        parse(&value).map_err(|reason| invalid(flag.name, reason))
+    }
+
+    pub(crate) fn path(&self, flag: &'static FlagDef) -> Option<PathBuf> {
+        self.get(flag).map(PathBuf::from)
+    }
+
+    pub(crate) fn bool(&self, flag: &'static FlagDef) -> Result<bool, ConfigError> {
+        self.parse(flag, parse_bool)
+    }
+
+    pub(crate) fn bool_opt(&self, flag: &'static FlagDef) -> Result<Option<bool>, ConfigError> {
+        self.parse_opt(flag, parse_bool)
+    }
+
+    pub(crate) fn port(&self, flag: &'static FlagDef) -> Result<u16, ConfigError> {
+        self.parse(flag, parse_port)
+    }
+
+    pub(crate) fn port_opt(&self, flag: &'static FlagDef) -> Result<Option<u16>, ConfigError> {
+        self.parse_opt(flag, parse_port)
+    }
+
     /// Seconds for the TCP keepalive flags: upstream refuses negative values.
-    pub(super) fn seconds(&self, flag: &'static str) -> Result<u32, ConfigError> {
-        let Some(v) = self.get(flag) else {
-            return Ok(0);
-        };
-        match v.trim().parse::<i64>() {
-            Ok(n) if n < 0 => Err(invalid(flag, format!("must be positive (got {n})"))),
-            Ok(n) => u32::try_from(n).map_err(|_| invalid(flag, format!("{n} is too large"))),
-            Err(_) => Err(invalid(flag, format!("invalid number {v:?}"))),
-        }
+    pub(crate) fn seconds(&self, flag: &'static FlagDef) -> Result<u32, ConfigError> {
+        self.parse(flag, |v| match v.trim().parse::<i64>() {
+            Ok(n) if n < 0 => Err(format!("must be positive (got {n})")),
+            Ok(n) => u32::try_from(n).map_err(|_| format!("{n} is too large")),
+            Err(_) => Err(format!("invalid number {v:?}")),
+        })
+    }
+
+    pub(crate) fn duration(&self, flag: &'static FlagDef) -> Result<Duration, ConfigError> {
+        self.parse(flag, parse_duration)
     }
 
     pub fn log_settings(&self) -> Result<LogSettings, ConfigError> {
-        let level = match self.get("log-level").as_deref().unwrap_or("info") {
+        let level = match self.require(&flags::LOG_LEVEL)?.as_str() {
             "debug" => tracing::Level::DEBUG,
             "info" => tracing::Level::INFO,
             "warn" => tracing::Level::WARN,
@@ -181,7 +206,7 @@ impl Loaded {
                 ));
             }
         };
-        let deprecated_debug = self.role != Role::Ctl && self.bool_or("debug", false)?;
+        let deprecated_debug = self.role != Role::Ctl && self.bool(&flags::DEBUG)?;
         Ok(LogSettings {
             level: if deprecated_debug {
                 tracing::Level::DEBUG
@@ -191,18 +216,18 @@ impl Loaded {
             color: if self.role == Role::Ctl {
                 None
             } else {
-                self.bool("log-color")?
+                self.bool_opt(&flags::LOG_COLOR)?
             },
             deprecated_debug,
             binary: self.role.binary(),
             role: self.role,
-            cluster_name: self.get("cluster-name"),
+            cluster_name: self.get(&flags::CLUSTER_NAME),
         })
     }
 
     /// `--metrics-listen-address`: accepted for compatibility; nothing serves metrics yet.
     pub fn metrics_listen_address(&self) -> Option<String> {
-        self.get("metrics-listen-address")
+        self.get(&flags::METRICS_LISTEN_ADDRESS)
     }
 }
 

@@ -1,6 +1,7 @@
 //! The keeper's passwords: flag, file or systemd credential, exactly one of them.
 
 use super::error::{ConfigError, invalid};
+use super::flags::FlagDef;
 use super::loaded::Loaded;
 use crate::postgres::AuthMethod;
 use std::path::Path;
@@ -9,16 +10,17 @@ impl Loaded {
     /// Exactly one of password / password file unless the method is trust (then neither). With
     /// neither given, the systemd credential named like the password flag (`pg-su-password`,
     /// `pg-repl-password`) is used when `$CREDENTIALS_DIRECTORY` holds it.
-    pub(super) fn password(
+    pub(crate) fn password(
         &self,
         who: &str,
         method: AuthMethod,
-        pw_flag: &'static str,
-        file_flag: &'static str,
-        method_flag: &'static str,
+        pw_flag: &'static FlagDef,
+        file_flag: &'static FlagDef,
+        method_flag: &'static FlagDef,
     ) -> Result<Option<String>, ConfigError> {
         let inline = self.get(pw_flag);
         let file = self.get(file_flag);
+        let (pw_flag, file_flag, method_flag) = (pw_flag.name, file_flag.name, method_flag.name);
         if inline.is_some() && self.on_command_line.contains(&pw_flag) {
             tracing::warn!(
                 "--{pw_flag} on the command line is visible to every local user (ps); prefer --{file_flag} or a systemd credential named {pw_flag}"

@@ -46,13 +46,16 @@ impl Role {
     }
 
     pub fn flags(self) -> impl Iterator<Item = &'static FlagDef> {
-        let own: &[&[FlagDef]] = match self {
+        let own: &[&[&FlagDef]] = match self {
             Role::Keeper => &[DAEMON_FLAGS, KEEPER_FLAGS],
             Role::Sentinel => &[DAEMON_FLAGS, SENTINEL_FLAGS],
             Role::Proxy => &[DAEMON_FLAGS, PROXY_FLAGS],
             Role::Ctl => &[CTL_FLAGS],
         };
-        COMMON_FLAGS.iter().chain(own.iter().flat_map(|t| t.iter()))
+        COMMON_FLAGS
+            .iter()
+            .chain(own.iter().flat_map(|t| t.iter()))
+            .copied()
     }
 
     pub(super) fn env_name(self, flag: &str) -> String {

@@ -101,7 +101,7 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
     }
     let loaded = Loaded::load(&cli.flags)?;
     let log = loaded.log_settings()?;
-    let store_cfg = loaded.store_config()?;
+    let store_cfg = StoreConfig::from_loaded(&loaded)?;
     crate::telemetry::init(&log);
     match command {
         Command::Init(a) => init::run(a, &store_cfg).await,

@@ -22,6 +22,7 @@ mod plan_tests;
 mod publish;
 mod run;
 pub mod setbacks;
+mod settings;
 pub mod state;
 #[cfg(test)]
 mod state_tests;
@@ -34,6 +35,7 @@ pub use crate::postgres::AuthMethod;
 pub use error::KeeperError;
 pub use fence::{GUARD_ARG, run_guard};
 pub use run::run;
+pub use settings::is_valid_keeper_uid;
 
 use std::path::PathBuf;
 

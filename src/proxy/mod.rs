@@ -42,6 +42,22 @@ pub struct ProxyConfig {
     pub tcp_keepalive_interval: u32,
 }
 
+impl ProxyConfig {
+    pub fn from_loaded(
+        l: &crate::config::Loaded,
+    ) -> Result<ProxyConfig, crate::config::ConfigError> {
+        use crate::config::flags;
+        Ok(ProxyConfig {
+            listen_address: l.require(&flags::LISTEN_ADDRESS)?,
+            port: l.port(&flags::PORT)?,
+            stop_listening: l.bool(&flags::STOP_LISTENING)?,
+            tcp_keepalive_idle: l.seconds(&flags::TCP_KEEPALIVE_IDLE)?,
+            tcp_keepalive_count: l.seconds(&flags::TCP_KEEPALIVE_COUNT)?,
+            tcp_keepalive_interval: l.seconds(&flags::TCP_KEEPALIVE_INTERVAL)?,
+        })
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
     #[error(

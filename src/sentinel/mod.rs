@@ -34,6 +34,30 @@ pub struct SentinelConfig {
     pub initial_cluster_spec: Option<PathBuf>,
 }
 
+impl SentinelConfig {
+    pub fn from_loaded(
+        l: &crate::config::Loaded,
+    ) -> Result<SentinelConfig, crate::config::ConfigError> {
+        let flag = &crate::config::flags::INITIAL_CLUSTER_SPEC;
+        let initial_cluster_spec = l.path(flag);
+        // Checked at start, as upstream: a broken file should stop the sentinel now, not
+        // when the cluster first needs initialising.
+        if let Some(path) = &initial_cluster_spec {
+            let invalid = |reason: String| {
+                crate::config::invalid(flag.name, format!("{}: {reason}", path.display()))
+            };
+            let text =
+                std::fs::read_to_string(path).map_err(|e| invalid(format!("cannot read: {e}")))?;
+            ClusterSpec::from_json(&text)
+                .and_then(|spec| spec.validate())
+                .map_err(|e| invalid(format!("invalid cluster spec: {e}")))?;
+        }
+        Ok(SentinelConfig {
+            initial_cluster_spec,
+        })
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SentinelError {
     #[error("--initial-cluster-spec {path}: {reason}")]

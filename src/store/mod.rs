@@ -8,6 +8,7 @@ mod channel;
 mod election;
 mod etcd;
 mod paths;
+mod settings;
 mod tls;
 
 pub use election::Election;

@@ -56,9 +56,9 @@ fn explicit_config_path_from_flag_or_env() {
     let f = toml_file("cluster-name = \"fromfile\"\n");
     let path = f.path().to_str().unwrap();
     let l = load(Role::Proxy, &[("config", path)], &[], None).unwrap();
-    assert_eq!(l.get("cluster-name").as_deref(), Some("fromfile"));
+    assert_eq!(l.get(&flags::CLUSTER_NAME).as_deref(), Some("fromfile"));
     let l = load(Role::Proxy, &[], &[("STPROXY_CONFIG", path)], None).unwrap();
-    assert_eq!(l.get("cluster-name").as_deref(), Some("fromfile"));
+    assert_eq!(l.get(&flags::CLUSTER_NAME).as_deref(), Some("fromfile"));
     let e = load(Role::Proxy, &[("config", "/nonexistent/x.toml")], &[], None).unwrap_err();
     assert!(
         e.to_string().starts_with("config file /nonexistent/x.toml"),
@@ -69,13 +69,16 @@ fn explicit_config_path_from_flag_or_env() {
 #[test]
 fn other_roles_env_is_ignored() {
     let l = load(Role::Keeper, &[], &[("STPROXY_CLUSTER_NAME", "x")], None).unwrap();
-    assert_eq!(l.get("cluster-name"), None);
+    assert_eq!(l.get(&flags::CLUSTER_NAME), None);
 }
 
 #[test]
 fn empty_env_counts_as_unset() {
     let l = load(Role::Proxy, &[], &[("STPROXY_STORE_PREFIX", "")], None).unwrap();
-    assert_eq!(l.get("store-prefix").as_deref(), Some("stolon/cluster"));
+    assert_eq!(
+        l.get(&flags::STORE_PREFIX).as_deref(),
+        Some("stolon/cluster")
+    );
 }
 
 #[test]

@@ -8,6 +8,30 @@ use std::path::{Path, PathBuf};
 mod layers;
 mod roles;
 
+/// Each role builds its own config from the layers; these read as the layers' own methods in
+/// the tests below.
+trait RoleConfigs {
+    fn store_config(&self) -> Result<crate::store::StoreConfig, ConfigError>;
+    fn keeper_config(&self) -> Result<crate::keeper::KeeperConfig, ConfigError>;
+    fn sentinel_config(&self) -> Result<crate::sentinel::SentinelConfig, ConfigError>;
+    fn proxy_config(&self) -> Result<crate::proxy::ProxyConfig, ConfigError>;
+}
+
+impl RoleConfigs for Loaded {
+    fn store_config(&self) -> Result<crate::store::StoreConfig, ConfigError> {
+        crate::store::StoreConfig::from_loaded(self)
+    }
+    fn keeper_config(&self) -> Result<crate::keeper::KeeperConfig, ConfigError> {
+        crate::keeper::KeeperConfig::from_loaded(self)
+    }
+    fn sentinel_config(&self) -> Result<crate::sentinel::SentinelConfig, ConfigError> {
+        crate::sentinel::SentinelConfig::from_loaded(self)
+    }
+    fn proxy_config(&self) -> Result<crate::proxy::ProxyConfig, ConfigError> {
+        crate::proxy::ProxyConfig::from_loaded(self)
+    }
+}
+
 fn flags(pairs: &[(&'static str, &str)]) -> BTreeMap<&'static str, String> {
     pairs.iter().map(|(k, v)| (*k, v.to_string())).collect()
 }
