@@ -51,16 +51,13 @@ async fn dropped_and_closed_clients_leave_a_clean_server_log() {
         .init();
 
     let user = OsUser::keeper_user();
-    let run_as = user.for_postgres();
     let dir = pg_temp_dir(user);
     let sock = dir.path().join("sock");
     let bins = PgBinaries::locate(Some(Path::new(&pg_bin()))).unwrap();
-    let pgdata = dir.path().join("pgdata");
+    let pgdata = user.pgdata(dir.path().join("pgdata"));
     let port = free_port();
 
-    initdb(&bins, &pgdata, SU, Some(SU_PW), None, run_as)
-        .await
-        .unwrap();
+    initdb(&bins, &pgdata, SU, Some(SU_PW), None).await.unwrap();
     let managed = ManagedParams {
         listen_address: "127.0.0.1".into(),
         port,
@@ -75,12 +72,7 @@ async fn dropped_and_closed_clients_leave_a_clean_server_log() {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    write_postgresql_conf(
-        &pgdata,
-        &build_parameters(None, &spec, &managed, None),
-        run_as,
-    )
-    .unwrap();
+    write_postgresql_conf(&pgdata, &build_parameters(None, &spec, &managed, None)).unwrap();
     let hba = render_pg_hba(&HbaParams {
         su_username: SU,
         su_auth: AuthMethod::Md5,
@@ -92,12 +84,11 @@ async fn dropped_and_closed_clients_leave_a_clean_server_log() {
         spec_hba: None,
         internal_only: false,
     });
-    write_pg_hba(&pgdata, &hba, run_as).unwrap();
+    write_pg_hba(&pgdata, &hba).unwrap();
     let opts = StartOptions {
         config_file: None,
         socket_dir: sock.clone(),
         timeout: TIMEOUT,
-        run_as,
     };
     let mut pg = PgProcess::start(&bins, &pgdata, &opts).await.unwrap();
     pg.wait_ready(TIMEOUT).await.unwrap();

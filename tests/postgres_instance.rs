@@ -27,7 +27,7 @@ fn init_tracing() {
 /// A temp dir the postgres user can use, with a private socket directory.
 struct Env {
     dir: tempfile::TempDir,
-    run_as: Option<RunAs>,
+    user: OsUser,
     bins: PgBinaries,
 }
 
@@ -35,18 +35,17 @@ impl Env {
     fn new() -> Env {
         init_tracing();
         let user = OsUser::keeper_user();
-        let run_as = user.for_postgres();
         let dir = pg_temp_dir(user);
         let bins = PgBinaries::locate(Some(Path::new(&pg_bin()))).unwrap();
-        Env { dir, run_as, bins }
+        Env { dir, user, bins }
     }
 
     fn socket_dir(&self) -> PathBuf {
         self.dir.path().join("sock")
     }
 
-    fn pgdata(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+    fn pgdata(&self, name: &str) -> Pgdata {
+        self.user.pgdata(self.dir.path().join(name))
     }
 
     fn managed(&self, port: u16, synchronous_standby_names: &str) -> ManagedParams {
@@ -63,13 +62,13 @@ impl Env {
     }
 
     /// Writes postgresql.conf and pg_hba.conf as the keeper would, blocks ALTER SYSTEM.
-    fn configure(&self, pgdata: &Path, port: u16, recovery: Option<&RecoverySettings>) {
+    fn configure(&self, pgdata: &Pgdata, port: u16, recovery: Option<&RecoverySettings>) {
         self.configure_sync(pgdata, port, recovery, "");
     }
 
     fn configure_sync(
         &self,
-        pgdata: &Path,
+        pgdata: &Pgdata,
         port: u16,
         recovery: Option<&RecoverySettings>,
         synchronous_standby_names: &str,
@@ -77,7 +76,7 @@ impl Env {
         let spec: BTreeMap<String, String> = [("work_mem".to_string(), "8MB".to_string())].into();
         let managed = self.managed(port, synchronous_standby_names);
         let params = build_parameters(None, &spec, &managed, recovery);
-        write_postgresql_conf(pgdata, &params, self.run_as).unwrap();
+        write_postgresql_conf(pgdata, &params).unwrap();
         let hba = render_pg_hba(&HbaParams {
             su_username: SU,
             // md5 rules accept the SCRAM verifiers password_encryption makes.
@@ -90,8 +89,8 @@ impl Env {
             spec_hba: None,
             internal_only: false,
         });
-        write_pg_hba(pgdata, &hba, self.run_as).unwrap();
-        disable_alter_system(pgdata, self.run_as).unwrap();
+        write_pg_hba(pgdata, &hba).unwrap();
+        disable_alter_system(pgdata).unwrap();
     }
 
     fn start_options(&self) -> StartOptions {
@@ -99,7 +98,6 @@ impl Env {
             config_file: None,
             socket_dir: self.socket_dir(),
             timeout: TIMEOUT,
-            run_as: self.run_as,
         }
     }
 
@@ -115,9 +113,9 @@ impl Env {
         .unwrap()
     }
 
-    async fn new_master(&self, name: &str, port: u16) -> (PathBuf, PgProcess) {
+    async fn new_master(&self, name: &str, port: u16) -> (Pgdata, PgProcess) {
         let pgdata = self.pgdata(name);
-        initdb(&self.bins, &pgdata, SU, Some(SU_PW), None, self.run_as)
+        initdb(&self.bins, &pgdata, SU, Some(SU_PW), None)
             .await
             .unwrap();
         assert!(is_initialized(&pgdata));
@@ -218,7 +216,6 @@ async fn master_standby_promotion() {
         &pgdata2,
         &conn,
         Some("stolon_db2"),
-        env.run_as,
         |done, total| last_progress = (done, total),
     )
     .await
@@ -231,7 +228,7 @@ async fn master_standby_promotion() {
         port2,
         Some(&RecoverySettings::internal_standby(&conn, "db2")),
     );
-    write_standby_signal(&pgdata2, env.run_as).unwrap();
+    write_standby_signal(&pgdata2).unwrap();
     assert_eq!(local_role(&pgdata2), LocalRole::Standby);
     let mut pg2 = PgProcess::start(&env.bins, &pgdata2, &env.start_options())
         .await
@@ -311,9 +308,7 @@ async fn master_standby_promotion() {
     let master_pos = master.gather_state(&pgdata1).await.unwrap().x_log_pos;
     drop(master);
     pg1.stop_fast(TIMEOUT).await.unwrap();
-    promote(&env.bins, &pgdata2, TIMEOUT, env.run_as)
-        .await
-        .unwrap();
+    promote(&env.bins, &pgdata2, TIMEOUT).await.unwrap();
     assert_eq!(local_role(&pgdata2), LocalRole::Master);
     let state = standby.gather_state(&pgdata2).await.unwrap();
     assert!(!state.in_recovery);
@@ -340,7 +335,7 @@ async fn failures_and_stale_instance() {
         locale: "xx_NOT_A_LOCALE".into(),
         ..Default::default()
     };
-    let err = initdb(&env.bins, &bad, SU, None, Some(&nc), env.run_as)
+    let err = initdb(&env.bins, &bad, SU, None, Some(&nc))
         .await
         .unwrap_err();
     assert!(err.to_string().contains("initdb"), "{err}");
@@ -349,13 +344,13 @@ async fn failures_and_stale_instance() {
     // postgres dying at start is reported with its own words.
     let port = free_port();
     let pgdata = env.pgdata("db");
-    initdb(&env.bins, &pgdata, SU, Some(SU_PW), None, env.run_as)
+    initdb(&env.bins, &pgdata, SU, Some(SU_PW), None)
         .await
         .unwrap();
     env.configure(&pgdata, port, None);
     let bogus: BTreeMap<String, String> =
         [("shared_buffers".to_string(), "bogus".to_string())].into();
-    let temp = write_temp_postgresql_conf(&pgdata, &bogus, env.run_as).unwrap();
+    let temp = write_temp_postgresql_conf(&pgdata, &bogus).unwrap();
     let mut opts = env.start_options();
     opts.config_file = Some(temp);
     let err = PgProcess::start(&env.bins, &pgdata, &opts)

@@ -26,13 +26,7 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 /// in src/postgres/process.rs).
 const BOUND: Duration = Duration::from_secs(8);
 
-fn configure(
-    pgdata: &Path,
-    port: u16,
-    socket_dir: &Path,
-    recovery: Option<&RecoverySettings>,
-    run_as: Option<RunAs>,
-) {
+fn configure(pgdata: &Pgdata, port: u16, socket_dir: &Path, recovery: Option<&RecoverySettings>) {
     let managed = ManagedParams {
         listen_address: "127.0.0.1".into(),
         port,
@@ -44,7 +38,7 @@ fn configure(
         scram: true,
     };
     let params = build_parameters(None, &Default::default(), &managed, recovery);
-    write_postgresql_conf(pgdata, &params, run_as).unwrap();
+    write_postgresql_conf(pgdata, &params).unwrap();
     let hba = render_pg_hba(&HbaParams {
         su_username: SU,
         su_auth: AuthMethod::Md5,
@@ -56,7 +50,7 @@ fn configure(
         spec_hba: None,
         internal_only: false,
     });
-    write_pg_hba(pgdata, &hba, run_as).unwrap();
+    write_pg_hba(pgdata, &hba).unwrap();
 }
 
 /// The child of `parent` whose command line starts with `postgres: <title>`.
@@ -100,7 +94,6 @@ async fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
 async fn stop_with_a_stopped_walreceiver_ends_within_its_bound() {
     let _ = tracing_subscriber::fmt().with_test_writer().try_init();
     let user = OsUser::keeper_user();
-    let run_as = user.for_postgres();
     let dir = pg_temp_dir(user);
     let sock = dir.path().join("sock");
     let bins = PgBinaries::locate(Some(Path::new(&pg_bin()))).unwrap();
@@ -108,15 +101,14 @@ async fn stop_with_a_stopped_walreceiver_ends_within_its_bound() {
         config_file: None,
         socket_dir: sock.clone(),
         timeout: TIMEOUT,
-        run_as,
     };
     let (port1, port2) = (free_port(), free_port());
 
-    let pgdata1 = dir.path().join("master");
-    initdb(&bins, &pgdata1, SU, Some(SU_PW), None, run_as)
+    let pgdata1 = user.pgdata(dir.path().join("master"));
+    initdb(&bins, &pgdata1, SU, Some(SU_PW), None)
         .await
         .unwrap();
-    configure(&pgdata1, port1, &sock, None, run_as);
+    configure(&pgdata1, port1, &sock, None);
     let mut master = PgProcess::start(&bins, &pgdata1, &opts).await.unwrap();
     master.wait_ready(TIMEOUT).await.unwrap();
     let client = PgClient::connect(&LocalConn {
@@ -134,7 +126,7 @@ async fn stop_with_a_stopped_walreceiver_ends_within_its_bound() {
         .unwrap();
     client.close().await;
 
-    let pgdata2 = dir.path().join("standby");
+    let pgdata2 = user.pgdata(dir.path().join("standby"));
     let conn = ReplConn {
         host: "127.0.0.1".into(),
         port: port1,
@@ -142,15 +134,15 @@ async fn stop_with_a_stopped_walreceiver_ends_within_its_bound() {
         password: Some(REPL_PW.into()),
         application_name: stolon_name("standby"),
     };
-    pg_basebackup(&bins, &pgdata2, &conn, None, run_as, |_, _| {})
+    pg_basebackup(&bins, &pgdata2, &conn, None, |_, _| {})
         .await
         .unwrap();
     let recovery = RecoverySettings {
         primary_conninfo: Some(conn.conninfo(true)),
         ..Default::default()
     };
-    configure(&pgdata2, port2, &sock, Some(&recovery), run_as);
-    write_standby_signal(&pgdata2, run_as).unwrap();
+    configure(&pgdata2, port2, &sock, Some(&recovery));
+    write_standby_signal(&pgdata2).unwrap();
     let standby = PgProcess::start(&bins, &pgdata2, &opts).await.unwrap();
     let postmaster = standby.pid();
     let walreceiver = wait_for("the standby's walreceiver", || {

@@ -62,15 +62,14 @@ impl Keeper {
                     &self.cfg.pg_su_username,
                     self.cfg.pg_su_password.as_deref(),
                     new_config.as_ref(),
-                    None,
                 )
                 .await?;
                 Ok(())
             }
             Action::StartTemporary(config) => {
-                postgres::write_pg_hba(&self.pgdata, &self.hba_lines(config), None)?;
+                postgres::write_pg_hba(&self.pgdata, &self.hba_lines(config))?;
                 let params = self.parameters(config, None);
-                let conf = postgres::write_temp_postgresql_conf(&self.pgdata, &params, None)?;
+                let conf = postgres::write_temp_postgresql_conf(&self.pgdata, &params)?;
                 self.start(Some(conf), true).await
             }
             Action::CaptureInitParameters => {
@@ -113,7 +112,6 @@ impl Keeper {
                     &self.pgdata,
                     &conn,
                     Some(slot),
-                    None,
                     |done, total| {
                         let pct = (done * 100).checked_div(total).unwrap_or(0) / 10 * 10;
                         if last_pct != Some(pct) {
@@ -141,7 +139,7 @@ impl Keeper {
                 self.setbacks.resync_succeeded();
                 // A copy of the master is a standby by construction; without the signal the
                 // next observation would see a master.
-                postgres::write_standby_signal(&self.pgdata, None)?;
+                postgres::write_standby_signal(&self.pgdata)?;
                 Ok(())
             }
             Action::WriteConfig(config) => self.write_config(config),
@@ -161,13 +159,8 @@ impl Keeper {
                 self.publish_before_promotion().await?;
                 // From the first write it may take, a master is fenced.
                 self.fence.arm();
-                postgres::promote(
-                    &self.bins,
-                    &self.pgdata,
-                    self.timing.db_wait_ready_timeout,
-                    None,
-                )
-                .await?;
+                postgres::promote(&self.bins, &self.pgdata, self.timing.db_wait_ready_timeout)
+                    .await?;
                 tracing::warn!(keeper = %self.facts.uid, "promoted: now master");
                 // Tell the cluster now: the sentinel waits for this to move the proxies.
                 self.shared.publish_now();
@@ -248,11 +241,11 @@ impl Keeper {
     /// Off the loop's thread: removing a large PGDATA takes a while, and the loop must keep
     /// ticking (the systemd watchdog) meanwhile.
     async fn remove_pgdata(&self) -> Result<(), KeeperError> {
-        let pgdata = self.pgdata.clone();
+        let pgdata = self.pgdata.path().to_path_buf();
         match tokio::task::spawn_blocking(move || postgres::remove_pgdata(&pgdata)).await {
             Ok(res) => Ok(res?),
             Err(e) => Err(KeeperError::DataDir {
-                path: self.pgdata.clone(),
+                path: self.pgdata.path().to_path_buf(),
                 reason: format!("removing the data directory did not finish: {e}"),
             }),
         }
@@ -293,12 +286,11 @@ impl Keeper {
     ) -> Result<(), KeeperError> {
         // A stray postmaster must never run next to the one we start.
         self.stop_postgres("before start").await?;
-        postgres::disable_alter_system(&self.pgdata, None)?;
+        postgres::disable_alter_system(&self.pgdata)?;
         let opts = StartOptions {
             config_file,
             socket_dir: self.local_conn.socket_dir.clone(),
             timeout: self.timing.db_wait_ready_timeout,
-            run_as: None,
         };
         let mut pg = PgProcess::start(&self.bins, &self.pgdata, &opts).await?;
         let standby = postgres::local_role(&self.pgdata) == postgres::LocalRole::Standby;
@@ -337,10 +329,10 @@ impl Keeper {
         let params = self.parameters(config, recovery.as_ref());
         // Forget what was applied first: a failure half way must cause a full rewrite.
         self.applied = None;
-        postgres::write_postgresql_conf(&self.pgdata, &params, None)?;
-        postgres::write_pg_hba(&self.pgdata, &self.hba_lines(config), None)?;
+        postgres::write_postgresql_conf(&self.pgdata, &params)?;
+        postgres::write_pg_hba(&self.pgdata, &self.hba_lines(config))?;
         if recovery.is_some() {
-            postgres::write_standby_signal(&self.pgdata, None)?;
+            postgres::write_standby_signal(&self.pgdata)?;
         }
         self.applied = Some(config.clone());
         Ok(())

@@ -18,7 +18,8 @@ use crate::cluster::{
     ClusterData, ClusterPhase, ClusterSpec, DEFAULT_SLEEP_INTERVAL, DbRole, FenceTiming, FollowType,
 };
 use crate::postgres::{
-    self, DEFAULT_SOCKET_DIR, LocalConn, PgBinaries, PgClient, PgProcess, stop_stale_instance,
+    self, DEFAULT_SOCKET_DIR, LocalConn, PgBinaries, PgClient, PgProcess, Pgdata,
+    stop_stale_instance,
 };
 use crate::role::RoleContext;
 use crate::store::{Store, StoreError, StoreEvent};
@@ -105,7 +106,7 @@ impl Timing {
 pub(super) struct Keeper {
     pub cfg: KeeperConfig,
     pub dir: DataDir,
-    pub pgdata: PathBuf,
+    pub pgdata: Pgdata,
     pub bins: PgBinaries,
     /// Major version of `bins` (`None` if `postgres --version` could not be read).
     pub pg_major: Option<i32>,
@@ -251,7 +252,7 @@ pub async fn run(cfg: KeeperConfig, ctx: RoleContext) -> Result<(), KeeperError>
     let mut keeper = Keeper {
         cfg,
         dir,
-        pgdata,
+        pgdata: Pgdata::new(pgdata),
         bins,
         pg_major,
         facts: KeeperFacts { uid, boot_uuid },

@@ -3,9 +3,10 @@
 //! rendering, and the queries behind the state a keeper reports.
 //!
 //!
-//! Everything that runs a PostgreSQL program takes `run_as: Option<RunAs>`: PostgreSQL refuses to
-//! run as root, so tests started as root run it as the `postgres` user. The keeper itself refuses
-//! root and passes `None`. Files the keeper writes into PGDATA are chowned to `run_as` as well.
+//! Everything that acts on a data directory takes a [`Pgdata`]: the path and the OS user that
+//! owns it. PostgreSQL programs run as that user and the files written into PGDATA are chowned
+//! to it. The keeper refuses root and runs everything as itself ([`Pgdata::new`]); tests started
+//! as root, where PostgreSQL refuses to run, use [`Pgdata::owned_by`] the `postgres` user.
 //!
 //! The unix socket directory defaults to upstream's `/tmp` ([`DEFAULT_SOCKET_DIR`]): it always
 //! exists and is writable by the postgres user; the keeper is its only client (proxies and
@@ -37,7 +38,7 @@ pub(crate) use process::kill_instance;
 pub use process::{PgProcess, StartOptions, stop_stale_instance};
 pub use tools::{initdb, pg_basebackup, promote};
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Upstream's hard-coded unix socket directory.
@@ -67,6 +68,53 @@ fn without_service_env(cmd: &mut tokio::process::Command) -> &mut tokio::process
 pub struct RunAs {
     pub uid: u32,
     pub gid: u32,
+}
+
+/// A PostgreSQL data directory and who owns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pgdata {
+    path: PathBuf,
+    owner: Option<RunAs>,
+}
+
+impl Pgdata {
+    /// Owned by, and run as, this process's user (the keeper).
+    pub fn new(path: impl Into<PathBuf>) -> Pgdata {
+        Pgdata {
+            path: path.into(),
+            owner: None,
+        }
+    }
+
+    /// Owned by, and run as, another user: for a caller running as root.
+    pub fn owned_by(path: impl Into<PathBuf>, owner: RunAs) -> Pgdata {
+        Pgdata {
+            path: path.into(),
+            owner: Some(owner),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// `None`: our own user.
+    pub fn owner(&self) -> Option<RunAs> {
+        self.owner
+    }
+}
+
+impl std::ops::Deref for Pgdata {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl AsRef<Path> for Pgdata {
+    fn as_ref(&self) -> &Path {
+        &self.path
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

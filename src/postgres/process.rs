@@ -11,7 +11,7 @@
 //! that may come and go.
 
 use super::logline::{PgLevel, forward, line_level};
-use super::{PgBinaries, PgError, RunAs};
+use super::{PgBinaries, PgError, Pgdata};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use std::collections::VecDeque;
@@ -41,7 +41,6 @@ pub struct StartOptions {
     pub socket_dir: PathBuf,
     /// Deadline for the postmaster to be up (dbWaitReadyTimeout).
     pub timeout: Duration,
-    pub run_as: Option<RunAs>,
 }
 
 /// `postmaster.pid` line 8.
@@ -75,11 +74,12 @@ impl PgProcess {
     /// if the child dies, and after `opts.timeout` (the child is then killed).
     pub async fn start(
         bins: &PgBinaries,
-        pgdata: &Path,
+        pgdata: &Pgdata,
         opts: &StartOptions,
     ) -> Result<PgProcess, PgError> {
+        let run_as = pgdata.owner();
         // Canonical: instance processes are recognised by their working directory.
-        let pgdata = std::fs::canonicalize(pgdata).map_err(|e| PgError::io(pgdata, e))?;
+        let pgdata = std::fs::canonicalize(pgdata).map_err(|e| PgError::io(pgdata.path(), e))?;
         remove_stale_lock_file(&pgdata);
         let mut cmd = tokio::process::Command::new(&bins.postgres);
         cmd.arg("-D").arg(&pgdata).arg("-c").arg(format!(
@@ -95,7 +95,7 @@ impl PgProcess {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        if let Some(r) = opts.run_as {
+        if let Some(r) = run_as {
             cmd.uid(r.uid).gid(r.gid);
         }
         let mut child = spawn_postmaster(cmd)

@@ -4,7 +4,7 @@
 use super::conf::ReplConn;
 use super::files::chown_to;
 use super::logline::{PgLevel, forward, line_level};
-use super::{PgBinaries, PgError, RunAs, remove_pgdata};
+use super::{PgBinaries, PgError, Pgdata, RunAs, remove_pgdata};
 use crate::cluster::NewConfig;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
@@ -116,17 +116,17 @@ async fn run_to_end(mut cmd: tokio::process::Command, program: &Path) -> Result<
 }
 
 /// `initdb -D <pgdata> -U <superuser> [--pwfile] [--locale] [--encoding] [--data-checksums]`.
-/// PGDATA is created 0700 (owned by `run_as`) if missing; a failed initdb removes it so the next
+/// PGDATA is created 0700 (owned by its owner) if missing; a failed initdb removes it so the next
 /// attempt starts clean.
 pub async fn initdb(
     bins: &PgBinaries,
-    pgdata: &Path,
+    pgdata: &Pgdata,
     superuser: &str,
     password: Option<&str>,
     new_config: Option<&NewConfig>,
-    run_as: Option<RunAs>,
 ) -> Result<(), PgError> {
-    let pgdata = std::path::absolute(pgdata).map_err(|e| PgError::io(pgdata, e))?;
+    let run_as = pgdata.owner();
+    let pgdata = std::path::absolute(pgdata).map_err(|e| PgError::io(pgdata.path(), e))?;
     ensure_pgdata_dir(&pgdata, run_as)?;
     let pwfile = match password {
         Some(pw) => Some(SecretFile::create("stolon-initdb-pw", pw, run_as)?),
@@ -178,13 +178,13 @@ pub(crate) fn parse_progress(line: &str) -> Option<(u64, u64)> {
 /// directory to the caller.
 pub async fn pg_basebackup(
     bins: &PgBinaries,
-    pgdata: &Path,
+    pgdata: &Pgdata,
     conn: &ReplConn,
     slot: Option<&str>,
-    run_as: Option<RunAs>,
     mut progress: impl FnMut(u64, u64),
 ) -> Result<(), PgError> {
-    let pgdata = std::path::absolute(pgdata).map_err(|e| PgError::io(pgdata, e))?;
+    let run_as = pgdata.owner();
+    let pgdata = std::path::absolute(pgdata).map_err(|e| PgError::io(pgdata.path(), e))?;
     ensure_pgdata_dir(&pgdata, run_as)?;
     let passfile = match &conn.password {
         Some(pw) => {
@@ -281,14 +281,10 @@ pub async fn pg_basebackup(
 }
 
 /// `pg_ctl promote -w -t <timeout> -D <pgdata>`: ends recovery and waits until the instance
-/// accepts writes. pg_ctl refuses to run as root, hence `run_as`.
-pub async fn promote(
-    bins: &PgBinaries,
-    pgdata: &Path,
-    timeout: Duration,
-    run_as: Option<RunAs>,
-) -> Result<(), PgError> {
-    let pgdata = std::path::absolute(pgdata).map_err(|e| PgError::io(pgdata, e))?;
+/// accepts writes. pg_ctl refuses to run as root: it runs as the data directory's owner.
+pub async fn promote(bins: &PgBinaries, pgdata: &Pgdata, timeout: Duration) -> Result<(), PgError> {
+    let run_as = pgdata.owner();
+    let pgdata = std::path::absolute(pgdata).map_err(|e| PgError::io(pgdata.path(), e))?;
     let mut cmd = command(&bins.pg_ctl, run_as);
     cmd.args(["promote", "-w", "-t"])
         .arg(timeout.as_secs().max(1).to_string())

@@ -28,11 +28,14 @@ impl RunAs {
         RunAs::User { uid, gid }
     }
 
-    /// The same user as the crate's postgres toolkit takes it (`None`: the current user).
-    pub(crate) fn for_postgres(self) -> Option<stolon::postgres::RunAs> {
+    /// A data directory this user owns, as the crate's postgres toolkit takes it.
+    pub(crate) fn pgdata(self, path: impl Into<std::path::PathBuf>) -> stolon::postgres::Pgdata {
+        use stolon::postgres::Pgdata;
         match self {
-            RunAs::Me => None,
-            RunAs::User { uid, gid } => Some(stolon::postgres::RunAs { uid, gid }),
+            RunAs::Me => Pgdata::new(path),
+            RunAs::User { uid, gid } => {
+                Pgdata::owned_by(path, stolon::postgres::RunAs { uid, gid })
+            }
         }
     }
 
