@@ -305,9 +305,6 @@ pub struct DbStatus {
         deserialize_with = "super::null_as_default"
     )]
     pub pg_parameters: BTreeMap<String, String>,
-    /// What the keeper reports in sync right now; memory only, as upstream.
-    #[serde(skip)]
-    pub cur_synchronous_standbys: Vec<String>,
     /// Standbys known to have been in sync (persisted).
     #[serde(default, deserialize_with = "super::null_as_default")]
     pub synchronous_standbys: Vec<String>,

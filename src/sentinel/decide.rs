@@ -8,7 +8,7 @@ use super::events::Event;
 use super::health::{self, proxy_active_window, td};
 use super::memory::Memory;
 use super::{init, normal};
-use crate::cluster::{ClusterData, ClusterPhase, Db, KeepersInfo, ProxiesInfo, Time, zero_time};
+use crate::cluster::{ClusterData, ClusterPhase, KeepersInfo, ProxiesInfo, Time, zero_time};
 use chrono::TimeDelta;
 
 /// What the store said this round.
@@ -149,7 +149,7 @@ fn set_change_times(old: &ClusterData, new: &mut ClusterData, now: Time) {
         new.cluster.change_time = now;
     }
     for (uid, db) in new.dbs.iter_mut() {
-        if old.dbs.get(uid).is_none_or(|prev| !same_db(prev, db)) {
+        if old.dbs.get(uid) != Some(db) {
             db.change_time = now;
         }
     }
@@ -161,16 +161,6 @@ fn set_change_times(old: &ClusterData, new: &mut ClusterData, now: Time) {
     if new.proxy != old.proxy {
         new.proxy.change_time = now;
     }
-}
-
-/// Equality of what is stored (the in-memory `curSynchronousStandbys` does not count).
-fn same_db(a: &Db, b: &Db) -> bool {
-    let strip = |d: &Db| {
-        let mut d = d.clone();
-        d.status.cur_synchronous_standbys.clear();
-        d
-    };
-    strip(a) == strip(b)
 }
 
 /// The earliest future moment at which a timer expires: a keeper or db turning unhealthy, a

@@ -398,6 +398,7 @@ fn apply_report(
 ) {
     let Some(pg) = info.postgres_state.as_ref().filter(|pg| pg.uid == db.uid) else {
         mem.error_since.get_or_insert(reported_at);
+        mem.reported_sync_standbys.clear();
         return;
     };
     if new_report {
@@ -413,6 +414,7 @@ fn apply_report(
     db.status.current_generation = pg.generation;
     if !pg.healthy {
         mem.error_since.get_or_insert(reported_at);
+        mem.reported_sync_standbys.clear();
         return;
     }
     mem.error_since = None;
@@ -422,7 +424,7 @@ fn apply_report(
     db.status.x_log_pos = pg.x_log_pos;
     db.status.timelines_history = pg.timelines_history.clone();
     db.status.pg_parameters = pg.pg_parameters.clone();
-    db.status.cur_synchronous_standbys = pg.synchronous_standbys.clone();
+    mem.reported_sync_standbys = pg.synchronous_standbys.clone();
     db.status.older_wal_file = pg.older_wal_file.clone();
 }
 

@@ -58,6 +58,10 @@ pub struct DbMemory {
     pub x_log_pos_unchanged: u32,
     /// Started when the sentinel asked for a generation the db has not reached yet.
     pub convergence: Option<ConvergenceTimer>,
+    /// The standbys the db's keeper last reported in sync (upstream's in-memory
+    /// curSynchronousStandbys); empty unless the last report was a healthy one.
+    #[serde(default)]
+    pub reported_sync_standbys: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

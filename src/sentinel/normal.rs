@@ -242,7 +242,11 @@ fn steady_state(
                 .collect(),
             None => Vec::new(),
         };
-        sync::update_sync_standbys(cd, &spec, &good, &best, events);
+        let reported = memory
+            .dbs
+            .get(&cd.cluster.status.master)
+            .map_or(&[][..], |m| m.reported_sync_standbys.as_slice());
+        sync::update_sync_standbys(cd, &spec, &good, &best, reported, events);
     } else {
         sync::disable_sync(cd);
     }

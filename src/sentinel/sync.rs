@@ -27,12 +27,14 @@ fn sorted(mut v: Vec<String>) -> Vec<String> {
     v
 }
 
-/// `good` are the uids of good standbys; `best` the best standbys in election order.
+/// `good` are the uids of good standbys; `best` the best standbys in election order;
+/// `reported` the standbys the master's keeper last reported in sync.
 pub(crate) fn update_sync_standbys(
     cd: &mut ClusterData,
     spec: &ClusterSpec,
     good: &BTreeSet<String>,
     best: &[String],
+    reported: &[String],
     events: &mut Vec<Event>,
 ) {
     let master_uid = cd.cluster.status.master.clone();
@@ -68,12 +70,11 @@ pub(crate) fn update_sync_standbys(
 
     let mut status = master.status.synchronous_standbys.clone();
     let mut wanted = master.spec.synchronous_standbys.clone();
-    let reported = master.status.cur_synchronous_standbys.clone();
     let prev_wanted = wanted.clone();
 
     if !same_set(&status, &wanted) {
         status = common(&status, &wanted);
-        for uid in common(&reported, &wanted) {
+        for uid in common(reported, &wanted) {
             if !status.contains(&uid) {
                 status.push(uid);
             }
