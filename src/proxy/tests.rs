@@ -97,7 +97,7 @@ impl TestSource {
         let h = self.0.lock().unwrap().health;
         match h {
             Health::Up | Health::ReadOnly { .. } => Ok(()),
-            Health::Failing => Err(StoreError::Etcd("connection refused".into())),
+            Health::Failing => Err(StoreError::Timeout(std::time::Duration::from_secs(1))),
             Health::Hanging => std::future::pending().await,
         }
     }

@@ -138,11 +138,12 @@ impl Store {
             _ => None,
         });
         // The compare and the get are one transaction: a failed compare means the get finds it.
-        existing.map(Candidacy::Made).ok_or_else(|| {
-            StoreError::Etcd(format!(
-                "stand as candidate {key}: etcd said the key exists, then returned none"
-            ))
-        })
+        existing
+            .map(Candidacy::Made)
+            .ok_or_else(|| StoreError::Unexpected {
+                what: format!("stand as candidate {key}"),
+                detail: "etcd said the key exists, then returned none".into(),
+            })
     }
 
     /// Whether `our_key` is the oldest candidacy of election `name` (the leader).

@@ -421,10 +421,11 @@ impl Store {
                     lease_retry = false;
                 }
                 Some(Err(e)) if is_lease_not_found(&e) => {
-                    return Err(StoreError::Etcd(format!(
-                        "put {key}: the new lease vanished at once; check etcd's clock and health ({})",
-                        describe(&e)
-                    )));
+                    return Err(StoreError::LeaseVanished {
+                        key: key.to_string(),
+                        detail: describe(&e),
+                        source: e,
+                    });
                 }
                 Some(Err(e)) => return Err(self.etcd_error(&format!("put {key}"), e)),
                 None => return Err(StoreError::Timeout(self.inner.timeout)),
@@ -669,11 +670,14 @@ impl Store {
             .await?;
         match first {
             Some(resp) if resp.created() && !resp.canceled() => Ok(stream),
-            Some(resp) => Err(StoreError::Etcd(format!(
-                "{what}: not created: {}",
-                resp.cancel_reason()
-            ))),
-            None => Err(StoreError::Etcd(format!("{what}: stream closed"))),
+            Some(resp) => Err(StoreError::Unexpected {
+                detail: format!("not created: {}", resp.cancel_reason()),
+                what,
+            }),
+            None => Err(StoreError::Unexpected {
+                what,
+                detail: "stream closed".into(),
+            }),
         }
     }
 
@@ -979,9 +983,14 @@ fn append_sources(out: &mut String, mut cur: Option<&(dyn std::error::Error + 's
     }
 }
 
+/// etcd's ErrGRPCLeaseNotFound (NotFound, seen with etcdctl), or the client's own keep-alive
+/// error for it.
 pub(super) fn is_lease_not_found(e: &etcd_client::Error) -> bool {
     match e {
-        etcd_client::Error::GRpcStatus(s) => s.message().contains("requested lease not found"),
+        etcd_client::Error::GRpcStatus(s) => {
+            s.code() == tonic::Code::NotFound
+                && s.message() == "etcdserver: requested lease not found"
+        }
         etcd_client::Error::LeaseKeepAliveError(m) => m.contains("lease not found"),
         _ => false,
     }
@@ -993,8 +1002,11 @@ fn is_key_not_found(e: &etcd_client::Error) -> bool {
         if s.code() == tonic::Code::InvalidArgument && s.message() == "etcdserver: key not found")
 }
 
+/// The election service's "no leader" answer: a plain error on etcd's side, so code Unknown
+/// (seen through etcd's gateway: `{"code":2,"message":"election: no leader"}`).
 fn is_no_leader(e: &etcd_client::Error) -> bool {
-    matches!(e, etcd_client::Error::GRpcStatus(s) if s.message().contains("election: no leader"))
+    matches!(e, etcd_client::Error::GRpcStatus(s)
+        if s.code() == tonic::Code::Unknown && s.message() == "election: no leader")
 }
 
 #[cfg(test)]

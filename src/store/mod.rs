@@ -85,8 +85,20 @@ pub struct StoreConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("store: {0}")]
-    Etcd(String),
+    /// etcd answered `what`, but not as its protocol promises (a watch not created, a stream
+    /// closed at once, a transaction whose parts contradict each other).
+    #[error("store: {what}: {detail}")]
+    Unexpected { what: String, detail: String },
+    /// The lease granted for a put was gone when the put arrived: etcd's clock or health is off.
+    #[error(
+        "store: put {key}: the new lease vanished at once; check etcd's clock and health ({detail})"
+    )]
+    LeaseVanished {
+        key: String,
+        detail: String,
+        #[source]
+        source: etcd_client::Error,
+    },
     /// etcd, or the way to it, failed request `what`; `kind` says what that means for the
     /// caller (a NOSPACE refusal is not an unreachable store).
     #[error("store: {what}: {detail}")]
