@@ -55,9 +55,14 @@ pub struct ClusterStatus {
     pub current_generation: i64,
     #[serde(default)]
     pub phase: ClusterPhase,
-    /// The master db uid.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub master: String,
+    /// The master db uid; `None` before the first election (upstream omits the key, and an
+    /// empty string is read as none).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "super::empty_as_none"
+    )]
+    pub master: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -371,7 +376,7 @@ impl ClusterData {
                 status: ClusterStatus {
                     current_generation: 0,
                     phase: ClusterPhase::Initializing,
-                    master: String::new(),
+                    master: None,
                 },
             },
             keepers: BTreeMap::new(),
@@ -407,7 +412,7 @@ impl ClusterData {
     }
 
     pub fn master_db(&self) -> Option<&Db> {
-        self.dbs.get(&self.cluster.status.master)
+        self.dbs.get(self.cluster.status.master.as_deref()?)
     }
 
     /// The db assigned to a keeper, if any.

@@ -54,6 +54,19 @@ fn round_trip_is_stable() {
 }
 
 #[test]
+fn no_master_is_an_absent_key_and_an_empty_one_reads_as_none() {
+    let mut cd = ClusterData::from_json(UPSTREAM_CLUSTERDATA.as_bytes()).unwrap();
+    assert_eq!(cd.cluster.status.master.as_deref(), Some("a9d1b1f0"));
+    cd.cluster.status.master = None;
+    let text = String::from_utf8(cd.to_json()).unwrap();
+    assert!(!text.contains("\"master\""), "{text}");
+    let empty = UPSTREAM_CLUSTERDATA.replace("\"master\": \"a9d1b1f0\"", "\"master\": \"\"");
+    let cd = ClusterData::from_json(empty.as_bytes()).unwrap();
+    assert_eq!(cd.cluster.status.master, None);
+    assert!(cd.master_db().is_none());
+}
+
+#[test]
 fn rejects_other_format_versions() {
     let text = UPSTREAM_CLUSTERDATA.replace("\"formatVersion\": 1", "\"formatVersion\": 2");
     assert!(matches!(

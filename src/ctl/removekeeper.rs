@@ -59,7 +59,7 @@ mod tests {
             };
             cd.keepers.insert(keeper.into(), k);
         }
-        cd.cluster.status.master = "d1".into();
+        cd.cluster.status.master = Some("d1".into());
         let untouched = cd.clone();
         assert!(matches!(
             remove_keeper(&mut cd, "k1"),

@@ -225,7 +225,7 @@ fn tree(out: &mut String, cd: &ClusterData, db_uid: &str, level: usize, prefix: 
         line.push_str(if tail { "└─" } else { "├─" });
     }
     line.push_str(&db.spec.keeper_uid);
-    if db_uid == cd.cluster.status.master {
+    if cd.cluster.status.master.as_deref() == Some(db_uid) {
         line.push_str(" (master)");
     }
     out.push_str(&line);
@@ -299,7 +299,7 @@ mod tests {
             };
             cd.keepers.insert(keeper.to_string(), k);
         }
-        cd.cluster.status.master = master.into();
+        cd.cluster.status.master = Some(master.into());
         cd
     }
 

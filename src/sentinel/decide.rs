@@ -86,8 +86,10 @@ pub fn decide(
         }
     };
 
-    let elected = &new.cluster.status.master;
-    if consistent && !elected.is_empty() && *elected != cd.cluster.status.master {
+    if consistent
+        && let Some(elected) = &new.cluster.status.master
+        && new.cluster.status.master != cd.cluster.status.master
+    {
         health::grace_elected_master(&new, elected, &mut memory, now);
     }
     copy_cluster_spec(&mut new);

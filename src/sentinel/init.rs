@@ -24,7 +24,7 @@ pub(crate) fn update_initializing(
         });
         return;
     };
-    if cd.cluster.status.master.is_empty() {
+    let Some(master_uid) = cd.cluster.status.master.clone() else {
         let db_uid = new_uid();
         let keeper = match mode {
             ClusterInitMode::Existing => {
@@ -52,12 +52,10 @@ pub(crate) fn update_initializing(
             db: db.uid.clone(),
             keeper: keeper.clone(),
         });
-        cd.cluster.status.master = db.uid.clone();
+        cd.cluster.status.master = Some(db.uid.clone());
         cd.dbs.insert(db.uid.clone(), db);
         return;
-    }
-
-    let master_uid = cd.cluster.status.master.clone();
+    };
     let Some(db) = cd.dbs.get(&master_uid) else {
         events.push(Event::Inconsistent {
             reason: format!("cluster.status.master {master_uid:?} names no db"),
@@ -94,7 +92,7 @@ pub(crate) fn update_initializing(
                 keeper: db.spec.keeper_uid.clone(),
             });
             cd.dbs.clear();
-            cd.cluster.status.master.clear();
+            cd.cluster.status.master = None;
         }
         _ => {}
     }

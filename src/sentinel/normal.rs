@@ -28,13 +28,16 @@ pub(crate) fn update_normal(
 ) -> bool {
     remove_dead_keepers(cd, now, events);
 
-    let cur_uid = cd.cluster.status.master.clone();
-    let Some(cur) = cd.dbs.get(&cur_uid).cloned() else {
+    let Some(cur) = cd.master_db().cloned() else {
         events.push(Event::Inconsistent {
-            reason: format!("cluster.status.master {cur_uid:?} names no db"),
+            reason: match &cd.cluster.status.master {
+                Some(uid) => format!("cluster.status.master {uid:?} names no db"),
+                None => "cluster is in phase normal but has no master".into(),
+            },
         });
         return false;
     };
+    let cur_uid = cur.uid.clone();
 
     let failure = if !cur.status.healthy {
         Some(MasterFailure::Unhealthy)
@@ -151,7 +154,7 @@ fn fail_over(cd: &mut ClusterData, old: &Db, new_uid: &str, events: &mut Vec<Eve
     });
     let standby_cluster = spec.role() == ClusterRole::Standby;
     let external = standby_cluster.then(|| external_follow_config(cd));
-    cd.cluster.status.master = new_uid.to_string();
+    cd.cluster.status.master = Some(new_uid.to_string());
     if let Some(db) = cd.dbs.get_mut(new_uid) {
         db.spec.role = if standby_cluster {
             DbRole::Standby
@@ -196,7 +199,9 @@ fn steady_state(
     events: &mut Vec<Event>,
 ) {
     let spec = cd.cluster.spec.clone();
-    let master_uid = cd.cluster.status.master.clone();
+    let Some(master_uid) = cd.cluster.status.master.clone() else {
+        return;
+    };
     switch_proxies(cd, proxies, events);
 
     if spec.role() == ClusterRole::Master
@@ -242,9 +247,12 @@ fn steady_state(
                 .collect(),
             None => Vec::new(),
         };
-        let reported = memory
-            .dbs
-            .get(&cd.cluster.status.master)
+        let reported = cd
+            .cluster
+            .status
+            .master
+            .as_deref()
+            .and_then(|uid| memory.dbs.get(uid))
             .map_or(&[][..], |m| m.reported_sync_standbys.as_slice());
         sync::update_sync_standbys(cd, &spec, &good, &best, reported, events);
     } else {
@@ -261,7 +269,9 @@ fn switch_proxies(
     proxies: &BTreeMap<String, &ProxyInfo>,
     events: &mut Vec<Event>,
 ) {
-    let master_uid = cd.cluster.status.master.clone();
+    let Some(master_uid) = cd.cluster.status.master.clone() else {
+        return;
+    };
     let active: Vec<String> = proxies.keys().cloned().collect();
     let published = &cd.proxy.spec.master_db_uid;
     if !published.is_empty() && *published != master_uid {
@@ -301,7 +311,9 @@ fn switch_proxies(
 /// Old masters, invalid dbs, standbys that can no longer catch up and standbys of long dead
 /// keepers.
 fn remove_dbs(cd: &mut ClusterData, memory: &Memory, now: Time, events: &mut Vec<Event>) {
-    let master_uid = cd.cluster.status.master.clone();
+    let Some(master_uid) = cd.cluster.status.master.clone() else {
+        return;
+    };
     let removal = td(cd.cluster.spec.dead_keeper_removal_interval());
     let mut remove: Vec<(String, RemovalReason)> = Vec::new();
     for db in cd.dbs.values() {
@@ -356,7 +368,9 @@ fn adjust_standby_count(
     events: &mut Vec<Event>,
 ) {
     let per_sender = usize::from(cd.cluster.spec.max_standbys_per_sender());
-    let master_uid = cd.cluster.status.master.clone();
+    let Some(master_uid) = cd.cluster.status.master.clone() else {
+        return;
+    };
     let sync_list: Vec<String> = cd
         .master_db()
         .map(|m| m.spec.synchronous_standbys.clone())
@@ -414,7 +428,9 @@ fn adjust_standby_count(
 
 /// Every standby follows the current master, with no followers and no sync settings.
 fn reconfigure_standbys(cd: &mut ClusterData) {
-    let master_uid = cd.cluster.status.master.clone();
+    let Some(master_uid) = cd.cluster.status.master.clone() else {
+        return;
+    };
     for db in cd.dbs.values_mut() {
         if db.uid == master_uid || db_type(db) != DbType::Standby {
             continue;
@@ -430,7 +446,9 @@ fn reconfigure_standbys(cd: &mut ClusterData) {
 
 /// The master's followers: every db following it internally, sorted.
 fn update_followers(cd: &mut ClusterData) {
-    let master_uid = cd.cluster.status.master.clone();
+    let Some(master_uid) = cd.cluster.status.master.clone() else {
+        return;
+    };
     let followers: Vec<String> =
         cd.dbs
             .values()

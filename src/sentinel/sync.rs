@@ -37,7 +37,9 @@ pub(crate) fn update_sync_standbys(
     reported: &[String],
     events: &mut Vec<Event>,
 ) {
-    let master_uid = cd.cluster.status.master.clone();
+    let Some(master_uid) = cd.cluster.status.master.clone() else {
+        return;
+    };
     let Some(master) = cd.dbs.get(&master_uid) else {
         return;
     };
@@ -159,7 +161,9 @@ pub(crate) fn update_sync_standbys(
 }
 
 pub(crate) fn disable_sync(cd: &mut ClusterData) {
-    let master_uid = cd.cluster.status.master.clone();
+    let Some(master_uid) = cd.cluster.status.master.clone() else {
+        return;
+    };
     if let Some(master) = cd.dbs.get_mut(&master_uid) {
         master.spec.synchronous_replication = false;
         master.spec.synchronous_standbys.clear();

@@ -199,7 +199,8 @@ async fn sentinels_initialise_fail_over_fast_and_hand_over_leadership() {
             let cd = reader.get_cluster_data().await.ok()??.value;
             let ready = cd.cluster.status.phase == ClusterPhase::Normal
                 && cd.dbs.len() == 3
-                && cd.proxy.spec.master_db_uid == cd.cluster.status.master
+                && cd.proxy.spec.master_db_uid
+                    == cd.cluster.status.master.clone().unwrap_or_default()
                 && cd
                     .dbs
                     .values()
@@ -235,7 +236,7 @@ async fn sentinels_initialise_fail_over_fast_and_hand_over_leadership() {
         took > Duration::from_millis(1900),
         "failover before failInterval: {took:?}"
     );
-    let new_master = cd.cluster.status.master.clone();
+    let new_master = cd.cluster.status.master.clone().unwrap_or_default();
 
     // The leader sentinel goes away: the second one must take over and keep acting.
     let leader = reader.leader().await.unwrap();
@@ -387,7 +388,8 @@ async fn full_store_cleared_after_fail_interval_fails_nobody_over() {
             let ready = cd.cluster.status.phase == ClusterPhase::Normal
                 && cd.dbs.len() == 3
                 && cd.proxy.spec.enabled_proxies == ["p1"]
-                && cd.proxy.spec.master_db_uid == cd.cluster.status.master
+                && cd.proxy.spec.master_db_uid
+                    == cd.cluster.status.master.clone().unwrap_or_default()
                 && cd
                     .dbs
                     .values()
@@ -396,7 +398,7 @@ async fn full_store_cleared_after_fail_interval_fails_nobody_over() {
         },
     )
     .await;
-    let master = before.cluster.status.master.clone();
+    let master = before.cluster.status.master.clone().unwrap_or_default();
 
     let mut raw = etcd_client::Client::connect([etcd.url.clone()], None)
         .await
@@ -450,7 +452,11 @@ async fn full_store_cleared_after_fail_interval_fails_nobody_over() {
     // failInterval and more after the clear: same master, p1 still enabled, all healthy.
     while cleared.elapsed() < Duration::from_secs(6) {
         let cd = reader.get_cluster_data().await.unwrap().unwrap().value;
-        assert_eq!(cd.cluster.status.master, master, "failed over");
+        assert_eq!(
+            cd.cluster.status.master.clone().unwrap_or_default(),
+            master,
+            "failed over"
+        );
         assert_eq!(cd.proxy.spec.enabled_proxies, ["p1"]);
         assert_eq!(cd.proxy.spec.master_db_uid, master);
         assert!(
@@ -470,7 +476,7 @@ async fn full_store_cleared_after_fail_interval_fails_nobody_over() {
     kill.cancel();
     wait_for(Duration::from_secs(15), "a failover", async || {
         let cd = reader.get_cluster_data().await.ok()??.value;
-        (cd.cluster.status.master != master).then_some(())
+        (cd.cluster.status.master.clone().unwrap_or_default() != master).then_some(())
     })
     .await;
 

@@ -116,7 +116,7 @@ fn build(g: &Gen) -> (ClusterData, Memory, Observed, Time) {
     .unwrap();
     let mut cd = ClusterData::new(CLUSTER_UID.into(), spec, t0());
     cd.cluster.status.phase = ClusterPhase::Normal;
-    cd.cluster.status.master = did(0);
+    cd.cluster.status.master = Some(did(0));
     cd.proxy.spec.master_db_uid = did(0);
     let mut memory = Memory {
         observing_since: Some(now - secs(100)),
@@ -274,9 +274,10 @@ fn assert_one_master(cd: &ClusterData) {
     assert!(masters.len() <= 1, "two masters: {masters:?}");
     if cd.cluster.status.phase == ClusterPhase::Normal {
         assert!(
-            cd.dbs.contains_key(&cd.cluster.status.master),
+            cd.dbs
+                .contains_key(&cd.cluster.status.master.clone().unwrap_or_default()),
             "master {:?} names no db",
-            cd.cluster.status.master
+            cd.cluster.status.master.clone().unwrap_or_default()
         );
     }
 }
@@ -290,7 +291,7 @@ proptest! {
         let d = decide(&cd, &observed, &memory, now, &mut uids());
         let out = d.cluster_data.clone().unwrap_or(cd.clone());
         assert_one_master(&out);
-        let new_master = out.cluster.status.master.clone();
+        let new_master = out.cluster.status.master.clone().unwrap_or_default();
         let candidates = eligible(&g);
         if master_failed(&g) && !candidates.is_empty() {
             let i: usize = new_master[1..].parse().unwrap();
@@ -408,7 +409,7 @@ proptest! {
                         // a keeper restarted with --can-be-master=false says so in its next
                         // info, and until then nothing can tell the sentinel.
                         prop_assert_ne!(w.keepers[keeper].published_can_be_master, Some(false));
-                        let old = &before.dbs[&before.cluster.status.master];
+                        let old = &before.dbs[&before.cluster.status.master.clone().unwrap_or_default()];
                         if sync {
                             prop_assert!(old.status.synchronous_standbys.contains(new));
                         } else {
@@ -419,7 +420,7 @@ proptest! {
                 }
                 // The proxies never route to anything but the master.
                 let routed = &w.cd.proxy.spec.master_db_uid;
-                prop_assert!(routed.is_empty() || *routed == w.cd.cluster.status.master);
+                prop_assert!(routed.is_empty() || *routed == w.cd.cluster.status.master.clone().unwrap_or_default());
             }
         }
     }

@@ -59,7 +59,10 @@ fn initial_master_db_asks_for_initdb() {
     assert_eq!(db.spec.role, DbRole::Master);
     assert!(db.spec.include_previous_config);
     assert_eq!(db.spec.new_config.as_ref().unwrap().locale, "C");
-    assert_eq!(w.cd.cluster.status.master, db.uid);
+    assert_eq!(
+        w.cd.cluster.status.master.clone().unwrap_or_default(),
+        db.uid
+    );
     assert_eq!(w.cd.cluster.status.phase, ClusterPhase::Initializing);
 }
 
@@ -218,7 +221,7 @@ fn failed_master_db_is_removed_and_proxies_cut() {
     // Phase one of the proxy switch was written with the election.
     assert!(w.cd.proxy.generation > gen_before);
     // No db is left following the removed one: the standbys follow the new master at once.
-    let new_master = w.cd.cluster.status.master.clone();
+    let new_master = w.cd.cluster.status.master.clone().unwrap_or_default();
     for db in w.cd.dbs.values().filter(|d| d.uid != new_master) {
         assert_eq!(db.spec.follow_config.as_ref().unwrap().db_uid, new_master);
     }
@@ -343,7 +346,7 @@ fn force_fail_triggers_failover() {
     assert!(!w.cd.keepers["k0"].status.force_fail, "flag cleared");
     assert!(w.saw(|e| matches!(e, Event::KeeperForceFailed { keeper } if keeper == "k0")));
     // k0 is alive: healthy again next check, and rejoins as a standby of the new master.
-    let new_master = w.cd.cluster.status.master.clone();
+    let new_master = w.cd.cluster.status.master.clone().unwrap_or_default();
     w.run_until(30, |w| {
         w.db_of("k0")
             .is_some_and(|d| d.spec.follow_config.as_ref().map(|f| &f.db_uid) == Some(&new_master))
@@ -402,7 +405,10 @@ fn proxy_switch_waits_for_all_active_proxies() {
     assert!(w.saw(|e| matches!(e, Event::ProxiesNotConverged { proxies, .. } if proxies == &vec!["p2".to_string()])));
     w.proxies.get_mut("p2").unwrap().follows = true;
     w.tick();
-    assert_eq!(w.cd.proxy.spec.master_db_uid, w.cd.cluster.status.master);
+    assert_eq!(
+        w.cd.proxy.spec.master_db_uid,
+        w.cd.cluster.status.master.clone().unwrap_or_default()
+    );
 }
 
 #[test]
@@ -418,7 +424,7 @@ fn stale_proxy_is_not_waited_for() {
     w.run_until(40, |w| w.master_keeper() != old_master);
     // Inactive after 2 × its proxyTimeout (15s) without a new info.
     w.run_until(31, |w| {
-        w.cd.proxy.spec.master_db_uid == w.cd.cluster.status.master
+        w.cd.proxy.spec.master_db_uid == w.cd.cluster.status.master.clone().unwrap_or_default()
     });
     assert_eq!(w.cd.proxy.spec.enabled_proxies, vec!["p1"]);
 }
@@ -451,7 +457,10 @@ fn no_proxies_master_published_immediately() {
     w.kill(&old_master);
     w.run_until(40, |w| w.master_keeper() != old_master);
     w.tick();
-    assert_eq!(w.cd.proxy.spec.master_db_uid, w.cd.cluster.status.master);
+    assert_eq!(
+        w.cd.proxy.spec.master_db_uid,
+        w.cd.cluster.status.master.clone().unwrap_or_default()
+    );
     assert!(w.cd.proxy.spec.enabled_proxies.is_empty());
 }
 
@@ -466,7 +475,10 @@ fn free_keeper_gets_a_resync_standby() {
     assert_eq!(db.spec.role, DbRole::Standby);
     let fc = db.spec.follow_config.as_ref().unwrap();
     assert_eq!(fc.follow_type, FollowType::Internal);
-    assert_eq!(fc.db_uid, w.cd.cluster.status.master);
+    assert_eq!(
+        fc.db_uid,
+        w.cd.cluster.status.master.clone().unwrap_or_default()
+    );
     assert!(w.master_db().spec.followers.contains(&db.uid));
     assert!(w.saw(|e| matches!(e, Event::StandbyAdded { keeper, .. } if keeper == "k1")));
     // Once it has synced it is a plain standby.
@@ -507,7 +519,7 @@ fn old_master_rejoins_with_new_db() {
     w.kill("k0");
     w.run_until(40, |w| w.master_keeper() != "k0");
     assert!(w.db_of("k0").is_none());
-    let new_master = w.cd.cluster.status.master.clone();
+    let new_master = w.cd.cluster.status.master.clone().unwrap_or_default();
     w.keeper("k0").alive = true;
     w.run_until(20, |w| {
         w.db_of("k0")
@@ -877,7 +889,10 @@ fn store_full_longer_than_fail_interval_fails_nobody_when_it_clears() {
     assert_eq!(judged_since(&w, from), Vec::<String>::new());
     assert_eq!(w.master_keeper(), "k0");
     assert_eq!(w.cd.proxy.spec.enabled_proxies, vec!["p1"]);
-    assert_eq!(w.cd.proxy.spec.master_db_uid, w.cd.cluster.status.master);
+    assert_eq!(
+        w.cd.proxy.spec.master_db_uid,
+        w.cd.cluster.status.master.clone().unwrap_or_default()
+    );
     assert!(w.cd.keepers.values().all(|k| k.status.healthy));
 }
 
@@ -999,7 +1014,10 @@ fn a_live_master_late_to_publish_after_a_store_outage_is_not_failed() {
     w.run_for(60);
     assert_eq!(judged_since(&w, from), Vec::<String>::new());
     assert_eq!(w.master_keeper(), "k0");
-    assert_eq!(w.cd.proxy.spec.master_db_uid, w.cd.cluster.status.master);
+    assert_eq!(
+        w.cd.proxy.spec.master_db_uid,
+        w.cd.cluster.status.master.clone().unwrap_or_default()
+    );
 }
 
 #[test]

@@ -167,7 +167,8 @@ impl World {
     pub(super) fn initialized(mut self) -> World {
         self.run_until(120, |w| {
             w.cd.cluster.status.phase == ClusterPhase::Normal
-                && w.cd.proxy.spec.master_db_uid == w.cd.cluster.status.master
+                && w.cd.proxy.spec.master_db_uid
+                    == w.cd.cluster.status.master.clone().unwrap_or_default()
                 && w.cd.dbs.values().all(|db| {
                     db.status.current_generation == db.generation
                         && db.status.healthy
