@@ -13,7 +13,7 @@ ensure_deps
 ensure_rust
 command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
 cd "$REPO"
-# The cluster tests find PostgreSQL here (see tests/support).
+# The cluster tests find PostgreSQL here (see tests/it/support).
 STOLON_TEST_PG_BIN=${STOLON_TEST_PG_BIN:-$(pg_bin_dir)}
 export STOLON_TEST_PG_BIN
 cargo nextest run --no-fail-fast "$@"

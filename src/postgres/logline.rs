@@ -11,6 +11,19 @@ pub(super) enum PgLevel {
     Debug,
 }
 
+/// FATALs that are part of normal operation, not errors to alert on:
+/// - a fast shutdown, which the keeper itself asks for, ends the WAL receiver and every session
+///   with `terminating … due to administrator command` (57P01), as does pg_terminate_backend;
+/// - while PostgreSQL starts, stops or recovers, connections (the keeper's own readiness probes
+///   first of all) are refused with 57P03 `the database system is starting up` / `is shutting
+///   down` / `is not yet accepting connections`.
+const ROUTINE_FATALS: &[&str] = &[
+    "due to administrator command",
+    "the database system is starting up",
+    "the database system is shutting down",
+    "the database system is not yet accepting connections",
+];
+
 /// The level of one line of postgres's stderr, from its severity tag (`LOG:  `, `ERROR:  `, …,
 /// always followed by two spaces). The earliest tag counts: the log_line_prefix comes before it
 /// and the message text after it may quote another. Detail lines (`DETAIL:`, `HINT:`,
@@ -45,10 +58,7 @@ pub(super) fn line_level(line: &str, previous: PgLevel) -> PgLevel {
         .filter_map(|(tag, level)| line.find(tag).map(|at| (at, *level)))
         .min_by_key(|(at, _)| *at);
     match earliest {
-        // A fast shutdown, which the keeper itself asks for, ends the WAL receiver and every
-        // session with `FATAL: terminating … due to administrator command` (57P01), as does
-        // pg_terminate_backend: routine, not an error to alert on.
-        Some((_, Some(PgLevel::Error))) if line.contains("due to administrator command") => {
+        Some((_, Some(PgLevel::Error))) if ROUTINE_FATALS.iter().any(|r| line.contains(r)) => {
             PgLevel::Info
         }
         Some((_, Some(level))) => level,
@@ -58,17 +68,19 @@ pub(super) fn line_level(line: &str, previous: PgLevel) -> PgLevel {
     }
 }
 
-/// Logs one forwarded line at `level`, with the postmaster's pid when it is a server line.
+/// Logs one forwarded line at `level`, with the postmaster's pid when it is a server line. The
+/// `postgres: ` prefix tells PostgreSQL's own lines (and their untagged continuations) from the
+/// keeper's where the target is not shown (stderr).
 pub(super) fn forward(level: PgLevel, pid: Option<i32>, line: &str) {
     match (level, pid) {
-        (PgLevel::Error, Some(pid)) => tracing::error!(target: "postgres", pid, "{line}"),
-        (PgLevel::Warn, Some(pid)) => tracing::warn!(target: "postgres", pid, "{line}"),
-        (PgLevel::Info, Some(pid)) => tracing::info!(target: "postgres", pid, "{line}"),
-        (PgLevel::Debug, Some(pid)) => tracing::debug!(target: "postgres", pid, "{line}"),
-        (PgLevel::Error, None) => tracing::error!(target: "postgres", "{line}"),
-        (PgLevel::Warn, None) => tracing::warn!(target: "postgres", "{line}"),
-        (PgLevel::Info, None) => tracing::info!(target: "postgres", "{line}"),
-        (PgLevel::Debug, None) => tracing::debug!(target: "postgres", "{line}"),
+        (PgLevel::Error, Some(pid)) => tracing::error!(target: "postgres", pid, "postgres: {line}"),
+        (PgLevel::Warn, Some(pid)) => tracing::warn!(target: "postgres", pid, "postgres: {line}"),
+        (PgLevel::Info, Some(pid)) => tracing::info!(target: "postgres", pid, "postgres: {line}"),
+        (PgLevel::Debug, Some(pid)) => tracing::debug!(target: "postgres", pid, "postgres: {line}"),
+        (PgLevel::Error, None) => tracing::error!(target: "postgres", "postgres: {line}"),
+        (PgLevel::Warn, None) => tracing::warn!(target: "postgres", "postgres: {line}"),
+        (PgLevel::Info, None) => tracing::info!(target: "postgres", "postgres: {line}"),
+        (PgLevel::Debug, None) => tracing::debug!(target: "postgres", "postgres: {line}"),
     }
 }
 
@@ -109,7 +121,8 @@ mod tests {
         // A quoted tag in the text does not override the real one.
         assert_eq!(at("LOG:  statement: SELECT 'ERROR:  boom'", Error), Info);
         assert_eq!(line_level("some untagged output", Error), Info);
-        // The keeper's own fast shutdown is routine.
+        // The keeper's own fast shutdown, and connections refused while starting, are routine.
+        assert_eq!(at("FATAL:  the database system is starting up", Info), Info);
         assert_eq!(
             at(
                 "FATAL:  terminating walreceiver process due to administrator command",

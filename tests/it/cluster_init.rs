@@ -1,0 +1,91 @@
+//! (a) 3 keepers + 2 sentinels + a proxy initialise a new cluster: one master, two streaming
+//! standbys, and a row written through the proxy reaches all three instances.
+
+use crate::support;
+
+use serde_json::Value;
+use std::time::Duration;
+use support::{Cluster, ClusterBuilder, wait_until};
+
+#[test]
+fn three_keepers_initialise_with_two_streaming_standbys() {
+    let c = ClusterBuilder::new("init").keepers(3).sentinels(2).start();
+    let master = c.wait_master_serving(Duration::from_secs(150));
+
+    wait_until(
+        Duration::from_secs(120),
+        "the master's pg_stat_replication to show 2 streaming standbys",
+        || c.streaming_standbys(&master) == Some(2),
+    );
+    let cd = c.clusterdata();
+    assert_eq!(
+        cd["dbs"].as_object().map(|d| d.len()),
+        Some(3),
+        "expected one db per keeper: {cd:#}"
+    );
+    let master_db = cd["cluster"]["status"]["master"].as_str().unwrap();
+    let standbys: Vec<&Value> = cd["dbs"]
+        .as_object()
+        .unwrap()
+        .values()
+        .filter(|db| db["uid"] != master_db)
+        .collect();
+    for db in &standbys {
+        assert_eq!(db["spec"]["role"], "standby", "{db:#}");
+        assert_eq!(db["spec"]["followConfig"]["dbuid"], master_db, "{db:#}");
+    }
+
+    c.psql_via_proxy("create table t (id int primary key, v text)")
+        .unwrap();
+    c.psql_via_proxy("insert into t values (1, 'through the proxy')")
+        .unwrap();
+    for uid in c.keepers.keys() {
+        c.wait_keeper_rows(
+            uid,
+            "select v from t where id = 1",
+            &["through the proxy"],
+            Duration::from_secs(30),
+        );
+        let ro = c.psql_keeper(uid, "select pg_is_in_recovery()").unwrap();
+        let want = if *uid == master { "f" } else { "t" };
+        assert_eq!(
+            ro[0][0].as_deref(),
+            Some(want),
+            "pg_is_in_recovery on {uid}"
+        );
+    }
+
+    // stolonctl status --format json agrees with the cluster data (upstream's JSON shape).
+    let status: Value = serde_json::from_str(&c.stolonctl_ok(&["status", "--format", "json"]))
+        .expect("stolonctl status --format json is not JSON");
+    assert_eq!(
+        status["cluster"]["master_keeper_uid"],
+        master.as_str(),
+        "{status:#}"
+    );
+    assert_eq!(status["cluster"]["master_db_uid"], master_db, "{status:#}");
+    assert_eq!(
+        status["keepers"].as_array().map(Vec::len),
+        Some(3),
+        "{status:#}"
+    );
+    assert_eq!(
+        status["sentinels"].as_array().map(Vec::len),
+        Some(2),
+        "{status:#}"
+    );
+    assert_eq!(
+        status["sentinels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["leader"] == true)
+            .count(),
+        1,
+        "exactly one leader sentinel: {status:#}"
+    );
+    assert_eq!(
+        Cluster::master_keeper_in(&cd).as_deref(),
+        Some(master.as_str())
+    );
+}

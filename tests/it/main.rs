@@ -1,0 +1,33 @@
+//! The integration tests: one binary, one module per area (`cluster_*` start real etcd,
+//! PostgreSQL and the crate's binaries; `postgres_*`, `store_*`, `systemd_*` drive one
+//! component; `cli_*`/`ctl_*`/`units` check the command line and the shipped files). Shared
+//! harness in `support/`. Run one area with `scripts/test.sh cluster_failover` (a name filter).
+
+mod support;
+
+mod cli_bad_input;
+mod cluster_crash_loop;
+mod cluster_etcd_tls;
+mod cluster_failover;
+mod cluster_fencing;
+mod cluster_harness;
+mod cluster_init;
+mod cluster_resync_backoff;
+mod cluster_standby_lag;
+mod cluster_store_full;
+mod cluster_store_outage;
+mod cluster_switchover;
+mod ctl_commands;
+mod keeper_duplicate_uid;
+mod postgres_client_close;
+mod postgres_instance;
+mod postgres_stop_bounded;
+mod proxy_etcd;
+mod store_etcd;
+mod store_etcd_cluster;
+mod store_tls;
+mod systemd_journal;
+mod systemd_keeper;
+mod systemd_notify;
+mod systemd_sentinel;
+mod units;
