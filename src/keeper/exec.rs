@@ -52,120 +52,23 @@ impl Keeper {
                 }
                 self.dir.save_db_state(&s)
             }
-            Action::InitDb(new_config) => {
-                tracing::info!(keeper = %self.facts.uid, "initializing the database cluster");
-                self.remove_pgdata().await?;
-                self.applied = None;
-                postgres::initdb(
-                    &self.bins,
-                    &self.pgdata,
-                    &self.cfg.pg_su_username,
-                    self.cfg.pg_su_password.as_deref(),
-                    new_config.as_ref(),
-                )
-                .await?;
-                Ok(())
-            }
+            Action::InitDb(new_config) => self.init_db(new_config.as_ref()).await,
             Action::StartTemporary(config) => {
                 postgres::write_pg_hba(&self.pgdata, &self.hba_lines(config))?;
                 let params = self.parameters(config, None);
                 let conf = postgres::write_temp_postgresql_conf(&self.pgdata, &params)?;
                 self.start(Some(conf), true).await
             }
-            Action::CaptureInitParameters => {
-                // Closed before the stop that follows, which would otherwise cut it.
-                let params = self
-                    .on_local(async |c| c.config_file_parameters().await)
-                    .await?;
-                let params = filter_managed(&params);
-                let mut s = self.dir.load_db_state()?;
-                s.init_pg_parameters = params;
-                self.dir.save_db_state(&s)
-            }
-            Action::SetupRoles => {
-                tracing::info!(keeper = %self.facts.uid, "setting up roles");
-                let cfg = &self.cfg;
-                self.on_local(async |c| {
-                    c.setup_roles(
-                        &cfg.pg_su_username,
-                        cfg.pg_su_password.as_deref(),
-                        &cfg.pg_repl_username,
-                        cfg.pg_repl_password.as_deref(),
-                    )
-                    .await
-                })
-                .await?;
-                Ok(())
-            }
-            Action::Resync { host, port, slot } => {
-                tracing::info!(keeper = %self.facts.uid, %host, %port, %slot, "resyncing the database cluster with pg_basebackup");
-                self.remove_pgdata().await?;
-                self.applied = None;
-                let conn = self.repl_conn(host, port, slot)?;
-                let uid = self.facts.uid.clone();
-                let base = self.timing.sleep_interval;
-                let work = self.work.clone();
-                let mut last_pct = None;
-                let mut last_done = None;
-                postgres::pg_basebackup(
-                    &self.bins,
-                    &self.pgdata,
-                    &conn,
-                    Some(slot),
-                    |done, total| {
-                        let pct = (done * 100).checked_div(total).unwrap_or(0) / 10 * 10;
-                        if last_pct != Some(pct) {
-                            tracing::info!(keeper = %uid, "pg_basebackup {pct}% ({done}/{total} bytes)");
-                            last_pct = Some(pct);
-                        }
-                        // Only bytes copied count as progress for the watchdog: a copy that
-                        // hangs must get the keeper restarted.
-                        if last_done.is_none_or(|d| done > d) {
-                            last_done = Some(done);
-                            work.progress(basebackup_status(done, total), BASEBACKUP_STALL);
-                        }
-                    },
-                )
-                .await
-                .inspect_err(|_| {
-                    let wait = self.setbacks.resync_failed(
-                        host,
-                        port,
-                        std::time::Instant::now(),
-                        base,
-                    );
-                    tracing::warn!(keeper = %uid, %host, %port, "resync failed; the next one from {host}:{port} waits {wait:?}");
-                })?;
-                self.setbacks.resync_succeeded();
-                // A copy of the master is a standby by construction; without the signal the
-                // next observation would see a master.
-                postgres::write_standby_signal(&self.pgdata)?;
-                Ok(())
-            }
+            Action::CaptureInitParameters => self.capture_init_parameters().await,
+            Action::SetupRoles => self.setup_roles().await,
+            Action::Resync { host, port, slot } => self.resync(host, port, slot).await,
             Action::WriteConfig(config) => self.write_config(config),
             Action::Start => self.start(None, false).await,
             Action::PrepareSlots { followers } => {
-                let wanted = followers.iter().cloned().collect();
-                let created = self
-                    .on_local(async |c| c.reconcile_replication_slots(&wanted).await)
-                    .await;
-                if let Err(e) = created {
-                    tracing::warn!(keeper = %self.facts.uid, error = %e, "cannot create the standbys' replication slots before the promotion; they are created after it");
-                }
+                self.prepare_slots(followers).await;
                 Ok(())
             }
-            Action::Promote => {
-                tracing::warn!(keeper = %self.facts.uid, "promoting to master");
-                self.publish_before_promotion().await?;
-                // From the first write it may take, a master is fenced.
-                self.fence.arm();
-                postgres::promote(&self.bins, &self.pgdata, self.timing.db_wait_ready_timeout)
-                    .await?;
-                tracing::warn!(keeper = %self.facts.uid, "promoted: now master");
-                // Tell the cluster now: the sentinel waits for this to move the proxies.
-                self.shared.publish_now();
-                Ok(())
-            }
+            Action::Promote => self.promote().await,
             Action::Restart => {
                 self.stop_postgres("restart").await?;
                 self.start(None, false).await
@@ -175,16 +78,7 @@ impl Keeper {
                 None => Ok(()),
             },
             Action::ReleaseSyncWaiters { standbys } => {
-                let names = standbys.iter().map(|u| postgres::stolon_name(u)).collect();
-                let released = self
-                    .on_local(async |c| {
-                        c.release_sync_waiters(&names, RELEASE_SYNC_WAITERS_WITHIN)
-                            .await
-                    })
-                    .await;
-                if let Err(e) = released {
-                    tracing::warn!(keeper = %self.facts.uid, error = %e, "cannot make the synchronous standbys confirm; waiting commits are released at their next confirmation");
-                }
+                self.release_sync_waiters(standbys).await;
                 Ok(())
             }
             Action::ReconcileSlots {
@@ -194,6 +88,128 @@ impl Keeper {
                 self.on_local(async |c| reconcile_slots(c, followers, additional).await)
                     .await
             }
+        }
+    }
+
+    async fn init_db(
+        &mut self,
+        new_config: Option<&crate::cluster::NewConfig>,
+    ) -> Result<(), KeeperError> {
+        tracing::info!(keeper = %self.facts.uid, "initializing the database cluster");
+        self.remove_pgdata().await?;
+        self.applied = None;
+        postgres::initdb(
+            &self.bins,
+            &self.pgdata,
+            &self.cfg.pg_su_username,
+            self.cfg.pg_su_password.as_deref(),
+            new_config,
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn capture_init_parameters(&mut self) -> Result<(), KeeperError> {
+        // Closed before the stop that follows, which would otherwise cut it.
+        let params = self
+            .on_local(async |c| c.config_file_parameters().await)
+            .await?;
+        let params = filter_managed(&params);
+        let mut s = self.dir.load_db_state()?;
+        s.init_pg_parameters = params;
+        self.dir.save_db_state(&s)
+    }
+
+    async fn setup_roles(&mut self) -> Result<(), KeeperError> {
+        tracing::info!(keeper = %self.facts.uid, "setting up roles");
+        let cfg = &self.cfg;
+        self.on_local(async |c| {
+            c.setup_roles(
+                &cfg.pg_su_username,
+                cfg.pg_su_password.as_deref(),
+                &cfg.pg_repl_username,
+                cfg.pg_repl_password.as_deref(),
+            )
+            .await
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// A fresh copy of the master with pg_basebackup; a failure delays the next attempt from
+    /// the same source (src/keeper/setbacks.rs).
+    async fn resync(&mut self, host: &str, port: &str, slot: &str) -> Result<(), KeeperError> {
+        tracing::info!(keeper = %self.facts.uid, %host, %port, %slot, "resyncing the database cluster with pg_basebackup");
+        self.remove_pgdata().await?;
+        self.applied = None;
+        let conn = self.repl_conn(host, port, slot)?;
+        let uid = self.facts.uid.clone();
+        let base = self.timing.sleep_interval;
+        let work = self.work.clone();
+        let mut last_pct = None;
+        let mut last_done = None;
+        postgres::pg_basebackup(&self.bins, &self.pgdata, &conn, Some(slot), |done, total| {
+            let pct = (done * 100).checked_div(total).unwrap_or(0) / 10 * 10;
+            if last_pct != Some(pct) {
+                tracing::info!(keeper = %uid, "pg_basebackup {pct}% ({done}/{total} bytes)");
+                last_pct = Some(pct);
+            }
+            // Only bytes copied count as progress for the watchdog: a copy that hangs must get
+            // the keeper restarted.
+            if last_done.is_none_or(|d| done > d) {
+                last_done = Some(done);
+                work.progress(basebackup_status(done, total), BASEBACKUP_STALL);
+            }
+        })
+        .await
+        .inspect_err(|_| {
+            let wait = self
+                .setbacks
+                .resync_failed(host, port, std::time::Instant::now(), base);
+            tracing::warn!(keeper = %uid, %host, %port, "resync failed; the next one from {host}:{port} waits {wait:?}");
+        })?;
+        self.setbacks.resync_succeeded();
+        // A copy of the master is a standby by construction; without the signal the next
+        // observation would see a master.
+        postgres::write_standby_signal(&self.pgdata)?;
+        Ok(())
+    }
+
+    /// Best effort: the slots are created after the promotion anyway.
+    async fn prepare_slots(&mut self, followers: &[String]) {
+        let wanted = followers.iter().cloned().collect();
+        let created = self
+            .on_local(async |c| c.reconcile_replication_slots(&wanted).await)
+            .await;
+        if let Err(e) = created {
+            tracing::warn!(keeper = %self.facts.uid, error = %e, "cannot create the standbys' replication slots before the promotion; they are created after it");
+        }
+    }
+
+    async fn promote(&mut self) -> Result<(), KeeperError> {
+        tracing::warn!(keeper = %self.facts.uid, "promoting to master");
+        self.publish_before_promotion().await?;
+        // From the first write it may take, a master is fenced.
+        self.fence.arm();
+        postgres::promote(&self.bins, &self.pgdata, self.timing.db_wait_ready_timeout).await?;
+        tracing::warn!(keeper = %self.facts.uid, "promoted: now master");
+        // Tell the cluster now: the sentinel waits for this to move the proxies.
+        self.shared.publish_now();
+        Ok(())
+    }
+
+    /// Best effort: without it, waiting commits are released at the standbys' next
+    /// confirmation.
+    async fn release_sync_waiters(&mut self, standbys: &[String]) {
+        let names = standbys.iter().map(|u| postgres::stolon_name(u)).collect();
+        let released = self
+            .on_local(async |c| {
+                c.release_sync_waiters(&names, RELEASE_SYNC_WAITERS_WITHIN)
+                    .await
+            })
+            .await;
+        if let Err(e) = released {
+            tracing::warn!(keeper = %self.facts.uid, error = %e, "cannot make the synchronous standbys confirm; waiting commits are released at their next confirmation");
         }
     }
 
