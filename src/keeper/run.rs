@@ -169,13 +169,7 @@ pub async fn run(cfg: KeeperConfig, ctx: RoleContext) -> Result<(), KeeperError>
     let advertise_port = cfg.pg_advertise_port.unwrap_or(cfg.pg_port);
 
     let dir = DataDir::create(&cfg.data_dir)?;
-    let _lock = if cfg.disable_data_dir_locking {
-        None
-    } else {
-        let l = dir.lock()?;
-        tracing::info!(data_dir = %dir.root().display(), "exclusive lock on data dir taken");
-        Some(l)
-    };
+    let _lock = lock_data_dir(&dir, cfg.disable_data_dir_locking)?;
     let keeper_state = resolve_uid(&dir, cfg.uid.as_deref())?;
     let uid = keeper_state.uid.clone();
     crate::telemetry::set_keeper_uid(&uid);
@@ -194,11 +188,7 @@ pub async fn run(cfg: KeeperConfig, ctx: RoleContext) -> Result<(), KeeperError>
     let work = Work::new(notifier.clone());
     let store = Store::connect(&store_cfg).await?;
     // Learn the spec timings before the first info put takes the lease.
-    let mut timing = Timing::from_spec(&ClusterSpec::default());
-    timing.sleep_interval = DEFAULT_SLEEP_INTERVAL.to_std();
-    if let Ok(Some(cd)) = store.get_cluster_data().await {
-        timing = Timing::from_spec(&cd.value.cluster.spec);
-    }
+    let timing = initial_timing(&store).await;
     store.set_lease_ttl(timing.sleep_interval.max(MIN_LEASE_TTL));
     super::uid_guard::ensure_uid_free(&store, &uid, timing.sleep_interval, dir.root()).await?;
     // The guard is this very program, started with the guard argument (see fence.rs).
@@ -276,28 +266,64 @@ pub async fn run(cfg: KeeperConfig, ctx: RoleContext) -> Result<(), KeeperError>
         status,
     };
     keeper.main_loop(&shutdown).await;
-    work.set_extending(true);
-    let stopping = if keeper.pg.is_some() {
-        "stopping: PostgreSQL fast shutdown"
-    } else {
-        "stopping"
-    };
-    notifier.stopping(stopping);
-    publisher_stop.cancel();
-    let _ = publisher.await;
-    if keeper.pg.is_some() {
-        work.step(Some("stopping PostgreSQL…".into()), STOP_ALLOWANCE);
+    keeper.shut_down(&notifier, publisher_stop, publisher).await
+}
+
+fn lock_data_dir(
+    dir: &DataDir,
+    disabled: bool,
+) -> Result<Option<super::state::DataDirLock>, KeeperError> {
+    if disabled {
+        return Ok(None);
     }
-    let stopped = supervise(
-        &work,
-        keeper.stop_postgres_within("keeper shutting down", SHUTDOWN_STOP),
-    )
-    .await;
-    if stopped.is_ok() {
-        // Left running (the stop failed), the guard still kills it once we are gone.
-        fence.shutdown();
+    let lock = dir.lock()?;
+    tracing::info!(data_dir = %dir.root().display(), "exclusive lock on data dir taken");
+    Ok(Some(lock))
+}
+
+/// The stored spec's timings, or the defaults when there is no clusterdata (yet).
+async fn initial_timing(store: &Store) -> Timing {
+    if let Ok(Some(cd)) = store.get_cluster_data().await {
+        return Timing::from_spec(&cd.value.cluster.spec);
     }
-    stopped
+    let mut timing = Timing::from_spec(&ClusterSpec::default());
+    timing.sleep_interval = DEFAULT_SLEEP_INTERVAL.to_std();
+    timing
+}
+
+impl Keeper {
+    /// After the main loop: stop publishing, then stop PostgreSQL within the shutdown bound.
+    async fn shut_down(
+        mut self,
+        notifier: &crate::systemd::Notifier,
+        publisher_stop: CancellationToken,
+        publisher: tokio::task::JoinHandle<()>,
+    ) -> Result<(), KeeperError> {
+        self.work.set_extending(true);
+        let stopping = if self.pg.is_some() {
+            "stopping: PostgreSQL fast shutdown"
+        } else {
+            "stopping"
+        };
+        notifier.stopping(stopping);
+        publisher_stop.cancel();
+        let _ = publisher.await;
+        if self.pg.is_some() {
+            self.work
+                .step(Some("stopping PostgreSQL…".into()), STOP_ALLOWANCE);
+        }
+        let work = self.work.clone();
+        let stopped = supervise(
+            &work,
+            self.stop_postgres_within("keeper shutting down", SHUTDOWN_STOP),
+        )
+        .await;
+        if stopped.is_ok() {
+            // Left running (the stop failed), the guard still kills it once we are gone.
+            self.fence.shutdown();
+        }
+        stopped
+    }
 }
 
 impl Keeper {
