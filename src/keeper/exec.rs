@@ -14,6 +14,10 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use tokio::time::Instant;
 
+/// In the keeper's data dir, outside PGDATA (which a resync replaces): the replication password
+/// the WAL receiver reads, so that it is not in `primary_conninfo`.
+const REPLICATION_PASSFILE: &str = "replication.pgpass";
+
 /// How long a master waits for its walsenders to take a new `synchronous_standby_names`
 /// before it nudges the standbys (they reload within milliseconds of the SIGHUP).
 const RELEASE_SYNC_WAITERS_WITHIN: std::time::Duration = std::time::Duration::from_millis(500);
@@ -329,8 +333,11 @@ impl Keeper {
                 host, port, slot, ..
             }) => {
                 let conn = self.repl_conn(host, port, slot)?;
+                let passfile = self.dir.root().join(REPLICATION_PASSFILE);
+                postgres::write_passfile(&self.pgdata, &passfile, &conn)?;
+                let passfile = conn.password.is_some().then_some(passfile.as_path());
                 Some(RecoverySettings {
-                    primary_conninfo: Some(conn.conninfo(true)),
+                    primary_conninfo: Some(conn.conninfo(passfile)),
                     primary_slot_name: Some(slot.clone()),
                     ..Default::default()
                 })

@@ -3,6 +3,7 @@
 
 use crate::cluster::RecoveryTargetSettings;
 use std::collections::BTreeMap;
+use std::path::Path;
 
 /// Parameters the keeper owns: ignored when they appear in the spec and left out of the
 /// parameters it reports (so `mergePgParameters` never copies them into the spec).
@@ -78,10 +79,15 @@ pub struct RecoverySettings {
 }
 
 impl RecoverySettings {
-    /// A standby streaming from a db of this cluster through slot `stolon_<own db uid>`.
-    pub fn internal_standby(conn: &ReplConn, own_db_uid: &str) -> RecoverySettings {
+    /// A standby streaming from a db of this cluster through slot `stolon_<own db uid>`, its
+    /// password read from `passfile` (see [`ReplConn::conninfo`]).
+    pub fn internal_standby(
+        conn: &ReplConn,
+        own_db_uid: &str,
+        passfile: Option<&Path>,
+    ) -> RecoverySettings {
         RecoverySettings {
-            primary_conninfo: Some(conn.conninfo(true)),
+            primary_conninfo: Some(conn.conninfo(passfile)),
             primary_slot_name: Some(stolon_name(own_db_uid)),
             ..RecoverySettings::default()
         }
@@ -148,20 +154,32 @@ impl std::fmt::Debug for ReplConn {
 }
 
 impl ReplConn {
-    /// A libpq conninfo string (`sslmode=prefer` as upstream). Without the password it is safe to
-    /// put on a command line; the password then travels in a passfile.
-    pub fn conninfo(&self, with_password: bool) -> String {
+    /// A libpq conninfo string (`sslmode=prefer` as upstream). It never holds the password: a
+    /// conninfo is seen on command lines and by `SHOW primary_conninfo` (any member of
+    /// pg_read_all_settings, which monitoring roles get). libpq reads the password from
+    /// `passfile` ([`ReplConn::passfile_text`]) or `PGPASSFILE` instead.
+    pub fn conninfo(&self, passfile: Option<&Path>) -> String {
         let mut parts = vec![
             kv("host", &self.host),
             kv("port", &self.port.to_string()),
             kv("user", &self.user),
         ];
-        if let (true, Some(pw)) = (with_password, &self.password) {
-            parts.push(kv("password", pw));
+        if let Some(f) = passfile {
+            parts.push(kv("passfile", &f.display().to_string()));
         }
         parts.push(kv("application_name", &self.application_name));
         parts.push(kv("sslmode", "prefer"));
         parts.join(" ")
+    }
+
+    /// The password as a libpq password file (`.pgpass` format: any host, port, database and
+    /// user), `None` without a password.
+    pub fn passfile_text(&self) -> Option<String> {
+        let pw = self.password.as_ref()?;
+        Some(format!(
+            "*:*:*:*:{}\n",
+            pw.replace('\\', "\\\\").replace(':', "\\:")
+        ))
     }
 }
 
@@ -409,21 +427,33 @@ mod tests {
             application_name: stolon_name("abc"),
         };
         assert_eq!(
-            conn.conninfo(false),
+            conn.conninfo(None),
             "host=10.0.0.1 port=5432 user=repl application_name=stolon_abc sslmode=prefer"
         );
+        let passfile = Path::new("/var/lib/stolon/it's/replication.pgpass");
         assert_eq!(
-            conn.conninfo(true),
-            r"host=10.0.0.1 port=5432 user=repl password='pa ss\'w\\d' application_name=stolon_abc sslmode=prefer"
+            conn.conninfo(Some(passfile)),
+            r"host=10.0.0.1 port=5432 user=repl passfile='/var/lib/stolon/it\'s/replication.pgpass' application_name=stolon_abc sslmode=prefer"
         );
-        let r = RecoverySettings::internal_standby(&conn, "mine");
+        assert_eq!(
+            conn.passfile_text().as_deref(),
+            Some("*:*:*:*:pa ss'w\\\\d\n")
+        );
+        let r = RecoverySettings::internal_standby(&conn, "mine", Some(passfile));
         let p = build_parameters(None, &BTreeMap::new(), &managed(), Some(&r));
         assert_eq!(p["primary_slot_name"], "stolon_mine");
         assert_eq!(p["recovery_target_timeline"], "latest");
-        assert_eq!(p["primary_conninfo"], conn.conninfo(true));
-        // The conninfo's own quotes survive postgresql.conf quoting.
+        assert_eq!(p["primary_conninfo"], conn.conninfo(Some(passfile)));
         let text = render_postgresql_conf(&p);
-        assert!(text.contains(r"password=''pa ss\\''w\\\\d''"), "{text}");
+        assert!(
+            !text.contains("pa ss"),
+            "the password is not in postgresql.conf: {text}"
+        );
+        // The conninfo's own quotes survive postgresql.conf quoting.
+        assert!(
+            text.contains(r"passfile=''/var/lib/stolon/it\\''s/"),
+            "{text}"
+        );
     }
 
     #[test]

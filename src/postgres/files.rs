@@ -75,6 +75,19 @@ pub fn write_pg_hba(pgdata: &Pgdata, lines: &[String]) -> Result<(), PgError> {
     write_file_as(&pgdata.join("pg_hba.conf"), text.as_bytes(), pgdata.owner())
 }
 
+/// Writes the replication password file `primary_conninfo` names (`passfile=`), 0600 and owned
+/// by the data directory's owner, who runs the WAL receiver that reads it; removes it when there
+/// is no password.
+pub fn write_passfile(pgdata: &Pgdata, path: &Path, conn: &super::ReplConn) -> Result<(), PgError> {
+    match conn.passfile_text() {
+        Some(text) => write_file_as(path, text.as_bytes(), pgdata.owner()),
+        None => match std::fs::remove_file(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(PgError::io(path, e)),
+            _ => Ok(()),
+        },
+    }
+}
+
 /// Creates `standby.signal`, which makes postgres start as a standby (PostgreSQL ≥ 12).
 pub fn write_standby_signal(pgdata: &Pgdata) -> Result<(), PgError> {
     write_file_as(&pgdata.join("standby.signal"), b"", pgdata.owner())

@@ -30,7 +30,7 @@ pub use conf::{
 };
 pub use files::{
     LocalRole, TEMP_CONF_NAME, disable_alter_system, is_initialized, local_role, oldest_wal_file,
-    read_timeline_history, remove_pgdata, write_pg_hba, write_postgresql_conf,
+    read_timeline_history, remove_pgdata, write_passfile, write_pg_hba, write_postgresql_conf,
     write_standby_signal, write_temp_postgresql_conf,
 };
 pub use hba::{AuthMethod, HbaParams, render_pg_hba};

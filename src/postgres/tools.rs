@@ -186,15 +186,8 @@ pub async fn pg_basebackup(
     let run_as = pgdata.owner();
     let pgdata = std::path::absolute(pgdata).map_err(|e| PgError::io(pgdata.path(), e))?;
     ensure_pgdata_dir(&pgdata, run_as)?;
-    let passfile = match &conn.password {
-        Some(pw) => {
-            let esc = pw.replace('\\', "\\\\").replace(':', "\\:");
-            Some(SecretFile::create(
-                "stolon-pgpass",
-                &format!("*:*:*:*:{esc}\n"),
-                run_as,
-            )?)
-        }
+    let passfile = match conn.passfile_text() {
+        Some(text) => Some(SecretFile::create("stolon-pgpass", &text, run_as)?),
         None => None,
     };
     let mut cmd = command(&bins.pg_basebackup, run_as);
@@ -203,7 +196,7 @@ pub async fn pg_basebackup(
     cmd.arg("-D")
         .arg(&pgdata)
         .args(["-v", "-P", "-X", "stream", "-c", "fast", "-d"])
-        .arg(conn.conninfo(false));
+        .arg(conn.conninfo(None));
     if let Some(s) = slot {
         cmd.arg(format!("--slot={s}"));
     }

@@ -53,6 +53,14 @@ fn three_keepers_initialise_with_two_streaming_standbys() {
             Some(want),
             "pg_is_in_recovery on {uid}"
         );
+        // A standby streams with the replication password from a file, never shown by
+        // SHOW primary_conninfo.
+        if *uid != master {
+            let shown = c.psql_keeper(uid, "show primary_conninfo").unwrap();
+            let shown = shown[0][0].clone().unwrap_or_default();
+            assert!(shown.contains("passfile="), "{uid}: {shown}");
+            assert!(!shown.contains(support::REPL_PASSWORD), "{uid}: {shown}");
+        }
     }
 
     // stolonctl status --format json agrees with the cluster data (upstream's JSON shape).

@@ -223,10 +223,17 @@ async fn master_standby_promotion() {
     assert!(last_progress.1 > 0, "progress reported: {last_progress:?}");
     assert_eq!(last_progress.0, last_progress.1);
     assert!(is_initialized(&pgdata2));
+    // The password reaches the WAL receiver through a password file only.
+    let passfile = env.dir.path().join("db2.pgpass");
+    write_passfile(&pgdata2, &passfile, &conn).unwrap();
     env.configure(
         &pgdata2,
         port2,
-        Some(&RecoverySettings::internal_standby(&conn, "db2")),
+        Some(&RecoverySettings::internal_standby(
+            &conn,
+            "db2",
+            Some(&passfile),
+        )),
     );
     write_standby_signal(&pgdata2).unwrap();
     assert_eq!(local_role(&pgdata2), LocalRole::Standby);
@@ -243,6 +250,13 @@ async fn master_standby_promotion() {
             .any(|r| r.application_name == "stolon_db2" && r.state == "streaming")
     })
     .await;
+    // Streaming with the password read from the file: what SHOW primary_conninfo shows has none.
+    let conf = std::fs::read_to_string(pgdata2.join("postgresql.conf")).unwrap();
+    assert!(conf.contains("passfile="), "{conf}");
+    assert!(
+        !conf.contains(REPL_PW),
+        "the replication password is in postgresql.conf"
+    );
     // Synchronous replication as right after a failover: commits wait for a standby the
     // master does not have (the sentinel's fake one), then the sentinel names db2, which
     // already has their WAL and, nothing else being written, would confirm only after

@@ -137,8 +137,10 @@ async fn stop_with_a_stopped_walreceiver_ends_within_its_bound() {
     pg_basebackup(&bins, &pgdata2, &conn, None, |_, _| {})
         .await
         .unwrap();
+    let passfile = dir.path().join("standby.pgpass");
+    write_passfile(&pgdata2, &passfile, &conn).unwrap();
     let recovery = RecoverySettings {
-        primary_conninfo: Some(conn.conninfo(true)),
+        primary_conninfo: Some(conn.conninfo(Some(&passfile))),
         ..Default::default()
     };
     configure(&pgdata2, port2, &sock, Some(&recovery));
