@@ -7,8 +7,8 @@ use super::run::{BASEBACKUP_STALL, Keeper};
 use super::state::DbState;
 use super::status::basebackup_status;
 use crate::postgres::{
-    self, HbaParams, ManagedParams, PgClient, PgProcess, RecoverySettings, ReplConn, StartOptions,
-    build_parameters, filter_managed, render_pg_hba, synchronous_standby_names,
+    self, HbaParams, Login, ManagedParams, PgClient, PgProcess, RecoverySettings, ReplConn,
+    StartOptions, build_parameters, filter_managed, render_pg_hba, synchronous_standby_names,
 };
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -127,16 +127,18 @@ impl Keeper {
     async fn setup_roles(&mut self) -> Result<(), KeeperError> {
         tracing::info!(keeper = %self.facts.uid, "setting up roles");
         let cfg = &self.cfg;
-        self.on_local(async |c| {
-            c.setup_roles(
-                &cfg.pg_su_username,
-                cfg.pg_su_password.as_deref(),
-                &cfg.pg_repl_username,
-                cfg.pg_repl_password.as_deref(),
-            )
-            .await
-        })
-        .await?;
+        let su = Login {
+            user: &cfg.pg_su_username,
+            password: cfg.pg_su_password.as_deref(),
+            method: cfg.pg_su_auth_method,
+        };
+        let repl = Login {
+            user: &cfg.pg_repl_username,
+            password: cfg.pg_repl_password.as_deref(),
+            method: cfg.pg_repl_auth_method,
+        };
+        self.on_local(async |c| c.setup_roles(&su, &repl).await)
+            .await?;
         Ok(())
     }
 

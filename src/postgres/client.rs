@@ -5,9 +5,9 @@
 //! connection; tokio-postgres has no replication mode, so the same facts come from SQL and the
 //! timeline history from `pg_wal/<tli>.history` (see [`PgClient::gather_state`]).
 
-use super::PgError;
 use super::conf::{filter_managed, stolon_name, uid_from_stolon_name};
 use super::files::{oldest_wal_file, parse_lsn, read_timeline_history};
+use super::{AuthMethod, PgError};
 use crate::cluster::TimelineHistory;
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -381,43 +381,20 @@ impl PgClient {
     /// After initdb: the replication user. When superuser and replication user are the same
     /// role it gets REPLICATION; otherwise the superuser's password is (re)set and the
     /// replication role created (or updated, so a retried init does not fail).
-    pub async fn setup_roles(
-        &self,
-        su: &str,
-        su_password: Option<&str>,
-        repl: &str,
-        repl_password: Option<&str>,
-    ) -> Result<(), PgError> {
-        if su == repl {
-            return self
-                .execute(&format!("ALTER ROLE {} WITH REPLICATION", quote_ident(su)))
-                .await;
+    pub async fn setup_roles(&self, su: &Login<'_>, repl: &Login<'_>) -> Result<(), PgError> {
+        let repl_exists = su.user == repl.user
+            || self
+                .bounded(
+                    "pg_roles",
+                    self.client
+                        .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&repl.user]),
+                )
+                .await?
+                .is_some();
+        for statement in role_statements(su, repl, repl_exists) {
+            self.execute(&statement).await?;
         }
-        if let Some(pw) = su_password {
-            self.execute(&format!(
-                "ALTER ROLE {} WITH PASSWORD {}",
-                quote_ident(su),
-                quote_literal(pw)
-            ))
-            .await?;
-        }
-        let exists = self
-            .bounded(
-                "pg_roles",
-                self.client
-                    .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&repl]),
-            )
-            .await?
-            .is_some();
-        let verb = if exists { "ALTER" } else { "CREATE" };
-        let password = repl_password
-            .map(|pw| format!(" PASSWORD {}", quote_literal(pw)))
-            .unwrap_or_default();
-        self.execute(&format!(
-            "{verb} ROLE {} WITH LOGIN REPLICATION{password}",
-            quote_ident(repl)
-        ))
-        .await
+        Ok(())
     }
 
     /// Names (without `stolon_`) of the physical slots stolon owns.
@@ -619,6 +596,55 @@ fn quote_literal(s: &str) -> String {
     }
 }
 
+/// A role, its password and the method pg_hba.conf checks it with.
+#[derive(Clone, Copy)]
+pub struct Login<'a> {
+    pub user: &'a str,
+    pub password: Option<&'a str>,
+    pub method: AuthMethod,
+}
+
+/// What PostgreSQL stores as `user`'s password: the verifier `method` checks, computed here so
+/// that the plaintext never travels in SQL, where `log_statement`, the log line of a failing
+/// statement (forwarded to the journal) and pg_stat_statements would keep it.
+pub(crate) fn password_verifier(method: AuthMethod, user: &str, password: &str) -> String {
+    match method {
+        AuthMethod::Md5 => postgres_protocol::password::md5(password.as_bytes(), user),
+        AuthMethod::ScramSha256 | AuthMethod::Trust => {
+            postgres_protocol::password::scram_sha_256(password.as_bytes())
+        }
+    }
+}
+
+/// The statements of [`PgClient::setup_roles`].
+fn role_statements(su: &Login<'_>, repl: &Login<'_>, repl_exists: bool) -> Vec<String> {
+    if su.user == repl.user {
+        return vec![format!(
+            "ALTER ROLE {} WITH REPLICATION",
+            quote_ident(su.user)
+        )];
+    }
+    let password = |l: &Login<'_>| {
+        l.password.map(|pw| {
+            format!(
+                " PASSWORD {}",
+                quote_literal(&password_verifier(l.method, l.user, pw))
+            )
+        })
+    };
+    let mut statements = Vec::new();
+    if let Some(pw) = password(su) {
+        statements.push(format!("ALTER ROLE {} WITH{pw}", quote_ident(su.user)));
+    }
+    let verb = if repl_exists { "ALTER" } else { "CREATE" };
+    statements.push(format!(
+        "{verb} ROLE {} WITH LOGIN REPLICATION{}",
+        quote_ident(repl.user),
+        password(repl).unwrap_or_default()
+    ));
+    statements
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -668,5 +694,47 @@ mod tests {
         assert_eq!(replayed_timeline(&h, 3, 150, &segs(&[2])), 2);
         // No segment in pg_wal (WAL restored from an archive): the history decides.
         assert_eq!(replayed_timeline(&h, 3, 250, &segs(&[])), 3);
+    }
+
+    #[test]
+    fn role_passwords_travel_as_verifiers_never_in_plaintext() {
+        let su = Login {
+            user: "postgres",
+            password: Some("su-secret"),
+            method: AuthMethod::Md5,
+        };
+        let repl = Login {
+            user: "repl",
+            password: Some("repl-secret"),
+            method: AuthMethod::ScramSha256,
+        };
+        let statements = role_statements(&su, &repl, false);
+        assert_eq!(statements.len(), 2, "{statements:?}");
+        for s in &statements {
+            assert!(!s.contains("secret"), "plaintext password in {s}");
+        }
+        // md5: "md5" + md5(password || user), what PostgreSQL itself stores.
+        assert_eq!(
+            password_verifier(AuthMethod::Md5, "postgres", "su-secret"),
+            postgres_protocol::password::md5(b"su-secret", "postgres")
+        );
+        assert!(statements[0].starts_with("ALTER ROLE \"postgres\" WITH PASSWORD 'md5"));
+        assert!(
+            statements[1].starts_with(
+                "CREATE ROLE \"repl\" WITH LOGIN REPLICATION PASSWORD 'SCRAM-SHA-256$4096:"
+            ),
+            "{}",
+            statements[1]
+        );
+        let again = role_statements(&su, &repl, true);
+        assert!(again[1].starts_with("ALTER ROLE \"repl\""));
+        let same = Login {
+            user: "postgres",
+            ..repl
+        };
+        assert_eq!(
+            role_statements(&su, &same, true),
+            vec!["ALTER ROLE \"postgres\" WITH REPLICATION"]
+        );
     }
 }

@@ -22,7 +22,7 @@ mod process;
 mod tools;
 
 pub use bins::PgBinaries;
-pub use client::{LocalConn, PgClient, PgState, ReplicationRow};
+pub use client::{LocalConn, Login, PgClient, PgState, ReplicationRow};
 pub use conf::{
     MANAGED_PARAMETERS, ManagedParams, RecoverySettings, ReplConn, build_parameters,
     filter_managed, render_postgresql_conf, stolon_name, synchronous_standby_names,

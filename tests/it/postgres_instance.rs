@@ -14,6 +14,17 @@ use stolon::postgres::*;
 use support::procs::RunAs as OsUser;
 use support::{free_port, pg_bin, pg_temp_dir};
 
+/// As the pg_hba.conf of these tests checks them.
+const SU_LOGIN: Login = Login {
+    user: SU,
+    password: Some(SU_PW),
+    method: AuthMethod::Md5,
+};
+const REPL_LOGIN: Login = Login {
+    user: REPL,
+    password: Some(REPL_PW),
+    method: AuthMethod::ScramSha256,
+};
 const SU: &str = "su";
 const SU_PW: &str = "su pass'word";
 const REPL: &str = "repl";
@@ -149,15 +160,9 @@ async fn master_standby_promotion() {
     // Master: initdb, start, roles, state.
     let (pgdata1, pg1) = env.new_master("db1", port1).await;
     let master = env.client(port1).await;
-    master
-        .setup_roles(SU, Some(SU_PW), REPL, Some(REPL_PW))
-        .await
-        .unwrap();
+    master.setup_roles(&SU_LOGIN, &REPL_LOGIN).await.unwrap();
     // Idempotent: a retried init must not fail on the existing role.
-    master
-        .setup_roles(SU, Some(SU_PW), REPL, Some(REPL_PW))
-        .await
-        .unwrap();
+    master.setup_roles(&SU_LOGIN, &REPL_LOGIN).await.unwrap();
     let state1 = master.gather_state(&pgdata1).await.unwrap();
     assert!(!state1.in_recovery);
     assert!(state1.system_id.parse::<u64>().unwrap() > 0);

@@ -17,6 +17,17 @@ use stolon::postgres::*;
 use support::procs::RunAs as OsUser;
 use support::{free_port, pg_bin, pg_temp_dir};
 
+/// As the pg_hba.conf of these tests checks them.
+const SU_LOGIN: Login = Login {
+    user: SU,
+    password: Some(SU_PW),
+    method: AuthMethod::Md5,
+};
+const REPL_LOGIN: Login = Login {
+    user: REPL,
+    password: Some(REPL_PW),
+    method: AuthMethod::ScramSha256,
+};
 const SU: &str = "su";
 const SU_PW: &str = "supw";
 const REPL: &str = "repl";
@@ -120,10 +131,7 @@ async fn stop_with_a_stopped_walreceiver_ends_within_its_bound() {
     })
     .await
     .unwrap();
-    client
-        .setup_roles(SU, Some(SU_PW), REPL, Some(REPL_PW))
-        .await
-        .unwrap();
+    client.setup_roles(&SU_LOGIN, &REPL_LOGIN).await.unwrap();
     client.close().await;
 
     let pgdata2 = user.pgdata(dir.path().join("standby"));
