@@ -7,7 +7,7 @@
 //! The binary reads the service environment once, first thing in `main`, with
 //! [`service_env`]. It stays in our environment (changing the environment of a running program
 //! is unsafe); every child is spawned without it instead (`src/postgres/mod.rs`
-//! `SERVICE_ENV`): a PostgreSQL built with systemd support would otherwise send its own
+//! `strip_private_env`): a PostgreSQL built with systemd support would otherwise send its own
 //! READY=1 to our unit.
 //! The role's `run` then receives an `Arc<Notifier>` and:
 //!

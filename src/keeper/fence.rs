@@ -420,9 +420,7 @@ impl Fence {
 
 fn spawn_guard(program: &Path) -> std::io::Result<Guard> {
     let mut cmd = Command::new(program);
-    for var in crate::postgres::SERVICE_ENV {
-        cmd.env_remove(var);
-    }
+    crate::postgres::strip_private_env(&mut cmd);
     let mut child = cmd
         .arg(GUARD_ARG)
         .stdin(Stdio::piped())

@@ -51,9 +51,7 @@ impl PgBinaries {
     pub fn version(&self) -> Result<PostgresBinaryVersion, PgError> {
         let program = self.postgres.display().to_string();
         let mut cmd = std::process::Command::new(&self.postgres);
-        for var in super::SERVICE_ENV {
-            cmd.env_remove(var);
-        }
+        super::strip_private_env(&mut cmd);
         let out = cmd
             .arg("--version")
             .output()

@@ -47,7 +47,7 @@ pub const DEFAULT_SOCKET_DIR: &str = "/tmp";
 /// What systemd hands the keeper's service that no PostgreSQL program may inherit: a postgres
 /// built with systemd support (Debian's is) would send its own READY=1/STOPPING=1 for the
 /// keeper's unit, and the watchdog and activated sockets are the keeper's.
-pub(crate) const SERVICE_ENV: &[&str] = &[
+const SERVICE_ENV: &[&str] = &[
     "NOTIFY_SOCKET",
     "WATCHDOG_USEC",
     "WATCHDOG_PID",
@@ -56,10 +56,29 @@ pub(crate) const SERVICE_ENV: &[&str] = &[
     "LISTEN_FDNAMES",
 ];
 
-fn without_service_env(cmd: &mut tokio::process::Command) -> &mut tokio::process::Command {
+/// Our own settings (`STKEEPER_PG_SU_PASSWORD`, ...): a child has no use for them, and in
+/// PostgreSQL `pg_read_file('/proc/self/environ')` would show the passwords among them.
+const SETTINGS_ENV_PREFIXES: &[&str] = &["STKEEPER_", "STSENTINEL_", "STPROXY_", "STOLONCTL_"];
+
+/// Removes from `cmd`'s environment what no child process (PostgreSQL, its tools, the fence
+/// guard) may inherit from ours: the service variables and our own settings.
+pub(crate) fn strip_private_env(cmd: &mut std::process::Command) -> &mut std::process::Command {
     for var in SERVICE_ENV {
         cmd.env_remove(var);
     }
+    for (name, _) in std::env::vars_os() {
+        if name
+            .to_str()
+            .is_some_and(|n| SETTINGS_ENV_PREFIXES.iter().any(|p| n.starts_with(p)))
+        {
+            cmd.env_remove(name);
+        }
+    }
+    cmd
+}
+
+fn without_private_env(cmd: &mut tokio::process::Command) -> &mut tokio::process::Command {
+    strip_private_env(cmd.as_std_mut());
     cmd
 }
 

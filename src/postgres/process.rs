@@ -89,7 +89,7 @@ impl PgProcess {
         if let Some(conf) = &opts.config_file {
             cmd.arg("-c").arg(format!("config_file={}", conf.display()));
         }
-        super::without_service_env(&mut cmd)
+        super::without_private_env(&mut cmd)
             .current_dir(&pgdata)
             .process_group(0)
             .stdin(Stdio::null())

@@ -51,7 +51,7 @@ fn ensure_pgdata_dir(dir: &Path, run_as: Option<RunAs>) -> Result<(), PgError> {
 
 fn command(program: &Path, run_as: Option<RunAs>) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new(program);
-    super::without_service_env(&mut cmd)
+    super::without_private_env(&mut cmd)
         // The caller's cwd may not be readable by `run_as`; the tools get absolute paths.
         .current_dir("/")
         .process_group(0)

@@ -53,6 +53,14 @@ fn three_keepers_initialise_with_two_streaming_standbys() {
             Some(want),
             "pg_is_in_recovery on {uid}"
         );
+        // The keeper's own settings (it got one from STKEEPER_*) stay out of PostgreSQL's
+        // environment, where pg_read_file('/proc/self/environ') would show them.
+        let postmaster = c.keepers[uid].postmaster_pid().expect("postmaster pid");
+        let environ = std::fs::read(format!("/proc/{postmaster}/environ")).unwrap();
+        assert!(
+            !String::from_utf8_lossy(&environ).contains("STKEEPER_"),
+            "{uid}: PostgreSQL inherited the keeper's settings"
+        );
         // A standby streams with the replication password from a file, never shown by
         // SHOW primary_conninfo.
         if *uid != master {

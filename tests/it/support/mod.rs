@@ -319,15 +319,16 @@ impl Cluster {
             .arg(pg_bin())
             .arg("--pg-repl-username")
             .arg(REPL_USER)
-            .arg("--pg-repl-passwordfile")
-            .arg(&self.repl_pw)
             .arg("--pg-su-username")
             .arg(SU_USER)
             .arg("--pg-su-passwordfile")
             .arg(&self.su_pw)
             .args(&k.extra_args)
             .current_dir(&k.data_dir)
-            .env("HOME", &k.data_dir);
+            .env("HOME", &k.data_dir)
+            // One setting from the environment, as a unit file's Environment= would give it (and
+            // a variable PostgreSQL must not inherit: tests/it/cluster_init.rs).
+            .env("STKEEPER_PG_REPL_PASSWORDFILE", &self.repl_pw);
         k.proc = Some(Proc::spawn(uid, cmd, &log, self.keeper_user));
     }
 
