@@ -121,7 +121,7 @@ pub struct RecoveryTargetSettings {
     pub recovery_target_timeline: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct StandbySettings {
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -130,6 +130,78 @@ pub struct StandbySettings {
     pub primary_slot_name: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub recovery_min_apply_delay: String,
+}
+
+/// With the password of `primary_conninfo` hidden: actions holding these settings are logged.
+impl std::fmt::Debug for StandbySettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StandbySettings")
+            .field("primary_conninfo", &redact_conninfo(&self.primary_conninfo))
+            .field("primary_slot_name", &self.primary_slot_name)
+            .field("recovery_min_apply_delay", &self.recovery_min_apply_delay)
+            .finish()
+    }
+}
+
+/// A libpq connection string with its password replaced by `***`, in either form: key/value
+/// (`password=secret`, `password = 'a b\'c'`) or URI (`postgresql://user:secret@host`,
+/// `?password=secret`).
+pub fn redact_conninfo(conninfo: &str) -> String {
+    let mut out = String::with_capacity(conninfo.len());
+    let mut rest = conninfo;
+    // URI userinfo: between "://" and the next "@" (before any "/"), after the first ":".
+    if let Some(scheme_end) = rest.find("://") {
+        let (head, tail) = rest.split_at(scheme_end + 3);
+        let authority_end = tail.find(['/', '?']).unwrap_or(tail.len());
+        if let Some(at) = tail[..authority_end].rfind('@')
+            && let Some(colon) = tail[..at].find(':')
+        {
+            out.push_str(head);
+            out.push_str(&tail[..=colon]);
+            out.push_str("***");
+            rest = &tail[at..];
+        }
+    }
+    while let Some(at) = find_password_key(rest) {
+        let (before, after) = rest.split_at(at);
+        out.push_str(before);
+        let eq = after.find('=').map_or(after.len(), |i| i + 1);
+        let value = after[eq..].trim_start();
+        out.push_str(&after[..after.len() - value.len()]);
+        out.push_str("***");
+        let value_len = if let Some(quoted) = value.strip_prefix('\'') {
+            let mut escaped = false;
+            let end = quoted
+                .char_indices()
+                .find(|&(_, c)| {
+                    let closes = c == '\'' && !escaped;
+                    escaped = c == '\\' && !escaped;
+                    closes
+                })
+                .map_or(quoted.len(), |(i, _)| i + 1);
+            end + 1
+        } else {
+            value.find([' ', '&', '\t', '\n']).unwrap_or(value.len())
+        };
+        rest = &value[value_len.min(value.len())..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Where a `password` key starts: at the start, after whitespace, or after `?`/`&` (URI query).
+fn find_password_key(s: &str) -> Option<usize> {
+    let mut from = 0;
+    while let Some(i) = s[from..].find("password") {
+        let at = from + i;
+        let starts_key = at == 0 || s[..at].ends_with([' ', '\t', '\n', '?', '&']);
+        let next = s[at + "password".len()..].trim_start();
+        if starts_key && next.starts_with('=') {
+            return Some(at);
+        }
+        from = at + "password".len();
+    }
+    None
 }
 
 /// The stored spec. `None` means "use the default"; `stolonctl spec` prints only what is set.
@@ -559,6 +631,36 @@ impl ClusterSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn conninfo_passwords_are_redacted_in_every_form() {
+        let cases = [
+            (
+                "host=a port=5432 password=s3cret user=u",
+                "host=a port=5432 password=*** user=u",
+            ),
+            ("password = 'a b\\'c' host=a", "password = *** host=a"),
+            ("host=a passwordx=1", "host=a passwordx=1"),
+            (
+                "postgresql://u:s3cret@db.example:5432/x?sslmode=require",
+                "postgresql://u:***@db.example:5432/x?sslmode=require",
+            ),
+            (
+                "postgres://db/x?user=u&password=s3cret&sslmode=require",
+                "postgres://db/x?user=u&password=***&sslmode=require",
+            ),
+            ("postgresql://u@db/x", "postgresql://u@db/x"),
+        ];
+        for (given, want) in cases {
+            assert_eq!(redact_conninfo(given), want, "{given}");
+        }
+        let settings = StandbySettings {
+            primary_conninfo: "host=a password='top secret'".into(),
+            ..Default::default()
+        };
+        let shown = format!("{settings:?}");
+        assert!(!shown.contains("secret"), "{shown}");
+    }
 
     fn new_spec() -> ClusterSpec {
         ClusterSpec {
