@@ -164,6 +164,21 @@ impl Loaded {
         self.get(flag).map(PathBuf::from)
     }
 
+    /// The systemd credential named like `flag` (`LoadCredential=<flag>:…`), if the unit
+    /// passed one: `$CREDENTIALS_DIRECTORY/<flag>`.
+    pub(crate) fn credential(&self, flag: &'static FlagDef) -> Option<PathBuf> {
+        self.credentials_dir
+            .as_ref()
+            .map(|dir| dir.join(flag.name))
+            .filter(|path| path.exists())
+    }
+
+    /// A file flag, or else the systemd credential of the same name: how a unit running as a
+    /// dynamic user gets a key only root can read.
+    pub(crate) fn path_or_credential(&self, flag: &'static FlagDef) -> Option<PathBuf> {
+        self.path(flag).or_else(|| self.credential(flag))
+    }
+
     pub(crate) fn bool(&self, flag: &'static FlagDef) -> Result<bool, ConfigError> {
         self.parse(flag, parse_bool)
     }

@@ -20,17 +20,13 @@ impl Loaded {
     ) -> Result<Option<String>, ConfigError> {
         let inline = self.get(pw_flag);
         let file = self.get(file_flag);
+        let credential = self.credential(pw_flag);
         let (pw_flag, file_flag, method_flag) = (pw_flag.name, file_flag.name, method_flag.name);
         if inline.is_some() && self.on_command_line.contains(&pw_flag) {
             tracing::warn!(
                 "--{pw_flag} on the command line is visible to every local user (ps); prefer --{file_flag} or a systemd credential named {pw_flag}"
             );
         }
-        let credential = self
-            .credentials_dir
-            .as_ref()
-            .map(|dir| dir.join(pw_flag))
-            .filter(|path| path.exists());
         if method == AuthMethod::Trust {
             if inline.is_some() || file.is_some() {
                 return Err(invalid(

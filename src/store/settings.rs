@@ -24,9 +24,9 @@ impl StoreConfig {
             timeout,
             prefix: l.require(&flags::STORE_PREFIX)?,
             cluster_name,
-            cert_file: l.path(&flags::STORE_CERT_FILE),
-            key_file: l.path(&flags::STORE_KEY),
-            ca_file: l.path(&flags::STORE_CA_FILE),
+            cert_file: l.path_or_credential(&flags::STORE_CERT_FILE),
+            key_file: l.path_or_credential(&flags::STORE_KEY),
+            ca_file: l.path_or_credential(&flags::STORE_CA_FILE),
             skip_tls_verify: l.bool(&flags::STORE_SKIP_TLS_VERIFY)?,
         })
     }

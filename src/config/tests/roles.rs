@@ -247,6 +247,41 @@ fn passwords_from_systemd_credentials() {
 }
 
 #[test]
+fn store_tls_files_from_systemd_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["store-cert-file", "store-key", "store-ca-file"] {
+        std::fs::write(dir.path().join(name), "pem").unwrap();
+    }
+    let creds = dir.path().to_str().unwrap();
+    let store = |given: &[(&'static str, &str)]| {
+        let mut all = vec![("cluster-name", "c"), ("store-backend", "etcdv3")];
+        all.extend_from_slice(given);
+        load(Role::Proxy, &all, &[("CREDENTIALS_DIRECTORY", creds)], None)
+            .unwrap()
+            .store_config()
+            .unwrap()
+    };
+    let s = store(&[]);
+    assert_eq!(s.cert_file, Some(dir.path().join("store-cert-file")));
+    assert_eq!(s.key_file, Some(dir.path().join("store-key")));
+    assert_eq!(s.ca_file, Some(dir.path().join("store-ca-file")));
+    // A flag wins over the credential.
+    let s = store(&[("store-ca-file", "/etc/ssl/ca.pem")]);
+    assert_eq!(s.ca_file, Some(PathBuf::from("/etc/ssl/ca.pem")));
+    // Without credentials nothing is made up.
+    let s = load(
+        Role::Proxy,
+        &[("cluster-name", "c"), ("store-backend", "etcdv3")],
+        &[],
+        None,
+    )
+    .unwrap()
+    .store_config()
+    .unwrap();
+    assert_eq!(s.key_file, None);
+}
+
+#[test]
 fn bad_or_missing_credential_named_without_its_content() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("pg-su-password"), "\n").unwrap();
