@@ -113,6 +113,16 @@ impl Store {
                 tls::ssl(cfg)?
             }
             Scheme::Http => {
+                let remote = tls::plaintext_remote_endpoints(&endpoints);
+                if !remote.is_empty() {
+                    tracing::warn!(
+                        endpoints = %remote.join(","),
+                        "the store is reached over plain http:// across the network: the cluster \
+                         data (who is master, where the keepers are) can be read and forged on \
+                         the way; use https:// endpoints with --store-ca-file and client \
+                         certificates"
+                    );
+                }
                 if cfg.cert_file.is_some() || cfg.ca_file.is_some() || cfg.key_file.is_some() {
                     tracing::warn!(
                         endpoints = %endpoints.join(","),

@@ -62,6 +62,30 @@ pub(crate) fn normalize_endpoints(endpoints: &[String]) -> Result<(Vec<String>, 
     Ok((out, scheme.unwrap_or(Scheme::Http)))
 }
 
+/// The http:// endpoints that are not on this host: what travels to them (the cluster data, who
+/// is master, the keepers' addresses) can be read and forged by anyone on the path.
+pub(crate) fn plaintext_remote_endpoints(endpoints: &[String]) -> Vec<String> {
+    endpoints
+        .iter()
+        .filter(|e| {
+            let Some(rest) = e.strip_prefix("http://") else {
+                return false;
+            };
+            let authority = rest.split(['/', '?']).next().unwrap_or_default();
+            let host = match authority.strip_prefix('[') {
+                Some(v6) => v6.split(']').next().unwrap_or_default(),
+                None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+            };
+            let loopback = host.eq_ignore_ascii_case("localhost")
+                || host
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback());
+            !loopback
+        })
+        .cloned()
+        .collect()
+}
+
 /// The OpenSSL client context for http endpoints: never used for a handshake, but the
 /// connector wants one.
 pub(super) fn plain_ssl() -> Result<SslConnectorBuilder, StoreError> {
@@ -278,6 +302,34 @@ fn read(path: &Path, what: &str) -> Result<Vec<u8>, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_http_to_another_host_is_told_apart_from_loopback() {
+        let eps = |list: &[&str]| list.iter().map(|e| e.to_string()).collect::<Vec<_>>();
+        assert!(
+            plaintext_remote_endpoints(&eps(&[
+                "http://127.0.0.1:2379",
+                "http://127.8.0.2:2379",
+                "http://localhost:2379",
+                "http://[::1]:2379",
+                "https://10.0.0.1:2379",
+            ]))
+            .is_empty()
+        );
+        assert_eq!(
+            plaintext_remote_endpoints(&eps(&[
+                "http://10.0.0.1:2379",
+                "http://127.0.0.1:2379",
+                "http://etcd.example/",
+                "http://[fd00::1]:2379",
+            ])),
+            eps(&[
+                "http://10.0.0.1:2379",
+                "http://etcd.example/",
+                "http://[fd00::1]:2379"
+            ])
+        );
+    }
     use crate::store::StoreBackend;
     use std::time::Duration;
 
