@@ -50,10 +50,8 @@
         {
           stolon = self.packages.${pkgs.stdenv.hostPlatform.system}.stolon;
         }
-        // import ./nixos/tests {
-          inherit pkgs;
-          stolonPackage = self.packages.${pkgs.stdenv.hostPlatform.system}.stolon;
-        }
+        # The VM tests' hosts use the module's default package: this same derivation.
+        // import ./nixos/tests { inherit pkgs; }
       );
     };
 }

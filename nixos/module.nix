@@ -232,7 +232,9 @@ let
         let
           base = unitOptions name units.shipped.target;
         in
-        base // { wants = keepEnabled base.wants; };
+        # Wants= network-online.target too: NixOS warns about an After= without it, and every
+        # role of the target wants it anyway.
+        base // { wants = keepEnabled base.wants ++ [ "network-online.target" ]; };
     in
     {
       services =

@@ -19,10 +19,13 @@ import importlib
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import checker
 import harness
+
+if TYPE_CHECKING:  # the NixOS test driver's own types (its sources are on the checker's path)
+    from test_driver.machine import QemuMachine
 
 CLIENT_DIR = "/var/lib/vmt"
 # The writer's own copy of writer.py/pgwire.py in the client VM (the test puts vm-tests there).
@@ -38,7 +41,7 @@ class Host:
     """A test-driver machine plus what harness.Cluster asks of a host beyond the driver's API
     (address, keeper_uid, wait_for_boot); everything else is the machine's own."""
 
-    def __init__(self, machine: Any, address: str, keeper_uid: str):
+    def __init__(self, machine: "QemuMachine", address: str, keeper_uid: str):
         self.machine = machine
         self.name = machine.name
         self.address = address
@@ -180,8 +183,8 @@ class NixosCluster(harness.Cluster):
         self.stop_writer()
 
 
-def run_scenario(name: str, hosts: list[Any], client: Any, addresses: dict[str, str],
-                 profile: str = "default") -> dict:
+def run_scenario(name: str, hosts: "list[QemuMachine]", client: "QemuMachine",
+                 addresses: dict[str, str], profile: str = "default") -> dict:
     """Runs scenarios/<name>.py as vm-tests/run does (boot, writer, fault, converge, checks) on
     the NixOS test's machines; raises harness.ScenarioFailed with every reason when it fails.
     `hosts` are host1..host3, `addresses` maps each machine name (and "client") to its address.
