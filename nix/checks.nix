@@ -85,7 +85,14 @@ let
   negatives = {
     badType = {
       expect = "is not of type";
-      cfg.services.stolon.clusters.main.keeper.port = "5432";
+      cfg.services.stolon.clusters.main.keeper = {
+        enable = true;
+        uid = "keeper1";
+        listenAddress = "192.0.2.11";
+        port = "5432";
+        superuser.authMethod = "trust";
+        replication.authMethod = "trust";
+      };
     };
     unknownOption = {
       expect = "does not exist";
@@ -188,9 +195,11 @@ in
     stolonctl = etc."stolon/stolonctl.toml".text;
     reportingProxy = etc."stolon/reporting/proxy.toml".text;
   };
-  firewall = node.config.networking.firewall.allowedTCPPorts;
-  tmpfiles = node.config.systemd.tmpfiles.rules;
-  postgresUser = { inherit (node.config.users.users.postgres) uid group; };
+  host = {
+    firewall = node.config.networking.firewall.allowedTCPPorts;
+    tmpfiles = node.config.systemd.tmpfiles.rules;
+    postgresUser = { inherit (node.config.users.users.postgres) uid group; };
+  };
   packagePath = "${node.config.services.stolon.package}";
 
   testScripts = lib.mapAttrs (_: typeCheckedScript) vmTests;

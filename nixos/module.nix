@@ -50,7 +50,13 @@ let
   cfg = config.services.stolon;
   units = import ./units.nix { inherit lib; };
   flags = import ./flags.nix;
-  enabledClusters = filterAttrs (_: c: c.keeper.enable || c.sentinel.enable || c.proxy.enable) cfg.clusters;
+  validName = name: builtins.match "[A-Za-z0-9][A-Za-z0-9_.-]*" name != null;
+  # Clusters with a role on this host. A cluster with an invalid name gets no units, so that its
+  # assertion (not a unit-name type error) is what reports it.
+  enabledClusters = filterAttrs (
+    name: c: validName name && (c.keeper.enable || c.sentinel.enable || c.proxy.enable)
+  ) cfg.clusters;
+  anyCluster = lib.any (c: c.keeper.enable || c.sentinel.enable || c.proxy.enable) (attrValues cfg.clusters);
   anyKeeper = lib.any (c: c.keeper.enable) (attrValues cfg.clusters);
 
   # ---- settings and their TOML ------------------------------------------------------------
@@ -529,7 +535,7 @@ let
     in
     [
       {
-        assertion = builtins.match "[A-Za-z0-9][A-Za-z0-9_.-]*" name != null;
+        assertion = validName name;
         message = "services.stolon.clusters: `${name}` is not a valid cluster name: it becomes the systemd instance name (stolon-keeper@${name}.service) and a directory name, so use letters, digits, `_`, `.` and `-`, starting with a letter or digit.";
       }
       {
@@ -636,7 +642,7 @@ in
     };
   };
 
-  config = mkIf (enabledClusters != { }) {
+  config = mkIf anyCluster {
     assertions =
       lib.flatten (mapAttrsToList clusterAssertions cfg.clusters)
       ++ [
