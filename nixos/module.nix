@@ -400,6 +400,11 @@ let
             default = 5432;
             description = "PostgreSQL's port.";
           };
+          advertisePort = mkOption {
+            type = types.nullOr types.port;
+            default = null;
+            description = "Port the other keepers and the proxies use for this PostgreSQL (default: port).";
+          };
           postgresqlPackage = mkPackageOption pkgs "postgresql" { example = "postgresql_16"; };
           superuser = pgUser "superuser" "postgres";
           replication = pgUser "replication user" "repluser";
@@ -478,6 +483,7 @@ let
           (mkIf (c.keeper.uid != null) { uid = c.keeper.uid; })
           (mkIf (c.keeper.listenAddress != null) { pg-listen-address = c.keeper.listenAddress; })
           (mkIf (c.keeper.advertiseAddress != null) { pg-advertise-address = c.keeper.advertiseAddress; })
+          (mkIf (c.keeper.advertisePort != null) { pg-advertise-port = c.keeper.advertisePort; })
         ];
         sentinel.settings = mkMerge [
           store

@@ -122,8 +122,9 @@ class NixosCluster(harness.Cluster):
         targets += [f"pg-{h.name}={h.address}:{harness.PG_PORT}" for h in self.hosts]
         self.client.succeed(
             f"mkdir -p {CLIENT_DIR} && rm -f {CLIENT_DIR}/history.jsonl",
+            # systemd-run is given python3's absolute path: the manager's PATH has no profile.
             "systemd-run --unit=vmt-writer --property=KillSignal=SIGTERM "
-            f"python3 {CLIENT_SUITE}/writer.py --out {CLIENT_DIR}/history.jsonl "
+            f'"$(command -v python3)" {CLIENT_SUITE}/writer.py --out {CLIENT_DIR}/history.jsonl '
             f"--password-file {CLIENT_PASSWORD_FILE} " + " ".join(targets))
         self.writer = "vmt-writer.service"
         self.log("writer started on the client")
@@ -134,8 +135,8 @@ class NixosCluster(harness.Cluster):
         self.writer_stopped = time.time() + self.client_offset()
         self.client.execute("systemctl stop vmt-writer.service", timeout=30)
         self.writer = None
-        self.client.succeed(f"cp {CLIENT_DIR}/history.jsonl /tmp/history.jsonl")
-        self.client.copy_from_machine("/tmp/history.jsonl", self.outdir.name)
+        # To $out/<scenario>/history.jsonl, where acks() reads it.
+        self.client.copy_from_machine(f"{CLIENT_DIR}/history.jsonl", self.outdir.name)
 
     def start_load(self, seconds, rate, clients=2, scale=2):
         raise harness.ScenarioFailed("the load of `steady` is not run by the NixOS tests")
