@@ -12,9 +12,12 @@
 # STOLON_NIX_VENV, default target/nix-venv).
 # Prints one line per check, then `N passed, N failed`; exits 1 when any failed.
 set -uo pipefail
+# SC2016: the `sh -c '...'` scripts get their arguments as $0 and $@ on purpose.
+# SC2329: the functions are run through check().
+# shellcheck disable=SC2016,SC2329
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$repo"
+cd "$repo" || exit 2
 # No binary cache (every command would first try cache.nixos.org) and no sandbox (single-user
 # store as root in a container).
 export NIX_CONFIG=$'substituters =\nsandbox = false'${NIX_CONFIG:+$'\n'$NIX_CONFIG}
