@@ -1,4 +1,7 @@
 #!/usr/bin/env bash
+# SC2016: the `sh -c '...'` scripts get their arguments as $0 and $@ on purpose.
+# SC2329: the functions are run through check().
+# shellcheck disable=SC2016,SC2329
 # Offline checks of the Nix side (flake, package, services.stolon module, NixOS VM tests). Nothing
 # is built and no VM runs: without a binary cache nothing from nixpkgs can be built here. These
 # checks prove that everything evaluates, that the module renders the shipped units and valid
@@ -12,9 +15,6 @@
 # STOLON_NIX_VENV, default target/nix-venv).
 # Prints one line per check, then `N passed, N failed`; exits 1 when any failed.
 set -uo pipefail
-# SC2016: the `sh -c '...'` scripts get their arguments as $0 and $@ on purpose.
-# SC2329: the functions are run through check().
-# shellcheck disable=SC2016,SC2329
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo" || exit 2
