@@ -33,14 +33,22 @@ def fail(reasons):
 
 # ---- flags ------------------------------------------------------------------------------------
 def rust_flags():
-    """Role -> the keys its TOML file accepts, from src/config/flags.rs and role.rs's tables."""
+    """Role -> the keys its TOML file accepts, from src/config/flags.rs: each flag a named
+    constant (`const STORE_KEY: FlagDef = text("store-key", ...)`, maybe inside hidden(...)), each
+    table (`const KEEPER_FLAGS: &[&FlagDef] = &[&UID, ...]`) a list of them, put together per role
+    as Role::flags does (common + daemon + the role's own)."""
     src = (REPO / "src/config/flags.rs").read_text()
+    consts = dict(re.findall(
+        r'const (\w+): FlagDef\s*=\s*(?:hidden\(\s*)?(?:text|boolean)\(\s*"([a-z0-9-]+)"', src))
     tables = {}
-    for m in re.finditer(r"const (\w+)_FLAGS: &\[FlagDef\] = &\[(.*?)\];", src, re.S):
-        names = re.findall(r'(?:text|boolean)\(\s*(?:"([a-z0-9-]+)"|(CONFIG_FLAG))', m.group(2))
-        tables[m.group(1)] = [a or "config" for a, b in names]
+    for m in re.finditer(r"const (\w+)_FLAGS: &\[&FlagDef\]\s*=\s*&\[(.*?)\];", src, re.S):
+        refs = re.findall(r"&(\w+)", m.group(2))
+        unknown = [r for r in refs if r not in consts]
+        if unknown:
+            raise SystemExit(f"flags.rs: {m.group(1)}_FLAGS names unknown constants {unknown}")
+        tables[m.group(1)] = [consts[r] for r in refs]
     if set(tables) != {"COMMON", "DAEMON", "CTL", "KEEPER", "SENTINEL", "PROXY"}:
-        raise SystemExit(f"flags.rs: unexpected flag tables {sorted(tables)}")
+        raise SystemExit(f"flags.rs: unexpected flag tables {sorted(tables)} (has the format changed?)")
     common = [f for f in tables["COMMON"] if f != "config"]  # the file cannot name itself
     daemon = common + tables["DAEMON"]
     return {"keeper": daemon + tables["KEEPER"], "sentinel": daemon + tables["SENTINEL"],
