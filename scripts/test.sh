@@ -5,7 +5,7 @@
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 LOG_TAG=test
-EXTRA_PACKAGES=(openssl:openssl)
+EXTRA_PACKAGES=(openssl:openssl nix-instantiate:nix-bin)
 # shellcheck source=scripts/deps.sh
 . "$REPO/scripts/deps.sh"
 
@@ -19,6 +19,11 @@ export STOLON_TEST_PG_BIN
 cargo nextest run --no-fail-fast "$@"
 [ $# -eq 0 ] || exit 0
 cargo test --doc
+
+# The Nix side (flake, package, NixOS module, VM tests): every .nix file parses and
+# nixos/flags.nix matches the flag tables. With NIXPKGS_PATH naming a prepared nixpkgs tree
+# (nixos/README.md) it also evaluates the module, the VM tests and the flake (no network).
+nixos/check.sh
 
 # The shipped units: systemd-analyze verify and the exposure limits (needs the debug binaries
 # the tests just built).

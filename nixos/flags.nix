@@ -1,0 +1,60 @@
+# The keys each role's TOML file accepts: the role's flag names (src/config/flags.rs; the file
+# layer refuses any other key, and `config` itself). nixos/check.sh fails when this list and
+# flags.rs disagree.
+let
+  common = [
+    "cluster-name"
+    "store-backend"
+    "store-endpoints"
+    "store-timeout"
+    "store-prefix"
+    "store-cert-file"
+    "store-key"
+    "store-ca-file"
+    "store-skip-tls-verify"
+    "metrics-listen-address"
+    "kube-resource-kind"
+    "log-level"
+  ];
+  daemon = [
+    "log-color"
+    "debug"
+  ];
+in
+{
+  keeper = common ++ daemon ++ [
+    "uid"
+    "id"
+    "data-dir"
+    "pg-listen-address"
+    "pg-advertise-address"
+    "pg-port"
+    "pg-advertise-port"
+    "pg-bin-path"
+    "pg-repl-auth-method"
+    "pg-repl-username"
+    "pg-repl-password"
+    "pg-repl-passwordfile"
+    "pg-su-auth-method"
+    "pg-su-username"
+    "pg-su-password"
+    "pg-su-passwordfile"
+    "can-be-master"
+    "can-be-synchronous-replica"
+    "disable-data-dir-locking"
+  ];
+  sentinel = common ++ daemon ++ [ "initial-cluster-spec" ];
+  proxy = common ++ daemon ++ [
+    "listen-address"
+    "port"
+    "stop-listening"
+    "tcp-keepalive-idle"
+    "tcp-keepalive-count"
+    "tcp-keepalive-interval"
+  ];
+  stolonctl = common ++ [
+    "kubeconfig"
+    "kube-context"
+    "kube-namespace"
+  ];
+}
