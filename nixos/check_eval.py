@@ -89,7 +89,6 @@ def words(values):
 # Keys whose values the module changes on purpose (module.nix's header lists why).
 CHANGED = {("Service", "ExecStart"), ("Service", "ExecReload"), ("Service", "LoadCredential"),
            ("Socket", "ListenStream")}
-# The store's TLS key reaches every role as a credential (a unit with none gets LoadCredential=).
 # Keys NixOS adds to every unit, or the module adds, that do not weaken anything.
 ADDED = {("Service", "Environment"), ("Unit", "X-Restart-Triggers"), ("Socket", "FreeBind")}
 HARDENING = ["NoNewPrivileges", "ProtectSystem", "ProtectHome", "PrivateTmp", "PrivateDevices",
@@ -122,8 +121,6 @@ def check_units(path):
             elif got != values:
                 reasons.append(f"{where}: {key[0]}.{key[1]} = {got}, shipped {values}")
         for key in have.keys() - want.keys() - ADDED:
-            if key == ("Service", "LoadCredential") and all(v.startswith("store-key:") for v in have[key]):
-                continue
             if key[0] != "Install":
                 reasons.append(f"{where}: {key[0]}.{key[1]} = {have[key]} is not in the shipped unit")
         if role in ("keeper", "sentinel", "proxy"):
@@ -137,11 +134,15 @@ def check_units(path):
             # The shipped command line, then only additions (the store key credential here).
             if f"/usr/bin/{m.group(2)} {m.group(3)}".split()[:len(shipped_exe.split())] != shipped_exe.split():
                 reasons.append(f"{where}: ExecStart {exe!r} does not start with the shipped {shipped_exe!r}")
-            if "--store-key %d/store-key" not in exe:
-                reasons.append(f"{where}: the store key credential is not passed (--store-key %d/store-key)")
+            # The shipped credentials, in order, those given as files taken from them.
+            given = {"store-key": "/run/keys/etcd-client.key",
+                     "pg-su-password": "/run/keys/stolon-su-password",
+                     "pg-repl-password": "/run/keys/stolon-repl-password"}
+            expected = [f"{n}:{given[n]}" if n in given else f"{n}:{src}"
+                        for n, src in (e.split(":", 1) for e in want[("Service", "LoadCredential")])]
             creds = have[("Service", "LoadCredential")]
-            if "store-key:/run/keys/etcd-client.key" not in creds:
-                reasons.append(f"{where}: LoadCredential lacks store-key: {creds}")
+            if creds != expected:
+                reasons.append(f"{where}: LoadCredential {creds}, expected {expected}")
             reload = have[("Service", "ExecReload")][0]
             if not re.fullmatch(r"/nix/store/\S+/bin/kill -HUP \$MAINPID", reload):
                 reasons.append(f"{where}: ExecReload {reload!r}")
@@ -151,9 +152,6 @@ def check_units(path):
             if have.get(("Service", "Type")) != ["notify"] or not have.get(("Service", "WatchdogSec")):
                 reasons.append(f"{where}: not Type=notify with a watchdog")
     keeper = parse_unit(rendered["keeper"])
-    if keeper[("Service", "LoadCredential")][:2] != [
-            "pg-su-password:/run/keys/stolon-su-password", "pg-repl-password:/run/keys/stolon-repl-password"]:
-        reasons.append(f"keeper: password credentials {keeper[('Service', 'LoadCredential')]}")
     if keeper[("Service", "User")] != ["postgres"] or keeper[("Service", "StateDirectory")] != [f"stolon/{CLUSTER}"]:
         reasons.append("keeper: not user postgres with StateDirectory stolon/main")
     if f"--data-dir /var/lib/stolon/{CLUSTER}" not in keeper[("Service", "ExecStart")][0]:
@@ -165,8 +163,8 @@ def check_units(path):
     for role in ("proxyNoSocket", "targetNoSocket"):
         if ".socket" in rendered[role]:
             reasons.append(f"{role}: still refers to a socket unit")
-    if "--store-key" in rendered["proxyNoSocket"]:
-        reasons.append("proxyNoSocket: a store key without store.keyFile")
+    if "store-key:/run" in rendered["proxyNoSocket"]:
+        reasons.append("proxyNoSocket: a store key file without store.keyFile")
     print(f"units of {pkg}: {len(shipped_files)} compared with systemd/")
     fail(reasons)
 

@@ -11,7 +11,7 @@
 #   - the keeper's password credentials come from the files you name (never the Nix store)
 #     instead of /etc/credstore, and its data directory is keeper.dataDir;
 #   - the proxy socket listens where proxy.listenAddress/port say;
-#   - the store's TLS key, if any, reaches every role as a systemd credential.
+#   - the store's TLS key, if any, reaches every role as the shipped `store-key` credential.
 {
   config,
   lib,
@@ -143,9 +143,25 @@ let
   ipPort = addr: port: if hasInfix ":" addr then "[${addr}]:${toString port}" else "${addr}:${toString port}";
   isLocalOrAny = addr: elem addr [ "127.0.0.1" "::1" "0.0.0.0" "::" ];
 
-  # Credentials every role gets (the store's TLS key: readable whatever the unit's user).
-  storeCredentials = c: optional (c.store.keyFile != null) "store-key:${c.store.keyFile}";
-  storeArgs = c: optionals (c.store.keyFile != null) [ "--store-key" "%d/store-key" ];
+  # The shipped units' credentials (every role: store-cert-file, store-key, store-ca-file; the
+  # keeper also pg-su-password, pg-repl-password), from your files instead of /etc/credstore when
+  # given. A role reads a credential named like a flag when the flag is not set, so the store key
+  # reaches the sentinel and proxy (dynamic users) without being readable by them on disk.
+  credentials =
+    c: s:
+    let
+      from =
+        entry:
+        if hasPrefix "pg-su-password:" entry && c.keeper.superuser.passwordFile != null then
+          "pg-su-password:${c.keeper.superuser.passwordFile}"
+        else if hasPrefix "pg-repl-password:" entry && c.keeper.replication.passwordFile != null then
+          "pg-repl-password:${c.keeper.replication.passwordFile}"
+        else if hasPrefix "store-key:" entry && c.store.keyFile != null then
+          "store-key:${c.store.keyFile}"
+        else
+          entry;
+    in
+    map from (lib.toList (s.LoadCredential or [ ]));
 
   # The [Service] section of a shipped unit for this instance, with ExecStart extended.
   serviceSection =
@@ -177,16 +193,7 @@ let
       keeper =
         let
           base = unitOptions name units.shipped.keeper;
-          s = serviceSection name units.shipped.keeper (storeArgs c ++ c.keeper.extraArgs);
-          # The shipped credentials, from your files instead of /etc/credstore when given.
-          credential =
-            entry:
-            if hasPrefix "pg-su-password:" entry && c.keeper.superuser.passwordFile != null then
-              "pg-su-password:${c.keeper.superuser.passwordFile}"
-            else if hasPrefix "pg-repl-password:" entry && c.keeper.replication.passwordFile != null then
-              "pg-repl-password:${c.keeper.replication.passwordFile}"
-            else
-              entry;
+          s = serviceSection name units.shipped.keeper c.keeper.extraArgs;
           defaultDir = "/var/lib/stolon/${name}";
         in
         base
@@ -195,16 +202,19 @@ let
           serviceConfig = s // {
             ExecStart = replaceStrings [ "--data-dir ${defaultDir}" ] [ "--data-dir ${c.keeper.dataDir}" ] s.ExecStart;
             StateDirectory = lib.removePrefix "/var/lib/" c.keeper.dataDir;
-            LoadCredential = map credential (lib.toList s.LoadCredential) ++ storeCredentials c;
+            LoadCredential = credentials c s;
           };
         };
 
-      sentinel = unitOptions name units.shipped.sentinel // {
-        restartTriggers = [ (etcFile "sentinel") ] ++ optional (c.spec != null) config.environment.etc."stolon/${name}/cluster-spec.json".source;
-        serviceConfig = serviceSection name units.shipped.sentinel (storeArgs c ++ c.sentinel.extraArgs) // optionalAttrs (c.store.keyFile != null) {
-          LoadCredential = storeCredentials c;
+      sentinel =
+        let
+          s = serviceSection name units.shipped.sentinel c.sentinel.extraArgs;
+        in
+        unitOptions name units.shipped.sentinel
+        // {
+          restartTriggers = [ (etcFile "sentinel") ] ++ optional (c.spec != null) config.environment.etc."stolon/${name}/cluster-spec.json".source;
+          serviceConfig = s // { LoadCredential = credentials c s; };
         };
-      };
 
       proxy =
         let
@@ -215,9 +225,11 @@ let
           after = keepEnabled base.after;
           wants = keepEnabled base.wants;
           restartTriggers = [ (etcFile "proxy") ];
-          serviceConfig = serviceSection name units.shipped.proxy (storeArgs c ++ c.proxy.extraArgs) // optionalAttrs (c.store.keyFile != null) {
-            LoadCredential = storeCredentials c;
-          };
+          serviceConfig =
+            let
+              s = serviceSection name units.shipped.proxy c.proxy.extraArgs;
+            in
+            s // { LoadCredential = credentials c s; };
         };
 
       socket =
