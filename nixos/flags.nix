@@ -35,6 +35,7 @@ in
     "pg-repl-username"
     "pg-repl-password"
     "pg-repl-passwordfile"
+    "pg-trust-networks"
     "pg-su-auth-method"
     "pg-su-username"
     "pg-su-password"

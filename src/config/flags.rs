@@ -208,6 +208,12 @@ pub(crate) const PG_REPL_PASSWORDFILE: FlagDef = text(
     "postgres replication user password file",
 );
 
+pub(crate) const PG_TRUST_NETWORKS: FlagDef = text(
+    "pg-trust-networks",
+    None,
+    "comma separated networks (CIDR) from which a user with auth method trust is let in without a password (default: this host only)",
+);
+
 pub(crate) const PG_SU_AUTH_METHOD: FlagDef = text(
     "pg-su-auth-method",
     Some("md5"),
@@ -322,6 +328,7 @@ pub(super) const KEEPER_FLAGS: &[&FlagDef] = &[
     &PG_REPL_USERNAME,
     &PG_REPL_PASSWORD,
     &PG_REPL_PASSWORDFILE,
+    &PG_TRUST_NETWORKS,
     &PG_SU_AUTH_METHOD,
     &PG_SU_USERNAME,
     &PG_SU_PASSWORD,

@@ -395,6 +395,7 @@ impl Keeper {
             is_master: config.hba.master_type,
             other_db_addresses: &config.hba.other_db_addresses,
             spec_hba: config.hba.user_rules.as_deref(),
+            trust_networks: &self.cfg.pg_trust_networks,
             internal_only: config.hba.internal_only,
         })
     }

@@ -56,6 +56,8 @@ pub struct KeeperConfig {
     pub pg_su_auth_method: AuthMethod,
     pub pg_su_username: String,
     pub pg_su_password: Option<String>,
+    /// `--pg-trust-networks`: where trust auth applies; empty = this host only.
+    pub pg_trust_networks: Vec<String>,
     pub can_be_master: bool,
     pub can_be_synchronous_replica: bool,
     pub disable_data_dir_locking: bool,

@@ -161,6 +161,7 @@ pub async fn run(cfg: KeeperConfig, ctx: RoleContext) -> Result<(), KeeperError>
     } = ctx;
     refuse_root()?;
     validate_auth(&cfg)?;
+    super::validate::warn_trust(&cfg);
     let advertise_address = cfg
         .pg_advertise_address
         .clone()

@@ -78,11 +78,38 @@ impl KeeperConfig {
             pg_su_auth_method,
             pg_su_username,
             pg_su_password,
+            pg_trust_networks: l
+                .parse_opt(&flags::PG_TRUST_NETWORKS, parse_networks)?
+                .unwrap_or_default(),
             can_be_master: l.bool(&flags::CAN_BE_MASTER)?,
             can_be_synchronous_replica: l.bool(&flags::CAN_BE_SYNCHRONOUS_REPLICA)?,
             disable_data_dir_locking: l.bool(&flags::DISABLE_DATA_DIR_LOCKING)?,
         })
     }
+}
+
+/// A comma list of networks as pg_hba.conf takes them: `address/prefix`, IPv4 or IPv6.
+fn parse_networks(list: &str) -> Result<Vec<String>, String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(|n| {
+            let valid = n.split_once('/').is_some_and(|(addr, bits)| {
+                match (addr.parse::<std::net::IpAddr>(), bits.parse::<u8>()) {
+                    (Ok(std::net::IpAddr::V4(_)), Ok(b)) => b <= 32,
+                    (Ok(std::net::IpAddr::V6(_)), Ok(b)) => b <= 128,
+                    _ => false,
+                }
+            });
+            if valid {
+                Ok(n.to_string())
+            } else {
+                Err(format!(
+                    "{n:?} is not a network (use address/prefix, e.g. 10.0.0.0/24 or fd00::/64)"
+                ))
+            }
+        })
+        .collect()
 }
 
 /// Upstream's `^[a-z0-9_]+$`.

@@ -147,6 +147,7 @@ fn cfg() -> KeeperConfig {
         pg_su_auth_method: AuthMethod::Md5,
         pg_su_username: "postgres".into(),
         pg_su_password: Some("s".into()),
+        pg_trust_networks: Vec::new(),
         can_be_master: true,
         can_be_synchronous_replica: true,
         disable_data_dir_locking: false,

@@ -14,6 +14,33 @@ pub fn refuse_root() -> Result<(), KeeperError> {
 }
 
 /// The rules that involve both users, checked on the resolved config.
+/// Trust means no password at all: said loudly at every start, with where it applies.
+pub fn warn_trust(cfg: &KeeperConfig) {
+    for (flag, user, method) in [
+        ("pg-su", &cfg.pg_su_username, cfg.pg_su_auth_method),
+        ("pg-repl", &cfg.pg_repl_username, cfg.pg_repl_auth_method),
+    ] {
+        if method != AuthMethod::Trust {
+            continue;
+        }
+        if cfg.pg_trust_networks.is_empty() {
+            tracing::warn!(
+                %user,
+                "--{flag}-auth-method is trust: {user} gets in without a password, from this host \
+                 only (127.0.0.1, ::1, the unix socket); keepers on other hosts cannot connect \
+                 as {user} unless --pg-trust-networks names their networks"
+            );
+        } else {
+            tracing::warn!(
+                %user,
+                networks = %cfg.pg_trust_networks.join(","),
+                "--{flag}-auth-method is trust: ANYONE who can reach PostgreSQL from these \
+                 networks is {user} without a password; prefer scram-sha-256"
+            );
+        }
+    }
+}
+
 pub fn validate_auth(cfg: &KeeperConfig) -> Result<(), KeeperError> {
     if cfg.pg_repl_username.is_empty() {
         return Err(KeeperError::Config("--pg-repl-username is required".into()));

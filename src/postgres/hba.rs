@@ -51,6 +51,8 @@ pub struct HbaParams<'a> {
     pub other_db_addresses: &'a [String],
     /// The spec's pgHBA: `None` means the default `host all all 0.0.0.0/0 md5` + `::0/0`.
     pub spec_hba: Option<&'a [String]>,
+    /// `--pg-trust-networks`: where a user whose method is trust is let in; empty = loopback.
+    pub trust_networks: &'a [String],
     /// Only the keeper's and replication rules: used on a master restarted with synchronous
     /// replication until its synchronous standbys are in sync, so no client commits meanwhile.
     pub internal_only: bool,
@@ -66,10 +68,10 @@ pub fn render_pg_hba(p: &HbaParams<'_>) -> Vec<String> {
     ];
     match p.access_mode {
         SuReplAccessMode::All => {
-            for net in ["0.0.0.0/0", "::0/0"] {
+            for net in networks(p.su_auth, p.trust_networks) {
                 lines.push(format!("host all {su} {net} {sua}"));
             }
-            for net in ["0.0.0.0/0", "::0/0"] {
+            for net in networks(p.repl_auth, p.trust_networks) {
                 lines.push(format!("host replication {repl} {net} {ra}"));
             }
         }
@@ -99,6 +101,20 @@ pub fn render_pg_hba(p: &HbaParams<'_>) -> Vec<String> {
     lines
 }
 
+/// Where a superuser or replication rule applies in access mode `all`: everywhere for a
+/// password method; for trust (no password at all) only this host, unless the operator named
+/// the networks (upstream opened trust to 0.0.0.0/0).
+fn networks(method: AuthMethod, trust_networks: &[String]) -> Vec<String> {
+    let list: &[&str] = match method {
+        AuthMethod::Trust if !trust_networks.is_empty() => {
+            return trust_networks.to_vec();
+        }
+        AuthMethod::Trust => &["127.0.0.1/32", "::1/128"],
+        AuthMethod::Md5 | AuthMethod::ScramSha256 => &["0.0.0.0/0", "::0/0"],
+    };
+    list.iter().map(|n| n.to_string()).collect()
+}
+
 /// An address as a single-host rule: `/32` for IPv4, `/128` for IPv6 (upstream appends `/32`
 /// even to IPv6 addresses, which PostgreSQL rejects), a host name as is.
 fn host_rule_address(addr: &str) -> String {
@@ -123,8 +139,38 @@ mod tests {
             is_master: true,
             other_db_addresses: others,
             spec_hba: spec,
+            trust_networks: &[],
             internal_only: false,
         }
+    }
+
+    #[test]
+    fn trust_opens_only_this_host_unless_networks_are_named() {
+        let mut p = base(&[], Some(&[]));
+        p.su_auth = AuthMethod::Trust;
+        p.repl_auth = AuthMethod::Trust;
+        let lines = render_pg_hba(&p);
+        assert_eq!(
+            lines,
+            vec![
+                "local postgres su trust",
+                "local replication repl trust",
+                "host all su 127.0.0.1/32 trust",
+                "host all su ::1/128 trust",
+                "host replication repl 127.0.0.1/32 trust",
+                "host replication repl ::1/128 trust",
+            ]
+        );
+        let named = ["10.0.0.0/24".to_string()];
+        p.trust_networks = &named;
+        p.su_auth = AuthMethod::Md5;
+        let lines = render_pg_hba(&p);
+        assert!(lines.contains(&"host all su 0.0.0.0/0 md5".to_string()));
+        assert!(lines.contains(&"host replication repl 10.0.0.0/24 trust".to_string()));
+        assert!(
+            !lines.iter().any(|l| l.contains("0.0.0.0/0 trust")),
+            "{lines:?}"
+        );
     }
 
     #[test]

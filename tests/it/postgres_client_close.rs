@@ -82,6 +82,7 @@ async fn dropped_and_closed_clients_leave_a_clean_server_log() {
         is_master: true,
         other_db_addresses: &[],
         spec_hba: None,
+        trust_networks: &[],
         internal_only: false,
     });
     write_pg_hba(&pgdata, &hba).unwrap();

@@ -98,6 +98,7 @@ impl Env {
             is_master: recovery.is_none(),
             other_db_addresses: &[],
             spec_hba: None,
+            trust_networks: &[],
             internal_only: false,
         });
         write_pg_hba(pgdata, &hba).unwrap();

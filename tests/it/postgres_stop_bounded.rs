@@ -59,6 +59,7 @@ fn configure(pgdata: &Pgdata, port: u16, socket_dir: &Path, recovery: Option<&Re
         is_master: recovery.is_none(),
         other_db_addresses: &[],
         spec_hba: None,
+        trust_networks: &[],
         internal_only: false,
     });
     write_pg_hba(pgdata, &hba).unwrap();

@@ -247,6 +247,28 @@ fn passwords_from_systemd_credentials() {
 }
 
 #[test]
+fn trust_networks_are_checked_networks() {
+    let k = keeper(&[
+        ("pg-su-auth-method", "trust"),
+        ("pg-su-password", ""),
+        ("pg-trust-networks", "10.0.0.0/24, fd00::/64"),
+    ]);
+    let k = k.unwrap();
+    assert_eq!(k.pg_trust_networks, vec!["10.0.0.0/24", "fd00::/64"]);
+    for bad in [
+        "10.0.0.0",
+        "10.0.0.0/33",
+        "db.example/24",
+        "0.0.0.0/0 trust",
+    ] {
+        let e = keeper(&[("pg-trust-networks", bad)])
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("--pg-trust-networks: "), "{bad}: {e}");
+    }
+}
+
+#[test]
 fn store_tls_files_from_systemd_credentials() {
     let dir = tempfile::tempdir().unwrap();
     for name in ["store-cert-file", "store-key", "store-ca-file"] {
