@@ -30,6 +30,7 @@ in
     "pg-advertise-address"
     "pg-port"
     "pg-advertise-port"
+    "pg-socket-dir"
     "pg-bin-path"
     "pg-repl-auth-method"
     "pg-repl-username"

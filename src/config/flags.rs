@@ -178,6 +178,12 @@ pub(crate) const PG_ADVERTISE_PORT: FlagDef = text(
     "postgresql instance port from outside (default: --pg-port)",
 );
 
+pub(crate) const PG_SOCKET_DIR: FlagDef = text(
+    "pg-socket-dir",
+    None,
+    "directory of PostgreSQL's unix socket and its lock file (default: <data-dir>/socket, private to the keeper; upstream's /tmp lets any local user block PostgreSQL's start)",
+);
+
 pub(crate) const PG_BIN_PATH: FlagDef = text(
     "pg-bin-path",
     None,
@@ -323,6 +329,7 @@ pub(super) const KEEPER_FLAGS: &[&FlagDef] = &[
     &PG_ADVERTISE_ADDRESS,
     &PG_PORT,
     &PG_ADVERTISE_PORT,
+    &PG_SOCKET_DIR,
     &PG_BIN_PATH,
     &PG_REPL_AUTH_METHOD,
     &PG_REPL_USERNAME,

@@ -50,6 +50,8 @@ pub struct KeeperConfig {
     pub pg_port: u16,
     pub pg_advertise_port: Option<u16>,
     pub pg_bin_path: Option<PathBuf>,
+    /// `--pg-socket-dir`; `None`: `<data-dir>/socket`.
+    pub pg_socket_dir: Option<PathBuf>,
     pub pg_repl_auth_method: AuthMethod,
     pub pg_repl_username: String,
     pub pg_repl_password: Option<String>,

@@ -18,11 +18,11 @@ use crate::cluster::{
     ClusterData, ClusterPhase, ClusterSpec, DEFAULT_SLEEP_INTERVAL, DbRole, FenceTiming, FollowType,
 };
 use crate::postgres::{
-    self, DEFAULT_SOCKET_DIR, LocalConn, PgBinaries, PgClient, PgProcess, Pgdata,
-    stop_stale_instance,
+    self, LocalConn, PgBinaries, PgClient, PgProcess, Pgdata, stop_stale_instance,
 };
 use crate::role::RoleContext;
 use crate::store::{Store, StoreError, StoreEvent};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -204,7 +204,7 @@ pub async fn run(cfg: KeeperConfig, ctx: RoleContext) -> Result<(), KeeperError>
 
     let boot_uuid = uuid::Uuid::new_v4().to_string();
     let local_conn = LocalConn {
-        socket_dir: PathBuf::from(DEFAULT_SOCKET_DIR),
+        socket_dir: socket_dir(&cfg, &dir)?,
         port: cfg.pg_port,
         user: cfg.pg_su_username.clone(),
         password: cfg.pg_su_password.clone(),
@@ -268,6 +268,37 @@ pub async fn run(cfg: KeeperConfig, ctx: RoleContext) -> Result<(), KeeperError>
     };
     keeper.main_loop(&shutdown).await;
     keeper.shut_down(&notifier, publisher_stop, publisher).await
+}
+
+/// Where PostgreSQL's unix socket and its lock file go: `--pg-socket-dir`, or a directory of
+/// the keeper's own (0700) so that no other local user can plant a `.s.PGSQL.<port>.lock` there
+/// and stop PostgreSQL from starting, as in a shared /tmp.
+fn socket_dir(cfg: &KeeperConfig, dir: &DataDir) -> Result<PathBuf, KeeperError> {
+    let socket_dir = match &cfg.pg_socket_dir {
+        Some(d) => d.clone(),
+        None => {
+            let d = dir.root().join("socket");
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&d)
+                .map_err(|e| KeeperError::DataDir {
+                    path: d.clone(),
+                    reason: format!("cannot create the socket directory: {e}"),
+                })?;
+            d
+        }
+    };
+    // The kernel's limit for a unix socket path (sun_path) is 107 bytes.
+    let socket = socket_dir.join(format!(".s.PGSQL.{}", cfg.pg_port));
+    if socket.as_os_str().len() > 107 {
+        return Err(KeeperError::Config(format!(
+            "PostgreSQL's socket {} would be longer than the 107 bytes a unix socket path may have; \
+             give a shorter --pg-socket-dir",
+            socket.display()
+        )));
+    }
+    Ok(socket_dir)
 }
 
 fn lock_data_dir(

@@ -72,6 +72,7 @@ impl KeeperConfig {
             pg_port,
             pg_advertise_port: l.port_opt(&flags::PG_ADVERTISE_PORT)?,
             pg_bin_path: l.path(&flags::PG_BIN_PATH),
+            pg_socket_dir: l.path(&flags::PG_SOCKET_DIR),
             pg_repl_auth_method,
             pg_repl_username,
             pg_repl_password,

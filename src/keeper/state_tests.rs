@@ -141,6 +141,7 @@ fn cfg() -> KeeperConfig {
         pg_port: 5432,
         pg_advertise_port: None,
         pg_bin_path: None,
+        pg_socket_dir: None,
         pg_repl_auth_method: AuthMethod::Md5,
         pg_repl_username: "repl".into(),
         pg_repl_password: Some("r".into()),

@@ -8,9 +8,9 @@
 //! to it. The keeper refuses root and runs everything as itself ([`Pgdata::new`]); tests started
 //! as root, where PostgreSQL refuses to run, use [`Pgdata::owned_by`] the `postgres` user.
 //!
-//! The unix socket directory defaults to upstream's `/tmp` ([`DEFAULT_SOCKET_DIR`]): it always
-//! exists and is writable by the postgres user; the keeper is its only client (proxies and
-//! standbys use TCP). It is a parameter everywhere so tests can use a private directory.
+//! The unix socket directory is a parameter everywhere (the keeper's `--pg-socket-dir`, by
+//! default a directory of its own: src/keeper/run.rs); the keeper is its only client (proxies
+//! and standbys use TCP).
 
 mod bins;
 mod client;
@@ -40,9 +40,6 @@ pub use tools::{initdb, pg_basebackup, promote};
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-/// Upstream's hard-coded unix socket directory.
-pub const DEFAULT_SOCKET_DIR: &str = "/tmp";
 
 /// What systemd hands the keeper's service that no PostgreSQL program may inherit: a postgres
 /// built with systemd support (Debian's is) would send its own READY=1/STOPPING=1 for the

@@ -4,12 +4,13 @@
 use crate::support;
 
 use serde_json::Value;
+use std::path::PathBuf;
 use std::time::Duration;
 use support::{Cluster, ClusterBuilder, wait_until};
 
 #[test]
 fn three_keepers_initialise_with_two_streaming_standbys() {
-    let c = ClusterBuilder::new("init").keepers(3).sentinels(2).start();
+    let mut c = ClusterBuilder::new("init").keepers(3).sentinels(2).start();
     let master = c.wait_master_serving(Duration::from_secs(150));
 
     wait_until(
@@ -104,4 +105,43 @@ fn three_keepers_initialise_with_two_streaming_standbys() {
         Cluster::master_keeper_in(&cd).as_deref(),
         Some(master.as_str())
     );
+
+    // PostgreSQL's socket and its lock are in the keeper's own directory: a lock file another
+    // local user plants in /tmp for a keeper's port does not stop its PostgreSQL from starting.
+    let standby = c.keepers.keys().find(|k| **k != master).unwrap().clone();
+    let port = c.keepers[&standby].pg_port;
+    let socket = c.keepers[&standby]
+        .data_dir
+        .join(format!("socket/.s.PGSQL.{port}"));
+    assert!(socket.exists(), "no socket at {}", socket.display());
+    let before = c.keepers[&standby].postmaster_pid();
+    c.kill_keeper(&standby);
+    // Planted by another user (this test's, root when CI runs it; PostgreSQL runs as postgres):
+    // PostgreSQL cannot remove it from the sticky /tmp and would refuse to start.
+    let planted = RemovedOnDrop(PathBuf::from(format!("/tmp/.s.PGSQL.{port}.lock")));
+    let _ = std::fs::remove_file(&planted.0);
+    std::fs::write(&planted.0, "1\n/\n").unwrap();
+    c.start_keeper(&standby);
+    wait_until(
+        Duration::from_secs(90),
+        "the restarted standby's PostgreSQL streaming again despite the planted /tmp lock",
+        || {
+            let now = c.keepers[&standby].postmaster_pid();
+            now.is_some()
+                && now != before
+                && c.psql_keeper(&standby, "select status from pg_stat_wal_receiver")
+                    .is_ok_and(|rows| {
+                        rows.first().and_then(|r| r[0].as_deref()) == Some("streaming")
+                    })
+        },
+    );
+}
+
+/// A file this test created, removed even when the test fails.
+struct RemovedOnDrop(PathBuf);
+
+impl Drop for RemovedOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
