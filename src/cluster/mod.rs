@@ -5,12 +5,14 @@ mod data;
 mod duration;
 mod fencing;
 mod infos;
+mod input;
 mod spec;
 
 pub use data::*;
 pub use duration::{DurationParseError, GoDuration};
 pub use fencing::FenceTiming;
 pub use infos::*;
+pub use input::{check_hba_line, parse_spec_input};
 pub use spec::*;
 
 use chrono::{DateTime, TimeZone, Utc};

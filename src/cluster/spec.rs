@@ -132,6 +132,63 @@ pub struct StandbySettings {
     pub recovery_min_apply_delay: String,
 }
 
+/// Parameters the keeper owns: ignored when they appear in the spec and left out of the
+/// parameters it reports (so `mergePgParameters` never copies them into the spec).
+/// Names starting with `recovery_target` are managed as well.
+pub const MANAGED_PARAMETERS: &[&str] = &[
+    "unix_socket_directories",
+    "wal_keep_segments",
+    "wal_keep_size",
+    "max_slot_wal_keep_size",
+    "wal_retrieve_retry_interval",
+    "hot_standby",
+    "listen_addresses",
+    "port",
+    "max_replication_slots",
+    "max_wal_senders",
+    "wal_log_hints",
+    "synchronous_standby_names",
+    "primary_conninfo",
+    "primary_slot_name",
+    "recovery_min_apply_delay",
+    "restore_command",
+    "recovery_target_action",
+];
+
+/// Whether the keeper sets `name` itself (see [`MANAGED_PARAMETERS`]).
+pub fn is_managed_parameter(name: &str) -> bool {
+    MANAGED_PARAMETERS.contains(&name) || name.starts_with("recovery_target")
+}
+
+/// A pgParameters entry PostgreSQL's configuration file can hold as one line: the name is a
+/// parameter name (`[A-Za-z_][A-Za-z0-9_$]*`, or `prefix.name` for an extension's), the value has
+/// no control character. Anything else would let one entry write further lines into
+/// postgresql.conf, after the ones the keeper manages.
+fn check_parameter(name: &str, value: &str) -> Result<(), SpecError> {
+    let is_ident = |s: &str| {
+        s.chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$')
+    };
+    let valid_name = match name.split_once('.') {
+        Some((prefix, rest)) => is_ident(prefix) && is_ident(rest),
+        None => is_ident(name),
+    };
+    if !valid_name {
+        return Err(spec_err(format!(
+            "pgParameters: {name:?} is not a PostgreSQL parameter name"
+        )));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(spec_err(format!(
+            "pgParameters: the value of {name:?} contains a control character"
+        )));
+    }
+    Ok(())
+}
+
 /// With the password of `primary_conninfo` hidden: actions holding these settings are logged.
 impl std::fmt::Debug for StandbySettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -554,6 +611,9 @@ impl ClusterSpec {
                 ))
             })?;
         }
+        for (name, value) in self.pg_parameters.iter().flatten() {
+            check_parameter(name, value)?;
+        }
         for line in self.pg_hba.iter().flatten() {
             if line.contains('\n') || line.contains('\r') {
                 return Err(spec_err(format!(
@@ -608,8 +668,7 @@ impl ClusterSpec {
 
     /// Checks that `new` may replace `self` (stolonctl update).
     pub fn check_update(&self, new: &ClusterSpec) -> Result<(), SpecError> {
-        new.validate()
-            .and_then(|()| new.check_fence_timing())
+        new.check_input()
             .map_err(|e| spec_err(format!("invalid cluster spec: {e}")))?;
         if self.init_mode != new.init_mode {
             return Err(spec_err("initMode: cannot change cluster init mode"));
@@ -631,6 +690,31 @@ impl ClusterSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pg_parameters_cannot_write_extra_lines() {
+        let spec = |params: &str| {
+            ClusterSpec::from_json(&format!(r#"{{"initMode":"new","pgParameters":{params}}}"#))
+                .unwrap()
+                .validate()
+                .map_err(|e| e.to_string())
+        };
+        assert!(spec(r#"{"work_mem":"8MB","pg_stat_statements.max":"1000"}"#).is_ok());
+        for bad in [
+            r#"{"work_mem = '1MB'\nsynchronous_standby_names":"x"}"#,
+            r#"{"shared buffers":"1GB"}"#,
+            r#"{"1abc":"1"}"#,
+            r#"{"":"1"}"#,
+        ] {
+            let e = spec(bad).unwrap_err();
+            assert!(
+                e.contains("is not a PostgreSQL parameter name"),
+                "{bad}: {e}"
+            );
+        }
+        let e = spec(r#"{"work_mem":"1MB\nfsync = off"}"#).unwrap_err();
+        assert!(e.contains("control character"), "{e}");
+    }
 
     #[test]
     fn conninfo_passwords_are_redacted_in_every_form() {

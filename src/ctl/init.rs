@@ -22,9 +22,8 @@ pub fn init_spec(text: Option<&str>) -> Result<ClusterSpec, CtlError> {
         Some(t) if !t.trim().is_empty() => t,
         _ => r#"{"initMode":"new"}"#,
     };
-    let spec = ClusterSpec::from_json(text)?;
-    spec.validate()?;
-    spec.check_fence_timing()?;
+    let spec = crate::cluster::parse_spec_input(text)?;
+    spec.check_input()?;
     Ok(spec)
 }
 

@@ -1,7 +1,7 @@
 //! `stolonctl update [spec-json] [-p/--patch] [-f file|-]`: replace or merge-patch the spec.
 
 use super::{CtlError, connect, modify_cluster_data, read_input};
-use crate::cluster::ClusterSpec;
+use crate::cluster::{ClusterSpec, parse_spec_input};
 use crate::store::StoreConfig;
 
 #[derive(clap::Args, Debug)]
@@ -30,9 +30,9 @@ pub fn updated_spec(
         let mut doc = serde_json::to_value(stored)
             .map_err(|e| CtlError::Io(format!("cannot encode the stored spec: {e}")))?;
         json_patch::merge(&mut doc, &patch);
-        ClusterSpec::from_json(&doc.to_string())?
+        parse_spec_input(&doc.to_string())?
     } else {
-        ClusterSpec::from_json(input)?
+        parse_spec_input(input)?
     };
     stored.check_update(&new)?;
     Ok(new)

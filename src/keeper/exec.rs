@@ -382,7 +382,31 @@ impl Keeper {
             scram: self.cfg.pg_su_auth_method == AuthMethod::ScramSha256
                 || self.cfg.pg_repl_auth_method == AuthMethod::ScramSha256,
         };
-        build_parameters(None, &config.parameters, &managed, recovery)
+        build_parameters(
+            None,
+            &self.accepted_parameters(&config.parameters),
+            &managed,
+            recovery,
+        )
+    }
+
+    /// The spec's parameters this PostgreSQL accepts; any other is logged and left out, so that
+    /// a typo in pgParameters never keeps the server from starting.
+    fn accepted_parameters(&self, params: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+        if self.server_parameters.is_empty() {
+            return params.clone();
+        }
+        params
+            .iter()
+            .filter(|(name, value)| match self.server_parameters.check(name, value) {
+                Ok(()) => true,
+                Err(why) => {
+                    tracing::error!(keeper = %self.facts.uid, parameter = %name, "pgParameters: {why}; left out of postgresql.conf");
+                    false
+                }
+            })
+            .map(|(n, v)| (n.clone(), v.clone()))
+            .collect()
     }
 
     fn hba_lines(&self, config: &DesiredConfig) -> Vec<String> {

@@ -18,7 +18,7 @@ use crate::cluster::{
     ClusterData, ClusterPhase, ClusterSpec, DEFAULT_SLEEP_INTERVAL, DbRole, FenceTiming, FollowType,
 };
 use crate::postgres::{
-    self, LocalConn, PgBinaries, PgClient, PgProcess, Pgdata, stop_stale_instance,
+    self, LocalConn, PgBinaries, PgClient, PgProcess, Pgdata, ServerParameters, stop_stale_instance,
 };
 use crate::role::RoleContext;
 use crate::store::{Store, StoreError, StoreEvent};
@@ -110,6 +110,8 @@ pub(super) struct Keeper {
     pub bins: PgBinaries,
     /// Major version of `bins` (`None` if `postgres --version` could not be read).
     pub pg_major: Option<i32>,
+    /// What `bins` accepts in postgresql.conf (empty if it could not be listed).
+    pub server_parameters: ServerParameters,
     pub facts: KeeperFacts,
     pub store: Store,
     /// The postgres we started; `None` when stopped.
@@ -185,6 +187,11 @@ pub async fn run(cfg: KeeperConfig, ctx: RoleContext) -> Result<(), KeeperError>
         }
     };
 
+    let server_parameters = bins.server_parameters().unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "cannot list the server's parameters (postgres --describe-config); pgParameters are written unchecked");
+        ServerParameters::default()
+    });
+
     notifier.status("starting: connecting to the store");
     let work = Work::new(notifier.clone());
     let store = Store::connect(&store_cfg).await?;
@@ -246,6 +253,7 @@ pub async fn run(cfg: KeeperConfig, ctx: RoleContext) -> Result<(), KeeperError>
         pgdata: Pgdata::new(pgdata),
         bins,
         pg_major,
+        server_parameters,
         facts: KeeperFacts { uid, boot_uuid },
         store,
         pg: None,

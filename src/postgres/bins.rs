@@ -49,16 +49,24 @@ impl PgBinaries {
     /// Runs `postgres --version` (allowed as root) and parses e.g.
     /// `postgres (PostgreSQL) 15.13 (Debian 15.13-0+deb12u1)`.
     pub fn version(&self) -> Result<PostgresBinaryVersion, PgError> {
+        parse_version(&self.postgres_output("--version")?)
+    }
+
+    /// The server's own parameter list (`postgres --describe-config`, allowed as root).
+    pub fn server_parameters(&self) -> Result<super::ServerParameters, PgError> {
+        Ok(super::ServerParameters::parse(
+            &self.postgres_output("--describe-config")?,
+        ))
+    }
+
+    fn postgres_output(&self, arg: &str) -> Result<String, PgError> {
         let program = self.postgres.display().to_string();
         let mut cmd = std::process::Command::new(&self.postgres);
         super::strip_private_env(&mut cmd);
-        let out = cmd
-            .arg("--version")
-            .output()
-            .map_err(|source| PgError::Spawn {
-                program: program.clone(),
-                source,
-            })?;
+        let out = cmd.arg(arg).output().map_err(|source| PgError::Spawn {
+            program: program.clone(),
+            source,
+        })?;
         if !out.status.success() {
             return Err(PgError::CommandFailed {
                 program,
@@ -66,7 +74,7 @@ impl PgBinaries {
                 output: String::from_utf8_lossy(&out.stderr).trim().to_string(),
             });
         }
-        parse_version(&String::from_utf8_lossy(&out.stdout))
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 }
 

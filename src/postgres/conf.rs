@@ -5,31 +5,10 @@ use crate::cluster::RecoveryTargetSettings;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-/// Parameters the keeper owns: ignored when they appear in the spec and left out of the
-/// parameters it reports (so `mergePgParameters` never copies them into the spec).
-/// Names starting with `recovery_target` are managed as well.
-pub const MANAGED_PARAMETERS: &[&str] = &[
-    "unix_socket_directories",
-    "wal_keep_segments",
-    "wal_keep_size",
-    "max_slot_wal_keep_size",
-    "wal_retrieve_retry_interval",
-    "hot_standby",
-    "listen_addresses",
-    "port",
-    "max_replication_slots",
-    "max_wal_senders",
-    "wal_log_hints",
-    "synchronous_standby_names",
-    "primary_conninfo",
-    "primary_slot_name",
-    "recovery_min_apply_delay",
-    "restore_command",
-    "recovery_target_action",
-];
+pub use crate::cluster::MANAGED_PARAMETERS;
 
 fn is_managed(name: &str) -> bool {
-    MANAGED_PARAMETERS.contains(&name) || name.starts_with("recovery_target")
+    crate::cluster::is_managed_parameter(name)
 }
 
 /// `stolon_<uid>`: the application_name and replication slot name of a db.

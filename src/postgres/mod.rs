@@ -18,6 +18,7 @@ mod conf;
 mod files;
 mod hba;
 mod logline;
+mod params;
 mod process;
 mod tools;
 
@@ -34,6 +35,7 @@ pub use files::{
     write_standby_signal, write_temp_postgresql_conf,
 };
 pub use hba::{AuthMethod, HbaParams, render_pg_hba};
+pub use params::ServerParameters;
 pub(crate) use process::kill_instance;
 pub use process::{PgProcess, StartOptions, stop_stale_instance};
 pub use tools::{initdb, pg_basebackup, promote};

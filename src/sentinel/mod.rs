@@ -48,8 +48,8 @@ impl SentinelConfig {
             };
             let text =
                 std::fs::read_to_string(path).map_err(|e| invalid(format!("cannot read: {e}")))?;
-            ClusterSpec::from_json(&text)
-                .and_then(|spec| spec.validate())
+            crate::cluster::parse_spec_input(&text)
+                .and_then(|spec| spec.check_input())
                 .map_err(|e| invalid(format!("invalid cluster spec: {e}")))?;
         }
         Ok(SentinelConfig {
@@ -86,10 +86,8 @@ pub fn load_initial_spec(path: &Path) -> Result<ClusterSpec, SentinelError> {
         reason,
     };
     let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
-    let spec = ClusterSpec::from_json(&text).map_err(|e| err(e.to_string()))?;
-    spec.validate()
-        .and_then(|()| spec.check_fence_timing())
-        .map_err(|e| err(e.to_string()))?;
+    let spec = crate::cluster::parse_spec_input(&text).map_err(|e| err(e.to_string()))?;
+    spec.check_input().map_err(|e| err(e.to_string()))?;
     Ok(spec)
 }
 

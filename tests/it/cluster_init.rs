@@ -137,6 +137,50 @@ fn three_keepers_initialise_with_two_streaming_standbys() {
     );
 }
 
+/// A parameter the server does not know (a typo) reaches the spec, since stolonctl may run where
+/// no PostgreSQL is installed: the keepers leave it out and report it, and a keeper restarting
+/// its PostgreSQL still starts it.
+#[test]
+fn an_unknown_pg_parameter_never_keeps_postgresql_from_starting() {
+    let mut c = ClusterBuilder::new("badparam")
+        .keepers(2)
+        .sentinels(1)
+        .allow_errors(&["pgParameters: unknown parameter \"shared_buffer\""])
+        .start();
+    let master = c.wait_master_serving(Duration::from_secs(150));
+    let standby = c.keepers.keys().find(|k| **k != master).unwrap().clone();
+    wait_until(Duration::from_secs(90), "the standby streaming", || {
+        c.streaming_standbys(&master) == Some(1)
+    });
+    c.stolonctl_ok(&[
+        "update",
+        "--patch",
+        r#"{"pgParameters":{"shared_buffer":"16MB","work_mem":"5MB"}}"#,
+    ]);
+    // Applied everywhere: the standby is past its initialisation (a keeper killed during it
+    // starts the copy over).
+    for uid in [&master, &standby] {
+        wait_until(Duration::from_secs(60), "work_mem applied", || {
+            c.psql_keeper(uid, "show work_mem")
+                .is_ok_and(|r| r.first().and_then(|r| r[0].as_deref()) == Some("5MB"))
+        });
+    }
+    let before = c.keepers[&standby].postmaster_pid();
+    c.kill_keeper(&standby);
+    c.start_keeper(&standby);
+    wait_until(
+        Duration::from_secs(90),
+        "the restarted standby's PostgreSQL up and applying the valid parameter",
+        || {
+            let now = c.keepers[&standby].postmaster_pid();
+            now.is_some()
+                && now != before
+                && c.psql_keeper(&standby, "show work_mem")
+                    .is_ok_and(|r| r.first().and_then(|r| r[0].as_deref()) == Some("5MB"))
+        },
+    );
+}
+
 /// A file this test created, removed even when the test fails.
 struct RemovedOnDrop(PathBuf);
 
