@@ -6,6 +6,7 @@
 mod clusterdata;
 mod failkeeper;
 mod init;
+mod pgparams;
 mod removekeeper;
 mod spec;
 mod status;

@@ -58,7 +58,9 @@ pub(super) async fn run(args: UpdateArgs, cfg: &StoreConfig) -> Result<(), CtlEr
         .map_err(|e| CtlError::Usage(format!("invalid cluster spec: invalid JSON: {e}")))?;
     let store = connect(cfg).await?;
     modify_cluster_data(&store, |cd| {
-        cd.cluster.spec = updated_spec(&cd.cluster.spec, &input, args.patch)?;
+        let new = updated_spec(&cd.cluster.spec, &input, args.patch)?;
+        super::pgparams::check(&new)?;
+        cd.cluster.spec = new;
         Ok(())
     })
     .await?;

@@ -137,9 +137,10 @@ fn three_keepers_initialise_with_two_streaming_standbys() {
     );
 }
 
-/// A parameter the server does not know (a typo) reaches the spec, since stolonctl may run where
-/// no PostgreSQL is installed: the keepers leave it out and report it, and a keeper restarting
-/// its PostgreSQL still starts it.
+/// A parameter the server does not know (a typo): stolonctl refuses it when a PostgreSQL is
+/// installed where it runs. Written in anyway (stolonctl on a host without PostgreSQL, or
+/// `clusterdata write`), the keepers leave it out and report it, and a keeper restarting its
+/// PostgreSQL still starts it.
 #[test]
 fn an_unknown_pg_parameter_never_keeps_postgresql_from_starting() {
     let mut c = ClusterBuilder::new("badparam")
@@ -152,11 +153,24 @@ fn an_unknown_pg_parameter_never_keeps_postgresql_from_starting() {
     wait_until(Duration::from_secs(90), "the standby streaming", || {
         c.streaming_standbys(&master) == Some(1)
     });
-    c.stolonctl_ok(&[
+    let refused = c.stolonctl(&[
         "update",
         "--patch",
         r#"{"pgParameters":{"shared_buffer":"16MB","work_mem":"5MB"}}"#,
     ]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && stderr.contains("did you mean \"shared_buffers\""),
+        "{stderr}"
+    );
+    let mut cd = c.clusterdata();
+    cd["cluster"]["spec"]["pgParameters"] = serde_json::json!({
+        "shared_buffer": "16MB",
+        "work_mem": "5MB",
+    });
+    let file = c.base.join("with-typo.json");
+    std::fs::write(&file, cd.to_string()).unwrap();
+    c.stolonctl_ok(&["clusterdata", "write", "-y", "-f", file.to_str().unwrap()]);
     // Applied everywhere: the standby is past its initialisation (a keeper killed during it
     // starts the copy over).
     for uid in [&master, &standby] {
