@@ -3,7 +3,7 @@
 
 use super::{CtlError, connect, read_input};
 use crate::cluster::ClusterData;
-use crate::store::StoreConfig;
+use crate::store::{CasOutcome, StoreConfig};
 
 #[derive(clap::Args, Debug)]
 pub struct ClusterdataArgs {
@@ -61,15 +61,19 @@ async fn read(pretty: bool, cfg: &StoreConfig) -> Result<(), CtlError> {
 
 async fn write(file: &str, yes: bool, cfg: &StoreConfig) -> Result<(), CtlError> {
     let text = read_input(file)?;
-    // Same checks as every component applies on read: a document they would refuse is not written.
-    let cd = ClusterData::from_json(text.as_bytes())?;
+    // Same checks as every component applies on read: a document they would refuse is not
+    // written. What is written is the bytes given, so fields this version does not know stay.
+    ClusterData::from_json(text.as_bytes())?;
     let store = connect(cfg).await?;
-    if !yes && store.get_cluster_data_raw().await?.is_some() {
+    if yes {
+        store.put_cluster_data_raw(text.into_bytes()).await?;
+    } else if store.cas_cluster_data_raw(text.into_bytes(), 0).await? == CasOutcome::Conflict {
+        // Create-only: an existing document is never replaced without --yes, even one written
+        // between a check and the write.
         return Err(CtlError::ClusterDataExists(
             store.cluster_path().to_string(),
         ));
     }
-    store.put_cluster_data(&cd).await?;
     println!("successfully wrote cluster data into the new store");
     Ok(())
 }

@@ -88,7 +88,7 @@ impl Store {
             return Ok(CasOutcome::Conflict);
         };
         let (outcome, leader_alive) = self
-            .cas_cluster_data_with(cd, expected_mod_revision, Some((&key, rev)))
+            .cas_cluster_data_with(cd.to_json(), expected_mod_revision, Some((&key, rev)))
             .await?;
         if leader_alive == Some(false) {
             election.mark_deposed("its leader key is gone");

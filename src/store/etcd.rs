@@ -289,8 +289,19 @@ impl Store {
         cd: &ClusterData,
         expected_mod_revision: i64,
     ) -> Result<CasOutcome, StoreError> {
+        self.cas_cluster_data_raw(cd.to_json(), expected_mod_revision)
+            .await
+    }
+
+    /// [`Store::cas_cluster_data`] with the document's bytes as they are (`clusterdata write`
+    /// keeps fields this version does not know).
+    pub async fn cas_cluster_data_raw(
+        &self,
+        value: Vec<u8>,
+        expected_mod_revision: i64,
+    ) -> Result<CasOutcome, StoreError> {
         let (outcome, _) = self
-            .cas_cluster_data_with(cd, expected_mod_revision, None)
+            .cas_cluster_data_with(value, expected_mod_revision, None)
             .await?;
         Ok(outcome)
     }
@@ -299,7 +310,7 @@ impl Store {
     /// Returns whether the leader key still exists when the txn failed (None when not asked).
     pub(super) async fn cas_cluster_data_with(
         &self,
-        cd: &ClusterData,
+        value: Vec<u8>,
         expected_mod_revision: i64,
         leader: Option<(&[u8], i64)>,
     ) -> Result<(CasOutcome, Option<bool>), StoreError> {
@@ -320,7 +331,7 @@ impl Store {
         }
         let txn = Txn::new()
             .when(compares)
-            .and_then(vec![TxnOp::put(key.clone(), cd.to_json(), None)])
+            .and_then(vec![TxnOp::put(key.clone(), value, None)])
             .or_else(or_else);
         // Sent as attempts like the idempotent requests: a compare-and-swap sent again after
         // its first attempt went unanswered either finds the first one never applied (the
@@ -351,10 +362,14 @@ impl Store {
         Ok((CasOutcome::Conflict, leader_alive))
     }
 
-    /// Unconditional write (stolonctl init -f, clusterdata write).
+    /// Unconditional write (stolonctl init).
     pub async fn put_cluster_data(&self, cd: &ClusterData) -> Result<(), StoreError> {
+        self.put_cluster_data_raw(cd.to_json()).await
+    }
+
+    /// Unconditional write of the document's bytes as they are (`clusterdata write -y`).
+    pub async fn put_cluster_data_raw(&self, value: Vec<u8>) -> Result<(), StoreError> {
         let key = self.inner.paths.cluster_data();
-        let value = cd.to_json();
         self.idempotent(&format!("put {key}"), || {
             let mut kv = self.inner.client.kv_client();
             let (key, value) = (key.clone(), value.clone());

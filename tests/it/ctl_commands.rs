@@ -196,6 +196,21 @@ fn clusterdata_read_write_failkeeper_removekeeper_status() {
 
     let raw = ok(ctl(&etcd, "c", &["clusterdata", "read"], None));
     assert_eq!(raw.trim_end(), etcd.cluster_data("c").unwrap());
+    // The bytes given are what is stored: a field this version does not know survives.
+    let with_unknown = CLUSTER_DATA.replacen("{", r#"{"fromANewerVersion": {"x": 1},"#, 1);
+    ok(ctl(
+        &etcd,
+        "c",
+        &["clusterdata", "write", "-y"],
+        Some(&with_unknown),
+    ));
+    assert_eq!(etcd.cluster_data("c").unwrap(), with_unknown.trim_end());
+    ok(ctl(
+        &etcd,
+        "c",
+        &["clusterdata", "write", "-y"],
+        Some(CLUSTER_DATA),
+    ));
     let pretty: Value = serde_json::from_str(&ok(ctl(
         &etcd,
         "c",
