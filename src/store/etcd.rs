@@ -339,13 +339,15 @@ impl Store {
         // any conflict: it reads again and finds its write there. A single attempt sent to a
         // crashed member blocked the sentinel for the whole store timeout (5 s in vm-tests),
         // and its memory was reset after it.
+        let what = format!("write {key}");
         let resp = self
-            .idempotent(&format!("write {key}"), || {
+            .idempotent(&what, || {
                 let mut kv = self.inner.client.kv_client();
                 let txn = txn.clone();
                 async move { kv.txn(txn).await }
             })
-            .await?;
+            .await
+            .map_err(|e| outcome_unknown_on_timeout(e, what))?;
         if resp.succeeded() {
             let rev = resp.header().map(|h| h.revision()).unwrap_or_default();
             return Ok((CasOutcome::Written { mod_revision: rev }, None));
@@ -370,12 +372,14 @@ impl Store {
     /// Unconditional write of the document's bytes as they are (`clusterdata write -y`).
     pub async fn put_cluster_data_raw(&self, value: Vec<u8>) -> Result<(), StoreError> {
         let key = self.inner.paths.cluster_data();
-        self.idempotent(&format!("put {key}"), || {
+        let what = format!("put {key}");
+        self.idempotent(&what, || {
             let mut kv = self.inner.client.kv_client();
             let (key, value) = (key.clone(), value.clone());
             async move { kv.put(key, value, None).await }
         })
-        .await?;
+        .await
+        .map_err(|e| outcome_unknown_on_timeout(e, what))?;
         Ok(())
     }
 
@@ -1010,6 +1014,14 @@ fn append_sources(out: &mut String, mut cur: Option<&(dyn std::error::Error + 's
 
 /// etcd's ErrGRPCLeaseNotFound (NotFound, seen with etcdctl), or the client's own keep-alive
 /// error for it.
+/// A write that timed out may have been applied: say so rather than report a plain failure.
+fn outcome_unknown_on_timeout(e: StoreError, what: String) -> StoreError {
+    match e {
+        StoreError::Timeout(after) => StoreError::OutcomeUnknown { what, after },
+        other => other,
+    }
+}
+
 pub(super) fn is_lease_not_found(e: &etcd_client::Error) -> bool {
     match e {
         etcd_client::Error::GRpcStatus(s) => {
@@ -1037,6 +1049,20 @@ fn is_no_leader(e: &etcd_client::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_timed_out_write_says_its_outcome_is_unknown() {
+        let e = outcome_unknown_on_timeout(
+            StoreError::Timeout(Duration::from_secs(5)),
+            "write stolon/cluster/c/clusterdata".into(),
+        )
+        .to_string();
+        assert!(
+            e.contains("write stolon/cluster/c/clusterdata")
+                && e.contains("may or may not have been applied"),
+            "{e}"
+        );
+    }
 
     fn status(code: tonic::Code, message: &str) -> etcd_client::Error {
         etcd_client::Error::GRpcStatus(tonic::Status::new(code, message))

@@ -113,6 +113,11 @@ pub enum StoreError {
     },
     #[error("store request timed out after {0:?}")]
     Timeout(Duration),
+    /// A write that got no answer in time: etcd may have applied it or not.
+    #[error(
+        "store: {what}: no answer within {after:?}; it may or may not have been applied (read it back before trying again)"
+    )]
+    OutcomeUnknown { what: String, after: Duration },
     #[error("store: bad value at {key}: {reason}")]
     BadValue { key: String, reason: String },
     #[error("store config: {0}")]

@@ -358,3 +358,21 @@ impl Drop for Elect {
         let _ = self.0.wait();
     }
 }
+
+/// A write etcd never answers (frozen) may still be applied when it wakes: stolonctl says the
+/// outcome is unknown instead of reporting a failure.
+#[test]
+fn a_write_to_a_frozen_store_reports_an_unknown_outcome() {
+    let etcd = Etcd::start();
+    etcd.signal(nix::sys::signal::Signal::SIGSTOP);
+    let out = ctl(
+        &etcd,
+        "c",
+        &["clusterdata", "write", "-y"],
+        Some(CLUSTER_DATA),
+    );
+    etcd.signal(nix::sys::signal::Signal::SIGCONT);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("may or may not have been applied"), "{err}");
+}
