@@ -48,6 +48,26 @@ build() {
   done
 }
 
+# The state dir holds the binaries this script runs (as root when started as root) and the
+# passwords: a directory another local user created first (the default is under the shared /tmp)
+# or can write to would let them replace those binaries. It must be a real directory (not a
+# symlink), ours, and writable by nobody else; `up` creates it that way.
+check_state_dir() {
+  [ ! -L "$STATE" ] || die "$STATE is a symlink; refusing to use it (set STOLON_LOCAL_DIR to a directory of yours)"
+  if [ ! -e "$STATE" ]; then
+    [ "${1:-}" = create ] || return 0
+    mkdir -m 0755 -- "$STATE" || die "cannot create $STATE"
+  fi
+  [ -d "$STATE" ] || die "$STATE is not a directory"
+  local owner mode
+  owner=$(stat -c %u -- "$STATE")
+  mode=$(stat -c %a -- "$STATE")
+  [ "$owner" = "$(id -u)" ] \
+    || die "$STATE belongs to uid $owner, not to you; refusing to run binaries from it (set STOLON_LOCAL_DIR)"
+  (( (8#$mode & 8#022) == 0 )) \
+    || die "$STATE is writable by others (mode $mode); refusing to run binaries from it (chmod go-w it, or set STOLON_LOCAL_DIR)"
+}
+
 pidfile() { echo "$STATE/run/$1.pid"; }
 running() { local f; f=$(pidfile "$1"); [ -f "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null; }
 
@@ -84,15 +104,17 @@ up() {
   ensure_deps
   [ "$KEEPER_USER" = "$ME" ] || id "$KEEPER_USER" >/dev/null 2>&1 \
     || die "user $KEEPER_USER missing (it comes with the postgresql package)"
+  check_state_dir create
   mkdir -p "$STATE"/{run,logs,secrets}
   build
   chmod 0755 "$STATE" "$STATE/secrets"
   local pg_bin; pg_bin=$(pg_bin_dir)
   for s in su repl; do
     local f="$STATE/secrets/$s-password"
+    [ ! -L "$f" ] || die "$f is a symlink; refusing to write a password through it"
     [ -s "$f" ] || (umask 077; head -c 18 /dev/urandom | base64 | tr -d '/+=' >"$f")
     chmod 0600 "$f"
-    [ "$KEEPER_USER" = "$ME" ] || chown "$KEEPER_USER" "$f"
+    [ "$KEEPER_USER" = "$ME" ] || chown -h "$KEEPER_USER" "$f"
   done
   cat >"$STATE/env" <<ENV
 CLUSTER_NAME=$CLUSTER
@@ -120,7 +142,7 @@ ENV
   for i in $(seq 0 $((NKEEPERS - 1))); do
     local dir="$STATE/keeper$i"
     mkdir -p "$dir"; chmod 0700 "$dir"
-    [ "$KEEPER_USER" = "$ME" ] || chown "$KEEPER_USER:" "$dir"
+    [ "$KEEPER_USER" = "$ME" ] || chown -h "$KEEPER_USER:" "$dir"
     start "keeper$i" "${run_as[@]}" env HOME="$dir" "$STATE/bin/stolon-keeper" $(store_flags) \
       --uid "keeper$i" --data-dir "$dir" \
       --pg-listen-address 127.0.0.1 --pg-port $((BASE + 3 + i)) --pg-bin-path "$pg_bin" \
@@ -191,6 +213,7 @@ status() {
   ctl status || true
 }
 
+check_state_dir
 case "${1:-}" in
   up) up ;;
   down) down ;;

@@ -19,6 +19,7 @@ mod cluster_store_outage;
 mod cluster_switchover;
 mod ctl_commands;
 mod keeper_duplicate_uid;
+mod local_cluster_script;
 mod postgres_client_close;
 mod postgres_instance;
 mod postgres_stop_bounded;
