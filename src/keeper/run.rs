@@ -208,6 +208,7 @@ pub async fn run(cfg: KeeperConfig, ctx: RoleContext) -> Result<(), KeeperError>
     // would run with a config nobody checked against the cluster data.
     work.step(None, STOP_ALLOWANCE);
     supervise(&work, stop_stale_instance(&pgdata, SHUTDOWN_STOP)).await?;
+    postgres::remove_stale_secrets(&pgdata)?;
 
     let boot_uuid = uuid::Uuid::new_v4().to_string();
     let local_conn = LocalConn {

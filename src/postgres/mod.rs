@@ -38,7 +38,7 @@ pub use hba::{AuthMethod, HbaParams, render_pg_hba};
 pub use params::ServerParameters;
 pub(crate) use process::kill_instance;
 pub use process::{PgProcess, StartOptions, stop_stale_instance};
-pub use tools::{initdb, pg_basebackup, promote};
+pub use tools::{initdb, pg_basebackup, promote, remove_stale_secrets};
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

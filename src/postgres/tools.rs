@@ -10,18 +10,47 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use std::io::Write;
 use std::os::unix::fs::DirBuilderExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
 
+/// Where the short-lived secret files of a data directory go: next to it, in a directory of the
+/// keeper's own (not the shared /tmp), so that a crash's leftovers can be removed at the next
+/// start ([`remove_stale_secrets`]) without touching another keeper's.
+fn secrets_dir(pgdata: &Path) -> PathBuf {
+    pgdata.parent().unwrap_or(pgdata).join(SECRETS_DIR)
+}
+
+const SECRETS_DIR: &str = "secrets.tmp";
+
+/// Removes the secret files a crash (a SIGKILL during initdb or pg_basebackup) left behind.
+pub fn remove_stale_secrets(pgdata: &Path) -> Result<(), PgError> {
+    let dir = secrets_dir(pgdata);
+    match std::fs::remove_dir_all(&dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(PgError::io(&dir, e)),
+        _ => Ok(()),
+    }
+}
+
 /// A 0600 file holding a secret (tempfile creates it private), owned by `run_as`, removed on
-/// drop.
+/// drop; in the data directory's [`secrets_dir`] (0700, owned by `run_as` too).
 struct SecretFile(tempfile::NamedTempFile);
 
 impl SecretFile {
-    fn create(prefix: &str, content: &str, run_as: Option<RunAs>) -> Result<SecretFile, PgError> {
-        let dir = std::env::temp_dir();
+    fn create(
+        pgdata: &Path,
+        prefix: &str,
+        content: &str,
+        run_as: Option<RunAs>,
+    ) -> Result<SecretFile, PgError> {
+        let dir = secrets_dir(pgdata);
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| PgError::io(&dir, e))?;
+        chown_to(&dir, run_as)?;
         let mut f = tempfile::Builder::new()
             .prefix(prefix)
             .tempfile_in(&dir)
@@ -129,7 +158,7 @@ pub async fn initdb(
     let pgdata = std::path::absolute(pgdata).map_err(|e| PgError::io(pgdata.path(), e))?;
     ensure_pgdata_dir(&pgdata, run_as)?;
     let pwfile = match password {
-        Some(pw) => Some(SecretFile::create("stolon-initdb-pw", pw, run_as)?),
+        Some(pw) => Some(SecretFile::create(&pgdata, "stolon-initdb-pw", pw, run_as)?),
         None => None,
     };
     let mut cmd = command(&bins.initdb, run_as);
@@ -187,7 +216,7 @@ pub async fn pg_basebackup(
     let pgdata = std::path::absolute(pgdata).map_err(|e| PgError::io(pgdata.path(), e))?;
     ensure_pgdata_dir(&pgdata, run_as)?;
     let passfile = match conn.passfile_text() {
-        Some(text) => Some(SecretFile::create("stolon-pgpass", &text, run_as)?),
+        Some(text) => Some(SecretFile::create(&pgdata, "stolon-pgpass", &text, run_as)?),
         None => None,
     };
     let mut cmd = command(&bins.pg_basebackup, run_as);
@@ -309,11 +338,26 @@ mod tests {
     #[test]
     fn secret_files_are_private_and_removed() {
         use std::os::unix::fs::PermissionsExt;
-        let f = SecretFile::create("stolon-test", "pw", None).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let pgdata = dir.path().join("postgres");
+        let f = SecretFile::create(&pgdata, "stolon-test", "pw", None).unwrap();
         let path = f.path().to_path_buf();
+        assert!(path.starts_with(dir.path().join(SECRETS_DIR)));
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
+        let dir_mode = std::fs::metadata(path.parent().unwrap())
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(dir_mode & 0o777, 0o700);
         drop(f);
         assert!(!path.exists());
+        // What a crash left behind goes at the next start.
+        let left = SecretFile::create(&pgdata, "stolon-test", "pw", None).unwrap();
+        let left_path = left.path().to_path_buf();
+        std::mem::forget(left);
+        remove_stale_secrets(&pgdata).unwrap();
+        assert!(!left_path.exists());
+        remove_stale_secrets(&pgdata).unwrap();
     }
 }

@@ -121,6 +121,11 @@ fn three_keepers_initialise_with_two_streaming_standbys() {
     let planted = RemovedOnDrop(PathBuf::from(format!("/tmp/.s.PGSQL.{port}.lock")));
     let _ = std::fs::remove_file(&planted.0);
     std::fs::write(&planted.0, "1\n/\n").unwrap();
+    // A password file a crash during pg_basebackup left behind goes when the keeper starts.
+    let secrets = c.keepers[&standby].data_dir.join("secrets.tmp");
+    std::fs::create_dir_all(&secrets).unwrap();
+    let leftover = secrets.join("stolon-pgpass-left-by-a-crash");
+    std::fs::write(&leftover, "*:*:*:*:secret\n").unwrap();
     c.start_keeper(&standby);
     wait_until(
         Duration::from_secs(90),
@@ -129,6 +134,7 @@ fn three_keepers_initialise_with_two_streaming_standbys() {
             let now = c.keepers[&standby].postmaster_pid();
             now.is_some()
                 && now != before
+                && !leftover.exists()
                 && c.psql_keeper(&standby, "select status from pg_stat_wal_receiver")
                     .is_ok_and(|rows| {
                         rows.first().and_then(|r| r[0].as_deref()) == Some("streaming")
