@@ -81,4 +81,6 @@ pub(crate) fn is_zero_u16(v: &u16) -> bool {
 }
 
 #[cfg(test)]
+pub(crate) mod fuzz_tests;
+#[cfg(test)]
 mod tests;

@@ -160,11 +160,8 @@ pub fn is_managed_parameter(name: &str) -> bool {
     MANAGED_PARAMETERS.contains(&name) || name.starts_with("recovery_target")
 }
 
-/// A pgParameters entry PostgreSQL's configuration file can hold as one line: the name is a
-/// parameter name (`[A-Za-z_][A-Za-z0-9_$]*`, or `prefix.name` for an extension's), the value has
-/// no control character. Anything else would let one entry write further lines into
-/// postgresql.conf, after the ones the keeper manages.
-fn check_parameter(name: &str, value: &str) -> Result<(), SpecError> {
+/// `[A-Za-z_][A-Za-z0-9_$]*`, or `prefix.name` of two such (an extension's parameter).
+pub fn is_parameter_name(name: &str) -> bool {
     let is_ident = |s: &str| {
         s.chars()
             .next()
@@ -172,16 +169,28 @@ fn check_parameter(name: &str, value: &str) -> Result<(), SpecError> {
             && s.chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$')
     };
-    let valid_name = match name.split_once('.') {
+    match name.split_once('.') {
         Some((prefix, rest)) => is_ident(prefix) && is_ident(rest),
         None => is_ident(name),
-    };
-    if !valid_name {
+    }
+}
+
+/// A value postgresql.conf can hold on one line: no control character.
+pub fn is_parameter_value(value: &str) -> bool {
+    !value.chars().any(char::is_control)
+}
+
+/// A pgParameters entry PostgreSQL's configuration file can hold as one line: the name is a
+/// parameter name (`[A-Za-z_][A-Za-z0-9_$]*`, or `prefix.name` for an extension's), the value has
+/// no control character. Anything else would let one entry write further lines into
+/// postgresql.conf, after the ones the keeper manages.
+fn check_parameter(name: &str, value: &str) -> Result<(), SpecError> {
+    if !is_parameter_name(name) {
         return Err(spec_err(format!(
             "pgParameters: {name:?} is not a PostgreSQL parameter name"
         )));
     }
-    if value.chars().any(char::is_control) {
+    if !is_parameter_value(value) {
         return Err(spec_err(format!(
             "pgParameters: the value of {name:?} contains a control character"
         )));

@@ -127,3 +127,25 @@ mod tests {
         assert!(e.contains("invalid JSON"), "{e}");
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    //! Fuzz target for `update --patch` (see src/cluster/fuzz_tests.rs).
+    use super::*;
+    use crate::cluster::fuzz_tests::{fuzz_config, spec_like_json};
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(fuzz_config())]
+
+        /// Any patch: an error, or a spec that passes every input check and keeps initMode.
+        #[test]
+        fn fuzz_any_patch_gives_an_error_or_a_checked_spec(patch in spec_like_json(), replace in any::<bool>()) {
+            let stored = ClusterSpec::from_json(r#"{"initMode":"new","sleepInterval":"2s"}"#).unwrap();
+            if let Ok(new) = updated_spec(&stored, &patch.to_string(), !replace) {
+                prop_assert!(new.check_input().is_ok());
+                prop_assert_eq!(new.init_mode, stored.init_mode);
+            }
+        }
+    }
+}

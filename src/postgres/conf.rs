@@ -287,7 +287,12 @@ pub(crate) fn render_with_include(
     if let Some(inc) = include {
         out.push_str(&format!("include '{}'\n", inc.replace('\'', "''")));
     }
-    for (k, v) in params {
+    // Spec validation refuses such entries; the renderer never writes them either, so no entry
+    // can add lines of its own (src/postgres/fuzz_tests.rs).
+    let one_line = |(k, v): &(&String, &String)| {
+        crate::cluster::is_parameter_name(k) && crate::cluster::is_parameter_value(v)
+    };
+    for (k, v) in params.iter().filter(one_line) {
         out.push_str(&format!("{k} = {}\n", quote_conf_value(v)));
     }
     out

@@ -16,6 +16,8 @@ mod bins;
 mod client;
 mod conf;
 mod files;
+#[cfg(test)]
+mod fuzz_tests;
 mod hba;
 mod logline;
 mod params;
