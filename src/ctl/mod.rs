@@ -128,21 +128,46 @@ async fn read_cluster_data(store: &Store) -> Result<Versioned<ClusterData>, CtlE
         .ok_or_else(|| CtlError::NoClusterData(store.cluster_path().to_string()))
 }
 
-/// Read-modify-write with compare-and-swap, retried on conflict as upstream does.
+/// Read-modify-write with compare-and-swap, retried on conflict as upstream does. Only what
+/// `change` changed is changed in the stored document: fields this version does not know (a
+/// newer stolon's) stay as they are.
 async fn modify_cluster_data(
     store: &Store,
     mut change: impl FnMut(&mut ClusterData) -> Result<(), CtlError>,
 ) -> Result<ClusterData, CtlError> {
     for _ in 0..MAX_CAS_RETRIES {
-        let current = read_cluster_data(store).await?;
-        let mut cd = current.value;
+        let raw = store
+            .get_cluster_data_raw()
+            .await?
+            .ok_or_else(|| CtlError::NoClusterData(store.cluster_path().to_string()))?;
+        let before = ClusterData::from_json(&raw.value)?;
+        let mut cd = before.clone();
         change(&mut cd)?;
-        match store.cas_cluster_data(&cd, current.mod_revision).await? {
+        let bytes = apply_changes(&raw.value, &before, &cd);
+        match store.cas_cluster_data_raw(bytes, raw.mod_revision).await? {
             CasOutcome::Written { .. } => return Ok(cd),
             CasOutcome::Conflict => continue,
         }
     }
     Err(CtlError::TooManyConflicts(MAX_CAS_RETRIES))
+}
+
+/// `stored` with the changes from `before` to `after` applied (a JSON patch of the two), so
+/// that what neither knows is kept; `after` as this version writes it if the stored document
+/// does not take the patch.
+fn apply_changes(stored: &[u8], before: &ClusterData, after: &ClusterData) -> Vec<u8> {
+    let patched = (|| {
+        let mut doc: serde_json::Value = serde_json::from_slice(stored).ok()?;
+        let changes = json_patch::diff(
+            &serde_json::to_value(before).ok()?,
+            &serde_json::to_value(after).ok()?,
+        );
+        json_patch::patch(&mut doc, &changes).ok()?;
+        let bytes = serde_json::to_vec(&doc).ok()?;
+        // Only a document every component reads back as `after` is written.
+        (ClusterData::from_json(&bytes).ok()? == *after).then_some(bytes)
+    })();
+    patched.unwrap_or_else(|| after.to_json())
 }
 
 /// The text of `-f <file>` (`-` is stdin).
@@ -180,5 +205,28 @@ fn confirm(question: &str) -> Result<bool, CtlError> {
             "no" => return Ok(false),
             _ => println!("Please enter 'yes' or 'no'"),
         }
+    }
+}
+
+#[cfg(test)]
+mod modify_tests {
+    use super::*;
+
+    #[test]
+    fn a_change_keeps_the_fields_this_version_does_not_know() {
+        let stored = r#"{"formatVersion":1,"changeTime":"2024-01-01T00:00:00Z","fromANewerVersion":{"x":1},
+            "cluster":{"uid":"c0ffee00","generation":1,"changeTime":"2024-01-01T00:00:00Z",
+              "spec":{"initMode":"new","sleepInterval":"2s","newSpecField":true},
+              "status":{"currentGeneration":1,"phase":"normal"}},
+            "keepers":{},"dbs":{},"proxy":{"generation":1,"changeTime":"2024-01-01T00:00:00Z","spec":{},"status":{}}}"#;
+        let before = ClusterData::from_json(stored.as_bytes()).unwrap();
+        let mut after = before.clone();
+        after.cluster.spec.sleep_interval = Some(crate::cluster::GoDuration::from_secs(3));
+        let written = apply_changes(stored.as_bytes(), &before, &after);
+        let doc: serde_json::Value = serde_json::from_slice(&written).unwrap();
+        assert_eq!(doc["fromANewerVersion"]["x"], 1);
+        assert_eq!(doc["cluster"]["spec"]["newSpecField"], true);
+        assert_eq!(doc["cluster"]["spec"]["sleepInterval"], "3s");
+        assert_eq!(ClusterData::from_json(&written).unwrap(), after);
     }
 }
