@@ -11,24 +11,10 @@ use std::time::Duration;
 use stolon::cluster::SuReplAccessMode;
 use stolon::keeper::AuthMethod;
 use stolon::postgres::*;
+use support::pg::{REPL, REPL_LOGIN, REPL_PW, SU, SU_LOGIN, SU_PW};
 use support::procs::RunAs as OsUser;
 use support::{free_port, pg_bin, pg_temp_dir};
 
-/// As the pg_hba.conf of these tests checks them.
-const SU_LOGIN: Login = Login {
-    user: SU,
-    password: Some(SU_PW),
-    method: AuthMethod::Md5,
-};
-const REPL_LOGIN: Login = Login {
-    user: REPL,
-    password: Some(REPL_PW),
-    method: AuthMethod::ScramSha256,
-};
-const SU: &str = "su";
-const SU_PW: &str = "su pass'word";
-const REPL: &str = "repl";
-const REPL_PW: &str = "repl:pw\\x";
 const TIMEOUT: Duration = Duration::from_secs(60);
 
 fn init_tracing() {

@@ -14,24 +14,10 @@ use std::time::{Duration, Instant};
 use stolon::cluster::SuReplAccessMode;
 use stolon::keeper::AuthMethod;
 use stolon::postgres::*;
+use support::pg::{REPL, REPL_LOGIN, REPL_PW, SU, SU_LOGIN, SU_PW};
 use support::procs::RunAs as OsUser;
 use support::{free_port, pg_bin, pg_temp_dir};
 
-/// As the pg_hba.conf of these tests checks them.
-const SU_LOGIN: Login = Login {
-    user: SU,
-    password: Some(SU_PW),
-    method: AuthMethod::Md5,
-};
-const REPL_LOGIN: Login = Login {
-    user: REPL,
-    password: Some(REPL_PW),
-    method: AuthMethod::ScramSha256,
-};
-const SU: &str = "su";
-const SU_PW: &str = "supw";
-const REPL: &str = "repl";
-const REPL_PW: &str = "replpw";
 const TIMEOUT: Duration = Duration::from_secs(60);
 /// The stop's total time under test; its fast-shutdown part is half of it (see `escalation`
 /// in src/postgres/process.rs).

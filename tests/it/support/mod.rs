@@ -9,6 +9,7 @@ pub(crate) mod cli;
 pub(crate) mod etcd;
 pub(crate) mod fixtures;
 pub(crate) mod net;
+pub(crate) mod pg;
 pub(crate) mod procs;
 pub(crate) mod systemd;
 pub(crate) mod tls;
