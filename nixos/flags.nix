@@ -11,6 +11,8 @@ let
     "store-cert-file"
     "store-key"
     "store-ca-file"
+    "store-user"
+    "store-password-file"
     "store-skip-tls-verify"
     "metrics-listen-address"
     "kube-resource-kind"

@@ -94,6 +94,18 @@ pub(crate) const STORE_CA_FILE: FlagDef = text(
     "verify certificates of HTTPS-enabled store servers using this CA bundle",
 );
 
+pub(crate) const STORE_USER: FlagDef = text(
+    "store-user",
+    None,
+    "etcd user name, for an etcd with authentication enabled (needs --store-password-file)",
+);
+
+pub(crate) const STORE_PASSWORD_FILE: FlagDef = text(
+    "store-password-file",
+    None,
+    "file holding the password of --store-user (or a systemd credential named store-password-file)",
+);
+
 pub(crate) const STORE_SKIP_TLS_VERIFY: FlagDef = boolean(
     "store-skip-tls-verify",
     Some("false"),
@@ -311,6 +323,8 @@ pub(super) const COMMON_FLAGS: &[&FlagDef] = &[
     &STORE_CERT_FILE,
     &STORE_KEY,
     &STORE_CA_FILE,
+    &STORE_USER,
+    &STORE_PASSWORD_FILE,
     &STORE_SKIP_TLS_VERIFY,
     &METRICS_LISTEN_ADDRESS,
     &KUBE_RESOURCE_KIND,

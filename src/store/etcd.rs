@@ -101,6 +101,14 @@ impl Store {
             .with_connect_timeout(super::channel::connect_timeout(cfg.timeout))
             .with_keep_alive(KEEPALIVE_PING, cfg.timeout.max(Duration::from_secs(1)))
             .with_keep_alive_while_idle(false);
+        // etcd's authentication: a token from the user and password, renewed by the client when
+        // etcd no longer accepts it (it expires, or etcd restarted).
+        let opts = match &cfg.credentials {
+            Some(c) => opts
+                .with_user(c.user.clone(), c.password.clone())
+                .with_auto_token_refresh(true),
+            None => opts,
+        };
         let ssl = match scheme {
             Scheme::Https => {
                 if cfg.skip_tls_verify {

@@ -81,6 +81,24 @@ pub struct StoreConfig {
     pub key_file: Option<PathBuf>,
     pub ca_file: Option<PathBuf>,
     pub skip_tls_verify: bool,
+    /// `--store-user` and the password read from `--store-password-file`.
+    pub credentials: Option<StoreCredentials>,
+}
+
+/// An etcd user and its password (etcd's own authentication, over the same connection).
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoreCredentials {
+    pub user: String,
+    pub password: String,
+}
+
+/// Without the password.
+impl std::fmt::Debug for StoreCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreCredentials")
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -1,8 +1,8 @@
 //! The store settings every role shares, read from the merged configuration layers
 //! (src/config/).
 
-use super::{StoreBackend, StoreConfig, StoreError};
-use crate::config::{ConfigError, Loaded, flags, invalid, parse_endpoints};
+use super::{StoreBackend, StoreConfig, StoreCredentials, StoreError};
+use crate::config::{ConfigError, Loaded, flags, invalid, parse_endpoints, read_password_file};
 
 impl StoreConfig {
     pub fn from_loaded(l: &Loaded) -> Result<StoreConfig, ConfigError> {
@@ -28,6 +28,29 @@ impl StoreConfig {
             key_file: l.path_or_credential(&flags::STORE_KEY),
             ca_file: l.path_or_credential(&flags::STORE_CA_FILE),
             skip_tls_verify: l.bool(&flags::STORE_SKIP_TLS_VERIFY)?,
+            credentials: credentials(l)?,
         })
+    }
+}
+
+/// Both or neither of `--store-user` and its password (file or systemd credential).
+fn credentials(l: &Loaded) -> Result<Option<StoreCredentials>, ConfigError> {
+    let user = l.get(&flags::STORE_USER);
+    let password_file = l.path_or_credential(&flags::STORE_PASSWORD_FILE);
+    match (user, password_file) {
+        (None, None) => Ok(None),
+        (Some(_), None) => Err(invalid(
+            flags::STORE_PASSWORD_FILE.name,
+            "--store-user needs a password: set --store-password-file or pass a systemd credential named store-password-file",
+        )),
+        (None, Some(_)) => Err(invalid(
+            flags::STORE_USER.name,
+            "a store password was given without --store-user",
+        )),
+        (Some(user), Some(path)) => {
+            let password = read_password_file(&path, "store")
+                .map_err(|r| invalid(flags::STORE_PASSWORD_FILE.name, r))?;
+            Ok(Some(StoreCredentials { user, password }))
+        }
     }
 }

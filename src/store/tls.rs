@@ -344,6 +344,7 @@ mod tests {
             key_file: None,
             ca_file: None,
             skip_tls_verify: false,
+            credentials: None,
         }
     }
 

@@ -8,7 +8,9 @@ use etcd_client::{Client, GetOptions, LeaseTimeToLiveOptions};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 use stolon::cluster::{ProxyInfo, SentinelInfo, new_uid};
-use stolon::store::{CasOutcome, Store, StoreBackend, StoreConfig, StoreError, StoreEvent};
+use stolon::store::{
+    CasOutcome, Store, StoreBackend, StoreConfig, StoreCredentials, StoreError, StoreEvent,
+};
 use support::etcd::store_config;
 use support::procs::RunAs;
 use support::tls::Certs;
@@ -660,4 +662,65 @@ async fn tls_with_client_certificates() {
     let s = Store::connect(&no_cert).await.unwrap();
     let e = s.get_cluster_data_raw().await.unwrap_err();
     eprintln!("without a client certificate: {e}");
+}
+
+/// etcd with authentication on: the store works as the configured user, a wrong password is
+/// refused with etcd's reason, and after an etcd restart (which forgets every token) the client
+/// authenticates again by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authenticates_as_the_store_user_also_after_an_etcd_restart() {
+    let mut etcd = Etcd::start();
+    etcd.etcdctl_ok(&[
+        "user",
+        "add",
+        "root",
+        "--new-user-password",
+        "root pw",
+        "--interactive=false",
+    ]);
+    etcd.etcdctl_ok(&["auth", "enable"]);
+    etcd.etcdctl_user = Some("root:root pw".into());
+    let with = |user: &str, password: &str| StoreConfig {
+        credentials: Some(StoreCredentials {
+            user: user.into(),
+            password: password.into(),
+        }),
+        ..config(&etcd.endpoint(), "auth")
+    };
+
+    let store = Store::connect(&with("root", "root pw")).await.unwrap();
+    store.put_proxy_info(&proxy("p1")).await.unwrap();
+    assert_eq!(store.get_proxies_info().await.unwrap().len(), 1);
+
+    let refused = match Store::connect(&with("root", "wrong")).await {
+        Err(e) => e.to_string(),
+        Ok(s) => s.get_proxies_info().await.unwrap_err().to_string(),
+    };
+    assert!(refused.contains("authentication failed"), "{refused}");
+    let anonymous = Store::connect(&config(&etcd.endpoint(), "auth")).await;
+    let denied = match anonymous {
+        Err(e) => e.to_string(),
+        Ok(s) => s.get_proxies_info().await.unwrap_err().to_string(),
+    };
+    assert!(
+        denied.contains("user name is empty") || denied.contains("permission denied"),
+        "{denied}"
+    );
+
+    etcd.stop();
+    etcd.start_again();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match store.get_proxies_info().await {
+            Ok(infos) => {
+                assert_eq!(infos.len(), 1);
+                break;
+            }
+            Err(e) if std::time::Instant::now() < deadline => {
+                tracing::info!(error = %e, "waiting for the store after the restart");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("the store did not work again after etcd restarted: {e}"),
+        }
+    }
 }

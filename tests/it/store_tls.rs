@@ -295,6 +295,7 @@ async fn unusable_tls_files_are_refused_at_connect() {
             key_file: None,
             ca_file: None,
             skip_tls_verify: false,
+            credentials: None,
         }
     };
     let connect_err = |cfg: StoreConfig| async move {

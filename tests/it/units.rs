@@ -167,6 +167,8 @@ fn example_configs_load_with_the_roles_flags() {
         let mut given: BTreeMap<&'static str, String> = BTreeMap::new();
         given.insert("config", path.display().to_string());
         given.insert("cluster-name", "example".into());
+        // As with an etcd that has authentication on: its password is a credential too.
+        given.insert("store-user", "stolon".into());
         if r == Role::Keeper {
             given.insert("data-dir", "/var/lib/stolon/example".into());
         }
@@ -180,7 +182,14 @@ fn example_configs_load_with_the_roles_flags() {
         };
         let loaded = Loaded::load_from(r, &given, sources)
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        StoreConfig::from_loaded(&loaded).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let store =
+            StoreConfig::from_loaded(&loaded).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert_eq!(
+            store.credentials.map(|c| c.password).as_deref(),
+            Some("store-password-file-secret"),
+            "{}: the etcd password credential",
+            path.display()
+        );
         match r {
             Role::Keeper => {
                 let k = KeeperConfig::from_loaded(&loaded)

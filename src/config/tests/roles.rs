@@ -304,6 +304,51 @@ fn store_tls_files_from_systemd_credentials() {
 }
 
 #[test]
+fn store_user_needs_its_password_from_a_file_or_credential() {
+    let dir = tempfile::tempdir().unwrap();
+    let creds = dir.path().to_str().unwrap();
+    let store = |given: &[(&'static str, &str)], env: &[(&str, &str)]| {
+        let mut all = vec![("cluster-name", "c"), ("store-backend", "etcdv3")];
+        all.extend_from_slice(given);
+        load(Role::Sentinel, &all, env, None)
+            .unwrap()
+            .store_config()
+            .map_err(|e| e.to_string())
+    };
+    let e = store(&[("store-user", "stolon")], &[]).unwrap_err();
+    assert!(
+        e.starts_with("--store-password-file: --store-user needs a password"),
+        "{e}"
+    );
+    let file = dir.path().join("pw");
+    std::fs::write(&file, "etcd secret\n").unwrap();
+    let e = store(&[("store-password-file", file.to_str().unwrap())], &[]).unwrap_err();
+    assert!(e.starts_with("--store-user: "), "{e}");
+    let s = store(
+        &[
+            ("store-user", "stolon"),
+            ("store-password-file", file.to_str().unwrap()),
+        ],
+        &[],
+    )
+    .unwrap();
+    let c = s.credentials.unwrap();
+    assert_eq!(
+        (c.user.as_str(), c.password.as_str()),
+        ("stolon", "etcd secret")
+    );
+    assert!(!format!("{c:?}").contains("secret"));
+    // The systemd credential named like the flag.
+    std::fs::write(dir.path().join("store-password-file"), "from credential").unwrap();
+    let s = store(
+        &[("store-user", "stolon")],
+        &[("CREDENTIALS_DIRECTORY", creds)],
+    )
+    .unwrap();
+    assert_eq!(s.credentials.unwrap().password, "from credential");
+}
+
+#[test]
 fn bad_or_missing_credential_named_without_its_content() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("pg-su-password"), "\n").unwrap();

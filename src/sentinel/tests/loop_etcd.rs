@@ -67,6 +67,7 @@ impl Etcd {
             key_file: None,
             ca_file: None,
             skip_tls_verify: false,
+            credentials: None,
         }
     }
 }
@@ -299,6 +300,7 @@ async fn invalid_initial_spec_is_fatal_before_touching_the_store() {
         key_file: None,
         ca_file: None,
         skip_tls_verify: false,
+        credentials: None,
     };
     let err = run(cfg, RoleContext::new(store_cfg, CancellationToken::new()))
         .await

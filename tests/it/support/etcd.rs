@@ -26,6 +26,8 @@ pub(crate) struct Etcd {
     data_dir: PathBuf,
     log: PathBuf,
     pub tls: Option<Certs>,
+    /// `user:password` for etcdctl once etcd's authentication is on.
+    pub etcdctl_user: Option<String>,
     proc: Option<Proc>,
     /// The temp dir holding data and log when the caller gave no base dir.
     _own_dir: Option<tempfile::TempDir>,
@@ -45,6 +47,7 @@ impl Etcd {
             data_dir: base.join("etcd-data"),
             log: base.join("logs").join("etcd.log"),
             tls,
+            etcdctl_user: None,
             proc: None,
             _own_dir: None,
         }
@@ -192,6 +195,9 @@ impl Etcd {
             .arg("--endpoints")
             .arg(self.endpoint())
             .arg("--command-timeout=2s");
+        if let Some(user) = &self.etcdctl_user {
+            cmd.arg("--user").arg(user);
+        }
         if let Some(c) = &self.tls {
             cmd.arg("--cacert")
                 .arg(&c.ca_cert)
@@ -204,7 +210,7 @@ impl Etcd {
     }
 
     /// `etcdctl args`, panicking with its stderr unless it succeeds; returns stdout.
-    fn etcdctl_ok(&self, args: &[&str]) -> String {
+    pub(crate) fn etcdctl_ok(&self, args: &[&str]) -> String {
         let out = self.etcdctl(args);
         assert!(
             out.status.success(),
@@ -284,6 +290,7 @@ pub(crate) fn store_config(endpoints: &str, cluster: &str, timeout: Duration) ->
         key_file: None,
         ca_file: None,
         skip_tls_verify: false,
+        credentials: None,
     }
 }
 
