@@ -8,8 +8,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use stolon::cluster::SuReplAccessMode;
-use stolon::keeper::AuthMethod;
 use stolon::postgres::*;
 use support::pg::{REPL, REPL_LOGIN, REPL_PW, SU, SU_LOGIN, SU_PW};
 use support::procs::RunAs as OsUser;
@@ -46,16 +44,7 @@ impl Env {
     }
 
     fn managed(&self, port: u16, synchronous_standby_names: &str) -> ManagedParams {
-        ManagedParams {
-            listen_address: "127.0.0.1".into(),
-            port,
-            socket_dir: self.socket_dir().display().to_string(),
-            max_standbys: 5,
-            additional_wal_senders: 2,
-            use_pg_rewind: false,
-            synchronous_standby_names: synchronous_standby_names.into(),
-            scram: true,
-        }
+        support::pg::managed(port, &self.socket_dir(), synchronous_standby_names)
     }
 
     /// Writes postgresql.conf and pg_hba.conf as the keeper would, blocks ALTER SYSTEM.
@@ -74,20 +63,7 @@ impl Env {
         let managed = self.managed(port, synchronous_standby_names);
         let params = build_parameters(None, &spec, &managed, recovery);
         write_postgresql_conf(pgdata, &params).unwrap();
-        let hba = render_pg_hba(&HbaParams {
-            su_username: SU,
-            // md5 rules accept the SCRAM verifiers password_encryption makes.
-            su_auth: AuthMethod::Md5,
-            repl_username: REPL,
-            repl_auth: AuthMethod::ScramSha256,
-            access_mode: SuReplAccessMode::All,
-            is_master: recovery.is_none(),
-            other_db_addresses: &[],
-            spec_hba: None,
-            trust_networks: &[],
-            internal_only: false,
-        });
-        write_pg_hba(pgdata, &hba).unwrap();
+        write_pg_hba(pgdata, &support::pg::hba(recovery.is_none())).unwrap();
         disable_alter_system(pgdata).unwrap();
     }
 

@@ -11,8 +11,6 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use std::path::Path;
 use std::time::{Duration, Instant};
-use stolon::cluster::SuReplAccessMode;
-use stolon::keeper::AuthMethod;
 use stolon::postgres::*;
 use support::pg::{REPL, REPL_LOGIN, REPL_PW, SU, SU_LOGIN, SU_PW};
 use support::procs::RunAs as OsUser;
@@ -24,31 +22,10 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 const BOUND: Duration = Duration::from_secs(8);
 
 fn configure(pgdata: &Pgdata, port: u16, socket_dir: &Path, recovery: Option<&RecoverySettings>) {
-    let managed = ManagedParams {
-        listen_address: "127.0.0.1".into(),
-        port,
-        socket_dir: socket_dir.display().to_string(),
-        max_standbys: 5,
-        additional_wal_senders: 2,
-        use_pg_rewind: false,
-        synchronous_standby_names: String::new(),
-        scram: true,
-    };
+    let managed = support::pg::managed(port, socket_dir, "");
     let params = build_parameters(None, &Default::default(), &managed, recovery);
     write_postgresql_conf(pgdata, &params).unwrap();
-    let hba = render_pg_hba(&HbaParams {
-        su_username: SU,
-        su_auth: AuthMethod::Md5,
-        repl_username: REPL,
-        repl_auth: AuthMethod::ScramSha256,
-        access_mode: SuReplAccessMode::All,
-        is_master: recovery.is_none(),
-        other_db_addresses: &[],
-        spec_hba: None,
-        trust_networks: &[],
-        internal_only: false,
-    });
-    write_pg_hba(pgdata, &hba).unwrap();
+    write_pg_hba(pgdata, &support::pg::hba(recovery.is_none())).unwrap();
 }
 
 /// The child of `parent` whose command line starts with `postgres: <title>`.

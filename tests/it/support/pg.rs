@@ -20,3 +20,39 @@ pub(crate) const REPL_LOGIN: Login = Login {
     password: Some(REPL_PW),
     method: AuthMethod::ScramSha256,
 };
+
+/// The parameters the keeper manages, for a test instance on `port` with its socket in
+/// `socket_dir`.
+pub(crate) fn managed(
+    port: u16,
+    socket_dir: &std::path::Path,
+    synchronous_standby_names: &str,
+) -> stolon::postgres::ManagedParams {
+    stolon::postgres::ManagedParams {
+        listen_address: "127.0.0.1".into(),
+        port,
+        socket_dir: socket_dir.display().to_string(),
+        max_standbys: 5,
+        additional_wal_senders: 2,
+        use_pg_rewind: false,
+        synchronous_standby_names: synchronous_standby_names.into(),
+        scram: true,
+    }
+}
+
+/// pg_hba.conf as the keeper renders it for these roles (md5 rules also accept the SCRAM
+/// verifiers password_encryption makes).
+pub(crate) fn hba(is_master: bool) -> Vec<String> {
+    stolon::postgres::render_pg_hba(&stolon::postgres::HbaParams {
+        su_username: SU,
+        su_auth: AuthMethod::Md5,
+        repl_username: REPL,
+        repl_auth: AuthMethod::ScramSha256,
+        access_mode: stolon::cluster::SuReplAccessMode::All,
+        is_master,
+        other_db_addresses: &[],
+        spec_hba: None,
+        trust_networks: &[],
+        internal_only: false,
+    })
+}
