@@ -33,7 +33,7 @@ pub fn parse_spec_input(text: &str) -> Result<ClusterSpec, SpecError> {
 fn unknown_field_message(path: &str) -> String {
     let (parent, field) = path.rsplit_once('.').unwrap_or(("", path));
     let known = known_fields(parent);
-    match closest(field, known) {
+    match closest(field, known.iter().copied()) {
         Some(near) => format!("unknown field {path:?}: did you mean {near:?}?"),
         None => format!("unknown field {path:?}"),
     }
@@ -105,11 +105,11 @@ pub(super) const TOP_LEVEL_FIELDS: &[&str] = &[
 
 /// The known name nearest to `field` (edit distance at most a third of its length, case
 /// ignored), if any is near enough to be a typo.
-fn closest(field: &str, known: &[&'static str]) -> Option<&'static str> {
+pub fn closest<'a>(field: &str, known: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     let lower = field.to_lowercase();
     known
-        .iter()
-        .map(|k| (strsim::levenshtein(&lower, &k.to_lowercase()), *k))
+        .into_iter()
+        .map(|k| (strsim::levenshtein(&lower, &k.to_lowercase()), k))
         .filter(|(d, _)| *d <= (field.len() / 3).max(1))
         .min_by_key(|(d, _)| *d)
         .map(|(_, k)| k)

@@ -12,7 +12,7 @@ pub use data::*;
 pub use duration::{DurationParseError, GoDuration};
 pub use fencing::FenceTiming;
 pub use infos::*;
-pub use input::{check_hba_line, parse_spec_input};
+pub use input::{check_hba_line, closest, parse_spec_input};
 pub use spec::*;
 
 use chrono::{DateTime, TimeZone, Utc};

@@ -36,13 +36,8 @@ impl ServerParameters {
             return Ok(());
         }
         let Some(vartype) = self.0.get(&name.to_lowercase()) else {
-            let near = self
-                .0
-                .keys()
-                .map(|k| (strsim::levenshtein(name, k), k))
-                .filter(|(d, _)| *d <= 2)
-                .min_by_key(|(d, _)| *d)
-                .map(|(_, k)| format!(" (did you mean {k:?}?)"))
+            let near = crate::cluster::closest(name, self.0.keys().map(String::as_str))
+                .map(|k| format!(" (did you mean {k:?}?)"))
                 .unwrap_or_default();
             return Err(format!(
                 "unknown parameter {name:?}{near}: this PostgreSQL does not have it"

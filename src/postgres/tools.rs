@@ -45,12 +45,7 @@ impl SecretFile {
         run_as: Option<RunAs>,
     ) -> Result<SecretFile, PgError> {
         let dir = secrets_dir(pgdata);
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir)
-            .map_err(|e| PgError::io(&dir, e))?;
-        chown_to(&dir, run_as)?;
+        ensure_private_dir(&dir, run_as)?;
         let mut f = tempfile::Builder::new()
             .prefix(prefix)
             .tempfile_in(&dir)
@@ -66,8 +61,8 @@ impl SecretFile {
     }
 }
 
-/// Creates `dir` (0700, owned by `run_as`) unless it exists.
-fn ensure_pgdata_dir(dir: &Path, run_as: Option<RunAs>) -> Result<(), PgError> {
+/// Creates `dir` (0700, owned by `run_as`) unless it exists: PGDATA, or the secrets beside it.
+fn ensure_private_dir(dir: &Path, run_as: Option<RunAs>) -> Result<(), PgError> {
     if dir.exists() {
         return Ok(());
     }
@@ -156,7 +151,7 @@ pub async fn initdb(
 ) -> Result<(), PgError> {
     let run_as = pgdata.owner();
     let pgdata = std::path::absolute(pgdata).map_err(|e| PgError::io(pgdata.path(), e))?;
-    ensure_pgdata_dir(&pgdata, run_as)?;
+    ensure_private_dir(&pgdata, run_as)?;
     let pwfile = match password {
         Some(pw) => Some(SecretFile::create(&pgdata, "stolon-initdb-pw", pw, run_as)?),
         None => None,
@@ -214,7 +209,7 @@ pub async fn pg_basebackup(
 ) -> Result<(), PgError> {
     let run_as = pgdata.owner();
     let pgdata = std::path::absolute(pgdata).map_err(|e| PgError::io(pgdata.path(), e))?;
-    ensure_pgdata_dir(&pgdata, run_as)?;
+    ensure_private_dir(&pgdata, run_as)?;
     let passfile = match conn.passfile_text() {
         Some(text) => Some(SecretFile::create(&pgdata, "stolon-pgpass", &text, run_as)?),
         None => None,

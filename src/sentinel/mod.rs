@@ -43,14 +43,15 @@ impl SentinelConfig {
         // Checked at start, as upstream: a broken file should stop the sentinel now, not
         // when the cluster first needs initialising.
         if let Some(path) = &initial_cluster_spec {
-            let invalid = |reason: String| {
-                crate::config::invalid(flag.name, format!("{}: {reason}", path.display()))
-            };
-            let text =
-                std::fs::read_to_string(path).map_err(|e| invalid(format!("cannot read: {e}")))?;
-            crate::cluster::parse_spec_input(&text)
-                .and_then(|spec| spec.check_input())
-                .map_err(|e| invalid(format!("invalid cluster spec: {e}")))?;
+            load_initial_spec(path).map_err(|e| {
+                let reason = match e {
+                    SentinelError::InitialSpec { path, reason } => {
+                        format!("{}: {reason}", path.display())
+                    }
+                    other => other.to_string(),
+                };
+                crate::config::invalid(flag.name, reason)
+            })?;
         }
         Ok(SentinelConfig {
             initial_cluster_spec,
