@@ -709,18 +709,10 @@ async fn authenticates_as_the_store_user_also_after_an_etcd_restart() {
 
     etcd.stop();
     etcd.start_again();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        match store.get_proxies_info().await {
-            Ok(infos) => {
-                assert_eq!(infos.len(), 1);
-                break;
-            }
-            Err(e) if std::time::Instant::now() < deadline => {
-                tracing::info!(error = %e, "waiting for the store after the restart");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Err(e) => panic!("the store did not work again after etcd restarted: {e}"),
-        }
-    }
+    wait_until_async(
+        Duration::from_secs(20),
+        "the store to answer again after etcd restarted",
+        || async { store.get_proxies_info().await.is_ok_and(|i| i.len() == 1) },
+    )
+    .await;
 }
