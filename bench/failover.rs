@@ -13,58 +13,17 @@
 //! Env: STOLON_LOCAL_DIR (default /tmp/stolon-bench-failover), STOLON_LOCAL_BASE_PORT (26430),
 //! BENCH_KEEP=1 leaves the cluster running afterwards.
 
-use anyhow::{Context, Result, anyhow, bail};
+#[path = "common.rs"]
+mod common;
+
+use anyhow::{Result, anyhow, bail};
+use common::{Local, stats};
 use etcd_client::Client;
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::{Pid, getpgid};
 use serde_json::Value;
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::{Duration, Instant};
-
-struct Local {
-    state: PathBuf,
-    script: PathBuf,
-    env: HashMap<String, String>,
-    key: String,
-}
-
-impl Local {
-    fn script(&self, verb: &str, skip_build: bool) -> Result<()> {
-        let mut cmd = Command::new(&self.script);
-        cmd.arg(verb)
-            .env("STOLON_LOCAL_DIR", &self.state)
-            .env(
-                "STOLON_LOCAL_BASE_PORT",
-                std::env::var("STOLON_LOCAL_BASE_PORT").unwrap_or_else(|_| "26430".into()),
-            )
-            .env("STOLON_SLEEP_INTERVAL", "2s")
-            .env("STOLON_FAIL_INTERVAL", "5s");
-        if skip_build {
-            // Restarts between runs: only the script's errors are worth showing.
-            cmd.env("STOLON_SKIP_BUILD", "1")
-                .stdout(std::process::Stdio::null());
-        }
-        let st = cmd.status().context("running scripts/local-cluster.sh")?;
-        if !st.success() {
-            bail!("scripts/local-cluster.sh {verb} failed ({st})");
-        }
-        Ok(())
-    }
-
-    fn pg_config(&self) -> Result<tokio_postgres::Config> {
-        let pw = std::fs::read_to_string(&self.env["SU_PASSWORD_FILE"])?;
-        let mut c = tokio_postgres::Config::new();
-        c.host("127.0.0.1")
-            .port(self.env["PROXY_PORT"].parse()?)
-            .user(&self.env["SU_USER"])
-            .password(pw.trim_end())
-            .dbname("postgres")
-            .connect_timeout(Duration::from_secs(1));
-        Ok(c)
-    }
-}
 
 async fn cluster_data(etcd: &mut Client, key: &str) -> Result<Value> {
     let resp = etcd.get(key, None).await?;
@@ -96,7 +55,7 @@ async fn via_proxy(cfg: &tokio_postgres::Config, sql: &str) -> Result<Vec<String
 /// Every db healthy and converged, the master streaming to all standbys, the proxy serving it.
 async fn steady(etcd: &mut Client, l: &Local, cfg: &tokio_postgres::Config) -> Result<bool> {
     let cd = cluster_data(etcd, &l.key).await?;
-    let n: usize = l.env["NKEEPERS"].parse()?;
+    let n: usize = l.var("NKEEPERS")?.parse()?;
     let dbs = cd["dbs"]
         .as_object()
         .map(|d| d.values().collect::<Vec<_>>())
@@ -225,20 +184,6 @@ async fn one_run(etcd: &mut Client, l: &Local, cfg: &tokio_postgres::Config) -> 
     })
 }
 
-fn stats(mut v: Vec<f64>) -> String {
-    if v.is_empty() {
-        return "n/a".into();
-    }
-    v.sort_by(f64::total_cmp);
-    let mid = v.len() / 2;
-    let median = if v.len().is_multiple_of(2) {
-        (v[mid - 1] + v[mid]) / 2.0
-    } else {
-        v[mid]
-    };
-    format!("median {median:.2}, max {:.2}", v[v.len() - 1])
-}
-
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<()> {
     let runs: usize = std::env::args()
@@ -246,27 +191,20 @@ async fn main() -> Result<()> {
         .map(|a| a.parse())
         .transpose()?
         .unwrap_or(5);
-    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let state = PathBuf::from(
-        std::env::var("STOLON_LOCAL_DIR").unwrap_or_else(|_| "/tmp/stolon-bench-failover".into()),
+    let mut l = Local::new(
+        "/tmp/stolon-bench-failover",
+        26430,
+        vec![
+            ("STOLON_SLEEP_INTERVAL", "2s".into()),
+            ("STOLON_FAIL_INTERVAL", "5s".into()),
+        ],
     );
-    let mut l = Local {
-        state: state.clone(),
-        script: repo.join("scripts/local-cluster.sh"),
-        env: HashMap::new(),
-        key: String::new(),
-    };
     // A fresh cluster each time: its spec (sleepInterval 2s, failInterval 5s) is set at init.
     l.script("purge", true)?;
     l.script("up", false)?;
-    for line in std::fs::read_to_string(state.join("env"))?.lines() {
-        if let Some((k, v)) = line.split_once('=') {
-            l.env.insert(k.to_string(), v.to_string());
-        }
-    }
-    l.key = format!("stolon/cluster/{}/clusterdata", l.env["CLUSTER_NAME"]);
-    let cfg = l.pg_config()?;
-    let mut etcd = Client::connect([l.env["ETCD_ENDPOINT"].as_str()], None).await?;
+    l.load_env()?;
+    let cfg = l.pg_config(l.var("PROXY_PORT")?.parse()?)?;
+    let mut etcd = Client::connect([l.var("ETCD_ENDPOINT")?], None).await?;
 
     let mut results = Vec::new();
     for i in 1..=runs {

@@ -10,7 +10,10 @@
 # Environment: STOLON_LOCAL_DIR (state dir, default /tmp/stolon-local-$USER),
 # STOLON_LOCAL_BASE_PORT (default 25430: proxy +2, keepers +3..+5, etcd +10/+11),
 # STOLON_SLEEP_INTERVAL / STOLON_FAIL_INTERVAL (cluster spec, default 2s / 5s),
+# STOLON_LOCAL_KEEPERS / STOLON_LOCAL_SENTINELS (default 3 / 2),
 # STOLON_SKIP_BUILD=1 (use the binaries already in the state dir).
+# The binaries are release builds: someone who benchmarks this cluster must not measure a debug
+# build (the first build takes a few minutes).
 # As root the keepers (and so PostgreSQL) run as the `postgres` user; otherwise as you.
 set -euo pipefail
 export ETCDCTL_API=3
@@ -23,8 +26,8 @@ PROXY_PORT=$((BASE + 2))
 ETCD_PORT=$((BASE + 10))
 ETCD_PEER_PORT=$((BASE + 11))
 CLUSTER=local
-NKEEPERS=3
-NSENTINELS=2
+NKEEPERS=${STOLON_LOCAL_KEEPERS:-3}
+NSENTINELS=${STOLON_LOCAL_SENTINELS:-2}
 SU_USER=postgres
 REPL_USER=repluser
 SPEC=$(printf '{"initMode":"new","sleepInterval":"%s","failInterval":"%s","proxyCheckInterval":"1s","proxyTimeout":"5s","convergenceTimeout":"30s"}' \
@@ -39,12 +42,12 @@ LOG_TAG=local-cluster
 build() {
   if [ "${STOLON_SKIP_BUILD:-0}" = 1 ] && [ -x "$STATE/bin/stolon-keeper" ]; then return; fi
   ensure_rust
-  log "building (cargo build --bins)"
-  (cd "$REPO" && cargo build --bins --quiet)
+  log "building (cargo build --release --bins)"
+  (cd "$REPO" && cargo build --release --bins --quiet)
   # Copied so a keeper running as another user can execute them whatever the checkout's modes.
   mkdir -p "$STATE/bin"
   for b in stolon-keeper stolon-sentinel stolon-proxy stolonctl; do
-    install -m 0755 "$REPO/target/debug/$b" "$STATE/bin/$b"
+    install -m 0755 "$REPO/target/release/$b" "$STATE/bin/$b"
   done
 }
 
@@ -101,6 +104,8 @@ master_serves() {
 }
 
 up() {
+  [[ $NKEEPERS =~ ^[1-9]$ && $NSENTINELS =~ ^[1-9]$ ]] \
+    || die "STOLON_LOCAL_KEEPERS and STOLON_LOCAL_SENTINELS must be 1 to 9 (got $NKEEPERS / $NSENTINELS)"
   ensure_deps
   [ "$KEEPER_USER" = "$ME" ] || id "$KEEPER_USER" >/dev/null 2>&1 \
     || die "user $KEEPER_USER missing (it comes with the postgresql package)"

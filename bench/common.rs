@@ -1,0 +1,139 @@
+//! What the benchmarks share: driving `scripts/local-cluster.sh` and reading what it wrote.
+
+// Each benchmark (an example of its own) uses a part of this file.
+#![allow(dead_code)]
+
+use anyhow::{Context, Result, bail};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+/// A local cluster of the benchmark's own (state dir and ports apart from the demo cluster's).
+pub(crate) struct Local {
+    pub(crate) state: PathBuf,
+    script: PathBuf,
+    base_port: String,
+    /// Settings for the script (`STOLON_*`), fixed for the benchmark.
+    settings: Vec<(&'static str, String)>,
+    /// What the script wrote to `<state>/env` (ports, user, password file, cluster name).
+    pub(crate) env: HashMap<String, String>,
+    /// The clusterdata key in etcd.
+    pub(crate) key: String,
+}
+
+impl Local {
+    /// `STOLON_LOCAL_DIR` and `STOLON_LOCAL_BASE_PORT` override the defaults given here.
+    pub(crate) fn new(
+        default_state: &str,
+        default_base_port: u16,
+        settings: Vec<(&'static str, String)>,
+    ) -> Local {
+        let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        Local {
+            state: PathBuf::from(
+                std::env::var("STOLON_LOCAL_DIR").unwrap_or_else(|_| default_state.into()),
+            ),
+            script: repo.join("scripts/local-cluster.sh"),
+            base_port: std::env::var("STOLON_LOCAL_BASE_PORT")
+                .unwrap_or_else(|_| default_base_port.to_string()),
+            settings,
+            env: HashMap::new(),
+            key: String::new(),
+        }
+    }
+
+    pub(crate) fn base_port(&self) -> Result<u16> {
+        self.base_port
+            .parse()
+            .with_context(|| format!("STOLON_LOCAL_BASE_PORT {:?}", self.base_port))
+    }
+
+    pub(crate) fn script(&self, verb: &str, skip_build: bool) -> Result<()> {
+        let mut cmd = Command::new(&self.script);
+        cmd.arg(verb)
+            .env("STOLON_LOCAL_DIR", &self.state)
+            .env("STOLON_LOCAL_BASE_PORT", &self.base_port)
+            .envs(self.settings.iter().map(|(k, v)| (k, v)));
+        if skip_build {
+            // Restarts between runs: only the script's errors are worth showing.
+            cmd.env("STOLON_SKIP_BUILD", "1")
+                .stdout(std::process::Stdio::null());
+        }
+        let st = cmd.status().context("running scripts/local-cluster.sh")?;
+        if !st.success() {
+            bail!("scripts/local-cluster.sh {verb} failed ({st})");
+        }
+        Ok(())
+    }
+
+    /// Reads `<state>/env`, written by `up`.
+    pub(crate) fn load_env(&mut self) -> Result<()> {
+        let path = self.state.join("env");
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        for line in text.lines() {
+            if let Some((k, v)) = line.split_once('=') {
+                self.env.insert(k.to_string(), v.to_string());
+            }
+        }
+        self.key = format!("stolon/cluster/{}/clusterdata", self.var("CLUSTER_NAME")?);
+        Ok(())
+    }
+
+    pub(crate) fn var(&self, name: &str) -> Result<&str> {
+        self.env
+            .get(name)
+            .map(String::as_str)
+            .with_context(|| format!("{name} missing from {}/env", self.state.display()))
+    }
+
+    pub(crate) fn su_password(&self) -> Result<String> {
+        let path = self.var("SU_PASSWORD_FILE")?;
+        Ok(std::fs::read_to_string(path)
+            .with_context(|| format!("reading {path}"))?
+            .trim_end()
+            .to_string())
+    }
+
+    /// The superuser's connection to `port` on 127.0.0.1.
+    pub(crate) fn pg_config(&self, port: u16) -> Result<tokio_postgres::Config> {
+        let mut c = tokio_postgres::Config::new();
+        c.host("127.0.0.1")
+            .port(port)
+            .user(self.var("SU_USER")?)
+            .password(self.su_password()?)
+            .dbname("postgres")
+            .connect_timeout(Duration::from_secs(1));
+        Ok(c)
+    }
+
+    /// The pid the script recorded for one of its processes (`proxy`, `keeper0`, ...).
+    pub(crate) fn pid(&self, name: &str) -> Result<i32> {
+        let path = self.state.join("run").join(format!("{name}.pid"));
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        text.trim()
+            .parse()
+            .with_context(|| format!("pid in {}", path.display()))
+    }
+}
+
+/// `median, max` of the figures, or `n/a`.
+pub(crate) fn stats(mut v: Vec<f64>) -> String {
+    if v.is_empty() {
+        return "n/a".into();
+    }
+    v.sort_by(f64::total_cmp);
+    format!("median {:.2}, max {:.2}", median(&v), v[v.len() - 1])
+}
+
+/// Median of sorted figures (0 when empty).
+pub(crate) fn median(sorted: &[f64]) -> f64 {
+    let n = sorted.len();
+    match n {
+        0 => 0.0,
+        _ if n.is_multiple_of(2) => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+        _ => sorted[n / 2],
+    }
+}
