@@ -55,6 +55,8 @@ in
     "tcp-keepalive-idle"
     "tcp-keepalive-count"
     "tcp-keepalive-interval"
+    "max-connections"
+    "client-startup-timeout"
   ];
   stolonctl = common ++ [
     "kubeconfig"

@@ -313,6 +313,18 @@ pub(crate) const TCP_KEEPALIVE_INTERVAL: FlagDef = text(
     "seconds between keepalive probes (0 = OS default)",
 );
 
+pub(crate) const MAX_CONNECTIONS: FlagDef = text(
+    "max-connections",
+    Some("0"),
+    "client connections served at once; past it new clients are closed at once (0 = half the open-file limit, which the proxy raises to its hard limit at start)",
+);
+
+pub(crate) const CLIENT_STARTUP_TIMEOUT: FlagDef = text(
+    "client-startup-timeout",
+    Some("60s"),
+    "close a client that sends nothing for this long after connecting; the master is dialed only once a client has spoken (0 = never close)",
+);
+
 pub(super) const COMMON_FLAGS: &[&FlagDef] = &[
     &CONFIG,
     &CLUSTER_NAME,
@@ -368,6 +380,8 @@ pub(super) const PROXY_FLAGS: &[&FlagDef] = &[
     &TCP_KEEPALIVE_IDLE,
     &TCP_KEEPALIVE_COUNT,
     &TCP_KEEPALIVE_INTERVAL,
+    &MAX_CONNECTIONS,
+    &CLIENT_STARTUP_TIMEOUT,
 ];
 
 /// The key a flag has in the layers: the environment can only produce `_`.

@@ -71,6 +71,10 @@ pub(crate) struct Checker {
     /// master defined), to warn once.
     publish_failing: Option<String>,
     started: Instant,
+    /// The last master address resolved (`host:port` as clusterdata has it, and its address), so
+    /// a name is looked up once per change, not on every check: a failing or slow lookup must not
+    /// cut sessions to a master that still answers.
+    resolved: Option<(String, std::net::SocketAddr)>,
 }
 
 impl Checker {
@@ -101,6 +105,7 @@ impl Checker {
             last_failure: None,
             publish_failing: None,
             started: Instant::now(),
+            resolved: None,
         };
         c.publish_status();
         c
@@ -314,8 +319,20 @@ impl Checker {
                 // ⚠ upstream returns without publishing when the address does not resolve; we
                 // publish anyway: acknowledging a generation while routing nowhere is safe and
                 // keeps the sentinel's view of live proxies accurate.
-                match self.guarded(resolve(&addr), shutdown).await? {
-                    Ok(a) => (Some(Destination { db_uid, addr: a }), NoTarget::Switching),
+                let cached = self
+                    .resolved
+                    .as_ref()
+                    .filter(|(name, _)| *name == addr)
+                    .map(|(_, a)| Ok(*a));
+                let resolved = match cached {
+                    Some(hit) => hit,
+                    None => self.guarded(resolve(&addr), shutdown).await?,
+                };
+                match resolved {
+                    Ok(a) => {
+                        self.resolved = Some((addr, a));
+                        (Some(Destination { db_uid, addr: a }), NoTarget::Switching)
+                    }
                     Err(e) => (
                         None,
                         NoTarget::Unresolvable {

@@ -8,10 +8,10 @@
 //! because the sentinel has not enabled this new proxy yet.
 
 use super::route::Route;
-use super::session::{Keepalive, accept_loop};
+use super::session::{ClientPolicy, accept_loop};
+use super::workers::SessionWorkers;
 use std::io;
-use std::net::SocketAddr;
-use tokio::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -20,10 +20,11 @@ use tracing::Instrument;
 pub(crate) struct Listening {
     /// `None` for a handed socket: we must not close what we did not open.
     bind_to: Option<(String, u16)>,
-    /// Handed sockets not accepting yet.
+    /// Handed sockets not accepting yet, one copy per session worker.
     handed: Vec<TcpListener>,
     routes: watch::Receiver<Route>,
-    keepalive: Keepalive,
+    policy: ClientPolicy,
+    workers: SessionWorkers,
     active: Option<Active>,
 }
 
@@ -36,22 +37,21 @@ struct Active {
 
 impl Listening {
     pub(super) fn handed(
-        listeners: Vec<std::net::TcpListener>,
+        listeners: Vec<TcpListener>,
         routes: watch::Receiver<Route>,
-        keepalive: Keepalive,
+        policy: ClientPolicy,
+        workers: SessionWorkers,
     ) -> io::Result<Self> {
-        let listeners = listeners
-            .into_iter()
-            .map(|l| {
-                l.set_nonblocking(true)?;
-                TcpListener::from_std(l)
-            })
-            .collect::<io::Result<Vec<_>>>()?;
+        let mut handed = Vec::new();
+        for l in listeners {
+            handed.extend(copies(l, workers.len())?);
+        }
         Ok(Listening {
             bind_to: None,
-            handed: listeners,
+            handed,
             routes,
-            keepalive,
+            policy,
+            workers,
             active: None,
         })
     }
@@ -60,13 +60,15 @@ impl Listening {
         address: String,
         port: u16,
         routes: watch::Receiver<Route>,
-        keepalive: Keepalive,
+        policy: ClientPolicy,
+        workers: SessionWorkers,
     ) -> Self {
         Listening {
             bind_to: Some((address, port)),
             handed: Vec::new(),
             routes,
-            keepalive,
+            policy,
+            workers,
             active: None,
         }
     }
@@ -92,9 +94,9 @@ impl Listening {
         let Some((address, port)) = &self.bind_to else {
             return Ok(false);
         };
-        // tokio sets SO_REUSEADDR, so re-binding right after a close works despite TIME_WAIT.
-        let listener = TcpListener::bind((address.as_str(), *port)).await?;
-        self.start(vec![listener]);
+        let listener = bind(address, *port).await?;
+        let listeners = copies(listener, self.workers.len())?;
+        self.start(listeners);
         Ok(true)
     }
 
@@ -108,15 +110,27 @@ impl Listening {
         true
     }
 
+    /// `listeners`: every socket's copies, as `copies` makes them; copy i goes to worker i.
     fn start(&mut self, listeners: Vec<TcpListener>) {
         let stop = CancellationToken::new();
         let addr = listeners.first().and_then(|l| l.local_addr().ok());
         let tasks = listeners
             .into_iter()
-            .map(|listener| {
-                tokio::spawn(
-                    accept_loop(listener, self.routes.clone(), self.keepalive, stop.clone())
-                        .in_current_span(),
+            .enumerate()
+            .map(|(i, listener)| {
+                let (routes, policy, stop) =
+                    (self.routes.clone(), self.policy.clone(), stop.clone());
+                self.workers.handle(i).spawn(
+                    async move {
+                        // Registered with the worker's own reactor, so it must be made there.
+                        match tokio::net::TcpListener::from_std(listener) {
+                            Ok(l) => accept_loop(l, routes, policy, stop).await,
+                            Err(e) => {
+                                tracing::error!(error = %e, "cannot accept on a listening socket")
+                            }
+                        }
+                    }
+                    .in_current_span(),
                 )
             })
             .collect();
@@ -140,4 +154,41 @@ impl Listening {
             }
         }
     }
+}
+
+/// `n` descriptors of the same listening socket, non-blocking, one per session worker: the
+/// kernel hands each new client to one of the workers waiting on it.
+fn copies(listener: TcpListener, n: usize) -> io::Result<Vec<TcpListener>> {
+    listener.set_nonblocking(true)?;
+    let mut all = Vec::with_capacity(n.max(1));
+    for _ in 1..n.max(1) {
+        all.push(listener.try_clone()?);
+    }
+    all.push(listener);
+    Ok(all)
+}
+
+/// Binds with SO_REUSEADDR, so re-binding right after a close works despite TIME_WAIT, and a
+/// backlog long enough for a burst of clients (the kernel caps it at net.core.somaxconn).
+async fn bind(address: &str, port: u16) -> io::Result<TcpListener> {
+    const BACKLOG: i32 = 4096;
+    let mut last_error = None;
+    for addr in tokio::net::lookup_host((address, port)).await? {
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )?;
+        socket.set_reuse_address(true)?;
+        match socket
+            .bind(&addr.into())
+            .and_then(|()| socket.listen(BACKLOG))
+        {
+            Ok(()) => return Ok(socket.into()),
+            Err(e) => last_error = Some(e),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| {
+        io::Error::new(io::ErrorKind::NotFound, format!("no address for {address}"))
+    }))
 }

@@ -6,6 +6,9 @@
 //! switch cancels every session of the old one.
 
 mod check;
+#[cfg(test)]
+mod client_tests;
+mod limits;
 mod listen;
 mod route;
 mod session;
@@ -13,6 +16,7 @@ mod store_source;
 mod target;
 #[cfg(test)]
 mod tests;
+mod workers;
 
 pub use check::ClusterSource;
 pub use route::Destination;
@@ -24,8 +28,9 @@ use crate::store::Store;
 use crate::systemd::Notifier;
 use listen::Listening;
 use route::Router;
-use session::Keepalive;
+use session::{ClientPolicy, Keepalive};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -40,6 +45,10 @@ pub struct ProxyConfig {
     pub tcp_keepalive_idle: u32,
     pub tcp_keepalive_count: u32,
     pub tcp_keepalive_interval: u32,
+    /// Sessions served at once; 0 = derived from the open-file limit.
+    pub max_connections: usize,
+    /// A client silent this long after connecting is closed; zero = never.
+    pub client_startup_timeout: Duration,
 }
 
 impl ProxyConfig {
@@ -54,6 +63,12 @@ impl ProxyConfig {
             tcp_keepalive_idle: l.seconds(&flags::TCP_KEEPALIVE_IDLE)?,
             tcp_keepalive_count: l.seconds(&flags::TCP_KEEPALIVE_COUNT)?,
             tcp_keepalive_interval: l.seconds(&flags::TCP_KEEPALIVE_INTERVAL)?,
+            max_connections: l.parse(&flags::MAX_CONNECTIONS, |v| {
+                v.trim()
+                    .parse()
+                    .map_err(|_| format!("invalid number {v:?} (0 = half the open-file limit)"))
+            })?,
+            client_startup_timeout: l.duration(&flags::CLIENT_STARTUP_TIMEOUT)?,
         })
     }
 }
@@ -69,6 +84,8 @@ pub enum ProxyError {
     },
     #[error("cannot use the listening socket handed to the proxy: {0}")]
     HandedListener(std::io::Error),
+    #[error("cannot start the threads client sessions run on: {0}")]
+    Workers(std::io::Error),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
 }
@@ -80,6 +97,9 @@ pub enum ProxyError {
 /// (<why>)`, `no master: not listening (<why>)`), WATCHDOG=1 from the check loop, STOPPING=1
 /// at shutdown.
 pub async fn run(cfg: ProxyConfig, ctx: RoleContext) -> Result<(), ProxyError> {
+    if let Err(e) = limits::raise_open_file_limit() {
+        tracing::warn!(error = %e, "cannot raise the open-file limit; clients may be refused early");
+    }
     let store = Store::connect(&ctx.store).await?;
     let result = run_with_source(
         cfg,
@@ -113,19 +133,26 @@ pub(crate) async fn run_with_source<S: ClusterSource>(
 ) -> Result<(), ProxyError> {
     let uid = new_uid();
     let router = Router::new();
-    let keepalive = Keepalive {
-        idle_secs: cfg.tcp_keepalive_idle,
-        interval_secs: cfg.tcp_keepalive_interval,
-        count: cfg.tcp_keepalive_count,
-    };
+    let policy = client_policy(&cfg);
     let listen_on = format!("{}:{}", cfg.listen_address, cfg.port);
     let span = tracing::info_span!("proxy", proxy_uid = %uid);
     let entered = span.enter();
-    tracing::info!("proxy starting");
+    tracing::info!(
+        max_connections = policy.limit.max(),
+        client_startup_timeout = ?policy.startup_timeout,
+        "proxy starting"
+    );
+    let workers = workers::SessionWorkers::start().map_err(ProxyError::Workers)?;
     let listening = if listeners.is_empty() {
-        Listening::owned(cfg.listen_address, cfg.port, router.subscribe(), keepalive)
+        Listening::owned(
+            cfg.listen_address,
+            cfg.port,
+            router.subscribe(),
+            policy,
+            workers,
+        )
     } else {
-        Listening::handed(listeners, router.subscribe(), keepalive)
+        Listening::handed(listeners, router.subscribe(), policy, workers)
             .map_err(ProxyError::HandedListener)?
     };
     drop(entered);
@@ -139,4 +166,27 @@ pub(crate) async fn run_with_source<S: ClusterSource>(
         notifier,
     );
     checker.run(&source, &shutdown).instrument(span).await
+}
+
+fn client_policy(cfg: &ProxyConfig) -> ClientPolicy {
+    let max = match cfg.max_connections {
+        0 => {
+            let open_files =
+                nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+                    .map_or(1024, |(soft, _)| soft);
+            limits::sessions_for(open_files)
+        }
+        n => n,
+    };
+    ClientPolicy {
+        keepalive: Keepalive {
+            idle_secs: cfg.tcp_keepalive_idle,
+            interval_secs: cfg.tcp_keepalive_interval,
+            count: cfg.tcp_keepalive_count,
+        },
+        startup_timeout: (!cfg.client_startup_timeout.is_zero())
+            .then_some(cfg.client_startup_timeout),
+        limit: limits::SessionLimit::new(max),
+        accept_errors: Arc::new(limits::RateLimited::for_warnings()),
+    }
 }

@@ -1,9 +1,13 @@
 //! Accepting clients and copying bytes between them and the master (pollon's job upstream):
-//! no protocol awareness, the session ends when either side closes or its route is cancelled.
+//! no protocol awareness; the master is dialed once the client has spoken, and the session ends
+//! when the master's side closes, the client fails, or its route is cancelled.
 
+use super::limits::{RateLimited, SessionLimit, SessionPermit};
 use super::route::Route;
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -41,12 +45,23 @@ impl Keepalive {
     }
 }
 
-/// Accepts until `stop` is cancelled; each client is served under the route current at accept
-/// time. Dropping the listener on return closes it (when the proxy owns it).
+/// What every client of one listening socket gets.
+#[derive(Debug, Clone)]
+pub(crate) struct ClientPolicy {
+    pub keepalive: Keepalive,
+    /// Close a client that has sent nothing for this long (none: never).
+    pub startup_timeout: Option<Duration>,
+    pub limit: Arc<SessionLimit>,
+    /// Shared by every accept loop of the proxy, so a flood is reported once, not per socket.
+    pub accept_errors: Arc<RateLimited>,
+}
+
+/// Accepts until `stop` is cancelled. Dropping the listener on return closes it (when the proxy
+/// owns it).
 pub(crate) async fn accept_loop(
     listener: TcpListener,
     routes: watch::Receiver<Route>,
-    keepalive: Keepalive,
+    policy: ClientPolicy,
     stop: CancellationToken,
 ) {
     loop {
@@ -57,32 +72,63 @@ pub(crate) async fn accept_loop(
         let client = match accepted {
             Ok((client, _)) => client,
             Err(e) => {
-                tracing::warn!(error = %e, "accepting a client failed");
+                // Out of descriptors (EMFILE/ENFILE) repeats until sessions end: back off, and
+                // say so once per period rather than ten times a second.
+                if let Some(failures) = policy.accept_errors.hit() {
+                    tracing::warn!(error = %e, failures, "accepting clients failed; retrying");
+                }
                 tokio::select! {
                     _ = stop.cancelled() => return,
                     _ = tokio::time::sleep(ACCEPT_ERROR_BACKOFF) => continue,
                 }
             }
         };
-        let route = routes.borrow().clone();
-        if route.dest.is_none() || route.cancel.is_cancelled() {
+        if !routable(&routes.borrow()) {
             // Fail closed: the client sees its connection closed at once.
             continue;
         }
-        tokio::spawn(serve(client, route, keepalive).in_current_span());
+        let Some(permit) = policy.limit.try_acquire() else {
+            continue;
+        };
+        tokio::spawn(
+            serve(client, routes.clone(), policy.clone(), stop.clone(), permit).in_current_span(),
+        );
     }
 }
 
-async fn serve(mut client: TcpStream, route: Route, keepalive: Keepalive) {
-    let Some(dest) = route.dest.as_deref() else {
-        return;
-    };
-    if let Err(e) = keepalive.apply(&client) {
+fn routable(route: &Route) -> bool {
+    route.dest.is_some() && !route.cancel.is_cancelled()
+}
+
+async fn serve(
+    client: TcpStream,
+    routes: watch::Receiver<Route>,
+    policy: ClientPolicy,
+    stop: CancellationToken,
+    _permit: SessionPermit,
+) {
+    if let Err(e) = policy.keepalive.apply(&client) {
         tracing::debug!(error = %e, "cannot set TCP keepalive on a client socket");
     }
     let _ = client.set_nodelay(true);
+    // PostgreSQL clients speak first (SSLRequest, GSSENCRequest or StartupMessage): until one
+    // does, it costs PostgreSQL nothing and the proxy no buffer, and a port scan never reaches
+    // the master.
+    tokio::select! {
+        _ = stop.cancelled() => return,
+        spoke = first_bytes(&client, policy.startup_timeout) => if !spoke { return },
+    }
+    // The route current when the client spoke: one that connected before a switch and spoke
+    // after it goes to the new master.
+    let route = routes.borrow().clone();
+    if !routable(&route) {
+        return;
+    }
+    let Some(dest) = route.dest.as_deref() else {
+        return;
+    };
     let dial = tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(dest.addr));
-    let mut server = tokio::select! {
+    let server = tokio::select! {
         // A master change abandons dials to the old master.
         _ = route.cancel.cancelled() => return,
         d = dial => match d {
@@ -100,6 +146,48 @@ async fn serve(mut client: TcpStream, route: Route, keepalive: Keepalive) {
     let _ = server.set_nodelay(true);
     tokio::select! {
         _ = route.cancel.cancelled() => {}
-        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+        _ = pump(client, server) => {}
+    }
+}
+
+/// Whether the client sent something within `timeout` (false: it closed, failed or stayed
+/// silent). The bytes stay in the socket for the master.
+async fn first_bytes(client: &TcpStream, timeout: Option<Duration>) -> bool {
+    let mut probe = [0u8; 1];
+    let peek = client.peek(&mut probe);
+    let peeked = match timeout {
+        Some(t) => match tokio::time::timeout(t, peek).await {
+            Ok(p) => p,
+            Err(_) => return false,
+        },
+        None => peek.await,
+    };
+    matches!(peeked, Ok(n) if n > 0)
+}
+
+/// Copies both ways until the master's side ends. A client that closes its side has that passed
+/// on (PostgreSQL then closes its own); PostgreSQL closing ends the session at once, both
+/// sockets closed, rather than leaving the client's open until it next sends something.
+async fn pump(mut client: TcpStream, mut server: TcpStream) {
+    let (mut client_rx, mut client_tx) = client.split();
+    let (mut server_rx, mut server_tx) = server.split();
+    let to_client = tokio::io::copy(&mut server_rx, &mut client_tx);
+    let to_server = async {
+        let copied = tokio::io::copy(&mut client_rx, &mut server_tx).await;
+        if copied.is_ok() {
+            let _ = server_tx.shutdown().await;
+        }
+        copied
+    };
+    tokio::pin!(to_client, to_server);
+    let mut client_closed = false;
+    loop {
+        tokio::select! {
+            _ = &mut to_client => return,
+            copied = &mut to_server, if !client_closed => match copied {
+                Ok(_) => client_closed = true,
+                Err(_) => return,
+            },
+        }
     }
 }

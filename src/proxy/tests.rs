@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-const DEADLINE: Duration = Duration::from_secs(10);
+pub(super) const DEADLINE: Duration = Duration::from_secs(10);
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Health {
@@ -62,10 +62,10 @@ struct MemState {
 }
 
 #[derive(Clone)]
-struct TestSource(Arc<Mutex<MemState>>);
+pub(super) struct TestSource(Arc<Mutex<MemState>>);
 
 impl TestSource {
-    fn new(cd: Option<ClusterData>) -> Self {
+    pub(super) fn new(cd: Option<ClusterData>) -> Self {
         TestSource(Arc::new(Mutex::new(MemState {
             cd,
             health: Health::Up,
@@ -125,8 +125,8 @@ impl ClusterSource for TestSource {
     }
 }
 
-/// A stand-in PostgreSQL: greets every client with its name, then echoes.
-async fn backend(name: &'static str) -> (SocketAddr, JoinHandle<()>) {
+/// A stand-in PostgreSQL: answers a client's first byte with its name, then echoes.
+pub(super) async fn backend(name: &'static str) -> (SocketAddr, JoinHandle<()>) {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     let task = tokio::spawn(async move {
@@ -135,6 +135,10 @@ async fn backend(name: &'static str) -> (SocketAddr, JoinHandle<()>) {
                 return;
             };
             tokio::spawn(async move {
+                let mut first = [0u8; 1];
+                if !matches!(s.read(&mut first).await, Ok(1)) {
+                    return;
+                }
                 if s.write_all(name.as_bytes()).await.is_err() {
                     return;
                 }
@@ -146,7 +150,7 @@ async fn backend(name: &'static str) -> (SocketAddr, JoinHandle<()>) {
     (addr, task)
 }
 
-fn cluster_data(check: GoDuration, timeout: GoDuration) -> ClusterData {
+pub(super) fn cluster_data(check: GoDuration, timeout: GoDuration) -> ClusterData {
     let mut cd: ClusterData = serde_json::from_str(
         r#"{"formatVersion":1,"cluster":{"uid":"c1","generation":1,"spec":{"initMode":"new"},"status":{}}}"#,
     )
@@ -158,7 +162,7 @@ fn cluster_data(check: GoDuration, timeout: GoDuration) -> ClusterData {
 }
 
 /// Makes `uid` the master at `addr` and bumps the proxy generation, as the sentinel does.
-fn set_master(cd: &mut ClusterData, uid: &str, addr: SocketAddr) {
+pub(super) fn set_master(cd: &mut ClusterData, uid: &str, addr: SocketAddr) {
     let mut db = Db {
         uid: uid.into(),
         ..Default::default()
@@ -170,11 +174,11 @@ fn set_master(cd: &mut ClusterData, uid: &str, addr: SocketAddr) {
     cd.proxy.generation += 1;
 }
 
-struct Running {
-    addr: SocketAddr,
-    shutdown: CancellationToken,
-    status: watch::Receiver<String>,
-    task: JoinHandle<Result<(), ProxyError>>,
+pub(super) struct Running {
+    pub(super) addr: SocketAddr,
+    pub(super) shutdown: CancellationToken,
+    pub(super) status: watch::Receiver<String>,
+    pub(super) task: JoinHandle<Result<(), ProxyError>>,
 }
 
 impl Drop for Running {
@@ -183,7 +187,7 @@ impl Drop for Running {
     }
 }
 
-fn config(port: u16) -> ProxyConfig {
+pub(super) fn config(port: u16) -> ProxyConfig {
     ProxyConfig {
         listen_address: "127.0.0.1".into(),
         port,
@@ -191,16 +195,18 @@ fn config(port: u16) -> ProxyConfig {
         tcp_keepalive_idle: 30,
         tcp_keepalive_count: 3,
         tcp_keepalive_interval: 5,
+        max_connections: 0,
+        client_startup_timeout: Duration::from_secs(60),
     }
 }
 
-fn start_handed(source: &TestSource) -> Running {
+pub(super) fn start_handed(source: &TestSource) -> Running {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
     start(source, config(0), Some(l), addr)
 }
 
-fn start(
+pub(super) fn start(
     source: &TestSource,
     cfg: ProxyConfig,
     l: Option<std::net::TcpListener>,
@@ -234,7 +240,7 @@ fn start_notifying(
     }
 }
 
-async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+pub(super) async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     let end = Instant::now() + DEADLINE;
     while !cond() {
         assert!(Instant::now() < end, "timed out waiting for {what}");
@@ -242,7 +248,7 @@ async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
-async fn wait_status(p: &Running, prefix: &str) {
+pub(super) async fn wait_status(p: &Running, prefix: &str) {
     let status = p.status.clone();
     wait_for(&format!("status {prefix:?}"), || {
         status.borrow().starts_with(prefix)
@@ -251,16 +257,18 @@ async fn wait_status(p: &Running, prefix: &str) {
 }
 
 /// Plays the sentinel: waits for the proxy's info, then enables it.
-async fn enable_proxy(source: &TestSource) -> String {
+pub(super) async fn enable_proxy(source: &TestSource) -> String {
     wait_for("proxy info", || source.info().is_some()).await;
     let uid = source.info().unwrap().uid;
     source.update_cd(|cd| cd.proxy.spec.enabled_proxies = vec![uid.clone()]);
     uid
 }
 
-/// Connects and returns the greeting of the backend the proxy chose.
-async fn session(addr: SocketAddr) -> (TcpStream, String) {
+/// Connects, speaks first as PostgreSQL clients do, and returns the greeting of the backend the
+/// proxy chose.
+pub(super) async fn session(addr: SocketAddr) -> (TcpStream, String) {
     let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"?").await.unwrap();
     let mut buf = [0u8; 1];
     let n = tokio::time::timeout(DEADLINE, s.read(&mut buf))
         .await
@@ -271,7 +279,7 @@ async fn session(addr: SocketAddr) -> (TcpStream, String) {
 }
 
 /// The peer closed (EOF or reset) within the deadline.
-async fn assert_closed(s: &mut TcpStream) {
+pub(super) async fn assert_closed(s: &mut TcpStream) {
     let mut buf = [0u8; 16];
     let r = tokio::time::timeout(DEADLINE, s.read(&mut buf))
         .await
@@ -279,14 +287,14 @@ async fn assert_closed(s: &mut TcpStream) {
     assert!(matches!(r, Ok(0) | Err(_)), "expected closed, read {r:?}");
 }
 
-async fn assert_refused_after_accept(addr: SocketAddr) {
+pub(super) async fn assert_refused_after_accept(addr: SocketAddr) {
     let mut s = TcpStream::connect(addr)
         .await
         .expect("the proxy must keep accepting");
     assert_closed(&mut s).await;
 }
 
-fn fast() -> ClusterData {
+pub(super) fn fast() -> ClusterData {
     cluster_data(GoDuration::from_millis(100), GoDuration::from_millis(600))
 }
 

@@ -21,14 +21,17 @@ use tokio_util::sync::CancellationToken;
 
 const DEADLINE: Duration = Duration::from_secs(20);
 
-/// A stand-in PostgreSQL: greets every client with its name, then echoes.
+/// A stand-in PostgreSQL: answers a client's first byte with its name, then echoes.
 async fn backend(name: &'static str) -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((mut s, _)) = l.accept().await {
             tokio::spawn(async move {
-                if s.write_all(name.as_bytes()).await.is_ok() {
+                let mut first = [0u8; 1];
+                if matches!(s.read(&mut first).await, Ok(1))
+                    && s.write_all(name.as_bytes()).await.is_ok()
+                {
                     let (mut r, mut w) = s.split();
                     let _ = tokio::io::copy(&mut r, &mut w).await;
                 }
@@ -80,6 +83,8 @@ fn start_proxy(sc: StoreConfig, port: u16, listener: Option<StdListener>) -> Pro
         tcp_keepalive_idle: 0,
         tcp_keepalive_count: 0,
         tcp_keepalive_interval: 0,
+        max_connections: 0,
+        client_startup_timeout: Duration::from_secs(60),
     };
     let shutdown = CancellationToken::new();
     let ctx = RoleContext::new(sc, shutdown.clone()).with_listeners(listener.into_iter().collect());
@@ -121,8 +126,10 @@ async fn enable_proxy(store: &Store, cd: &mut ClusterData) -> String {
     uid
 }
 
+/// Connects, speaks first as PostgreSQL clients do, and returns the backend's greeting.
 async fn greeting(addr: SocketAddr) -> (TcpStream, String) {
     let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"?").await.unwrap();
     let mut b = [0u8; 1];
     let n = tokio::time::timeout(DEADLINE, s.read(&mut b))
         .await

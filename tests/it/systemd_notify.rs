@@ -116,14 +116,15 @@ fn proxy_ready_only_once_serving_watchdog_from_its_loop_reload_and_clean_stop() 
     assert!(stopping > ready_at);
 }
 
-/// A stand-in PostgreSQL: greets every client with `A`, then echoes.
+/// A stand-in PostgreSQL: answers a client's first byte with `A`, then echoes.
 fn backend() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
     std::thread::spawn(move || {
         for mut s in l.incoming().flatten() {
             std::thread::spawn(move || {
-                if s.write_all(b"A").is_ok() {
+                let mut first = [0u8; 1];
+                if s.read_exact(&mut first).is_ok() && s.write_all(b"A").is_ok() {
                     let mut r = s.try_clone().unwrap();
                     let _ = std::io::copy(&mut r, &mut s);
                 }
@@ -189,6 +190,8 @@ fn socket_activated_proxy_serves_its_first_client_from_the_master() {
         first.is_some()
     });
     let mut first = first.unwrap();
+    // PostgreSQL clients speak first; the proxy dials the master only then.
+    first.write_all(b"?").unwrap();
 
     // Play the sentinel: enable the new proxy once it announced itself.
     let prefix = format!("stolon/cluster/{CLUSTER}/proxies/info/");

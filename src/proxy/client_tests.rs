@@ -1,0 +1,143 @@
+//! The proxy under many or misbehaving clients: the session limit, idle clients that never reach
+//! the master, and sessions the master ends while the client stays silent.
+
+use super::tests::{
+    DEADLINE, Running, TestSource, assert_closed, backend, config, enable_proxy, fast, session,
+    set_master, start, wait_for, wait_status,
+};
+use super::*;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// A stand-in PostgreSQL that counts the connections it accepted and, when `hang_up`, closes
+/// each session right after answering the client's first byte.
+async fn counting_backend(hang_up: bool) -> (SocketAddr, Arc<AtomicUsize>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut first = [0u8; 1];
+                if !matches!(s.read(&mut first).await, Ok(1)) || s.write_all(b"B").await.is_err() {
+                    return;
+                }
+                if !hang_up {
+                    let (mut r, mut w) = s.split();
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+/// A handed-socket proxy with `cfg`, enabled and routing to a master at `master`.
+async fn routing_proxy(master: SocketAddr, cfg: ProxyConfig) -> (TestSource, Running) {
+    let mut cd = fast();
+    set_master(&mut cd, "dba", master);
+    let source = TestSource::new(Some(cd));
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let p = start(&source, cfg, Some(l), addr);
+    enable_proxy(&source).await;
+    wait_status(&p, &format!("routing to {master}")).await;
+    (source, p)
+}
+
+#[tokio::test]
+async fn past_max_connections_new_clients_are_closed_and_served_again_once_one_leaves() {
+    let (a, _ba) = backend("A").await;
+    let cfg = ProxyConfig {
+        max_connections: 2,
+        ..config(0)
+    };
+    let (_source, p) = routing_proxy(a, cfg).await;
+    let (first, _) = session(p.addr).await;
+    let (_second, _) = session(p.addr).await;
+    let mut third = TcpStream::connect(p.addr).await.unwrap();
+    let _ = third.write_all(b"?").await;
+    assert_closed(&mut third).await;
+
+    drop(first);
+    // The proxy notices the first client's EOF and frees its place.
+    let end = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let mut s = TcpStream::connect(p.addr).await.unwrap();
+        let _ = s.write_all(b"?").await;
+        let mut b = [0u8; 1];
+        if matches!(s.read(&mut b).await, Ok(1)) {
+            assert_eq!(&b, b"A");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < end, "no place freed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_session_the_master_ends_is_closed_on_the_client_side_too() {
+    let (b, _) = counting_backend(true).await;
+    // One session at a time: a second client is served only if the first one's session is
+    // over, although that client never closes its side.
+    let cfg = ProxyConfig {
+        max_connections: 1,
+        ..config(0)
+    };
+    let (_source, p) = routing_proxy(b, cfg).await;
+    let (mut silent, who) = session(p.addr).await;
+    assert_eq!(who, "B");
+    assert_closed(&mut silent).await;
+    let (_next, who) = session(p.addr).await;
+    assert_eq!(who, "B");
+    drop(silent);
+}
+
+#[tokio::test]
+async fn silent_clients_never_reach_the_master_and_are_closed_after_the_startup_timeout() {
+    let (b, accepted) = counting_backend(false).await;
+    let cfg = ProxyConfig {
+        client_startup_timeout: Duration::from_millis(300),
+        ..config(0)
+    };
+    let (_source, p) = routing_proxy(b, cfg).await;
+    let mut silent = TcpStream::connect(p.addr).await.unwrap();
+    assert_closed(&mut silent).await;
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        0,
+        "a silent client reached the master"
+    );
+    let (_s, who) = session(p.addr).await;
+    assert_eq!(who, "B");
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn two_thousand_idle_clients_cost_the_master_no_connection() {
+    // Each idle client takes two descriptors here (its socket and the proxy's).
+    let _ = limits::raise_open_file_limit();
+    let (b, accepted) = counting_backend(false).await;
+    let (_source, p) = routing_proxy(b, config(0)).await;
+    let mut idle = Vec::new();
+    for _ in 0..2000 {
+        idle.push(TcpStream::connect(p.addr).await.unwrap());
+    }
+    let (_s, who) = session(p.addr).await;
+    assert_eq!(who, "B");
+    wait_for("the fresh client's session", || {
+        accepted.load(Ordering::SeqCst) >= 1
+    })
+    .await;
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "idle clients reached the master"
+    );
+    drop(idle);
+}
