@@ -395,7 +395,7 @@ where
 
 fn start_haproxy(local: &Local, port: u16, pg_port: u16) -> Result<Child> {
     let cfg = format!(
-        "global\n  maxconn 30000\n\
+        "global\n  maxconn 4000\n\
          defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 1h\n  timeout server 1h\n\
          listen postgres\n  bind 127.0.0.1:{port}\n  server master 127.0.0.1:{pg_port}\n"
     );

@@ -194,17 +194,8 @@ fn socket_activated_proxy_serves_its_first_client_from_the_master() {
     first.write_all(b"?").unwrap();
 
     // Play the sentinel: enable the new proxy once it announced itself.
-    let prefix = format!("stolon/cluster/{CLUSTER}/proxies/info/");
-    let mut keys = Vec::new();
-    wait_until(DEADLINE, "the proxy's info in etcd", || {
-        keys = etcd.keys(&prefix);
-        !keys.is_empty()
-    });
+    enable_proxy(&etcd, &mut cd);
     assert!(proxy.is_running(), "{}", proxy.stderr());
-    let uid = keys[0].trim_start_matches(&prefix).to_string();
-    cd.proxy.spec.enabled_proxies = vec![uid];
-    cd.proxy.generation += 1;
-    write_cluster_data(&etcd, &cd);
 
     // The client that started the proxy waited in the backlog and now reaches the master.
     first.set_read_timeout(Some(DEADLINE)).unwrap();
@@ -238,4 +229,71 @@ fn socket_activated_proxy_serves_its_first_client_from_the_master() {
     assert!(exit.success(), "{exit:?}: {}", proxy.stderr());
     notify.wait_for("STOPPING=1", |l| l == "STOPPING=1");
     drop(taken);
+}
+
+/// Plays the sentinel: waits for the proxy's info in etcd, then enables it.
+fn enable_proxy(etcd: &Etcd, cd: &mut ClusterData) {
+    let prefix = format!("stolon/cluster/{CLUSTER}/proxies/info/");
+    let mut keys = Vec::new();
+    wait_until(DEADLINE, "the proxy's info in etcd", || {
+        keys = etcd.keys(&prefix);
+        !keys.is_empty()
+    });
+    cd.proxy.spec.enabled_proxies = vec![keys[0].trim_start_matches(&prefix).to_string()];
+    cd.proxy.generation += 1;
+    write_cluster_data(etcd, cd);
+}
+
+/// systemd gives a service a soft open-file limit of 1024: the proxy raises it to the hard
+/// limit, so 1,500 idle clients (about 1,500 descriptors) leave a fresh client served.
+#[test]
+fn proxy_raises_the_soft_open_file_limit_systemd_gives_it() {
+    const IDLE: usize = 1500;
+    let dir = tempfile::tempdir().unwrap();
+    let etcd = Etcd::start();
+    let master = backend();
+    let mut cd = cluster_data_with_master(master);
+    write_cluster_data(&etcd, &cd);
+    let port = free_port();
+    let (_, hard) =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
+    assert!(
+        hard >= 4 * IDLE as u64,
+        "the hard open-file limit ({hard}) is too low for this test"
+    );
+    let mut cmd = Command::new("prlimit");
+    clean_env(&mut cmd);
+    cmd.arg(format!("--nofile=1024:{hard}"))
+        .arg("--")
+        .arg(&*PROXY)
+        .args(proxy_args(&etcd, port));
+    let proxy = Running::spawn(cmd, &dir.path().join("stderr"));
+    enable_proxy(&etcd, &mut cd);
+    let served = |s: &mut TcpStream| {
+        s.set_read_timeout(Some(DEADLINE)).unwrap();
+        let mut greeting = [0u8; 1];
+        s.write_all(b"?").is_ok() && s.read_exact(&mut greeting).is_ok() && &greeting == b"A"
+    };
+    wait_until(DEADLINE, "the proxy routing to the master", || {
+        TcpStream::connect(("127.0.0.1", port)).is_ok_and(|mut s| served(&mut s))
+    });
+
+    let idle: Vec<TcpStream> = (0..IDLE)
+        .map(|i| {
+            TcpStream::connect(("127.0.0.1", port))
+                .unwrap_or_else(|e| panic!("client {i}: {e}; {}", proxy.stderr()))
+        })
+        .collect();
+    let mut fresh = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    assert!(
+        served(&mut fresh),
+        "fresh client not served: {}",
+        proxy.stderr()
+    );
+    assert!(
+        !proxy.stderr().contains("accepting clients failed"),
+        "{}",
+        proxy.stderr()
+    );
+    drop(idle);
 }
