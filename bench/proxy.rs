@@ -222,7 +222,14 @@ fn workloads(setup: &Setup, o: &Options) -> Result<()> {
         let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); 3];
         for round in 1..=o.rounds {
             for (i, via) in Via::ALL.into_iter().enumerate() {
-                let s = run_workload(setup, via, args, o)?;
+                let s = match run_workload(setup, via, args, o) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        // One failed sample is reported and left out, not the whole run lost.
+                        eprintln!("  {name} round {round} {}: FAILED: {e:#}", via.name());
+                        continue;
+                    }
+                };
                 eprintln!(
                     "  {name} round {round} {:<12} tps {:>9.0}  cpu/tx {} µs",
                     via.name(),

@@ -57,6 +57,7 @@ in
     "tcp-keepalive-interval"
     "max-connections"
     "client-startup-timeout"
+    "kernel-forwarding"
   ];
   stolonctl = common ++ [
     "kubeconfig"

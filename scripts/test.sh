@@ -20,6 +20,14 @@ cargo nextest run --no-fail-fast "$@"
 [ $# -eq 0 ] || exit 0
 cargo test --doc
 
+# The proxy's in-kernel forwarding (an optional feature: it needs clang to build, and CAP_BPF and
+# CAP_NET_ADMIN to run, so only as root).
+if [ "$(id -u)" = 0 ]; then
+  EXTRA_PACKAGES=(clang:clang)
+  ensure_deps
+  cargo nextest run --no-fail-fast --features kernel-forwarding -E 'test(/kernel/)'
+fi
+
 # The Nix side (flake, package, NixOS module, VM tests): every .nix file parses and
 # nixos/flags.nix matches the flag tables. With NIXPKGS_PATH naming a prepared nixpkgs tree
 # (nixos/README.md) it also evaluates the module, the VM tests and the flake (no network).

@@ -325,6 +325,12 @@ pub(crate) const CLIENT_STARTUP_TIMEOUT: FlagDef = text(
     "close a client that sends nothing for this long after connecting; the master is dialed only once a client has spoken (0 = never close)",
 );
 
+pub(crate) const KERNEL_FORWARDING: FlagDef = boolean(
+    "kernel-forwarding",
+    Some("false"),
+    "let the kernel move each session's bytes between client and master (eBPF sockmap; needs CAP_BPF and CAP_NET_ADMIN, and a build with the kernel-forwarding feature); the proxy still decides routing and cuts sessions",
+);
+
 pub(super) const COMMON_FLAGS: &[&FlagDef] = &[
     &CONFIG,
     &CLUSTER_NAME,
@@ -382,6 +388,7 @@ pub(super) const PROXY_FLAGS: &[&FlagDef] = &[
     &TCP_KEEPALIVE_INTERVAL,
     &MAX_CONNECTIONS,
     &CLIENT_STARTUP_TIMEOUT,
+    &KERNEL_FORWARDING,
 ];
 
 /// The key a flag has in the layers: the environment can only produce `_`.

@@ -141,3 +141,38 @@ async fn two_thousand_idle_clients_cost_the_master_no_connection() {
     );
     drop(idle);
 }
+
+/// `--kernel-forwarding` (needs CAP_BPF and CAP_NET_ADMIN: the tests run as root): the same
+/// sessions, with the bytes moved by the kernel.
+#[cfg(feature = "kernel-forwarding")]
+#[tokio::test]
+async fn kernel_forwarding_carries_sessions_ends_them_with_the_master_and_cuts_them_on_a_switch() {
+    let (echo, _) = counting_backend(false).await;
+    let (closer, _) = counting_backend(true).await;
+    let cfg = ProxyConfig {
+        kernel_forwarding: true,
+        ..config(0)
+    };
+    let (source, p) = routing_proxy(echo, cfg).await;
+    let (mut s, who) = session(p.addr).await;
+    assert_eq!(who, "B");
+    for round in 0..100u32 {
+        let msg = round.to_be_bytes();
+        s.write_all(&msg).await.unwrap();
+        let mut back = [0u8; 4];
+        tokio::time::timeout(DEADLINE, s.read_exact(&mut back))
+            .await
+            .expect("no echo through the kernel")
+            .unwrap();
+        assert_eq!(back, msg);
+    }
+
+    // A master change cuts the session.
+    source.update_cd(|cd| set_master(cd, "dbc", closer));
+    assert_closed(&mut s).await;
+    wait_status(&p, &format!("routing to {closer}")).await;
+    // The master ending a session closes the client's side too.
+    let (mut s, who) = session(p.addr).await;
+    assert_eq!(who, "B");
+    assert_closed(&mut s).await;
+}

@@ -8,6 +8,7 @@
 mod check;
 #[cfg(test)]
 mod client_tests;
+mod kernel;
 mod limits;
 mod listen;
 mod route;
@@ -19,6 +20,7 @@ mod tests;
 mod workers;
 
 pub use check::ClusterSource;
+pub use kernel::KernelForwardingError;
 pub use route::Destination;
 pub use target::{NoTarget, Target, select_target};
 
@@ -49,6 +51,8 @@ pub struct ProxyConfig {
     pub max_connections: usize,
     /// A client silent this long after connecting is closed; zero = never.
     pub client_startup_timeout: Duration,
+    /// The kernel moves each session's bytes (src/proxy/kernel.rs).
+    pub kernel_forwarding: bool,
 }
 
 impl ProxyConfig {
@@ -69,6 +73,7 @@ impl ProxyConfig {
                     .map_err(|_| format!("invalid number {v:?} (0 = half the open-file limit)"))
             })?,
             client_startup_timeout: l.duration(&flags::CLIENT_STARTUP_TIMEOUT)?,
+            kernel_forwarding: l.bool(&flags::KERNEL_FORWARDING)?,
         })
     }
 }
@@ -84,6 +89,8 @@ pub enum ProxyError {
     },
     #[error("cannot use the listening socket handed to the proxy: {0}")]
     HandedListener(std::io::Error),
+    #[error(transparent)]
+    KernelForwarding(#[from] KernelForwardingError),
     #[error("cannot start the threads client sessions run on: {0}")]
     Workers(std::io::Error),
     #[error(transparent)]
@@ -133,13 +140,19 @@ pub(crate) async fn run_with_source<S: ClusterSource>(
 ) -> Result<(), ProxyError> {
     let uid = new_uid();
     let router = Router::new();
-    let policy = client_policy(&cfg);
+    let kernel = if cfg.kernel_forwarding {
+        Some(Arc::new(kernel::KernelForwarding::load()?))
+    } else {
+        None
+    };
+    let policy = client_policy(&cfg, kernel);
     let listen_on = format!("{}:{}", cfg.listen_address, cfg.port);
     let span = tracing::info_span!("proxy", proxy_uid = %uid);
     let entered = span.enter();
     tracing::info!(
         max_connections = policy.limit.max(),
         client_startup_timeout = ?policy.startup_timeout,
+        kernel_forwarding = policy.kernel.is_some(),
         "proxy starting"
     );
     let workers = workers::SessionWorkers::start().map_err(ProxyError::Workers)?;
@@ -168,7 +181,7 @@ pub(crate) async fn run_with_source<S: ClusterSource>(
     checker.run(&source, &shutdown).instrument(span).await
 }
 
-fn client_policy(cfg: &ProxyConfig) -> ClientPolicy {
+fn client_policy(cfg: &ProxyConfig, kernel: Option<Arc<kernel::KernelForwarding>>) -> ClientPolicy {
     let max = match cfg.max_connections {
         0 => {
             let open_files =
@@ -188,5 +201,6 @@ fn client_policy(cfg: &ProxyConfig) -> ClientPolicy {
             .then_some(cfg.client_startup_timeout),
         limit: limits::SessionLimit::new(max),
         accept_errors: Arc::new(limits::RateLimited::for_warnings()),
+        kernel,
     }
 }

@@ -2,6 +2,7 @@
 //! no protocol awareness; the master is dialed once the client has spoken, and the session ends
 //! when the master's side closes, the client fails, or its route is cancelled.
 
+use super::kernel::KernelForwarding;
 use super::limits::{RateLimited, SessionLimit, SessionPermit};
 use super::route::Route;
 use std::io;
@@ -54,6 +55,8 @@ pub(crate) struct ClientPolicy {
     pub limit: Arc<SessionLimit>,
     /// Shared by every accept loop of the proxy, so a flood is reported once, not per socket.
     pub accept_errors: Arc<RateLimited>,
+    /// `--kernel-forwarding`: the kernel moves the bytes of each session.
+    pub kernel: Option<Arc<KernelForwarding>>,
 }
 
 /// Accepts until `stop` is cancelled. Dropping the listener on return closes it (when the proxy
@@ -146,8 +149,69 @@ async fn serve(
     let _ = server.set_nodelay(true);
     tokio::select! {
         _ = route.cancel.cancelled() => {}
-        _ = pump(client, server) => {}
+        _ = forward(client, server, policy.kernel.as_deref()) => {}
     }
+}
+
+async fn forward(client: TcpStream, server: TcpStream, kernel: Option<&KernelForwarding>) {
+    match kernel {
+        Some(kernel) => forward_in_kernel(kernel, client, server).await,
+        None => pump(client, server).await,
+    }
+}
+
+/// Hands the session to the kernel (src/proxy/kernel.rs) and waits for its end. The client's
+/// first message, already waiting, is read here and written to the master once both sockets are
+/// in the kernel's map: bytes queued before a socket joins it would not be forwarded.
+async fn forward_in_kernel(kernel: &KernelForwarding, client: TcpStream, mut server: TcpStream) {
+    let mut first = vec![0u8; FIRST_MESSAGE_MAX];
+    let n = match client.try_read(&mut first) {
+        Ok(n) if n > 0 => n,
+        _ => return,
+    };
+    let spliced = kernel.splice(&client, &server);
+    if server.write_all(&first[..n]).await.is_err() {
+        return;
+    }
+    if spliced.is_none() {
+        return pump(client, server).await;
+    }
+    // Only the end of either stream still reaches us (or bytes the program passed up, which
+    // are copied by hand). Either side ending ends the session.
+    let mut buf = [0u8; 4096];
+    loop {
+        let (from, to) = tokio::select! {
+            r = client.readable() => { if r.is_err() { break } (&client, &server) }
+            r = server.readable() => { if r.is_err() { break } (&server, &client) }
+        };
+        match from.try_read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                if write_all_to(to, &buf[..n]).await.is_err() {
+                    break;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(_) => break,
+        }
+    }
+    // Forgotten before the sockets close, so no entry outlives its socket.
+    drop(spliced);
+}
+
+/// Bounds the client's first message read in one go (a StartupMessage is far smaller).
+const FIRST_MESSAGE_MAX: usize = 16 * 1024;
+
+async fn write_all_to(to: &TcpStream, mut bytes: &[u8]) -> io::Result<()> {
+    while !bytes.is_empty() {
+        to.writable().await?;
+        match to.try_write(bytes) {
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Whether the client sent something within `timeout` (false: it closed, failed or stayed

@@ -76,7 +76,7 @@ impl TestSource {
     fn set_health(&self, h: Health) {
         self.0.lock().unwrap().health = h;
     }
-    fn update_cd(&self, f: impl FnOnce(&mut ClusterData)) {
+    pub(super) fn update_cd(&self, f: impl FnOnce(&mut ClusterData)) {
         let watchers = {
             let mut st = self.0.lock().unwrap();
             f(st.cd.as_mut().unwrap());
@@ -197,6 +197,7 @@ pub(super) fn config(port: u16) -> ProxyConfig {
         tcp_keepalive_interval: 5,
         max_connections: 0,
         client_startup_timeout: Duration::from_secs(60),
+        kernel_forwarding: false,
     }
 }
 

@@ -85,6 +85,7 @@ fn start_proxy(sc: StoreConfig, port: u16, listener: Option<StdListener>) -> Pro
         tcp_keepalive_interval: 0,
         max_connections: 0,
         client_startup_timeout: Duration::from_secs(60),
+        kernel_forwarding: false,
     };
     let shutdown = CancellationToken::new();
     let ctx = RoleContext::new(sc, shutdown.clone()).with_listeners(listener.into_iter().collect());
