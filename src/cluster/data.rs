@@ -3,7 +3,9 @@
 //! document written by upstream stolon loads here and the other way round.
 
 use super::spec::{ArchiveRecoverySettings, ClusterSpec, NewConfig, PitrConfig, StandbySettings};
-use super::{GoDuration, Time, is_false, is_zero_i64, is_zero_u16, is_zero_u64, zero_time};
+use super::{
+    GoDuration, KeeperUid, Time, is_false, is_zero_i64, is_zero_u16, is_zero_u64, zero_time,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -18,7 +20,7 @@ pub struct ClusterData {
     pub change_time: Time,
     pub cluster: Cluster,
     #[serde(default)]
-    pub keepers: BTreeMap<String, Keeper>,
+    pub keepers: BTreeMap<KeeperUid, Keeper>,
     #[serde(default)]
     pub dbs: BTreeMap<String, Db>,
     #[serde(default)]
@@ -76,8 +78,8 @@ pub struct PostgresBinaryVersion {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct Keeper {
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub uid: String,
+    #[serde(default, skip_serializing_if = "KeeperUid::is_empty")]
+    pub uid: KeeperUid,
     #[serde(default, skip_serializing_if = "is_zero_i64")]
     pub generation: i64,
     #[serde(default = "zero_time")]
@@ -207,9 +209,9 @@ pub struct DbSpec {
     #[serde(
         rename = "keeperUID",
         default,
-        skip_serializing_if = "String::is_empty"
+        skip_serializing_if = "KeeperUid::is_empty"
     )]
-    pub keeper_uid: String,
+    pub keeper_uid: KeeperUid,
     #[serde(default)]
     pub request_timeout: GoDuration,
     #[serde(default, skip_serializing_if = "is_zero_u16")]
@@ -416,14 +418,14 @@ impl ClusterData {
     }
 
     /// The db assigned to a keeper, if any.
-    pub fn db_of_keeper(&self, keeper_uid: &str) -> Option<&Db> {
+    pub fn db_of_keeper(&self, keeper_uid: &KeeperUid) -> Option<&Db> {
         self.dbs
             .values()
-            .find(|db| db.spec.keeper_uid == keeper_uid)
+            .find(|db| db.spec.keeper_uid == *keeper_uid)
     }
 
     /// The keeper running the current master db.
-    pub fn master_keeper_uid(&self) -> Option<&str> {
-        self.master_db().map(|db| db.spec.keeper_uid.as_str())
+    pub fn master_keeper_uid(&self) -> Option<&KeeperUid> {
+        self.master_db().map(|db| &db.spec.keeper_uid)
     }
 }

@@ -2,7 +2,7 @@
 //! proxies}/info/<uid>` with a TTL (upstream's layout).
 
 use super::data::{PostgresBinaryVersion, TimelineHistory};
-use super::{is_false, is_zero_i64, is_zero_u64};
+use super::{KeeperUid, is_false, is_zero_i64, is_zero_u64};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -12,8 +12,8 @@ pub struct KeeperInfo {
     /// New on every publish, so the sentinel can tell a live keeper from a stale key.
     #[serde(rename = "infoUID", default, skip_serializing_if = "String::is_empty")]
     pub info_uid: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub uid: String,
+    #[serde(default, skip_serializing_if = "KeeperUid::is_empty")]
+    pub uid: KeeperUid,
     #[serde(
         rename = "clusterUID",
         default,
@@ -94,5 +94,5 @@ pub struct ProxyInfo {
     pub proxy_timeout_ns: i64,
 }
 
-pub type KeepersInfo = BTreeMap<String, KeeperInfo>;
+pub type KeepersInfo = BTreeMap<KeeperUid, KeeperInfo>;
 pub type ProxiesInfo = BTreeMap<String, ProxyInfo>;

@@ -4,6 +4,7 @@
 mod data;
 mod duration;
 mod fencing;
+mod ids;
 mod infos;
 mod input;
 mod spec;
@@ -11,6 +12,7 @@ mod spec;
 pub use data::*;
 pub use duration::{DurationParseError, GoDuration};
 pub use fencing::FenceTiming;
+pub use ids::{DbUid, Generation, KeeperUid};
 pub use infos::*;
 pub use input::{check_hba_line, closest, parse_spec_input};
 pub use spec::*;

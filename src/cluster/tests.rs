@@ -38,9 +38,18 @@ fn loads_upstream_clusterdata() {
     assert_eq!(db.status.system_id, "7227812741349015123");
     assert_eq!(db.spec.role, DbRole::Master);
     assert_eq!(db.spec.request_timeout, GoDuration::from_secs(10));
-    assert_eq!(cd.keepers["keeper0"].status.postgres_binary_version.maj, 15);
+    assert_eq!(
+        cd.keepers[&KeeperUid::from("keeper0")]
+            .status
+            .postgres_binary_version
+            .maj,
+        15
+    );
     assert_eq!(cd.proxy.spec.master_db_uid, "a9d1b1f0");
-    assert_eq!(cd.master_keeper_uid(), Some("keeper0"));
+    assert_eq!(
+        cd.master_keeper_uid().map(KeeperUid::as_str),
+        Some("keeper0")
+    );
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! upstream's text sections or its JSON shape.
 
 use super::{CtlError, connect, read_cluster_data};
-use crate::cluster::{ClusterData, ProxiesInfo, SentinelInfo};
+use crate::cluster::{ClusterData, KeeperUid, ProxiesInfo, SentinelInfo};
 use crate::store::StoreConfig;
 use serde::Serialize;
 
@@ -43,7 +43,7 @@ pub struct ProxyStatus {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct KeeperStatus {
-    pub uid: String,
+    pub uid: KeeperUid,
     pub listen_address: String,
     pub healthy: bool,
     pub pg_healthy: bool,
@@ -54,7 +54,7 @@ pub struct KeeperStatus {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ClusterStatus {
     pub available: bool,
-    pub master_keeper_uid: String,
+    pub master_keeper_uid: KeeperUid,
     pub master_db_uid: String,
 }
 
@@ -157,7 +157,7 @@ pub fn render_text(status: &Status, cd: &ClusterData) -> String {
         ];
         rows.extend(status.keepers.iter().map(|k| {
             vec![
-                k.uid.clone(),
+                k.uid.to_string(),
                 k.healthy.to_string(),
                 k.listen_address.clone(),
                 k.pg_healthy.to_string(),
@@ -224,7 +224,7 @@ fn tree(out: &mut String, cd: &ClusterData, db_uid: &str, level: usize, prefix: 
     if level > 0 {
         line.push_str(if tail { "└─" } else { "├─" });
     }
-    line.push_str(&db.spec.keeper_uid);
+    line.push_str(db.spec.keeper_uid.as_str());
     if cd.cluster.status.master.as_deref() == Some(db_uid) {
         line.push_str(" (master)");
     }
@@ -286,7 +286,7 @@ mod tests {
             let db = Db {
                 uid: uid.to_string(),
                 spec: DbSpec {
-                    keeper_uid: keeper.to_string(),
+                    keeper_uid: (*keeper).into(),
                     followers: followers.iter().map(|f| f.to_string()).collect(),
                     ..Default::default()
                 },
@@ -294,10 +294,10 @@ mod tests {
             };
             cd.dbs.insert(uid.to_string(), db);
             let k = Keeper {
-                uid: keeper.to_string(),
+                uid: (*keeper).into(),
                 ..Default::default()
             };
-            cd.keepers.insert(keeper.to_string(), k);
+            cd.keepers.insert((*keeper).into(), k);
         }
         cd.cluster.status.master = Some(master.into());
         cd

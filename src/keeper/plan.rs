@@ -10,7 +10,8 @@
 
 use super::state::DbState;
 use crate::cluster::{
-    ClusterData, Db, DbInitMode, DbRole, FollowType, NewConfig, StandbySettings, SuReplAccessMode,
+    ClusterData, Db, DbInitMode, DbRole, FollowType, KeeperUid, NewConfig, StandbySettings,
+    SuReplAccessMode,
 };
 use std::collections::BTreeMap;
 
@@ -96,7 +97,7 @@ pub const RELOADABLE_RECOVERY_SINCE: i32 = 13;
 /// Facts about this keeper process that the plan needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeeperFacts {
-    pub uid: String,
+    pub uid: KeeperUid,
     pub boot_uuid: String,
 }
 

@@ -3,8 +3,8 @@
 use super::plan::*;
 use super::state::DbState;
 use crate::cluster::{
-    ClusterData, ClusterSpec, Db, DbInitMode, DbRole, FollowConfig, Keeper, SuReplAccessMode,
-    zero_time,
+    ClusterData, ClusterSpec, Db, DbInitMode, DbRole, FollowConfig, Keeper, KeeperUid,
+    SuReplAccessMode, zero_time,
 };
 
 const ME: &str = "k1";
@@ -129,7 +129,7 @@ fn no_cluster_data_waits_and_leaves_postgres_alone() {
 #[test]
 fn keeper_missing_from_cluster_data_waits() {
     let mut cd = cd_with(db("d1", ME, DbRole::Master, DbInitMode::New, 1));
-    cd.keepers.remove(ME);
+    cd.keepers.remove(&KeeperUid::from(ME));
     let p = plan(&me(), Some(&cd), &empty_local(), false);
     assert!(p.actions.is_empty());
     assert_eq!(p.end, PlanEnd::Wait(WaitReason::KeeperNotInClusterData));

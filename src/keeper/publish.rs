@@ -4,7 +4,7 @@
 //! after a promotion).
 
 use super::fence::{BootInstant, Fence};
-use crate::cluster::{KeeperInfo, PostgresBinaryVersion, PostgresState, new_uid};
+use crate::cluster::{KeeperInfo, KeeperUid, PostgresBinaryVersion, PostgresState, new_uid};
 use crate::postgres::{LocalConn, PgClient};
 use crate::store::Store;
 use std::path::PathBuf;
@@ -84,7 +84,7 @@ impl Shared {
 /// The parts of the info that never change during a keeper process.
 #[derive(Debug, Clone)]
 pub(super) struct Identity {
-    pub uid: String,
+    pub uid: KeeperUid,
     pub boot_uuid: String,
     pub version: PostgresBinaryVersion,
     pub advertise_address: String,

@@ -15,7 +15,8 @@ use super::status::{
 use super::validate::{refuse_root, validate_auth, warn_advertise_address};
 use super::work::{Work, supervise};
 use crate::cluster::{
-    ClusterData, ClusterPhase, ClusterSpec, DEFAULT_SLEEP_INTERVAL, DbRole, FenceTiming, FollowType,
+    ClusterData, ClusterPhase, ClusterSpec, DEFAULT_SLEEP_INTERVAL, DbRole, FenceTiming,
+    FollowType, KeeperUid,
 };
 use crate::postgres::{
     self, LocalConn, PgBinaries, PgClient, PgProcess, Pgdata, ServerParameters, stop_stale_instance,
@@ -173,9 +174,9 @@ pub async fn run(cfg: KeeperConfig, ctx: RoleContext) -> Result<(), KeeperError>
 
     let dir = DataDir::create(&cfg.data_dir)?;
     let _lock = lock_data_dir(&dir, cfg.disable_data_dir_locking)?;
-    let keeper_state = resolve_uid(&dir, cfg.uid.as_deref())?;
+    let keeper_state = resolve_uid(&dir, cfg.uid.as_ref())?;
     let uid = keeper_state.uid.clone();
-    crate::telemetry::set_keeper_uid(&uid);
+    crate::telemetry::set_keeper_uid(uid.as_str());
     tracing::info!(keeper = %uid, "keeper uid");
 
     let bins = PgBinaries::locate(cfg.pg_bin_path.as_deref())?;
@@ -784,7 +785,7 @@ fn journal_db_uid(uid: &str) {
 }
 
 /// Our db in `cd`, with whom it follows.
-fn assigned_db(cd: &ClusterData, keeper_uid: &str) -> Option<AssignedDb> {
+fn assigned_db(cd: &ClusterData, keeper_uid: &KeeperUid) -> Option<AssignedDb> {
     let db = cd.db_of_keeper(keeper_uid)?;
     let following = match db.spec.role {
         DbRole::Standby => db
@@ -794,10 +795,7 @@ fn assigned_db(cd: &ClusterData, keeper_uid: &str) -> Option<AssignedDb> {
             .map(|fc| match fc.follow_type {
                 FollowType::External => Followed::External,
                 FollowType::Internal => Followed::Keeper {
-                    keeper: cd
-                        .dbs
-                        .get(&fc.db_uid)
-                        .map_or_else(|| "?".to_string(), |d| d.spec.keeper_uid.clone()),
+                    keeper: cd.dbs.get(&fc.db_uid).map(|d| d.spec.keeper_uid.clone()),
                     db: fc.db_uid.clone(),
                 },
             }),

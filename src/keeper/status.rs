@@ -2,7 +2,7 @@
 //! last saw. No clock: durations are passed in.
 
 use super::plan::{Action, PlanEnd, WaitReason};
-use crate::cluster::DbRole;
+use crate::cluster::{DbRole, KeeperUid};
 use std::time::Duration;
 
 /// How the loop's last iteration ended.
@@ -28,7 +28,11 @@ pub(super) struct AssignedDb {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Followed {
-    Keeper { keeper: String, db: String },
+    /// `keeper` is `None` when the followed db is not in the cluster data (any more).
+    Keeper {
+        keeper: Option<KeeperUid>,
+        db: String,
+    },
     External,
 }
 
@@ -98,6 +102,7 @@ fn converged(f: &StatusFacts, db_uid: &str) -> String {
         DbRole::Master => format!("master of db {db_uid}"),
         DbRole::Standby => match f.db.and_then(|d| d.following.as_ref()) {
             Some(Followed::Keeper { keeper, db }) => {
+                let keeper = keeper.as_ref().map_or("?", KeeperUid::as_str);
                 format!("standby following {keeper} (db {db})")
             }
             Some(Followed::External) => "standby following an external primary".into(),
@@ -281,7 +286,7 @@ mod tests {
         let s = db(
             DbRole::Standby,
             Some(Followed::Keeper {
-                keeper: "keeper2".into(),
+                keeper: Some("keeper2".into()),
                 db: "77aa0011".into(),
             }),
         );

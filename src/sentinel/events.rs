@@ -1,6 +1,7 @@
 //! What a check decided, as typed events: the loop logs them with keeper/db fields, tests assert
 //! on them. Events are emitted on transitions, not on every check, so logs stay readable.
 
+use crate::cluster::KeeperUid;
 use std::fmt;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,60 +49,60 @@ pub enum Event {
         grace_ms: i64,
     },
     KeeperAdded {
-        keeper: String,
+        keeper: KeeperUid,
     },
     KeeperUnhealthy {
-        keeper: String,
+        keeper: KeeperUid,
         /// Milliseconds since its info last changed.
         silent_ms: i64,
     },
     KeeperHealthy {
-        keeper: String,
+        keeper: KeeperUid,
     },
     KeeperForceFailed {
-        keeper: String,
+        keeper: KeeperUid,
     },
     KeeperInfoWrongCluster {
-        keeper: String,
+        keeper: KeeperUid,
         cluster_uid: String,
     },
     /// A keeper without db, not seen healthy for deadKeeperRemovalInterval.
     DeadKeeperRemoved {
-        keeper: String,
+        keeper: KeeperUid,
     },
     DbUnhealthy {
         db: String,
-        keeper: String,
+        keeper: KeeperUid,
     },
     DbHealthy {
         db: String,
-        keeper: String,
+        keeper: KeeperUid,
     },
     InitNoKeepers,
     InitKeeperMissing {
-        keeper: String,
+        keeper: KeeperUid,
     },
     InitMasterChosen {
         db: String,
-        keeper: String,
+        keeper: KeeperUid,
     },
     InitFailed {
         db: String,
-        keeper: String,
+        keeper: KeeperUid,
     },
     ClusterInitialized {
         db: String,
-        keeper: String,
+        keeper: KeeperUid,
     },
     MasterFailed {
         db: String,
-        keeper: String,
+        keeper: KeeperUid,
         why: MasterFailure,
     },
     MasterElected {
         old: String,
         new: String,
-        keeper: String,
+        keeper: KeeperUid,
         x_log_pos: u64,
     },
     NoEligibleMaster {
@@ -120,12 +121,12 @@ pub enum Event {
     },
     DbRemoved {
         db: String,
-        keeper: String,
+        keeper: KeeperUid,
         why: RemovalReason,
     },
     StandbyAdded {
         db: String,
-        keeper: String,
+        keeper: KeeperUid,
     },
     SyncStandbysChanged {
         db: String,
@@ -193,7 +194,7 @@ impl Event {
             | MasterFailed { keeper, .. }
             | MasterElected { keeper, .. }
             | DbRemoved { keeper, .. }
-            | StandbyAdded { keeper, .. } => Some(keeper),
+            | StandbyAdded { keeper, .. } => Some(keeper.as_str()),
             _ => None,
         }
     }

@@ -6,7 +6,7 @@ use super::health::{Convergence, convergence};
 use super::memory::Memory;
 use crate::cluster::{
     ClusterData, ClusterInitMode, ClusterPhase, ClusterRole, Db, DbInitMode, DbRole, DbSpec,
-    FollowConfig, FollowType, GoDuration, INITIAL_GENERATION, Time,
+    FollowConfig, FollowType, GoDuration, INITIAL_GENERATION, KeeperUid, Time,
 };
 
 pub(crate) fn update_initializing(
@@ -104,8 +104,8 @@ pub(crate) fn update_initializing(
 ///
 /// The randomness comes from the (random in production) uid of the db to create, so that
 /// `decide` stays a function of its inputs.
-fn initial_keeper(cd: &ClusterData, db_uid: &str) -> Option<String> {
-    let candidates: Vec<&String> = cd
+fn initial_keeper(cd: &ClusterData, db_uid: &str) -> Option<KeeperUid> {
+    let candidates: Vec<&KeeperUid> = cd
         .keepers
         .values()
         .filter(|k| k.status.healthy && k.status.can_be_master != Some(false))
@@ -121,10 +121,10 @@ fn initial_keeper(cd: &ClusterData, db_uid: &str) -> Option<String> {
     Some(candidates[i].clone())
 }
 
-fn initial_db(cd: &ClusterData, mode: ClusterInitMode, keeper: &str, uid: String) -> Db {
+fn initial_db(cd: &ClusterData, mode: ClusterInitMode, keeper: &KeeperUid, uid: String) -> Db {
     let spec = &cd.cluster.spec;
     let mut db_spec = DbSpec {
-        keeper_uid: keeper.to_string(),
+        keeper_uid: keeper.clone(),
         role: DbRole::Master,
         followers: Vec::new(),
         include_previous_config: spec.merge_pg_parameters(),

@@ -7,7 +7,7 @@
 //! follower taking over from a leader that died with the master's host already knows since
 //! when the master has been silent (src/sentinel/mod.rs: `Sentinel::check`).
 
-use crate::cluster::Time;
+use crate::cluster::{KeeperUid, Time};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -24,7 +24,7 @@ pub struct Memory {
     /// Keeper infos by keeper uid: the last infoUID and when it was seen changing. Kept while
     /// the keeper is in the clusterdata even after its info key expired: that is the moment
     /// the keeper went silent.
-    pub keepers: BTreeMap<String, InfoSeen>,
+    pub keepers: BTreeMap<KeeperUid, InfoSeen>,
     /// Proxy infos by proxy uid, to tell active proxies from stale keys.
     pub proxies: BTreeMap<String, InfoSeen>,
     /// Per-db health and progress, by db uid.

@@ -12,7 +12,7 @@ use super::memory::Memory;
 use super::sync;
 use crate::cluster::{
     ClusterData, ClusterRole, Db, DbInitMode, DbRole, DbSpec, FollowConfig, FollowType,
-    INITIAL_GENERATION, ProxyInfo, Time, zero_time,
+    INITIAL_GENERATION, KeeperUid, ProxyInfo, Time, zero_time,
 };
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -75,7 +75,7 @@ pub(crate) fn update_normal(
 
 fn remove_dead_keepers(cd: &mut ClusterData, now: Time, events: &mut Vec<Event>) {
     let interval = td(cd.cluster.spec.dead_keeper_removal_interval());
-    let dead: Vec<String> = cd
+    let dead: Vec<KeeperUid> = cd
         .keepers
         .values()
         .filter(|k| cd.db_of_keeper(&k.uid).is_none())

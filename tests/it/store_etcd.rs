@@ -7,7 +7,7 @@ use support::fixtures::{keeper_info, new_cluster_data};
 use etcd_client::{Client, GetOptions, LeaseTimeToLiveOptions};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
-use stolon::cluster::{ProxyInfo, SentinelInfo, new_uid};
+use stolon::cluster::{KeeperUid, ProxyInfo, SentinelInfo, new_uid};
 use stolon::store::{
     CasOutcome, Store, StoreBackend, StoreConfig, StoreCredentials, StoreError, StoreEvent,
 };
@@ -205,7 +205,7 @@ async fn infos_share_one_lease_and_use_upstream_keys() {
         keepers.keys().cloned().collect::<Vec<_>>(),
         vec!["k1", "k2"]
     );
-    assert_eq!(keepers["k1"].cluster_uid, "c1");
+    assert_eq!(keepers[&KeeperUid::from("k1")].cluster_uid, "c1");
     assert_eq!(store.get_sentinels_info().await.unwrap().len(), 1);
     let proxies = store.get_proxies_info().await.unwrap();
     assert_eq!(proxies["5b6bbdba"].generation, 1);

@@ -98,8 +98,8 @@ fn uids() -> impl FnMut() -> String {
     }
 }
 
-fn kid(i: usize) -> String {
-    format!("k{i}")
+fn kid(i: usize) -> KeeperUid {
+    format!("k{i}").into()
 }
 fn did(i: usize) -> String {
     format!("d{i}")
@@ -377,12 +377,12 @@ proptest! {
         for op in ops {
             let steps = match op {
                 Op::Wait(s) => s,
-                Op::Kill(k) => { w.kill(&kid(k)); 1 }
-                Op::Revive(k) => { w.keeper(&kid(k)).alive = true; 1 }
-                Op::Expire(k) => { w.expire(&kid(k)); 1 }
-                Op::XLogPos(k, x) => { w.keeper(&kid(k)).x_log_pos = x; 1 }
-                Op::PgHealthy(k, h) => { w.keeper(&kid(k)).pg_healthy = h; 1 }
-                Op::CannotBeMaster(k) => { w.keeper(&kid(k)).can_be_master = Some(false); 1 }
+                Op::Kill(k) => { w.kill(kid(k)); 1 }
+                Op::Revive(k) => { w.keeper(kid(k)).alive = true; 1 }
+                Op::Expire(k) => { w.expire(kid(k)); 1 }
+                Op::XLogPos(k, x) => { w.keeper(kid(k)).x_log_pos = x; 1 }
+                Op::PgHealthy(k, h) => { w.keeper(kid(k)).pg_healthy = h; 1 }
+                Op::CannotBeMaster(k) => { w.keeper(kid(k)).can_be_master = Some(false); 1 }
                 Op::ForceFail(k) => {
                     if let Some(keeper) = w.cd.keepers.get_mut(&kid(k)) {
                         keeper.status.force_fail = true;
@@ -408,7 +408,7 @@ proptest! {
                         // The flag as last published, not the simulated process's current one:
                         // a keeper restarted with --can-be-master=false says so in its next
                         // info, and until then nothing can tell the sentinel.
-                        prop_assert_ne!(w.keepers[keeper].published_can_be_master, Some(false));
+                        prop_assert_ne!(w.keepers[keeper.as_str()].published_can_be_master, Some(false));
                         let old = &before.dbs[&before.cluster.status.master.clone().unwrap_or_default()];
                         if sync {
                             prop_assert!(old.status.synchronous_standbys.contains(new));
