@@ -4,7 +4,7 @@
 
 use super::spec::{ArchiveRecoverySettings, ClusterSpec, NewConfig, PitrConfig, StandbySettings};
 use super::{
-    GoDuration, KeeperUid, Time, is_false, is_zero_i64, is_zero_u16, is_zero_u64, zero_time,
+    DbUid, GoDuration, KeeperUid, Time, is_false, is_zero_i64, is_zero_u16, is_zero_u64, zero_time,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -22,7 +22,7 @@ pub struct ClusterData {
     #[serde(default)]
     pub keepers: BTreeMap<KeeperUid, Keeper>,
     #[serde(default)]
-    pub dbs: BTreeMap<String, Db>,
+    pub dbs: BTreeMap<DbUid, Db>,
     #[serde(default)]
     pub proxy: Proxy,
 }
@@ -64,7 +64,7 @@ pub struct ClusterStatus {
         skip_serializing_if = "Option::is_none",
         deserialize_with = "super::empty_as_none"
     )]
-    pub master: Option<String>,
+    pub master: Option<DbUid>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -170,8 +170,8 @@ pub enum FollowType {
 pub struct FollowConfig {
     #[serde(rename = "type", default)]
     pub follow_type: FollowType,
-    #[serde(rename = "dbuid", default, skip_serializing_if = "String::is_empty")]
-    pub db_uid: String,
+    #[serde(rename = "dbuid", default, skip_serializing_if = "DbUid::is_empty")]
+    pub db_uid: DbUid,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub standby_settings: Option<StandbySettings>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -179,10 +179,10 @@ pub struct FollowConfig {
 }
 
 impl FollowConfig {
-    pub fn internal(db_uid: &str) -> Self {
+    pub fn internal(db_uid: &DbUid) -> Self {
         FollowConfig {
             follow_type: FollowType::Internal,
-            db_uid: db_uid.to_string(),
+            db_uid: db_uid.clone(),
             ..Default::default()
         }
     }
@@ -191,8 +191,8 @@ impl FollowConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct Db {
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub uid: String,
+    #[serde(default, skip_serializing_if = "DbUid::is_empty")]
+    pub uid: DbUid,
     #[serde(default, skip_serializing_if = "is_zero_i64")]
     pub generation: i64,
     #[serde(default = "zero_time")]
@@ -249,7 +249,7 @@ pub struct DbSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub follow_config: Option<FollowConfig>,
     #[serde(default, deserialize_with = "super::null_as_default")]
-    pub followers: Vec<String>,
+    pub followers: Vec<DbUid>,
     #[serde(
         rename = "includePreviousConfig",
         default,
@@ -257,7 +257,7 @@ pub struct DbSpec {
     )]
     pub include_previous_config: bool,
     #[serde(default, deserialize_with = "super::null_as_default")]
-    pub synchronous_standbys: Vec<String>,
+    pub synchronous_standbys: Vec<DbUid>,
     #[serde(default, deserialize_with = "super::null_as_default")]
     pub external_synchronous_standbys: Vec<String>,
 }
@@ -314,7 +314,7 @@ pub struct DbStatus {
     pub pg_parameters: BTreeMap<String, String>,
     /// Standbys known to have been in sync (persisted).
     #[serde(default, deserialize_with = "super::null_as_default")]
-    pub synchronous_standbys: Vec<String>,
+    pub synchronous_standbys: Vec<DbUid>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub older_wal_file: String,
 }
@@ -340,9 +340,9 @@ pub struct ProxySpec {
     #[serde(
         rename = "masterDbUid",
         default,
-        skip_serializing_if = "String::is_empty"
+        skip_serializing_if = "DbUid::is_empty"
     )]
-    pub master_db_uid: String,
+    pub master_db_uid: DbUid,
     #[serde(
         default,
         skip_serializing_if = "Vec::is_empty",
@@ -414,7 +414,7 @@ impl ClusterData {
     }
 
     pub fn master_db(&self) -> Option<&Db> {
-        self.dbs.get(self.cluster.status.master.as_deref()?)
+        self.dbs.get(self.cluster.status.master.as_ref()?)
     }
 
     /// The db assigned to a keeper, if any.

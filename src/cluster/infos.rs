@@ -2,7 +2,7 @@
 //! proxies}/info/<uid>` with a TTL (upstream's layout).
 
 use super::data::{PostgresBinaryVersion, TimelineHistory};
-use super::{KeeperUid, is_false, is_zero_i64, is_zero_u64};
+use super::{DbUid, KeeperUid, is_false, is_zero_i64, is_zero_u64};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -39,8 +39,8 @@ pub struct KeeperInfo {
 #[serde(rename_all = "camelCase")]
 pub struct PostgresState {
     /// The db uid this instance holds.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub uid: String,
+    #[serde(default, skip_serializing_if = "DbUid::is_empty")]
+    pub uid: DbUid,
     #[serde(default, skip_serializing_if = "is_zero_i64")]
     pub generation: i64,
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -69,7 +69,7 @@ pub struct PostgresState {
     )]
     pub pg_parameters: BTreeMap<String, String>,
     #[serde(default, deserialize_with = "super::null_as_default")]
-    pub synchronous_standbys: Vec<String>,
+    pub synchronous_standbys: Vec<DbUid>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub older_wal_file: String,
 }

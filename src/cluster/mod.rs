@@ -62,11 +62,14 @@ where
     Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
-pub(crate) fn empty_as_none<'de, D>(d: D) -> Result<Option<String>, D::Error>
+pub(crate) fn empty_as_none<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
 where
     D: Deserializer<'de>,
+    T: From<String>,
 {
-    Ok(Option::<String>::deserialize(d)?.filter(|s| !s.is_empty()))
+    Ok(Option::<String>::deserialize(d)?
+        .filter(|s| !s.is_empty())
+        .map(T::from))
 }
 
 pub(crate) fn is_false(b: &bool) -> bool {

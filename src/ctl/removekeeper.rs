@@ -34,7 +34,7 @@ pub(super) async fn run(args: RemovekeeperArgs, cfg: &StoreConfig) -> Result<(),
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::{ClusterSpec, Db, DbSpec, Keeper};
+    use crate::cluster::{ClusterSpec, Db, DbSpec, DbUid, Keeper};
 
     #[test]
     fn removes_keeper_and_its_db_but_never_the_master() {
@@ -71,7 +71,10 @@ mod tests {
         ));
         assert_eq!(cd, untouched);
         remove_keeper(&mut cd, &"k2".into()).unwrap();
-        assert!(!cd.keepers.contains_key(&KeeperUid::from("k2")) && !cd.dbs.contains_key("d2"));
-        assert!(cd.dbs.contains_key("d1"));
+        assert!(
+            !cd.keepers.contains_key(&KeeperUid::from("k2"))
+                && !cd.dbs.contains_key(&DbUid::from("d2"))
+        );
+        assert!(cd.dbs.contains_key(&DbUid::from("d1")));
     }
 }

@@ -2,7 +2,7 @@
 //! upstream's text sections or its JSON shape.
 
 use super::{CtlError, connect, read_cluster_data};
-use crate::cluster::{ClusterData, KeeperUid, ProxiesInfo, SentinelInfo};
+use crate::cluster::{ClusterData, DbUid, KeeperUid, ProxiesInfo, SentinelInfo};
 use crate::store::StoreConfig;
 use serde::Serialize;
 
@@ -55,7 +55,7 @@ pub struct KeeperStatus {
 pub struct ClusterStatus {
     pub available: bool,
     pub master_keeper_uid: KeeperUid,
-    pub master_db_uid: String,
+    pub master_db_uid: DbUid,
 }
 
 pub fn build_status(
@@ -215,7 +215,14 @@ fn tabulate(rows: &[Vec<String>]) -> String {
 }
 
 /// The master and its followers, recursively, as upstream's printTree.
-fn tree(out: &mut String, cd: &ClusterData, db_uid: &str, level: usize, prefix: &str, tail: bool) {
+fn tree(
+    out: &mut String,
+    cd: &ClusterData,
+    db_uid: &DbUid,
+    level: usize,
+    prefix: &str,
+    tail: bool,
+) {
     // A follower removed by `removekeeper` may still be listed until the sentinel catches up.
     let Some(db) = cd.dbs.get(db_uid) else {
         return;
@@ -225,7 +232,7 @@ fn tree(out: &mut String, cd: &ClusterData, db_uid: &str, level: usize, prefix: 
         line.push_str(if tail { "└─" } else { "├─" });
     }
     line.push_str(db.spec.keeper_uid.as_str());
-    if cd.cluster.status.master.as_deref() == Some(db_uid) {
+    if cd.cluster.status.master.as_ref() == Some(db_uid) {
         line.push_str(" (master)");
     }
     out.push_str(&line);
@@ -284,15 +291,15 @@ mod tests {
         );
         for (uid, keeper, followers) in dbs {
             let db = Db {
-                uid: uid.to_string(),
+                uid: (*uid).into(),
                 spec: DbSpec {
                     keeper_uid: (*keeper).into(),
-                    followers: followers.iter().map(|f| f.to_string()).collect(),
+                    followers: followers.iter().map(|f| (*f).into()).collect(),
                     ..Default::default()
                 },
                 ..Default::default()
             };
-            cd.dbs.insert(uid.to_string(), db);
+            cd.dbs.insert((*uid).into(), db);
             let k = Keeper {
                 uid: (*keeper).into(),
                 ..Default::default()
@@ -315,7 +322,7 @@ mod tests {
             "d1",
         );
         let mut out = String::new();
-        tree(&mut out, &cd, "d1", 0, "", true);
+        tree(&mut out, &cd, &"d1".into(), 0, "", true);
         assert_eq!(out, "k1 (master)\n├─k2\n│ └─k4\n└─k3\n");
     }
 

@@ -3,7 +3,7 @@
 use super::plan::*;
 use super::state::DbState;
 use crate::cluster::{
-    ClusterData, ClusterSpec, Db, DbInitMode, DbRole, FollowConfig, Keeper, KeeperUid,
+    ClusterData, ClusterSpec, Db, DbInitMode, DbRole, DbUid, FollowConfig, Keeper, KeeperUid,
     SuReplAccessMode, zero_time,
 };
 
@@ -60,7 +60,7 @@ fn cd_with(mine: Db) -> ClusterData {
 
 fn standby_db(uid: &str, mode: DbInitMode, generation: i64) -> Db {
     let mut d = db(uid, ME, DbRole::Standby, mode, generation);
-    d.spec.follow_config = Some(FollowConfig::internal("m"));
+    d.spec.follow_config = Some(FollowConfig::internal(&DbUid::from("m")));
     d
 }
 
@@ -351,7 +351,7 @@ fn diverged_old_master_gets_a_fresh_basebackup_for_its_new_db() {
 #[test]
 fn resync_waits_until_followed_db_published_its_address() {
     let mut cd = cd_with(standby_db("d1", DbInitMode::Resync, 2));
-    if let Some(m) = cd.dbs.get_mut("m") {
+    if let Some(m) = cd.dbs.get_mut(&DbUid::from("m")) {
         m.status.listen_address.clear();
     }
     let p = plan(&me(), Some(&cd), &empty_local(), false);
@@ -560,8 +560,8 @@ fn repointed_standby() -> (LocalState, ClusterData) {
         "n".into(),
         db("n", "k3", DbRole::Master, DbInitMode::None, 1),
     );
-    if let Some(mine) = cd2.dbs.get_mut("d1") {
-        mine.spec.follow_config = Some(FollowConfig::internal("n"));
+    if let Some(mine) = cd2.dbs.get_mut(&DbUid::from("d1")) {
+        mine.spec.follow_config = Some(FollowConfig::internal(&DbUid::from("n")));
         mine.generation = 3;
     }
     (l, cd2)
@@ -650,10 +650,10 @@ fn running_standby_without_known_recovery_settings_restarts() {
 #[test]
 fn standby_switching_to_an_external_master_reloads_on_pg13_plus() {
     let (l, mut cd) = repointed_standby();
-    if let Some(mine) = cd.dbs.get_mut("d1") {
+    if let Some(mine) = cd.dbs.get_mut(&DbUid::from("d1")) {
         mine.spec.follow_config = Some(FollowConfig {
             follow_type: crate::cluster::FollowType::External,
-            db_uid: String::new(),
+            db_uid: DbUid::default(),
             standby_settings: Some(crate::cluster::StandbySettings {
                 primary_conninfo: "host=192.0.2.1 port=5432".into(),
                 ..Default::default()
@@ -680,7 +680,7 @@ fn standby_parameter_change_only_reloads() {
     let mut l = local("d1", 2, LocalRole::Standby, true);
     l.applied = Some(standby_config_for(&cd));
     let mut cd2 = cd.clone();
-    if let Some(mine) = cd2.dbs.get_mut("d1") {
+    if let Some(mine) = cd2.dbs.get_mut(&DbUid::from("d1")) {
         mine.spec
             .pg_parameters
             .insert("work_mem".into(), "8MB".into());
@@ -742,7 +742,7 @@ fn sync_master_restart_keeps_clients_out_until_standbys_in_sync() {
     );
     let cfg = applied_config(&p).unwrap();
     assert!(cfg.hba.internal_only);
-    assert_eq!(cfg.synchronous_standbys, vec!["d2".to_string()]);
+    assert_eq!(cfg.synchronous_standbys, vec!["d2"]);
 
     let mut l = local("d1", 1, LocalRole::Master, true);
     l.applied = Some(cfg);
@@ -886,7 +886,7 @@ fn crash_looping_standby_is_left_stopped() {
 fn crash_looping_master_that_lost_its_db_still_stops() {
     // After the failover the sentinel removed our db: nothing to hold, nothing to start.
     let mut cd = cd_with(db("d1", ME, DbRole::Master, DbInitMode::None, 1));
-    cd.dbs.remove("d1");
+    cd.dbs.remove(&DbUid::from("d1"));
     let l = crash_looping(local("d1", 1, LocalRole::Master, false));
     let p = plan(&me(), Some(&cd), &l, false);
     assert!(p.actions.is_empty());

@@ -4,7 +4,7 @@
 //! after a promotion).
 
 use super::fence::{BootInstant, Fence};
-use crate::cluster::{KeeperInfo, KeeperUid, PostgresBinaryVersion, PostgresState, new_uid};
+use crate::cluster::{DbUid, KeeperInfo, KeeperUid, PostgresBinaryVersion, PostgresState, new_uid};
 use crate::postgres::{LocalConn, PgClient};
 use crate::store::Store;
 use std::path::PathBuf;
@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, Clone)]
 pub(super) struct Snapshot {
     pub cluster_uid: String,
-    pub db_uid: String,
+    pub db_uid: DbUid,
     pub generation: i64,
     pub running: bool,
     /// How often the info goes out (see `src/cluster/fencing.rs`).
@@ -31,7 +31,7 @@ pub(super) struct Snapshot {
 pub(super) struct Published {
     /// When its state was read (before connecting to PostgreSQL).
     pub gathered_at: Instant,
-    pub db_uid: String,
+    pub db_uid: DbUid,
     /// PostgreSQL accepted a connection and answered every query.
     pub healthy: bool,
     pub streaming_standbys: usize,

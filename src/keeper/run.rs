@@ -15,7 +15,7 @@ use super::status::{
 use super::validate::{refuse_root, validate_auth, warn_advertise_address};
 use super::work::{Work, supervise};
 use crate::cluster::{
-    ClusterData, ClusterPhase, ClusterSpec, DEFAULT_SLEEP_INTERVAL, DbRole, FenceTiming,
+    ClusterData, ClusterPhase, ClusterSpec, DEFAULT_SLEEP_INTERVAL, DbRole, DbUid, FenceTiming,
     FollowType, KeeperUid,
 };
 use crate::postgres::{
@@ -780,8 +780,8 @@ fn describe_wait(reason: &WaitReason) -> String {
 }
 
 /// The journal's DB_UID field follows the db in PGDATA (none before the first one).
-fn journal_db_uid(uid: &str) {
-    crate::telemetry::set_db_uid(Some(uid).filter(|u| !u.is_empty()));
+fn journal_db_uid(uid: &DbUid) {
+    crate::telemetry::set_db_uid(Some(uid.as_str()).filter(|u| !u.is_empty()));
 }
 
 /// Our db in `cd`, with whom it follows.

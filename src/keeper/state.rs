@@ -2,7 +2,7 @@
 //! the password-file helper the config loader uses.
 
 use super::error::KeeperError;
-use crate::cluster::KeeperUid;
+use crate::cluster::{DbUid, KeeperUid};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -28,7 +28,7 @@ pub struct KeeperState {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct DbState {
     #[serde(rename = "UID", default)]
-    pub uid: String,
+    pub uid: DbUid,
     /// 0 (upstream's NoGeneration) until the db converged once.
     #[serde(rename = "Generation", default)]
     pub generation: i64,

@@ -2,7 +2,7 @@
 //! last saw. No clock: durations are passed in.
 
 use super::plan::{Action, PlanEnd, WaitReason};
-use crate::cluster::{DbRole, KeeperUid};
+use crate::cluster::{DbRole, DbUid, KeeperUid};
 use std::time::Duration;
 
 /// How the loop's last iteration ended.
@@ -21,7 +21,7 @@ pub(super) enum Outcome {
 /// The db the cluster data assigns to this keeper.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct AssignedDb {
-    pub uid: String,
+    pub uid: DbUid,
     pub role: DbRole,
     pub following: Option<Followed>,
 }
@@ -31,7 +31,7 @@ pub(super) enum Followed {
     /// `keeper` is `None` when the followed db is not in the cluster data (any more).
     Keeper {
         keeper: Option<KeeperUid>,
-        db: String,
+        db: DbUid,
     },
     External,
 }
@@ -96,7 +96,7 @@ pub(super) fn status_line(f: &StatusFacts) -> String {
     }
 }
 
-fn converged(f: &StatusFacts, db_uid: &str) -> String {
+fn converged(f: &StatusFacts, db_uid: &DbUid) -> String {
     let role = f.db.map_or(DbRole::Undefined, |d| d.role);
     let mut line = match role {
         DbRole::Master => format!("master of db {db_uid}"),

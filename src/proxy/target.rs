@@ -1,12 +1,12 @@
 //! Where the proxy sends clients, decided from the clusterdata alone. Pure: name
 //! resolution happens in the check loop, on the `host:port` this returns.
 
-use crate::cluster::{CURRENT_FORMAT_VERSION, ClusterData};
+use crate::cluster::{CURRENT_FORMAT_VERSION, ClusterData, DbUid};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
     /// Route to the master db at `addr` (`host:port`, IPv6 hosts bracketed), not yet resolved.
-    Master { db_uid: String, addr: String },
+    Master { db_uid: DbUid, addr: String },
     /// Refuse clients: accept and close at once.
     None { reason: NoTarget },
 }
@@ -25,10 +25,10 @@ pub enum NoTarget {
     #[error("no master elected (proxy.spec.masterDbUid is empty)")]
     NoMaster,
     #[error("master db {0} is not in clusterdata")]
-    UnknownMasterDb(String),
+    UnknownMasterDb(DbUid),
     #[error("master db {db_uid} has no usable address (listenAddress {host:?}, port {port:?})")]
     BadAddress {
-        db_uid: String,
+        db_uid: DbUid,
         host: String,
         port: String,
     },
@@ -36,7 +36,7 @@ pub enum NoTarget {
     NotEnabled(String),
     #[error("cannot resolve master db {db_uid} address {addr}: {reason}")]
     Unresolvable {
-        db_uid: String,
+        db_uid: DbUid,
         addr: String,
         reason: String,
     },

@@ -1,7 +1,7 @@
 //! What a check decided, as typed events: the loop logs them with keeper/db fields, tests assert
 //! on them. Events are emitted on transitions, not on every check, so logs stay readable.
 
-use crate::cluster::KeeperUid;
+use crate::cluster::{DbUid, KeeperUid};
 use std::fmt;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,11 +71,11 @@ pub enum Event {
         keeper: KeeperUid,
     },
     DbUnhealthy {
-        db: String,
+        db: DbUid,
         keeper: KeeperUid,
     },
     DbHealthy {
-        db: String,
+        db: DbUid,
         keeper: KeeperUid,
     },
     InitNoKeepers,
@@ -83,30 +83,30 @@ pub enum Event {
         keeper: KeeperUid,
     },
     InitMasterChosen {
-        db: String,
+        db: DbUid,
         keeper: KeeperUid,
     },
     InitFailed {
-        db: String,
+        db: DbUid,
         keeper: KeeperUid,
     },
     ClusterInitialized {
-        db: String,
+        db: DbUid,
         keeper: KeeperUid,
     },
     MasterFailed {
-        db: String,
+        db: DbUid,
         keeper: KeeperUid,
         why: MasterFailure,
     },
     MasterElected {
-        old: String,
-        new: String,
+        old: DbUid,
+        new: DbUid,
         keeper: KeeperUid,
         x_log_pos: u64,
     },
     NoEligibleMaster {
-        db: String,
+        db: DbUid,
         reason: String,
     },
     ProxiesNotConverged {
@@ -114,27 +114,27 @@ pub enum Event {
         generation: i64,
     },
     MasterPublished {
-        db: String,
+        db: DbUid,
     },
     EnabledProxiesChanged {
         proxies: Vec<String>,
     },
     DbRemoved {
-        db: String,
+        db: DbUid,
         keeper: KeeperUid,
         why: RemovalReason,
     },
     StandbyAdded {
-        db: String,
+        db: DbUid,
         keeper: KeeperUid,
     },
     SyncStandbysChanged {
-        db: String,
-        from: Vec<String>,
-        to: Vec<String>,
+        db: DbUid,
+        from: Vec<DbUid>,
+        to: Vec<DbUid>,
     },
     FakeSyncStandby {
-        db: String,
+        db: DbUid,
     },
     /// The clusterdata contradicts itself; nothing is written until an operator fixes it.
     Inconsistent {
@@ -213,8 +213,8 @@ impl Event {
             | DbRemoved { db, .. }
             | StandbyAdded { db, .. }
             | SyncStandbysChanged { db, .. }
-            | FakeSyncStandby { db } => Some(db),
-            MasterElected { new, .. } => Some(new),
+            | FakeSyncStandby { db } => Some(db.as_str()),
+            MasterElected { new, .. } => Some(new.as_str()),
             _ => None,
         }
     }

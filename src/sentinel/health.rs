@@ -11,8 +11,8 @@
 use super::events::Event;
 use super::memory::{DbMemory, InfoSeen, Memory};
 use crate::cluster::{
-    ClusterData, Db, GoDuration, INITIAL_GENERATION, Keeper, KeeperInfo, KeeperStatus, KeeperUid,
-    ProxiesInfo, ProxyInfo, Time, zero_time,
+    ClusterData, Db, DbUid, GoDuration, INITIAL_GENERATION, Keeper, KeeperInfo, KeeperStatus,
+    KeeperUid, ProxiesInfo, ProxyInfo, Time, zero_time,
 };
 use chrono::TimeDelta;
 use std::collections::{BTreeMap, BTreeSet};
@@ -155,7 +155,12 @@ pub(crate) fn resume_after_blind_gap(
 /// it is not master yet (its keeper has not promoted it), so this delays nothing it fences.
 /// Seen once in vm-tests (fast profile): the new master was judged failed 26 ms after its
 /// election; only the lack of another eligible standby kept it.
-pub(crate) fn grace_elected_master(cd: &ClusterData, db_uid: &str, memory: &mut Memory, now: Time) {
+pub(crate) fn grace_elected_master(
+    cd: &ClusterData,
+    db_uid: &DbUid,
+    memory: &mut Memory,
+    now: Time,
+) {
     let Some(db) = cd.dbs.get(db_uid) else {
         return;
     };

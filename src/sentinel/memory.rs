@@ -7,7 +7,7 @@
 //! follower taking over from a leader that died with the master's host already knows since
 //! when the master has been silent (src/sentinel/mod.rs: `Sentinel::check`).
 
-use crate::cluster::{KeeperUid, Time};
+use crate::cluster::{DbUid, KeeperUid, Time};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -28,7 +28,7 @@ pub struct Memory {
     /// Proxy infos by proxy uid, to tell active proxies from stale keys.
     pub proxies: BTreeMap<String, InfoSeen>,
     /// Per-db health and progress, by db uid.
-    pub dbs: BTreeMap<String, DbMemory>,
+    pub dbs: BTreeMap<DbUid, DbMemory>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,7 +61,7 @@ pub struct DbMemory {
     /// The standbys the db's keeper last reported in sync (upstream's in-memory
     /// curSynchronousStandbys); empty unless the last report was a healthy one.
     #[serde(default)]
-    pub reported_sync_standbys: Vec<String>,
+    pub reported_sync_standbys: Vec<DbUid>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -220,7 +220,7 @@ fn socket_activated_proxy_serves_its_first_client_from_the_master() {
     });
 
     // No master: the activated socket stays open, clients are accepted and closed at once.
-    cd.proxy.spec.master_db_uid = String::new();
+    cd.proxy.spec.master_db_uid = Default::default();
     cd.proxy.generation += 1;
     write_cluster_data(&etcd, &cd);
     assert!(closed(&mut first), "session kept without a master");

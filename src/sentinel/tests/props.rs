@@ -101,8 +101,8 @@ fn uids() -> impl FnMut() -> String {
 fn kid(i: usize) -> KeeperUid {
     format!("k{i}").into()
 }
-fn did(i: usize) -> String {
-    format!("d{i}")
+fn did(i: usize) -> DbUid {
+    format!("d{i}").into()
 }
 
 /// Builds the stored clusterdata, the memory and the infos described by `g`; the infos report
@@ -123,11 +123,11 @@ fn build(g: &Gen) -> (ClusterData, Memory, Observed, Time) {
         ..Default::default()
     };
     let mut observed = Observed::default();
-    let sync_spec: Vec<String> = (1..g.keepers.len())
+    let sync_spec: Vec<DbUid> = (1..g.keepers.len())
         .filter(|i| g.keepers[*i].in_sync_spec)
         .map(did)
         .collect();
-    let sync_status: Vec<String> = (1..g.keepers.len())
+    let sync_status: Vec<DbUid> = (1..g.keepers.len())
         .filter(|i| g.keepers[*i].in_sync_spec && g.keepers[*i].in_sync_status)
         .map(did)
         .collect();
@@ -265,7 +265,7 @@ fn master_failed(g: &Gen) -> bool {
 
 /// At most one db with role master among non-external dbs, and the master names a db.
 fn assert_one_master(cd: &ClusterData) {
-    let masters: Vec<&String> = cd
+    let masters: Vec<&DbUid> = cd
         .dbs
         .values()
         .filter(|d| d.spec.role == DbRole::Master)
@@ -294,7 +294,7 @@ proptest! {
         let new_master = out.cluster.status.master.clone().unwrap_or_default();
         let candidates = eligible(&g);
         if master_failed(&g) && !candidates.is_empty() {
-            let i: usize = new_master[1..].parse().unwrap();
+            let i: usize = new_master.as_str()[1..].parse().unwrap();
             prop_assert!(candidates.contains(&i), "elected {} not eligible {:?}", new_master, candidates);
             let best = candidates.iter().map(|i| g.keepers[*i].x_log_pos).max().unwrap();
             prop_assert_eq!(g.keepers[i].x_log_pos, best, "not the most advanced");

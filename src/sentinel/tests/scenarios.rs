@@ -40,7 +40,7 @@ fn initial_new_cluster_elects_a_master() {
     // The two other keepers got standbys following the master.
     let mut followers = master.spec.followers.clone();
     followers.sort();
-    let mut expected: Vec<String> = ["k0", "k1", "k2"]
+    let mut expected: Vec<DbUid> = ["k0", "k1", "k2"]
         .iter()
         .filter(|k| **k != w.master_keeper())
         .map(|k| w.db_uid_of(k))
@@ -731,7 +731,7 @@ fn keeper_info_of_another_cluster_is_ignored() {
 #[test]
 fn spec_change_is_copied_to_dbs_and_bumps_generation() {
     let mut w = three();
-    let before: Vec<(String, i64)> =
+    let before: Vec<(DbUid, i64)> =
         w.cd.dbs
             .values()
             .map(|d| (d.uid.clone(), d.generation))

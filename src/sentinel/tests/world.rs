@@ -25,7 +25,7 @@ pub(super) struct SimKeeper {
     pub can_be_master: Option<bool>,
     pub can_be_sync: Option<bool>,
     /// Standbys the master reports in sync; `None` = every alive wanted sync standby.
-    pub in_sync: Option<Vec<String>>,
+    pub in_sync: Option<Vec<DbUid>>,
     pub last_publish: Option<Time>,
     /// `can_be_master` as of the last publish: all the sentinel can know of it.
     pub published_can_be_master: Option<bool>,
@@ -201,7 +201,7 @@ impl World {
         self.cd.db_of_keeper(&KeeperUid::from(keeper.as_ref()))
     }
 
-    pub(super) fn db_uid_of(&self, keeper: impl AsRef<str>) -> String {
+    pub(super) fn db_uid_of(&self, keeper: impl AsRef<str>) -> DbUid {
         self.db_of(keeper)
             .map(|d| d.uid.clone())
             .unwrap_or_default()
