@@ -4,13 +4,13 @@
 
 use super::spec::{ArchiveRecoverySettings, ClusterSpec, NewConfig, PitrConfig, StandbySettings};
 use super::{
-    DbUid, GoDuration, KeeperUid, Time, is_false, is_zero_i64, is_zero_u16, is_zero_u64, zero_time,
+    DbUid, Generation, GoDuration, KeeperUid, Time, is_false, is_zero_u16, is_zero_u64, zero_time,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 pub const CURRENT_FORMAT_VERSION: u64 = 1;
-pub const INITIAL_GENERATION: i64 = 1;
+pub const INITIAL_GENERATION: Generation = Generation::new(1);
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -40,8 +40,8 @@ pub enum ClusterPhase {
 pub struct Cluster {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub uid: String,
-    #[serde(default, skip_serializing_if = "is_zero_i64")]
-    pub generation: i64,
+    #[serde(default, skip_serializing_if = "Generation::is_zero")]
+    pub generation: Generation,
     #[serde(default = "zero_time")]
     pub change_time: Time,
     #[serde(default)]
@@ -53,8 +53,8 @@ pub struct Cluster {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterStatus {
-    #[serde(default, skip_serializing_if = "is_zero_i64")]
-    pub current_generation: i64,
+    #[serde(default, skip_serializing_if = "Generation::is_zero")]
+    pub current_generation: Generation,
     #[serde(default)]
     pub phase: ClusterPhase,
     /// The master db uid; `None` before the first election (upstream omits the key, and an
@@ -80,8 +80,8 @@ pub struct PostgresBinaryVersion {
 pub struct Keeper {
     #[serde(default, skip_serializing_if = "KeeperUid::is_empty")]
     pub uid: KeeperUid,
-    #[serde(default, skip_serializing_if = "is_zero_i64")]
-    pub generation: i64,
+    #[serde(default, skip_serializing_if = "Generation::is_zero")]
+    pub generation: Generation,
     #[serde(default = "zero_time")]
     pub change_time: Time,
     #[serde(default)]
@@ -193,8 +193,8 @@ impl FollowConfig {
 pub struct Db {
     #[serde(default, skip_serializing_if = "DbUid::is_empty")]
     pub uid: DbUid,
-    #[serde(default, skip_serializing_if = "is_zero_i64")]
-    pub generation: i64,
+    #[serde(default, skip_serializing_if = "Generation::is_zero")]
+    pub generation: Generation,
     #[serde(default = "zero_time")]
     pub change_time: Time,
     #[serde(default)]
@@ -282,8 +282,8 @@ pub fn find_timeline(history: &[TimelineHistory], id: u64) -> Option<&TimelineHi
 pub struct DbStatus {
     #[serde(default, skip_serializing_if = "is_false")]
     pub healthy: bool,
-    #[serde(default, skip_serializing_if = "is_zero_i64")]
-    pub current_generation: i64,
+    #[serde(default, skip_serializing_if = "Generation::is_zero")]
+    pub current_generation: Generation,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub listen_address: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -324,8 +324,8 @@ pub struct DbStatus {
 pub struct Proxy {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub uid: String,
-    #[serde(default, skip_serializing_if = "is_zero_i64")]
-    pub generation: i64,
+    #[serde(default, skip_serializing_if = "Generation::is_zero")]
+    pub generation: Generation,
     #[serde(default = "zero_time")]
     pub change_time: Time,
     #[serde(default)]
@@ -376,7 +376,7 @@ impl ClusterData {
                 change_time: now,
                 spec,
                 status: ClusterStatus {
-                    current_generation: 0,
+                    current_generation: Generation::ZERO,
                     phase: ClusterPhase::Initializing,
                     master: None,
                 },

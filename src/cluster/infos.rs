@@ -2,7 +2,7 @@
 //! proxies}/info/<uid>` with a TTL (upstream's layout).
 
 use super::data::{PostgresBinaryVersion, TimelineHistory};
-use super::{DbUid, KeeperUid, is_false, is_zero_i64, is_zero_u64};
+use super::{DbUid, Generation, KeeperUid, is_false, is_zero_u64};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -41,8 +41,8 @@ pub struct PostgresState {
     /// The db uid this instance holds.
     #[serde(default, skip_serializing_if = "DbUid::is_empty")]
     pub uid: DbUid,
-    #[serde(default, skip_serializing_if = "is_zero_i64")]
-    pub generation: i64,
+    #[serde(default, skip_serializing_if = "Generation::is_zero")]
+    pub generation: Generation,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub listen_address: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -88,7 +88,7 @@ pub struct ProxyInfo {
     pub uid: String,
     /// The proxy generation this proxy has applied (it closed connections for it).
     #[serde(rename = "Generation", default)]
-    pub generation: i64,
+    pub generation: Generation,
     /// Nanoseconds, as Go's time.Duration marshals.
     #[serde(rename = "ProxyTimeout", default)]
     pub proxy_timeout_ns: i64,

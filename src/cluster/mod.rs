@@ -75,9 +75,6 @@ where
 pub(crate) fn is_false(b: &bool) -> bool {
     !*b
 }
-pub(crate) fn is_zero_i64(v: &i64) -> bool {
-    *v == 0
-}
 pub(crate) fn is_zero_u64(v: &u64) -> bool {
     *v == 0
 }

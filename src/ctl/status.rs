@@ -2,7 +2,7 @@
 //! upstream's text sections or its JSON shape.
 
 use super::{CtlError, connect, read_cluster_data};
-use crate::cluster::{ClusterData, DbUid, KeeperUid, ProxiesInfo, SentinelInfo};
+use crate::cluster::{ClusterData, DbUid, Generation, KeeperUid, ProxiesInfo, SentinelInfo};
 use crate::store::StoreConfig;
 use serde::Serialize;
 
@@ -38,7 +38,7 @@ pub struct SentinelStatus {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ProxyStatus {
     pub uid: String,
-    pub generation: i64,
+    pub generation: Generation,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -47,8 +47,8 @@ pub struct KeeperStatus {
     pub listen_address: String,
     pub healthy: bool,
     pub pg_healthy: bool,
-    pub pg_wanted_generation: i64,
-    pub pg_current_generation: i64,
+    pub pg_wanted_generation: Generation,
+    pub pg_current_generation: Generation,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -94,8 +94,9 @@ pub fn build_status(
                 },
                 healthy: k.status.healthy,
                 pg_healthy: db.is_some_and(|db| db.status.healthy),
-                pg_wanted_generation: db.map_or(0, |db| db.generation),
-                pg_current_generation: db.map_or(0, |db| db.status.current_generation),
+                pg_wanted_generation: db.map_or(Generation::ZERO, |db| db.generation),
+                pg_current_generation: db
+                    .map_or(Generation::ZERO, |db| db.status.current_generation),
             }
         })
         .collect();

@@ -10,8 +10,8 @@
 
 use super::state::DbState;
 use crate::cluster::{
-    ClusterData, Db, DbInitMode, DbRole, DbUid, FollowType, KeeperUid, NewConfig, StandbySettings,
-    SuReplAccessMode,
+    ClusterData, Db, DbInitMode, DbRole, DbUid, FollowType, Generation, KeeperUid, NewConfig,
+    StandbySettings, SuReplAccessMode,
 };
 use std::collections::BTreeMap;
 
@@ -178,7 +178,7 @@ pub enum Action {
     /// initial parameters): the data is complete, and the generation it converged to, if any.
     MarkDbState {
         initializing: bool,
-        generation: Option<i64>,
+        generation: Option<Generation>,
     },
     /// Remove PGDATA and run initdb with the superuser.
     InitDb(Option<NewConfig>),
@@ -315,7 +315,7 @@ pub enum PlanEnd {
     /// After the actions the db is at `generation` (already recorded in dbstate by them).
     Converged {
         db_uid: DbUid,
-        generation: i64,
+        generation: Generation,
     },
     Wait(WaitReason),
     Error(PlanError),
@@ -463,7 +463,7 @@ impl Planner {
     fn take_db(&mut self, cd: &ClusterData, db: &Db) -> Result<(), PlanEnd> {
         let fresh = |initializing| DbState {
             uid: db.uid.clone(),
-            generation: 0,
+            generation: Generation::ZERO,
             initializing,
             init_pg_parameters: BTreeMap::new(),
         };

@@ -3,8 +3,8 @@
 use super::plan::*;
 use super::state::DbState;
 use crate::cluster::{
-    ClusterData, ClusterSpec, Db, DbInitMode, DbRole, DbUid, FollowConfig, Keeper, KeeperUid,
-    SuReplAccessMode, zero_time,
+    ClusterData, ClusterSpec, Db, DbInitMode, DbRole, DbUid, FollowConfig, Generation, Keeper,
+    KeeperUid, SuReplAccessMode, zero_time,
 };
 
 const ME: &str = "k1";
@@ -29,7 +29,7 @@ fn keeper(uid: &str, boot: &str) -> Keeper {
 fn db(uid: &str, keeper: &str, role: DbRole, mode: DbInitMode, generation: i64) -> Db {
     let mut d = Db {
         uid: uid.into(),
-        generation,
+        generation: Generation::new(generation),
         change_time: zero_time(),
         ..Default::default()
     };
@@ -68,7 +68,7 @@ fn local(uid: &str, generation: i64, role: LocalRole, running: bool) -> LocalSta
     LocalState {
         db_state: DbState {
             uid: uid.into(),
-            generation,
+            generation: Generation::new(generation),
             ..Default::default()
         },
         initialized: role != LocalRole::None,
@@ -230,14 +230,14 @@ fn init_new_runs_initdb_roles_then_starts_as_master() {
         p.actions.last(),
         Some(&Action::MarkDbState {
             initializing: false,
-            generation: Some(1)
+            generation: Some(Generation::new(1))
         })
     );
     assert_eq!(
         p.end,
         PlanEnd::Converged {
             db_uid: "d1".into(),
-            generation: 1
+            generation: Generation::new(1)
         }
     );
 }
@@ -462,7 +462,7 @@ fn converged_master_only_reconciles_slots() {
         p.end,
         PlanEnd::Converged {
             db_uid: "d1".into(),
-            generation: 1
+            generation: Generation::new(1)
         }
     );
     // A converged db's plan is bookkeeping: the keeper keeps its sleepInterval pace.
@@ -480,7 +480,7 @@ fn changed_parameters_are_rewritten_and_reloaded_and_generation_recorded() {
         &local("d1", 0, LocalRole::Master, false),
         false,
     );
-    d.generation = 2;
+    d.generation = Generation::new(2);
     d.spec.pg_parameters.insert("work_mem".into(), "8MB".into());
     let mut l = local("d1", 1, LocalRole::Master, true);
     l.applied = applied_config(&first);
@@ -497,7 +497,7 @@ fn changed_parameters_are_rewritten_and_reloaded_and_generation_recorded() {
         p.actions.last(),
         Some(&Action::MarkDbState {
             initializing: false,
-            generation: Some(2)
+            generation: Some(Generation::new(2))
         })
     );
 }
@@ -518,7 +518,7 @@ fn new_synchronous_standbys_are_made_to_confirm_after_the_reload() {
     l.applied = applied_config(&first);
     l.in_sync_standbys = Some(vec![]);
     // Then it names d2: commits made meanwhile wait for d2's next confirmation.
-    d.generation = 2;
+    d.generation = Generation::new(2);
     d.spec.external_synchronous_standbys.clear();
     d.spec.synchronous_standbys = vec!["d2".into()];
     let p = plan(&me(), Some(&cd_with(d.clone())), &l, false);
@@ -533,14 +533,14 @@ fn new_synchronous_standbys_are_made_to_confirm_after_the_reload() {
     // Another parameter changes, the standbys stay: nothing to release.
     l.applied = applied_config(&p);
     l.in_sync_standbys = Some(vec!["d2".into()]);
-    d.generation = 3;
+    d.generation = Generation::new(3);
     d.spec.pg_parameters.insert("work_mem".into(), "8MB".into());
     let p = plan(&me(), Some(&cd_with(d.clone())), &l, false);
     assert_eq!(kinds(&p), vec!["write", "reload", "slots", "mark"]);
 
     // Asynchronous again: no standby to wake.
     l.applied = applied_config(&p);
-    d.generation = 4;
+    d.generation = Generation::new(4);
     d.spec.synchronous_replication = false;
     let p = plan(&me(), Some(&cd_with(d)), &l, false);
     assert_eq!(kinds(&p), vec!["write", "reload", "slots", "mark"]);
@@ -562,7 +562,7 @@ fn repointed_standby() -> (LocalState, ClusterData) {
     );
     if let Some(mine) = cd2.dbs.get_mut(&DbUid::from("d1")) {
         mine.spec.follow_config = Some(FollowConfig::internal(&DbUid::from("n")));
-        mine.generation = 3;
+        mine.generation = Generation::new(3);
     }
     (l, cd2)
 }
@@ -591,7 +591,7 @@ fn repointed_standby_reloads_on_pg13_plus() {
             p.end,
             PlanEnd::Converged {
                 db_uid: "d1".into(),
-                generation: 3
+                generation: Generation::new(3)
             }
         );
     }

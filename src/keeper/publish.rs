@@ -4,7 +4,9 @@
 //! after a promotion).
 
 use super::fence::{BootInstant, Fence};
-use crate::cluster::{DbUid, KeeperInfo, KeeperUid, PostgresBinaryVersion, PostgresState, new_uid};
+use crate::cluster::{
+    DbUid, Generation, KeeperInfo, KeeperUid, PostgresBinaryVersion, PostgresState, new_uid,
+};
 use crate::postgres::{LocalConn, PgClient};
 use crate::store::Store;
 use std::path::PathBuf;
@@ -19,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 pub(super) struct Snapshot {
     pub cluster_uid: String,
     pub db_uid: DbUid,
-    pub generation: i64,
+    pub generation: Generation,
     pub running: bool,
     /// How often the info goes out (see `src/cluster/fencing.rs`).
     pub publish_every: Duration,

@@ -705,7 +705,7 @@ impl Keeper {
         if self.last_end.as_ref() != Some(end) {
             match end {
                 PlanEnd::Converged { db_uid, generation } => {
-                    tracing::info!(keeper = %uid, db = %db_uid, generation, "db converged")
+                    tracing::info!(keeper = %uid, db = %db_uid, generation = generation.get(), "db converged")
                 }
                 PlanEnd::Wait(reason) => {
                     tracing::info!(keeper = %uid, "waiting: {}", describe_wait(reason))

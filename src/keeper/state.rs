@@ -2,7 +2,7 @@
 //! the password-file helper the config loader uses.
 
 use super::error::KeeperError;
-use crate::cluster::{DbUid, KeeperUid};
+use crate::cluster::{DbUid, Generation, KeeperUid};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -31,7 +31,7 @@ pub struct DbState {
     pub uid: DbUid,
     /// 0 (upstream's NoGeneration) until the db converged once.
     #[serde(rename = "Generation", default)]
-    pub generation: i64,
+    pub generation: Generation,
     /// True while an init or resync is under way: found true at start, the data is half made.
     #[serde(rename = "Initializing", default)]
     pub initializing: bool,

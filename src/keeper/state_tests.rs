@@ -3,6 +3,7 @@
 use super::state::*;
 use super::validate::*;
 use super::{AuthMethod, KeeperConfig, KeeperError};
+use crate::cluster::Generation;
 use std::os::unix::fs::PermissionsExt;
 
 fn mode(p: &std::path::Path) -> u32 {
@@ -25,7 +26,7 @@ fn state_files_round_trip_with_upstream_names_and_mode_0600() {
     assert_eq!(dir.load_db_state().unwrap(), DbState::default());
     let mut s = DbState {
         uid: "d1".into(),
-        generation: 3,
+        generation: Generation::new(3),
         initializing: true,
         ..Default::default()
     };

@@ -218,6 +218,7 @@ fn secs(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::Generation;
     use crate::keeper::plan::{PlanError, StopReason};
 
     fn db(role: DbRole, following: Option<Followed>) -> AssignedDb {
@@ -231,7 +232,7 @@ mod tests {
     fn converged() -> Outcome {
         Outcome::Planned(PlanEnd::Converged {
             db_uid: "3f2a9c1b".into(),
-            generation: 2,
+            generation: Generation::new(2),
         })
     }
 

@@ -114,7 +114,7 @@ fn join_host_port(host: &str, port: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::{Db, GoDuration};
+    use crate::cluster::{Db, Generation, GoDuration};
 
     const ME: &str = "abcd1234";
 
@@ -130,7 +130,7 @@ mod tests {
         db.status.listen_address = host.into();
         db.status.port = port.into();
         cd.dbs.insert(db.uid.clone(), db);
-        cd.proxy.generation = 7;
+        cd.proxy.generation = Generation::new(7);
         cd.proxy.spec.master_db_uid = "db000001".into();
         cd.proxy.spec.enabled_proxies = vec!["other000".into(), ME.into()];
         cd

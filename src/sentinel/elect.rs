@@ -44,7 +44,7 @@ pub(crate) enum Validity {
 }
 
 pub(crate) fn validity(cd: &ClusterData, db: &Db) -> Validity {
-    if db.status.current_generation == 0 {
+    if db.status.current_generation.is_zero() {
         return Validity::Unknown;
     }
     let Some(master) = cd.master_db() else {

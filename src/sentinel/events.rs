@@ -1,7 +1,7 @@
 //! What a check decided, as typed events: the loop logs them with keeper/db fields, tests assert
 //! on them. Events are emitted on transitions, not on every check, so logs stay readable.
 
-use crate::cluster::{DbUid, KeeperUid};
+use crate::cluster::{DbUid, Generation, KeeperUid};
 use std::fmt;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,7 +111,7 @@ pub enum Event {
     },
     ProxiesNotConverged {
         proxies: Vec<String>,
-        generation: i64,
+        generation: Generation,
     },
     MasterPublished {
         db: DbUid,

@@ -7,7 +7,7 @@
 //! follower taking over from a leader that died with the master's host already knows since
 //! when the master has been silent (src/sentinel/mod.rs: `Sentinel::check`).
 
-use crate::cluster::{DbUid, KeeperUid, Time};
+use crate::cluster::{DbUid, Generation, KeeperUid, Time};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -66,7 +66,7 @@ pub struct DbMemory {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConvergenceTimer {
-    pub generation: i64,
+    pub generation: Generation,
     pub since: Time,
 }
 

@@ -167,7 +167,7 @@ fn fail_over(cd: &mut ClusterData, old: &Db, new_uid: &DbUid, events: &mut Vec<E
     // confirmed it dropped its connections to the old master.
     if !cd.proxy.spec.master_db_uid.is_empty() {
         cd.proxy.spec.master_db_uid.clear();
-        cd.proxy.generation += 1;
+        cd.proxy.generation.bump();
     }
     if sync_repl(&spec) {
         sync::inherit_sync_standbys(cd, &spec, &old.spec.synchronous_standbys, new_uid);
@@ -277,7 +277,7 @@ fn switch_proxies(
     if !published.is_empty() && *published != master_uid {
         // Never seen from our own writes; a hand-edited clusterdata. Start over safely.
         cd.proxy.spec.master_db_uid.clear();
-        cd.proxy.generation += 1;
+        cd.proxy.generation.bump();
         return;
     }
     if cd.proxy.spec.master_db_uid.is_empty() {
@@ -297,13 +297,13 @@ fn switch_proxies(
         // proxies we just waited for are exactly the ones that may route.
         cd.proxy.spec.master_db_uid = master_uid.clone();
         cd.proxy.spec.enabled_proxies = active.clone();
-        cd.proxy.generation += 1;
+        cd.proxy.generation.bump();
         events.push(Event::MasterPublished { db: master_uid });
         return;
     }
     if cd.proxy.spec.enabled_proxies != active {
         cd.proxy.spec.enabled_proxies = active.clone();
-        cd.proxy.generation += 1;
+        cd.proxy.generation.bump();
         events.push(Event::EnabledProxiesChanged { proxies: active });
     }
 }

@@ -200,7 +200,7 @@ fn socket_activated_proxy_serves_its_first_client_from_the_master() {
     assert!(proxy.is_running(), "{}", proxy.stderr());
     let uid = keys[0].trim_start_matches(&prefix).to_string();
     cd.proxy.spec.enabled_proxies = vec![uid];
-    cd.proxy.generation += 1;
+    cd.proxy.generation.bump();
     write_cluster_data(&etcd, &cd);
 
     // The client that started the proxy waited in the backlog and now reaches the master.
@@ -221,7 +221,7 @@ fn socket_activated_proxy_serves_its_first_client_from_the_master() {
 
     // No master: the activated socket stays open, clients are accepted and closed at once.
     cd.proxy.spec.master_db_uid = Default::default();
-    cd.proxy.generation += 1;
+    cd.proxy.generation.bump();
     write_cluster_data(&etcd, &cd);
     assert!(closed(&mut first), "session kept without a master");
     notify.wait_for("the no-master status", |l| {

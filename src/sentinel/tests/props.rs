@@ -139,7 +139,7 @@ fn build(g: &Gen) -> (ClusterData, Memory, Observed, Time) {
             kid(i),
             Keeper {
                 uid: kid(i),
-                generation: 1,
+                generation: Generation::new(1),
                 change_time: t0(),
                 spec: Default::default(),
                 status: KeeperStatus {
@@ -154,7 +154,7 @@ fn build(g: &Gen) -> (ClusterData, Memory, Observed, Time) {
         let system_id = if k.invalid && !master { "other" } else { "sys" };
         let mut db = Db {
             uid: did(i),
-            generation: 2,
+            generation: Generation::new(2),
             change_time: t0(),
             spec: DbSpec {
                 keeper_uid: kid(i),
@@ -168,7 +168,7 @@ fn build(g: &Gen) -> (ClusterData, Memory, Observed, Time) {
             },
             status: DbStatus {
                 healthy: true,
-                current_generation: if converged { 2 } else { 1 },
+                current_generation: Generation::new(if converged { 2 } else { 1 }),
                 system_id: system_id.into(),
                 timeline_id: 1,
                 x_log_pos: k.x_log_pos,
@@ -198,7 +198,7 @@ fn build(g: &Gen) -> (ClusterData, Memory, Observed, Time) {
                 error_since: (!k.pg_healthy).then(|| now - secs(30)),
                 reported_healthy_at: (k.reported && k.pg_healthy).then_some(changed_at),
                 convergence: (!converged).then_some(crate::sentinel::ConvergenceTimer {
-                    generation: 2,
+                    generation: Generation::new(2),
                     since: now - secs(5),
                 }),
                 ..Default::default()
@@ -214,7 +214,7 @@ fn build(g: &Gen) -> (ClusterData, Memory, Observed, Time) {
                     can_be_master: k.can_be_master,
                     postgres_state: Some(PostgresState {
                         uid: did(i),
-                        generation: if converged { 2 } else { 1 },
+                        generation: Generation::new(if converged { 2 } else { 1 }),
                         healthy: k.pg_healthy,
                         system_id: system_id.into(),
                         timeline_id: 1,

@@ -731,7 +731,7 @@ fn keeper_info_of_another_cluster_is_ignored() {
 #[test]
 fn spec_change_is_copied_to_dbs_and_bumps_generation() {
     let mut w = three();
-    let before: Vec<(DbUid, i64)> =
+    let before: Vec<(DbUid, Generation)> =
         w.cd.dbs
             .values()
             .map(|d| (d.uid.clone(), d.generation))
@@ -744,7 +744,7 @@ fn spec_change_is_copied_to_dbs_and_bumps_generation() {
     w.tick();
     for (uid, generation) in before {
         let db = &w.cd.dbs[&uid];
-        assert_eq!(db.generation, generation + 1, "{uid}");
+        assert_eq!(db.generation, generation.next(), "{uid}");
         assert_eq!(db.spec.pg_parameters["work_mem"], "64MB");
     }
 }

@@ -18,7 +18,7 @@ pub(super) struct SimKeeper {
     pub pg_healthy: bool,
     /// Reports the generation it was asked for on its next publish.
     pub converges: bool,
-    pub reported_generation: i64,
+    pub reported_generation: Generation,
     pub x_log_pos: u64,
     pub timeline: u64,
     pub system_id: String,
@@ -37,7 +37,7 @@ pub(super) struct SimProxy {
     pub alive: bool,
     /// Acknowledges new proxy generations (false: hung proxy still publishing an old one).
     pub follows: bool,
-    pub generation: i64,
+    pub generation: Generation,
 }
 
 pub(super) struct World {
@@ -134,7 +134,7 @@ impl World {
                 SimProxy {
                     alive: true,
                     follows: true,
-                    generation: 0,
+                    generation: Generation::ZERO,
                 },
             );
         }
@@ -148,7 +148,7 @@ impl World {
                 alive: true,
                 pg_healthy: true,
                 converges: true,
-                reported_generation: 0,
+                reported_generation: Generation::ZERO,
                 x_log_pos: 1000,
                 timeline: 1,
                 system_id: "7000000000000000001".into(),
