@@ -3,12 +3,14 @@
 //! document written by upstream stolon loads here and the other way round.
 
 use super::spec::{ArchiveRecoverySettings, ClusterSpec, NewConfig, PitrConfig, StandbySettings};
-use super::{GoDuration, Time, is_false, is_zero_i64, is_zero_u16, is_zero_u64, zero_time};
+use super::{
+    DbUid, Generation, GoDuration, KeeperUid, Time, is_false, is_zero_u16, is_zero_u64, zero_time,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 pub const CURRENT_FORMAT_VERSION: u64 = 1;
-pub const INITIAL_GENERATION: i64 = 1;
+pub const INITIAL_GENERATION: Generation = Generation::new(1);
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -18,9 +20,9 @@ pub struct ClusterData {
     pub change_time: Time,
     pub cluster: Cluster,
     #[serde(default)]
-    pub keepers: BTreeMap<String, Keeper>,
+    pub keepers: BTreeMap<KeeperUid, Keeper>,
     #[serde(default)]
-    pub dbs: BTreeMap<String, Db>,
+    pub dbs: BTreeMap<DbUid, Db>,
     #[serde(default)]
     pub proxy: Proxy,
 }
@@ -38,8 +40,8 @@ pub enum ClusterPhase {
 pub struct Cluster {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub uid: String,
-    #[serde(default, skip_serializing_if = "is_zero_i64")]
-    pub generation: i64,
+    #[serde(default, skip_serializing_if = "Generation::is_zero")]
+    pub generation: Generation,
     #[serde(default = "zero_time")]
     pub change_time: Time,
     #[serde(default)]
@@ -51,8 +53,8 @@ pub struct Cluster {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterStatus {
-    #[serde(default, skip_serializing_if = "is_zero_i64")]
-    pub current_generation: i64,
+    #[serde(default, skip_serializing_if = "Generation::is_zero")]
+    pub current_generation: Generation,
     #[serde(default)]
     pub phase: ClusterPhase,
     /// The master db uid; `None` before the first election (upstream omits the key, and an
@@ -62,7 +64,7 @@ pub struct ClusterStatus {
         skip_serializing_if = "Option::is_none",
         deserialize_with = "super::empty_as_none"
     )]
-    pub master: Option<String>,
+    pub master: Option<DbUid>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -76,10 +78,10 @@ pub struct PostgresBinaryVersion {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct Keeper {
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub uid: String,
-    #[serde(default, skip_serializing_if = "is_zero_i64")]
-    pub generation: i64,
+    #[serde(default, skip_serializing_if = "KeeperUid::is_empty")]
+    pub uid: KeeperUid,
+    #[serde(default, skip_serializing_if = "Generation::is_zero")]
+    pub generation: Generation,
     #[serde(default = "zero_time")]
     pub change_time: Time,
     #[serde(default)]
@@ -168,8 +170,8 @@ pub enum FollowType {
 pub struct FollowConfig {
     #[serde(rename = "type", default)]
     pub follow_type: FollowType,
-    #[serde(rename = "dbuid", default, skip_serializing_if = "String::is_empty")]
-    pub db_uid: String,
+    #[serde(rename = "dbuid", default, skip_serializing_if = "DbUid::is_empty")]
+    pub db_uid: DbUid,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub standby_settings: Option<StandbySettings>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -177,10 +179,10 @@ pub struct FollowConfig {
 }
 
 impl FollowConfig {
-    pub fn internal(db_uid: &str) -> Self {
+    pub fn internal(db_uid: &DbUid) -> Self {
         FollowConfig {
             follow_type: FollowType::Internal,
-            db_uid: db_uid.to_string(),
+            db_uid: db_uid.clone(),
             ..Default::default()
         }
     }
@@ -189,10 +191,10 @@ impl FollowConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct Db {
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub uid: String,
-    #[serde(default, skip_serializing_if = "is_zero_i64")]
-    pub generation: i64,
+    #[serde(default, skip_serializing_if = "DbUid::is_empty")]
+    pub uid: DbUid,
+    #[serde(default, skip_serializing_if = "Generation::is_zero")]
+    pub generation: Generation,
     #[serde(default = "zero_time")]
     pub change_time: Time,
     #[serde(default)]
@@ -207,9 +209,9 @@ pub struct DbSpec {
     #[serde(
         rename = "keeperUID",
         default,
-        skip_serializing_if = "String::is_empty"
+        skip_serializing_if = "KeeperUid::is_empty"
     )]
-    pub keeper_uid: String,
+    pub keeper_uid: KeeperUid,
     #[serde(default)]
     pub request_timeout: GoDuration,
     #[serde(default, skip_serializing_if = "is_zero_u16")]
@@ -247,7 +249,7 @@ pub struct DbSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub follow_config: Option<FollowConfig>,
     #[serde(default, deserialize_with = "super::null_as_default")]
-    pub followers: Vec<String>,
+    pub followers: Vec<DbUid>,
     #[serde(
         rename = "includePreviousConfig",
         default,
@@ -255,7 +257,7 @@ pub struct DbSpec {
     )]
     pub include_previous_config: bool,
     #[serde(default, deserialize_with = "super::null_as_default")]
-    pub synchronous_standbys: Vec<String>,
+    pub synchronous_standbys: Vec<DbUid>,
     #[serde(default, deserialize_with = "super::null_as_default")]
     pub external_synchronous_standbys: Vec<String>,
 }
@@ -280,8 +282,8 @@ pub fn find_timeline(history: &[TimelineHistory], id: u64) -> Option<&TimelineHi
 pub struct DbStatus {
     #[serde(default, skip_serializing_if = "is_false")]
     pub healthy: bool,
-    #[serde(default, skip_serializing_if = "is_zero_i64")]
-    pub current_generation: i64,
+    #[serde(default, skip_serializing_if = "Generation::is_zero")]
+    pub current_generation: Generation,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub listen_address: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -312,7 +314,7 @@ pub struct DbStatus {
     pub pg_parameters: BTreeMap<String, String>,
     /// Standbys known to have been in sync (persisted).
     #[serde(default, deserialize_with = "super::null_as_default")]
-    pub synchronous_standbys: Vec<String>,
+    pub synchronous_standbys: Vec<DbUid>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub older_wal_file: String,
 }
@@ -322,8 +324,8 @@ pub struct DbStatus {
 pub struct Proxy {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub uid: String,
-    #[serde(default, skip_serializing_if = "is_zero_i64")]
-    pub generation: i64,
+    #[serde(default, skip_serializing_if = "Generation::is_zero")]
+    pub generation: Generation,
     #[serde(default = "zero_time")]
     pub change_time: Time,
     #[serde(default)]
@@ -338,9 +340,9 @@ pub struct ProxySpec {
     #[serde(
         rename = "masterDbUid",
         default,
-        skip_serializing_if = "String::is_empty"
+        skip_serializing_if = "DbUid::is_empty"
     )]
-    pub master_db_uid: String,
+    pub master_db_uid: DbUid,
     #[serde(
         default,
         skip_serializing_if = "Vec::is_empty",
@@ -374,7 +376,7 @@ impl ClusterData {
                 change_time: now,
                 spec,
                 status: ClusterStatus {
-                    current_generation: 0,
+                    current_generation: Generation::ZERO,
                     phase: ClusterPhase::Initializing,
                     master: None,
                 },
@@ -412,18 +414,18 @@ impl ClusterData {
     }
 
     pub fn master_db(&self) -> Option<&Db> {
-        self.dbs.get(self.cluster.status.master.as_deref()?)
+        self.dbs.get(self.cluster.status.master.as_ref()?)
     }
 
     /// The db assigned to a keeper, if any.
-    pub fn db_of_keeper(&self, keeper_uid: &str) -> Option<&Db> {
+    pub fn db_of_keeper(&self, keeper_uid: &KeeperUid) -> Option<&Db> {
         self.dbs
             .values()
-            .find(|db| db.spec.keeper_uid == keeper_uid)
+            .find(|db| db.spec.keeper_uid == *keeper_uid)
     }
 
     /// The keeper running the current master db.
-    pub fn master_keeper_uid(&self) -> Option<&str> {
-        self.master_db().map(|db| db.spec.keeper_uid.as_str())
+    pub fn master_keeper_uid(&self) -> Option<&KeeperUid> {
+        self.master_db().map(|db| &db.spec.keeper_uid)
     }
 }

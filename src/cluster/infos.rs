@@ -2,7 +2,7 @@
 //! proxies}/info/<uid>` with a TTL (upstream's layout).
 
 use super::data::{PostgresBinaryVersion, TimelineHistory};
-use super::{is_false, is_zero_i64, is_zero_u64};
+use super::{DbUid, Generation, KeeperUid, is_false, is_zero_u64};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -12,8 +12,8 @@ pub struct KeeperInfo {
     /// New on every publish, so the sentinel can tell a live keeper from a stale key.
     #[serde(rename = "infoUID", default, skip_serializing_if = "String::is_empty")]
     pub info_uid: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub uid: String,
+    #[serde(default, skip_serializing_if = "KeeperUid::is_empty")]
+    pub uid: KeeperUid,
     #[serde(
         rename = "clusterUID",
         default,
@@ -39,10 +39,10 @@ pub struct KeeperInfo {
 #[serde(rename_all = "camelCase")]
 pub struct PostgresState {
     /// The db uid this instance holds.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub uid: String,
-    #[serde(default, skip_serializing_if = "is_zero_i64")]
-    pub generation: i64,
+    #[serde(default, skip_serializing_if = "DbUid::is_empty")]
+    pub uid: DbUid,
+    #[serde(default, skip_serializing_if = "Generation::is_zero")]
+    pub generation: Generation,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub listen_address: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -69,7 +69,7 @@ pub struct PostgresState {
     )]
     pub pg_parameters: BTreeMap<String, String>,
     #[serde(default, deserialize_with = "super::null_as_default")]
-    pub synchronous_standbys: Vec<String>,
+    pub synchronous_standbys: Vec<DbUid>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub older_wal_file: String,
 }
@@ -88,11 +88,11 @@ pub struct ProxyInfo {
     pub uid: String,
     /// The proxy generation this proxy has applied (it closed connections for it).
     #[serde(rename = "Generation", default)]
-    pub generation: i64,
+    pub generation: Generation,
     /// Nanoseconds, as Go's time.Duration marshals.
     #[serde(rename = "ProxyTimeout", default)]
     pub proxy_timeout_ns: i64,
 }
 
-pub type KeepersInfo = BTreeMap<String, KeeperInfo>;
+pub type KeepersInfo = BTreeMap<KeeperUid, KeeperInfo>;
 pub type ProxiesInfo = BTreeMap<String, ProxyInfo>;

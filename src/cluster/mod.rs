@@ -4,6 +4,7 @@
 mod data;
 mod duration;
 mod fencing;
+mod ids;
 mod infos;
 mod input;
 mod spec;
@@ -11,6 +12,7 @@ mod spec;
 pub use data::*;
 pub use duration::{DurationParseError, GoDuration};
 pub use fencing::FenceTiming;
+pub use ids::{DbUid, Generation, KeeperUid};
 pub use infos::*;
 pub use input::{check_hba_line, closest, parse_spec_input};
 pub use spec::*;
@@ -60,18 +62,18 @@ where
     Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
-pub(crate) fn empty_as_none<'de, D>(d: D) -> Result<Option<String>, D::Error>
+pub(crate) fn empty_as_none<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
 where
     D: Deserializer<'de>,
+    T: From<String>,
 {
-    Ok(Option::<String>::deserialize(d)?.filter(|s| !s.is_empty()))
+    Ok(Option::<String>::deserialize(d)?
+        .filter(|s| !s.is_empty())
+        .map(T::from))
 }
 
 pub(crate) fn is_false(b: &bool) -> bool {
     !*b
-}
-pub(crate) fn is_zero_i64(v: &i64) -> bool {
-    *v == 0
 }
 pub(crate) fn is_zero_u64(v: &u64) -> bool {
     *v == 0

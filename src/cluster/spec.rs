@@ -2,6 +2,7 @@
 //! in storage, exactly as upstream stores it; defaults are computed on read and never written back.
 
 use super::duration::GoDuration;
+use super::ids::KeeperUid;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -83,9 +84,9 @@ pub struct ExistingConfig {
     #[serde(
         rename = "keeperUID",
         default,
-        skip_serializing_if = "String::is_empty"
+        skip_serializing_if = "KeeperUid::is_empty"
     )]
-    pub keeper_uid: String,
+    pub keeper_uid: KeeperUid,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]

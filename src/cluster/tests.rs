@@ -34,13 +34,22 @@ const UPSTREAM_CLUSTERDATA: &str = r#"{
 fn loads_upstream_clusterdata() {
     let cd = ClusterData::from_json(UPSTREAM_CLUSTERDATA.as_bytes()).unwrap();
     assert_eq!(cd.cluster.status.phase, ClusterPhase::Normal);
-    let db = &cd.dbs["a9d1b1f0"];
+    let db = &cd.dbs[&DbUid::from("a9d1b1f0")];
     assert_eq!(db.status.system_id, "7227812741349015123");
     assert_eq!(db.spec.role, DbRole::Master);
     assert_eq!(db.spec.request_timeout, GoDuration::from_secs(10));
-    assert_eq!(cd.keepers["keeper0"].status.postgres_binary_version.maj, 15);
+    assert_eq!(
+        cd.keepers[&KeeperUid::from("keeper0")]
+            .status
+            .postgres_binary_version
+            .maj,
+        15
+    );
     assert_eq!(cd.proxy.spec.master_db_uid, "a9d1b1f0");
-    assert_eq!(cd.master_keeper_uid(), Some("keeper0"));
+    assert_eq!(
+        cd.master_keeper_uid().map(KeeperUid::as_str),
+        Some("keeper0")
+    );
 }
 
 #[test]
@@ -56,7 +65,10 @@ fn round_trip_is_stable() {
 #[test]
 fn no_master_is_an_absent_key_and_an_empty_one_reads_as_none() {
     let mut cd = ClusterData::from_json(UPSTREAM_CLUSTERDATA.as_bytes()).unwrap();
-    assert_eq!(cd.cluster.status.master.as_deref(), Some("a9d1b1f0"));
+    assert_eq!(
+        cd.cluster.status.master.as_ref().map(DbUid::as_str),
+        Some("a9d1b1f0")
+    );
     cd.cluster.status.master = None;
     let text = String::from_utf8(cd.to_json()).unwrap();
     assert!(!text.contains("\"master\":"), "{text}");

@@ -20,7 +20,7 @@ pub use spec::SpecArgs;
 pub use status::{Status, StatusArgs, StatusFormat, build_status, render_text};
 pub use update::{UpdateArgs, updated_spec};
 
-use crate::cluster::{ClusterData, ClusterDataError, SpecError};
+use crate::cluster::{ClusterData, ClusterDataError, KeeperUid, SpecError};
 use crate::config::{ConfigError, CtlRole, Flags, Loaded};
 use crate::store::{CasOutcome, Store, StoreConfig, StoreError, Versioned};
 use std::io::{BufRead, Read, Write};
@@ -77,7 +77,7 @@ pub enum CtlError {
     #[error("no cluster data in the store at {0}/clusterdata (run `stolonctl init` first)")]
     NoClusterData(String),
     #[error("keeper {0:?} does not exist")]
-    NoKeeper(String),
+    NoKeeper(KeeperUid),
     #[error("keeper assigned db is the current cluster master db.")]
     KeeperIsMaster,
     #[error("cluster data at {0} already exists; use --yes to overwrite it")]

@@ -2,7 +2,7 @@
 //! upstream's text sections or its JSON shape.
 
 use super::{CtlError, connect, read_cluster_data};
-use crate::cluster::{ClusterData, ProxiesInfo, SentinelInfo};
+use crate::cluster::{ClusterData, DbUid, Generation, KeeperUid, ProxiesInfo, SentinelInfo};
 use crate::store::StoreConfig;
 use serde::Serialize;
 
@@ -38,24 +38,24 @@ pub struct SentinelStatus {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ProxyStatus {
     pub uid: String,
-    pub generation: i64,
+    pub generation: Generation,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct KeeperStatus {
-    pub uid: String,
+    pub uid: KeeperUid,
     pub listen_address: String,
     pub healthy: bool,
     pub pg_healthy: bool,
-    pub pg_wanted_generation: i64,
-    pub pg_current_generation: i64,
+    pub pg_wanted_generation: Generation,
+    pub pg_current_generation: Generation,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ClusterStatus {
     pub available: bool,
-    pub master_keeper_uid: String,
-    pub master_db_uid: String,
+    pub master_keeper_uid: KeeperUid,
+    pub master_db_uid: DbUid,
 }
 
 pub fn build_status(
@@ -94,8 +94,9 @@ pub fn build_status(
                 },
                 healthy: k.status.healthy,
                 pg_healthy: db.is_some_and(|db| db.status.healthy),
-                pg_wanted_generation: db.map_or(0, |db| db.generation),
-                pg_current_generation: db.map_or(0, |db| db.status.current_generation),
+                pg_wanted_generation: db.map_or(Generation::ZERO, |db| db.generation),
+                pg_current_generation: db
+                    .map_or(Generation::ZERO, |db| db.status.current_generation),
             }
         })
         .collect();
@@ -157,7 +158,7 @@ pub fn render_text(status: &Status, cd: &ClusterData) -> String {
         ];
         rows.extend(status.keepers.iter().map(|k| {
             vec![
-                k.uid.clone(),
+                k.uid.to_string(),
                 k.healthy.to_string(),
                 k.listen_address.clone(),
                 k.pg_healthy.to_string(),
@@ -215,7 +216,14 @@ fn tabulate(rows: &[Vec<String>]) -> String {
 }
 
 /// The master and its followers, recursively, as upstream's printTree.
-fn tree(out: &mut String, cd: &ClusterData, db_uid: &str, level: usize, prefix: &str, tail: bool) {
+fn tree(
+    out: &mut String,
+    cd: &ClusterData,
+    db_uid: &DbUid,
+    level: usize,
+    prefix: &str,
+    tail: bool,
+) {
     // A follower removed by `removekeeper` may still be listed until the sentinel catches up.
     let Some(db) = cd.dbs.get(db_uid) else {
         return;
@@ -224,8 +232,8 @@ fn tree(out: &mut String, cd: &ClusterData, db_uid: &str, level: usize, prefix: 
     if level > 0 {
         line.push_str(if tail { "└─" } else { "├─" });
     }
-    line.push_str(&db.spec.keeper_uid);
-    if cd.cluster.status.master.as_deref() == Some(db_uid) {
+    line.push_str(db.spec.keeper_uid.as_str());
+    if cd.cluster.status.master.as_ref() == Some(db_uid) {
         line.push_str(" (master)");
     }
     out.push_str(&line);
@@ -284,20 +292,20 @@ mod tests {
         );
         for (uid, keeper, followers) in dbs {
             let db = Db {
-                uid: uid.to_string(),
+                uid: (*uid).into(),
                 spec: DbSpec {
-                    keeper_uid: keeper.to_string(),
-                    followers: followers.iter().map(|f| f.to_string()).collect(),
+                    keeper_uid: (*keeper).into(),
+                    followers: followers.iter().map(|f| (*f).into()).collect(),
                     ..Default::default()
                 },
                 ..Default::default()
             };
-            cd.dbs.insert(uid.to_string(), db);
+            cd.dbs.insert((*uid).into(), db);
             let k = Keeper {
-                uid: keeper.to_string(),
+                uid: (*keeper).into(),
                 ..Default::default()
             };
-            cd.keepers.insert(keeper.to_string(), k);
+            cd.keepers.insert((*keeper).into(), k);
         }
         cd.cluster.status.master = Some(master.into());
         cd
@@ -315,7 +323,7 @@ mod tests {
             "d1",
         );
         let mut out = String::new();
-        tree(&mut out, &cd, "d1", 0, "", true);
+        tree(&mut out, &cd, &"d1".into(), 0, "", true);
         assert_eq!(out, "k1 (master)\n├─k2\n│ └─k4\n└─k3\n");
     }
 

@@ -1,5 +1,6 @@
 //! The keeper's typed errors: each is one line naming the thing and, where there is one, the fix.
 
+use crate::cluster::KeeperUid;
 use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
@@ -14,8 +15,8 @@ pub enum KeeperError {
         "--uid {given:?} differs from the uid {saved:?} saved in {path}: start the keeper with --uid {saved} or use another --data-dir"
     )]
     UidMismatch {
-        saved: String,
-        given: String,
+        saved: KeeperUid,
+        given: KeeperUid,
         path: PathBuf,
     },
     #[error("data dir {path}: {reason}")]
@@ -27,7 +28,7 @@ pub enum KeeperError {
         data_dir.display()
     )]
     UidInUse {
-        uid: String,
+        uid: KeeperUid,
         other_boot_uuid: String,
         data_dir: PathBuf,
     },

@@ -6,6 +6,7 @@ use super::plan::{Action, DesiredConfig, Recovery, StopReason};
 use super::run::{BASEBACKUP_STALL, Keeper};
 use super::state::DbState;
 use super::status::basebackup_status;
+use crate::cluster::DbUid;
 use crate::postgres::{
     self, HbaParams, Login, ManagedParams, PgClient, PgProcess, RecoverySettings, ReplConn,
     StartOptions, build_parameters, filter_managed, render_pg_hba, synchronous_standby_names,
@@ -182,8 +183,9 @@ impl Keeper {
     }
 
     /// Best effort: the slots are created after the promotion anyway.
-    async fn prepare_slots(&mut self, followers: &[String]) {
-        let wanted = followers.iter().cloned().collect();
+    async fn prepare_slots(&mut self, followers: &[DbUid]) {
+        // Slots are named after the follower db uids.
+        let wanted = followers.iter().map(DbUid::to_string).collect();
         let created = self
             .on_local(async |c| c.reconcile_replication_slots(&wanted).await)
             .await;
@@ -206,8 +208,11 @@ impl Keeper {
 
     /// Best effort: without it, waiting commits are released at the standbys' next
     /// confirmation.
-    async fn release_sync_waiters(&mut self, standbys: &[String]) {
-        let names = standbys.iter().map(|u| postgres::stolon_name(u)).collect();
+    async fn release_sync_waiters(&mut self, standbys: &[DbUid]) {
+        let names = standbys
+            .iter()
+            .map(|u| postgres::stolon_name(u.as_str()))
+            .collect();
         let released = self
             .on_local(async |c| {
                 c.release_sync_waiters(&names, RELEASE_SYNC_WAITERS_WITHIN)
@@ -442,11 +447,11 @@ impl Keeper {
 
 async fn reconcile_slots(
     client: &PgClient,
-    followers: &[String],
+    followers: &[DbUid],
     additional: &[String],
 ) -> Result<(), KeeperError> {
     client
-        .reconcile_replication_slots(&followers.iter().cloned().collect())
+        .reconcile_replication_slots(&followers.iter().map(DbUid::to_string).collect())
         .await?;
     for slot in additional {
         // Names are checked by spec validation ([a-z0-9_]), so quoting is plain.

@@ -37,13 +37,14 @@ pub use fence::{GUARD_ARG, run_guard};
 pub use run::run;
 pub use settings::is_valid_keeper_uid;
 
+use crate::cluster::KeeperUid;
 use std::path::PathBuf;
 
 /// Resolved keeper settings (flags > env > file > defaults are merged by `config`).
 /// Passwords are already read from files, trailing newline stripped, checked non-empty.
 #[derive(Clone)]
 pub struct KeeperConfig {
-    pub uid: Option<String>,
+    pub uid: Option<KeeperUid>,
     pub data_dir: PathBuf,
     pub pg_listen_address: String,
     pub pg_advertise_address: Option<String>,

@@ -10,7 +10,8 @@
 
 use super::state::DbState;
 use crate::cluster::{
-    ClusterData, Db, DbInitMode, DbRole, FollowType, NewConfig, StandbySettings, SuReplAccessMode,
+    ClusterData, Db, DbInitMode, DbRole, DbUid, FollowType, Generation, KeeperUid, NewConfig,
+    StandbySettings, SuReplAccessMode,
 };
 use std::collections::BTreeMap;
 
@@ -35,7 +36,7 @@ pub struct LocalState {
     /// a write failed half way, and then rewriting is the right thing anyway.
     pub applied: Option<DesiredConfig>,
     /// Standbys PostgreSQL reports in sync right now (db uids); `None` if unknown.
-    pub in_sync_standbys: Option<Vec<String>>,
+    pub in_sync_standbys: Option<Vec<DbUid>>,
     /// A changed parameter waits for a restart (`pg_settings.pending_restart`).
     pub pending_restart: bool,
     /// Major version of the PostgreSQL binaries the instance runs with (`None`: unknown). It
@@ -96,7 +97,7 @@ pub const RELOADABLE_RECOVERY_SINCE: i32 = 13;
 /// Facts about this keeper process that the plan needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeeperFacts {
-    pub uid: String,
+    pub uid: KeeperUid,
     pub boot_uuid: String,
 }
 
@@ -111,7 +112,7 @@ pub struct DesiredConfig {
     pub additional_wal_senders: u16,
     pub use_pg_rewind: bool,
     /// Db uids that must acknowledge commits (empty: asynchronous), sorted.
-    pub synchronous_standbys: Vec<String>,
+    pub synchronous_standbys: Vec<DbUid>,
     pub external_synchronous_standbys: Vec<String>,
     pub hba: HbaConfig,
     /// `Some` for a standby: what to follow. `None` leaves any `standby.signal` alone (only a
@@ -139,7 +140,7 @@ pub struct HbaConfig {
 pub enum Recovery {
     /// Stream from a db of this cluster.
     Follow {
-        db_uid: String,
+        db_uid: DbUid,
         host: String,
         port: String,
         /// `stolon_<our db uid>`: the slot the master keeps for us and our application_name.
@@ -177,7 +178,7 @@ pub enum Action {
     /// initial parameters): the data is complete, and the generation it converged to, if any.
     MarkDbState {
         initializing: bool,
-        generation: Option<i64>,
+        generation: Option<Generation>,
     },
     /// Remove PGDATA and run initdb with the superuser.
     InitDb(Option<NewConfig>),
@@ -203,7 +204,7 @@ pub enum Action {
     /// is over: with their slots there they stream from us and follow the new timeline
     /// without waiting `wal_retrieve_retry_interval` after a refusal.
     PrepareSlots {
-        followers: Vec<String>,
+        followers: Vec<DbUid>,
     },
     Promote,
     Restart,
@@ -216,14 +217,14 @@ pub enum Action {
     /// fake standby right after a promotion) waited up to `wal_receiver_status_interval`
     /// when nothing else was written.
     ReleaseSyncWaiters {
-        standbys: Vec<String>,
+        standbys: Vec<DbUid>,
     },
     /// Make the `stolon_*` physical slots exactly `stolon_<f>` for each follower db uid `f`,
     /// and create the spec's additional slots that are missing. ⚠ Upstream also drops
     /// physical slots not named `stolon_*` that are not in the additional list; we never
     /// touch a slot we did not create by name (upstream leaves them untouched).
     ReconcileSlots {
-        followers: Vec<String>,
+        followers: Vec<DbUid>,
         additional: Vec<String>,
     },
 }
@@ -276,7 +277,7 @@ pub enum WaitReason {
     StoreUnreachable,
     RoleUndefined,
     /// The followed db has not published its address yet.
-    FollowedDbAddressUnknown(String),
+    FollowedDbAddressUnknown(DbUid),
     /// A start or a resync is held back after repeated failures.
     Held(Hold),
 }
@@ -292,29 +293,29 @@ pub enum PlanError {
     #[error(
         "local db uid {local:?} differs from the assigned db {assigned:?} but its init mode is none: the keeper data was lost or replaced; check that --data-dir is on a persistent volume and that its state files were not removed"
     )]
-    LostDb { local: String, assigned: String },
+    LostDb { local: DbUid, assigned: DbUid },
     #[error("db {0} has init mode pitr, which this stolon does not implement yet")]
-    PitrUnsupported(String),
+    PitrUnsupported(DbUid),
     #[error("db {0} has init mode existing but PGDATA is not initialized")]
-    ExistingNotInitialized(String),
+    ExistingNotInitialized(DbUid),
     #[error("db {0} must be master but PGDATA is not initialized")]
-    MasterNotInitialized(String),
+    MasterNotInitialized(DbUid),
     #[error("db {0} must be a standby but PGDATA is not initialized")]
-    StandbyNotInitialized(String),
+    StandbyNotInitialized(DbUid),
     #[error("db {db} follows db {followed}, which is not in the cluster data")]
-    FollowedDbMissing { db: String, followed: String },
+    FollowedDbMissing { db: DbUid, followed: DbUid },
     #[error("db {0} is a standby without a follow config")]
-    NoFollowConfig(String),
+    NoFollowConfig(DbUid),
     #[error("db {0} follows an external database without standby settings")]
-    NoStandbySettings(String),
+    NoStandbySettings(DbUid),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PlanEnd {
     /// After the actions the db is at `generation` (already recorded in dbstate by them).
     Converged {
-        db_uid: String,
-        generation: i64,
+        db_uid: DbUid,
+        generation: Generation,
     },
     Wait(WaitReason),
     Error(PlanError),
@@ -332,7 +333,7 @@ pub struct Plan {
 }
 
 /// `stolon_<uid>`: the replication slot and application_name of a db.
-pub fn stolon_name(uid: &str) -> String {
+pub fn stolon_name(uid: &DbUid) -> String {
     format!("stolon_{uid}")
 }
 
@@ -462,7 +463,7 @@ impl Planner {
     fn take_db(&mut self, cd: &ClusterData, db: &Db) -> Result<(), PlanEnd> {
         let fresh = |initializing| DbState {
             uid: db.uid.clone(),
-            generation: 0,
+            generation: Generation::ZERO,
             initializing,
             init_pg_parameters: BTreeMap::new(),
         };
@@ -553,7 +554,7 @@ impl Planner {
             }
             self.push(Action::Start);
         }
-        let mut followers: Vec<String> = db
+        let mut followers: Vec<DbUid> = db
             .spec
             .followers
             .iter()

@@ -3,8 +3,8 @@
 use super::plan::*;
 use super::state::DbState;
 use crate::cluster::{
-    ClusterData, ClusterSpec, Db, DbInitMode, DbRole, FollowConfig, Keeper, SuReplAccessMode,
-    zero_time,
+    ClusterData, ClusterSpec, Db, DbInitMode, DbRole, DbUid, FollowConfig, Generation, Keeper,
+    KeeperUid, SuReplAccessMode, zero_time,
 };
 
 const ME: &str = "k1";
@@ -29,7 +29,7 @@ fn keeper(uid: &str, boot: &str) -> Keeper {
 fn db(uid: &str, keeper: &str, role: DbRole, mode: DbInitMode, generation: i64) -> Db {
     let mut d = Db {
         uid: uid.into(),
-        generation,
+        generation: Generation::new(generation),
         change_time: zero_time(),
         ..Default::default()
     };
@@ -60,7 +60,7 @@ fn cd_with(mine: Db) -> ClusterData {
 
 fn standby_db(uid: &str, mode: DbInitMode, generation: i64) -> Db {
     let mut d = db(uid, ME, DbRole::Standby, mode, generation);
-    d.spec.follow_config = Some(FollowConfig::internal("m"));
+    d.spec.follow_config = Some(FollowConfig::internal(&DbUid::from("m")));
     d
 }
 
@@ -68,7 +68,7 @@ fn local(uid: &str, generation: i64, role: LocalRole, running: bool) -> LocalSta
     LocalState {
         db_state: DbState {
             uid: uid.into(),
-            generation,
+            generation: Generation::new(generation),
             ..Default::default()
         },
         initialized: role != LocalRole::None,
@@ -129,7 +129,7 @@ fn no_cluster_data_waits_and_leaves_postgres_alone() {
 #[test]
 fn keeper_missing_from_cluster_data_waits() {
     let mut cd = cd_with(db("d1", ME, DbRole::Master, DbInitMode::New, 1));
-    cd.keepers.remove(ME);
+    cd.keepers.remove(&KeeperUid::from(ME));
     let p = plan(&me(), Some(&cd), &empty_local(), false);
     assert!(p.actions.is_empty());
     assert_eq!(p.end, PlanEnd::Wait(WaitReason::KeeperNotInClusterData));
@@ -230,14 +230,14 @@ fn init_new_runs_initdb_roles_then_starts_as_master() {
         p.actions.last(),
         Some(&Action::MarkDbState {
             initializing: false,
-            generation: Some(1)
+            generation: Some(Generation::new(1))
         })
     );
     assert_eq!(
         p.end,
         PlanEnd::Converged {
             db_uid: "d1".into(),
-            generation: 1
+            generation: Generation::new(1)
         }
     );
 }
@@ -351,7 +351,7 @@ fn diverged_old_master_gets_a_fresh_basebackup_for_its_new_db() {
 #[test]
 fn resync_waits_until_followed_db_published_its_address() {
     let mut cd = cd_with(standby_db("d1", DbInitMode::Resync, 2));
-    if let Some(m) = cd.dbs.get_mut("m") {
+    if let Some(m) = cd.dbs.get_mut(&DbUid::from("m")) {
         m.status.listen_address.clear();
     }
     let p = plan(&me(), Some(&cd), &empty_local(), false);
@@ -462,7 +462,7 @@ fn converged_master_only_reconciles_slots() {
         p.end,
         PlanEnd::Converged {
             db_uid: "d1".into(),
-            generation: 1
+            generation: Generation::new(1)
         }
     );
     // A converged db's plan is bookkeeping: the keeper keeps its sleepInterval pace.
@@ -480,7 +480,7 @@ fn changed_parameters_are_rewritten_and_reloaded_and_generation_recorded() {
         &local("d1", 0, LocalRole::Master, false),
         false,
     );
-    d.generation = 2;
+    d.generation = Generation::new(2);
     d.spec.pg_parameters.insert("work_mem".into(), "8MB".into());
     let mut l = local("d1", 1, LocalRole::Master, true);
     l.applied = applied_config(&first);
@@ -497,7 +497,7 @@ fn changed_parameters_are_rewritten_and_reloaded_and_generation_recorded() {
         p.actions.last(),
         Some(&Action::MarkDbState {
             initializing: false,
-            generation: Some(2)
+            generation: Some(Generation::new(2))
         })
     );
 }
@@ -518,7 +518,7 @@ fn new_synchronous_standbys_are_made_to_confirm_after_the_reload() {
     l.applied = applied_config(&first);
     l.in_sync_standbys = Some(vec![]);
     // Then it names d2: commits made meanwhile wait for d2's next confirmation.
-    d.generation = 2;
+    d.generation = Generation::new(2);
     d.spec.external_synchronous_standbys.clear();
     d.spec.synchronous_standbys = vec!["d2".into()];
     let p = plan(&me(), Some(&cd_with(d.clone())), &l, false);
@@ -533,14 +533,14 @@ fn new_synchronous_standbys_are_made_to_confirm_after_the_reload() {
     // Another parameter changes, the standbys stay: nothing to release.
     l.applied = applied_config(&p);
     l.in_sync_standbys = Some(vec!["d2".into()]);
-    d.generation = 3;
+    d.generation = Generation::new(3);
     d.spec.pg_parameters.insert("work_mem".into(), "8MB".into());
     let p = plan(&me(), Some(&cd_with(d.clone())), &l, false);
     assert_eq!(kinds(&p), vec!["write", "reload", "slots", "mark"]);
 
     // Asynchronous again: no standby to wake.
     l.applied = applied_config(&p);
-    d.generation = 4;
+    d.generation = Generation::new(4);
     d.spec.synchronous_replication = false;
     let p = plan(&me(), Some(&cd_with(d)), &l, false);
     assert_eq!(kinds(&p), vec!["write", "reload", "slots", "mark"]);
@@ -560,9 +560,9 @@ fn repointed_standby() -> (LocalState, ClusterData) {
         "n".into(),
         db("n", "k3", DbRole::Master, DbInitMode::None, 1),
     );
-    if let Some(mine) = cd2.dbs.get_mut("d1") {
-        mine.spec.follow_config = Some(FollowConfig::internal("n"));
-        mine.generation = 3;
+    if let Some(mine) = cd2.dbs.get_mut(&DbUid::from("d1")) {
+        mine.spec.follow_config = Some(FollowConfig::internal(&DbUid::from("n")));
+        mine.generation = Generation::new(3);
     }
     (l, cd2)
 }
@@ -591,7 +591,7 @@ fn repointed_standby_reloads_on_pg13_plus() {
             p.end,
             PlanEnd::Converged {
                 db_uid: "d1".into(),
-                generation: 3
+                generation: Generation::new(3)
             }
         );
     }
@@ -650,10 +650,10 @@ fn running_standby_without_known_recovery_settings_restarts() {
 #[test]
 fn standby_switching_to_an_external_master_reloads_on_pg13_plus() {
     let (l, mut cd) = repointed_standby();
-    if let Some(mine) = cd.dbs.get_mut("d1") {
+    if let Some(mine) = cd.dbs.get_mut(&DbUid::from("d1")) {
         mine.spec.follow_config = Some(FollowConfig {
             follow_type: crate::cluster::FollowType::External,
-            db_uid: String::new(),
+            db_uid: DbUid::default(),
             standby_settings: Some(crate::cluster::StandbySettings {
                 primary_conninfo: "host=192.0.2.1 port=5432".into(),
                 ..Default::default()
@@ -680,7 +680,7 @@ fn standby_parameter_change_only_reloads() {
     let mut l = local("d1", 2, LocalRole::Standby, true);
     l.applied = Some(standby_config_for(&cd));
     let mut cd2 = cd.clone();
-    if let Some(mine) = cd2.dbs.get_mut("d1") {
+    if let Some(mine) = cd2.dbs.get_mut(&DbUid::from("d1")) {
         mine.spec
             .pg_parameters
             .insert("work_mem".into(), "8MB".into());
@@ -742,7 +742,7 @@ fn sync_master_restart_keeps_clients_out_until_standbys_in_sync() {
     );
     let cfg = applied_config(&p).unwrap();
     assert!(cfg.hba.internal_only);
-    assert_eq!(cfg.synchronous_standbys, vec!["d2".to_string()]);
+    assert_eq!(cfg.synchronous_standbys, vec!["d2"]);
 
     let mut l = local("d1", 1, LocalRole::Master, true);
     l.applied = Some(cfg);
@@ -886,7 +886,7 @@ fn crash_looping_standby_is_left_stopped() {
 fn crash_looping_master_that_lost_its_db_still_stops() {
     // After the failover the sentinel removed our db: nothing to hold, nothing to start.
     let mut cd = cd_with(db("d1", ME, DbRole::Master, DbInitMode::None, 1));
-    cd.dbs.remove("d1");
+    cd.dbs.remove(&DbUid::from("d1"));
     let l = crash_looping(local("d1", 1, LocalRole::Master, false));
     let p = plan(&me(), Some(&cd), &l, false);
     assert!(p.actions.is_empty());

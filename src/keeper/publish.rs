@@ -4,7 +4,9 @@
 //! after a promotion).
 
 use super::fence::{BootInstant, Fence};
-use crate::cluster::{KeeperInfo, PostgresBinaryVersion, PostgresState, new_uid};
+use crate::cluster::{
+    DbUid, Generation, KeeperInfo, KeeperUid, PostgresBinaryVersion, PostgresState, new_uid,
+};
 use crate::postgres::{LocalConn, PgClient};
 use crate::store::Store;
 use std::path::PathBuf;
@@ -18,8 +20,8 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, Clone)]
 pub(super) struct Snapshot {
     pub cluster_uid: String,
-    pub db_uid: String,
-    pub generation: i64,
+    pub db_uid: DbUid,
+    pub generation: Generation,
     pub running: bool,
     /// How often the info goes out (see `src/cluster/fencing.rs`).
     pub publish_every: Duration,
@@ -31,7 +33,7 @@ pub(super) struct Snapshot {
 pub(super) struct Published {
     /// When its state was read (before connecting to PostgreSQL).
     pub gathered_at: Instant,
-    pub db_uid: String,
+    pub db_uid: DbUid,
     /// PostgreSQL accepted a connection and answered every query.
     pub healthy: bool,
     pub streaming_standbys: usize,
@@ -84,7 +86,7 @@ impl Shared {
 /// The parts of the info that never change during a keeper process.
 #[derive(Debug, Clone)]
 pub(super) struct Identity {
-    pub uid: String,
+    pub uid: KeeperUid,
     pub boot_uuid: String,
     pub version: PostgresBinaryVersion,
     pub advertise_address: String,

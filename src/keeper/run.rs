@@ -15,7 +15,8 @@ use super::status::{
 use super::validate::{refuse_root, validate_auth, warn_advertise_address};
 use super::work::{Work, supervise};
 use crate::cluster::{
-    ClusterData, ClusterPhase, ClusterSpec, DEFAULT_SLEEP_INTERVAL, DbRole, FenceTiming, FollowType,
+    ClusterData, ClusterPhase, ClusterSpec, DEFAULT_SLEEP_INTERVAL, DbRole, DbUid, FenceTiming,
+    FollowType, KeeperUid,
 };
 use crate::postgres::{
     self, LocalConn, PgBinaries, PgClient, PgProcess, Pgdata, ServerParameters, stop_stale_instance,
@@ -173,9 +174,9 @@ pub async fn run(cfg: KeeperConfig, ctx: RoleContext) -> Result<(), KeeperError>
 
     let dir = DataDir::create(&cfg.data_dir)?;
     let _lock = lock_data_dir(&dir, cfg.disable_data_dir_locking)?;
-    let keeper_state = resolve_uid(&dir, cfg.uid.as_deref())?;
+    let keeper_state = resolve_uid(&dir, cfg.uid.as_ref())?;
     let uid = keeper_state.uid.clone();
-    crate::telemetry::set_keeper_uid(&uid);
+    crate::telemetry::set_keeper_uid(uid.as_str());
     tracing::info!(keeper = %uid, "keeper uid");
 
     let bins = PgBinaries::locate(cfg.pg_bin_path.as_deref())?;
@@ -704,7 +705,7 @@ impl Keeper {
         if self.last_end.as_ref() != Some(end) {
             match end {
                 PlanEnd::Converged { db_uid, generation } => {
-                    tracing::info!(keeper = %uid, db = %db_uid, generation, "db converged")
+                    tracing::info!(keeper = %uid, db = %db_uid, generation = generation.get(), "db converged")
                 }
                 PlanEnd::Wait(reason) => {
                     tracing::info!(keeper = %uid, "waiting: {}", describe_wait(reason))
@@ -779,12 +780,12 @@ fn describe_wait(reason: &WaitReason) -> String {
 }
 
 /// The journal's DB_UID field follows the db in PGDATA (none before the first one).
-fn journal_db_uid(uid: &str) {
-    crate::telemetry::set_db_uid(Some(uid).filter(|u| !u.is_empty()));
+fn journal_db_uid(uid: &DbUid) {
+    crate::telemetry::set_db_uid(Some(uid.as_str()).filter(|u| !u.is_empty()));
 }
 
 /// Our db in `cd`, with whom it follows.
-fn assigned_db(cd: &ClusterData, keeper_uid: &str) -> Option<AssignedDb> {
+fn assigned_db(cd: &ClusterData, keeper_uid: &KeeperUid) -> Option<AssignedDb> {
     let db = cd.db_of_keeper(keeper_uid)?;
     let following = match db.spec.role {
         DbRole::Standby => db
@@ -794,10 +795,7 @@ fn assigned_db(cd: &ClusterData, keeper_uid: &str) -> Option<AssignedDb> {
             .map(|fc| match fc.follow_type {
                 FollowType::External => Followed::External,
                 FollowType::Internal => Followed::Keeper {
-                    keeper: cd
-                        .dbs
-                        .get(&fc.db_uid)
-                        .map_or_else(|| "?".to_string(), |d| d.spec.keeper_uid.clone()),
+                    keeper: cd.dbs.get(&fc.db_uid).map(|d| d.spec.keeper_uid.clone()),
                     db: fc.db_uid.clone(),
                 },
             }),

@@ -1,6 +1,7 @@
 //! The keeper's settings, read from the merged configuration layers (src/config/).
 
 use super::KeeperConfig;
+use crate::cluster::KeeperUid;
 use crate::config::{ConfigError, Loaded, flags, invalid};
 use crate::postgres::AuthMethod;
 
@@ -14,7 +15,7 @@ impl KeeperConfig {
         };
         let uid = l.parse_opt(uid_flag, |uid| {
             if is_valid_keeper_uid(uid) {
-                Ok(uid.to_string())
+                Ok(KeeperUid::from(uid))
             } else {
                 Err(format!(
                     "invalid keeper uid {uid:?}: only a-z, 0-9 and _ are allowed"

@@ -2,6 +2,7 @@
 //! the password-file helper the config loader uses.
 
 use super::error::KeeperError;
+use crate::cluster::{DbUid, Generation, KeeperUid};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -18,7 +19,7 @@ pub const PGDATA_DIR: &str = "postgres";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct KeeperState {
     #[serde(rename = "UID", default)]
-    pub uid: String,
+    pub uid: KeeperUid,
     #[serde(rename = "ClusterUID", default)]
     pub cluster_uid: String,
 }
@@ -27,10 +28,10 @@ pub struct KeeperState {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct DbState {
     #[serde(rename = "UID", default)]
-    pub uid: String,
+    pub uid: DbUid,
     /// 0 (upstream's NoGeneration) until the db converged once.
     #[serde(rename = "Generation", default)]
-    pub generation: i64,
+    pub generation: Generation,
     /// True while an init or resync is under way: found true at start, the data is half made.
     #[serde(rename = "Initializing", default)]
     pub initializing: bool,
@@ -185,25 +186,25 @@ pub fn validate_uid(uid: &str) -> Result<(), KeeperError> {
 
 /// Decides the keeper uid: the persisted one, else `--uid`, else a new random one; persists it.
 /// A `--uid` different from the persisted one is refused: the data belongs to another keeper.
-pub fn resolve_uid(dir: &DataDir, flag: Option<&str>) -> Result<KeeperState, KeeperError> {
+pub fn resolve_uid(dir: &DataDir, flag: Option<&KeeperUid>) -> Result<KeeperState, KeeperError> {
     if let Some(uid) = flag {
-        validate_uid(uid)?;
+        validate_uid(uid.as_str())?;
     }
     let saved = dir.load_keeper_state()?;
     match (saved, flag) {
-        (Some(s), Some(given)) if !s.uid.is_empty() && s.uid != given => {
+        (Some(s), Some(given)) if !s.uid.is_empty() && s.uid != *given => {
             Err(KeeperError::UidMismatch {
                 saved: s.uid,
-                given: given.to_string(),
+                given: given.clone(),
                 path: dir.keeper_state_path(),
             })
         }
         (Some(s), _) if !s.uid.is_empty() => Ok(s),
         (saved, flag) => {
             let uid = match flag {
-                Some(u) => u.to_string(),
+                Some(u) => u.clone(),
                 None => {
-                    let u = crate::cluster::new_uid();
+                    let u = KeeperUid::from(crate::cluster::new_uid());
                     tracing::info!(uid = %u, "uid generated");
                     u
                 }

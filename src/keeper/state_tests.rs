@@ -3,6 +3,7 @@
 use super::state::*;
 use super::validate::*;
 use super::{AuthMethod, KeeperConfig, KeeperError};
+use crate::cluster::Generation;
 use std::os::unix::fs::PermissionsExt;
 
 fn mode(p: &std::path::Path) -> u32 {
@@ -25,7 +26,7 @@ fn state_files_round_trip_with_upstream_names_and_mode_0600() {
     assert_eq!(dir.load_db_state().unwrap(), DbState::default());
     let mut s = DbState {
         uid: "d1".into(),
-        generation: 3,
+        generation: Generation::new(3),
         initializing: true,
         ..Default::default()
     };
@@ -94,7 +95,7 @@ fn uid_is_generated_once_then_kept() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = DataDir::create(tmp.path()).unwrap();
     let first = resolve_uid(&dir, None).unwrap();
-    assert_eq!(first.uid.len(), 8);
+    assert_eq!(first.uid.as_str().len(), 8);
     let again = resolve_uid(&dir, None).unwrap();
     assert_eq!(first.uid, again.uid);
     // Giving the persisted uid explicitly is fine.
@@ -105,8 +106,8 @@ fn uid_is_generated_once_then_kept() {
 fn uid_flag_is_persisted_and_a_different_one_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = DataDir::create(tmp.path()).unwrap();
-    assert_eq!(resolve_uid(&dir, Some("k1")).unwrap().uid, "k1");
-    let err = resolve_uid(&dir, Some("k2")).unwrap_err();
+    assert_eq!(resolve_uid(&dir, Some(&"k1".into())).unwrap().uid, "k1");
+    let err = resolve_uid(&dir, Some(&"k2".into())).unwrap_err();
     assert!(matches!(err, KeeperError::UidMismatch { .. }));
     let msg = err.to_string();
     assert!(
@@ -114,7 +115,7 @@ fn uid_flag_is_persisted_and_a_different_one_refused() {
         "{msg}"
     );
     assert!(matches!(
-        resolve_uid(&dir, Some("K-2")),
+        resolve_uid(&dir, Some(&"K-2".into())),
         Err(KeeperError::InvalidUid { .. })
     ));
 }
@@ -124,11 +125,11 @@ fn cluster_uid_survives_uid_persisting() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = DataDir::create(tmp.path()).unwrap();
     dir.save_keeper_state(&KeeperState {
-        uid: String::new(),
+        uid: Default::default(),
         cluster_uid: "c1".into(),
     })
     .unwrap();
-    let s = resolve_uid(&dir, Some("k1")).unwrap();
+    let s = resolve_uid(&dir, Some(&"k1".into())).unwrap();
     assert_eq!(s.cluster_uid, "c1");
 }
 

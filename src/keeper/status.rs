@@ -2,7 +2,7 @@
 //! last saw. No clock: durations are passed in.
 
 use super::plan::{Action, PlanEnd, WaitReason};
-use crate::cluster::DbRole;
+use crate::cluster::{DbRole, DbUid, KeeperUid};
 use std::time::Duration;
 
 /// How the loop's last iteration ended.
@@ -21,14 +21,18 @@ pub(super) enum Outcome {
 /// The db the cluster data assigns to this keeper.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct AssignedDb {
-    pub uid: String,
+    pub uid: DbUid,
     pub role: DbRole,
     pub following: Option<Followed>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Followed {
-    Keeper { keeper: String, db: String },
+    /// `keeper` is `None` when the followed db is not in the cluster data (any more).
+    Keeper {
+        keeper: Option<KeeperUid>,
+        db: DbUid,
+    },
     External,
 }
 
@@ -92,12 +96,13 @@ pub(super) fn status_line(f: &StatusFacts) -> String {
     }
 }
 
-fn converged(f: &StatusFacts, db_uid: &str) -> String {
+fn converged(f: &StatusFacts, db_uid: &DbUid) -> String {
     let role = f.db.map_or(DbRole::Undefined, |d| d.role);
     let mut line = match role {
         DbRole::Master => format!("master of db {db_uid}"),
         DbRole::Standby => match f.db.and_then(|d| d.following.as_ref()) {
             Some(Followed::Keeper { keeper, db }) => {
+                let keeper = keeper.as_ref().map_or("?", KeeperUid::as_str);
                 format!("standby following {keeper} (db {db})")
             }
             Some(Followed::External) => "standby following an external primary".into(),
@@ -213,6 +218,7 @@ fn secs(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::Generation;
     use crate::keeper::plan::{PlanError, StopReason};
 
     fn db(role: DbRole, following: Option<Followed>) -> AssignedDb {
@@ -226,7 +232,7 @@ mod tests {
     fn converged() -> Outcome {
         Outcome::Planned(PlanEnd::Converged {
             db_uid: "3f2a9c1b".into(),
-            generation: 2,
+            generation: Generation::new(2),
         })
     }
 
@@ -281,7 +287,7 @@ mod tests {
         let s = db(
             DbRole::Standby,
             Some(Followed::Keeper {
-                keeper: "keeper2".into(),
+                keeper: Some("keeper2".into()),
                 db: "77aa0011".into(),
             }),
         );

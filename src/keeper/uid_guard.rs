@@ -11,7 +11,7 @@
 //! loop around it reads the store.
 
 use super::error::KeeperError;
-use crate::cluster::KeeperInfo;
+use crate::cluster::{KeeperInfo, KeeperUid};
 use crate::store::Store;
 use std::path::Path;
 use std::time::Duration;
@@ -85,7 +85,7 @@ pub(super) fn watch_for(sleep_interval: Duration) -> Duration {
 /// either, and the sentinel ignores what it does not see.
 pub(super) async fn ensure_uid_free(
     store: &Store,
-    uid: &str,
+    uid: &KeeperUid,
     sleep_interval: Duration,
     data_dir: &Path,
 ) -> Result<(), KeeperError> {
@@ -105,7 +105,7 @@ pub(super) async fn ensure_uid_free(
             Verdict::Free => return Ok(()),
             Verdict::InUse { boot_uuid } => {
                 return Err(KeeperError::UidInUse {
-                    uid: uid.to_string(),
+                    uid: uid.clone(),
                     other_boot_uuid: boot_uuid,
                     data_dir: data_dir.to_path_buf(),
                 });

@@ -8,7 +8,7 @@
 use super::conf::{filter_managed, stolon_name, uid_from_stolon_name};
 use super::files::{oldest_wal_file, parse_lsn, read_timeline_history};
 use super::{AuthMethod, PgError};
-use crate::cluster::TimelineHistory;
+use crate::cluster::{DbUid, TimelineHistory};
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -53,7 +53,7 @@ pub struct PgState {
     /// Parameters from the configuration files, minus the managed ones.
     pub pg_parameters: BTreeMap<String, String>,
     /// Db uids of the `stolon_*` standbys currently in sync.
-    pub synchronous_standbys: Vec<String>,
+    pub synchronous_standbys: Vec<DbUid>,
     pub older_wal_file: String,
     /// Master: walsenders in state `streaming` (any application name).
     pub streaming_standbys: usize,
@@ -241,7 +241,7 @@ impl PgClient {
     }
 
     /// Db uids of the `stolon_*` standbys in `pg_stat_replication` with sync_state `sync`.
-    pub async fn synchronous_standbys(&self) -> Result<Vec<String>, PgError> {
+    pub async fn synchronous_standbys(&self) -> Result<Vec<DbUid>, PgError> {
         Ok(sync_standby_uids(&self.replication().await?))
     }
 
@@ -492,11 +492,11 @@ impl PgClient {
     }
 }
 
-fn sync_standby_uids(rows: &[ReplicationRow]) -> Vec<String> {
-    let mut uids: Vec<String> = rows
+fn sync_standby_uids(rows: &[ReplicationRow]) -> Vec<DbUid> {
+    let mut uids: Vec<DbUid> = rows
         .iter()
         .filter(|r| r.sync_state == "sync")
-        .filter_map(|r| uid_from_stolon_name(&r.application_name).map(str::to_string))
+        .filter_map(|r| uid_from_stolon_name(&r.application_name).map(DbUid::from))
         .collect();
     uids.sort();
     uids

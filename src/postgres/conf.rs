@@ -1,7 +1,7 @@
 //! postgresql.conf generation, for PostgreSQL 13 and newer (`wal_keep_size`,
 //! recovery settings in postgresql.conf plus `standby.signal`). Pure functions.
 
-use crate::cluster::RecoveryTargetSettings;
+use crate::cluster::{DbUid, RecoveryTargetSettings};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -180,8 +180,8 @@ fn kv(key: &str, value: &str) -> String {
 /// a single name, or `N (a,b,...)` with N = the total so that every listed standby must
 /// acknowledge (upstream deliberately avoids FIRST/ANY). Sorted so an unchanged set renders the
 /// same and causes no reload.
-pub fn synchronous_standby_names(db_uids: &[String], external: &[String]) -> String {
-    let mut names: Vec<String> = db_uids.iter().map(|u| stolon_name(u)).collect();
+pub fn synchronous_standby_names(db_uids: &[DbUid], external: &[String]) -> String {
+    let mut names: Vec<String> = db_uids.iter().map(|u| stolon_name(u.as_str())).collect();
     names.extend(external.iter().cloned());
     names.sort();
     names.dedup();

@@ -2,6 +2,7 @@
 //! its own cancellation token: switching routes cancels the old token, which ends every session
 //! (and every in-flight dial) that started under it. Nothing here is touched per byte.
 
+use crate::cluster::DbUid;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +15,7 @@ const SESSION_DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Destination {
-    pub db_uid: String,
+    pub db_uid: DbUid,
     pub addr: SocketAddr,
 }
 

@@ -1,12 +1,12 @@
 //! Where the proxy sends clients, decided from the clusterdata alone. Pure: name
 //! resolution happens in the check loop, on the `host:port` this returns.
 
-use crate::cluster::{CURRENT_FORMAT_VERSION, ClusterData};
+use crate::cluster::{CURRENT_FORMAT_VERSION, ClusterData, DbUid};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
     /// Route to the master db at `addr` (`host:port`, IPv6 hosts bracketed), not yet resolved.
-    Master { db_uid: String, addr: String },
+    Master { db_uid: DbUid, addr: String },
     /// Refuse clients: accept and close at once.
     None { reason: NoTarget },
 }
@@ -25,10 +25,10 @@ pub enum NoTarget {
     #[error("no master elected (proxy.spec.masterDbUid is empty)")]
     NoMaster,
     #[error("master db {0} is not in clusterdata")]
-    UnknownMasterDb(String),
+    UnknownMasterDb(DbUid),
     #[error("master db {db_uid} has no usable address (listenAddress {host:?}, port {port:?})")]
     BadAddress {
-        db_uid: String,
+        db_uid: DbUid,
         host: String,
         port: String,
     },
@@ -36,7 +36,7 @@ pub enum NoTarget {
     NotEnabled(String),
     #[error("cannot resolve master db {db_uid} address {addr}: {reason}")]
     Unresolvable {
-        db_uid: String,
+        db_uid: DbUid,
         addr: String,
         reason: String,
     },
@@ -114,7 +114,7 @@ fn join_host_port(host: &str, port: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::{Db, GoDuration};
+    use crate::cluster::{Db, Generation, GoDuration};
 
     const ME: &str = "abcd1234";
 
@@ -130,7 +130,7 @@ mod tests {
         db.status.listen_address = host.into();
         db.status.port = port.into();
         cd.dbs.insert(db.uid.clone(), db);
-        cd.proxy.generation = 7;
+        cd.proxy.generation = Generation::new(7);
         cd.proxy.spec.master_db_uid = "db000001".into();
         cd.proxy.spec.enabled_proxies = vec!["other000".into(), ME.into()];
         cd

@@ -2,7 +2,7 @@
 //! source the test controls (clusterdata changes with watch events, a failing or hanging store).
 
 use super::*;
-use crate::cluster::{ClusterData, Db, GoDuration, ProxyInfo};
+use crate::cluster::{ClusterData, Db, Generation, GoDuration, ProxyInfo};
 use crate::store::{StoreError, StoreEvent};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -157,7 +157,7 @@ pub(super) fn cluster_data(check: GoDuration, timeout: GoDuration) -> ClusterDat
     .unwrap();
     cd.cluster.spec.proxy_check_interval = Some(check);
     cd.cluster.spec.proxy_timeout = Some(timeout);
-    cd.proxy.generation = 1;
+    cd.proxy.generation = Generation::new(1);
     cd
 }
 
@@ -171,7 +171,7 @@ pub(super) fn set_master(cd: &mut ClusterData, uid: &str, addr: SocketAddr) {
     db.status.port = addr.port().to_string();
     cd.dbs.insert(uid.into(), db);
     cd.proxy.spec.master_db_uid = uid.into();
-    cd.proxy.generation += 1;
+    cd.proxy.generation.bump();
 }
 
 pub(super) struct Running {
@@ -313,7 +313,7 @@ async fn sessions_are_proxied_to_the_master_once_enabled() {
 
     wait_for("proxy info", || source.info().is_some()).await;
     let first = source.info().unwrap();
-    assert_eq!(first.generation, 2);
+    assert_eq!(first.generation, Generation::new(2));
     assert_eq!(
         first.proxy_timeout_ns, 15_000_000_000,
         "announces max(running timer 15s, spec 600ms)"
@@ -348,7 +348,7 @@ async fn master_change_closes_sessions_before_acknowledging_and_routes_to_the_ne
     // Phase one: the sentinel clears the master and waits for our generation.
     source.update_cd(|cd| {
         cd.proxy.spec.master_db_uid.clear();
-        cd.proxy.generation += 1;
+        cd.proxy.generation.bump();
     });
     let gen_cleared = source
         .0
@@ -493,13 +493,13 @@ async fn a_full_store_keeps_the_route_but_other_publish_failures_fail_closed() {
     // And the clusterdata is still followed: a master change closes the old sessions.
     source.update_cd(|cd| {
         cd.proxy.spec.master_db_uid.clear();
-        cd.proxy.generation += 1;
+        cd.proxy.generation.bump();
     });
     assert_closed(&mut s).await;
     wait_status(&p, "no master").await;
     source.update_cd(|cd| {
         cd.proxy.spec.master_db_uid = "dba".into();
-        cd.proxy.generation += 1;
+        cd.proxy.generation.bump();
     });
     wait_status(&p, &format!("routing to {a}")).await;
 

@@ -140,7 +140,7 @@ fn bump_generations(old: &ClusterData, new: &mut ClusterData) {
         if let Some(prev) = old.dbs.get(uid)
             && prev.spec != db.spec
         {
-            db.generation = prev.generation + 1;
+            db.generation = prev.generation.next();
         }
     }
 }

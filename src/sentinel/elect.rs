@@ -5,7 +5,7 @@ use super::health::{Convergence, convergence};
 use super::memory::Memory;
 use crate::cluster::{
     ClusterData, ClusterRole, ClusterSpec, Db, DbInitMode, DbRole, FollowType, INITIAL_GENERATION,
-    Time, find_timeline,
+    KeeperUid, Time, find_timeline,
 };
 use std::cmp::Reverse;
 
@@ -44,7 +44,7 @@ pub(crate) enum Validity {
 }
 
 pub(crate) fn validity(cd: &ClusterData, db: &Db) -> Validity {
-    if db.status.current_generation == 0 {
+    if db.status.current_generation.is_zero() {
         return Validity::Unknown;
     }
     let Some(master) = cd.master_db() else {
@@ -210,7 +210,7 @@ pub(crate) fn best_new_masters<'a>(
 }
 
 /// Keepers that are healthy and hold no db, in uid order.
-pub(crate) fn free_keepers(cd: &ClusterData) -> Vec<String> {
+pub(crate) fn free_keepers(cd: &ClusterData) -> Vec<KeeperUid> {
     cd.keepers
         .values()
         .filter(|k| k.status.healthy && cd.db_of_keeper(&k.uid).is_none())

@@ -1,6 +1,7 @@
 //! What a check decided, as typed events: the loop logs them with keeper/db fields, tests assert
 //! on them. Events are emitted on transitions, not on every check, so logs stay readable.
 
+use crate::cluster::{DbUid, Generation, KeeperUid};
 use std::fmt;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,92 +49,92 @@ pub enum Event {
         grace_ms: i64,
     },
     KeeperAdded {
-        keeper: String,
+        keeper: KeeperUid,
     },
     KeeperUnhealthy {
-        keeper: String,
+        keeper: KeeperUid,
         /// Milliseconds since its info last changed.
         silent_ms: i64,
     },
     KeeperHealthy {
-        keeper: String,
+        keeper: KeeperUid,
     },
     KeeperForceFailed {
-        keeper: String,
+        keeper: KeeperUid,
     },
     KeeperInfoWrongCluster {
-        keeper: String,
+        keeper: KeeperUid,
         cluster_uid: String,
     },
     /// A keeper without db, not seen healthy for deadKeeperRemovalInterval.
     DeadKeeperRemoved {
-        keeper: String,
+        keeper: KeeperUid,
     },
     DbUnhealthy {
-        db: String,
-        keeper: String,
+        db: DbUid,
+        keeper: KeeperUid,
     },
     DbHealthy {
-        db: String,
-        keeper: String,
+        db: DbUid,
+        keeper: KeeperUid,
     },
     InitNoKeepers,
     InitKeeperMissing {
-        keeper: String,
+        keeper: KeeperUid,
     },
     InitMasterChosen {
-        db: String,
-        keeper: String,
+        db: DbUid,
+        keeper: KeeperUid,
     },
     InitFailed {
-        db: String,
-        keeper: String,
+        db: DbUid,
+        keeper: KeeperUid,
     },
     ClusterInitialized {
-        db: String,
-        keeper: String,
+        db: DbUid,
+        keeper: KeeperUid,
     },
     MasterFailed {
-        db: String,
-        keeper: String,
+        db: DbUid,
+        keeper: KeeperUid,
         why: MasterFailure,
     },
     MasterElected {
-        old: String,
-        new: String,
-        keeper: String,
+        old: DbUid,
+        new: DbUid,
+        keeper: KeeperUid,
         x_log_pos: u64,
     },
     NoEligibleMaster {
-        db: String,
+        db: DbUid,
         reason: String,
     },
     ProxiesNotConverged {
         proxies: Vec<String>,
-        generation: i64,
+        generation: Generation,
     },
     MasterPublished {
-        db: String,
+        db: DbUid,
     },
     EnabledProxiesChanged {
         proxies: Vec<String>,
     },
     DbRemoved {
-        db: String,
-        keeper: String,
+        db: DbUid,
+        keeper: KeeperUid,
         why: RemovalReason,
     },
     StandbyAdded {
-        db: String,
-        keeper: String,
+        db: DbUid,
+        keeper: KeeperUid,
     },
     SyncStandbysChanged {
-        db: String,
-        from: Vec<String>,
-        to: Vec<String>,
+        db: DbUid,
+        from: Vec<DbUid>,
+        to: Vec<DbUid>,
     },
     FakeSyncStandby {
-        db: String,
+        db: DbUid,
     },
     /// The clusterdata contradicts itself; nothing is written until an operator fixes it.
     Inconsistent {
@@ -193,7 +194,7 @@ impl Event {
             | MasterFailed { keeper, .. }
             | MasterElected { keeper, .. }
             | DbRemoved { keeper, .. }
-            | StandbyAdded { keeper, .. } => Some(keeper),
+            | StandbyAdded { keeper, .. } => Some(keeper.as_str()),
             _ => None,
         }
     }
@@ -212,8 +213,8 @@ impl Event {
             | DbRemoved { db, .. }
             | StandbyAdded { db, .. }
             | SyncStandbysChanged { db, .. }
-            | FakeSyncStandby { db } => Some(db),
-            MasterElected { new, .. } => Some(new),
+            | FakeSyncStandby { db } => Some(db.as_str()),
+            MasterElected { new, .. } => Some(new.as_str()),
             _ => None,
         }
     }

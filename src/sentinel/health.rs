@@ -11,8 +11,8 @@
 use super::events::Event;
 use super::memory::{DbMemory, InfoSeen, Memory};
 use crate::cluster::{
-    ClusterData, Db, GoDuration, INITIAL_GENERATION, Keeper, KeeperInfo, KeeperStatus, ProxiesInfo,
-    ProxyInfo, Time, zero_time,
+    ClusterData, Db, DbUid, GoDuration, INITIAL_GENERATION, Keeper, KeeperInfo, KeeperStatus,
+    KeeperUid, ProxiesInfo, ProxyInfo, Time, zero_time,
 };
 use chrono::TimeDelta;
 use std::collections::{BTreeMap, BTreeSet};
@@ -23,8 +23,8 @@ pub(crate) fn td(d: GoDuration) -> TimeDelta {
 
 /// Whether a keeper info may be used this check, and whether it changed in this very check.
 struct Freshness {
-    fresh: BTreeSet<String>,
-    changed_now: BTreeSet<String>,
+    fresh: BTreeSet<KeeperUid>,
+    changed_now: BTreeSet<KeeperUid>,
 }
 
 /// Called on every check while etcd refuses writes with its NOSPACE alarm (and on the first
@@ -155,7 +155,12 @@ pub(crate) fn resume_after_blind_gap(
 /// it is not master yet (its keeper has not promoted it), so this delays nothing it fences.
 /// Seen once in vm-tests (fast profile): the new master was judged failed 26 ms after its
 /// election; only the lack of another eligible standby kept it.
-pub(crate) fn grace_elected_master(cd: &ClusterData, db_uid: &str, memory: &mut Memory, now: Time) {
+pub(crate) fn grace_elected_master(
+    cd: &ClusterData,
+    db_uid: &DbUid,
+    memory: &mut Memory,
+    now: Time,
+) {
     let Some(db) = cd.dbs.get(db_uid) else {
         return;
     };
@@ -175,7 +180,7 @@ pub(crate) fn grace_elected_master(cd: &ClusterData, db_uid: &str, memory: &mut 
 /// Records keeper infos in memory, registers new keepers, and recomputes keeper and db health.
 pub(crate) fn update_keepers_status(
     cd: &mut ClusterData,
-    infos: &BTreeMap<String, KeeperInfo>,
+    infos: &BTreeMap<KeeperUid, KeeperInfo>,
     memory: &mut Memory,
     now: Time,
     events: &mut Vec<Event>,
@@ -280,7 +285,7 @@ pub(crate) fn update_keepers_status(
 }
 
 fn record_keeper_infos(
-    infos: &BTreeMap<String, &KeeperInfo>,
+    infos: &BTreeMap<KeeperUid, &KeeperInfo>,
     memory: &mut Memory,
     now: Time,
     first_check: bool,
@@ -318,9 +323,9 @@ fn record_keeper_infos(
     out
 }
 
-fn new_keeper(uid: &str, info: &KeeperInfo, now: Time) -> Keeper {
+fn new_keeper(uid: &KeeperUid, info: &KeeperInfo, now: Time) -> Keeper {
     Keeper {
-        uid: uid.to_string(),
+        uid: uid.clone(),
         generation: INITIAL_GENERATION,
         change_time: now,
         spec: Default::default(),
@@ -338,14 +343,14 @@ fn new_keeper(uid: &str, info: &KeeperInfo, now: Time) -> Keeper {
 
 fn update_dbs_status(
     cd: &mut ClusterData,
-    infos: &BTreeMap<String, &KeeperInfo>,
+    infos: &BTreeMap<KeeperUid, &KeeperInfo>,
     fresh: &Freshness,
     memory: &mut Memory,
     now: Time,
     fail: TimeDelta,
     events: &mut Vec<Event>,
 ) {
-    let keepers_healthy: BTreeMap<&String, bool> = cd
+    let keepers_healthy: BTreeMap<&KeeperUid, bool> = cd
         .keepers
         .iter()
         .map(|(uid, k)| (uid, k.status.healthy))

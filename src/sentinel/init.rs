@@ -5,8 +5,8 @@ use super::events::Event;
 use super::health::{Convergence, convergence};
 use super::memory::Memory;
 use crate::cluster::{
-    ClusterData, ClusterInitMode, ClusterPhase, ClusterRole, Db, DbInitMode, DbRole, DbSpec,
-    FollowConfig, FollowType, GoDuration, INITIAL_GENERATION, Time,
+    ClusterData, ClusterInitMode, ClusterPhase, ClusterRole, Db, DbInitMode, DbRole, DbSpec, DbUid,
+    FollowConfig, FollowType, GoDuration, INITIAL_GENERATION, KeeperUid, Time,
 };
 
 pub(crate) fn update_initializing(
@@ -25,7 +25,7 @@ pub(crate) fn update_initializing(
         return;
     };
     let Some(master_uid) = cd.cluster.status.master.clone() else {
-        let db_uid = new_uid();
+        let db_uid = DbUid::from(new_uid());
         let keeper = match mode {
             ClusterInitMode::Existing => {
                 let wanted = spec
@@ -104,8 +104,8 @@ pub(crate) fn update_initializing(
 ///
 /// The randomness comes from the (random in production) uid of the db to create, so that
 /// `decide` stays a function of its inputs.
-fn initial_keeper(cd: &ClusterData, db_uid: &str) -> Option<String> {
-    let candidates: Vec<&String> = cd
+fn initial_keeper(cd: &ClusterData, db_uid: &DbUid) -> Option<KeeperUid> {
+    let candidates: Vec<&KeeperUid> = cd
         .keepers
         .values()
         .filter(|k| k.status.healthy && k.status.can_be_master != Some(false))
@@ -115,16 +115,17 @@ fn initial_keeper(cd: &ClusterData, db_uid: &str) -> Option<String> {
         return None;
     }
     let h = db_uid
+        .as_str()
         .bytes()
         .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
     let i = usize::try_from(h % candidates.len() as u64).unwrap_or(0);
     Some(candidates[i].clone())
 }
 
-fn initial_db(cd: &ClusterData, mode: ClusterInitMode, keeper: &str, uid: String) -> Db {
+fn initial_db(cd: &ClusterData, mode: ClusterInitMode, keeper: &KeeperUid, uid: DbUid) -> Db {
     let spec = &cd.cluster.spec;
     let mut db_spec = DbSpec {
-        keeper_uid: keeper.to_string(),
+        keeper_uid: keeper.clone(),
         role: DbRole::Master,
         followers: Vec::new(),
         include_previous_config: spec.merge_pg_parameters(),
@@ -159,7 +160,7 @@ pub(crate) fn external_follow_config(cd: &ClusterData) -> FollowConfig {
     let sc = cd.cluster.spec.standby_config.clone().unwrap_or_default();
     FollowConfig {
         follow_type: FollowType::External,
-        db_uid: String::new(),
+        db_uid: DbUid::default(),
         standby_settings: sc.standby_settings,
         archive_recovery_settings: sc.archive_recovery_settings,
     }

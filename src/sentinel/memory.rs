@@ -7,7 +7,7 @@
 //! follower taking over from a leader that died with the master's host already knows since
 //! when the master has been silent (src/sentinel/mod.rs: `Sentinel::check`).
 
-use crate::cluster::Time;
+use crate::cluster::{DbUid, Generation, KeeperUid, Time};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -24,11 +24,11 @@ pub struct Memory {
     /// Keeper infos by keeper uid: the last infoUID and when it was seen changing. Kept while
     /// the keeper is in the clusterdata even after its info key expired: that is the moment
     /// the keeper went silent.
-    pub keepers: BTreeMap<String, InfoSeen>,
+    pub keepers: BTreeMap<KeeperUid, InfoSeen>,
     /// Proxy infos by proxy uid, to tell active proxies from stale keys.
     pub proxies: BTreeMap<String, InfoSeen>,
     /// Per-db health and progress, by db uid.
-    pub dbs: BTreeMap<String, DbMemory>,
+    pub dbs: BTreeMap<DbUid, DbMemory>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,12 +61,12 @@ pub struct DbMemory {
     /// The standbys the db's keeper last reported in sync (upstream's in-memory
     /// curSynchronousStandbys); empty unless the last report was a healthy one.
     #[serde(default)]
-    pub reported_sync_standbys: Vec<String>,
+    pub reported_sync_standbys: Vec<DbUid>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConvergenceTimer {
-    pub generation: i64,
+    pub generation: Generation,
     pub since: Time,
 }
 

@@ -11,8 +11,8 @@ use super::init::external_follow_config;
 use super::memory::Memory;
 use super::sync;
 use crate::cluster::{
-    ClusterData, ClusterRole, Db, DbInitMode, DbRole, DbSpec, FollowConfig, FollowType,
-    INITIAL_GENERATION, ProxyInfo, Time, zero_time,
+    ClusterData, ClusterRole, Db, DbInitMode, DbRole, DbSpec, DbUid, FollowConfig, FollowType,
+    INITIAL_GENERATION, KeeperUid, ProxyInfo, Time, zero_time,
 };
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -75,7 +75,7 @@ pub(crate) fn update_normal(
 
 fn remove_dead_keepers(cd: &mut ClusterData, now: Time, events: &mut Vec<Event>) {
     let interval = td(cd.cluster.spec.dead_keeper_removal_interval());
-    let dead: Vec<String> = cd
+    let dead: Vec<KeeperUid> = cd
         .keepers
         .values()
         .filter(|k| cd.db_of_keeper(&k.uid).is_none())
@@ -98,7 +98,7 @@ fn choose_new_master(
     cur: &Db,
     memory: &Memory,
     now: Time,
-) -> Result<String, String> {
+) -> Result<DbUid, String> {
     let candidates = best_new_masters(cd, cur, memory, now);
     if candidates.is_empty() {
         return Err(
@@ -112,7 +112,7 @@ fn choose_new_master(
     }
     // Only a standby known to have been in sync may take over: anything else could miss
     // acknowledged commits.
-    let in_sync: Vec<&String> = cur
+    let in_sync: Vec<&DbUid> = cur
         .status
         .synchronous_standbys
         .iter()
@@ -140,7 +140,7 @@ fn choose_new_master(
 /// postgres at once; once the new master is healthy the keeper is free and gets a new resync
 /// db, which is how an old master rejoins. The price: no fallback to the old master if the
 /// promotion fails; another standby is tried instead.
-fn fail_over(cd: &mut ClusterData, old: &Db, new_uid: &str, events: &mut Vec<Event>) {
+fn fail_over(cd: &mut ClusterData, old: &Db, new_uid: &DbUid, events: &mut Vec<Event>) {
     let spec = cd.cluster.spec.clone();
     let (new_keeper, x_log_pos) = match cd.dbs.get(new_uid) {
         Some(db) => (db.spec.keeper_uid.clone(), db.status.x_log_pos),
@@ -154,7 +154,7 @@ fn fail_over(cd: &mut ClusterData, old: &Db, new_uid: &str, events: &mut Vec<Eve
     });
     let standby_cluster = spec.role() == ClusterRole::Standby;
     let external = standby_cluster.then(|| external_follow_config(cd));
-    cd.cluster.status.master = Some(new_uid.to_string());
+    cd.cluster.status.master = Some(new_uid.clone());
     if let Some(db) = cd.dbs.get_mut(new_uid) {
         db.spec.role = if standby_cluster {
             DbRole::Standby
@@ -167,7 +167,7 @@ fn fail_over(cd: &mut ClusterData, old: &Db, new_uid: &str, events: &mut Vec<Eve
     // confirmed it dropped its connections to the old master.
     if !cd.proxy.spec.master_db_uid.is_empty() {
         cd.proxy.spec.master_db_uid.clear();
-        cd.proxy.generation += 1;
+        cd.proxy.generation.bump();
     }
     if sync_repl(&spec) {
         sync::inherit_sync_standbys(cd, &spec, &old.spec.synchronous_standbys, new_uid);
@@ -184,7 +184,7 @@ fn fail_over(cd: &mut ClusterData, old: &Db, new_uid: &str, events: &mut Vec<Eve
     reconfigure_standbys(cd);
     events.push(Event::MasterElected {
         old: old.uid.clone(),
-        new: new_uid.to_string(),
+        new: new_uid.clone(),
         keeper: new_keeper,
         x_log_pos,
     });
@@ -224,7 +224,7 @@ fn steady_state(
     remove_dbs(cd, memory, now, events);
 
     let standbys = valid_by_state(cd, DbType::Standby, memory, now);
-    let good: BTreeSet<String> = standbys
+    let good: BTreeSet<DbUid> = standbys
         .iter()
         .filter(|(_, s)| *s == DbState::Good)
         .map(|(db, _)| db.uid.clone())
@@ -240,7 +240,7 @@ fn steady_state(
     }
 
     if sync_repl(&spec) {
-        let best: Vec<String> = match cd.master_db() {
+        let best: Vec<DbUid> = match cd.master_db() {
             Some(m) => best_standbys(cd, m, memory, now)
                 .into_iter()
                 .map(|d| d.uid.clone())
@@ -251,7 +251,7 @@ fn steady_state(
             .cluster
             .status
             .master
-            .as_deref()
+            .as_ref()
             .and_then(|uid| memory.dbs.get(uid))
             .map_or(&[][..], |m| m.reported_sync_standbys.as_slice());
         sync::update_sync_standbys(cd, &spec, &good, &best, reported, events);
@@ -277,7 +277,7 @@ fn switch_proxies(
     if !published.is_empty() && *published != master_uid {
         // Never seen from our own writes; a hand-edited clusterdata. Start over safely.
         cd.proxy.spec.master_db_uid.clear();
-        cd.proxy.generation += 1;
+        cd.proxy.generation.bump();
         return;
     }
     if cd.proxy.spec.master_db_uid.is_empty() {
@@ -297,13 +297,13 @@ fn switch_proxies(
         // proxies we just waited for are exactly the ones that may route.
         cd.proxy.spec.master_db_uid = master_uid.clone();
         cd.proxy.spec.enabled_proxies = active.clone();
-        cd.proxy.generation += 1;
+        cd.proxy.generation.bump();
         events.push(Event::MasterPublished { db: master_uid });
         return;
     }
     if cd.proxy.spec.enabled_proxies != active {
         cd.proxy.spec.enabled_proxies = active.clone();
-        cd.proxy.generation += 1;
+        cd.proxy.generation.bump();
         events.push(Event::EnabledProxiesChanged { proxies: active });
     }
 }
@@ -315,7 +315,7 @@ fn remove_dbs(cd: &mut ClusterData, memory: &Memory, now: Time, events: &mut Vec
         return;
     };
     let removal = td(cd.cluster.spec.dead_keeper_removal_interval());
-    let mut remove: Vec<(String, RemovalReason)> = Vec::new();
+    let mut remove: Vec<(DbUid, RemovalReason)> = Vec::new();
     for db in cd.dbs.values() {
         if db.uid == master_uid {
             continue;
@@ -346,7 +346,7 @@ fn remove_dbs(cd: &mut ClusterData, memory: &Memory, now: Time, events: &mut Vec
 /// Removes the dbs, each with an event naming why.
 fn remove_and_report(
     cd: &mut ClusterData,
-    remove: Vec<(String, RemovalReason)>,
+    remove: Vec<(DbUid, RemovalReason)>,
     events: &mut Vec<Event>,
 ) {
     for (uid, why) in remove {
@@ -362,7 +362,7 @@ fn remove_and_report(
 
 fn adjust_standby_count(
     cd: &mut ClusterData,
-    good: &BTreeSet<String>,
+    good: &BTreeSet<DbUid>,
     converging: usize,
     new_uid: &mut dyn FnMut() -> String,
     events: &mut Vec<Event>,
@@ -371,13 +371,13 @@ fn adjust_standby_count(
     let Some(master_uid) = cd.cluster.status.master.clone() else {
         return;
     };
-    let sync_list: Vec<String> = cd
+    let sync_list: Vec<DbUid> = cd
         .master_db()
         .map(|m| m.spec.synchronous_standbys.clone())
         .unwrap_or_default();
 
     if good.len() >= per_sender {
-        let mut remove: Vec<(String, RemovalReason)> = cd
+        let mut remove: Vec<(DbUid, RemovalReason)> = cd
             .dbs
             .values()
             .filter(|db| db.uid != master_uid && db_type(db) == DbType::Standby)
@@ -405,7 +405,7 @@ fn adjust_standby_count(
     let wanted = per_sender.saturating_sub(good.len() + converging);
     for keeper in free_keepers(cd).into_iter().take(wanted) {
         let db = Db {
-            uid: new_uid(),
+            uid: DbUid::from(new_uid()),
             generation: INITIAL_GENERATION,
             change_time: zero_time(),
             spec: DbSpec {
@@ -449,7 +449,7 @@ fn update_followers(cd: &mut ClusterData) {
     let Some(master_uid) = cd.cluster.status.master.clone() else {
         return;
     };
-    let followers: Vec<String> =
+    let followers: Vec<DbUid> =
         cd.dbs
             .values()
             .filter(|db| db.uid != master_uid)

@@ -6,22 +6,22 @@
 //! stays in the list.
 
 use super::events::Event;
-use crate::cluster::{ClusterData, ClusterSpec};
+use crate::cluster::{ClusterData, ClusterSpec, DbUid};
 use std::collections::BTreeSet;
 
 /// Upstream's name for the placeholder that makes the master block commits when fewer than
 /// minSynchronousStandbys real standbys exist.
 pub const FAKE_STANDBY_NAME: &str = "stolonfakestandby";
 
-fn common(a: &[String], b: &[String]) -> Vec<String> {
+fn common(a: &[DbUid], b: &[DbUid]) -> Vec<DbUid> {
     a.iter().filter(|x| b.contains(x)).cloned().collect()
 }
 
-fn same_set(a: &[String], b: &[String]) -> bool {
+fn same_set(a: &[DbUid], b: &[DbUid]) -> bool {
     a.iter().collect::<BTreeSet<_>>() == b.iter().collect::<BTreeSet<_>>()
 }
 
-fn sorted(mut v: Vec<String>) -> Vec<String> {
+fn sorted(mut v: Vec<DbUid>) -> Vec<DbUid> {
     v.sort();
     v.dedup();
     v
@@ -32,9 +32,9 @@ fn sorted(mut v: Vec<String>) -> Vec<String> {
 pub(crate) fn update_sync_standbys(
     cd: &mut ClusterData,
     spec: &ClusterSpec,
-    good: &BTreeSet<String>,
-    best: &[String],
-    reported: &[String],
+    good: &BTreeSet<DbUid>,
+    best: &[DbUid],
+    reported: &[DbUid],
     events: &mut Vec<Event>,
 ) {
     let Some(master_uid) = cd.cluster.status.master.clone() else {
@@ -47,9 +47,9 @@ pub(crate) fn update_sync_standbys(
         .keepers
         .get(&master.spec.keeper_uid)
         .map(|k| k.status.postgres_binary_version);
-    let existing: BTreeSet<String> = cd.dbs.keys().cloned().collect();
-    let x_log_pos = |uid: &String| cd.dbs.get(uid).map_or(0, |d| d.status.x_log_pos);
-    let can_be_sync = |uid: &String| {
+    let existing: BTreeSet<DbUid> = cd.dbs.keys().cloned().collect();
+    let x_log_pos = |uid: &DbUid| cd.dbs.get(uid).map_or(0, |d| d.status.x_log_pos);
+    let can_be_sync = |uid: &DbUid| {
         cd.dbs
             .get(uid)
             .and_then(|d| cd.keepers.get(&d.spec.keeper_uid))
@@ -94,15 +94,15 @@ pub(crate) fn update_sync_standbys(
 
     let mut external = master.spec.external_synchronous_standbys.clone();
     if same_set(&status, &wanted) {
-        let prev: BTreeSet<String> = wanted.iter().cloned().collect();
-        let mut set: BTreeSet<String> = prev
+        let prev: BTreeSet<DbUid> = wanted.iter().cloned().collect();
+        let mut set: BTreeSet<DbUid> = prev
             .iter()
             .filter(|uid| existing.contains(*uid) && good.contains(*uid))
             .cloned()
             .collect();
         if set.len() > max {
             // Drop the most lagging first.
-            let mut by_pos: Vec<String> = set.iter().cloned().collect();
+            let mut by_pos: Vec<DbUid> = set.iter().cloned().collect();
             by_pos.sort_by_key(|uid| (x_log_pos(uid), uid.clone()));
             for uid in by_pos.into_iter().take(set.len() - max) {
                 set.remove(&uid);
@@ -181,13 +181,13 @@ pub(crate) fn disable_sync(cd: &mut ClusterData) {
 pub(crate) fn inherit_sync_standbys(
     cd: &mut ClusterData,
     spec: &ClusterSpec,
-    old_master_list: &[String],
-    new_master: &str,
+    old_master_list: &[DbUid],
+    new_master: &DbUid,
 ) {
-    let list: Vec<String> = sorted(
+    let list: Vec<DbUid> = sorted(
         old_master_list
             .iter()
-            .filter(|uid| uid.as_str() != new_master)
+            .filter(|uid| *uid != new_master)
             .cloned()
             .collect(),
     );

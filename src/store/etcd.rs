@@ -71,13 +71,14 @@ struct LeaseState {
 
 use crate::locks::lock;
 
-/// Infos keyed by the uid they carry; an info without one by the last segment of its key.
-fn keyed_by_uid<T>(list: Vec<(String, T)>, uid: impl Fn(&T) -> &String) -> BTreeMap<String, T> {
+/// Infos keyed by the uid they carry; an info without one (`uid` gives `None`) by the last
+/// segment of its key.
+fn keyed_by_uid<K: Ord + From<String>, T>(
+    list: Vec<(String, T)>,
+    uid: impl Fn(&T) -> Option<K>,
+) -> BTreeMap<K, T> {
     list.into_iter()
-        .map(|(key_uid, info)| {
-            let own = uid(&info);
-            (if own.is_empty() { key_uid } else { own.clone() }, info)
-        })
+        .map(|(key_uid, info)| (uid(&info).unwrap_or_else(|| K::from(key_uid)), info))
         .collect()
 }
 
@@ -411,7 +412,9 @@ impl Store {
     pub async fn get_keepers_info(&self) -> Result<KeepersInfo, StoreError> {
         let dir = self.inner.paths.keepers_info_dir();
         let list: Vec<(String, KeeperInfo)> = self.list(&dir).await?;
-        Ok(keyed_by_uid(list, |info| &info.uid))
+        Ok(keyed_by_uid(list, |info| {
+            (!info.uid.is_empty()).then(|| info.uid.clone())
+        }))
     }
 
     pub async fn get_sentinels_info(&self) -> Result<Vec<SentinelInfo>, StoreError> {
@@ -423,7 +426,9 @@ impl Store {
     pub async fn get_proxies_info(&self) -> Result<ProxiesInfo, StoreError> {
         let dir = self.inner.paths.proxies_info_dir();
         let list: Vec<(String, ProxyInfo)> = self.list(&dir).await?;
-        Ok(keyed_by_uid(list, |info| &info.uid))
+        Ok(keyed_by_uid(list, |info| {
+            (!info.uid.is_empty()).then(|| info.uid.clone())
+        }))
     }
 
     async fn put_info<T: serde::Serialize>(&self, key: String, info: &T) -> Result<(), StoreError> {

@@ -15,6 +15,7 @@ pub use election::Election;
 pub use etcd::{MIN_TTL, Store};
 pub(crate) use tls::normalize_endpoints;
 
+use crate::cluster::KeeperUid;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -207,7 +208,7 @@ pub enum CasOutcome {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreEvent {
     ClusterData,
-    KeeperInfo { uid: String, deleted: bool },
+    KeeperInfo { uid: KeeperUid, deleted: bool },
     SentinelInfo { uid: String, deleted: bool },
     ProxyInfo { uid: String, deleted: bool },
     Leader,

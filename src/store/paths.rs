@@ -1,6 +1,7 @@
 //! The etcd key layout (upstream stolon's), and the reverse mapping from a key to a watch event.
 
 use super::StoreEvent;
+use crate::cluster::KeeperUid;
 
 const CLUSTERDATA: &str = "clusterdata";
 const KEEPERS_INFO: &str = "keepers/info/";
@@ -40,7 +41,7 @@ impl Paths {
         format!("{}/{KEEPERS_INFO}", self.cluster)
     }
 
-    pub(crate) fn keeper_info(&self, uid: &str) -> String {
+    pub(crate) fn keeper_info(&self, uid: &KeeperUid) -> String {
         format!("{}{uid}", self.keepers_info_dir())
     }
 
@@ -73,7 +74,7 @@ impl Paths {
         }
         if let Some(uid) = rest.strip_prefix(KEEPERS_INFO) {
             return Some(StoreEvent::KeeperInfo {
-                uid: uid.to_string(),
+                uid: KeeperUid::from(uid),
                 deleted,
             });
         }
@@ -140,7 +141,10 @@ mod tests {
         let p = Paths::new("stolon/cluster", "smoke");
         assert_eq!(p.cluster(), "stolon/cluster/smoke");
         assert_eq!(p.cluster_data(), "stolon/cluster/smoke/clusterdata");
-        assert_eq!(p.keeper_info("k1"), "stolon/cluster/smoke/keepers/info/k1");
+        assert_eq!(
+            p.keeper_info(&"k1".into()),
+            "stolon/cluster/smoke/keepers/info/k1"
+        );
         assert_eq!(
             p.sentinel_info("58419a5e"),
             "stolon/cluster/smoke/sentinels/info/58419a5e"

@@ -60,7 +60,7 @@ fn set_master(cd: &mut ClusterData, uid: &str, addr: SocketAddr) {
     db.status.port = addr.port().to_string();
     cd.dbs.insert(uid.into(), db);
     cd.proxy.spec.master_db_uid = uid.into();
-    cd.proxy.generation += 1;
+    cd.proxy.generation.bump();
 }
 
 struct Proxy {
@@ -186,7 +186,7 @@ async fn two_phase_switch_is_acknowledged_after_closing_and_the_new_master_comes
 
     // Phase one: master cleared, generation bumped; wait for the proxy's acknowledgement.
     cd.proxy.spec.master_db_uid.clear();
-    cd.proxy.generation += 1;
+    cd.proxy.generation.bump();
     store.put_cluster_data(&cd).await.unwrap();
     let generation = cd.proxy.generation;
     wait_until_async(DEADLINE, "generation ack", || async {

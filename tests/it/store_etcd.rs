@@ -7,7 +7,7 @@ use support::fixtures::{keeper_info, new_cluster_data};
 use etcd_client::{Client, GetOptions, LeaseTimeToLiveOptions};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
-use stolon::cluster::{ProxyInfo, SentinelInfo, new_uid};
+use stolon::cluster::{Generation, KeeperUid, ProxyInfo, SentinelInfo, new_uid};
 use stolon::store::{
     CasOutcome, Store, StoreBackend, StoreConfig, StoreCredentials, StoreError, StoreEvent,
 };
@@ -57,7 +57,7 @@ fn proxy(uid: &str) -> ProxyInfo {
     ProxyInfo {
         info_uid: new_uid(),
         uid: uid.into(),
-        generation: 1,
+        generation: Generation::new(1),
         proxy_timeout_ns: 15_000_000_000,
     }
 }
@@ -103,7 +103,7 @@ async fn clusterdata_compare_and_swap() {
     assert_eq!(got.value, cd);
 
     let mut cd2 = cd.clone();
-    cd2.cluster.generation += 1;
+    cd2.cluster.generation.bump();
     let CasOutcome::Written { mod_revision: r2 } = store.cas_cluster_data(&cd2, r1).await.unwrap()
     else {
         panic!("write at the current revision must succeed")
@@ -205,10 +205,10 @@ async fn infos_share_one_lease_and_use_upstream_keys() {
         keepers.keys().cloned().collect::<Vec<_>>(),
         vec!["k1", "k2"]
     );
-    assert_eq!(keepers["k1"].cluster_uid, "c1");
+    assert_eq!(keepers[&KeeperUid::from("k1")].cluster_uid, "c1");
     assert_eq!(store.get_sentinels_info().await.unwrap().len(), 1);
     let proxies = store.get_proxies_info().await.unwrap();
-    assert_eq!(proxies["5b6bbdba"].generation, 1);
+    assert_eq!(proxies["5b6bbdba"].generation, Generation::new(1));
 
     // Keep-alive renews the lease (at ttl/3): the remaining TTL goes back up.
     let mut lowest = i64::MAX;

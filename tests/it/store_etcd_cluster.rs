@@ -7,7 +7,7 @@ use crate::support;
 
 use nix::sys::signal::Signal;
 use std::time::{Duration, Instant};
-use stolon::cluster::{ProxyInfo, new_uid};
+use stolon::cluster::{Generation, ProxyInfo, new_uid};
 use stolon::store::{Store, StoreError, StoreEvent};
 use support::etcd::{EtcdCluster, store_config};
 
@@ -29,7 +29,7 @@ fn proxy_info() -> ProxyInfo {
     ProxyInfo {
         info_uid: new_uid(),
         uid: "p1".into(),
-        generation: 1,
+        generation: Generation::new(1),
         proxy_timeout_ns: 15_000_000_000,
     }
 }

@@ -214,8 +214,8 @@ fn socket_activated_proxy_serves_its_first_client_from_the_master() {
     });
 
     // No master: the activated socket stays open, clients are accepted and closed at once.
-    cd.proxy.spec.master_db_uid = String::new();
-    cd.proxy.generation += 1;
+    cd.proxy.spec.master_db_uid = Default::default();
+    cd.proxy.generation.bump();
     write_cluster_data(&etcd, &cd);
     assert!(closed(&mut first), "session kept without a master");
     notify.wait_for("the no-master status", |l| {
@@ -240,7 +240,7 @@ fn enable_proxy(etcd: &Etcd, cd: &mut ClusterData) {
         !keys.is_empty()
     });
     cd.proxy.spec.enabled_proxies = vec![keys[0].trim_start_matches(&prefix).to_string()];
-    cd.proxy.generation += 1;
+    cd.proxy.generation.bump();
     write_cluster_data(etcd, cd);
 }
 

@@ -74,7 +74,11 @@ fn keeper_flags_resolve() {
         ("can-be-master", "false"),
     ])
     .unwrap();
-    assert_eq!(k.uid.as_deref(), Some("k_1"), "--id is an alias of --uid");
+    assert_eq!(
+        k.uid.as_ref().map(|u| u.as_str()),
+        Some("k_1"),
+        "--id is an alias of --uid"
+    );
     assert_eq!(k.pg_port, 5433);
     assert!(!k.can_be_master);
     assert!(k.can_be_synchronous_replica);

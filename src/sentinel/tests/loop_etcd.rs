@@ -94,7 +94,7 @@ async fn wait_for<T>(within: Duration, what: &str, mut probe: impl AsyncFnMut() 
 /// db assigned to it as converged and healthy.
 fn spawn_keeper(
     store: Store,
-    uid: String,
+    uid: KeeperUid,
     every: Duration,
     kill: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
@@ -104,7 +104,7 @@ fn spawn_keeper(
 /// A keeper that publishes nothing while `paused` (but keeps its lease alive).
 fn spawn_pausable_keeper(
     store: Store,
-    uid: String,
+    uid: KeeperUid,
     every: Duration,
     kill: CancellationToken,
     paused: Arc<AtomicBool>,
@@ -210,7 +210,7 @@ async fn sentinels_initialise_fail_over_fast_and_hand_over_leadership() {
         },
     )
     .await;
-    let old_master_keeper = cd.master_keeper_uid().unwrap().to_string();
+    let old_master_keeper = cd.master_keeper_uid().unwrap().clone();
     let second = spawn_sentinel(&etcd, cluster, spec_file.clone());
 
     // SIGKILL-like: the keeper stops publishing; its info key stays until its lease expires.
@@ -225,7 +225,7 @@ async fn sentinels_initialise_fail_over_fast_and_hand_over_leadership() {
     let killed = Instant::now();
     let cd = wait_for(Duration::from_secs(15), "a failover", async || {
         let cd = reader.get_cluster_data().await.ok()??.value;
-        (cd.master_keeper_uid() != Some(old_master_keeper.as_str())).then_some(cd)
+        (cd.master_keeper_uid() != Some(&old_master_keeper)).then_some(cd)
     })
     .await;
     let took = killed.elapsed();

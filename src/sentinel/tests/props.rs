@@ -98,11 +98,11 @@ fn uids() -> impl FnMut() -> String {
     }
 }
 
-fn kid(i: usize) -> String {
-    format!("k{i}")
+fn kid(i: usize) -> KeeperUid {
+    format!("k{i}").into()
 }
-fn did(i: usize) -> String {
-    format!("d{i}")
+fn did(i: usize) -> DbUid {
+    format!("d{i}").into()
 }
 
 /// Builds the stored clusterdata, the memory and the infos described by `g`; the infos report
@@ -123,11 +123,11 @@ fn build(g: &Gen) -> (ClusterData, Memory, Observed, Time) {
         ..Default::default()
     };
     let mut observed = Observed::default();
-    let sync_spec: Vec<String> = (1..g.keepers.len())
+    let sync_spec: Vec<DbUid> = (1..g.keepers.len())
         .filter(|i| g.keepers[*i].in_sync_spec)
         .map(did)
         .collect();
-    let sync_status: Vec<String> = (1..g.keepers.len())
+    let sync_status: Vec<DbUid> = (1..g.keepers.len())
         .filter(|i| g.keepers[*i].in_sync_spec && g.keepers[*i].in_sync_status)
         .map(did)
         .collect();
@@ -139,7 +139,7 @@ fn build(g: &Gen) -> (ClusterData, Memory, Observed, Time) {
             kid(i),
             Keeper {
                 uid: kid(i),
-                generation: 1,
+                generation: Generation::new(1),
                 change_time: t0(),
                 spec: Default::default(),
                 status: KeeperStatus {
@@ -154,7 +154,7 @@ fn build(g: &Gen) -> (ClusterData, Memory, Observed, Time) {
         let system_id = if k.invalid && !master { "other" } else { "sys" };
         let mut db = Db {
             uid: did(i),
-            generation: 2,
+            generation: Generation::new(2),
             change_time: t0(),
             spec: DbSpec {
                 keeper_uid: kid(i),
@@ -168,7 +168,7 @@ fn build(g: &Gen) -> (ClusterData, Memory, Observed, Time) {
             },
             status: DbStatus {
                 healthy: true,
-                current_generation: if converged { 2 } else { 1 },
+                current_generation: Generation::new(if converged { 2 } else { 1 }),
                 system_id: system_id.into(),
                 timeline_id: 1,
                 x_log_pos: k.x_log_pos,
@@ -198,7 +198,7 @@ fn build(g: &Gen) -> (ClusterData, Memory, Observed, Time) {
                 error_since: (!k.pg_healthy).then(|| now - secs(30)),
                 reported_healthy_at: (k.reported && k.pg_healthy).then_some(changed_at),
                 convergence: (!converged).then_some(crate::sentinel::ConvergenceTimer {
-                    generation: 2,
+                    generation: Generation::new(2),
                     since: now - secs(5),
                 }),
                 ..Default::default()
@@ -214,7 +214,7 @@ fn build(g: &Gen) -> (ClusterData, Memory, Observed, Time) {
                     can_be_master: k.can_be_master,
                     postgres_state: Some(PostgresState {
                         uid: did(i),
-                        generation: if converged { 2 } else { 1 },
+                        generation: Generation::new(if converged { 2 } else { 1 }),
                         healthy: k.pg_healthy,
                         system_id: system_id.into(),
                         timeline_id: 1,
@@ -265,7 +265,7 @@ fn master_failed(g: &Gen) -> bool {
 
 /// At most one db with role master among non-external dbs, and the master names a db.
 fn assert_one_master(cd: &ClusterData) {
-    let masters: Vec<&String> = cd
+    let masters: Vec<&DbUid> = cd
         .dbs
         .values()
         .filter(|d| d.spec.role == DbRole::Master)
@@ -294,7 +294,7 @@ proptest! {
         let new_master = out.cluster.status.master.clone().unwrap_or_default();
         let candidates = eligible(&g);
         if master_failed(&g) && !candidates.is_empty() {
-            let i: usize = new_master[1..].parse().unwrap();
+            let i: usize = new_master.as_str()[1..].parse().unwrap();
             prop_assert!(candidates.contains(&i), "elected {} not eligible {:?}", new_master, candidates);
             let best = candidates.iter().map(|i| g.keepers[*i].x_log_pos).max().unwrap();
             prop_assert_eq!(g.keepers[i].x_log_pos, best, "not the most advanced");
@@ -377,12 +377,12 @@ proptest! {
         for op in ops {
             let steps = match op {
                 Op::Wait(s) => s,
-                Op::Kill(k) => { w.kill(&kid(k)); 1 }
-                Op::Revive(k) => { w.keeper(&kid(k)).alive = true; 1 }
-                Op::Expire(k) => { w.expire(&kid(k)); 1 }
-                Op::XLogPos(k, x) => { w.keeper(&kid(k)).x_log_pos = x; 1 }
-                Op::PgHealthy(k, h) => { w.keeper(&kid(k)).pg_healthy = h; 1 }
-                Op::CannotBeMaster(k) => { w.keeper(&kid(k)).can_be_master = Some(false); 1 }
+                Op::Kill(k) => { w.kill(kid(k)); 1 }
+                Op::Revive(k) => { w.keeper(kid(k)).alive = true; 1 }
+                Op::Expire(k) => { w.expire(kid(k)); 1 }
+                Op::XLogPos(k, x) => { w.keeper(kid(k)).x_log_pos = x; 1 }
+                Op::PgHealthy(k, h) => { w.keeper(kid(k)).pg_healthy = h; 1 }
+                Op::CannotBeMaster(k) => { w.keeper(kid(k)).can_be_master = Some(false); 1 }
                 Op::ForceFail(k) => {
                     if let Some(keeper) = w.cd.keepers.get_mut(&kid(k)) {
                         keeper.status.force_fail = true;
@@ -408,7 +408,7 @@ proptest! {
                         // The flag as last published, not the simulated process's current one:
                         // a keeper restarted with --can-be-master=false says so in its next
                         // info, and until then nothing can tell the sentinel.
-                        prop_assert_ne!(w.keepers[keeper].published_can_be_master, Some(false));
+                        prop_assert_ne!(w.keepers[keeper.as_str()].published_can_be_master, Some(false));
                         let old = &before.dbs[&before.cluster.status.master.clone().unwrap_or_default()];
                         if sync {
                             prop_assert!(old.status.synchronous_standbys.contains(new));

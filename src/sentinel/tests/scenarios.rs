@@ -40,7 +40,7 @@ fn initial_new_cluster_elects_a_master() {
     // The two other keepers got standbys following the master.
     let mut followers = master.spec.followers.clone();
     followers.sort();
-    let mut expected: Vec<String> = ["k0", "k1", "k2"]
+    let mut expected: Vec<DbUid> = ["k0", "k1", "k2"]
         .iter()
         .filter(|k| **k != w.master_keeper())
         .map(|k| w.db_uid_of(k))
@@ -282,12 +282,20 @@ fn can_be_master_flip_not_yet_published_is_unknowable() {
     let mut w = three_with_master_on_k0("{}");
     w.keeper("k1").x_log_pos = 9000;
     w.run_until(10, |w| w.db_of("k1").unwrap().status.x_log_pos == 9000);
-    w.cd.keepers.get_mut("k1").unwrap().status.force_fail = true;
+    w.cd.keepers
+        .get_mut(&KeeperUid::from("k1"))
+        .unwrap()
+        .status
+        .force_fail = true;
     w.run_until(10, |w| w.keepers["k1"].last_publish == Some(w.now));
     let published_at = w.now;
     w.run_for(3);
     w.keeper("k1").can_be_master = Some(false);
-    w.cd.keepers.get_mut("k0").unwrap().status.force_fail = true;
+    w.cd.keepers
+        .get_mut(&KeeperUid::from("k0"))
+        .unwrap()
+        .status
+        .force_fail = true;
     w.tick();
     assert_eq!(
         w.keepers["k1"].last_publish,
@@ -296,7 +304,10 @@ fn can_be_master_flip_not_yet_published_is_unknowable() {
     );
     assert_eq!(w.master_keeper(), "k1");
     assert_eq!(w.keepers["k1"].published_can_be_master, None);
-    assert_eq!(w.cd.keepers["k1"].status.can_be_master, None);
+    assert_eq!(
+        w.cd.keepers[&KeeperUid::from("k1")].status.can_be_master,
+        None
+    );
 }
 
 /// The promise that holds: once an info says canBeMaster=false, that keeper is out of the
@@ -312,7 +323,11 @@ fn can_be_master_false_honoured_from_the_check_that_reads_it() {
     w.run_for(3);
     w.keeper("k1").can_be_master = Some(false);
     w.keeper("k1").alive = true;
-    w.cd.keepers.get_mut("k1").unwrap().status.force_fail = true;
+    w.cd.keepers
+        .get_mut(&KeeperUid::from("k1"))
+        .unwrap()
+        .status
+        .force_fail = true;
     w.run_for(2);
     fail_master_on_next_publish_of(&mut w, "k1");
     assert_eq!(
@@ -320,7 +335,10 @@ fn can_be_master_false_honoured_from_the_check_that_reads_it() {
         Some(w.now),
         "k1 published in this check"
     );
-    assert_eq!(w.cd.keepers["k1"].status.can_be_master, Some(false));
+    assert_eq!(
+        w.cd.keepers[&KeeperUid::from("k1")].status.can_be_master,
+        Some(false)
+    );
     assert_eq!(w.master_keeper(), "k2");
 }
 
@@ -340,10 +358,17 @@ fn only_can_be_master_false_standbys_means_no_failover() {
 fn force_fail_triggers_failover() {
     let mut w = three_with_master_on_k0("{}");
     // What `stolonctl failkeeper k0` writes.
-    w.cd.keepers.get_mut("k0").unwrap().status.force_fail = true;
+    w.cd.keepers
+        .get_mut(&KeeperUid::from("k0"))
+        .unwrap()
+        .status
+        .force_fail = true;
     w.tick();
     assert_ne!(w.master_keeper(), "k0");
-    assert!(!w.cd.keepers["k0"].status.force_fail, "flag cleared");
+    assert!(
+        !w.cd.keepers[&KeeperUid::from("k0")].status.force_fail,
+        "flag cleared"
+    );
     assert!(w.saw(|e| matches!(e, Event::KeeperForceFailed { keeper } if keeper == "k0")));
     // k0 is alive: healthy again next check, and rejoins as a standby of the new master.
     let new_master = w.cd.cluster.status.master.clone().unwrap_or_default();
@@ -351,7 +376,7 @@ fn force_fail_triggers_failover() {
         w.db_of("k0")
             .is_some_and(|d| d.spec.follow_config.as_ref().map(|f| &f.db_uid) == Some(&new_master))
     });
-    assert!(w.cd.keepers["k0"].status.healthy);
+    assert!(w.cd.keepers[&KeeperUid::from("k0")].status.healthy);
 }
 
 #[test]
@@ -561,7 +586,7 @@ fn dead_keeper_removed() {
     w.kill(spare);
     w.expire(spare);
     // Unhealthy after failInterval, removed 60 s after its last healthy time.
-    w.run_until(90, |w| !w.cd.keepers.contains_key(spare));
+    w.run_until(90, |w| !w.cd.keepers.contains_key(&KeeperUid::from(spare)));
     assert!(w.saw(|e| matches!(e, Event::DeadKeeperRemoved { keeper } if keeper == spare)));
     // Keepers holding a db are never removed this way.
     assert_eq!(w.cd.keepers.len(), 2);
@@ -699,14 +724,14 @@ fn keeper_info_of_another_cluster_is_ignored() {
     w.add_keeper("stranger");
     w.keeper("stranger").cluster_uid = "deadbeef".into();
     w.run_for(10);
-    assert!(!w.cd.keepers.contains_key("stranger"));
+    assert!(!w.cd.keepers.contains_key(&KeeperUid::from("stranger")));
     assert!(w.saw(|e| matches!(e, Event::KeeperInfoWrongCluster { .. })));
 }
 
 #[test]
 fn spec_change_is_copied_to_dbs_and_bumps_generation() {
     let mut w = three();
-    let before: Vec<(String, i64)> =
+    let before: Vec<(DbUid, Generation)> =
         w.cd.dbs
             .values()
             .map(|d| (d.uid.clone(), d.generation))
@@ -719,7 +744,7 @@ fn spec_change_is_copied_to_dbs_and_bumps_generation() {
     w.tick();
     for (uid, generation) in before {
         let db = &w.cd.dbs[&uid];
-        assert_eq!(db.generation, generation + 1, "{uid}");
+        assert_eq!(db.generation, generation.next(), "{uid}");
         assert_eq!(db.spec.pg_parameters["work_mem"], "64MB");
     }
 }
@@ -816,7 +841,7 @@ fn dead_standby_db_is_removed_after_dead_keeper_removal_interval_so_its_slot_goe
         !w.master_db().spec.followers.contains(&dead_db),
         "the master drops the slot of a db that is no longer its follower"
     );
-    w.run_until(5, |w| !w.cd.keepers.contains_key("k1"));
+    w.run_until(5, |w| !w.cd.keepers.contains_key(&KeeperUid::from("k1")));
     // The healthy standby is untouched.
     assert!(w.db_of("k2").is_some());
 }
@@ -923,13 +948,13 @@ fn master_dead_while_store_full_is_failed_fail_interval_after_it_clears() {
 fn keeper_failed_before_the_store_filled_stays_failed() {
     let mut w = three_with_master_on_k0("{}");
     w.kill("k2");
-    w.run_until(30, |w| !w.cd.keepers["k2"].status.healthy);
+    w.run_until(30, |w| !w.cd.keepers[&KeeperUid::from("k2")].status.healthy);
     let from = w.events.len();
     w.store_full = true;
     w.run_for(60);
     w.store_full = false;
     w.run_for(30);
-    assert!(!w.cd.keepers["k2"].status.healthy);
+    assert!(!w.cd.keepers[&KeeperUid::from("k2")].status.healthy);
     assert!(
         !w.events[from..]
             .iter()

@@ -18,14 +18,14 @@ pub(super) struct SimKeeper {
     pub pg_healthy: bool,
     /// Reports the generation it was asked for on its next publish.
     pub converges: bool,
-    pub reported_generation: i64,
+    pub reported_generation: Generation,
     pub x_log_pos: u64,
     pub timeline: u64,
     pub system_id: String,
     pub can_be_master: Option<bool>,
     pub can_be_sync: Option<bool>,
     /// Standbys the master reports in sync; `None` = every alive wanted sync standby.
-    pub in_sync: Option<Vec<String>>,
+    pub in_sync: Option<Vec<DbUid>>,
     pub last_publish: Option<Time>,
     /// `can_be_master` as of the last publish: all the sentinel can know of it.
     pub published_can_be_master: Option<bool>,
@@ -37,7 +37,7 @@ pub(super) struct SimProxy {
     pub alive: bool,
     /// Acknowledges new proxy generations (false: hung proxy still publishing an old one).
     pub follows: bool,
-    pub generation: i64,
+    pub generation: Generation,
 }
 
 pub(super) struct World {
@@ -134,7 +134,7 @@ impl World {
                 SimProxy {
                     alive: true,
                     follows: true,
-                    generation: 0,
+                    generation: Generation::ZERO,
                 },
             );
         }
@@ -148,7 +148,7 @@ impl World {
                 alive: true,
                 pg_healthy: true,
                 converges: true,
-                reported_generation: 0,
+                reported_generation: Generation::ZERO,
                 x_log_pos: 1000,
                 timeline: 1,
                 system_id: "7000000000000000001".into(),
@@ -182,33 +182,33 @@ impl World {
         self
     }
 
-    pub(super) fn keeper(&mut self, uid: &str) -> &mut SimKeeper {
-        self.keepers.get_mut(uid).unwrap()
+    pub(super) fn keeper(&mut self, uid: impl AsRef<str>) -> &mut SimKeeper {
+        self.keepers.get_mut(uid.as_ref()).unwrap()
     }
 
-    pub(super) fn kill(&mut self, uid: &str) {
+    pub(super) fn kill(&mut self, uid: impl AsRef<str>) {
         self.keeper(uid).alive = false;
     }
 
     /// The keeper's info key expired (TTL) from the store.
-    pub(super) fn expire(&mut self, uid: &str) {
+    pub(super) fn expire(&mut self, uid: impl AsRef<str>) {
         if let Some(o) = self.observed.as_mut() {
-            o.keepers.remove(uid);
+            o.keepers.remove(&KeeperUid::from(uid.as_ref()));
         }
     }
 
-    pub(super) fn db_of(&self, keeper: &str) -> Option<&Db> {
-        self.cd.db_of_keeper(keeper)
+    pub(super) fn db_of(&self, keeper: impl AsRef<str>) -> Option<&Db> {
+        self.cd.db_of_keeper(&KeeperUid::from(keeper.as_ref()))
     }
 
-    pub(super) fn db_uid_of(&self, keeper: &str) -> String {
+    pub(super) fn db_uid_of(&self, keeper: impl AsRef<str>) -> DbUid {
         self.db_of(keeper)
             .map(|d| d.uid.clone())
             .unwrap_or_default()
     }
 
-    pub(super) fn master_keeper(&self) -> String {
-        self.cd.master_keeper_uid().unwrap_or_default().to_string()
+    pub(super) fn master_keeper(&self) -> KeeperUid {
+        self.cd.master_keeper_uid().cloned().unwrap_or_default()
     }
 
     pub(super) fn master_db(&self) -> &Db {
@@ -233,13 +233,13 @@ impl World {
                 let k = self.keeper(&uid);
                 k.last_publish = Some(now);
                 k.published_can_be_master = info.can_be_master;
-                observed.keepers.insert(uid.clone(), info);
+                observed.keepers.insert(KeeperUid::from(uid), info);
             }
         }
     }
 
     fn keeper_info(&mut self, uid: &str, info_uid: String) -> KeeperInfo {
-        let db = self.cd.db_of_keeper(uid).cloned();
+        let db = self.cd.db_of_keeper(&KeeperUid::from(uid)).cloned();
         let k = self.keepers.get_mut(uid).unwrap();
         let postgres_state = db.map(|db| {
             if k.converges {
@@ -268,7 +268,7 @@ impl World {
         });
         KeeperInfo {
             info_uid,
-            uid: uid.to_string(),
+            uid: uid.into(),
             cluster_uid: k.cluster_uid.clone(),
             boot_uuid: format!("boot-{uid}"),
             postgres_state,
