@@ -13,7 +13,10 @@
 //! The cluster's processes start with a soft open-file limit of 1024 (what systemd gives a
 //! service) and a high hard limit, so the idle test also shows the proxy raising its own.
 //!
-//! Usage: bench/proxy [--rounds 3] [--seconds 10] [--clients 8] [--idle 10000]
+//! With `--kernel` the binaries are built with the kernel-forwarding feature (needs clang and
+//! root) and a second stolon-proxy with `--kernel-forwarding` runs next to the first.
+//!
+//! Usage: bench/proxy [--rounds 3] [--seconds 10] [--clients 8] [--idle 10000] [--kernel]
 //! Env: STOLON_LOCAL_DIR (default /tmp/stolon-bench-proxy), STOLON_LOCAL_BASE_PORT (26530),
 //! BENCH_KEEP=1 leaves the cluster running afterwards.
 
@@ -34,6 +37,7 @@ struct Options {
     seconds: u32,
     clients: u32,
     idle: usize,
+    kernel: bool,
 }
 
 fn options() -> Result<Options> {
@@ -42,8 +46,13 @@ fn options() -> Result<Options> {
         seconds: 10,
         clients: 8,
         idle: 10_000,
+        kernel: false,
     };
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(i) = args.iter().position(|a| a == "--kernel") {
+        o.kernel = true;
+        args.remove(i);
+    }
     for pair in args.chunks(2) {
         let value = pair
             .get(1)
@@ -64,15 +73,17 @@ enum Via {
     Direct,
     Ours,
     Haproxy,
+    /// stolon-proxy --kernel-forwarding (with --kernel).
+    OursKernel,
 }
 
 impl Via {
-    const ALL: [Via; 3] = [Via::Direct, Via::Ours, Via::Haproxy];
     fn name(self) -> &'static str {
         match self {
             Via::Direct => "direct",
             Via::Ours => "stolon-proxy",
             Via::Haproxy => "haproxy",
+            Via::OursKernel => "stolon (kernel)",
         }
     }
 }
@@ -84,14 +95,24 @@ struct Setup {
     haproxy_port: u16,
     proxy_pid: i32,
     haproxy: Child,
+    /// The --kernel-forwarding proxy and its port.
+    kernel_proxy: Option<(Child, u16)>,
 }
 
 impl Setup {
+    fn all(&self) -> Vec<Via> {
+        let mut all = vec![Via::Direct, Via::Ours, Via::Haproxy];
+        if self.kernel_proxy.is_some() {
+            all.push(Via::OursKernel);
+        }
+        all
+    }
     fn port(&self, via: Via) -> u16 {
         match via {
             Via::Direct => self.pg_port,
             Via::Ours => self.proxy_port,
             Via::Haproxy => self.haproxy_port,
+            Via::OursKernel => self.kernel_proxy.as_ref().map_or(0, |(_, port)| *port),
         }
     }
     fn pid(&self, via: Via) -> Option<i32> {
@@ -99,6 +120,7 @@ impl Setup {
             Via::Direct => None,
             Via::Ours => Some(self.proxy_pid),
             Via::Haproxy => Some(self.haproxy.id() as i32),
+            Via::OursKernel => self.kernel_proxy.as_ref().map(|(c, _)| c.id() as i32),
         }
     }
 }
@@ -107,6 +129,10 @@ impl Drop for Setup {
     fn drop(&mut self) {
         let _ = self.haproxy.kill();
         let _ = self.haproxy.wait();
+        if let Some((child, _)) = &mut self.kernel_proxy {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
@@ -219,9 +245,10 @@ fn workloads(setup: &Setup, o: &Options) -> Result<()> {
         ),
     ];
     for (name, args) in kinds {
-        let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); 3];
+        let all = setup.all();
+        let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); all.len()];
         for round in 1..=o.rounds {
-            for (i, via) in Via::ALL.into_iter().enumerate() {
+            for (i, &via) in all.iter().enumerate() {
                 let s = match run_workload(setup, via, args, o) {
                     Ok(s) => s,
                     Err(e) => {
@@ -248,12 +275,12 @@ fn workloads(setup: &Setup, o: &Options) -> Result<()> {
             o.clients, o.seconds, o.rounds
         );
         println!(
-            "{:<13} {:>10} {:>13} {:>10} {:>14}",
+            "{:<16} {:>10} {:>13} {:>10} {:>14}",
             "via", "tps", "latency (ms)", "/direct", "proxy CPU/tx"
         );
-        for (i, via) in Via::ALL.into_iter().enumerate() {
+        for (i, &via) in all.iter().enumerate() {
             println!(
-                "{:<13} {:>10.0} {:>13.3} {:>10.3} {:>11} µs",
+                "{:<16} {:>10.0} {:>13.3} {:>10.3} {:>11} µs",
                 via.name(),
                 tps[i],
                 med(&samples[i], |x| Some(x.latency_ms)).unwrap_or(0.0),
@@ -268,6 +295,14 @@ fn workloads(setup: &Setup, o: &Options) -> Result<()> {
             tps[1] / tps[2],
             opt(cpu_ours.zip(cpu_haproxy).map(|(a, b)| a / b), 3)
         );
+        if all.len() > 3 {
+            let cpu_kernel = med(&samples[3], |x| x.cpu_us);
+            println!(
+                "ours (kernel)/haproxy: tps {:.3}, CPU per transaction {}",
+                tps[3] / tps[2],
+                opt(cpu_kernel.zip(cpu_haproxy).map(|(a, b)| a / b), 3)
+            );
+        }
     }
     Ok(())
 }
@@ -282,9 +317,10 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 async fn connect_times(setup: &Setup) -> Result<()> {
     const SAMPLES: usize = 300;
-    let mut times: Vec<Vec<f64>> = vec![Vec::new(); 3];
+    let all = setup.all();
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); all.len()];
     for _ in 0..SAMPLES {
-        for (i, via) in Via::ALL.into_iter().enumerate() {
+        for (i, &via) in all.iter().enumerate() {
             let cfg = setup.local.pg_config(setup.port(via))?;
             let start = Instant::now();
             let (client, conn) = cfg.connect(tokio_postgres::NoTls).await?;
@@ -294,11 +330,11 @@ async fn connect_times(setup: &Setup) -> Result<()> {
         }
     }
     println!("\nnew connection (TCP + startup + SCRAM), {SAMPLES} each, alternating");
-    println!("{:<13} {:>9} {:>9}", "via", "p50 (ms)", "p99 (ms)");
-    for (i, via) in Via::ALL.into_iter().enumerate() {
+    println!("{:<16} {:>9} {:>9}", "via", "p50 (ms)", "p99 (ms)");
+    for (i, &via) in all.iter().enumerate() {
         times[i].sort_by(f64::total_cmp);
         println!(
-            "{:<13} {:>9.3} {:>9.3}",
+            "{:<16} {:>9.3} {:>9.3}",
             via.name(),
             percentile(&times[i], 0.5),
             percentile(&times[i], 0.99)
@@ -417,6 +453,22 @@ fn start_haproxy(local: &Local, port: u16, pg_port: u16) -> Result<Child> {
         .context("starting haproxy (apt-get install haproxy)")
 }
 
+/// A second stolon-proxy of the same cluster, from the binaries the script built.
+fn start_kernel_proxy(local: &Local, port: u16) -> Result<Child> {
+    let log = std::fs::File::create(local.state.join("logs/proxy-kernel.log"))?;
+    Command::new(local.state.join("bin/stolon-proxy"))
+        .args(["--cluster-name", local.var("CLUSTER_NAME")?])
+        .args(["--store-backend", "etcdv3", "--store-endpoints"])
+        .arg(local.var("ETCD_ENDPOINT")?)
+        .args(["--listen-address", "127.0.0.1", "--port"])
+        .arg(port.to_string())
+        .arg("--kernel-forwarding")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .context("starting stolon-proxy --kernel-forwarding")
+}
+
 async fn wait_serving(local: &Local, port: u16) -> Result<()> {
     let cfg = local.pg_config(port)?;
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -458,14 +510,14 @@ fn limit_files_like_systemd(idle: usize) -> Result<u64> {
 async fn main() -> Result<()> {
     let o = options()?;
     let hard = limit_files_like_systemd(o.idle)?;
-    let mut local = Local::new(
-        "/tmp/stolon-bench-proxy",
-        26530,
-        vec![
-            ("STOLON_LOCAL_KEEPERS", "1".into()),
-            ("STOLON_LOCAL_SENTINELS", "1".into()),
-        ],
-    );
+    let mut settings = vec![
+        ("STOLON_LOCAL_KEEPERS", "1".into()),
+        ("STOLON_LOCAL_SENTINELS", "1".into()),
+    ];
+    if o.kernel {
+        settings.push(("STOLON_CARGO_FEATURES", "kernel-forwarding".into()));
+    }
+    let mut local = Local::new("/tmp/stolon-bench-proxy", 26530, settings);
     local.script("purge", true)?;
     local.script("up", false)?;
     setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
@@ -477,6 +529,12 @@ async fn main() -> Result<()> {
     let proxy_pid = local.pid("proxy")?;
     let haproxy_port = base + 20;
     let haproxy = start_haproxy(&local, haproxy_port, pg_port)?;
+    let kernel_proxy = if o.kernel {
+        let port = base + 21;
+        Some((start_kernel_proxy(&local, port)?, port))
+    } else {
+        None
+    };
     let setup = Setup {
         local,
         pg_port,
@@ -484,8 +542,13 @@ async fn main() -> Result<()> {
         haproxy_port,
         proxy_pid,
         haproxy,
+        kernel_proxy,
     };
     wait_serving(&setup.local, haproxy_port).await?;
+    if let Some((_, port)) = setup.kernel_proxy {
+        // A second proxy is enabled by the sentinel like the first (within a sleepInterval).
+        wait_serving(&setup.local, port).await?;
+    }
     let version = Command::new("haproxy").arg("-v").output()?;
     eprintln!(
         "{}",

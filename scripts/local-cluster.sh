@@ -11,7 +11,8 @@
 # STOLON_LOCAL_BASE_PORT (default 25430: proxy +2, keepers +3..+5, etcd +10/+11),
 # STOLON_SLEEP_INTERVAL / STOLON_FAIL_INTERVAL (cluster spec, default 2s / 5s),
 # STOLON_LOCAL_KEEPERS / STOLON_LOCAL_SENTINELS (default 3 / 2),
-# STOLON_SKIP_BUILD=1 (use the binaries already in the state dir).
+# STOLON_SKIP_BUILD=1 (use the binaries already in the state dir), STOLON_CARGO_FEATURES (cargo
+# features to build with, e.g. kernel-forwarding).
 # The binaries are release builds: someone who benchmarks this cluster must not measure a debug
 # build (the first build takes a few minutes).
 # As root the keepers (and so PostgreSQL) run as the `postgres` user; otherwise as you.
@@ -42,8 +43,10 @@ LOG_TAG=local-cluster
 build() {
   if [ "${STOLON_SKIP_BUILD:-0}" = 1 ] && [ -x "$STATE/bin/stolon-keeper" ]; then return; fi
   ensure_rust
-  log "building (cargo build --release --bins)"
-  (cd "$REPO" && cargo build --release --bins --quiet)
+  local features=()
+  [ -z "${STOLON_CARGO_FEATURES:-}" ] || features=(--features "$STOLON_CARGO_FEATURES")
+  log "building (cargo build --release --bins ${features[*]})"
+  (cd "$REPO" && cargo build --release --bins --quiet "${features[@]}")
   # Copied so a keeper running as another user can execute them whatever the checkout's modes.
   mkdir -p "$STATE/bin"
   for b in stolon-keeper stolon-sentinel stolon-proxy stolonctl; do
