@@ -510,9 +510,13 @@ fn limit_files_like_systemd(idle: usize) -> Result<u64> {
 async fn main() -> Result<()> {
     let o = options()?;
     let hard = limit_files_like_systemd(o.idle)?;
+    // pgbench saturates the CPUs, etcd included: with the demo's 2s sleepInterval the keeper
+    // may miss its publication deadline and fence its own master mid-run (it did, on 2 cores).
     let mut settings = vec![
         ("STOLON_LOCAL_KEEPERS", "1".into()),
         ("STOLON_LOCAL_SENTINELS", "1".into()),
+        ("STOLON_SLEEP_INTERVAL", "5s".into()),
+        ("STOLON_FAIL_INTERVAL", "20s".into()),
     ];
     if o.kernel {
         settings.push(("STOLON_CARGO_FEATURES", "kernel-forwarding".into()));
