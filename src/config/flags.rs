@@ -316,7 +316,7 @@ pub(crate) const TCP_KEEPALIVE_INTERVAL: FlagDef = text(
 pub(crate) const MAX_CONNECTIONS: FlagDef = text(
     "max-connections",
     Some("0"),
-    "client connections served at once; past it new clients are closed at once (0 = half the open-file limit, which the proxy raises to its hard limit at start)",
+    "client connections served at once; past it new clients are closed at once (0 = the open-file limit less 64, which the proxy raises to its hard limit at start)",
 );
 
 pub(crate) const CLIENT_STARTUP_TIMEOUT: FlagDef = text(

@@ -27,9 +27,11 @@ pub(crate) fn raise_open_file_limit() -> std::io::Result<u64> {
     Ok(hard.max(soft))
 }
 
-/// The default `--max-connections`: every session takes two descriptors (client and master).
+/// The default `--max-connections`: one per descriptor left. A client waiting to speak holds one
+/// descriptor and a session two, so a limit of half would refuse fresh clients behind idle ones;
+/// an accept or dial that runs out of descriptors fails that one client only.
 pub(crate) fn sessions_for(open_file_limit: u64) -> usize {
-    let sessions = open_file_limit.saturating_sub(RESERVED_FDS) / 2;
+    let sessions = open_file_limit.saturating_sub(RESERVED_FDS);
     usize::try_from(sessions).unwrap_or(usize::MAX).max(1)
 }
 
@@ -158,7 +160,7 @@ mod tests {
 
     #[test]
     fn default_sessions_leave_room_for_the_proxy_itself() {
-        assert_eq!(sessions_for(1024), 480);
+        assert_eq!(sessions_for(1024), 960);
         assert_eq!(sessions_for(10), 1);
     }
 

@@ -70,7 +70,7 @@ impl ProxyConfig {
             max_connections: l.parse(&flags::MAX_CONNECTIONS, |v| {
                 v.trim()
                     .parse()
-                    .map_err(|_| format!("invalid number {v:?} (0 = half the open-file limit)"))
+                    .map_err(|_| format!("invalid number {v:?} (0 = from the open-file limit)"))
             })?,
             client_startup_timeout: l.duration(&flags::CLIENT_STARTUP_TIMEOUT)?,
             kernel_forwarding: l.bool(&flags::KERNEL_FORWARDING)?,
