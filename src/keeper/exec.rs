@@ -5,7 +5,7 @@ use super::error::KeeperError;
 use super::plan::{Action, DesiredConfig, Recovery, StopReason};
 use super::run::{BASEBACKUP_STALL, Keeper};
 use super::state::DbState;
-use super::status::basebackup_status;
+use super::status::{basebackup_status, rewind_status};
 use crate::cluster::DbUid;
 use crate::postgres::{
     self, HbaParams, Login, ManagedParams, PgClient, PgProcess, RecoverySettings, ReplConn,
@@ -66,9 +66,25 @@ impl Keeper {
             }
             Action::CaptureInitParameters => self.capture_init_parameters().await,
             Action::SetupRoles => self.setup_roles().await,
-            Action::Resync { host, port, slot } => self.resync(host, port, slot).await,
+            Action::Resync {
+                host,
+                port,
+                slot,
+                rewind,
+            } => {
+                if *rewind && self.rewind(host, port, slot).await {
+                    return Ok(());
+                }
+                self.resync(host, port, slot).await
+            }
             Action::WriteConfig(config) => self.write_config(config),
-            Action::Start => self.start(None, false).await,
+            Action::Start => {
+                let started = self.start(None, false).await;
+                if started.is_err() {
+                    self.give_up_rewound_data()?;
+                }
+                started
+            }
             Action::PrepareSlots { followers } => {
                 self.prepare_slots(followers).await;
                 Ok(())
@@ -145,6 +161,66 @@ impl Keeper {
 
     /// A fresh copy of the master with pg_basebackup; a failure delays the next attempt from
     /// the same source (src/keeper/setbacks.rs).
+    /// pg_rewind from the followed db (src/postgres/rewind.rs). True when PGDATA is now a
+    /// standby of it; false when the rewind failed, said why (log and STATUS) and left a full
+    /// resync to do.
+    async fn rewind(&mut self, host: &str, port: &str, slot: &str) -> bool {
+        let started = Instant::now();
+        let uid = self.facts.uid.clone();
+        tracing::info!(keeper = %uid, %host, %port, "resyncing the database cluster with pg_rewind");
+        self.applied = None;
+        match self.try_rewind(host, port, slot).await {
+            Ok(()) => {
+                tracing::info!(keeper = %uid, %host, %port, elapsed = ?started.elapsed(), "pg_rewind done");
+                true
+            }
+            Err(e) => {
+                tracing::error!(keeper = %uid, %host, %port, error = %e, "pg_rewind failed; falling back to a full resync with pg_basebackup");
+                self.work.step(
+                    Some(format!("pg_rewind failed ({e}); pg_basebackup starting…")),
+                    BASEBACKUP_STALL,
+                );
+                false
+            }
+        }
+    }
+
+    async fn try_rewind(&mut self, host: &str, port: &str, slot: &str) -> Result<(), KeeperError> {
+        let mut source = self.repl_conn(host, port, slot)?;
+        // pg_rewind reads the source's files over a normal connection, which takes a
+        // superuser; so does the checkpoint.
+        source.user = self.cfg.pg_su_username.clone();
+        source.password = self.cfg.pg_su_password.clone();
+        source.application_name = "stolon-keeper".into();
+        postgres::checkpoint(&source, self.timing.request_timeout).await?;
+        let work = self.work.clone();
+        let mut last_done = None;
+        postgres::pg_rewind(&self.bins, &self.pgdata, &source, |done, total| {
+            if last_done.is_none_or(|d| done > d) {
+                last_done = Some(done);
+                work.progress(rewind_status(done, total), BASEBACKUP_STALL);
+            }
+        })
+        .await?;
+        postgres::write_standby_signal(&self.pgdata)?;
+        let mut state = self.dir.load_db_state()?;
+        state.rewound = true;
+        self.dir.save_db_state(&state)
+    }
+
+    /// After a failed start: rewound data that does not start (it never became consistent,
+    /// most likely for want of WAL the followed db no longer has) is marked for a full resync.
+    fn give_up_rewound_data(&mut self) -> Result<(), KeeperError> {
+        let mut state = self.dir.load_db_state()?;
+        if !state.rewound {
+            return Ok(());
+        }
+        tracing::error!(keeper = %self.facts.uid, db = %state.uid, "the rewound data did not start; it is replaced by a full resync");
+        state.initializing = true;
+        state.rewound = false;
+        self.dir.save_db_state(&state)
+    }
+
     async fn resync(&mut self, host: &str, port: &str, slot: &str) -> Result<(), KeeperError> {
         tracing::info!(keeper = %self.facts.uid, %host, %port, %slot, "resyncing the database cluster with pg_basebackup");
         self.remove_pgdata().await?;

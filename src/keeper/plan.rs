@@ -189,11 +189,14 @@ pub enum Action {
     CaptureInitParameters,
     /// Superuser password and replication role.
     SetupRoles,
-    /// Remove PGDATA and pg_basebackup it from the followed db, using our slot.
+    /// Make PGDATA a copy of the followed db, streaming from our slot: with `rewind`, pg_rewind
+    /// what is there first (usePgrewind, and PGDATA holds a db of its own); otherwise, or when
+    /// the rewind fails, remove PGDATA and pg_basebackup it.
     Resync {
         host: String,
         port: String,
         slot: String,
+        rewind: bool,
     },
     WriteConfig(DesiredConfig),
     /// Start the instance (as a child) and wait until it accepts connections.
@@ -465,6 +468,7 @@ impl Planner {
             uid: db.uid.clone(),
             generation: Generation::ZERO,
             initializing,
+            rewound: false,
             init_pg_parameters: BTreeMap::new(),
         };
         match db.spec.init_mode {
@@ -512,9 +516,20 @@ impl Planner {
                         hold.clone(),
                     ))));
                 }
+                // What PGDATA holds now (a failed master, a standby that went ahead on the
+                // old timeline, a standby the master's WAL left behind): pg_rewind copies only
+                // what differs. Not after a failed init (wiped above), nor when the last
+                // rewind never got WAL flowing.
+                let rewind =
+                    db.spec.use_pg_rewind && self.sim.initialized && !self.sim.db_state.rewound;
                 self.push(Action::SaveDbState(fresh(true)));
                 self.stop_if_running(StopReason::Reinitialize);
-                self.push(Action::Resync { host, port, slot });
+                self.push(Action::Resync {
+                    host,
+                    port,
+                    slot,
+                    rewind,
+                });
             }
             DbInitMode::Pitr => {
                 return Err(PlanEnd::Error(PlanError::PitrUnsupported(db.uid.clone())));

@@ -314,7 +314,8 @@ fn resync_basebackups_from_followed_db_with_our_slot_then_starts_as_standby() {
         Action::Resync {
             host: "10.0.0.2".into(),
             port: "5432".into(),
-            slot: "stolon_d1".into()
+            slot: "stolon_d1".into(),
+            rewind: false,
         }
     );
     let p = plan(&me(), Some(&cd), &p.expected, false);
@@ -346,6 +347,79 @@ fn diverged_old_master_gets_a_fresh_basebackup_for_its_new_db() {
     assert_eq!(kinds(&p), vec!["save", "resync", "mark"]);
     let p = plan(&me(), Some(&cd), &p.expected, false);
     assert_eq!(kinds(&p), vec!["write", "start", "mark"]);
+}
+
+fn resync_rewinds(p: &Plan) -> Option<bool> {
+    p.actions.iter().find_map(|a| match a {
+        Action::Resync { rewind, .. } => Some(*rewind),
+        _ => None,
+    })
+}
+
+fn rewinding(mut d: Db) -> Db {
+    d.spec.use_pg_rewind = true;
+    d
+}
+
+#[test]
+fn old_master_rewinds_its_data_with_use_pg_rewind() {
+    let cd = cd_with(rewinding(standby_db("d9", DbInitMode::Resync, 1)));
+    let old_master = local("d1", 5, LocalRole::Master, false);
+    let p = plan(&me(), Some(&cd), &old_master, false);
+    assert_eq!(kinds(&p), vec!["save", "resync", "mark"]);
+    assert_eq!(resync_rewinds(&p), Some(true));
+    // Then the standby config is written again (pg_rewind copied the source's) and it starts.
+    let p = plan(&me(), Some(&cd), &p.expected, false);
+    assert_eq!(kinds(&p), vec!["write", "start", "mark"]);
+}
+
+#[test]
+fn forked_standby_rewinds_too() {
+    let cd = cd_with(rewinding(standby_db("d9", DbInitMode::Resync, 1)));
+    let p = plan(
+        &me(),
+        Some(&cd),
+        &local("d1", 3, LocalRole::Standby, true),
+        false,
+    );
+    assert_eq!(kinds(&p), vec!["save", "stop", "resync", "mark"]);
+    assert_eq!(resync_rewinds(&p), Some(true));
+}
+
+#[test]
+fn no_rewind_without_use_pg_rewind_or_without_data() {
+    let cd = cd_with(standby_db("d9", DbInitMode::Resync, 1));
+    let p = plan(
+        &me(),
+        Some(&cd),
+        &local("d1", 5, LocalRole::Master, false),
+        false,
+    );
+    assert_eq!(resync_rewinds(&p), Some(false));
+    let cd = cd_with(rewinding(standby_db("d9", DbInitMode::Resync, 1)));
+    let p = plan(&me(), Some(&cd), &empty_local(), false);
+    assert_eq!(resync_rewinds(&p), Some(false));
+}
+
+#[test]
+fn half_made_data_is_wiped_not_rewound() {
+    let cd = cd_with(rewinding(standby_db("d9", DbInitMode::Resync, 1)));
+    let mut l = local("d9", 0, LocalRole::Standby, false);
+    l.db_state.initializing = true;
+    let p = plan(&me(), Some(&cd), &l, false);
+    assert_eq!(kinds(&p), vec!["wipe", "save", "resync", "mark"]);
+    assert_eq!(resync_rewinds(&p), Some(false));
+}
+
+#[test]
+fn a_rewind_that_never_got_wal_flowing_is_not_repeated() {
+    // The last rewound standby never received WAL (the master no longer had what it needed)
+    // and was replaced: rewinding again would loop, so everything is copied.
+    let cd = cd_with(rewinding(standby_db("d9", DbInitMode::Resync, 1)));
+    let mut l = local("d1", 2, LocalRole::Standby, false);
+    l.db_state.rewound = true;
+    let p = plan(&me(), Some(&cd), &l, false);
+    assert_eq!(resync_rewinds(&p), Some(false));
 }
 
 #[test]

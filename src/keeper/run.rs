@@ -7,7 +7,7 @@ use super::plan::{
     Action, DesiredConfig, KeeperFacts, LocalRole, LocalState, PlanEnd, WaitReason, plan,
 };
 use super::publish::{self, Identity, Shared, Snapshot};
-use super::state::{DataDir, KeeperState, resolve_uid};
+use super::state::{DataDir, DbState, KeeperState, resolve_uid};
 use super::status::{
     AssignedDb, Followed, Outcome, PgHealth, ReadyFacts, StatusFacts, action_status, is_ready,
     status_line,
@@ -651,7 +651,7 @@ impl Keeper {
     }
 
     async fn observe(&mut self, cd: Option<&ClusterData>) -> Result<LocalState, KeeperError> {
-        let db_state = self.dir.load_db_state()?;
+        let mut db_state = self.dir.load_db_state()?;
         let initialized = postgres::is_initialized(&self.pgdata);
         let role = if !initialized {
             LocalRole::None
@@ -666,6 +666,9 @@ impl Keeper {
             let why = gone.exited().await;
             tracing::error!(keeper = %self.facts.uid, "postgres exited unexpectedly: {why}");
             self.note_postgres_exit(gone.pid());
+        }
+        if db_state.rewound && running && role == LocalRole::Standby {
+            self.settle_rewind(&mut db_state).await?;
         }
         let mut in_sync_standbys = None;
         let mut pending_restart = false;
@@ -698,6 +701,31 @@ impl Keeper {
             pg_major: self.pg_major,
             holds: self.setbacks.holds(std::time::Instant::now()),
         })
+    }
+
+    /// Clears dbstate's `rewound` once the rewound standby gets WAL from the db it follows: the
+    /// rewind worked, and a later resync may rewind again.
+    async fn settle_rewind(&mut self, db_state: &mut DbState) -> Result<(), KeeperError> {
+        let received = match PgClient::connect(&self.local_conn).await {
+            Ok(client) => {
+                let received = client.received_wal().await;
+                client.close().await;
+                received
+            }
+            Err(e) => Err(e),
+        };
+        match received {
+            Ok(true) => {
+                tracing::info!(keeper = %self.facts.uid, db = %db_state.uid, "the rewound standby streams from the db it follows");
+                db_state.rewound = false;
+                self.dir.save_db_state(db_state)
+            }
+            Ok(false) => Ok(()),
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot ask postgres whether WAL arrives");
+                Ok(())
+            }
+        }
     }
 
     fn log_end(&mut self, end: &PlanEnd) {

@@ -35,6 +35,15 @@ pub struct DbState {
     /// True while an init or resync is under way: found true at start, the data is half made.
     #[serde(rename = "Initializing", default)]
     pub initializing: bool,
+    /// PGDATA was rewound with pg_rewind and has not received WAL from the db it follows yet.
+    /// A new resync db taken while it is still set copies everything instead: the rewind did
+    /// not help (the WAL the standby needs may be gone), and rewinding again would loop.
+    #[serde(
+        rename = "Rewound",
+        default,
+        skip_serializing_if = "std::ops::Not::not"
+    )]
+    pub rewound: bool,
     #[serde(
         rename = "InitPGParameters",
         default,

@@ -171,6 +171,7 @@ pub(super) fn action_status(action: &Action) -> Option<String> {
         match action {
             Action::InitDb(_) => "initdb…",
             Action::StartTemporary(_) => "starting PostgreSQL to set up the new db…",
+            Action::Resync { rewind: true, .. } => "pg_rewind starting…",
             Action::Resync { .. } => "pg_basebackup starting…",
             Action::Start => "starting PostgreSQL…",
             Action::Restart => "restarting PostgreSQL…",
@@ -185,6 +186,10 @@ pub(super) fn action_status(action: &Action) -> Option<String> {
 
 pub(super) fn basebackup_status(done: u64, total: u64) -> String {
     format!("pg_basebackup {} / {}", bytes(done), bytes(total))
+}
+
+pub(super) fn rewind_status(done: u64, total: u64) -> String {
+    format!("pg_rewind {} / {}", bytes(done), bytes(total))
 }
 
 /// Sizes as PostgreSQL's pg_size_pretty names them (1024-based, `kB`, `MB`, …).

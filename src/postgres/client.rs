@@ -291,6 +291,24 @@ impl PgClient {
         Ok(true)
     }
 
+    /// On a standby: its WAL receiver has written WAL it got from the followed db since it
+    /// started streaming (PostgreSQL ≥ 13 names the columns so).
+    pub async fn received_wal(&self) -> Result<bool, PgError> {
+        let what = "WAL receiver progress";
+        let row = self
+            .bounded(
+                what,
+                self.client.query_one(
+                    "SELECT coalesce((SELECT flushed_lsn > receive_start_lsn \
+                     FROM pg_stat_wal_receiver), false)",
+                    &[],
+                ),
+            )
+            .await?;
+        row.try_get(0)
+            .map_err(|source| PgError::query(what, source))
+    }
+
     /// On a standby: received minus replayed WAL in bytes (`None` when nothing is received).
     pub async fn replay_lag(&self) -> Result<Option<u64>, PgError> {
         let what = "replay lag";

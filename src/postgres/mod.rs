@@ -1,5 +1,5 @@
 //! The PostgreSQL toolkit the keeper drives: locating binaries, initdb,
-//! running postgres as a child process, pg_basebackup, promotion, postgresql.conf and pg_hba.conf
+//! running postgres as a child process, pg_basebackup, pg_rewind, promotion, postgresql.conf and pg_hba.conf
 //! rendering, and the queries behind the state a keeper reports.
 //!
 //!
@@ -22,6 +22,7 @@ mod hba;
 mod logline;
 mod params;
 mod process;
+mod rewind;
 mod tools;
 
 pub use bins::PgBinaries;
@@ -40,6 +41,7 @@ pub use hba::{AuthMethod, HbaParams, render_pg_hba};
 pub use params::ServerParameters;
 pub(crate) use process::kill_instance;
 pub use process::{PgProcess, StartOptions, stop_stale_instance};
+pub use rewind::{checkpoint, pg_rewind};
 pub use tools::{initdb, pg_basebackup, promote, remove_stale_secrets};
 
 use std::path::{Path, PathBuf};

@@ -35,10 +35,10 @@ pub fn remove_stale_secrets(pgdata: &Path) -> Result<(), PgError> {
 
 /// A 0600 file holding a secret (tempfile creates it private), owned by `run_as`, removed on
 /// drop; in the data directory's [`secrets_dir`] (0700, owned by `run_as` too).
-struct SecretFile(tempfile::NamedTempFile);
+pub(super) struct SecretFile(tempfile::NamedTempFile);
 
 impl SecretFile {
-    fn create(
+    pub(super) fn create(
         pgdata: &Path,
         prefix: &str,
         content: &str,
@@ -56,7 +56,7 @@ impl SecretFile {
         Ok(SecretFile(f))
     }
 
-    fn path(&self) -> &Path {
+    pub(super) fn path(&self) -> &Path {
         self.0.path()
     }
 }
@@ -73,7 +73,7 @@ fn ensure_private_dir(dir: &Path, run_as: Option<RunAs>) -> Result<(), PgError> 
     chown_to(dir, run_as)
 }
 
-fn command(program: &Path, run_as: Option<RunAs>) -> tokio::process::Command {
+pub(super) fn command(program: &Path, run_as: Option<RunAs>) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new(program);
     super::without_private_env(&mut cmd)
         // The caller's cwd may not be readable by `run_as`; the tools get absolute paths.
@@ -183,6 +183,72 @@ pub async fn initdb(
     }
 }
 
+/// Runs a tool that reports `-P`/`--progress` lines on stderr (pg_basebackup, pg_rewind):
+/// `progress(copied, total)` gets each of them, the other lines are logged, and a failure
+/// carries the last of them.
+pub(super) async fn run_reporting_progress(
+    mut cmd: tokio::process::Command,
+    program_path: &Path,
+    progress: &mut impl FnMut(u64, u64),
+) -> Result<(), PgError> {
+    let program = program_path.display().to_string();
+    cmd.stdout(Stdio::null()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().map_err(|source| PgError::Spawn {
+        program: program.clone(),
+        source,
+    })?;
+    let mut guard = GroupGuard(child.id().map(|p| p as i32));
+    let mut stderr = child.stderr.take().ok_or_else(|| PgError::Unexpected {
+        what: "progress-reporting tool",
+        detail: format!("{program}: no stderr pipe"),
+    })?;
+    // Progress lines end in '\r' on a terminal and '\n' otherwise: split on both.
+    let mut all = String::new();
+    let mut pending = Vec::new();
+    let mut level = PgLevel::Info;
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = stderr
+            .read(&mut buf)
+            .await
+            .map_err(|e| PgError::io(program_path, e))?;
+        if n == 0 {
+            break;
+        }
+        for &b in &buf[..n] {
+            if b == b'\n' || b == b'\r' {
+                let line = String::from_utf8_lossy(&pending).into_owned();
+                pending.clear();
+                if let Some((done, total)) = parse_progress(&line) {
+                    progress(done, total);
+                } else if !line.trim().is_empty() {
+                    level = line_level(&line, level);
+                    forward(level, None, &line);
+                    all.push_str(&line);
+                    all.push('\n');
+                }
+            } else {
+                pending.push(b);
+            }
+        }
+    }
+    all.push_str(&String::from_utf8_lossy(&pending));
+    let status = child.wait().await.map_err(|source| PgError::Spawn {
+        program: program.clone(),
+        source,
+    })?;
+    guard.0 = None;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(PgError::CommandFailed {
+            program,
+            status: status.to_string(),
+            output: last_lines(&all, 5),
+        })
+    }
+}
+
 /// Parses a `pg_basebackup -P` line such as `  1234/56789 kB (2%), 0/1 tablespace (...)` into
 /// (copied, total) bytes.
 pub(crate) fn parse_progress(line: &str) -> Option<(u64, u64)> {
@@ -228,67 +294,8 @@ pub async fn pg_basebackup(
         Some(f) => cmd.env("PGPASSFILE", f.path()),
         None => cmd.env_remove("PGPASSFILE"),
     };
-    cmd.env_remove("PGPASSWORD")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let program = bins.pg_basebackup.display().to_string();
-    let result = async {
-        let mut child = cmd.spawn().map_err(|source| PgError::Spawn {
-            program: program.clone(),
-            source,
-        })?;
-        let mut guard = GroupGuard(child.id().map(|p| p as i32));
-        let mut stderr = child.stderr.take().ok_or_else(|| PgError::Unexpected {
-            what: "pg_basebackup",
-            detail: "no stderr pipe".into(),
-        })?;
-        // Progress lines end in '\r' on a terminal and '\n' otherwise: split on both.
-        let mut all = String::new();
-        let mut pending = Vec::new();
-        let mut level = PgLevel::Info;
-        let mut buf = [0u8; 4096];
-        loop {
-            let n = stderr
-                .read(&mut buf)
-                .await
-                .map_err(|e| PgError::io(&pgdata, e))?;
-            if n == 0 {
-                break;
-            }
-            for &b in &buf[..n] {
-                if b == b'\n' || b == b'\r' {
-                    let line = String::from_utf8_lossy(&pending).into_owned();
-                    pending.clear();
-                    if let Some((done, total)) = parse_progress(&line) {
-                        progress(done, total);
-                    } else if !line.trim().is_empty() {
-                        level = line_level(&line, level);
-                        forward(level, None, &line);
-                        all.push_str(&line);
-                        all.push('\n');
-                    }
-                } else {
-                    pending.push(b);
-                }
-            }
-        }
-        all.push_str(&String::from_utf8_lossy(&pending));
-        let status = child.wait().await.map_err(|source| PgError::Spawn {
-            program: program.clone(),
-            source,
-        })?;
-        guard.0 = None;
-        if status.success() {
-            Ok(())
-        } else {
-            Err(PgError::CommandFailed {
-                program: program.clone(),
-                status: status.to_string(),
-                output: last_lines(&all, 5),
-            })
-        }
-    }
-    .await;
+    cmd.env_remove("PGPASSWORD");
+    let result = run_reporting_progress(cmd, &bins.pg_basebackup, &mut progress).await;
     if result.is_err()
         && let Err(rm) = remove_pgdata(&pgdata)
     {

@@ -1,0 +1,175 @@
+//! usePgrewind: a failed master whose WAL went further than its replacement's rejoins with
+//! pg_rewind (copying what changed) instead of a full pg_basebackup, and loses exactly the
+//! commits its replacement never received. When the rewind cannot work, the keeper says why
+//! and falls back to pg_basebackup.
+
+use crate::support;
+
+use nix::sys::signal::Signal;
+use serde_json::json;
+use std::time::Duration;
+use support::{Cluster, ClusterBuilder, procs, wait_for, wait_until};
+
+/// Waits until `keeper` is a healthy standby of the current master again.
+fn wait_rejoined(c: &Cluster, keeper: &str) {
+    wait_until(
+        Duration::from_secs(150),
+        "the old master to rejoin as a healthy standby of the new master",
+        || {
+            let Some(cd) = c.try_clusterdata() else {
+                return false;
+            };
+            let Some(db) = Cluster::keeper_db(&cd, keeper) else {
+                return false;
+            };
+            let master_db = cd["cluster"]["status"]["master"].as_str().unwrap_or("");
+            cd["dbs"][&db]["spec"]["role"] == "standby"
+                && cd["dbs"][&db]["spec"]["followConfig"]["dbuid"] == master_db
+                && cd["dbs"][&db]["status"]["healthy"] == true
+        },
+    );
+}
+
+/// Waits for a master other than `old` that takes writes through the proxy.
+fn wait_new_master(c: &Cluster, old: &str) -> String {
+    wait_for(
+        Duration::from_secs(90),
+        "a standby to be elected master and to take writes through the proxy",
+        || {
+            let cd = c.try_clusterdata()?;
+            let m = Cluster::master_keeper_in(&cd)?;
+            if m == old || c.proxy_backend().ok()? != m {
+                return None;
+            }
+            c.psql_via_proxy("insert into t values (3, 'after failover') on conflict do nothing")
+                .ok()?;
+            Some(m)
+        },
+    )
+}
+
+/// Creates table `t` with row 1 through the proxy and waits until `standby` has it. (The
+/// master's walsender count is no sign of a standby: pg_basebackup's WAL streamer is one.)
+fn wait_replicated(c: &Cluster, standby: &str) {
+    wait_until(
+        Duration::from_secs(150),
+        "the first write through the proxy",
+        || {
+            c.psql_via_proxy(
+                "create table if not exists t (id int primary key, v text); \
+                 insert into t values (1, 'replicated') on conflict do nothing",
+            )
+            .is_ok()
+        },
+    );
+    c.wait_keeper_rows(
+        standby,
+        "select v from t",
+        &["replicated"],
+        Duration::from_secs(150),
+    );
+}
+
+fn the_other(c: &Cluster, uid: &str) -> String {
+    c.keepers
+        .keys()
+        .find(|k| *k != uid)
+        .cloned()
+        .expect("a second keeper")
+}
+
+#[test]
+fn diverged_old_master_rejoins_with_pg_rewind() {
+    let mut c = ClusterBuilder::new("rewind")
+        .keepers(2)
+        .sentinels(1)
+        .spec(json!({"usePgrewind": true}))
+        .start();
+    let old_master = c.wait_master_serving(Duration::from_secs(150));
+    let standby = the_other(&c, &old_master);
+    wait_replicated(&c, &standby);
+
+    // The master stops sending (its walsender frozen), commits on alone (async) and dies: its
+    // WAL now goes further than the standby's, on a timeline the standby leaves when it is
+    // promoted. (Freezing the standby's receiver instead would not do: it would read what
+    // the socket buffered once thawed.)
+    let sender = c
+        .psql_keeper(&old_master, "select pid from pg_stat_replication")
+        .unwrap()[0][0]
+        .clone()
+        .and_then(|p| p.parse::<i32>().ok())
+        .expect("the master's walsender pid");
+    procs::signal_pid(sender, Signal::SIGSTOP);
+    c.psql_via_proxy("insert into t values (2, 'diverged')")
+        .unwrap();
+    c.kill_keeper(&old_master);
+    procs::signal_pid(sender, Signal::SIGKILL);
+
+    let new_master = wait_new_master(&c, &old_master);
+    assert_eq!(new_master, standby);
+
+    c.start_keeper(&old_master);
+    wait_rejoined(&c, &old_master);
+    c.wait_keeper_rows(
+        &old_master,
+        "select v from t order by id",
+        &["replicated", "after failover"],
+        Duration::from_secs(60),
+    );
+    let log = c.keeper_log(&old_master);
+    for line in log.lines().filter(|l| l.contains("rewind")) {
+        eprintln!("{line}");
+    }
+    assert!(
+        log.contains("pg_rewind done"),
+        "the old master was not rewound:\n{log}"
+    );
+    assert!(
+        !log.contains("pg_basebackup"),
+        "the old master was copied in full after all:\n{log}"
+    );
+}
+
+#[test]
+fn a_rewind_that_cannot_work_falls_back_to_pg_basebackup() {
+    // Without wal_log_hints (usePgrewind turned on while the instances run: it needs a restart
+    // to take effect) pg_rewind refuses the old master.
+    let mut c = ClusterBuilder::new("rewind-fallback")
+        .keepers(2)
+        .sentinels(1)
+        .allow_errors(&["pg_rewind failed", "wal_log_hints"])
+        .start();
+    let old_master = c.wait_master_serving(Duration::from_secs(150));
+    let standby = the_other(&c, &old_master);
+    wait_replicated(&c, &standby);
+    c.stolonctl_ok(&["update", "--patch", r#"{"usePgrewind": true}"#]);
+    // A clean stop: pg_rewind then reads the control file as the old master left it.
+    c.signal_keeper_process(&old_master, Signal::SIGTERM);
+    assert!(
+        c.wait_keeper_exit(&old_master, Duration::from_secs(60))
+            .is_some(),
+        "the keeper did not stop on SIGTERM"
+    );
+    wait_new_master(&c, &old_master);
+
+    c.start_keeper(&old_master);
+    wait_rejoined(&c, &old_master);
+    c.wait_keeper_rows(
+        &old_master,
+        "select v from t order by id",
+        &["replicated", "after failover"],
+        Duration::from_secs(60),
+    );
+    let log = c.keeper_log(&old_master);
+    for line in log.lines().filter(|l| l.contains("rewind")) {
+        eprintln!("{line}");
+    }
+    assert!(
+        log.contains("pg_rewind failed; falling back to a full resync with pg_basebackup"),
+        "no fallback logged:\n{log}"
+    );
+    assert!(
+        log.contains("wal_log_hints"),
+        "the log does not say why pg_rewind failed:\n{log}"
+    );
+}
