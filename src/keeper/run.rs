@@ -19,7 +19,8 @@ use crate::cluster::{
     FollowType, KeeperUid,
 };
 use crate::postgres::{
-    self, LocalConn, PgBinaries, PgClient, PgProcess, Pgdata, ServerParameters, stop_stale_instance,
+    self, LocalConn, PgBinaries, PgClient, PgError, PgProcess, Pgdata, ServerParameters,
+    stop_stale_instance,
 };
 use crate::role::RoleContext;
 use crate::store::{Store, StoreError, StoreEvent};
@@ -180,8 +181,9 @@ pub async fn run(cfg: KeeperConfig, ctx: RoleContext) -> Result<(), KeeperError>
     tracing::info!(keeper = %uid, "keeper uid");
 
     let bins = PgBinaries::locate(cfg.pg_bin_path.as_deref())?;
-    let (version, pg_major) = match bins.version() {
+    let (version, pg_major) = match bins.supported_version() {
         Ok(v) => (v, Some(v.maj)),
+        Err(e @ PgError::UnsupportedVersion { .. }) => return Err(e.into()),
         Err(e) => {
             tracing::warn!(error = %e, "cannot get the postgres binary version; reporting 0.0 and restarting standbys to follow a new master");
             (Default::default(), None)

@@ -4,6 +4,11 @@ use super::PgError;
 use crate::cluster::PostgresBinaryVersion;
 use std::path::{Path, PathBuf};
 
+/// The oldest major version the keeper drives: the recovery settings it writes and reloads
+/// (`primary_conninfo` and `primary_slot_name` reloadable), `pg_stat_wal_receiver`'s column
+/// names and pg_rewind's automatic crash recovery all date from PostgreSQL 13.
+pub const MIN_SUPPORTED_MAJOR: i32 = 13;
+
 /// Absolute paths of the PostgreSQL programs the keeper runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PgBinaries {
@@ -44,6 +49,20 @@ impl PgBinaries {
             pg_basebackup: find("pg_basebackup")?,
             pg_rewind: find("pg_rewind")?,
         })
+    }
+
+    /// The version, or an error naming it when it is older than [`MIN_SUPPORTED_MAJOR`]: at
+    /// start, rather than as a PostgreSQL FATAL on a setting it does not know later.
+    pub fn supported_version(&self) -> Result<PostgresBinaryVersion, PgError> {
+        let v = self.version()?;
+        if v.maj < MIN_SUPPORTED_MAJOR {
+            return Err(PgError::UnsupportedVersion {
+                found: format!("{}.{}", v.maj, v.min),
+                program: self.postgres.display().to_string(),
+                min: MIN_SUPPORTED_MAJOR,
+            });
+        }
+        Ok(v)
     }
 
     /// Runs `postgres --version` (allowed as root) and parses e.g.
@@ -124,5 +143,31 @@ mod tests {
             .to_string();
         assert!(err.contains("postgres"), "{err}");
         assert!(err.contains("--pg-bin-path"), "{err}");
+    }
+
+    #[test]
+    fn versions_before_13_are_refused_naming_the_version_and_the_minimum() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let fake = |name: &str, version: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(
+                &p,
+                format!("#!/bin/sh\necho 'postgres (PostgreSQL) {version}'\n"),
+            )
+            .unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        };
+        for name in ["initdb", "pg_ctl", "pg_basebackup", "pg_rewind"] {
+            fake(name, "");
+        }
+        fake("postgres", "12.19");
+        let bins = PgBinaries::locate(Some(dir.path())).unwrap();
+        let err = bins.supported_version().unwrap_err().to_string();
+        assert!(err.contains("PostgreSQL 12.19"), "{err}");
+        assert!(err.contains("PostgreSQL 13 or later"), "{err}");
+        assert!(!err.contains('\n'), "{err}");
+        fake("postgres", "13.1");
+        assert_eq!(bins.supported_version().unwrap().maj, 13);
     }
 }

@@ -6,7 +6,9 @@
 //! timeline history from `pg_wal/<tli>.history` (see [`PgClient::gather_state`]).
 
 use super::conf::{filter_managed, stolon_name, uid_from_stolon_name};
-use super::files::{oldest_wal_file, parse_lsn, read_timeline_history};
+use super::files::{
+    oldest_wal_file, parse_lsn, read_timeline_history, wal_name_in_16mib_segments,
+};
 use super::{AuthMethod, PgError};
 use crate::cluster::{DbUid, TimelineHistory};
 use std::collections::{BTreeMap, BTreeSet};
@@ -291,6 +293,24 @@ impl PgClient {
         Ok(true)
     }
 
+    /// `wal_segment_size` in bytes (set at initdb; pg_settings gives bytes from PostgreSQL 11).
+    pub async fn wal_segment_size(&self) -> Result<u64, PgError> {
+        let what = "WAL segment size";
+        let row = self
+            .bounded(
+                what,
+                self.client.query_one(
+                    "SELECT setting::int8 FROM pg_settings WHERE name = 'wal_segment_size'",
+                    &[],
+                ),
+            )
+            .await?;
+        let size: i64 = row
+            .try_get(0)
+            .map_err(|source| PgError::query(what, source))?;
+        Ok(size.max(0) as u64)
+    }
+
     /// On a standby: its WAL receiver has written WAL it got from the followed db since it
     /// started streaming (PostgreSQL ≥ 13 names the columns so).
     pub async fn received_wal(&self) -> Result<bool, PgError> {
@@ -491,7 +511,10 @@ impl PgClient {
         } else {
             None
         };
-        let older_wal_file = oldest_wal_file(pgdata)?.unwrap_or_default();
+        let segment_size = self.wal_segment_size().await?;
+        let older_wal_file = oldest_wal_file(pgdata)?
+            .and_then(|name| wal_name_in_16mib_segments(&name, segment_size))
+            .unwrap_or_default();
         Ok(PgState {
             in_recovery,
             system_id,

@@ -199,6 +199,35 @@ pub fn oldest_wal_file(pgdata: &Path) -> Result<Option<String>, PgError> {
     Ok(oldest)
 }
 
+/// The segment size upstream's WAL file arithmetic (and the sentinel's, src/sentinel/elect.rs)
+/// assumes.
+const WAL_NAME_SEGMENT: u64 = 16 * 1024 * 1024;
+
+/// `name` (a WAL file of `segment_size` bytes, as `initdb --wal-segsize` sets it) under the name
+/// the 16 MiB segment holding its first byte would have. The sentinel compares a standby's
+/// position with the master's oldest WAL file in 16 MiB names; with any other size the raw
+/// name would point at the wrong place. `None` for a name or size that makes no sense.
+pub(crate) fn wal_name_in_16mib_segments(name: &str, segment_size: u64) -> Option<String> {
+    if name.len() != 24 || !name.is_ascii() {
+        return None;
+    }
+    if segment_size == WAL_NAME_SEGMENT {
+        return Some(name.to_string());
+    }
+    if !segment_size.is_power_of_two() || !(1 << 20..=1 << 30).contains(&segment_size) {
+        return None;
+    }
+    let log = u64::from_str_radix(&name[8..16], 16).ok()?;
+    let seg = u64::from_str_radix(&name[16..24], 16).ok()?;
+    let start = (log * ((1u64 << 32) / segment_size) + seg).checked_mul(segment_size)?;
+    Some(format!(
+        "{}{:08X}{:08X}",
+        &name[..8],
+        start >> 32,
+        (start & 0xFFFF_FFFF) / WAL_NAME_SEGMENT
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,6 +242,22 @@ mod tests {
         assert_eq!(h[0].reason, "no recovery target specified");
         assert_eq!(h[1].switch_point, (1 << 32) | 0xA0);
         assert!(parse_history("x\ty\n").is_none());
+    }
+
+    #[test]
+    fn wal_names_of_other_segment_sizes_become_16mib_names() {
+        let mib = 1024 * 1024;
+        let same = wal_name_in_16mib_segments("000000010000000A000000FE", 16 * mib);
+        assert_eq!(same.as_deref(), Some("000000010000000A000000FE"));
+        // 64 MiB: 64 segments per 4 GiB; segment 0x3F starts at 0x3F * 64 MiB = 0xFC000000.
+        let big = wal_name_in_16mib_segments("000000020000000A0000003F", 64 * mib);
+        assert_eq!(big.as_deref(), Some("000000020000000A000000FC"));
+        // 1 MiB: segment 0x25 starts at 37 MiB, in 16 MiB segment 2.
+        let small = wal_name_in_16mib_segments("0000000100000000000000025", mib);
+        assert_eq!(small, None, "25 characters is no WAL file name");
+        let small = wal_name_in_16mib_segments("000000010000000000000025", mib);
+        assert_eq!(small.as_deref(), Some("000000010000000000000002"));
+        assert_eq!(wal_name_in_16mib_segments("000000010000000000000025", 3 * mib), None);
     }
 
     #[test]

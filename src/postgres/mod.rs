@@ -25,7 +25,7 @@ mod process;
 mod rewind;
 mod tools;
 
-pub use bins::PgBinaries;
+pub use bins::{MIN_SUPPORTED_MAJOR, PgBinaries};
 pub use client::{LocalConn, Login, PgClient, PgState, ReplicationRow};
 pub use conf::{
     MANAGED_PARAMETERS, ManagedParams, RecoverySettings, ReplConn, build_parameters,
@@ -184,6 +184,14 @@ pub enum PgError {
     },
     #[error("unexpected {what}: {detail}")]
     Unexpected { what: &'static str, detail: String },
+    #[error(
+        "PostgreSQL {found} ({program}) is not supported: stolon needs PostgreSQL {min} or later; point --pg-bin-path at a newer installation"
+    )]
+    UnsupportedVersion {
+        found: String,
+        program: String,
+        min: i32,
+    },
 }
 
 impl PgError {

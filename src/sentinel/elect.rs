@@ -218,7 +218,9 @@ pub(crate) fn free_keepers(cd: &ClusterData) -> Vec<KeeperUid> {
         .collect()
 }
 
-/// WAL segment name without timeline, for 16 MiB segments (upstream's assumption, #771).
+/// WAL segment name without timeline, for 16 MiB segments (upstream's assumption, #771): keepers
+/// report their oldest WAL file under its 16 MiB name whatever their segment size
+/// (src/postgres/files.rs).
 fn wal_name_no_timeline(x_log_pos: u64) -> String {
     const WAL_SEG_SIZE: u32 = 16 * 1024 * 1024;
     let id = (x_log_pos >> 32) as u32;
