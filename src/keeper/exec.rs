@@ -364,6 +364,7 @@ impl Keeper {
         }
         let why = match reason {
             StopReason::NoDbAssigned => "no db assigned",
+            StopReason::Deposed => "another master was elected in place of this one",
             StopReason::BootUuidMismatch => {
                 "the sentinel has not seen this keeper process yet (bootUUID differs)"
             }
@@ -374,7 +375,17 @@ impl Keeper {
             StopReason::Reinitialize => "reinitializing the data",
             StopReason::InitDone => "initialization done",
         };
-        if reason == StopReason::Fencing {
+        // A master that lost its role stops without a shutdown checkpoint: at once (one
+        // writable master at most), and keeping the WAL back to the last checkpoint it shares
+        // with the new master, which pg_rewind needs (src/postgres/rewind.rs); a checkpoint
+        // would remove it. Its data is rewound or replaced next anyway.
+        if matches!(reason, StopReason::Deposed | StopReason::Demoted) {
+            tracing::warn!(keeper = %self.facts.uid, "stopping the old master at once: {why}");
+        }
+        if matches!(
+            reason,
+            StopReason::Fencing | StopReason::Deposed | StopReason::Demoted
+        ) {
             return self.stop_postgres_immediately().await;
         }
         self.stop_postgres(why).await

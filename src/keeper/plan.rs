@@ -153,6 +153,8 @@ pub enum Recovery {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StopReason {
     NoDbAssigned,
+    /// A running master whose db is gone: another master was elected in its place.
+    Deposed,
     /// The sentinel has not seen this keeper process yet: an old master must not come back
     /// before the sentinel decided what it is.
     BootUuidMismatch,
@@ -428,7 +430,11 @@ impl Planner {
             return PlanEnd::Wait(WaitReason::KeeperNotInClusterData);
         };
         let Some(db) = cd.db_of_keeper(&me.uid) else {
-            self.stop_if_running(StopReason::NoDbAssigned);
+            self.stop_if_running(if self.sim.role == LocalRole::Master {
+                StopReason::Deposed
+            } else {
+                StopReason::NoDbAssigned
+            });
             return PlanEnd::Wait(WaitReason::NoDbAssigned);
         };
         if keeper.status.boot_uuid != me.boot_uuid {

@@ -145,8 +145,16 @@ fn no_db_assigned_stops_postgres() {
         &local("d1", 1, LocalRole::Master, true),
         false,
     );
-    assert_eq!(p.actions, vec![Action::Stop(StopReason::NoDbAssigned)]);
+    // Another master was elected in its place: stopped at once (src/keeper/exec.rs).
+    assert_eq!(p.actions, vec![Action::Stop(StopReason::Deposed)]);
     assert_eq!(p.end, PlanEnd::Wait(WaitReason::NoDbAssigned));
+    let p = plan(
+        &me(),
+        Some(&cd),
+        &local("d1", 1, LocalRole::Standby, true),
+        false,
+    );
+    assert_eq!(p.actions, vec![Action::Stop(StopReason::NoDbAssigned)]);
 }
 
 #[test]

@@ -6,9 +6,7 @@
 //! timeline history from `pg_wal/<tli>.history` (see [`PgClient::gather_state`]).
 
 use super::conf::{filter_managed, stolon_name, uid_from_stolon_name};
-use super::files::{
-    oldest_wal_file, parse_lsn, read_timeline_history, wal_name_in_16mib_segments,
-};
+use super::files::{oldest_wal_file, parse_lsn, read_timeline_history, wal_name_in_16mib_segments};
 use super::{AuthMethod, PgError};
 use crate::cluster::{DbUid, TimelineHistory};
 use std::collections::{BTreeMap, BTreeSet};

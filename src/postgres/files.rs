@@ -257,7 +257,10 @@ mod tests {
         assert_eq!(small, None, "25 characters is no WAL file name");
         let small = wal_name_in_16mib_segments("000000010000000000000025", mib);
         assert_eq!(small.as_deref(), Some("000000010000000000000002"));
-        assert_eq!(wal_name_in_16mib_segments("000000010000000000000025", 3 * mib), None);
+        assert_eq!(
+            wal_name_in_16mib_segments("000000010000000000000025", 3 * mib),
+            None
+        );
     }
 
     #[test]

@@ -9,12 +9,15 @@
 //! - `postgresql.auto.conf` is a symlink to /dev/null (`disable_alter_system`), while a live
 //!   source reports the file it points to as a regular file: pg_rewind refuses a file "of
 //!   different type in source and target";
-//! - a target that was not shut down cleanly gets crash recovery in single-user mode first,
-//!   which refuses to run while `standby.signal` exists.
+//! - a target that was not shut down cleanly needs crash recovery first, and the checkpoint
+//!   that ends it removes the WAL before it, including the last checkpoint the two servers
+//!   share, without which pg_rewind cannot work ("could not find previous WAL record"): the
+//!   recovery is run here with `wal_keep_size` at its maximum (pg_rewind's own would remove
+//!   it), and without `standby.signal`, which single-user mode refuses.
 
 use super::conf::ReplConn;
 use super::files::write_file_as;
-use super::tools::{SecretFile, command, run_reporting_progress};
+use super::tools::{SecretFile, command, run_reporting_progress, run_to_end};
 use super::{PgBinaries, PgError, Pgdata};
 use std::path::Path;
 use std::time::Duration;
@@ -69,6 +72,9 @@ pub async fn pg_rewind(
     let run_as = pgdata.owner();
     let target = std::path::absolute(pgdata).map_err(|e| PgError::io(pgdata.path(), e))?;
     prepare_target(pgdata)?;
+    if !cleanly_shut_down(pgdata.path())? {
+        recover_keeping_wal(bins, pgdata).await?;
+    }
     let passfile = match source.passfile_text() {
         Some(text) => Some(SecretFile::create(&target, "stolon-pgpass", &text, run_as)?),
         None => None,
@@ -85,6 +91,39 @@ pub async fn pg_rewind(
     };
     cmd.env_remove("PGPASSWORD");
     run_reporting_progress(cmd, &bins.pg_rewind, &mut progress).await
+}
+
+/// `global/pg_control`'s state field (offset 16, after the system identifier and two version
+/// numbers, the same in every supported version) says "shut down" or "shut down in
+/// recovery": pg_rewind takes the data directory as it is.
+fn cleanly_shut_down(pgdata: &Path) -> Result<bool, PgError> {
+    const STATE_OFFSET: usize = 16;
+    const DB_SHUTDOWNED: u32 = 1;
+    const DB_SHUTDOWNED_IN_RECOVERY: u32 = 2;
+    let path = pgdata.join("global").join("pg_control");
+    let bytes = std::fs::read(&path).map_err(|e| PgError::io(&path, e))?;
+    let state = bytes
+        .get(STATE_OFFSET..STATE_OFFSET + 4)
+        .and_then(|b| b.try_into().ok())
+        .map(u32::from_ne_bytes)
+        .ok_or_else(|| PgError::Unexpected {
+            what: "pg_control",
+            detail: format!("{} is only {} bytes", path.display(), bytes.len()),
+        })?;
+    Ok(matches!(state, DB_SHUTDOWNED | DB_SHUTDOWNED_IN_RECOVERY))
+}
+
+/// Crash recovery in single-user mode, as pg_rewind would run it, but keeping every WAL file.
+async fn recover_keeping_wal(bins: &PgBinaries, pgdata: &Pgdata) -> Result<(), PgError> {
+    let target = std::path::absolute(pgdata).map_err(|e| PgError::io(pgdata.path(), e))?;
+    tracing::info!(pgdata = %target.display(), "crash recovery before pg_rewind (keeping all WAL)");
+    let mut cmd = command(&bins.postgres, pgdata.owner());
+    cmd.args(["--single", "-F", "-D"]).arg(&target).args([
+        "-c",
+        "wal_keep_size=2147483647",
+        "template1",
+    ]);
+    run_to_end(cmd, &bins.postgres).await.map(|_| ())
 }
 
 /// Removes what makes pg_rewind refuse a keeper's data directory (see the module doc). The
@@ -112,6 +151,27 @@ fn remove_if_present(path: &Path) -> Result<(), PgError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_file_state_tells_a_clean_shutdown() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("global")).unwrap();
+        let write_state = |state: u32| {
+            let mut control = vec![0u8; 64];
+            control[16..20].copy_from_slice(&state.to_ne_bytes());
+            std::fs::write(dir.path().join("global/pg_control"), control).unwrap();
+        };
+        for (state, clean) in [(1, true), (2, true), (4, false), (6, false)] {
+            write_state(state);
+            assert_eq!(
+                cleanly_shut_down(dir.path()).unwrap(),
+                clean,
+                "state {state}"
+            );
+        }
+        std::fs::write(dir.path().join("global/pg_control"), [0u8; 8]).unwrap();
+        assert!(cleanly_shut_down(dir.path()).is_err());
+    }
 
     #[test]
     fn target_loses_its_signals_and_auto_conf_symlink() {

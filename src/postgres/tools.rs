@@ -107,7 +107,10 @@ fn last_lines(text: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join(" | ")
 }
 
-async fn run_to_end(mut cmd: tokio::process::Command, program: &Path) -> Result<String, PgError> {
+pub(super) async fn run_to_end(
+    mut cmd: tokio::process::Command,
+    program: &Path,
+) -> Result<String, PgError> {
     let name = program.display().to_string();
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     let child = cmd.spawn().map_err(|source| PgError::Spawn {

@@ -125,6 +125,10 @@ fn diverged_old_master_rejoins_with_pg_rewind() {
         "the old master was not rewound:\n{log}"
     );
     assert!(
+        log.contains("crash recovery before pg_rewind (keeping all WAL)"),
+        "a killed master needs crash recovery before the rewind:\n{log}"
+    );
+    assert!(
         !log.contains("pg_basebackup"),
         "the old master was copied in full after all:\n{log}"
     );
