@@ -3,9 +3,13 @@
 // Each benchmark (an example of its own) uses a part of this file.
 #![allow(dead_code)]
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
+use etcd_client::Client;
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::{Pid, getpgid};
+use serde_json::Value;
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -117,6 +121,80 @@ impl Local {
             .parse()
             .with_context(|| format!("pid in {}", path.display()))
     }
+}
+
+pub(crate) async fn cluster_data(etcd: &mut Client, key: &str) -> Result<Value> {
+    let resp = etcd.get(key, None).await?;
+    let kv = resp
+        .kvs()
+        .first()
+        .ok_or_else(|| anyhow!("no clusterdata"))?;
+    Ok(serde_json::from_slice(kv.value())?)
+}
+
+/// One query through the proxy in a fresh session, bounded to 2 s.
+pub(crate) async fn via_proxy(cfg: &tokio_postgres::Config, sql: &str) -> Result<Vec<String>> {
+    tokio::time::timeout(Duration::from_secs(2), async {
+        let (client, conn) = cfg.connect(tokio_postgres::NoTls).await?;
+        tokio::spawn(conn);
+        let msgs = client.simple_query(sql).await?;
+        Ok(msgs
+            .into_iter()
+            .filter_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+                _ => None,
+            })
+            .collect())
+    })
+    .await
+    .map_err(|_| anyhow!("timed out"))?
+}
+
+/// Every db healthy and converged, the master streaming to all standbys, the proxy serving it.
+pub(crate) async fn steady(
+    etcd: &mut Client,
+    l: &Local,
+    cfg: &tokio_postgres::Config,
+) -> Result<bool> {
+    let cd = cluster_data(etcd, &l.key).await?;
+    let n: usize = l.var("NKEEPERS")?.parse()?;
+    let dbs = cd["dbs"]
+        .as_object()
+        .map(|d| d.values().collect::<Vec<_>>())
+        .unwrap_or_default();
+    let good = dbs.len() == n
+        && dbs.iter().all(|d| {
+            d["status"]["healthy"] == true && d["generation"] == d["status"]["currentGeneration"]
+        })
+        && cd["proxy"]["spec"]["masterDbUid"] == cd["cluster"]["status"]["master"];
+    if !good {
+        return Ok(false);
+    }
+    let streaming = via_proxy(
+        cfg,
+        "select count(*) from pg_stat_replication where state = 'streaming'",
+    )
+    .await;
+    Ok(matches!(streaming, Ok(r) if r.first().map(String::as_str) == Some(&(n - 1).to_string())))
+}
+
+pub(crate) fn kill_keeper(state: &Path, keeper: &str) -> Result<()> {
+    let pid: i32 = std::fs::read_to_string(state.join("run").join(format!("{keeper}.pid")))?
+        .trim()
+        .parse()?;
+    let pm = std::fs::read_to_string(state.join(keeper).join("postgres/postmaster.pid"))
+        .ok()
+        .and_then(|t| t.lines().next().and_then(|l| l.trim().parse::<i32>().ok()));
+    // The keeper leads its own session (setsid); its postgres may lead another group.
+    let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+    if let Some(pm) = pm {
+        let p = Pid::from_raw(pm);
+        if getpgid(Some(p)) == Ok(p) {
+            let _ = killpg(p, Signal::SIGKILL);
+        }
+        let _ = kill(p, Signal::SIGKILL);
+    }
+    Ok(())
 }
 
 /// `median, max` of the figures, or `n/a`.

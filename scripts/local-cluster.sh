@@ -10,6 +10,7 @@
 # Environment: STOLON_LOCAL_DIR (state dir, default /tmp/stolon-local-$USER),
 # STOLON_LOCAL_BASE_PORT (default 25430: proxy +2, keepers +3..+5, etcd +10/+11),
 # STOLON_SLEEP_INTERVAL / STOLON_FAIL_INTERVAL (cluster spec, default 2s / 5s),
+# STOLON_USE_PG_REWIND (cluster spec usePgrewind, default false),
 # STOLON_LOCAL_KEEPERS / STOLON_LOCAL_SENTINELS (default 3 / 2),
 # STOLON_SKIP_BUILD=1 (use the binaries already in the state dir), STOLON_CARGO_FEATURES (cargo
 # features to build with, e.g. kernel-forwarding).
@@ -31,8 +32,9 @@ NKEEPERS=${STOLON_LOCAL_KEEPERS:-3}
 NSENTINELS=${STOLON_LOCAL_SENTINELS:-2}
 SU_USER=postgres
 REPL_USER=repluser
-SPEC=$(printf '{"initMode":"new","sleepInterval":"%s","failInterval":"%s","proxyCheckInterval":"1s","proxyTimeout":"5s","convergenceTimeout":"30s"}' \
-  "${STOLON_SLEEP_INTERVAL:-2s}" "${STOLON_FAIL_INTERVAL:-5s}")
+case ${STOLON_USE_PG_REWIND:-false} in true | false) ;; *) echo "STOLON_USE_PG_REWIND must be true or false" >&2; exit 2 ;; esac
+SPEC=$(printf '{"initMode":"new","sleepInterval":"%s","failInterval":"%s","proxyCheckInterval":"1s","proxyTimeout":"5s","convergenceTimeout":"30s","usePgrewind":%s}' \
+  "${STOLON_SLEEP_INTERVAL:-2s}" "${STOLON_FAIL_INTERVAL:-5s}" "${STOLON_USE_PG_REWIND:-false}")
 
 if [ "$(id -u)" = 0 ]; then KEEPER_USER=postgres; else KEEPER_USER=$ME; fi
 
