@@ -40,7 +40,7 @@ pub(super) async fn run(args: InitArgs, cfg: &StoreConfig) -> Result<(), CtlErro
     };
     // Checked before connecting: a bad spec must not cost the user their cluster data.
     let spec = init_spec(text.as_deref())?;
-    super::pgparams::check(&spec)?;
+    super::pgparams::check(&spec, None, &[])?;
 
     let store = connect(cfg).await?;
     if store.get_cluster_data_raw().await?.is_some() {

@@ -59,7 +59,11 @@ pub(super) async fn run(args: UpdateArgs, cfg: &StoreConfig) -> Result<(), CtlEr
     let store = connect(cfg).await?;
     modify_cluster_data(&store, |cd| {
         let new = updated_spec(&cd.cluster.spec, &input, args.patch)?;
-        super::pgparams::check(&new)?;
+        super::pgparams::check(
+            &new,
+            Some(&cd.cluster.spec),
+            &super::pgparams::cluster_majors(cd),
+        )?;
         cd.cluster.spec = new;
         Ok(())
     })

@@ -405,9 +405,12 @@ impl Cluster {
         self.proxy = Some(Proc::spawn("proxy", cmd, &self.log("proxy"), RunAs::Me));
     }
 
-    /// Runs stolonctl with the cluster's store flags before `args`.
+    /// Runs stolonctl with the cluster's store flags before `args`, the keepers' PostgreSQL
+    /// first in its PATH: the one it checks pgParameters with (src/ctl/pgparams.rs).
     pub(crate) fn stolonctl(&self, args: &[&str]) -> Output {
+        let path = std::env::var("PATH").unwrap_or_default();
         Command::new(bin("stolonctl"))
+            .env("PATH", format!("{}:{path}", pg_bin()))
             .args(self.store_args())
             .args(args)
             .output()
