@@ -537,17 +537,12 @@ async fn reconcile_slots(
     followers: &[DbUid],
     additional: &[String],
 ) -> Result<(), KeeperError> {
-    client
-        .reconcile_replication_slots(&followers.iter().map(DbUid::to_string).collect())
-        .await?;
-    for slot in additional {
-        // Names are checked by spec validation ([a-z0-9_]), so quoting is plain.
-        client
-            .execute(&format!(
-                "SELECT pg_create_physical_replication_slot('{slot}') \
-                 WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = '{slot}')"
-            ))
-            .await?;
-    }
-    Ok(())
+    // Additional names cannot clash with db uids' slots: validation refuses the `stolon_`
+    // prefix, and db uids are generated.
+    let wanted = followers
+        .iter()
+        .map(DbUid::to_string)
+        .chain(additional.iter().cloned())
+        .collect();
+    Ok(client.reconcile_replication_slots(&wanted).await?)
 }

@@ -224,10 +224,10 @@ pub enum Action {
     ReleaseSyncWaiters {
         standbys: Vec<DbUid>,
     },
-    /// Make the `stolon_*` physical slots exactly `stolon_<f>` for each follower db uid `f`,
-    /// and create the spec's additional slots that are missing. ⚠ Upstream also drops
-    /// physical slots not named `stolon_*` that are not in the additional list; we never
-    /// touch a slot we did not create by name (upstream leaves them untouched).
+    /// Make the `stolon_*` physical slots exactly `stolon_<f>` for each follower db uid `f`
+    /// and `stolon_<a>` for each of the spec's additional slots `a` (upstream's names, so a
+    /// migrated cluster keeps its slots): missing ones are created, the others dropped.
+    /// Slots not named `stolon_*` are never touched.
     ReconcileSlots {
         followers: Vec<DbUid>,
         additional: Vec<String>,

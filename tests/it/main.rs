@@ -14,6 +14,7 @@ mod cluster_harness;
 mod cluster_init;
 mod cluster_resync_backoff;
 mod cluster_rewind;
+mod cluster_slots;
 mod cluster_standby_lag;
 mod cluster_store_full;
 mod cluster_store_outage;
