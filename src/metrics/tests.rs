@@ -193,7 +193,10 @@ fn sentinel_exposes_upstreams_metrics_failovers_and_lag() {
     assert_eq!(value(&text, "stolon_sentinel_leader_count"), Some(2.0));
     assert_eq!(value(&text, "stolon_sentinel_failovers_total"), Some(1.0));
     // An empty family is not rendered at all; with a standby it is.
-    assert!(text.contains("# TYPE stolon_sentinel_standby_lag_bytes gauge"), "{text}");
+    assert!(
+        text.contains("# TYPE stolon_sentinel_standby_lag_bytes gauge"),
+        "{text}"
+    );
     let lag = r#"stolon_sentinel_standby_lag_bytes{keeper="k2",db="s1"}"#;
     assert_eq!(value(&text, lag), Some(300.0));
     assert!(

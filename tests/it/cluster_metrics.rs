@@ -95,9 +95,10 @@ fn keeper_and_sentinel_metrics_follow_the_cluster() {
             (lag && value(&text, "stolon_sentinel_is_leader") == Some(1.0)).then_some(text)
         },
     );
-    assert_eq!(
-        value(&text, "stolon_sentinel_leader_count"),
-        Some(1.0),
+    // At least once: the sentinel stands again when it replaces its lease to follow the
+    // spec's sleepInterval (src/sentinel/mod.rs), which can count a second election.
+    assert!(
+        value(&text, "stolon_sentinel_leader_count").is_some_and(|n| n >= 1.0),
         "{text}"
     );
     assert_eq!(
