@@ -78,9 +78,15 @@ impl SentinelMetrics {
         }
         self.is_leader.set(i64::from(leading));
         if !leading {
-            // Only the leader reports lag, so series are not doubled across sentinels.
-            self.standby_lag.clear();
+            self.following();
         }
+    }
+
+    /// A check found another sentinel leading. Only the leader reports lag, so series are not
+    /// doubled across sentinels (and a check that was still running when leadership was lost
+    /// leaves none behind).
+    pub fn following(&self) {
+        self.standby_lag.clear();
     }
 
     /// A written clusterdata replaced the master.

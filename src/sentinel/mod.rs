@@ -383,6 +383,7 @@ impl Sentinel {
             let mut memory = decision.memory;
             health::refresh_convergence_timers(&cd.value, &mut memory, now);
             self.memory = memory;
+            self.metrics.following();
             self.term = None;
             self.last_problem = None;
             self.conditions.clear();
