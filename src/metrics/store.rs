@@ -8,7 +8,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 
 pub(super) const NAME: &str = "stolon_store_last_success_seconds";
 const HELP: &str =
-    "Last time a request to the store succeeded as seconds since unix epoch (0: never)";
+    "Last time a request to the store succeeded as seconds since unix epoch (0: never).";
 
 #[derive(Debug)]
 pub(super) struct StoreContact(pub(super) LastContact);
