@@ -9,6 +9,7 @@ use crate::systemd::ServiceEnv;
 use anyhow::Context;
 use std::future::Future;
 use std::process::ExitCode;
+use tokio_util::sync::CancellationToken;
 
 /// Runs a daemon role. `service` comes from `systemd::service_env()` (called first thing in main),
 /// `parsed` from clap, `role_config` picks the role's settings out of the layered config, and
@@ -26,34 +27,39 @@ where
 {
     let configured = parsed
         .map_err(config::usage_error)
-        .and_then(|flags| configure(&flags, role_config).map(|(cfg, store)| (cfg, store, flags)));
-    let (cfg, store, flags) = match configured {
+        .and_then(|flags| configure(&flags, role_config).map(|(cfg, set)| (cfg, set, flags)));
+    let (cfg, settings, flags) = match configured {
         Ok(c) => c,
         Err(e) => return config::exit_with_error(e),
     };
-    match run(cfg, store, flags, service, role) {
+    match run(cfg, settings, flags, service, role) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => config::exit_with_error(format!("{e:#}")),
     }
 }
 
+/// What the daemon itself needs besides the role's config.
+struct Settings {
+    store: StoreConfig,
+    /// `--metrics-listen-address`.
+    metrics: Option<String>,
+}
+
 fn configure<R: RoleMarker, C>(
     flags: &Flags<R>,
     role_config: impl FnOnce(&Loaded) -> Result<C, ConfigError>,
-) -> Result<(C, StoreConfig), ConfigError> {
+) -> Result<(C, Settings), ConfigError> {
     let loaded = Loaded::load(flags)?;
     let log = loaded.log_settings()?;
     let store = StoreConfig::from_loaded(&loaded)?;
+    let metrics = loaded.metrics_listen_address()?;
     crate::telemetry::init(&log);
-    if let Some(addr) = loaded.metrics_listen_address() {
-        tracing::warn!(%addr, "--metrics-listen-address is not implemented yet; ignoring it");
-    }
-    Ok((role_config(&loaded)?, store))
+    Ok((role_config(&loaded)?, Settings { store, metrics }))
 }
 
 fn run<R, C, F, Fut>(
     cfg: C,
-    store: StoreConfig,
+    settings: Settings,
     flags: Flags<R>,
     service: ServiceEnv,
     role: F,
@@ -75,9 +81,38 @@ where
                 "socket-activated: serving on the sockets systemd passed (--listen-address/--port unused)"
             );
         }
-        let ctx = RoleContext::new(store, shutdown)
+        let (metrics, endpoint) = start_metrics(settings.metrics.as_deref()).await?;
+        let ctx = RoleContext::new(settings.store, shutdown)
             .with_notifier(service.notifier)
-            .with_listeners(listeners);
-        role(cfg, ctx).await
+            .with_listeners(listeners)
+            .with_metrics(metrics);
+        let result = role(cfg, ctx).await;
+        // Served until the role has returned, not only until the signal: a keeper stopping
+        // PostgreSQL is still observable then.
+        endpoint.cancel();
+        result
     })
+}
+
+/// Binds the metrics endpoint before the role starts (a taken port is a startup error) and
+/// serves it until the returned token is cancelled.
+async fn start_metrics(
+    addr: Option<&str>,
+) -> anyhow::Result<(crate::metrics::Metrics, CancellationToken)> {
+    let stop = CancellationToken::new();
+    let Some(addr) = addr else {
+        return Ok((crate::metrics::Metrics::new(), stop));
+    };
+    let listener = crate::metrics::bind(addr).await?;
+    let local = listener
+        .local_addr()
+        .map_or_else(|_| addr.to_string(), |a| a.to_string());
+    tracing::info!(addr = %local, "serving metrics at /metrics");
+    let metrics = crate::metrics::Metrics::served();
+    tokio::spawn(crate::metrics::serve(
+        listener,
+        metrics.clone(),
+        stop.clone(),
+    ));
+    Ok((metrics, stop))
 }

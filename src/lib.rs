@@ -10,6 +10,7 @@ pub mod daemon;
 mod fsutil;
 pub mod keeper;
 mod locks;
+pub mod metrics;
 pub mod postgres;
 pub mod proxy;
 pub mod role;

@@ -2,6 +2,7 @@
 //! entry point, `run(config, ctx)`. The binaries build it from systemd's environment and the
 //! signals (src/daemon.rs); tests build the same with [`RoleContext::new`].
 
+use crate::metrics::Metrics;
 use crate::store::StoreConfig;
 use crate::systemd::Notifier;
 use std::net::TcpListener;
@@ -22,10 +23,14 @@ pub struct RoleContext {
     /// The role's one-line status on every change (what systemd's STATUS= shows), for
     /// whatever reads the role's state from inside the process (tests, health endpoints).
     pub status: watch::Sender<String>,
+    /// Where the role registers its metrics; served at /metrics with
+    /// `--metrics-listen-address` (src/daemon.rs), read directly by tests.
+    pub metrics: Metrics,
 }
 
 impl RoleContext {
-    /// Outside systemd: no notifier, no handed sockets, a status nobody reads yet.
+    /// Outside systemd: no notifier, no handed sockets, a status nobody reads yet, metrics
+    /// nobody serves.
     pub fn new(store: StoreConfig, shutdown: CancellationToken) -> RoleContext {
         RoleContext {
             shutdown,
@@ -33,6 +38,7 @@ impl RoleContext {
             store,
             listeners: Vec::new(),
             status: watch::channel(String::new()).0,
+            metrics: Metrics::new(),
         }
     }
 
@@ -43,6 +49,11 @@ impl RoleContext {
 
     pub fn with_listeners(mut self, listeners: Vec<TcpListener>) -> RoleContext {
         self.listeners = listeners;
+        self
+    }
+
+    pub fn with_metrics(mut self, metrics: Metrics) -> RoleContext {
+        self.metrics = metrics;
         self
     }
 

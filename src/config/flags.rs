@@ -115,7 +115,7 @@ pub(crate) const STORE_SKIP_TLS_VERIFY: FlagDef = boolean(
 pub(crate) const METRICS_LISTEN_ADDRESS: FlagDef = text(
     "metrics-listen-address",
     None,
-    "metrics listen address (not implemented yet: accepted and ignored)",
+    "serve Prometheus metrics at http://<address>/metrics (host:port, or :port for every address; stolonctl: ignored)",
 );
 
 pub(crate) const KUBE_RESOURCE_KIND: FlagDef = text(

@@ -240,9 +240,27 @@ impl Loaded {
         })
     }
 
-    /// `--metrics-listen-address`: accepted for compatibility; nothing serves metrics yet.
-    pub fn metrics_listen_address(&self) -> Option<String> {
-        self.get(&flags::METRICS_LISTEN_ADDRESS)
+    /// `--metrics-listen-address`: `host:port`, `[v6]:port` or `:port` (every address), as
+    /// upstream's Go server takes it; empty means none. Only the form is checked here: binding
+    /// it is the daemon's (src/metrics/http.rs).
+    pub fn metrics_listen_address(&self) -> Result<Option<String>, ConfigError> {
+        let flag = &flags::METRICS_LISTEN_ADDRESS;
+        let Some(addr) = self.get(flag).map(|a| a.trim().to_string()) else {
+            return Ok(None);
+        };
+        if addr.is_empty() {
+            return Ok(None);
+        }
+        let port = addr.rsplit_once(':').map(|(_, p)| p);
+        match port.map(str::parse::<u16>) {
+            Some(Ok(_)) => Ok(Some(addr)),
+            _ => Err(invalid(
+                flag.name,
+                format!(
+                    "{addr:?} is not host:port (e.g. 0.0.0.0:8080, or :8080 for every address)"
+                ),
+            )),
+        }
     }
 }
 

@@ -94,10 +94,15 @@ impl Keeper {
                 self.stop_postgres("restart").await?;
                 self.start(None, false).await
             }
-            Action::Reload => match &self.pg {
-                Some(pg) => Ok(pg.reload()?),
-                None => Ok(()),
-            },
+            Action::Reload => {
+                // Upstream's stolon_keeper_needs_reload: 1 until a reload succeeds.
+                self.metrics.needs_reload(true);
+                if let Some(pg) = &self.pg {
+                    pg.reload()?;
+                }
+                self.metrics.needs_reload(false);
+                Ok(())
+            }
             Action::ReleaseSyncWaiters { standbys } => {
                 self.release_sync_waiters(standbys).await;
                 Ok(())
@@ -327,6 +332,7 @@ impl Keeper {
     /// out of reach, and PostgreSQL starts again as soon as it is back.
     pub(super) fn note_postgres_exit(&mut self, pid: u32) {
         if self.fence.killed(pid) {
+            self.metrics.fenced();
             return;
         }
         let now = std::time::Instant::now();
@@ -381,6 +387,9 @@ impl Keeper {
         // would remove it. Its data is rewound or replaced next anyway.
         if matches!(reason, StopReason::Deposed | StopReason::Demoted) {
             tracing::warn!(keeper = %self.facts.uid, "stopping the old master at once: {why}");
+        }
+        if reason == StopReason::Fencing && self.pg.is_some() {
+            self.metrics.fenced();
         }
         if matches!(
             reason,

@@ -18,6 +18,7 @@ use crate::cluster::{
     ClusterData, ClusterPhase, ClusterSpec, DEFAULT_SLEEP_INTERVAL, DbRole, DbUid, FenceTiming,
     FollowType, KeeperUid,
 };
+use crate::metrics::{KeeperMetrics, PgRole};
 use crate::postgres::{
     self, LocalConn, PgBinaries, PgClient, PgError, PgProcess, Pgdata, ServerParameters,
     stop_stale_instance,
@@ -147,6 +148,8 @@ pub(super) struct Keeper {
     quick_looks: u32,
     /// The status line, for readers inside the process (`RoleContext::status`).
     status: tokio::sync::watch::Sender<String>,
+    /// What /metrics shows (src/metrics/keeper.rs).
+    pub metrics: KeeperMetrics,
 }
 
 /// Runs the keeper until `ctx.shutdown`; then stops PostgreSQL (fast) and returns `Ok`. Tells
@@ -161,8 +164,10 @@ pub async fn run(cfg: KeeperConfig, ctx: RoleContext) -> Result<(), KeeperError>
         notifier,
         store: store_cfg,
         status,
+        metrics: registry,
         ..
     } = ctx;
+    let metrics = registry.keeper(&store_cfg.cluster_name);
     refuse_root()?;
     validate_auth(&cfg)?;
     super::validate::warn_trust(&cfg);
@@ -198,6 +203,7 @@ pub async fn run(cfg: KeeperConfig, ctx: RoleContext) -> Result<(), KeeperError>
     notifier.status("starting: connecting to the store");
     let work = Work::new(notifier.clone());
     let store = Store::connect(&store_cfg).await?;
+    registry.watch_store(&store);
     // Learn the spec timings before the first info put takes the lease.
     let timing = initial_timing(&store).await;
     store.set_lease_ttl(timing.sleep_interval.max(MIN_LEASE_TTL));
@@ -277,6 +283,7 @@ pub async fn run(cfg: KeeperConfig, ctx: RoleContext) -> Result<(), KeeperError>
         setbacks: Default::default(),
         quick_looks: 0,
         status,
+        metrics,
     };
     keeper.main_loop(&shutdown).await;
     keeper.shut_down(&notifier, publisher_stop, publisher).await
@@ -344,6 +351,7 @@ impl Keeper {
         publisher: tokio::task::JoinHandle<()>,
     ) -> Result<(), KeeperError> {
         self.work.set_extending(true);
+        self.metrics.shutting_down();
         let stopping = if self.pg.is_some() {
             "stopping: PostgreSQL fast shutdown"
         } else {
@@ -387,6 +395,10 @@ impl Keeper {
                 outcome = supervise(&work, self.sync_once()) => outcome,
             };
             self.outcome = outcome;
+            if matches!(self.outcome, Outcome::Planned(PlanEnd::Converged { .. })) {
+                self.metrics.synced();
+            }
+            self.metrics.sleep_interval(self.timing.sleep_interval);
             self.shared.publish_now();
             work.notifier().watchdog();
             self.report();
@@ -511,6 +523,11 @@ impl Keeper {
                 return Outcome::LocalStateUnreadable;
             }
         };
+        self.metrics.roles(
+            metrics_role(local.role),
+            self.assigned.as_ref().map(|a| a.role.into()),
+        );
+        self.metrics.needs_restart(local.pending_restart);
         let p = plan(&self.facts, cd.as_ref(), &local, fenced);
         self.log_end(&p.end);
         if p.actions.iter().any(Action::changes_postgres) {
@@ -622,6 +639,7 @@ impl Keeper {
                 let cd = v.map(|v| v.value);
                 if let Some(cd) = &cd {
                     self.adopt(cd).map_err(ReadFailure::BadData)?;
+                    self.metrics.valid_clusterdata();
                 }
                 Ok(cd)
             }
@@ -674,9 +692,11 @@ impl Keeper {
         }
         let mut in_sync_standbys = None;
         let mut pending_restart = false;
-        // Only ask postgres what the plan can use: the keeper connects on every iteration
-        // otherwise, which is noise in the server log.
-        let want_pending = cd.is_some_and(|cd| cd.cluster.spec.automatic_pg_restart());
+        // Only ask postgres what the plan (or a metrics endpoint: stolon_keeper_needs_restart)
+        // can use: the keeper connects on every iteration otherwise, which is noise in the
+        // server log.
+        let want_pending =
+            self.metrics.served() || cd.is_some_and(|cd| cd.cluster.spec.automatic_pg_restart());
         let want_sync = self.applied.as_ref().is_some_and(|a| a.hba.internal_only);
         if running && (want_pending || want_sync) {
             match PgClient::connect(&self.local_conn).await {
@@ -806,6 +826,15 @@ fn describe_wait(reason: &WaitReason) -> String {
             format!("followed db {db} has not published its address yet")
         }
         WaitReason::Held(hold) => hold.to_string(),
+    }
+}
+
+/// Upstream's `role` label: an uninitialized PGDATA is `undefined`.
+fn metrics_role(role: LocalRole) -> PgRole {
+    match role {
+        LocalRole::None => PgRole::Undefined,
+        LocalRole::Master => PgRole::Master,
+        LocalRole::Standby => PgRole::Standby,
     }
 }
 

@@ -25,6 +25,7 @@ pub use route::Destination;
 pub use target::{NoTarget, Target, select_target};
 
 use crate::cluster::new_uid;
+use crate::metrics::ProxyMetrics;
 use crate::role::RoleContext;
 use crate::store::Store;
 use crate::systemd::Notifier;
@@ -107,7 +108,9 @@ pub async fn run(cfg: ProxyConfig, ctx: RoleContext) -> Result<(), ProxyError> {
     if let Err(e) = limits::raise_open_file_limit() {
         tracing::warn!(error = %e, "cannot raise the open-file limit; clients may be refused early");
     }
+    let metrics = ctx.metrics.proxy(&ctx.store.cluster_name);
     let store = Store::connect(&ctx.store).await?;
+    ctx.metrics.watch_store(&store);
     let result = run_with_source(
         cfg,
         store.clone(),
@@ -115,6 +118,7 @@ pub async fn run(cfg: ProxyConfig, ctx: RoleContext) -> Result<(), ProxyError> {
         ctx.shutdown,
         ctx.status,
         ctx.notifier,
+        metrics,
     )
     .await;
     // Our info key goes now rather than at TTL expiry, so a sentinel switching masters does not
@@ -129,7 +133,7 @@ pub async fn run(cfg: ProxyConfig, ctx: RoleContext) -> Result<(), ProxyError> {
 /// sockets (systemd activation, tests) that are used and never closed while running; none binds
 /// `listen_address:port` after the first successful check. `status` receives a one-line
 /// description of what the proxy does, on every change; `notifier` gets the same lines and the
-/// readiness, watchdog and stopping notifications.
+/// readiness, watchdog and stopping notifications; `metrics` counts the sessions.
 pub(crate) async fn run_with_source<S: ClusterSource>(
     cfg: ProxyConfig,
     source: S,
@@ -137,6 +141,7 @@ pub(crate) async fn run_with_source<S: ClusterSource>(
     shutdown: CancellationToken,
     status: watch::Sender<String>,
     notifier: Arc<Notifier>,
+    metrics: ProxyMetrics,
 ) -> Result<(), ProxyError> {
     let uid = new_uid();
     let router = Router::new();
@@ -145,7 +150,7 @@ pub(crate) async fn run_with_source<S: ClusterSource>(
     } else {
         None
     };
-    let policy = client_policy(&cfg, kernel);
+    let policy = client_policy(&cfg, kernel, metrics);
     let listen_on = format!("{}:{}", cfg.listen_address, cfg.port);
     let span = tracing::info_span!("proxy", proxy_uid = %uid);
     let entered = span.enter();
@@ -181,7 +186,11 @@ pub(crate) async fn run_with_source<S: ClusterSource>(
     checker.run(&source, &shutdown).instrument(span).await
 }
 
-fn client_policy(cfg: &ProxyConfig, kernel: Option<Arc<kernel::KernelForwarding>>) -> ClientPolicy {
+fn client_policy(
+    cfg: &ProxyConfig,
+    kernel: Option<Arc<kernel::KernelForwarding>>,
+    metrics: ProxyMetrics,
+) -> ClientPolicy {
     let max = match cfg.max_connections {
         0 => {
             let open_files =
@@ -202,5 +211,6 @@ fn client_policy(cfg: &ProxyConfig, kernel: Option<Arc<kernel::KernelForwarding>
         limit: limits::SessionLimit::new(max),
         accept_errors: Arc::new(limits::RateLimited::for_warnings()),
         kernel,
+        metrics,
     }
 }

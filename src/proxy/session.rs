@@ -5,6 +5,7 @@
 use super::kernel::KernelForwarding;
 use super::limits::{RateLimited, SessionLimit, SessionPermit};
 use super::route::Route;
+use crate::metrics::{ProxyMetrics, Refusal};
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
@@ -57,6 +58,8 @@ pub(crate) struct ClientPolicy {
     pub accept_errors: Arc<RateLimited>,
     /// `--kernel-forwarding`: the kernel moves the bytes of each session.
     pub kernel: Option<Arc<KernelForwarding>>,
+    /// Sessions, failed dials and refusals, for /metrics.
+    pub metrics: ProxyMetrics,
 }
 
 /// Accepts until `stop` is cancelled. Dropping the listener on return closes it (when the proxy
@@ -88,9 +91,11 @@ pub(crate) async fn accept_loop(
         };
         if !routable(&routes.borrow()) {
             // Fail closed: the client sees its connection closed at once.
+            policy.metrics.refused(Refusal::NoMaster);
             continue;
         }
         let Some(permit) = policy.limit.try_acquire() else {
+            policy.metrics.refused(Refusal::MaxConnections);
             continue;
         };
         tokio::spawn(
@@ -125,6 +130,7 @@ async fn serve(
     // after it goes to the new master.
     let route = routes.borrow().clone();
     if !routable(&route) {
+        policy.metrics.refused(Refusal::NoMaster);
         return;
     }
     let Some(dest) = route.dest.as_deref() else {
@@ -137,15 +143,18 @@ async fn serve(
         d = dial => match d {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
+                policy.metrics.connect_error();
                 tracing::warn!(db = %dest.db_uid, addr = %dest.addr, error = %e, "cannot connect to the master");
                 return;
             }
             Err(_) => {
+                policy.metrics.connect_error();
                 tracing::warn!(db = %dest.db_uid, addr = %dest.addr, "connecting to the master timed out after {DIAL_TIMEOUT:?}");
                 return;
             }
         },
     };
+    let _session = policy.metrics.session_started();
     let _ = server.set_nodelay(true);
     tokio::select! {
         _ = route.cancel.cancelled() => {}

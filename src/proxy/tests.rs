@@ -232,6 +232,7 @@ fn start_notifying(
         shutdown.clone(),
         tx,
         Arc::new(notifier),
+        Default::default(),
     ));
     Running {
         addr,

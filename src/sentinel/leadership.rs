@@ -1,6 +1,7 @@
 //! The campaign for sentinel leadership, in its own task, so a check in
 //! progress never blocks on the election and a follower takes over as soon as etcd lets it.
 
+use crate::metrics::SentinelMetrics;
 use crate::store::Election;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -19,6 +20,7 @@ const CAMPAIGN_RETRY: Duration = Duration::from_secs(1);
 pub(crate) async fn campaign_loop(
     election: Election,
     terms: watch::Sender<u64>,
+    metrics: SentinelMetrics,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -33,6 +35,7 @@ pub(crate) async fn campaign_loop(
                 _ = tokio::time::sleep(CAMPAIGN_RETRY) => continue,
             }
         }
+        metrics.leadership(true);
         terms.send_modify(|t| *t += 1);
         while election.is_leader() {
             tokio::select! {
@@ -41,6 +44,7 @@ pub(crate) async fn campaign_loop(
             }
         }
         tracing::warn!(sentinel = %election.candidate(), "sentinel leadership lost");
+        metrics.leadership(false);
         terms.send_modify(|t| *t += 1);
     }
 }

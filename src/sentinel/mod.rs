@@ -20,6 +20,7 @@ pub use sync::FAKE_STANDBY_NAME;
 use crate::cluster::{
     ClusterData, ClusterSpec, DEFAULT_SLEEP_INTERVAL, GoDuration, SentinelInfo, Time, new_uid,
 };
+use crate::metrics::SentinelMetrics;
 use crate::role::RoleContext;
 use crate::store::{CasOutcome, Election, Store, StoreError, StoreEvent};
 use chrono::Utc;
@@ -102,8 +103,10 @@ pub async fn run(cfg: SentinelConfig, ctx: RoleContext) -> Result<(), SentinelEr
         notifier,
         store: store_cfg,
         status,
+        metrics: registry,
         ..
     } = ctx;
+    let metrics = registry.sentinel(&store_cfg.cluster_name);
     let initial_spec = cfg
         .initial_cluster_spec
         .as_deref()
@@ -114,6 +117,7 @@ pub async fn run(cfg: SentinelConfig, ctx: RoleContext) -> Result<(), SentinelEr
     tracing::info!(sentinel = %uid, cluster = %cluster, "sentinel starting");
 
     let store = Store::connect(&store_cfg).await?;
+    registry.watch_store(&store);
     // The lease also holds the leader key: a crashed leader gives way after this TTL, and the
     // failover waits for that. Two sleepIntervals of the stored spec (read before the lease is
     // granted: a granted lease keeps its TTL), at least LEADER_MIN_TTL.
@@ -128,6 +132,7 @@ pub async fn run(cfg: SentinelConfig, ctx: RoleContext) -> Result<(), SentinelEr
     let campaign = tokio::spawn(leadership::campaign_loop(
         election.clone(),
         terms_tx,
+        metrics.clone(),
         shutdown.child_token(),
     ));
 
@@ -149,6 +154,7 @@ pub async fn run(cfg: SentinelConfig, ctx: RoleContext) -> Result<(), SentinelEr
         store_full_since: None,
         status: "starting".into(),
         clock: Clock::start(),
+        metrics,
     };
     notifier.status("sentinel started, waiting for the store");
     let mut watch_rx: Option<mpsc::Receiver<StoreEvent>> = None;
@@ -277,6 +283,8 @@ struct Sentinel {
     store_full_since: Option<Instant>,
     status: String,
     clock: Clock,
+    /// What /metrics shows (src/metrics/sentinel.rs).
+    metrics: SentinelMetrics,
 }
 
 impl Sentinel {
@@ -375,6 +383,7 @@ impl Sentinel {
             let mut memory = decision.memory;
             health::refresh_convergence_timers(&cd.value, &mut memory, now);
             self.memory = memory;
+            self.metrics.following();
             self.term = None;
             self.last_problem = None;
             self.conditions.clear();
@@ -417,6 +426,21 @@ impl Sentinel {
                 }
                 Err(e) => return self.problem(format!("cannot write clusterdata: {e}")),
             }
+        }
+        if let Some(new) = written {
+            self.metrics.standby_lags(new);
+            // A master replaced; the first election (none before) is no failover.
+            let masters = (&cd.value.cluster.status.master, &new.cluster.status.master);
+            if matches!(masters, (Some(old), Some(now)) if old != now) {
+                self.metrics.failover();
+            }
+        } else if decision.cluster_data.is_none() {
+            self.metrics.standby_lags(&cd.value);
+        }
+        // A check whose decision is stored (or that had nothing to write) succeeded; a
+        // refused or conflicting write leaves the decision to the next check.
+        if written.is_some() || decision.cluster_data.is_none() {
+            self.metrics.check_succeeded();
         }
         if refused {
             // A decision etcd refused did not happen: its events (a failover judged just

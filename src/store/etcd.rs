@@ -3,7 +3,9 @@
 use super::channel::Transport;
 use super::paths::Paths;
 use super::tls::{self, Scheme};
-use super::{CasOutcome, RequestFailure, StoreConfig, StoreError, StoreEvent, Versioned};
+use super::{
+    CasOutcome, LastContact, RequestFailure, StoreConfig, StoreError, StoreEvent, Versioned,
+};
 use crate::cluster::{ClusterData, KeeperInfo, KeepersInfo, ProxiesInfo, ProxyInfo, SentinelInfo};
 use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, LeaseTimeToLiveOptions,
@@ -60,6 +62,8 @@ pub(super) struct Inner {
     pub(super) lease_gen: tokio::sync::watch::Sender<u64>,
     /// Info keys already warned about as unparsable (warn once, not every listing).
     warned: Mutex<HashSet<String>>,
+    /// When a request last succeeded (the `stolon_store_last_success_seconds` metric).
+    contact: LastContact,
 }
 
 #[derive(Debug, Default)]
@@ -170,6 +174,7 @@ impl Store {
                 lease: Mutex::new(LeaseState::default()),
                 lease_gen,
                 warned: Mutex::new(HashSet::new()),
+                contact: LastContact::default(),
             }),
         })
     }
@@ -184,13 +189,22 @@ impl Store {
         self.inner.timeout
     }
 
+    /// When a request to the store last succeeded, as it changes.
+    pub fn last_contact(&self) -> LastContact {
+        self.inner.contact.clone()
+    }
+
     pub(super) async fn raw<T>(
         &self,
         f: impl Future<Output = EtcdResult<T>>,
     ) -> Result<EtcdResult<T>, StoreError> {
-        tokio::time::timeout(self.inner.timeout, f)
+        let answer = tokio::time::timeout(self.inner.timeout, f)
             .await
-            .map_err(|_| StoreError::Timeout(self.inner.timeout))
+            .map_err(|_| StoreError::Timeout(self.inner.timeout))?;
+        if answer.is_ok() {
+            self.inner.contact.touch();
+        }
+        Ok(answer)
     }
 
     /// The request error, classified, with a hint at what to fix where we know it (the TLS
@@ -233,7 +247,10 @@ impl Store {
         Fut: Future<Output = EtcdResult<T>>,
     {
         match attempts(self.inner.timeout, attempt).await {
-            Some(Ok(v)) => Ok(v),
+            Some(Ok(v)) => {
+                self.inner.contact.touch();
+                Ok(v)
+            }
             Some(Err(e)) => Err(self.etcd_error(what, e)),
             None => Err(StoreError::Timeout(self.inner.timeout)),
         }
@@ -453,7 +470,10 @@ impl Store {
             })
             .await;
             match result {
-                Some(Ok(_)) => return Ok(()),
+                Some(Ok(_)) => {
+                    self.inner.contact.touch();
+                    return Ok(());
+                }
                 Some(Err(e)) if lease_retry && is_lease_not_found(&e) => {
                     tracing::warn!(
                         lease = format!("{lease:x}"),
@@ -801,6 +821,7 @@ async fn keep_alive(inner: Weak<Inner>, id: i64, ttl: Duration) {
                 failing = false;
                 pace = healthy_pace;
                 inner.keep_alive_ok(id);
+                inner.contact.touch();
             }
             Some(Err(e)) if is_lease_not_found(&e) => {
                 tracing::warn!(

@@ -5,12 +5,14 @@
 //!
 
 mod channel;
+mod contact;
 mod election;
 mod etcd;
 mod paths;
 mod settings;
 mod tls;
 
+pub use contact::LastContact;
 pub use election::Election;
 pub use etcd::{MIN_TTL, Store};
 pub(crate) use tls::normalize_endpoints;
@@ -229,6 +231,7 @@ pub enum StoreEvent {
 //   store.set_lease_ttl(Duration)   (floored at MIN_TTL = 20s; before the first info put)
 //   store.change_lease_ttl(Duration).await -> Result<()>  (also replaces a granted lease; not
 //        for a campaigning sentinel)
+//   store.last_contact() -> LastContact   (when a request last succeeded; for metrics)
 //   store.lease_lost_since() -> Option<Instant>;  store.lease_id() -> Option<i64>
 //   store.revoke_lease().await -> Result<()>   (clean shutdown: infos vanish now)
 //   store.watch().await -> Result<mpsc::Receiver<StoreEvent>>  (ClusterData after re-establishing)

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 const DEADLINE: Duration = Duration::from_secs(20);
 
 /// A stand-in PostgreSQL: answers a client's first byte with its name, then echoes.
-async fn backend(name: &'static str) -> SocketAddr {
+pub(crate) async fn backend(name: &'static str) -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move {
@@ -41,7 +41,7 @@ async fn backend(name: &'static str) -> SocketAddr {
     addr
 }
 
-fn cluster_data(check: &str, timeout: &str) -> ClusterData {
+pub(crate) fn cluster_data(check: &str, timeout: &str) -> ClusterData {
     serde_json::from_str(&format!(
         r#"{{"formatVersion":1,"cluster":{{"uid":"c1","generation":1,
             "spec":{{"initMode":"new","proxyCheckInterval":"{check}","proxyTimeout":"{timeout}"}},
@@ -51,7 +51,7 @@ fn cluster_data(check: &str, timeout: &str) -> ClusterData {
 }
 
 /// The sentinel's move: `uid` becomes master at `addr`, generation bumped.
-fn set_master(cd: &mut ClusterData, uid: &str, addr: SocketAddr) {
+pub(crate) fn set_master(cd: &mut ClusterData, uid: &str, addr: SocketAddr) {
     let mut db = Db {
         uid: uid.into(),
         ..Default::default()
@@ -110,7 +110,7 @@ impl Proxy {
 }
 
 /// Plays the sentinel: waits until the proxy has published its info, then enables it.
-async fn enable_proxy(store: &Store, cd: &mut ClusterData) -> String {
+pub(crate) async fn enable_proxy(store: &Store, cd: &mut ClusterData) -> String {
     wait_until_async(DEADLINE, "proxy info in etcd", || async {
         store.get_proxies_info().await.is_ok_and(|i| !i.is_empty())
     })

@@ -9,6 +9,7 @@ use proptest::prelude::*;
 fn build_all(loaded: &Loaded) {
     let _ = loaded.log_settings();
     let _ = crate::store::StoreConfig::from_loaded(loaded);
+    let _ = loaded.metrics_listen_address();
     match loaded.role() {
         Role::Keeper => drop(crate::keeper::KeeperConfig::from_loaded(loaded)),
         Role::Proxy => drop(crate::proxy::ProxyConfig::from_loaded(loaded)),

@@ -52,6 +52,23 @@ fn store_flag_errors_name_the_flag() {
     );
 }
 
+#[test]
+fn metrics_listen_address_takes_go_forms_and_names_itself_when_bad() {
+    let addr = |v: &str| {
+        load(Role::Proxy, &[("metrics-listen-address", v)], &[], None)
+            .and_then(|l| l.metrics_listen_address())
+            .map_err(|e| e.to_string())
+    };
+    assert_eq!(addr(""), Ok(None));
+    for good in ["0.0.0.0:8080", ":8080", "[::1]:9100", "localhost:9100"] {
+        assert_eq!(addr(good), Ok(Some(good.to_string())));
+    }
+    for bad in ["8080", "host", "host:http", "host:70000"] {
+        let e = addr(bad).unwrap_err();
+        assert!(e.starts_with("--metrics-listen-address"), "{bad}: {e}");
+    }
+}
+
 fn keeper(given: &[(&'static str, &str)]) -> Result<KeeperConfig, ConfigError> {
     let mut all = vec![
         ("data-dir", "/tmp/k"),

@@ -11,6 +11,7 @@ pub(crate) mod fixtures;
 pub(crate) mod net;
 pub(crate) mod pg;
 pub(crate) mod procs;
+pub(crate) mod scrape;
 pub(crate) mod systemd;
 pub(crate) mod tls;
 pub(crate) mod wait;
@@ -375,10 +376,16 @@ impl Cluster {
     }
 
     pub(crate) fn start_sentinel(&mut self, i: usize) {
+        self.start_sentinel_with(i, &[]);
+    }
+
+    /// [`Cluster::start_sentinel`] with more flags.
+    pub(crate) fn start_sentinel_with(&mut self, i: usize, extra_args: &[&str]) {
         let mut cmd = Command::new(bin("stolon-sentinel"));
         cmd.args(self.store_args())
             .arg("--initial-cluster-spec")
-            .arg(&self.spec_file);
+            .arg(&self.spec_file)
+            .args(extra_args);
         let name = format!("sentinel{i}");
         let p = Proc::spawn(&name, cmd, &self.log(&name), RunAs::Me);
         self.sentinels.push(p);

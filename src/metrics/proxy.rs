@@ -1,0 +1,117 @@
+//! The proxy's metrics (upstream's proxy has none but the cluster identifier): sessions,
+//! failed dials to the master and refused clients. Updated from the session threads
+//! (src/proxy/session.rs): atomics only, no lock on the data path.
+
+use super::{Component, Metrics};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+
+/// Why a client was closed without being forwarded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// No master to send it to (none elected, this proxy not enabled, or the store unread).
+    NoMaster,
+    /// `--max-connections` sessions were already open.
+    MaxConnections,
+}
+
+impl Refusal {
+    fn label(self) -> RefusalLabel {
+        RefusalLabel {
+            reason: match self {
+                Refusal::NoMaster => "no_master",
+                Refusal::MaxConnections => "max_connections",
+            },
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusalLabel {
+    reason: &'static str,
+}
+
+/// Cheap to clone; clones update the same series.
+#[derive(Clone, Debug)]
+pub struct ProxyMetrics {
+    sessions_active: Gauge,
+    sessions: Counter,
+    connect_errors: Counter,
+    refused: Family<RefusalLabel, Counter>,
+}
+
+impl Default for ProxyMetrics {
+    /// Registered nowhere (tests that do not look at metrics).
+    fn default() -> ProxyMetrics {
+        let m = ProxyMetrics {
+            sessions_active: Gauge::default(),
+            sessions: Counter::default(),
+            connect_errors: Counter::default(),
+            refused: Family::default(),
+        };
+        // Both reasons show from the start, at 0, so a rate() over them works at once.
+        for reason in [Refusal::NoMaster, Refusal::MaxConnections] {
+            let _ = m.refused.get_or_create(&reason.label());
+        }
+        m
+    }
+}
+
+impl Metrics {
+    /// Registers the proxy's metrics (and the cluster identifier).
+    pub fn proxy(&self, cluster_name: &str) -> ProxyMetrics {
+        self.identify(cluster_name, Component::Proxy);
+        let m = ProxyMetrics::default();
+        self.register(
+            "stolon_proxy_sessions_active",
+            "Client sessions being forwarded to the master now",
+            m.sessions_active.clone(),
+        );
+        self.register(
+            "stolon_proxy_sessions",
+            "Client sessions forwarded to the master (connected to it) since the proxy started",
+            m.sessions.clone(),
+        );
+        self.register(
+            "stolon_proxy_master_connect_errors",
+            "Connections to the master that failed or timed out, each closing the client that needed it",
+            m.connect_errors.clone(),
+        );
+        self.register(
+            "stolon_proxy_clients_refused",
+            "Clients closed without being forwarded, by reason",
+            m.refused.clone(),
+        );
+        m
+    }
+}
+
+impl ProxyMetrics {
+    /// A session to the master began; it counts as active until the guard is dropped.
+    pub fn session_started(&self) -> SessionGuard {
+        self.sessions.inc();
+        self.sessions_active.inc();
+        SessionGuard(self.sessions_active.clone())
+    }
+
+    pub fn connect_error(&self) {
+        self.connect_errors.inc();
+    }
+
+    pub fn refused(&self, reason: Refusal) {
+        self.refused.get_or_create(&reason.label()).inc();
+    }
+}
+
+/// Held for the life of a session: dropping it, however the session ends, takes it off the
+/// active gauge.
+#[derive(Debug)]
+pub struct SessionGuard(Gauge);
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
