@@ -88,6 +88,24 @@ struct Round {
     total: f64,
     /// First resync log line → streaming, seconds.
     resync: Option<f64>,
+    /// What was copied from the new master, MB (on a network, what the time depends on).
+    copied_mb: Option<f64>,
+}
+
+/// From the keeper's log: pg_rewind's "need to copy N MB", or pg_basebackup's last progress
+/// line "pg_basebackup 100% (done/total bytes)".
+fn copied_mb(log: &str) -> Option<f64> {
+    let rewind = log.lines().rev().find_map(|l| {
+        let rest = &l[l.find("need to copy ")? + "need to copy ".len()..];
+        rest.split_whitespace().next()?.parse::<f64>().ok()
+    });
+    rewind.or_else(|| {
+        log.lines().rev().find_map(|l| {
+            let inside = &l[l.find("pg_basebackup 100% (")? + "pg_basebackup 100% (".len()..];
+            let done = inside.split('/').next()?.parse::<f64>().ok()?;
+            Some(done / 1024.0 / 1024.0)
+        })
+    })
 }
 
 struct Bench {
@@ -242,6 +260,7 @@ impl Bench {
             how,
             total,
             resync,
+            copied_mb: copied_mb(tail),
         })
     }
 }
@@ -286,19 +305,20 @@ async fn main() -> Result<()> {
     let writes = args.writes_seconds.to_string();
     let mut rounds: Vec<(Mode, Round)> = Vec::new();
     println!(
-        "{:<6} {:<16} {:<8} {:>13} {:>14}  how",
-        "round", "spec", "keeper", "start->stream", "resync->stream"
+        "{:<6} {:<16} {:<8} {:>13} {:>14} {:>10}  how",
+        "round", "spec", "keeper", "start->stream", "resync->stream", "copied"
     );
     for round in 1..=args.rounds {
         for mode in [Mode::Rewind, Mode::Basebackup] {
             match b.one_round(mode, &writes).await {
                 Ok(r) => {
                     println!(
-                        "{round:<6} {:<16} {:<8} {:>12.2}s {:>13}  {}",
+                        "{round:<6} {:<16} {:<8} {:>12.2}s {:>13} {:>10}  {}",
                         mode.name(),
                         r.keeper,
                         r.total,
                         r.resync.map_or("?".into(), |s| format!("{s:.2}s")),
+                        r.copied_mb.map_or("?".into(), |mb| format!("{mb:.0} MB")),
                         r.how.name()
                     );
                     rounds.push((mode, r));
@@ -322,21 +342,29 @@ async fn main() -> Result<()> {
     let (bb_total, n_bb) = med(How::Basebackup, |r| Some(r.total));
     let (rw_resync, _) = med(How::Rewind, |r| r.resync);
     let (bb_resync, _) = med(How::Basebackup, |r| r.resync);
+    let (rw_mb, _) = med(How::Rewind, |r| r.copied_mb);
+    let (bb_mb, _) = med(How::Basebackup, |r| r.copied_mb);
     println!(
         "\nold master streaming again after a failover (medians; database {}):",
         size.first().map_or("?", String::as_str)
     );
     println!(
-        "  pg_rewind     ({n_rw} rounds): keeper start -> streaming {rw_total:7.2} s, resync -> streaming {rw_resync:7.2} s"
+        "  pg_rewind     ({n_rw} rounds): keeper start -> streaming {rw_total:7.2} s, resync -> streaming {rw_resync:7.2} s, copied {rw_mb:6.0} MB"
     );
     println!(
-        "  pg_basebackup ({n_bb} rounds): keeper start -> streaming {bb_total:7.2} s, resync -> streaming {bb_resync:7.2} s"
+        "  pg_basebackup ({n_bb} rounds): keeper start -> streaming {bb_total:7.2} s, resync -> streaming {bb_resync:7.2} s, copied {bb_mb:6.0} MB"
     );
     if rw_total > 0.0 && rw_resync > 0.0 {
         println!(
             "  pg_basebackup / pg_rewind: {:.2}x from the keeper's start, {:.2}x for the resync itself",
             bb_total / rw_total,
             bb_resync / rw_resync
+        );
+    }
+    if rw_mb > 0.0 {
+        println!(
+            "  copied: pg_basebackup / pg_rewind {:.1}x (over loopback with the data in the page cache a copy costs little; on a network it is most of a resync)",
+            bb_mb / rw_mb
         );
     }
     let failed = rounds
