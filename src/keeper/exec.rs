@@ -19,6 +19,14 @@ use tokio::time::Instant;
 /// the WAL receiver reads, so that it is not in `primary_conninfo`.
 const REPLICATION_PASSFILE: &str = "replication.pgpass";
 
+/// Between two copies while the master has not created our slot yet.
+const SLOT_RETRY: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// pg_basebackup's (or its WAL streamer's) complaint that `--slot` names no slot on the master.
+fn is_missing_slot(output: &str) -> bool {
+    output.contains("replication slot") && output.contains("does not exist")
+}
+
 /// How long a master waits for its walsenders to take a new `synchronous_standby_names`
 /// before it nudges the standbys (they reload within milliseconds of the SIGHUP).
 const RELEASE_SYNC_WAITERS_WITHIN: std::time::Duration = std::time::Duration::from_millis(500);
@@ -233,10 +241,40 @@ impl Keeper {
         let conn = self.repl_conn(host, port, slot)?;
         let uid = self.facts.uid.clone();
         let base = self.timing.sleep_interval;
+        // The sentinel names us to the master and gives us our db in one write: the master's
+        // keeper creates our slot on its next iteration, and our copy may ask for it first.
+        let slot_deadline = Instant::now() + base * 2 + self.timing.request_timeout;
+        let copied = loop {
+            let copied = self.basebackup_once(&conn, slot).await;
+            match &copied {
+                Err(postgres::PgError::CommandFailed { output, .. })
+                    if is_missing_slot(output) && Instant::now() < slot_deadline =>
+                {
+                    tracing::info!(keeper = %uid, %slot, "the master has not created our replication slot yet; copying again shortly");
+                    tokio::time::sleep(SLOT_RETRY).await;
+                }
+                _ => break copied,
+            }
+        };
+        copied.inspect_err(|_| {
+            let wait = self
+                .setbacks
+                .resync_failed(host, port, std::time::Instant::now(), base);
+            tracing::warn!(keeper = %uid, %host, %port, "resync failed; the next one from {host}:{port} waits {wait:?}");
+        })?;
+        self.setbacks.resync_succeeded();
+        // A copy of the master is a standby by construction; without the signal the next
+        // observation would see a master.
+        postgres::write_standby_signal(&self.pgdata)?;
+        Ok(())
+    }
+
+    async fn basebackup_once(&self, conn: &ReplConn, slot: &str) -> Result<(), postgres::PgError> {
+        let uid = &self.facts.uid;
         let work = self.work.clone();
         let mut last_pct = None;
         let mut last_done = None;
-        postgres::pg_basebackup(&self.bins, &self.pgdata, &conn, Some(slot), |done, total| {
+        postgres::pg_basebackup(&self.bins, &self.pgdata, conn, Some(slot), |done, total| {
             let pct = (done * 100).checked_div(total).unwrap_or(0) / 10 * 10;
             if last_pct != Some(pct) {
                 tracing::info!(keeper = %uid, "pg_basebackup {pct}% ({done}/{total} bytes)");
@@ -250,17 +288,6 @@ impl Keeper {
             }
         })
         .await
-        .inspect_err(|_| {
-            let wait = self
-                .setbacks
-                .resync_failed(host, port, std::time::Instant::now(), base);
-            tracing::warn!(keeper = %uid, %host, %port, "resync failed; the next one from {host}:{port} waits {wait:?}");
-        })?;
-        self.setbacks.resync_succeeded();
-        // A copy of the master is a standby by construction; without the signal the next
-        // observation would see a master.
-        postgres::write_standby_signal(&self.pgdata)?;
-        Ok(())
     }
 
     /// Best effort: the slots are created after the promotion anyway.
@@ -554,4 +581,19 @@ async fn reconcile_slots(
         .chain(additional.iter().cloned())
         .collect();
     Ok(client.reconcile_replication_slots(&wanted).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_missing_slot;
+
+    #[test]
+    fn a_copy_refused_for_want_of_our_slot_is_told_apart() {
+        assert!(is_missing_slot(
+            "pg_basebackup: error: could not send replication command \"START_REPLICATION\": ERROR:  replication slot \"stolon_3f2a\" does not exist"
+        ));
+        assert!(!is_missing_slot(
+            "pg_basebackup: error: connection to server at \"10.0.0.2\", port 5432 failed: Connection refused"
+        ));
+    }
 }
