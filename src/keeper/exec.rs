@@ -19,6 +19,9 @@ use tokio::time::Instant;
 /// the WAL receiver reads, so that it is not in `primary_conninfo`.
 const REPLICATION_PASSFILE: &str = "replication.pgpass";
 
+/// Between two looks at whether an archive recovery has ended.
+const ARCHIVE_RECOVERY_POLL: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Between two copies while the master has not created our slot yet.
 const SLOT_RETRY: std::time::Duration = std::time::Duration::from_millis(500);
 
@@ -84,6 +87,15 @@ impl Keeper {
                     return Ok(());
                 }
                 self.resync(host, port, slot).await
+            }
+            Action::Restore { command, standby } => self.restore(command, *standby).await,
+            Action::ArchiveRecovery {
+                config,
+                restore_command,
+                target,
+            } => {
+                self.archive_recovery(config, restore_command, target.clone())
+                    .await
             }
             Action::WriteConfig(config) => self.write_config(config),
             Action::Start => {
@@ -288,6 +300,51 @@ impl Keeper {
             }
         })
         .await
+    }
+
+    async fn restore(&mut self, command: &str, standby: bool) -> Result<(), KeeperError> {
+        tracing::info!(keeper = %self.facts.uid, %command, "restoring the database cluster with dataRestoreCommand");
+        self.remove_pgdata().await?;
+        self.applied = None;
+        postgres::restore_base_backup(&self.pgdata, command).await?;
+        if standby {
+            postgres::write_standby_signal(&self.pgdata)?;
+        }
+        Ok(())
+    }
+
+    async fn archive_recovery(
+        &mut self,
+        config: &DesiredConfig,
+        restore_command: &str,
+        target: Option<crate::cluster::RecoveryTargetSettings>,
+    ) -> Result<(), KeeperError> {
+        tracing::info!(keeper = %self.facts.uid, %restore_command, ?target, "recovering from the WAL archive");
+        postgres::write_pg_hba(&self.pgdata, &self.hba_lines(config))?;
+        let recovery = RecoverySettings {
+            restore_command: Some(restore_command.to_string()),
+            target,
+            ..Default::default()
+        };
+        let params = self.parameters(config, Some(&recovery));
+        let conf = postgres::write_temp_postgresql_conf(&self.pgdata, &params)?;
+        postgres::write_recovery_signal(&self.pgdata)?;
+        self.start(Some(conf), true).await?;
+        let deadline = Instant::now() + self.timing.sync_timeout;
+        loop {
+            let in_recovery = self.on_local(async |c| c.is_in_recovery().await).await?;
+            if !in_recovery {
+                tracing::info!(keeper = %self.facts.uid, "archive recovery ended: promoted");
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(KeeperError::Config(format!(
+                    "archive recovery did not end within syncTimeout ({:?}): check restore_command and the recovery target in the keeper's PostgreSQL log",
+                    self.timing.sync_timeout
+                )));
+            }
+            tokio::time::sleep(ARCHIVE_RECOVERY_POLL).await;
+        }
     }
 
     /// Best effort: the slots are created after the promotion anyway.

@@ -11,7 +11,7 @@
 use super::state::DbState;
 use crate::cluster::{
     ClusterData, Db, DbInitMode, DbRole, DbUid, FollowType, Generation, KeeperUid, NewConfig,
-    StandbySettings, SuReplAccessMode,
+    RecoveryTargetSettings, StandbySettings, SuReplAccessMode,
 };
 use std::collections::BTreeMap;
 
@@ -200,6 +200,21 @@ pub enum Action {
         slot: String,
         rewind: bool,
     },
+    /// Remove PGDATA and run the spec's `dataRestoreCommand` (`%d`: PGDATA) to bring a base
+    /// backup back (initMode pitr). A standby cluster's head gets `standby.signal`: it recovers
+    /// by following the external primary or archive.
+    Restore {
+        command: String,
+        standby: bool,
+    },
+    /// Start with a temporary config (as `StartTemporary`) plus archive recovery
+    /// (`recovery.signal`, `restore_command` and the targets, `recovery_target_action =
+    /// promote`), and wait until the recovery ended with a promotion (syncTimeout, as upstream).
+    ArchiveRecovery {
+        config: DesiredConfig,
+        restore_command: String,
+        target: Option<RecoveryTargetSettings>,
+    },
     WriteConfig(DesiredConfig),
     /// Start the instance (as a child) and wait until it accepts connections.
     Start,
@@ -260,6 +275,8 @@ impl Action {
             Action::CaptureInitParameters => "capture initial parameters",
             Action::SetupRoles => "setup roles",
             Action::Resync { .. } => "resync",
+            Action::Restore { .. } => "restore",
+            Action::ArchiveRecovery { .. } => "archive recovery",
             Action::WriteConfig(_) => "write config",
             Action::Start => "start",
             Action::PrepareSlots { .. } => "create replication slots before promotion",
@@ -299,8 +316,12 @@ pub enum PlanError {
         "local db uid {local:?} differs from the assigned db {assigned:?} but its init mode is none: the keeper data was lost or replaced; check that --data-dir is on a persistent volume and that its state files were not removed"
     )]
     LostDb { local: DbUid, assigned: DbUid },
-    #[error("db {0} has init mode pitr, which this stolon does not implement yet")]
-    PitrUnsupported(DbUid),
+    #[error(
+        "db {0} is a standby cluster's head to be created by resync from the external primary, which this stolon does not implement yet; use initMode pitr"
+    )]
+    ExternalResyncUnsupported(DbUid),
+    #[error("db {0} has init mode pitr but the cluster spec has no pitrConfig.dataRestoreCommand")]
+    NoDataRestoreCommand(DbUid),
     #[error("db {0} has init mode existing but PGDATA is not initialized")]
     ExistingNotInitialized(DbUid),
     #[error("db {0} must be master but PGDATA is not initialized")]
@@ -387,7 +408,19 @@ impl Planner {
                 self.sim.role = LocalRole::Master;
                 self.sim.applied = None;
             }
-            Action::StartTemporary(_) | Action::Start | Action::Restart => self.sim.running = true,
+            Action::StartTemporary(_)
+            | Action::ArchiveRecovery { .. }
+            | Action::Start
+            | Action::Restart => self.sim.running = true,
+            Action::Restore { standby, .. } => {
+                self.sim.initialized = true;
+                self.sim.role = if *standby {
+                    LocalRole::Standby
+                } else {
+                    LocalRole::Master
+                };
+                self.sim.applied = None;
+            }
             Action::Resync { .. } => {
                 self.sim.initialized = true;
                 self.sim.role = LocalRole::Standby;
@@ -505,8 +538,9 @@ impl Planner {
                     host, port, slot, ..
                 } = target
                 else {
-                    // External follow with resync is a standby-cluster pitr we do not support.
-                    return Err(PlanEnd::Error(PlanError::PitrUnsupported(db.uid.clone())));
+                    return Err(PlanEnd::Error(PlanError::ExternalResyncUnsupported(
+                        db.uid.clone(),
+                    )));
                 };
                 // Back off before copying from the same source again: a failing
                 // pg_basebackup retried every sleepInterval hammers the master (a fast
@@ -538,7 +572,43 @@ impl Planner {
                 });
             }
             DbInitMode::Pitr => {
-                return Err(PlanEnd::Error(PlanError::PitrUnsupported(db.uid.clone())));
+                let Some(pitr) = db
+                    .spec
+                    .pitr_config
+                    .as_ref()
+                    .filter(|p| !p.data_restore_command.is_empty())
+                else {
+                    return Err(PlanEnd::Error(PlanError::NoDataRestoreCommand(
+                        db.uid.clone(),
+                    )));
+                };
+                let standby = db.spec.role == DbRole::Standby;
+                self.push(Action::SaveDbState(fresh(true)));
+                self.stop_if_running(StopReason::Reinitialize);
+                self.push(Action::Restore {
+                    command: pitr.data_restore_command.clone(),
+                    standby,
+                });
+                // A standby cluster's head recovers as a standby (the standby path follows);
+                // a master replays the archive up to its target and is promoted first.
+                if !standby {
+                    let config = desired_config(cd, db, &self.sim, None);
+                    self.push(Action::ArchiveRecovery {
+                        config,
+                        restore_command: pitr
+                            .archive_recovery_settings
+                            .as_ref()
+                            .map(|a| a.restore_command.clone())
+                            .unwrap_or_default(),
+                        target: pitr.recovery_target_settings.clone(),
+                    });
+                    if db.spec.include_previous_config {
+                        self.push(Action::CaptureInitParameters);
+                    }
+                    // The backup's roles may predate this cluster's passwords.
+                    self.push(Action::SetupRoles);
+                    self.push(Action::Stop(StopReason::InitDone));
+                }
             }
             DbInitMode::None => {
                 return Err(PlanEnd::Error(PlanError::LostDb {

@@ -3,8 +3,9 @@
 use super::plan::*;
 use super::state::DbState;
 use crate::cluster::{
-    ClusterData, ClusterSpec, Db, DbInitMode, DbRole, DbUid, FollowConfig, Generation, Keeper,
-    KeeperUid, SuReplAccessMode, zero_time,
+    ArchiveRecoverySettings, ClusterData, ClusterSpec, Db, DbInitMode, DbRole, DbUid, FollowConfig,
+    FollowType, Generation, Keeper, KeeperUid, PitrConfig, RecoveryTargetSettings, StandbySettings,
+    SuReplAccessMode, zero_time,
 };
 
 const ME: &str = "k1";
@@ -107,6 +108,8 @@ fn kinds(p: &Plan) -> Vec<&'static str> {
             Action::CaptureInitParameters => "capture",
             Action::SetupRoles => "roles",
             Action::Resync { .. } => "resync",
+            Action::Restore { .. } => "restore",
+            Action::ArchiveRecovery { .. } => "archive-recovery",
             Action::WriteConfig(_) => "write",
             Action::Start => "start",
             Action::PrepareSlots { .. } => "prepare-slots",
@@ -881,14 +884,86 @@ fn include_previous_config_merges_captured_parameters_under_the_spec() {
     assert_eq!(cfg.parameters["max_connections"], "100");
 }
 
+fn pitr_db(role: DbRole, target: Option<RecoveryTargetSettings>) -> Db {
+    let mut d = db("d1", ME, role, DbInitMode::Pitr, 1);
+    d.spec.pitr_config = Some(PitrConfig {
+        data_restore_command: "cp -a /backup/. %d".into(),
+        archive_recovery_settings: Some(ArchiveRecoverySettings {
+            restore_command: "cp /archive/%f %p".into(),
+        }),
+        recovery_target_settings: target,
+    });
+    d
+}
+
 #[test]
-fn pitr_is_refused_with_a_clear_error() {
+fn pitr_restores_recovers_from_the_archive_then_starts_as_master() {
+    let target = RecoveryTargetSettings {
+        recovery_target_name: "before_b".into(),
+        ..Default::default()
+    };
+    let cd = cd_with(pitr_db(DbRole::Master, Some(target.clone())));
+    let p = plan(&me(), Some(&cd), &empty_local(), false);
+    assert_eq!(
+        kinds(&p),
+        vec![
+            "save",
+            "restore",
+            "archive-recovery",
+            "roles",
+            "stop",
+            "mark"
+        ]
+    );
+    assert_eq!(
+        p.actions[1],
+        Action::Restore {
+            command: "cp -a /backup/. %d".into(),
+            standby: false
+        }
+    );
+    let Action::ArchiveRecovery {
+        restore_command,
+        target: t,
+        ..
+    } = &p.actions[2]
+    else {
+        panic!("{:?}", p.actions[2])
+    };
+    assert_eq!(restore_command, "cp /archive/%f %p");
+    assert_eq!(t.as_ref(), Some(&target));
+    assert_eq!(p.end, PlanEnd::Replan);
+    let next = plan(&me(), Some(&cd), &p.expected, false);
+    assert_eq!(kinds(&next), vec!["write", "start", "slots", "mark"]);
+}
+
+#[test]
+fn pitr_of_a_standby_cluster_head_restores_then_follows_as_a_standby() {
+    let mut d = pitr_db(DbRole::Standby, None);
+    d.spec.follow_config = Some(FollowConfig {
+        follow_type: FollowType::External,
+        standby_settings: Some(StandbySettings {
+            primary_conninfo: "host=elsewhere".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let cd = cd_with(d);
+    let p = plan(&me(), Some(&cd), &empty_local(), false);
+    assert_eq!(kinds(&p), vec!["save", "restore", "mark"]);
+    let next = plan(&me(), Some(&cd), &p.expected, false);
+    assert_eq!(kinds(&next), vec!["write", "start", "slots", "mark"]);
+}
+
+#[test]
+fn pitr_without_a_restore_command_is_a_clear_error() {
     let cd = cd_with(db("d1", ME, DbRole::Master, DbInitMode::Pitr, 1));
     let p = plan(&me(), Some(&cd), &empty_local(), false);
     assert_eq!(
         p.end,
-        PlanEnd::Error(PlanError::PitrUnsupported("d1".into()))
+        PlanEnd::Error(PlanError::NoDataRestoreCommand("d1".into()))
     );
+    assert!(p.actions.is_empty());
 }
 
 #[test]

@@ -73,6 +73,10 @@ pub(super) struct Timing {
     pub sleep_interval: Duration,
     pub request_timeout: Duration,
     pub db_wait_ready_timeout: Duration,
+    /// How long an archive recovery (initMode pitr) may take to end (upstream's use of it).
+    pub sync_timeout: Duration,
+    /// After it the sentinel gives the init up and tries again: a restore may take that long.
+    pub init_timeout: Duration,
     pub fence: FenceTiming,
 }
 
@@ -82,6 +86,8 @@ impl Timing {
             sleep_interval: spec.sleep_interval().to_std(),
             request_timeout: spec.request_timeout().to_std(),
             db_wait_ready_timeout: spec.db_wait_ready_timeout().to_std(),
+            sync_timeout: spec.sync_timeout().to_std(),
+            init_timeout: spec.init_timeout().to_std(),
             fence: spec.fence_timing(),
         }
     }
@@ -561,6 +567,8 @@ impl Keeper {
             Action::Restart => stop + start,
             Action::Promote => t.db_wait_ready_timeout + GRACE,
             Action::Resync { .. } => BASEBACKUP_STALL,
+            Action::Restore { .. } => t.init_timeout + GRACE,
+            Action::ArchiveRecovery { .. } => start + t.sync_timeout,
             _ => t.request_timeout * 4 + GRACE,
         }
     }
@@ -898,6 +906,8 @@ mod tests {
             sleep_interval: Duration::from_secs(5),
             request_timeout: Duration::from_secs(10),
             db_wait_ready_timeout: Duration::from_secs(ready),
+            sync_timeout: Duration::from_secs(30),
+            init_timeout: Duration::from_secs(300),
             fence: FenceTiming::new(Duration::from_secs(5), Duration::from_secs(20)),
         };
         let s = Duration::from_secs;

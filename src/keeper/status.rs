@@ -173,6 +173,8 @@ pub(super) fn action_status(action: &Action) -> Option<String> {
             Action::StartTemporary(_) => "starting PostgreSQL to set up the new db…",
             Action::Resync { rewind: true, .. } => "pg_rewind starting…",
             Action::Resync { .. } => "pg_basebackup starting…",
+            Action::Restore { .. } => "restoring the base backup (dataRestoreCommand)…",
+            Action::ArchiveRecovery { .. } => "recovering from the WAL archive…",
             Action::Start => "starting PostgreSQL…",
             Action::Restart => "restarting PostgreSQL…",
             Action::Promote => "promoting to master…",

@@ -22,6 +22,7 @@ mod hba;
 mod logline;
 mod params;
 mod process;
+mod restore;
 mod rewind;
 mod tools;
 
@@ -41,6 +42,7 @@ pub use hba::{AuthMethod, HbaParams, render_pg_hba};
 pub use params::ServerParameters;
 pub(crate) use process::kill_instance;
 pub use process::{PgProcess, StartOptions, stop_stale_instance};
+pub use restore::{restore_base_backup, write_recovery_signal};
 pub use rewind::{checkpoint, pg_rewind};
 pub use tools::{initdb, pg_basebackup, promote, remove_stale_secrets};
 

@@ -62,7 +62,7 @@ impl SecretFile {
 }
 
 /// Creates `dir` (0700, owned by `run_as`) unless it exists: PGDATA, or the secrets beside it.
-fn ensure_private_dir(dir: &Path, run_as: Option<RunAs>) -> Result<(), PgError> {
+pub(super) fn ensure_private_dir(dir: &Path, run_as: Option<RunAs>) -> Result<(), PgError> {
     if dir.exists() {
         return Ok(());
     }

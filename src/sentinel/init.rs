@@ -6,7 +6,7 @@ use super::health::{Convergence, convergence};
 use super::memory::Memory;
 use crate::cluster::{
     ClusterData, ClusterInitMode, ClusterPhase, ClusterRole, Db, DbInitMode, DbRole, DbSpec, DbUid,
-    FollowConfig, FollowType, GoDuration, INITIAL_GENERATION, KeeperUid, Time,
+    FollowConfig, FollowType, INITIAL_GENERATION, KeeperUid, Time,
 };
 
 pub(crate) fn update_initializing(
@@ -65,8 +65,9 @@ pub(crate) fn update_initializing(
     let timeout = match mode {
         ClusterInitMode::New => spec.init_timeout(),
         ClusterInitMode::Existing => spec.convergence_timeout(),
-        // A restore may take any time; upstream has no timeout here either.
-        ClusterInitMode::Pitr => GoDuration::ZERO,
+        // ⚠ Upstream waits for a restore forever; a failed one (its keeper logs why) is
+        // given up after initTimeout and tried again, on a keeper chosen afresh.
+        ClusterInitMode::Pitr => spec.init_timeout(),
     };
     match convergence(db, timeout, memory, now) {
         Convergence::Converged if db.status.healthy => {

@@ -13,6 +13,7 @@ mod cluster_fencing;
 mod cluster_harness;
 mod cluster_init;
 mod cluster_metrics;
+mod cluster_pitr;
 mod cluster_resync_backoff;
 mod cluster_rewind;
 mod cluster_slots;

@@ -11,6 +11,13 @@ use std::time::Duration;
 /// just-released port out again), e.g. a keeper's pg port and etcd's peer port.
 static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
 
+/// Where test ports come from: below the kernel's ephemeral range (32768 and up by default),
+/// which the tests' own outgoing connections use. A port from that range was once taken by a
+/// connection's local end for the seconds between being handed out and a keeper's PostgreSQL
+/// binding it ("Address already in use"). Also below the demo cluster's and the benchmarks'
+/// ports (25430 and up, scripts/local-cluster.sh).
+const TEST_PORTS: std::ops::Range<u16> = 10_000..25_000;
+
 /// Free TCP ports on 127.0.0.1, distinct from each other and from every port handed out before
 /// in this process.
 pub(crate) fn free_ports(n: usize) -> Vec<u16> {
@@ -18,13 +25,20 @@ pub(crate) fn free_ports(n: usize) -> Vec<u16> {
     let handed_out = guard.get_or_insert_with(HashSet::new);
     let mut held = Vec::new();
     let mut ports = Vec::new();
+    let span = u128::from(TEST_PORTS.end - TEST_PORTS.start);
     while ports.len() < n {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = l.local_addr().unwrap().port();
-        if handed_out.insert(port) {
-            ports.push(port);
+        // Random, so that the test processes nextest runs side by side rarely try the same.
+        let offset = u16::try_from(uuid::Uuid::new_v4().as_u128() % span).unwrap();
+        let port = TEST_PORTS.start + offset;
+        if handed_out.contains(&port) {
+            continue;
         }
-        // Held until all are chosen so the kernel cannot return one of them twice.
+        let Ok(l) = TcpListener::bind(("127.0.0.1", port)) else {
+            continue;
+        };
+        handed_out.insert(port);
+        ports.push(port);
+        // Held until all are chosen.
         held.push(l);
     }
     ports
