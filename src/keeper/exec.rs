@@ -529,10 +529,13 @@ impl Keeper {
                     ..Default::default()
                 })
             }
-            Some(Recovery::External(s)) => Some(RecoverySettings {
-                primary_conninfo: Some(s.primary_conninfo.clone()),
-                primary_slot_name: Some(s.primary_slot_name.clone()),
-                recovery_min_apply_delay: Some(s.recovery_min_apply_delay.clone()),
+            Some(Recovery::External { standby, archive }) => Some(RecoverySettings {
+                primary_conninfo: standby.as_ref().map(|s| s.primary_conninfo.clone()),
+                primary_slot_name: standby.as_ref().map(|s| s.primary_slot_name.clone()),
+                recovery_min_apply_delay: standby
+                    .as_ref()
+                    .map(|s| s.recovery_min_apply_delay.clone()),
+                restore_command: archive.as_ref().map(|a| a.restore_command.clone()),
                 ..Default::default()
             }),
         };

@@ -10,8 +10,8 @@
 
 use super::state::DbState;
 use crate::cluster::{
-    ClusterData, Db, DbInitMode, DbRole, DbUid, FollowType, Generation, KeeperUid, NewConfig,
-    RecoveryTargetSettings, StandbySettings, SuReplAccessMode,
+    ArchiveRecoverySettings, ClusterData, Db, DbInitMode, DbRole, DbUid, FollowType, Generation,
+    KeeperUid, NewConfig, RecoveryTargetSettings, StandbySettings, SuReplAccessMode,
 };
 use std::collections::BTreeMap;
 
@@ -146,8 +146,12 @@ pub enum Recovery {
         /// `stolon_<our db uid>`: the slot the master keeps for us and our application_name.
         slot: String,
     },
-    /// Standby cluster: follow a database outside the cluster.
-    External(StandbySettings),
+    /// Standby cluster: follow a database outside the cluster, by streaming (standby
+    /// settings), from its WAL archive (restore_command), or both.
+    External {
+        standby: Option<StandbySettings>,
+        archive: Option<ArchiveRecoverySettings>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -332,7 +336,9 @@ pub enum PlanError {
     FollowedDbMissing { db: DbUid, followed: DbUid },
     #[error("db {0} is a standby without a follow config")]
     NoFollowConfig(DbUid),
-    #[error("db {0} follows an external database without standby settings")]
+    #[error(
+        "db {0} follows an external database without standbySettings.primaryConninfo or archiveRecoverySettings.restoreCommand"
+    )]
     NoStandbySettings(DbUid),
 }
 
@@ -645,15 +651,7 @@ impl Planner {
             }
             self.push(Action::Start);
         }
-        let mut followers: Vec<DbUid> = db
-            .spec
-            .followers
-            .iter()
-            .filter(|f| **f != db.uid)
-            .cloned()
-            .collect();
-        followers.sort();
-        followers.dedup();
+        let followers = followers_of(db);
         if self.sim.role == LocalRole::Standby {
             // Promote before anything else: failover time is what this path is judged on.
             self.push(Action::PrepareSlots {
@@ -700,7 +698,7 @@ impl Planner {
             }
             LocalRole::Standby => {}
         }
-        let external = matches!(recovery, Recovery::External(_));
+        let external = matches!(recovery, Recovery::External { .. });
         let desired = desired_config(cd, db, &self.sim, Some(recovery));
         if !self.sim.running {
             if self.sim.holds.crash_loop {
@@ -733,10 +731,11 @@ impl Planner {
             self.push(Action::Restart);
         }
         if external {
-            // A standby cluster's leader keeps the additional slots for its own cascade;
-            // internal standbys leave slots alone (upstream), a promotion reconciles them.
+            // A standby cluster's head keeps its own standbys' slots (they stream from it) and
+            // the additional ones; internal standbys leave slots alone (upstream), a promotion
+            // reconciles them.
             self.push(Action::ReconcileSlots {
-                followers: Vec::new(),
+                followers: followers_of(db),
                 additional: db.spec.additional_replication_slots.clone(),
             });
         }
@@ -798,10 +797,20 @@ impl Planner {
                     slot: stolon_name(&db.uid),
                 })
             }
-            FollowType::External => match &fc.standby_settings {
-                Some(s) => Ok(Recovery::External(s.clone())),
-                None => Err(PlanEnd::Error(PlanError::NoStandbySettings(db.uid.clone()))),
-            },
+            FollowType::External => {
+                let standby = fc
+                    .standby_settings
+                    .clone()
+                    .filter(|s| !s.primary_conninfo.is_empty());
+                let archive = fc
+                    .archive_recovery_settings
+                    .clone()
+                    .filter(|a| !a.restore_command.is_empty());
+                if standby.is_none() && archive.is_none() {
+                    return Err(PlanEnd::Error(PlanError::NoStandbySettings(db.uid.clone())));
+                }
+                Ok(Recovery::External { standby, archive })
+            }
         }
     }
 
@@ -817,6 +826,20 @@ impl Planner {
             generation: db.generation,
         }
     }
+}
+
+/// The dbs streaming from `db` (its slots are named after them), sorted, without itself.
+fn followers_of(db: &Db) -> Vec<DbUid> {
+    let mut followers: Vec<DbUid> = db
+        .spec
+        .followers
+        .iter()
+        .filter(|f| **f != db.uid)
+        .cloned()
+        .collect();
+    followers.sort();
+    followers.dedup();
+    followers
 }
 
 /// The config `db` wants on this keeper, given the simulated local state.

@@ -1108,3 +1108,71 @@ fn max_slot_wal_keep_size_comes_from_the_cluster_spec() {
     let cfg = applied_config(&plan(&me(), Some(&cd), &l, false)).unwrap();
     assert_eq!(cfg.parameters["max_slot_wal_keep_size"], "512MB");
 }
+
+fn standby_cluster_head(follow: FollowConfig) -> ClusterData {
+    let mut head = db("d1", ME, DbRole::Standby, DbInitMode::None, 2);
+    head.spec.follow_config = Some(follow);
+    head.spec.followers = vec!["d2".into(), "d1".into()];
+    cd_with(head)
+}
+
+#[test]
+fn a_standby_cluster_head_keeps_its_own_standbys_slots() {
+    let cd = standby_cluster_head(FollowConfig {
+        follow_type: FollowType::External,
+        standby_settings: Some(StandbySettings {
+            primary_conninfo: "host=192.0.2.1".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let p = plan(
+        &me(),
+        Some(&cd),
+        &local("d1", 2, LocalRole::Standby, false),
+        false,
+    );
+    assert!(p.actions.contains(&Action::ReconcileSlots {
+        followers: vec!["d2".into()],
+        additional: Vec::new(),
+    }));
+}
+
+#[test]
+fn an_archive_only_standby_cluster_follows_the_archive() {
+    let archive = ArchiveRecoverySettings {
+        restore_command: "cp /archive/%f %p".into(),
+    };
+    let cd = standby_cluster_head(FollowConfig {
+        follow_type: FollowType::External,
+        archive_recovery_settings: Some(archive.clone()),
+        ..Default::default()
+    });
+    let p = plan(
+        &me(),
+        Some(&cd),
+        &local("d1", 2, LocalRole::Standby, false),
+        false,
+    );
+    assert_eq!(
+        applied_config(&p).and_then(|c| c.recovery),
+        Some(Recovery::External {
+            standby: None,
+            archive: Some(archive)
+        })
+    );
+    let nothing = standby_cluster_head(FollowConfig {
+        follow_type: FollowType::External,
+        ..Default::default()
+    });
+    let p = plan(
+        &me(),
+        Some(&nothing),
+        &local("d1", 2, LocalRole::Standby, false),
+        false,
+    );
+    assert_eq!(
+        p.end,
+        PlanEnd::Error(PlanError::NoStandbySettings("d1".into()))
+    );
+}

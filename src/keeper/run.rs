@@ -544,7 +544,13 @@ impl Keeper {
             self.work
                 .step(action_status(action), self.allowance(action));
             if let Err(e) = self.execute(action).await {
-                tracing::error!(keeper = %self.facts.uid, action = action.name(), error = %e, "action failed; retrying on the next iteration");
+                if self.fence.expired() {
+                    // The fence killed PostgreSQL under the action (a keeper frozen past its
+                    // deadline, then thawed) and said so at ERROR already.
+                    tracing::warn!(keeper = %self.facts.uid, action = action.name(), error = %e, "action failed while fenced; retrying on the next iteration");
+                } else {
+                    tracing::error!(keeper = %self.facts.uid, action = action.name(), error = %e, "action failed; retrying on the next iteration");
+                }
                 self.after_action();
                 return Outcome::ActionFailed(action.name());
             }

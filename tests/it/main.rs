@@ -17,6 +17,7 @@ mod cluster_pitr;
 mod cluster_resync_backoff;
 mod cluster_rewind;
 mod cluster_slots;
+mod cluster_standby_cluster;
 mod cluster_standby_lag;
 mod cluster_store_full;
 mod cluster_store_outage;
