@@ -640,6 +640,14 @@ impl ClusterSpec {
                     ));
                 }
             }
+            ClusterInitMode::Existing if role == ClusterRole::Standby => {
+                // ⚠ Upstream accepts it and adopts the data as a master. A standby cluster's
+                // head is made from the primary: pitr with a dataRestoreCommand such as
+                // pg_basebackup (README, Standby clusters).
+                return Err(spec_err(
+                    "invalid cluster role standby when initMode is \"existing\": create a standby cluster with initMode \"pitr\" (e.g. a dataRestoreCommand running pg_basebackup from the primary)",
+                ));
+            }
             ClusterInitMode::Existing => match &self.existing_config {
                 None => {
                     return Err(spec_err(
@@ -804,6 +812,21 @@ mod tests {
         assert!(e.0.contains("maxStandbys"), "{e}");
         let s = ClusterSpec::from_json(r#"{"initMode":"new","maxStandbys":0}"#).unwrap();
         assert!(s.validate().unwrap_err().0.contains("maxStandbys"));
+    }
+
+    #[test]
+    fn a_standby_cluster_is_made_by_pitr_only() {
+        let existing = ClusterSpec::from_json(
+            r#"{"initMode":"existing","role":"standby","existingConfig":{"keeperUID":"k1"},"standbyConfig":{"standbySettings":{"primaryConninfo":"host=p"}}}"#,
+        )
+        .unwrap();
+        let why = existing.validate().unwrap_err().0;
+        assert!(why.contains("initMode \"pitr\""), "{why}");
+        let pitr = ClusterSpec::from_json(
+            r#"{"initMode":"pitr","role":"standby","pitrConfig":{"dataRestoreCommand":"x %d"},"standbyConfig":{"standbySettings":{"primaryConninfo":"host=p"}}}"#,
+        )
+        .unwrap();
+        assert!(pitr.validate().is_ok());
     }
 
     #[test]
