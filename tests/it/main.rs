@@ -22,6 +22,7 @@ mod cluster_standby_lag;
 mod cluster_store_full;
 mod cluster_store_outage;
 mod cluster_switchover;
+mod cluster_sync;
 mod ctl_commands;
 mod keeper_duplicate_uid;
 mod local_cluster_script;

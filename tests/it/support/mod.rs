@@ -711,9 +711,15 @@ pub(crate) struct Session {
 impl Session {
     /// Runs `sql` (simple query protocol); errors, and hangs beyond 10 s, become Err.
     pub(crate) fn query(&self, sql: &str) -> Result<Rows, String> {
+        self.query_within(sql, Duration::from_secs(10))
+    }
+
+    /// Like [`Session::query`], waiting up to `timeout` (e.g. for a commit that waits for a
+    /// synchronous standby).
+    pub(crate) fn query_within(&self, sql: &str, timeout: Duration) -> Result<Rows, String> {
         let fut = self.client.simple_query(sql);
         let msgs = self.rt.block_on(async {
-            tokio::time::timeout(Duration::from_secs(10), fut)
+            tokio::time::timeout(timeout, fut)
                 .await
                 .map_err(|_| format!("{sql:?} timed out"))?
                 .map_err(|e| format!("{sql:?}: {}", pg_error(&e)))
