@@ -172,3 +172,73 @@ fn with_no_standby_required_commits_go_through_without_one() {
             .expect("commits go through with no standby");
     }
 }
+
+/// Whether user `app` (not the superuser) gets a session on `port`.
+fn app_can_connect(c: &Cluster, port: u16) -> bool {
+    let mut cfg = tokio_postgres::Config::new();
+    cfg.host("127.0.0.1")
+        .port(port)
+        .user("app")
+        .password("app-pw")
+        .dbname("postgres")
+        .connect_timeout(Duration::from_secs(3));
+    c.rt_block_on(async move {
+        match tokio::time::timeout(Duration::from_secs(5), cfg.connect(tokio_postgres::NoTls)).await
+        {
+            Ok(Ok((client, conn))) => {
+                drop(client);
+                let _ = conn.await;
+                true
+            }
+            _ => false,
+        }
+    })
+}
+
+#[test]
+fn a_restarted_synchronous_master_keeps_clients_out_until_its_standby_is_in_sync() {
+    // failInterval well above a keeper restart: the master is restarted, not replaced.
+    let mut c = ClusterBuilder::new("sync-restart")
+        .keepers(2)
+        .sentinels(1)
+        .spec(json!({
+            "synchronousReplication": true,
+            "minSynchronousStandbys": 1,
+            "maxSynchronousStandbys": 1,
+            "failInterval": "60s",
+        }))
+        .start();
+    let master = c.wait_master_serving(Duration::from_secs(150));
+    let standby = c.keepers.keys().find(|k| **k != master).unwrap().clone();
+    let standby_db = db_of(&c, &standby);
+    wait_until(
+        Duration::from_secs(120),
+        "the standby in the synchronous set",
+        || c.try_clusterdata().and_then(|cd| sync_set(&cd)) == Some(vec![standby_db.clone()]),
+    );
+    c.psql_via_proxy("create role app login password 'app-pw'")
+        .unwrap();
+    let port = c.keepers[&master].pg_port;
+    assert!(app_can_connect(&c, port));
+
+    c.kill_keeper(&standby);
+    c.kill_keeper(&master);
+    c.start_keeper(&master);
+    wait_until(
+        Duration::from_secs(60),
+        "the restarted master to accept the keeper's own connections",
+        || c.psql_keeper(&master, "select 1").is_ok(),
+    );
+    stays_true(
+        Duration::from_secs(4),
+        "clients kept out while the synchronous standby is not in sync",
+        || !app_can_connect(&c, port),
+    );
+    c.start_keeper(&standby);
+    wait_until(
+        Duration::from_secs(120),
+        "clients let in once the synchronous standby is in sync again",
+        || app_can_connect(&c, port),
+    );
+    assert_eq!(c.master_keeper().as_deref(), Some(master.as_str()));
+}
