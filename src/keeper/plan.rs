@@ -538,45 +538,23 @@ impl Planner {
                 self.temporary_start(cd, db);
                 self.push(Action::Stop(StopReason::InitDone));
             }
-            DbInitMode::Resync => {
-                let target = self.follow_target(cd, db)?;
-                let Recovery::Follow {
-                    host, port, slot, ..
-                } = target
-                else {
-                    return Err(PlanEnd::Error(PlanError::ExternalResyncUnsupported(
-                        db.uid.clone(),
-                    )));
-                };
-                // Back off before copying from the same source again: a failing
-                // pg_basebackup retried every sleepInterval hammers the master (a fast
-                // checkpoint and a full copy each time).
-                if let Some(hold) = self
-                    .sim
-                    .holds
-                    .resync
-                    .as_ref()
-                    .filter(|h| h.host == host && h.port == port)
-                {
-                    return Err(PlanEnd::Wait(WaitReason::Held(Hold::ResyncBackoff(
-                        hold.clone(),
-                    ))));
-                }
-                // What PGDATA holds now (a failed master, a standby that went ahead on the
-                // old timeline, a standby the master's WAL left behind): pg_rewind copies only
-                // what differs. Not after a failed init (wiped above), nor when the last
-                // rewind never got WAL flowing.
-                let rewind =
-                    db.spec.use_pg_rewind && self.sim.initialized && !self.sim.db_state.rewound;
-                self.push(Action::SaveDbState(fresh(true)));
-                self.stop_if_running(StopReason::Reinitialize);
-                self.push(Action::Resync {
-                    host,
-                    port,
-                    slot,
-                    rewind,
-                });
+            // A standby whose data directory was emptied (wiped, a new disk): its data is a
+            // copy of the master's, so copying it again loses nothing. ⚠ Upstream stops at
+            // "the keeper data was lost" until an operator removes the keeper. Data that is
+            // there but belongs to another db is never overwritten (LostDb below): the
+            // data dir may be the wrong one.
+            DbInitMode::None
+                if !self.sim.initialized
+                    && db.spec.role == DbRole::Standby
+                    && db
+                        .spec
+                        .follow_config
+                        .as_ref()
+                        .is_some_and(|f| f.follow_type == FollowType::Internal) =>
+            {
+                self.resync(cd, db, fresh(true))?;
             }
+            DbInitMode::Resync => self.resync(cd, db, fresh(true))?,
             DbInitMode::Pitr => {
                 let Some(pitr) = db
                     .spec
@@ -623,6 +601,47 @@ impl Planner {
                 }));
             }
         }
+        Ok(())
+    }
+
+    /// Makes PGDATA a copy of the followed db (`DbInitMode::Resync`), recorded as `state`.
+    fn resync(&mut self, cd: &ClusterData, db: &Db, state: DbState) -> Result<(), PlanEnd> {
+        let target = self.follow_target(cd, db)?;
+        let Recovery::Follow {
+            host, port, slot, ..
+        } = target
+        else {
+            return Err(PlanEnd::Error(PlanError::ExternalResyncUnsupported(
+                db.uid.clone(),
+            )));
+        };
+        // Back off before copying from the same source again: a failing
+        // pg_basebackup retried every sleepInterval hammers the master (a fast
+        // checkpoint and a full copy each time).
+        if let Some(hold) = self
+            .sim
+            .holds
+            .resync
+            .as_ref()
+            .filter(|h| h.host == host && h.port == port)
+        {
+            return Err(PlanEnd::Wait(WaitReason::Held(Hold::ResyncBackoff(
+                hold.clone(),
+            ))));
+        }
+        // What PGDATA holds now (a failed master, a standby that went ahead on the
+        // old timeline, a standby the master's WAL left behind): pg_rewind copies only
+        // what differs. Not after a failed init (wiped above), nor when the last
+        // rewind never got WAL flowing.
+        let rewind = db.spec.use_pg_rewind && self.sim.initialized && !self.sim.db_state.rewound;
+        self.push(Action::SaveDbState(state));
+        self.stop_if_running(StopReason::Reinitialize);
+        self.push(Action::Resync {
+            host,
+            port,
+            slot,
+            rewind,
+        });
         Ok(())
     }
 

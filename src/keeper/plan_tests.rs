@@ -1176,3 +1176,28 @@ fn an_archive_only_standby_cluster_follows_the_archive() {
         PlanEnd::Error(PlanError::NoStandbySettings("d1".into()))
     );
 }
+
+#[test]
+fn a_standby_whose_data_dir_was_emptied_is_copied_again_under_its_db() {
+    let cd = cd_with(standby_db("d1", DbInitMode::None, 4));
+    let p = plan(&me(), Some(&cd), &empty_local(), false);
+    assert_eq!(kinds(&p), vec!["save", "resync", "mark"]);
+    let Action::SaveDbState(state) = &p.actions[0] else {
+        panic!()
+    };
+    assert_eq!(state.uid, DbUid::from("d1"));
+    // Data that is there but of another db is never overwritten: the data dir may be the
+    // wrong one.
+    let p = plan(
+        &me(),
+        Some(&cd),
+        &local("other", 3, LocalRole::Standby, false),
+        false,
+    );
+    assert!(matches!(p.end, PlanEnd::Error(PlanError::LostDb { .. })));
+    assert!(p.actions.is_empty());
+    // Nor is a master's: the sentinel fails over instead.
+    let cd = cd_with(db("d1", ME, DbRole::Master, DbInitMode::None, 4));
+    let p = plan(&me(), Some(&cd), &empty_local(), false);
+    assert!(matches!(p.end, PlanEnd::Error(PlanError::LostDb { .. })));
+}
