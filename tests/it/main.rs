@@ -8,6 +8,7 @@ mod support;
 mod cli_bad_input;
 mod cluster_crash_loop;
 mod cluster_etcd_tls;
+mod cluster_existing;
 mod cluster_failover;
 mod cluster_fencing;
 mod cluster_harness;
