@@ -229,3 +229,35 @@ fn a_standby_ahead_on_the_old_timeline_is_resynced_never_followed() {
     // keeper2's WAL went past the fork: it must be copied again, never follow.
     wait_new_standby_db(&c, "keeper2", &ahead_db, &["first", "on the new timeline"]);
 }
+
+#[test]
+fn a_standby_the_masters_wal_left_behind_is_replaced_by_a_new_copy() {
+    // Little WAL kept for a dead standby (the keeper keeps wal_keep_size at 128MB), and
+    // checkpoints that remove it soon.
+    let mut c = ClusterBuilder::new("walgone")
+        .keepers(2)
+        .sentinels(1)
+        .spec(json!({
+            "maxSlotWalKeepSize": "32MB",
+            "pgParameters": {"max_wal_size": "64MB", "min_wal_size": "32MB"},
+        }))
+        .start();
+    let master = c.wait_master_serving(Duration::from_secs(150));
+    let standby = the_other(&c, &master);
+    replicated(&c, &standby);
+    let old_db = db_of(&c, &standby);
+    c.kill_keeper(&standby);
+    // About 300 MB of WAL the standby never gets, then checkpoints that remove it.
+    c.psql_via_proxy(
+        "create table big as select g, repeat('x', 900) as pad from generate_series(1, 300000) g",
+    )
+    .unwrap();
+    for _ in 0..3 {
+        c.psql_via_proxy("select pg_switch_wal(); checkpoint")
+            .unwrap();
+    }
+    c.psql_via_proxy("insert into t values (2, 'after the gap')")
+        .unwrap();
+    c.start_keeper(&standby);
+    wait_new_standby_db(&c, &standby, &old_db, &["first", "after the gap"]);
+}
