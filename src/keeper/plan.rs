@@ -501,7 +501,12 @@ impl Planner {
             };
         }
         match db.spec.role {
-            DbRole::Undefined => PlanEnd::Wait(WaitReason::RoleUndefined),
+            // A deposed master (src/sentinel/normal.rs): stopped until the sentinel either
+            // makes it master again or replaces its db.
+            DbRole::Undefined => {
+                self.stop_if_running(StopReason::Deposed);
+                PlanEnd::Wait(WaitReason::RoleUndefined)
+            }
             DbRole::Master => self.master(cd, db),
             DbRole::Standby => self.standby(cd, db),
         }

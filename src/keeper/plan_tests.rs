@@ -814,6 +814,22 @@ fn undefined_role_waits_after_init() {
 }
 
 #[test]
+fn a_deposed_master_is_stopped_at_once_and_kept_stopped() {
+    // At failover the sentinel keeps the old master's db with role undefined.
+    let cd = cd_with(db("d1", ME, DbRole::Undefined, DbInitMode::None, 6));
+    let p = plan(
+        &me(),
+        Some(&cd),
+        &local("d1", 5, LocalRole::Master, true),
+        false,
+    );
+    assert_eq!(p.actions, vec![Action::Stop(StopReason::Deposed)]);
+    assert_eq!(p.end, PlanEnd::Wait(WaitReason::RoleUndefined));
+    let p = plan(&me(), Some(&cd), &p.expected, false);
+    assert!(p.actions.is_empty(), "never started again while deposed");
+}
+
+#[test]
 fn sync_master_restart_keeps_clients_out_until_standbys_in_sync() {
     let mut d = db("d1", ME, DbRole::Master, DbInitMode::None, 1);
     d.spec.synchronous_replication = true;

@@ -835,7 +835,10 @@ fn describe_wait(reason: &WaitReason) -> String {
         WaitReason::StoreUnreachable => {
             "store unreachable for longer than the fencing limit; a master stays stopped until the store is back".into()
         }
-        WaitReason::RoleUndefined => "our db has no role yet".into(),
+        WaitReason::RoleUndefined => {
+            "our db has no role (a deposed master, or not yet assigned): PostgreSQL stays stopped"
+                .into()
+        }
         WaitReason::FollowedDbAddressUnknown(db) => {
             format!("followed db {db} has not published its address yet")
         }

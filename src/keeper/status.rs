@@ -83,7 +83,7 @@ pub(super) fn status_line(f: &StatusFacts) -> String {
                 "waiting for the sentinel to see this keeper process".into()
             }
             WaitReason::RoleUndefined => {
-                format!("db {db} has no role yet: waiting for the sentinel")
+                format!("db {db} has no role (a deposed master): PostgreSQL stays stopped")
             }
             WaitReason::FollowedDbAddressUnknown(followed) => {
                 format!("db {db}: waiting for the followed db {followed} to publish its address")
@@ -158,7 +158,10 @@ pub(super) fn is_ready(outcome: &Outcome, f: ReadyFacts) -> bool {
         return false;
     }
     match outcome {
-        Outcome::Planned(PlanEnd::Wait(WaitReason::NoDbAssigned)) => !f.cluster_initializing,
+        // A deposed master's keeper works as meant while it keeps PostgreSQL stopped.
+        Outcome::Planned(PlanEnd::Wait(WaitReason::NoDbAssigned | WaitReason::RoleUndefined)) => {
+            !f.cluster_initializing
+        }
         Outcome::Planned(PlanEnd::Converged { .. }) => f.running && f.accepting,
         _ => false,
     }

@@ -129,7 +129,7 @@ fn copy_cluster_spec(cd: &mut ClusterData) {
         }
         db.spec.additional_replication_slots = match db_type(db) {
             super::elect::DbType::Master => spec.additional_master_replication_slots().to_vec(),
-            super::elect::DbType::Standby => Vec::new(),
+            super::elect::DbType::Standby | super::elect::DbType::Deposed => Vec::new(),
         };
     }
 }

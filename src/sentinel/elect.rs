@@ -15,6 +15,9 @@ pub(crate) enum DbType {
     Master,
     /// Follows a db of this cluster.
     Standby,
+    /// Role undefined: a failed master's db kept at failover, its PostgreSQL stopped, in case
+    /// it must be master again (src/sentinel/normal.rs). Neither served nor followed.
+    Deposed,
 }
 
 pub(crate) fn db_type(db: &Db) -> DbType {
@@ -29,9 +32,8 @@ pub(crate) fn db_type(db: &Db) -> DbType {
         {
             DbType::Master
         }
-        // Upstream panics on an undefined role; treating it as a standby lets the standby
-        // reconfiguration step repair it.
-        _ => DbType::Standby,
+        DbRole::Undefined => DbType::Deposed,
+        DbRole::Standby => DbType::Standby,
     }
 }
 

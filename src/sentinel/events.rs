@@ -30,8 +30,9 @@ pub enum RemovalReason {
     NotGood,
     /// More good standbys than maxStandbysPerSender.
     Excess,
-    /// The db of the failed master at failover: its keeper stops postgres, so the old master
-    /// cannot take writes; it rejoins later with a new db.
+    /// The db of a failed master, deposed at failover (its keeper keeps postgres stopped),
+    /// once the new master is ready, or when another master is deposed after it: it rejoins
+    /// later with a new db.
     FailedMaster,
     /// A standby whose keeper has been unhealthy for deadKeeperRemovalInterval: the master
     /// then drops its replication slot, which would otherwise keep WAL for it forever.
@@ -105,6 +106,19 @@ pub enum Event {
         keeper: KeeperUid,
         x_log_pos: u64,
     },
+    /// The failed master's db is kept with role undefined: its keeper stops PostgreSQL, and
+    /// it is removed once the new master is ready (src/sentinel/normal.rs).
+    MasterDeposed {
+        db: DbUid,
+        keeper: KeeperUid,
+    },
+    /// The master elected in place of `db` died before it served, and no standby may replace
+    /// it: `db`, the deposed master that is back, is master again.
+    DeposedMasterReelected {
+        db: DbUid,
+        keeper: KeeperUid,
+        instead_of: DbUid,
+    },
     NoEligibleMaster {
         db: DbUid,
         reason: String,
@@ -155,6 +169,7 @@ impl Event {
             | InitFailed { .. }
             | InitKeeperMissing { .. }
             | InitNoKeepers
+            | DeposedMasterReelected { .. }
             | FakeSyncStandby { .. } => Severity::Warn,
             NoEligibleMaster { .. } | Inconsistent { .. } => Severity::Error,
             _ => Severity::Info,
@@ -193,6 +208,8 @@ impl Event {
             | ClusterInitialized { keeper, .. }
             | MasterFailed { keeper, .. }
             | MasterElected { keeper, .. }
+            | MasterDeposed { keeper, .. }
+            | DeposedMasterReelected { keeper, .. }
             | DbRemoved { keeper, .. }
             | StandbyAdded { keeper, .. } => Some(keeper.as_str()),
             _ => None,
@@ -215,6 +232,7 @@ impl Event {
             | SyncStandbysChanged { db, .. }
             | FakeSyncStandby { db } => Some(db.as_str()),
             MasterElected { new, .. } => Some(new.as_str()),
+            MasterDeposed { db, .. } | DeposedMasterReelected { db, .. } => Some(db.as_str()),
             _ => None,
         }
     }
@@ -265,6 +283,14 @@ impl fmt::Display for Event {
                 "electing new master (old master db {old}, xLogPos {x_log_pos})"
             ),
             NoEligibleMaster { reason, .. } => write!(f, "no eligible master: {reason}"),
+            MasterDeposed { .. } => write!(
+                f,
+                "old master deposed: kept stopped until the new master serves, then resynced"
+            ),
+            DeposedMasterReelected { instead_of, .. } => write!(
+                f,
+                "the master elected in its place (db {instead_of}) died before serving and no standby may take over: the deposed master is master again"
+            ),
             ProxiesNotConverged {
                 proxies,
                 generation,

@@ -60,10 +60,24 @@ pub(crate) fn update_normal(
             Ok(new_master) => {
                 fail_over(cd, &cur, &new_master, events);
             }
-            Err(reason) => events.push(Event::NoEligibleMaster {
-                db: cur_uid.clone(),
-                reason,
-            }),
+            Err(reason) => match deposed_master_to_reelect(cd, &cur) {
+                Some(deposed) => {
+                    events.push(Event::DeposedMasterReelected {
+                        db: deposed.clone(),
+                        keeper: cd
+                            .dbs
+                            .get(&deposed)
+                            .map(|d| d.spec.keeper_uid.clone())
+                            .unwrap_or_default(),
+                        instead_of: cur_uid.clone(),
+                    });
+                    fail_over(cd, &cur, &deposed, events);
+                }
+                None => events.push(Event::NoEligibleMaster {
+                    db: cur_uid.clone(),
+                    reason,
+                }),
+            },
         }
     } else {
         steady_state(cd, proxies, memory, now, new_uid, events);
@@ -133,24 +147,45 @@ fn choose_new_master(
         })
 }
 
-/// Deliberate change from upstream: the failed master's db is removed in the same write that
-/// elects the new master. Upstream keeps it, still with role master, until the new master has
+/// Deliberate change from upstream: the failed master's db is deposed in the same write that
+/// elects the new master: its role becomes undefined, so its keeper stops postgres at once
+/// (and keeps it stopped). Upstream keeps it with role master until the new master has
 /// converged; a keeper that is alive (forceFail, a keeper cut off from the store, postgres
-/// flapping) then keeps a second writable master running. Without a db its keeper stops
-/// postgres at once; once the new master is healthy the keeper is free and gets a new resync
-/// db, which is how an old master rejoins. The price: no fallback to the old master if the
-/// promotion fails; another standby is tried instead.
+/// flapping) then keeps a second writable master running. The deposed db is removed once the
+/// new master is ready ([`remove_dbs`]); its keeper then gets a new resync db (pg_rewind with
+/// usePgrewind), which is how an old master rejoins. Until then it is the fallback when the
+/// new master dies before it ever served ([`deposed_master_to_reelect`]).
 fn fail_over(cd: &mut ClusterData, old: &Db, new_uid: &DbUid, events: &mut Vec<Event>) {
     let spec = cd.cluster.spec.clone();
     let (new_keeper, x_log_pos) = match cd.dbs.get(new_uid) {
         Some(db) => (db.spec.keeper_uid.clone(), db.status.x_log_pos),
         None => return,
     };
-    cd.dbs.remove(&old.uid);
-    events.push(Event::DbRemoved {
+    // One fallback at most: the master deposed last.
+    let older: Vec<(DbUid, KeeperUid)> = cd
+        .dbs
+        .values()
+        .filter(|d| db_type(d) == DbType::Deposed && d.uid != *new_uid && d.uid != old.uid)
+        .map(|d| (d.uid.clone(), d.spec.keeper_uid.clone()))
+        .collect();
+    for (db, keeper) in older {
+        cd.dbs.remove(&db);
+        events.push(Event::DbRemoved {
+            db,
+            keeper,
+            why: RemovalReason::FailedMaster,
+        });
+    }
+    if let Some(db) = cd.dbs.get_mut(&old.uid) {
+        db.spec.role = DbRole::Undefined;
+        db.spec.follow_config = None;
+        db.spec.followers.clear();
+        db.spec.synchronous_standbys.clear();
+        db.spec.external_synchronous_standbys.clear();
+    }
+    events.push(Event::MasterDeposed {
         db: old.uid.clone(),
         keeper: old.spec.keeper_uid.clone(),
-        why: RemovalReason::FailedMaster,
     });
     let standby_cluster = spec.role() == ClusterRole::Standby;
     let external = standby_cluster.then(|| external_follow_config(cd));
@@ -188,6 +223,27 @@ fn fail_over(cd: &mut ClusterData, old: &Db, new_uid: &DbUid, events: &mut Vec<E
         keeper: new_keeper,
         x_log_pos,
     });
+}
+
+/// The deposed master to elect again when `cur`, the master elected in its place, failed
+/// before it was ever promoted: it never reported the generation that made it master (its
+/// keeper reports it right after `pg_ctl promote`), so it took no write, and the deposed
+/// master, whose keeper is back, has every commit (upstream's behaviour, where the old master
+/// stays master). ⚠ Its keeper keeps PostgreSQL stopped meanwhile, so there is no WAL position
+/// to compare: it is chosen only when no standby may take over.
+fn deposed_master_to_reelect(cd: &ClusterData, cur: &Db) -> Option<DbUid> {
+    if cur.status.current_generation >= cur.generation {
+        return None;
+    }
+    cd.dbs
+        .values()
+        .filter(|d| db_type(d) == DbType::Deposed && d.uid != cur.uid)
+        .find(|d| {
+            cd.keepers
+                .get(&d.spec.keeper_uid)
+                .is_some_and(|k| k.status.healthy && k.status.can_be_master != Some(false))
+        })
+        .map(|d| d.uid.clone())
 }
 
 fn steady_state(
@@ -334,6 +390,9 @@ fn remove_dbs(cd: &mut ClusterData, memory: &Memory, now: Time, events: &mut Vec
             remove.push((db.uid.clone(), RemovalReason::DeadKeeper));
         } else if db_type(db) == DbType::Master {
             remove.push((db.uid.clone(), RemovalReason::OldMaster));
+        } else if db_type(db) == DbType::Deposed {
+            // The new master serves: the deposed one is no fallback any more.
+            remove.push((db.uid.clone(), RemovalReason::FailedMaster));
         } else if validity(cd, db) == Validity::Invalid {
             remove.push((db.uid.clone(), RemovalReason::Invalid));
         } else if !db_can_sync(cd, db, memory) {

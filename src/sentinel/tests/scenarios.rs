@@ -199,19 +199,16 @@ fn no_failover_before_fail_interval() {
 }
 
 #[test]
-fn failed_master_db_is_removed_and_proxies_cut() {
+fn failed_master_db_is_deposed_then_removed_and_proxies_cut() {
     let mut w = three_with_master_on_k0("{}");
     let old = w.db_uid_of("k0");
     let gen_before = w.cd.proxy.generation;
     w.kill("k0");
     w.run_until(40, |w| w.master_keeper() != "k0");
-    assert!(
-        !w.cd.dbs.contains_key(&old),
-        "old master db removed at failover"
-    );
-    assert!(w.saw(
-        |e| matches!(e, Event::DbRemoved { db, why: RemovalReason::FailedMaster, .. } if *db == old)
-    ));
+    // Deposed in the election's write: role undefined, so its keeper stops postgres.
+    assert_eq!(w.cd.dbs[&old].spec.role, DbRole::Undefined);
+    assert!(w.cd.dbs[&old].spec.follow_config.is_none());
+    assert!(w.saw(|e| matches!(e, Event::MasterDeposed { db, .. } if *db == old)));
     let masters =
         w.cd.dbs
             .values()
@@ -220,12 +217,80 @@ fn failed_master_db_is_removed_and_proxies_cut() {
     assert_eq!(masters, 1);
     // Phase one of the proxy switch was written with the election.
     assert!(w.cd.proxy.generation > gen_before);
-    // No db is left following the removed one: the standbys follow the new master at once.
+    // No db follows the deposed one: the standbys follow the new master at once.
     let new_master = w.cd.cluster.status.master.clone().unwrap_or_default();
-    for db in w.cd.dbs.values().filter(|d| d.uid != new_master) {
+    for db in
+        w.cd.dbs
+            .values()
+            .filter(|d| d.uid != new_master && d.uid != old)
+    {
         assert_eq!(db.spec.follow_config.as_ref().unwrap().db_uid, new_master);
     }
     assert_eq!(w.master_db().spec.followers.len(), 1);
+    // Once the new master serves, the deposed db goes; its keeper gets a new db if it returns.
+    w.run_until(30, |w| !w.cd.dbs.contains_key(&old));
+    assert!(w.saw(
+        |e| matches!(e, Event::DbRemoved { db, why: RemovalReason::FailedMaster, .. } if *db == old)
+    ));
+}
+
+#[test]
+fn deposed_master_is_elected_again_when_its_replacement_dies_before_its_promotion() {
+    let mut w = three_with_master_on_k0("{}");
+    // k2 may never be master: k1 is the only candidate.
+    w.keeper("k2").can_be_master = Some(false);
+    w.run_for(6);
+    let old = w.db_uid_of("k0");
+    // k1 is elected but dies before it is promoted (never reports the new generation).
+    w.keeper("k1").converges = false;
+    w.kill("k0");
+    w.run_until(40, |w| w.master_keeper() == "k1");
+    let replacement = w.db_uid_of("k1");
+    w.kill("k1");
+    // The old master's keeper is back (its postgres stopped, as a deposed master's keeper
+    // keeps it).
+    w.keeper("k0").alive = true;
+    w.run_until(60, |w| w.master_keeper() == "k0");
+    assert_eq!(w.cd.cluster.status.master.as_ref(), Some(&old));
+    assert_eq!(w.cd.dbs[&old].spec.role, DbRole::Master);
+    assert!(w.saw(|e| matches!(
+        e,
+        Event::DeposedMasterReelected { db, instead_of, .. } if *db == old && *instead_of == replacement
+    )));
+    // The standby follows it again, and the dead replacement is the deposed one now.
+    let k2 = w.db_of("k2").unwrap();
+    assert_eq!(k2.spec.follow_config.as_ref().unwrap().db_uid, old);
+    assert_eq!(w.cd.dbs[&replacement].spec.role, DbRole::Undefined);
+}
+
+#[test]
+fn deposed_master_is_not_elected_again_once_its_replacement_was_promoted() {
+    let mut w = three_with_master_on_k0("{}");
+    w.keeper("k2").can_be_master = Some(false);
+    w.run_for(6);
+    w.kill("k0");
+    w.run_until(40, |w| w.master_keeper() == "k1");
+    // k1 was promoted (it reported the generation that made it master): it may have taken
+    // writes.
+    w.run_until(30, |w| {
+        let db = w.master_db();
+        db.status.current_generation == db.generation
+    });
+    w.kill("k1");
+    let promoted = w.db_uid_of("k1");
+    w.run_until(40, |w| {
+        w.saw(|e| matches!(e, Event::MasterFailed { db, .. } if *db == promoted))
+    });
+    // Only now is the old master's keeper back: its deposed db went when k1 served.
+    w.keeper("k0").alive = true;
+    w.run_for(40);
+    assert_eq!(
+        w.master_keeper(),
+        "k1",
+        "no master rather than a stale one:\n{}",
+        w.events_text()
+    );
+    assert!(!w.saw(|e| matches!(e, Event::DeposedMasterReelected { .. })));
 }
 
 #[test]
@@ -543,7 +608,8 @@ fn old_master_rejoins_with_new_db() {
     let old_db = w.db_uid_of("k0");
     w.kill("k0");
     w.run_until(40, |w| w.master_keeper() != "k0");
-    assert!(w.db_of("k0").is_none());
+    // Deposed, then removed once the new master serves.
+    w.run_until(30, |w| w.db_of("k0").is_none());
     let new_master = w.cd.cluster.status.master.clone().unwrap_or_default();
     w.keeper("k0").alive = true;
     w.run_until(20, |w| {
