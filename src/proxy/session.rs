@@ -173,15 +173,19 @@ async fn forward(client: TcpStream, server: TcpStream, kernel: Option<&KernelFor
 /// first message, already waiting, is read here and written to the master once both sockets are
 /// in the kernel's map: bytes queued before a socket joins it would not be forwarded.
 async fn forward_in_kernel(kernel: &KernelForwarding, client: TcpStream, mut server: TcpStream) {
-    let mut first = vec![0u8; FIRST_MESSAGE_MAX];
-    let n = match client.try_read(&mut first) {
-        Ok(n) if n > 0 => n,
-        _ => return,
+    let spliced = {
+        // Freed before the session's long wait: an idle session keeps no 16 KiB buffer.
+        let mut first = vec![0u8; FIRST_MESSAGE_MAX];
+        let n = match client.try_read(&mut first) {
+            Ok(n) if n > 0 => n,
+            _ => return,
+        };
+        let spliced = kernel.splice(&client, &server);
+        if server.write_all(&first[..n]).await.is_err() {
+            return;
+        }
+        spliced
     };
-    let spliced = kernel.splice(&client, &server);
-    if server.write_all(&first[..n]).await.is_err() {
-        return;
-    }
     if spliced.is_none() {
         return pump(client, server).await;
     }
