@@ -159,3 +159,73 @@ fn killed_master_keeper_takes_its_postgres_along() {
         killed_at.elapsed()
     );
 }
+
+/// The postmaster of `pgdata` and its children, from /proc.
+fn instance_pids(pgdata: &std::path::Path) -> Vec<i32> {
+    let Some(postmaster) = support::procs::postmaster_pid(pgdata) else {
+        return Vec::new();
+    };
+    let mut pids = vec![postmaster];
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        // "pid (comm) state ppid ...": the fields after the command's closing parenthesis.
+        let ppid = stat
+            .rsplit(')')
+            .next()
+            .and_then(|rest| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<i32>().ok());
+        if ppid == Some(postmaster) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// Best effort: a process may be gone (the fence guard kills the frozen instance).
+fn signal_all(pids: &[i32], sig: Signal) {
+    for pid in pids {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid), sig);
+    }
+}
+
+#[test]
+fn a_frozen_master_keeper_and_postgresql_never_overlap_and_rejoin_as_a_standby() {
+    let (mut c, master) = cluster("fence-freeze");
+    c.allow_error("FENCING");
+    c.allow_error("postgres exited unexpectedly");
+    let pids = instance_pids(&c.keepers[&master].data_dir.join("postgres"));
+    assert!(pids.len() > 1, "the master's postmaster and its children");
+    // Keeper and PostgreSQL frozen together (the fence guard, a process of its own, is not):
+    // the sentinel fails the master over, and nothing the frozen instance does may overlap.
+    writes_never_overlap(&c, &master, || {
+        c.signal_keeper_process(&master, Signal::SIGSTOP);
+        signal_all(&pids, Signal::SIGSTOP);
+    });
+    signal_all(&pids, Signal::SIGCONT);
+    c.signal_keeper_process(&master, Signal::SIGCONT);
+    wait_until(
+        Duration::from_secs(150),
+        "the thawed old master to rejoin as a healthy standby",
+        || {
+            let Some(cd) = c.try_clusterdata() else {
+                return false;
+            };
+            let Some(db) = Cluster::keeper_db(&cd, &master) else {
+                return false;
+            };
+            cd["dbs"][&db]["spec"]["role"] == "standby"
+                && cd["dbs"][&db]["status"]["healthy"] == true
+        },
+    );
+    wait_until(
+        Duration::from_secs(60),
+        "the old master's PostgreSQL serving read-only",
+        || {
+            c.psql_keeper(&master, "select pg_is_in_recovery()")
+                .is_ok_and(|ro| ro[0][0].as_deref() == Some("t"))
+        },
+    );
+}

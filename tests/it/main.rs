@@ -6,6 +6,7 @@
 mod support;
 
 mod cli_bad_input;
+mod cluster_advertise;
 mod cluster_crash_loop;
 mod cluster_etcd_tls;
 mod cluster_existing;
