@@ -552,6 +552,10 @@ impl Keeper {
                     tracing::error!(keeper = %self.facts.uid, action = action.name(), error = %e, "action failed; retrying on the next iteration");
                 }
                 self.after_action();
+                // A failure is retried after a sleepInterval, not at the quick looks' pace
+                // that a start sets: a start that keeps failing (a parameter PostgreSQL
+                // refuses) was retried five times a second, an ERROR each time.
+                self.quick_looks = 0;
                 return Outcome::ActionFailed(action.name());
             }
             self.after_action();

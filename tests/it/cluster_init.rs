@@ -209,3 +209,51 @@ impl Drop for RemovedOnDrop {
         let _ = std::fs::remove_file(&self.0);
     }
 }
+
+#[test]
+fn a_parameter_that_fails_only_at_restart_is_recovered_by_removing_it() {
+    // automaticPgRestart: the keeper restarts PostgreSQL for a parameter that needs it.
+    let mut c = ClusterBuilder::new("badrestart")
+        .keepers(1)
+        .sentinels(1)
+        .spec(serde_json::json!({"automaticPgRestart": true}))
+        .allow_errors(&[
+            "does_not_exist",
+            "postgres exited unexpectedly",
+            "action failed",
+        ])
+        .start();
+    let master = c.wait_master_serving(Duration::from_secs(150));
+    // Accepted by every check (a library list is any string) and by a reload, which only marks
+    // it pending; the restart it needs fails.
+    c.stolonctl_ok(&[
+        "update",
+        "--patch",
+        r#"{"pgParameters":{"shared_preload_libraries":"does_not_exist"}}"#,
+    ]);
+    wait_until(
+        Duration::from_secs(60),
+        "the restart for the parameter to fail (PostgreSQL down)",
+        || c.psql_keeper(&master, "select 1").is_err(),
+    );
+    support::stays_true(
+        Duration::from_secs(3),
+        "PostgreSQL stays down while the parameter is there",
+        || c.psql_keeper(&master, "select 1").is_err(),
+    );
+    c.allow_error("could not access file");
+    // A merge patch removes a key with null.
+    c.stolonctl_ok(&[
+        "update",
+        "--patch",
+        r#"{"pgParameters":{"shared_preload_libraries":null}}"#,
+    ]);
+    wait_until(
+        Duration::from_secs(90),
+        "PostgreSQL serving again without the parameter",
+        || {
+            c.psql_via_proxy("show shared_preload_libraries")
+                .is_ok_and(|r| r.first().and_then(|r| r[0].as_deref()) == Some(""))
+        },
+    );
+}
