@@ -11,37 +11,6 @@ use serde_json::json;
 use std::time::Duration;
 use support::{Cluster, ClusterBuilder, free_port, procs, wait_for, wait_until};
 
-fn the_other(c: &Cluster, uid: &str) -> String {
-    c.keepers
-        .keys()
-        .find(|k| *k != uid)
-        .cloned()
-        .expect("a second keeper")
-}
-
-fn db_of(c: &Cluster, keeper: &str) -> String {
-    wait_for(Duration::from_secs(60), "the keeper's db", || {
-        Cluster::keeper_db(&c.try_clusterdata()?, keeper)
-    })
-}
-
-/// Creates `t` with one row through the proxy and waits until `standby` has it.
-fn replicated(c: &Cluster, standby: &str) {
-    wait_until(Duration::from_secs(60), "a write through the proxy", || {
-        c.psql_via_proxy(
-            "create table if not exists t (id int primary key, v text); \
-             insert into t values (1, 'first') on conflict do nothing",
-        )
-        .is_ok()
-    });
-    c.wait_keeper_rows(
-        standby,
-        "select v from t order by id",
-        &["first"],
-        Duration::from_secs(120),
-    );
-}
-
 /// Waits until `keeper` holds a db other than `old_db`, healthy, streaming from the master,
 /// with `rows`.
 fn wait_new_standby_db(c: &Cluster, keeper: &str, old_db: &str, rows: &[&str]) {
@@ -75,9 +44,9 @@ fn a_removed_keeper_rejoins_with_a_new_db() {
         .sentinels(1)
         .start();
     let master = c.wait_master_serving(Duration::from_secs(150));
-    let standby = the_other(&c, &master);
-    replicated(&c, &standby);
-    let old_db = db_of(&c, &standby);
+    let standby = c.other_keeper(&master);
+    c.replicate_first_row(&standby, "first");
+    let old_db = c.wait_keeper_db(&standby);
     let refused = c.stolonctl(&["removekeeper", &master]);
     assert!(
         !refused.status.success(),
@@ -93,9 +62,9 @@ fn a_removed_keeper_rejoins_with_a_new_db() {
 fn a_standby_whose_data_dir_was_wiped_is_copied_again() {
     let mut c = ClusterBuilder::new("wiped").keepers(2).sentinels(1).start();
     let master = c.wait_master_serving(Duration::from_secs(150));
-    let standby = the_other(&c, &master);
-    replicated(&c, &standby);
-    let db = db_of(&c, &standby);
+    let standby = c.other_keeper(&master);
+    c.replicate_first_row(&standby, "first");
+    let db = c.wait_keeper_db(&standby);
     c.kill_keeper(&standby);
     let dir = c.keepers[&standby].data_dir.clone();
     for entry in std::fs::read_dir(&dir).unwrap().flatten() {
@@ -115,7 +84,11 @@ fn a_standby_whose_data_dir_was_wiped_is_copied_again() {
         &["first", "while it was away"],
         Duration::from_secs(150),
     );
-    assert_eq!(db_of(&c, &standby), db, "copied again under the same db");
+    assert_eq!(
+        c.wait_keeper_db(&standby),
+        db,
+        "copied again under the same db"
+    );
 }
 
 #[test]
@@ -127,8 +100,8 @@ fn a_master_back_on_a_new_port_is_followed_there() {
         .spec(json!({"failInterval": "60s"}))
         .start();
     let master = c.wait_master_serving(Duration::from_secs(150));
-    let standby = the_other(&c, &master);
-    replicated(&c, &standby);
+    let standby = c.other_keeper(&master);
+    c.replicate_first_row(&standby, "first");
     c.kill_keeper(&master);
     let new_port = free_port();
     c.keepers.get_mut(&master).unwrap().pg_port = new_port;
@@ -171,23 +144,23 @@ fn a_master_back_on_a_new_port_is_followed_there() {
 fn a_standby_ahead_on_the_old_timeline_is_resynced_never_followed() {
     let mut c = ClusterBuilder::new("fork").keepers(2).sentinels(1).start();
     let master = c.wait_master_serving(Duration::from_secs(150));
-    let eligible = the_other(&c, &master);
+    let eligible = c.other_keeper(&master);
     // Never master: it stays the standby that got further than the one elected.
     c.add_keeper("keeper2", &["--can-be-master=false"]);
     wait_until(Duration::from_secs(120), "both standbys streaming", || {
         c.streaming_standbys(&master) == Some(2)
     });
-    replicated(&c, &eligible);
+    c.replicate_first_row(&eligible, "first");
     c.wait_keeper_rows(
         "keeper2",
         "select v from t order by id",
         &["first"],
         Duration::from_secs(60),
     );
-    let ahead_db = db_of(&c, "keeper2");
+    let ahead_db = c.wait_keeper_db("keeper2");
 
     // The eligible standby's walsender freezes; keeper2 gets one more commit; the master dies.
-    let eligible_app = format!("stolon_{}", db_of(&c, &eligible));
+    let eligible_app = format!("stolon_{}", c.wait_keeper_db(&eligible));
     let sender = c
         .psql_keeper(
             &master,
@@ -243,9 +216,9 @@ fn a_standby_the_masters_wal_left_behind_is_replaced_by_a_new_copy() {
         }))
         .start();
     let master = c.wait_master_serving(Duration::from_secs(150));
-    let standby = the_other(&c, &master);
-    replicated(&c, &standby);
-    let old_db = db_of(&c, &standby);
+    let standby = c.other_keeper(&master);
+    c.replicate_first_row(&standby, "first");
+    let old_db = c.wait_keeper_db(&standby);
     c.kill_keeper(&standby);
     // About 300 MB of WAL the standby never gets, then checkpoints that remove it.
     c.psql_via_proxy(

@@ -48,36 +48,6 @@ fn wait_new_master(c: &Cluster, old: &str) -> String {
     )
 }
 
-/// Creates table `t` with row 1 through the proxy and waits until `standby` has it. (The
-/// master's walsender count is no sign of a standby: pg_basebackup's WAL streamer is one.)
-fn wait_replicated(c: &Cluster, standby: &str) {
-    wait_until(
-        Duration::from_secs(150),
-        "the first write through the proxy",
-        || {
-            c.psql_via_proxy(
-                "create table if not exists t (id int primary key, v text); \
-                 insert into t values (1, 'replicated') on conflict do nothing",
-            )
-            .is_ok()
-        },
-    );
-    c.wait_keeper_rows(
-        standby,
-        "select v from t",
-        &["replicated"],
-        Duration::from_secs(150),
-    );
-}
-
-fn the_other(c: &Cluster, uid: &str) -> String {
-    c.keepers
-        .keys()
-        .find(|k| *k != uid)
-        .cloned()
-        .expect("a second keeper")
-}
-
 #[test]
 fn diverged_old_master_rejoins_with_pg_rewind() {
     let mut c = ClusterBuilder::new("rewind")
@@ -86,8 +56,8 @@ fn diverged_old_master_rejoins_with_pg_rewind() {
         .spec(json!({"usePgrewind": true}))
         .start();
     let old_master = c.wait_master_serving(Duration::from_secs(150));
-    let standby = the_other(&c, &old_master);
-    wait_replicated(&c, &standby);
+    let standby = c.other_keeper(&old_master);
+    c.replicate_first_row(&standby, "replicated");
 
     // The master stops sending (its walsender frozen), commits on alone (async) and dies: its
     // WAL now goes further than the standby's, on a timeline the standby leaves when it is
@@ -167,8 +137,8 @@ fn a_master_whose_wal_is_lost_falls_back_to_pg_basebackup() {
         .allow_errors(&["pg_rewind failed", "checkpoint record"])
         .start();
     let old_master = c.wait_master_serving(Duration::from_secs(150));
-    let standby = the_other(&c, &old_master);
-    wait_replicated(&c, &standby);
+    let standby = c.other_keeper(&old_master);
+    c.replicate_first_row(&standby, "replicated");
     c.kill_keeper(&old_master);
     // The disk lost the WAL: neither crash recovery nor pg_rewind can read it.
     let wal = c.keepers[&old_master].data_dir.join("postgres/pg_wal");
@@ -192,8 +162,8 @@ fn a_master_without_wal_log_hints_falls_back_to_pg_basebackup() {
         .allow_errors(&["pg_rewind failed", "wal_log_hints"])
         .start();
     let old_master = c.wait_master_serving(Duration::from_secs(150));
-    let standby = the_other(&c, &old_master);
-    wait_replicated(&c, &standby);
+    let standby = c.other_keeper(&old_master);
+    c.replicate_first_row(&standby, "replicated");
     let checksums = c.psql_keeper(&old_master, "show data_checksums").unwrap();
     if checksums[0][0].as_deref() == Some("on") {
         // initdb turns them on from PostgreSQL 18: pg_rewind needs no wal_log_hints then.

@@ -22,12 +22,6 @@ fn sync_set(cd: &Value) -> Option<Vec<String>> {
     )
 }
 
-fn db_of(c: &Cluster, keeper: &str) -> String {
-    wait_for(Duration::from_secs(60), "the keeper's db", || {
-        Cluster::keeper_db(&c.try_clusterdata()?, keeper)
-    })
-}
-
 #[test]
 fn a_commit_waits_for_its_synchronous_standby_and_only_it_may_replace_the_master() {
     let mut c = ClusterBuilder::new("sync")
@@ -54,7 +48,7 @@ fn a_commit_waits_for_its_synchronous_standby_and_only_it_may_replace_the_master
         "both standbys streaming from the master",
         || c.streaming_standbys(&master) == Some(2),
     );
-    let sync_db = db_of(&c, &sync);
+    let sync_db = c.wait_keeper_db(&sync);
     wait_until(
         Duration::from_secs(60),
         "the synchronous set to be the standby that may be synchronous",
@@ -79,7 +73,7 @@ fn a_commit_waits_for_its_synchronous_standby_and_only_it_may_replace_the_master
     );
     // The sentinel may name a fake standby in the dead one's place (commits keep blocking),
     // never keeper2.
-    let keeper2_db = db_of(&c, "keeper2");
+    let keeper2_db = c.wait_keeper_db("keeper2");
     let set = c.try_clusterdata().and_then(|cd| sync_set(&cd));
     assert!(
         set.as_ref().is_some_and(|s| !s.contains(&keeper2_db)),
@@ -135,7 +129,7 @@ fn with_no_standby_required_commits_go_through_without_one() {
         .start();
     let master = c.wait_master_serving(Duration::from_secs(150));
     let standby = c.keepers.keys().find(|k| **k != master).unwrap().clone();
-    let standby_db = db_of(&c, &standby);
+    let standby_db = c.wait_keeper_db(&standby);
     wait_until(
         Duration::from_secs(120),
         "the standby in the synchronous set",
@@ -213,7 +207,7 @@ fn a_restarted_synchronous_master_keeps_clients_out_until_its_standby_is_in_sync
         .start();
     let master = c.wait_master_serving(Duration::from_secs(150));
     let standby = c.keepers.keys().find(|k| **k != master).unwrap().clone();
-    let standby_db = db_of(&c, &standby);
+    let standby_db = c.wait_keeper_db(&standby);
     wait_until(
         Duration::from_secs(120),
         "the standby in the synchronous set",

@@ -596,6 +596,44 @@ impl Cluster {
     }
 
     /// Waits until `sql` run directly on keeper `uid` returns exactly `want` (first column).
+    /// The keeper other than `uid` (in a two-keeper cluster, the standby of master `uid`).
+    pub(crate) fn other_keeper(&self, uid: &str) -> String {
+        self.keepers
+            .keys()
+            .find(|k| *k != uid)
+            .cloned()
+            .expect("a second keeper")
+    }
+
+    /// The db uid the sentinel gave `keeper`, waiting up to a minute for one.
+    pub(crate) fn wait_keeper_db(&self, keeper: &str) -> String {
+        wait_for(Duration::from_secs(60), "the keeper's db", || {
+            Self::keeper_db(&self.try_clusterdata()?, keeper)
+        })
+    }
+
+    /// Creates table `t (id int primary key, v text)` with row `(1, value)` through the proxy
+    /// and waits until `standby` has it.
+    pub(crate) fn replicate_first_row(&self, standby: &str, value: &str) {
+        wait_until(
+            Duration::from_secs(150),
+            "the first write through the proxy",
+            || {
+                self.psql_via_proxy(&format!(
+                    "create table if not exists t (id int primary key, v text); \
+                 insert into t values (1, '{value}') on conflict do nothing"
+                ))
+                .is_ok()
+            },
+        );
+        self.wait_keeper_rows(
+            standby,
+            "select v from t order by id",
+            &[value],
+            Duration::from_secs(150),
+        );
+    }
+
     pub(crate) fn wait_keeper_rows(&self, uid: &str, sql: &str, want: &[&str], timeout: Duration) {
         let what = format!("{sql:?} on {uid} to return {want:?}");
         wait_until(timeout, &what, || match self.psql_keeper(uid, sql) {
