@@ -142,7 +142,20 @@ fn a_master_back_on_a_new_port_is_followed_there() {
 
 #[test]
 fn a_standby_ahead_on_the_old_timeline_is_resynced_never_followed() {
-    let mut c = ClusterBuilder::new("fork").keepers(2).sentinels(1).start();
+    standby_ahead_on_the_old_timeline("fork", false);
+}
+
+#[test]
+fn a_standby_ahead_on_the_old_timeline_is_rewound_with_use_pg_rewind() {
+    standby_ahead_on_the_old_timeline("fork-rewind", true);
+}
+
+fn standby_ahead_on_the_old_timeline(name: &str, use_pg_rewind: bool) {
+    let mut c = ClusterBuilder::new(name)
+        .keepers(2)
+        .sentinels(1)
+        .spec(json!({"usePgrewind": use_pg_rewind}))
+        .start();
     let master = c.wait_master_serving(Duration::from_secs(150));
     let eligible = c.other_keeper(&master);
     // Never master: it stays the standby that got further than the one elected.
@@ -201,6 +214,12 @@ fn a_standby_ahead_on_the_old_timeline_is_resynced_never_followed() {
     assert_eq!(new_master, eligible);
     // keeper2's WAL went past the fork: it must be copied again, never follow.
     wait_new_standby_db(&c, "keeper2", &ahead_db, &["first", "on the new timeline"]);
+    let log = c.keeper_log("keeper2");
+    assert_eq!(
+        log.contains("pg_rewind done"),
+        use_pg_rewind,
+        "usePgrewind {use_pg_rewind}: rewound or copied in full as asked:\n{log}"
+    );
 }
 
 #[test]
