@@ -119,3 +119,57 @@ fn a_cluster_is_restored_from_a_base_backup_and_archive_up_to_a_restore_point() 
     let log = c.keeper_log(&master);
     assert!(log.contains("archive recovery ended: promoted"), "{log}");
 }
+
+#[test]
+fn a_failed_restore_is_reported_and_tried_again() {
+    let work = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        work.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let backup = keepers_dir(work.path(), "backup");
+    let empty_archive = keepers_dir(work.path(), "archive");
+    let marker = keepers_dir(work.path(), "state").join("tried");
+    let source = ClusterBuilder::new("pitr-retry-src")
+        .keepers(1)
+        .sentinels(1)
+        .start();
+    let master = source.wait_master_serving(Duration::from_secs(150));
+    source
+        .psql_keeper(
+            &master,
+            "create table t (v text); insert into t values ('restored')",
+        )
+        .unwrap();
+    pg_basebackup(source.keepers[&master].pg_port, &backup);
+    drop(source);
+
+    // The backup store is unreachable the first time.
+    let c = ClusterBuilder::new("pitr-retry")
+        .keepers(1)
+        .sentinels(1)
+        .spec(json!({
+            "initMode": "pitr",
+            "pitrConfig": {
+                "dataRestoreCommand": format!(
+                    "if [ -e {m} ]; then cp -a {b}/. %d; else touch {m}; echo 'backup store unreachable' >&2; exit 1; fi",
+                    m = marker.display(),
+                    b = backup.display()
+                ),
+                "archiveRecoverySettings": {
+                    "restoreCommand": format!("cp {}/%f %p", empty_archive.display()),
+                },
+            },
+        }))
+        .allow_errors(&["backup store unreachable", "db failed to initialize or resync"])
+        .start();
+    let master = c.wait_master_serving(Duration::from_secs(150));
+    let rows = c.psql_via_proxy("select v from t").unwrap();
+    assert_eq!(rows[0][0].as_deref(), Some("restored"));
+    let log = c.keeper_log(&master);
+    assert!(
+        log.contains("dataRestoreCommand") && log.contains("backup store unreachable"),
+        "the failed restore is in the keeper's log with the command's own words:\n{log}"
+    );
+}

@@ -1,7 +1,7 @@
 //! A standby cluster: created by pg_basebackup from another cluster's master (initMode pitr,
 //! role standby), its head follows that external primary through a slot there, its own standby
-//! cascades from the head (with its slot on the head), and `stolonctl promote` turns it into a
-//! primary cluster that takes writes.
+//! cascades from the head (with its slot on the head), a failover inside it keeps following the
+//! primary, and `stolonctl promote` turns it into a primary cluster that takes writes.
 
 use crate::support;
 
@@ -106,6 +106,31 @@ fn a_standby_cluster_cascades_from_its_head_and_is_promoted() {
         "a standby cluster must not take writes"
     );
 
+    // The head dies: the standby cluster's other keeper becomes its head and follows the
+    // external primary itself.
+    c.kill_keeper(&head);
+    wait_until(
+        Duration::from_secs(90),
+        "the other keeper to head the standby cluster, streaming from the primary",
+        || {
+            c.try_clusterdata()
+                .and_then(|cd| Cluster::master_keeper_in(&cd))
+                .is_some_and(|m| m == cascaded)
+                && wal_sender_port(&c, &cascaded).as_deref()
+                    == Some(primary_port.to_string().as_str())
+        },
+    );
+    primary
+        .psql_via_proxy("insert into t values (3, 'after the standby cluster failover')")
+        .unwrap();
+    let three = [both[0], both[1], "after the standby cluster failover"];
+    c.wait_keeper_rows(
+        &cascaded,
+        "select v from t order by id",
+        &three,
+        Duration::from_secs(60),
+    );
+
     drop(primary);
     // The primary is gone: the head's WAL receiver complains until the promotion.
     c.allow_error("could not connect to the primary server");
@@ -115,7 +140,7 @@ fn a_standby_cluster_cascades_from_its_head_and_is_promoted() {
         "the promoted cluster to take writes through its proxy",
         || {
             c.psql_via_proxy(
-                "insert into t values (3, 'after the promotion') on conflict do nothing",
+                "insert into t values (4, 'after the promotion') on conflict do nothing",
             )
             .is_ok()
         },
@@ -123,7 +148,7 @@ fn a_standby_cluster_cascades_from_its_head_and_is_promoted() {
     c.wait_keeper_rows(
         &cascaded,
         "select v from t order by id",
-        &[both[0], both[1], "after the promotion"],
+        &[three[0], three[1], three[2], "after the promotion"],
         Duration::from_secs(60),
     );
 }
