@@ -88,9 +88,33 @@ pub fn write_passfile(pgdata: &Pgdata, path: &Path, conn: &super::ReplConn) -> R
     }
 }
 
+const STANDBY_SIGNAL: &str = "standby.signal";
+const RECOVERY_SIGNAL: &str = "recovery.signal";
+
 /// Creates `standby.signal`, which makes postgres start as a standby (PostgreSQL ≥ 12).
 pub fn write_standby_signal(pgdata: &Pgdata) -> Result<(), PgError> {
-    write_file_as(&pgdata.join("standby.signal"), b"", pgdata.owner())
+    write_file_as(&pgdata.join(STANDBY_SIGNAL), b"", pgdata.owner())
+}
+
+/// Creates `recovery.signal`: at its next start PostgreSQL recovers from the archive
+/// (restore_command) up to the recovery target, then promotes.
+pub fn write_recovery_signal(pgdata: &Pgdata) -> Result<(), PgError> {
+    write_file_as(&pgdata.join(RECOVERY_SIGNAL), b"", pgdata.owner())
+}
+
+/// Removes both signal files, those present: the data directory then starts (or is
+/// rewound) as a primary until the caller writes the one it wants.
+pub(crate) fn remove_signal_files(pgdata: &Path) -> Result<(), PgError> {
+    for signal in [STANDBY_SIGNAL, RECOVERY_SIGNAL] {
+        let path = pgdata.join(signal);
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(PgError::io(&path, e));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// True once initdb (or pg_basebackup) completed: `global/pg_control` exists.

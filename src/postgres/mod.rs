@@ -36,13 +36,13 @@ pub use conf::{
 pub use files::{
     LocalRole, TEMP_CONF_NAME, disable_alter_system, is_initialized, local_role, oldest_wal_file,
     read_timeline_history, remove_pgdata, write_passfile, write_pg_hba, write_postgresql_conf,
-    write_standby_signal, write_temp_postgresql_conf,
+    write_recovery_signal, write_standby_signal, write_temp_postgresql_conf,
 };
 pub use hba::{AuthMethod, HbaParams, render_pg_hba};
 pub use params::ServerParameters;
 pub(crate) use process::kill_instance;
 pub use process::{PgProcess, StartOptions, stop_stale_instance};
-pub use restore::{restore_base_backup, write_recovery_signal};
+pub use restore::restore_base_backup;
 pub use rewind::{checkpoint, pg_rewind};
 pub use tools::{initdb, pg_basebackup, promote, remove_stale_secrets};
 

@@ -1,7 +1,6 @@
-//! initMode pitr: bringing a base backup back with the operator's `dataRestoreCommand`, and the
-//! signal file that makes PostgreSQL recover from the WAL archive after it.
+//! initMode pitr: bringing a base backup back with the operator's `dataRestoreCommand`.
 
-use super::files::{is_initialized, write_file_as};
+use super::files::{is_initialized, remove_signal_files};
 use super::tools::{command, ensure_private_dir, run_to_end};
 use super::{PgError, Pgdata};
 use std::os::unix::fs::PermissionsExt;
@@ -45,22 +44,8 @@ pub async fn restore_base_backup(
     }
     std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o700))
         .map_err(|e| PgError::io(&target, e))?;
-    for signal in ["standby.signal", "recovery.signal"] {
-        let path = target.join(signal);
-        match std::fs::remove_file(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(PgError::io(&path, e));
-            }
-            _ => {}
-        }
-    }
+    remove_signal_files(&target)?;
     Ok(())
-}
-
-/// `recovery.signal`: at its next start PostgreSQL recovers from the archive (restore_command)
-/// up to the recovery target, then promotes.
-pub fn write_recovery_signal(pgdata: &Pgdata) -> Result<(), PgError> {
-    write_file_as(&pgdata.join("recovery.signal"), b"", pgdata.owner())
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@
 //!   it), and without `standby.signal`, which single-user mode refuses.
 
 use super::conf::ReplConn;
-use super::files::write_file_as;
+use super::files::{remove_signal_files, write_file_as};
 use super::tools::{SecretFile, command, run_reporting_progress, run_to_end};
 use super::{PgBinaries, PgError, Pgdata};
 use std::path::Path;
@@ -130,22 +130,13 @@ async fn recover_keeping_wal(bins: &PgBinaries, pgdata: &Pgdata) -> Result<(), P
 /// caller writes the standby signal again after the rewind, and every start puts the
 /// postgresql.auto.conf symlink back.
 fn prepare_target(pgdata: &Pgdata) -> Result<(), PgError> {
-    for signal in ["standby.signal", "recovery.signal"] {
-        remove_if_present(&pgdata.path().join(signal))?;
-    }
+    remove_signal_files(pgdata.path())?;
     let auto_conf = pgdata.path().join("postgresql.auto.conf");
     if std::fs::symlink_metadata(&auto_conf).is_ok_and(|m| m.file_type().is_symlink()) {
-        remove_if_present(&auto_conf)?;
+        std::fs::remove_file(&auto_conf).map_err(|e| PgError::io(&auto_conf, e))?;
         write_file_as(&auto_conf, b"", pgdata.owner())?;
     }
     Ok(())
-}
-
-fn remove_if_present(path: &Path) -> Result<(), PgError> {
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(PgError::io(path, e)),
-        _ => Ok(()),
-    }
 }
 
 #[cfg(test)]
