@@ -106,22 +106,7 @@ fn killed_master_is_replaced_and_rejoins_as_standby() {
 
     // (e)
     c.start_keeper(&old_master);
-    wait_until(
-        Duration::from_secs(150),
-        "the old master to rejoin as a healthy standby of the new master",
-        || {
-            let Some(cd) = c.try_clusterdata() else {
-                return false;
-            };
-            let Some(db) = Cluster::keeper_db(&cd, &old_master) else {
-                return false;
-            };
-            let master_db = cd["cluster"]["status"]["master"].as_str().unwrap_or("");
-            cd["dbs"][&db]["spec"]["role"] == "standby"
-                && cd["dbs"][&db]["spec"]["followConfig"]["dbuid"] == master_db
-                && cd["dbs"][&db]["status"]["healthy"] == true
-        },
-    );
+    c.wait_healthy_standby(&old_master, None);
     c.wait_keeper_rows(
         &old_master,
         "select v from t order by id",

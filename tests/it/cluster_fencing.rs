@@ -206,20 +206,7 @@ fn a_frozen_master_keeper_and_postgresql_never_overlap_and_rejoin_as_a_standby()
     });
     signal_all(&pids, Signal::SIGCONT);
     c.signal_keeper_process(&master, Signal::SIGCONT);
-    wait_until(
-        Duration::from_secs(150),
-        "the thawed old master to rejoin as a healthy standby",
-        || {
-            let Some(cd) = c.try_clusterdata() else {
-                return false;
-            };
-            let Some(db) = Cluster::keeper_db(&cd, &master) else {
-                return false;
-            };
-            cd["dbs"][&db]["spec"]["role"] == "standby"
-                && cd["dbs"][&db]["status"]["healthy"] == true
-        },
-    );
+    c.wait_healthy_standby(&master, None);
     wait_until(
         Duration::from_secs(60),
         "the old master's PostgreSQL serving read-only",

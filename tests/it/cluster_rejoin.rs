@@ -14,21 +14,7 @@ use support::{Cluster, ClusterBuilder, free_port, procs, wait_for, wait_until};
 /// Waits until `keeper` holds a db other than `old_db`, healthy, streaming from the master,
 /// with `rows`.
 fn wait_new_standby_db(c: &Cluster, keeper: &str, old_db: &str, rows: &[&str]) {
-    wait_until(
-        Duration::from_secs(150),
-        "the keeper to stream again with a new db",
-        || {
-            let Some(cd) = c.try_clusterdata() else {
-                return false;
-            };
-            let Some(db) = Cluster::keeper_db(&cd, keeper) else {
-                return false;
-            };
-            db != old_db
-                && cd["dbs"][&db]["spec"]["role"] == "standby"
-                && cd["dbs"][&db]["status"]["healthy"] == true
-        },
-    );
+    c.wait_healthy_standby(keeper, Some(old_db));
     c.wait_keeper_rows(
         keeper,
         "select v from t order by id",

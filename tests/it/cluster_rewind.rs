@@ -8,27 +8,7 @@ use crate::support;
 use nix::sys::signal::Signal;
 use serde_json::json;
 use std::time::Duration;
-use support::{Cluster, ClusterBuilder, procs, wait_for, wait_until};
-
-/// Waits until `keeper` is a healthy standby of the current master again.
-fn wait_rejoined(c: &Cluster, keeper: &str) {
-    wait_until(
-        Duration::from_secs(150),
-        "the old master to rejoin as a healthy standby of the new master",
-        || {
-            let Some(cd) = c.try_clusterdata() else {
-                return false;
-            };
-            let Some(db) = Cluster::keeper_db(&cd, keeper) else {
-                return false;
-            };
-            let master_db = cd["cluster"]["status"]["master"].as_str().unwrap_or("");
-            cd["dbs"][&db]["spec"]["role"] == "standby"
-                && cd["dbs"][&db]["spec"]["followConfig"]["dbuid"] == master_db
-                && cd["dbs"][&db]["status"]["healthy"] == true
-        },
-    );
-}
+use support::{Cluster, ClusterBuilder, procs, wait_for};
 
 /// Waits for a master other than `old` that takes writes through the proxy.
 fn wait_new_master(c: &Cluster, old: &str) -> String {
@@ -79,7 +59,7 @@ fn diverged_old_master_rejoins_with_pg_rewind() {
     assert_eq!(new_master, standby);
 
     c.start_keeper(&old_master);
-    wait_rejoined(&c, &old_master);
+    c.wait_healthy_standby(&old_master, None);
     c.wait_keeper_rows(
         &old_master,
         "select v from t order by id",
@@ -107,7 +87,7 @@ fn diverged_old_master_rejoins_with_pg_rewind() {
 /// Waits until the old master rejoined with everything written before and after the failover,
 /// copied in full after a failed rewind whose reason the log gives (`why`).
 fn assert_fell_back(c: &Cluster, old_master: &str, why: &str) {
-    wait_rejoined(c, old_master);
+    c.wait_healthy_standby(old_master, None);
     c.wait_keeper_rows(
         old_master,
         "select v from t order by id",

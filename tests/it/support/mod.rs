@@ -612,6 +612,25 @@ impl Cluster {
         })
     }
 
+    /// Waits until `keeper` holds a db other than `not_db`, healthy, a standby following the
+    /// current master; returns its uid.
+    pub(crate) fn wait_healthy_standby(&self, keeper: &str, not_db: Option<&str>) -> String {
+        wait_for(
+            Duration::from_secs(150),
+            &format!("{keeper} to be a healthy standby of the master"),
+            || {
+                let cd = self.try_clusterdata()?;
+                let db = Self::keeper_db(&cd, keeper)?;
+                let master_db = cd["cluster"]["status"]["master"].as_str().unwrap_or("");
+                (Some(db.as_str()) != not_db
+                    && cd["dbs"][&db]["spec"]["role"] == "standby"
+                    && cd["dbs"][&db]["spec"]["followConfig"]["dbuid"] == master_db
+                    && cd["dbs"][&db]["status"]["healthy"] == true)
+                    .then_some(db)
+            },
+        )
+    }
+
     /// Creates table `t (id int primary key, v text)` with row `(1, value)` through the proxy
     /// and waits until `standby` has it.
     pub(crate) fn replicate_first_row(&self, standby: &str, value: &str) {
