@@ -303,7 +303,8 @@ impl Keeper {
     }
 
     async fn restore(&mut self, command: &str, standby: bool) -> Result<(), KeeperError> {
-        tracing::info!(keeper = %self.facts.uid, %command, "restoring the database cluster with dataRestoreCommand");
+        // The command is not logged: it may carry credentials (a PGPASSWORD, a cloud key).
+        tracing::info!(keeper = %self.facts.uid, "restoring the database cluster with dataRestoreCommand");
         self.remove_pgdata().await?;
         self.applied = None;
         postgres::restore_base_backup(&self.pgdata, command).await?;
@@ -319,7 +320,8 @@ impl Keeper {
         restore_command: &str,
         target: Option<crate::cluster::RecoveryTargetSettings>,
     ) -> Result<(), KeeperError> {
-        tracing::info!(keeper = %self.facts.uid, %restore_command, ?target, "recovering from the WAL archive");
+        // restore_command is not logged: it may carry credentials.
+        tracing::info!(keeper = %self.facts.uid, ?target, "recovering from the WAL archive");
         postgres::write_pg_hba(&self.pgdata, &self.hba_lines(config))?;
         let recovery = RecoverySettings {
             restore_command: Some(restore_command.to_string()),

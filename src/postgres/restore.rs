@@ -27,7 +27,8 @@ pub async fn restore_base_backup(
         .await
         .map_err(|e| match e {
             PgError::CommandFailed { status, output, .. } => PgError::CommandFailed {
-                program: format!("dataRestoreCommand {data_restore_command:?}"),
+                // Not the command itself: it may carry credentials.
+                program: "dataRestoreCommand".into(),
                 status,
                 output,
             },
