@@ -414,6 +414,7 @@ impl Keeper {
             }
             replans = 0;
 
+            let failed = matches!(self.outcome, Outcome::ActionFailed(_));
             let pause = if self.quick_looks > 0 {
                 self.quick_looks -= 1;
                 self.timing.sleep_interval.min(QUICK_LOOK)
@@ -440,8 +441,11 @@ impl Keeper {
                         continue;
                     }
                     ev = next_event(&mut watch) => match ev {
-                        // Fast failover: act on the sentinel's decision at once.
-                        Some(StoreEvent::ClusterData) => break,
+                        // Fast failover: act on the sentinel's decision at once. Not right
+                        // after a failed action: each try publishes, the sentinel writes, and
+                        // the write woke the next try at once (a start PostgreSQL kept
+                        // refusing was tried every 60 ms in vm-tests' crash_master).
+                        Some(StoreEvent::ClusterData) if !failed => break,
                         Some(_) => continue,
                         None => {
                             watch = None;

@@ -81,6 +81,7 @@ impl PgProcess {
         // Canonical: instance processes are recognised by their working directory.
         let pgdata = std::fs::canonicalize(pgdata).map_err(|e| PgError::io(pgdata.path(), e))?;
         remove_stale_lock_file(&pgdata);
+        remove_stale_socket_locks(&opts.socket_dir);
         let mut cmd = tokio::process::Command::new(&bins.postgres);
         cmd.arg("-D").arg(&pgdata).arg("-c").arg(format!(
             "unix_socket_directories={}",
@@ -433,6 +434,32 @@ fn remove_stale_lock_file(pgdata: &Path) {
     }
 }
 
+/// Removes the socket lock files (`.s.PGSQL.<port>.lock`, the postmaster's pid on their first
+/// line, like `postmaster.pid`) in `socket_dir` whose pid is no live postgres. The same host
+/// crash leaves them on disk when the socket directory is persistent (the keeper's default is
+/// under its data dir), and a reused pid makes PostgreSQL refuse to start, forever ("lock file
+/// ... already exists"; seen in vm-tests' crash_master). A live postgres's lock, another
+/// cluster's in a shared directory included, is left alone.
+fn remove_stale_socket_locks(socket_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(socket_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !(name.starts_with(".s.PGSQL.") && name.ends_with(".lock")) {
+            continue;
+        }
+        let lock = entry.path();
+        let pid = std::fs::read_to_string(&lock)
+            .ok()
+            .and_then(|t| t.lines().next().and_then(|l| l.trim().parse::<i32>().ok()));
+        if !pid.is_some_and(|pid| pid > 0 && is_live_postgres(pid)) {
+            tracing::warn!(pid = ?pid, lock = %lock.display(), "removing a stale socket lock file (its pid is no live postgres)");
+            let _ = std::fs::remove_file(&lock);
+        }
+    }
+}
+
 /// Splits a stop's total time into the fast-shutdown wait and the wait after each harder
 /// signal (SIGQUIT, then SIGKILL): `fast + 2 * grace == total`. The harder steps get
 /// [`IMMEDIATE_GRACE`] each, or a quarter of a short total: a postmaster that ignored SIGINT
@@ -601,6 +628,20 @@ mod tests {
         remove_stale_lock_file(&pgdata);
         assert!(!lock.exists());
         remove_stale_lock_file(&pgdata);
+    }
+
+    #[test]
+    fn a_socket_lock_naming_no_live_postgres_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        // Our own pid: alive, and no postgres (a pid reused after a host crash).
+        let stale = dir.path().join(".s.PGSQL.5433.lock");
+        std::fs::write(&stale, format!("{}\n/var/lib/x\n", std::process::id())).unwrap();
+        let other = dir.path().join("unrelated.lock");
+        std::fs::write(&other, "1\n").unwrap();
+        remove_stale_socket_locks(dir.path());
+        assert!(!stale.exists());
+        assert!(other.exists(), "only socket lock files are looked at");
+        remove_stale_socket_locks(&dir.path().join("missing"));
     }
 
     #[test]
