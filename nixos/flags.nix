@@ -44,6 +44,7 @@ in
     "pg-su-password"
     "pg-su-passwordfile"
     "can-be-master"
+    "priority"
     "can-be-synchronous-replica"
     "disable-data-dir-locking"
   ];

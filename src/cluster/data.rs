@@ -65,6 +65,10 @@ pub struct ClusterStatus {
         deserialize_with = "super::empty_as_none"
     )]
     pub master: Option<DbUid>,
+    /// Addition (no upstream field): the planned switchover under way, or the last one's
+    /// outcome (src/cluster/switchover.rs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub switchover: Option<super::Switchover>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -110,6 +114,16 @@ pub struct KeeperStatus {
     pub can_be_master: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub can_be_synchronous_replica: Option<bool>,
+    /// The keeper's `--priority` (none: an older keeper, taken as the default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i64>,
+}
+
+impl KeeperStatus {
+    /// Election priority: the keeper's `--priority`, 1 when it did not say.
+    pub fn priority(&self) -> i64 {
+        self.priority.unwrap_or(1)
+    }
 }
 
 impl Default for KeeperStatus {
@@ -122,6 +136,7 @@ impl Default for KeeperStatus {
             force_fail: false,
             can_be_master: None,
             can_be_synchronous_replica: None,
+            priority: None,
         }
     }
 }
@@ -260,6 +275,11 @@ pub struct DbSpec {
     pub synchronous_standbys: Vec<DbUid>,
     #[serde(default, deserialize_with = "super::null_as_default")]
     pub external_synchronous_standbys: Vec<String>,
+    /// Addition (no upstream field): a master stopping for a planned switchover. Its keeper
+    /// shuts PostgreSQL down cleanly, keeps it stopped and reports where its WAL ends
+    /// (`stoppedXLogPos` in its info).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub switchover_stop: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -317,6 +337,10 @@ pub struct DbStatus {
     pub synchronous_standbys: Vec<DbUid>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub older_wal_file: String,
+    /// Addition: where the WAL of a master cleanly stopped for a switchover ends (its
+    /// shutdown checkpoint), as its keeper reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_x_log_pos: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -379,6 +403,7 @@ impl ClusterData {
                     current_generation: Generation::ZERO,
                     phase: ClusterPhase::Initializing,
                     master: None,
+                    switchover: None,
                 },
             },
             keepers: BTreeMap::new(),

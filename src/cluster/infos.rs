@@ -72,6 +72,10 @@ pub struct PostgresState {
     pub synchronous_standbys: Vec<DbUid>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub older_wal_file: String,
+    /// Addition: PostgreSQL was shut down cleanly for a switchover and its WAL ends here
+    /// (the shutdown checkpoint's location).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_x_log_pos: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]

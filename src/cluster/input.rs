@@ -101,6 +101,7 @@ pub(super) const TOP_LEVEL_FIELDS: &[&str] = &[
     "pgHBA",
     "automaticPgRestart",
     "maxSlotWalKeepSize",
+    "paused",
 ];
 
 /// The known name nearest to `field` (edit distance at most a third of its length, case

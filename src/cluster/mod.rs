@@ -8,6 +8,7 @@ mod ids;
 mod infos;
 mod input;
 mod spec;
+mod switchover;
 
 pub use data::*;
 pub use duration::{DurationParseError, GoDuration};
@@ -16,6 +17,7 @@ pub use ids::{DbUid, Generation, KeeperUid};
 pub use infos::*;
 pub use input::{check_hba_line, closest, parse_spec_input};
 pub use spec::*;
+pub use switchover::{Switchover, SwitchoverStage};
 
 use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Deserializer};

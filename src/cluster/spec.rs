@@ -363,6 +363,11 @@ pub struct ClusterSpec {
     /// when this is unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_slot_wal_keep_size: Option<String>,
+    /// Addition (no upstream field): maintenance mode (`stolonctl pause`/`resume`). While
+    /// true the sentinel keeps the health status current but makes no failover and no
+    /// change to the set of standbys (src/sentinel/normal.rs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused: Option<bool>,
 }
 
 /// One line naming the field and the rule it breaks.
@@ -492,6 +497,9 @@ impl ClusterSpec {
     pub fn automatic_pg_restart(&self) -> bool {
         self.automatic_pg_restart.unwrap_or(false)
     }
+    pub fn paused(&self) -> bool {
+        self.paused.unwrap_or(false)
+    }
     pub fn pg_parameters(&self) -> BTreeMap<String, String> {
         self.pg_parameters.clone().unwrap_or_default()
     }
@@ -542,6 +550,7 @@ impl ClusterSpec {
             pg_hba: self.pg_hba.clone(),
             automatic_pg_restart: Some(self.automatic_pg_restart()),
             max_slot_wal_keep_size: Some(self.max_slot_wal_keep_size()),
+            paused: Some(self.paused()),
         }
     }
 

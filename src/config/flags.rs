@@ -259,6 +259,12 @@ pub(crate) const CAN_BE_MASTER: FlagDef = boolean(
     "whether this keeper may be elected master",
 );
 
+pub(crate) const PRIORITY: FlagDef = text(
+    "priority",
+    Some("1"),
+    "election priority: among eligible standbys the sentinel elects the highest priority, then the most advanced one; 0 = never elected automatically (still a switchover target)",
+);
+
 pub(crate) const CAN_BE_SYNCHRONOUS_REPLICA: FlagDef = boolean(
     "can-be-synchronous-replica",
     Some("true"),
@@ -373,6 +379,7 @@ pub(super) const KEEPER_FLAGS: &[&FlagDef] = &[
     &PG_SU_PASSWORD,
     &PG_SU_PASSWORDFILE,
     &CAN_BE_MASTER,
+    &PRIORITY,
     &CAN_BE_SYNCHRONOUS_REPLICA,
     &DISABLE_DATA_DIR_LOCKING,
 ];

@@ -6,20 +6,24 @@
 mod clusterdata;
 mod failkeeper;
 mod init;
+mod pause;
 mod pgparams;
 mod promote;
 mod removekeeper;
 mod spec;
 mod status;
+mod switchover;
 mod update;
 
 pub use clusterdata::{ClusterdataArgs, ClusterdataCommand};
 pub use failkeeper::{FailkeeperArgs, fail_keeper};
 pub use init::{InitArgs, init_spec};
+pub use pause::set_paused;
 pub use promote::{PromoteArgs, promote};
 pub use removekeeper::{RemovekeeperArgs, remove_keeper};
 pub use spec::SpecArgs;
 pub use status::{Status, StatusArgs, StatusFormat, build_status, render_text};
+pub use switchover::{SwitchoverArgs, request_switchover};
 pub use update::{UpdateArgs, updated_spec};
 
 use crate::cluster::{ClusterData, ClusterDataError, KeeperUid, SpecError};
@@ -60,6 +64,12 @@ pub enum Command {
     Removekeeper(RemovekeeperArgs),
     /// Promote a standby cluster to a primary cluster
     Promote(PromoteArgs),
+    /// Move the master to a standby with no write lost (a planned switchover)
+    Switchover(SwitchoverArgs),
+    /// Maintenance mode: no failover and no standby changes until `resume`
+    Pause,
+    /// Leave maintenance mode
+    Resume,
     /// Manage the current cluster data
     Clusterdata(ClusterdataArgs),
     /// Display the version
@@ -90,6 +100,8 @@ pub enum CtlError {
     TooManyConflicts(usize),
     #[error("{0}")]
     Io(String),
+    #[error("switchover rolled back: {0}; the master is unchanged")]
+    SwitchoverRolledBack(String),
 }
 
 /// Parses nothing itself: the binary hands over the parsed command line.
@@ -116,6 +128,9 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
         Command::Failkeeper(a) => failkeeper::run(a, &store_cfg).await,
         Command::Removekeeper(a) => removekeeper::run(a, &store_cfg).await,
         Command::Promote(a) => promote::run(a, &store_cfg).await,
+        Command::Switchover(a) => switchover::run(a, &store_cfg).await,
+        Command::Pause => pause::run(true, &store_cfg).await,
+        Command::Resume => pause::run(false, &store_cfg).await,
         Command::Clusterdata(a) => clusterdata::run(a, &store_cfg).await,
         Command::Version => Ok(()),
     }

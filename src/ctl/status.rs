@@ -2,7 +2,9 @@
 //! upstream's text sections or its JSON shape.
 
 use super::{CtlError, connect, read_cluster_data};
-use crate::cluster::{ClusterData, DbUid, Generation, KeeperUid, ProxiesInfo, SentinelInfo};
+use crate::cluster::{
+    ClusterData, DbUid, Generation, KeeperUid, ProxiesInfo, SentinelInfo, Switchover,
+};
 use crate::store::StoreConfig;
 use serde::Serialize;
 
@@ -49,6 +51,8 @@ pub struct KeeperStatus {
     pub pg_healthy: bool,
     pub pg_wanted_generation: Generation,
     pub pg_current_generation: Generation,
+    /// Addition: the keeper's `--priority`.
+    pub priority: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -56,6 +60,11 @@ pub struct ClusterStatus {
     pub available: bool,
     pub master_keeper_uid: KeeperUid,
     pub master_db_uid: DbUid,
+    /// Addition: maintenance mode (`stolonctl pause`).
+    pub paused: bool,
+    /// Addition: the planned switchover under way, or the last one's outcome.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub switchover: Option<Switchover>,
 }
 
 pub fn build_status(
@@ -97,6 +106,7 @@ pub fn build_status(
                 pg_wanted_generation: db.map_or(Generation::ZERO, |db| db.generation),
                 pg_current_generation: db
                     .map_or(Generation::ZERO, |db| db.status.current_generation),
+                priority: k.status.priority(),
             }
         })
         .collect();
@@ -111,6 +121,8 @@ pub fn build_status(
                 .map(|db| db.spec.keeper_uid.clone())
                 .unwrap_or_default(),
             master_db_uid: master.map(|db| db.uid.clone()).unwrap_or_default(),
+            paused: cd.cluster.spec.paused(),
+            switchover: cd.cluster.status.switchover.clone(),
         },
     }
 }
@@ -152,6 +164,7 @@ pub fn render_text(status: &Status, cd: &ClusterData) -> String {
                 "PG HEALTHY",
                 "PG WANTEDGENERATION",
                 "PG CURRENTGENERATION",
+                "PRIORITY",
             ]
             .map(String::from)
             .to_vec(),
@@ -164,11 +177,29 @@ pub fn render_text(status: &Status, cd: &ClusterData) -> String {
                 k.pg_healthy.to_string(),
                 k.pg_wanted_generation.to_string(),
                 k.pg_current_generation.to_string(),
+                k.priority.to_string(),
             ]
         }));
         out.push_str(&tabulate(&rows));
     }
     out.push_str("\n=== Cluster Info ===\n\n");
+    if status.cluster.paused {
+        out.push_str("Paused: yes (no failover, no standby changes: stolonctl resume)\n");
+    }
+    if let Some(sw) = &status.cluster.switchover {
+        out.push_str(&format!(
+            "Switchover: {} (db {} -> db {}, requested {}){}\n",
+            sw.stage,
+            sw.from_db,
+            sw.to_db,
+            sw.requested_at.format("%Y-%m-%d %H:%M:%S UTC"),
+            if sw.reason.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", sw.reason)
+            }
+        ));
+    }
     // Upstream prints "No cluster available" here when there is no master yet, although the
     // cluster exists (it is initialising or failing over): say what is true instead.
     if status.cluster.master_keeper_uid.is_empty() {

@@ -99,6 +99,7 @@ impl Keeper {
             }
             Action::WriteConfig(config) => self.write_config(config),
             Action::Start => {
+                self.forget_switchover_stop()?;
                 let started = self.start(None, false).await;
                 if started.is_err() {
                     self.give_up_rewound_data()?;
@@ -110,6 +111,7 @@ impl Keeper {
                 Ok(())
             }
             Action::Promote => self.promote().await,
+            Action::StopForSwitchover => self.stop_for_switchover().await,
             Action::Restart => {
                 self.stop_postgres("restart").await?;
                 self.start(None, false).await
@@ -231,6 +233,29 @@ impl Keeper {
         let mut state = self.dir.load_db_state()?;
         state.rewound = true;
         self.dir.save_db_state(&state)
+    }
+
+    /// A clean stop for a planned switchover (src/sentinel/switchover.rs): a fast shutdown,
+    /// whose walsenders send every record to the standbys before they exit, then the shutdown
+    /// checkpoint's location recorded in dbstate for the sentinel.
+    async fn stop_for_switchover(&mut self) -> Result<(), KeeperError> {
+        tracing::info!(keeper = %self.facts.uid, "stopping PostgreSQL cleanly for a planned switchover");
+        self.stop_postgres("planned switchover").await?;
+        let at = postgres::shutdown_checkpoint(&self.bins, &self.pgdata).await?;
+        let mut state = self.dir.load_db_state()?;
+        state.switchover_stop_x_log_pos = Some(at);
+        self.dir.save_db_state(&state)?;
+        tracing::info!(keeper = %self.facts.uid, db = %state.uid, x_log_pos = at, "PostgreSQL stopped for the switchover; its WAL ends at its shutdown checkpoint");
+        Ok(())
+    }
+
+    /// Once PostgreSQL starts again its WAL goes on: the recorded end no longer holds.
+    fn forget_switchover_stop(&mut self) -> Result<(), KeeperError> {
+        let mut state = self.dir.load_db_state()?;
+        if state.switchover_stop_x_log_pos.take().is_some() {
+            self.dir.save_db_state(&state)?;
+        }
+        Ok(())
     }
 
     /// After a failed start: rewound data that does not start (it never became consistent,

@@ -62,6 +62,8 @@ pub struct KeeperConfig {
     /// `--pg-trust-networks`: where trust auth applies; empty = this host only.
     pub pg_trust_networks: Vec<String>,
     pub can_be_master: bool,
+    /// `--priority`: preferred in elections over lower ones; 0 = never elected automatically.
+    pub priority: u32,
     pub can_be_synchronous_replica: bool,
     pub disable_data_dir_locking: bool,
 }

@@ -231,6 +231,10 @@ pub enum Action {
         followers: Vec<DbUid>,
     },
     Promote,
+    /// A planned switchover: shut PostgreSQL down cleanly (a fast shutdown, which ends with a
+    /// checkpoint and waits for the standbys to receive all WAL) and record in dbstate where
+    /// its WAL ends, which the keeper then reports.
+    StopForSwitchover,
     Restart,
     /// Re-read postgresql.conf and pg_hba.conf. A parameter that needs a restart shows up as
     /// `pending_restart` on the next observation.
@@ -285,6 +289,7 @@ impl Action {
             Action::Start => "start",
             Action::PrepareSlots { .. } => "create replication slots before promotion",
             Action::Promote => "promote",
+            Action::StopForSwitchover => "stop for switchover",
             Action::Restart => "restart",
             Action::Reload => "reload",
             Action::ReleaseSyncWaiters { .. } => "release synchronous commits",
@@ -393,6 +398,12 @@ impl Planner {
     fn push(&mut self, a: Action) {
         match &a {
             Action::Stop(_) => self.sim.running = false,
+            Action::StopForSwitchover => {
+                self.sim.running = false;
+                // The real position is known only once it stopped; the plan needs only its
+                // presence.
+                self.sim.db_state.switchover_stop_x_log_pos = Some(0);
+            }
             Action::WipeFailedInit => {
                 self.sim.db_state = DbState::default();
                 self.sim.initialized = false;
@@ -414,10 +425,13 @@ impl Planner {
                 self.sim.role = LocalRole::Master;
                 self.sim.applied = None;
             }
-            Action::StartTemporary(_)
-            | Action::ArchiveRecovery { .. }
-            | Action::Start
-            | Action::Restart => self.sim.running = true,
+            Action::Start => {
+                self.sim.running = true;
+                self.sim.db_state.switchover_stop_x_log_pos = None;
+            }
+            Action::StartTemporary(_) | Action::ArchiveRecovery { .. } | Action::Restart => {
+                self.sim.running = true
+            }
             Action::Restore { standby, .. } => {
                 self.sim.initialized = true;
                 self.sim.role = if *standby {
@@ -519,6 +533,7 @@ impl Planner {
             generation: Generation::ZERO,
             initializing,
             rewound: false,
+            switchover_stop_x_log_pos: None,
             init_pg_parameters: BTreeMap::new(),
         };
         match db.spec.init_mode {
@@ -662,6 +677,13 @@ impl Planner {
         if !self.sim.initialized {
             return PlanEnd::Error(PlanError::MasterNotInitialized(db.uid.clone()));
         }
+        if db.spec.switchover_stop {
+            // Stopped until the sentinel promotes the target or rolls the switchover back.
+            if self.sim.running {
+                self.push(Action::StopForSwitchover);
+            }
+            return self.converged(db);
+        }
         let mut desired = desired_config(cd, db, &self.sim, None);
         if !self.sim.running {
             if self.sim.holds.crash_loop {
@@ -709,10 +731,17 @@ impl Planner {
             Ok(r) => r,
             Err(end) => return end,
         };
+        // A master shut down cleanly for a switchover follows the new master as it is: the
+        // new master received all of its WAL before its promotion, so its timeline forks
+        // after this data's end and needs no rewind.
+        let rejoins_after_switchover = self.sim.role == LocalRole::Master
+            && !self.sim.running
+            && self.sim.db_state.switchover_stop_x_log_pos.is_some();
         match self.sim.role {
             LocalRole::None => {
                 return PlanEnd::Error(PlanError::StandbyNotInitialized(db.uid.clone()));
             }
+            LocalRole::Master if rejoins_after_switchover => {}
             LocalRole::Master => {
                 // ⚠ Upstream only logs this and leaves the old master running and writable.
                 // We stop it: promise 1 wants it out of the way; the sentinel then assigns a
@@ -724,6 +753,11 @@ impl Planner {
         }
         let external = matches!(recovery, Recovery::External { .. });
         let desired = desired_config(cd, db, &self.sim, Some(recovery));
+        if rejoins_after_switchover {
+            // Writes standby.signal with the settings.
+            self.push(Action::WriteConfig(desired.clone()));
+            self.sim.role = LocalRole::Standby;
+        }
         if !self.sim.running {
             if self.sim.holds.crash_loop {
                 return PlanEnd::Wait(WaitReason::Held(Hold::CrashLoop));

@@ -114,6 +114,7 @@ fn kinds(p: &Plan) -> Vec<&'static str> {
             Action::Start => "start",
             Action::PrepareSlots { .. } => "prepare-slots",
             Action::Promote => "promote",
+            Action::StopForSwitchover => "stop-for-switchover",
             Action::Restart => "restart",
             Action::Reload => "reload",
             Action::ReleaseSyncWaiters { .. } => "release-sync-waiters",
@@ -1216,4 +1217,59 @@ fn a_standby_whose_data_dir_was_emptied_is_copied_again_under_its_db() {
     let cd = cd_with(db("d1", ME, DbRole::Master, DbInitMode::None, 4));
     let p = plan(&me(), Some(&cd), &empty_local(), false);
     assert!(matches!(p.end, PlanEnd::Error(PlanError::LostDb { .. })));
+}
+
+#[test]
+fn master_stops_cleanly_for_a_switchover_and_stays_stopped() {
+    let mut mine = db("d1", ME, DbRole::Master, DbInitMode::None, 4);
+    mine.spec.switchover_stop = true;
+    let cd = cd_with(mine);
+    let p = plan(
+        &me(),
+        Some(&cd),
+        &local("d1", 3, LocalRole::Master, true),
+        false,
+    );
+    assert_eq!(kinds(&p), vec!["stop-for-switchover", "mark"]);
+    assert!(matches!(p.end, PlanEnd::Converged { .. }));
+    // Stopped: nothing more until the sentinel decides.
+    let mut stopped = local("d1", 4, LocalRole::Master, false);
+    stopped.db_state.switchover_stop_x_log_pos = Some(0x3000028);
+    let p = plan(&me(), Some(&cd), &stopped, false);
+    assert!(p.actions.is_empty(), "{:?}", p.actions);
+}
+
+#[test]
+fn master_stopped_for_a_switchover_follows_the_new_master_as_it_is() {
+    let cd = cd_with(standby_db("d1", DbInitMode::None, 5));
+    let mut stopped = local("d1", 4, LocalRole::Master, false);
+    stopped.db_state.switchover_stop_x_log_pos = Some(0x3000028);
+    let p = plan(&me(), Some(&cd), &stopped, false);
+    assert_eq!(kinds(&p), vec!["write", "start", "mark"]);
+    assert!(applied_config(&p).unwrap().recovery.is_some());
+    assert_eq!(p.expected.role, LocalRole::Standby);
+    assert_eq!(p.expected.db_state.switchover_stop_x_log_pos, None);
+}
+
+#[test]
+fn master_rolled_back_from_a_switchover_starts_again_as_master() {
+    let cd = cd_with(db("d1", ME, DbRole::Master, DbInitMode::None, 5));
+    let mut stopped = local("d1", 4, LocalRole::Master, false);
+    stopped.db_state.switchover_stop_x_log_pos = Some(0x3000028);
+    let p = plan(&me(), Some(&cd), &stopped, false);
+    assert_eq!(kinds(&p)[..2], ["write", "start"]);
+    assert!(applied_config(&p).unwrap().recovery.is_none());
+    assert_eq!(p.expected.role, LocalRole::Master);
+}
+
+#[test]
+fn stopped_master_without_a_clean_switchover_stop_is_not_made_a_standby() {
+    let cd = cd_with(standby_db("d1", DbInitMode::None, 5));
+    let p = plan(
+        &me(),
+        Some(&cd),
+        &local("d1", 4, LocalRole::Master, false),
+        false,
+    );
+    assert_eq!(p.end, PlanEnd::Error(PlanError::MasterToStandby));
 }

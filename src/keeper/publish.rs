@@ -23,6 +23,8 @@ pub(super) struct Snapshot {
     pub db_uid: DbUid,
     pub generation: Generation,
     pub running: bool,
+    /// Where the WAL of a master stopped for a switchover ends (dbstate's record).
+    pub stopped_x_log_pos: Option<u64>,
     /// How often the info goes out (see `src/cluster/fencing.rs`).
     pub publish_every: Duration,
     pub request_timeout: Duration,
@@ -92,6 +94,7 @@ pub(super) struct Identity {
     pub advertise_address: String,
     pub advertise_port: String,
     pub can_be_master: bool,
+    pub priority: u32,
     pub can_be_synchronous_replica: bool,
     pub pgdata: PathBuf,
     pub conn: LocalConn,
@@ -185,6 +188,7 @@ async fn info(id: &Identity, snap: &Snapshot) -> (KeeperInfo, LocalOnly) {
         generation: snap.generation,
         listen_address: id.advertise_address.clone(),
         port: id.advertise_port.clone(),
+        stopped_x_log_pos: snap.stopped_x_log_pos.filter(|_| !snap.running),
         ..Default::default()
     };
     if snap.running {
@@ -221,7 +225,7 @@ async fn info(id: &Identity, snap: &Snapshot) -> (KeeperInfo, LocalOnly) {
         cluster_uid: snap.cluster_uid.clone(),
         boot_uuid: id.boot_uuid.clone(),
         postgres_binary_version: id.version,
-        priority: None,
+        priority: Some(i64::from(id.priority)),
         postgres_state: Some(state),
         can_be_master: Some(id.can_be_master),
         can_be_synchronous_replica: Some(id.can_be_synchronous_replica),

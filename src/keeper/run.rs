@@ -46,6 +46,8 @@ const LOOP_STOP_MAX: Duration = Duration::from_secs(30);
 const LOOP_STOP_MIN: Duration = Duration::from_secs(5);
 /// Replans in a row without sleeping (after init/resync) before the loop sleeps anyway.
 const MAX_REPLANS: u32 = 3;
+/// How often the info goes out while a planned switchover is before its promotion.
+const SWITCHOVER_PUBLISH_EVERY: Duration = Duration::from_millis(200);
 /// After an iteration that changed PostgreSQL (a promotion, a standby told to follow another
 /// db, a restart), the next [`QUICK_LOOKS`] iterations come this far apart, so what changed
 /// is reported within a fraction of sleepInterval: the sentinel names the synchronous
@@ -240,6 +242,7 @@ pub async fn run(cfg: KeeperConfig, ctx: RoleContext) -> Result<(), KeeperError>
         db_uid: db_state.uid,
         generation: db_state.generation,
         running: false,
+        stopped_x_log_pos: db_state.switchover_stop_x_log_pos,
         publish_every: timing.fence.publish_every,
         request_timeout: timing.request_timeout,
     });
@@ -250,6 +253,7 @@ pub async fn run(cfg: KeeperConfig, ctx: RoleContext) -> Result<(), KeeperError>
         advertise_address,
         advertise_port: advertise_port.to_string(),
         can_be_master: cfg.can_be_master,
+        priority: cfg.priority,
         can_be_synchronous_replica: cfg.can_be_synchronous_replica,
         pgdata: pgdata.clone(),
         conn: local_conn.clone(),
@@ -639,6 +643,7 @@ impl Keeper {
             s.running = running;
             s.db_uid = db_state.uid;
             s.generation = db_state.generation;
+            s.stopped_x_log_pos = db_state.switchover_stop_x_log_pos;
         });
     }
 
@@ -680,9 +685,23 @@ impl Keeper {
             self.dir.save_keeper_state(&self.keeper_state)?;
         }
         let cluster_uid = cd.cluster.uid.clone();
+        // During a planned switchover the sentinel waits on what keepers report (the old
+        // master's stop, the target's WAL position): reports go out often then, so the
+        // switchover is not paced by sleepInterval.
+        let switching = cd
+            .cluster
+            .status
+            .switchover
+            .as_ref()
+            .is_some_and(|s| s.stage.before_promotion());
+        let publish_every = if switching {
+            timing.fence.publish_every.min(SWITCHOVER_PUBLISH_EVERY)
+        } else {
+            timing.fence.publish_every
+        };
         self.shared.update(|s| {
             s.cluster_uid = cluster_uid;
-            s.publish_every = timing.fence.publish_every;
+            s.publish_every = publish_every;
             s.request_timeout = timing.request_timeout;
         });
         self.fence.set_fence_after(timing.fence_after());

@@ -84,6 +84,11 @@ impl KeeperConfig {
                 .parse_opt(&flags::PG_TRUST_NETWORKS, parse_networks)?
                 .unwrap_or_default(),
             can_be_master: l.bool(&flags::CAN_BE_MASTER)?,
+            priority: l.parse(&flags::PRIORITY, |v| {
+                v.trim()
+                    .parse::<u32>()
+                    .map_err(|_| format!("invalid priority {v:?} (a whole number, 0 or more)"))
+            })?,
             can_be_synchronous_replica: l.bool(&flags::CAN_BE_SYNCHRONOUS_REPLICA)?,
             disable_data_dir_locking: l.bool(&flags::DISABLE_DATA_DIR_LOCKING)?,
         })

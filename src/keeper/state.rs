@@ -44,6 +44,16 @@ pub struct DbState {
         skip_serializing_if = "std::ops::Not::not"
     )]
     pub rewound: bool,
+    /// PostgreSQL was shut down cleanly for a switchover and its WAL ends here (the shutdown
+    /// checkpoint). Such data may start again as the master (a rolled back switchover) or,
+    /// unchanged, as a standby of the new master: the new master received all of it before
+    /// its promotion (src/sentinel/switchover.rs). Forgotten at the next start.
+    #[serde(
+        rename = "SwitchoverStopXLogPos",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub switchover_stop_x_log_pos: Option<u64>,
     #[serde(
         rename = "InitPGParameters",
         default,

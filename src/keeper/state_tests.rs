@@ -151,6 +151,7 @@ fn cfg() -> KeeperConfig {
         pg_su_password: Some("s".into()),
         pg_trust_networks: Vec::new(),
         can_be_master: true,
+        priority: 1,
         can_be_synchronous_replica: true,
         disable_data_dir_locking: false,
     }

@@ -17,6 +17,7 @@ pub struct PgBinaries {
     pub pg_ctl: PathBuf,
     pub pg_basebackup: PathBuf,
     pub pg_rewind: PathBuf,
+    pub pg_controldata: PathBuf,
 }
 
 impl PgBinaries {
@@ -48,6 +49,7 @@ impl PgBinaries {
             pg_ctl: find("pg_ctl")?,
             pg_basebackup: find("pg_basebackup")?,
             pg_rewind: find("pg_rewind")?,
+            pg_controldata: find("pg_controldata")?,
         })
     }
 
@@ -158,7 +160,13 @@ mod tests {
             .unwrap();
             std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
         };
-        for name in ["initdb", "pg_ctl", "pg_basebackup", "pg_rewind"] {
+        for name in [
+            "initdb",
+            "pg_ctl",
+            "pg_basebackup",
+            "pg_rewind",
+            "pg_controldata",
+        ] {
             fake(name, "");
         }
         fake("postgres", "12.19");

@@ -15,6 +15,7 @@
 mod bins;
 mod client;
 mod conf;
+mod controldata;
 mod files;
 #[cfg(test)]
 mod fuzz_tests;
@@ -33,6 +34,7 @@ pub use conf::{
     filter_managed, render_postgresql_conf, stolon_name, synchronous_standby_names,
     uid_from_stolon_name,
 };
+pub use controldata::shutdown_checkpoint;
 pub use files::{
     LocalRole, TEMP_CONF_NAME, disable_alter_system, is_initialized, local_role, oldest_wal_file,
     read_timeline_history, remove_pgdata, write_passfile, write_pg_hba, write_postgresql_conf,

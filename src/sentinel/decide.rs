@@ -205,6 +205,11 @@ fn next_check_at(
             deadlines.push(seen.changed_at + proxy_active_window(info));
         }
     }
+    if let Some(sw) = &cd.cluster.status.switchover
+        && sw.stage.before_promotion()
+    {
+        deadlines.push(sw.deadline());
+    }
     let removal = td(spec.dead_keeper_removal_interval());
     // A dead keeper without db is removed, and so is a dead keeper's standby db.
     for k in cd.keepers.values() {

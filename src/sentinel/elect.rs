@@ -170,8 +170,29 @@ pub(crate) fn best_standbys<'a>(
     out
 }
 
-/// Candidates to replace `master`, best first: good standbys whose keeper may be master and
-/// which a fresh info reported healthy since the memory was reset, plus other good master-type dbs.
+/// The keeper's `--priority` (1 for a keeper not in the clusterdata: never the case for a db's).
+pub(crate) fn keeper_priority(cd: &ClusterData, db: &Db) -> i64 {
+    cd.keepers
+        .get(&db.spec.keeper_uid)
+        .map_or(1, |k| k.status.priority())
+}
+
+/// Orders candidates by keeper priority, then xLogPos, both HIGHEST first (ties by uid).
+/// Priority only picks among standbys already eligible (within maxStandbyLag, or in sync),
+/// so preferring one costs no acknowledged write.
+fn by_priority_then_x_log_pos(cd: &ClusterData, dbs: &mut [&Db]) {
+    dbs.sort_by_key(|db| {
+        (
+            Reverse(keeper_priority(cd, db)),
+            Reverse(db.status.x_log_pos),
+            db.uid.clone(),
+        )
+    });
+}
+
+/// Candidates to replace `master`, best first: good standbys whose keeper may be master (and
+/// has a priority above 0) and which a fresh info reported healthy since the memory was reset,
+/// plus other good master-type dbs.
 pub(crate) fn best_new_masters<'a>(
     cd: &'a ClusterData,
     master: &Db,
@@ -181,7 +202,7 @@ pub(crate) fn best_new_masters<'a>(
     let can_be_master = |db: &Db| {
         cd.keepers
             .get(&db.spec.keeper_uid)
-            .is_some_and(|k| k.status.can_be_master != Some(false))
+            .is_some_and(|k| k.status.can_be_master != Some(false) && k.status.priority() > 0)
     };
     // Stricter than upstream: after a leader change the stored status may be stale (a standby
     // dead before we became leader still says healthy); only a db whose keeper told *us* it is
@@ -207,7 +228,7 @@ pub(crate) fn best_new_masters<'a>(
             out.push(db);
         }
     }
-    by_x_log_pos_desc(&mut out);
+    by_priority_then_x_log_pos(cd, &mut out);
     out
 }
 

@@ -1,7 +1,7 @@
 //! What a check decided, as typed events: the loop logs them with keeper/db fields, tests assert
 //! on them. Events are emitted on transitions, not on every check, so logs stay readable.
 
-use crate::cluster::{DbUid, Generation, KeeperUid};
+use crate::cluster::{DbUid, Generation, KeeperUid, SwitchoverStage};
 use std::fmt;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,6 +154,21 @@ pub enum Event {
     Inconsistent {
         reason: String,
     },
+    /// A planned switchover entered a stage (src/sentinel/switchover.rs).
+    Switchover {
+        from: DbUid,
+        to: DbUid,
+        stage: SwitchoverStage,
+    },
+    SwitchoverRolledBack {
+        from: DbUid,
+        to: DbUid,
+        reason: String,
+    },
+    /// The master failed while the cluster is paused (`stolonctl pause`): no failover.
+    FailoverPaused {
+        db: DbUid,
+    },
 }
 
 impl Event {
@@ -170,6 +185,8 @@ impl Event {
             | InitKeeperMissing { .. }
             | InitNoKeepers
             | DeposedMasterReelected { .. }
+            | SwitchoverRolledBack { .. }
+            | FailoverPaused { .. }
             | FakeSyncStandby { .. } => Severity::Warn,
             NoEligibleMaster { .. } | Inconsistent { .. } => Severity::Error,
             _ => Severity::Info,
@@ -188,6 +205,7 @@ impl Event {
                 | NoEligibleMaster { .. }
                 | ProxiesNotConverged { .. }
                 | Inconsistent { .. }
+                | FailoverPaused { .. }
         )
     }
 
@@ -230,7 +248,9 @@ impl Event {
             | DbRemoved { db, .. }
             | StandbyAdded { db, .. }
             | SyncStandbysChanged { db, .. }
-            | FakeSyncStandby { db } => Some(db.as_str()),
+            | FakeSyncStandby { db }
+            | FailoverPaused { db } => Some(db.as_str()),
+            Switchover { to, .. } | SwitchoverRolledBack { to, .. } => Some(to.as_str()),
             MasterElected { new, .. } => Some(new.as_str()),
             MasterDeposed { db, .. } | DeposedMasterReelected { db, .. } => Some(db.as_str()),
             _ => None,
@@ -310,6 +330,17 @@ impl fmt::Display for Event {
                 "not enough synchronous standbys: commits block until one is in sync"
             ),
             Inconsistent { reason } => write!(f, "inconsistent clusterdata: {reason}"),
+            Switchover { from, stage, .. } => {
+                write!(f, "planned switchover from master db {from}: {stage}")
+            }
+            SwitchoverRolledBack { from, reason, .. } => write!(
+                f,
+                "planned switchover rolled back: {reason}; master db {from} serves again"
+            ),
+            FailoverPaused { .. } => write!(
+                f,
+                "master db failed but the cluster is paused: no failover until `stolonctl resume`"
+            ),
         }
     }
 }

@@ -243,6 +243,7 @@ pub(crate) fn update_keepers_status(
             let info = ours[uid];
             keeper.status.can_be_master = info.can_be_master;
             keeper.status.can_be_synchronous_replica = info.can_be_synchronous_replica;
+            keeper.status.priority = info.priority;
             keeper.status.boot_uuid = info.boot_uuid.clone();
             keeper.status.postgres_binary_version = info.postgres_binary_version;
         }
@@ -337,6 +338,7 @@ fn new_keeper(uid: &KeeperUid, info: &KeeperInfo, now: Time) -> Keeper {
             force_fail: false,
             can_be_master: info.can_be_master,
             can_be_synchronous_replica: info.can_be_synchronous_replica,
+            priority: info.priority,
         },
     }
 }
@@ -417,6 +419,14 @@ fn apply_report(
     db.status.listen_address = pg.listen_address.clone();
     db.status.port = pg.port.clone();
     db.status.current_generation = pg.generation;
+    db.status.stopped_x_log_pos = pg.stopped_x_log_pos;
+    if !pg.healthy && db.spec.switchover_stop {
+        // Stopped on purpose for a switchover: no failure. If the switchover is rolled back,
+        // its keeper has a whole failInterval from then to start it again.
+        mem.error_since = None;
+        mem.reported_sync_standbys.clear();
+        return;
+    }
     if !pg.healthy {
         mem.error_since.get_or_insert(reported_at);
         mem.reported_sync_standbys.clear();

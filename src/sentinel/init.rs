@@ -99,17 +99,25 @@ pub(crate) fn update_initializing(
     }
 }
 
-/// A pseudo-random healthy keeper, as upstream (so a retry after a failed init may land on
-/// another one). ⚠ Upstream also picks keepers started with --can-be-master=false; we skip
-/// them: such a keeper must never hold the master.
+/// A pseudo-random healthy keeper of the highest `--priority`, as upstream (so a retry after a
+/// failed init may land on another one). ⚠ Upstream also picks keepers started with
+/// --can-be-master=false; we skip them, and those of priority 0: neither is ever elected
+/// automatically.
 ///
 /// The randomness comes from the (random in production) uid of the db to create, so that
 /// `decide` stays a function of its inputs.
 fn initial_keeper(cd: &ClusterData, db_uid: &DbUid) -> Option<KeeperUid> {
-    let candidates: Vec<&KeeperUid> = cd
+    let eligible: Vec<&crate::cluster::Keeper> = cd
         .keepers
         .values()
-        .filter(|k| k.status.healthy && k.status.can_be_master != Some(false))
+        .filter(|k| {
+            k.status.healthy && k.status.can_be_master != Some(false) && k.status.priority() > 0
+        })
+        .collect();
+    let top = eligible.iter().map(|k| k.status.priority()).max();
+    let candidates: Vec<&KeeperUid> = eligible
+        .iter()
+        .filter(|k| Some(k.status.priority()) == top)
         .map(|k| &k.uid)
         .collect();
     if candidates.is_empty() {

@@ -10,6 +10,7 @@ mod init;
 mod leadership;
 mod memory;
 mod normal;
+mod switchover;
 mod sync;
 
 pub use decide::{Decision, Observed, decide};

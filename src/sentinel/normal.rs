@@ -9,7 +9,7 @@ use super::events::{Event, MasterFailure, RemovalReason};
 use super::health::{Convergence, convergence, td};
 use super::init::external_follow_config;
 use super::memory::Memory;
-use super::sync;
+use super::{switchover, sync};
 use crate::cluster::{
     ClusterData, ClusterRole, Db, DbInitMode, DbRole, DbSpec, DbUid, FollowConfig, FollowType,
     INITIAL_GENERATION, KeeperUid, ProxyInfo, Time, zero_time,
@@ -26,7 +26,10 @@ pub(crate) fn update_normal(
     new_uid: &mut dyn FnMut() -> String,
     events: &mut Vec<Event>,
 ) -> bool {
-    remove_dead_keepers(cd, now, events);
+    let paused = cd.cluster.spec.paused();
+    if !paused {
+        remove_dead_keepers(cd, now, events);
+    }
 
     let Some(cur) = cd.master_db().cloned() else {
         events.push(Event::Inconsistent {
@@ -39,6 +42,11 @@ pub(crate) fn update_normal(
     };
     let cur_uid = cur.uid.clone();
 
+    if switchover::advance(cd, proxies, now, events) {
+        update_followers(cd);
+        return true;
+    }
+
     let failure = if !cur.status.healthy {
         Some(MasterFailure::Unhealthy)
     } else if convergence(&cur, cd.cluster.spec.convergence_timeout(), memory, now)
@@ -50,7 +58,16 @@ pub(crate) fn update_normal(
         None
     };
 
-    if let Some(why) = failure {
+    if paused {
+        // Maintenance: the health status stays current and new proxies are still enabled,
+        // but nothing about the dbs changes.
+        if failure.is_some() {
+            events.push(Event::FailoverPaused {
+                db: cur_uid.clone(),
+            });
+        }
+        switch_proxies(cd, proxies, events);
+    } else if let Some(why) = failure {
         events.push(Event::MasterFailed {
             db: cur_uid.clone(),
             keeper: cur.spec.keeper_uid.clone(),
@@ -349,6 +366,16 @@ fn switch_proxies(
             });
             return;
         }
+        // Clients go to the new master once it is promoted, not while it is still a standby
+        // that would refuse their writes (a proxy holds them meanwhile). Upstream publishes
+        // at once.
+        let promoted = cd
+            .dbs
+            .get(&master_uid)
+            .is_some_and(|m| m.status.healthy && m.status.current_generation >= m.generation);
+        if !promoted {
+            return;
+        }
         // Upstream sets enabledProxies one check later, which delays routing by a round; the
         // proxies we just waited for are exactly the ones that may route.
         cd.proxy.spec.master_db_uid = master_uid.clone();
@@ -486,7 +513,7 @@ fn adjust_standby_count(
 }
 
 /// Every standby follows the current master, with no followers and no sync settings.
-fn reconfigure_standbys(cd: &mut ClusterData) {
+pub(crate) fn reconfigure_standbys(cd: &mut ClusterData) {
     let Some(master_uid) = cd.cluster.status.master.clone() else {
         return;
     };

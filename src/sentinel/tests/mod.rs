@@ -1,4 +1,5 @@
 mod loop_etcd;
 mod props;
 mod scenarios;
+mod switchover;
 mod world;

@@ -541,12 +541,17 @@ fn a_silent_proxy_is_waited_for_its_proxy_timeout_and_an_eighth() {
 }
 
 #[test]
-fn no_proxies_master_published_immediately() {
+fn no_proxies_master_published_once_promoted() {
     let mut w = World::new("{}").with_keepers(&["k0", "k1"]).initialized();
     let old_master = w.master_keeper();
     w.kill(&old_master);
     w.run_until(40, |w| w.master_keeper() != old_master);
-    w.tick();
+    // Not while it is still a standby being promoted: it would refuse the clients' writes.
+    let m = w.master_db();
+    if m.status.current_generation < m.generation {
+        assert!(w.cd.proxy.spec.master_db_uid.is_empty());
+    }
+    w.run_until(5, |w| !w.cd.proxy.spec.master_db_uid.is_empty());
     assert_eq!(
         w.cd.proxy.spec.master_db_uid,
         w.cd.cluster.status.master.clone().unwrap_or_default()

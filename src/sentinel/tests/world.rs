@@ -24,6 +24,8 @@ pub(super) struct SimKeeper {
     pub system_id: String,
     pub can_be_master: Option<bool>,
     pub can_be_sync: Option<bool>,
+    /// `--priority` (none: a keeper that does not say).
+    pub priority: Option<i64>,
     /// Standbys the master reports in sync; `None` = every alive wanted sync standby.
     pub in_sync: Option<Vec<DbUid>>,
     pub last_publish: Option<Time>,
@@ -154,6 +156,7 @@ impl World {
                 system_id: "7000000000000000001".into(),
                 can_be_master: None,
                 can_be_sync: None,
+                priority: None,
                 in_sync: None,
                 last_publish: None,
                 published_can_be_master: None,
@@ -253,12 +256,15 @@ impl World {
                     .cloned()
                     .collect()
             });
+            // A keeper told to stop for a switchover stops cleanly at its position.
+            let stopped = db.spec.switchover_stop && k.reported_generation >= db.generation;
             PostgresState {
                 uid: db.uid.clone(),
                 generation: k.reported_generation,
                 listen_address: format!("127.0.0.{}", uid.len()),
                 port: "5432".into(),
-                healthy: k.pg_healthy,
+                healthy: k.pg_healthy && !stopped,
+                stopped_x_log_pos: stopped.then_some(k.x_log_pos),
                 system_id: k.system_id.clone(),
                 timeline_id: k.timeline,
                 x_log_pos: k.x_log_pos,
@@ -274,6 +280,7 @@ impl World {
             postgres_state,
             can_be_master: k.can_be_master,
             can_be_synchronous_replica: k.can_be_sync,
+            priority: k.priority,
             ..Default::default()
         }
     }
@@ -379,6 +386,26 @@ impl World {
         for _ in 0..seconds {
             self.tick();
         }
+    }
+
+    /// What `stolonctl switchover` writes: a switchover of the master to `to_keeper`'s db.
+    pub(super) fn request_switchover(&mut self, to_keeper: &str, timeout_secs: i64) {
+        let from_db = self.master_db().uid.clone();
+        let to_db = self.db_uid_of(to_keeper);
+        self.cd.cluster.status.switchover = Some(Switchover {
+            from_db,
+            to_db,
+            requested_at: self.now,
+            timeout: GoDuration::from_secs(timeout_secs),
+            stage: SwitchoverStage::Requested,
+            stage_since: self.now,
+            stop_x_log_pos: None,
+            reason: String::new(),
+        });
+    }
+
+    pub(super) fn switchover_stage(&self) -> Option<SwitchoverStage> {
+        self.cd.cluster.status.switchover.as_ref().map(|s| s.stage)
     }
 
     /// Ticks until `cond` holds; panics (with the events) after `max` seconds.
