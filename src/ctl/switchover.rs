@@ -235,7 +235,9 @@ async fn follow(
         };
         if sw.stage != stage {
             let now = tokio::time::Instant::now();
-            println!("  {stage:<26} {:>7.2}s", (now - stage_began).as_secs_f64());
+            // Display ignores the width: padded as a string.
+            let name = stage.to_string();
+            println!("  {name:<26} {:>6.2}s", (now - stage_began).as_secs_f64());
             stage = sw.stage;
             stage_began = now;
         }
