@@ -247,11 +247,12 @@ fn clusterdata_read_write_failkeeper_removekeeper_status() {
             "proxies": [{"uid": "p1", "generation": 4}],
             "keepers": [
                 {"uid": "k1", "listen_address": "127.0.0.1:5432", "healthy": true, "pg_healthy": true,
-                 "pg_wanted_generation": 3, "pg_current_generation": 3},
+                 "pg_wanted_generation": 3, "pg_current_generation": 3, "priority": 1},
                 {"uid": "k2", "listen_address": "(unknown)", "healthy": true, "pg_healthy": false,
-                 "pg_wanted_generation": 2, "pg_current_generation": 1}
+                 "pg_wanted_generation": 2, "pg_current_generation": 1, "priority": 1}
             ],
-            "cluster": {"available": true, "master_keeper_uid": "k1", "master_db_uid": "d1"}
+            "cluster": {"available": true, "master_keeper_uid": "k1", "master_db_uid": "d1",
+                        "paused": false}
         })
     );
     let text = ok(ctl(&etcd, "c", &["status"], None));
