@@ -58,6 +58,7 @@ in
     "tcp-keepalive-interval"
     "max-connections"
     "client-startup-timeout"
+    "hold-timeout"
     "kernel-forwarding"
   ];
   stolonctl = common ++ [

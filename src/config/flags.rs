@@ -331,6 +331,12 @@ pub(crate) const CLIENT_STARTUP_TIMEOUT: FlagDef = text(
     "close a client that sends nothing for this long after connecting; the master is dialed only once a client has spoken (0 = never close)",
 );
 
+pub(crate) const HOLD_TIMEOUT: FlagDef = text(
+    "hold-timeout",
+    Some("5s"),
+    "while the store is read but no master is routed (a failover or switchover, this proxy not yet enabled), a new client waits this long for one instead of being closed at once; held clients count against --max-connections (0 = close at once, as upstream)",
+);
+
 pub(crate) const KERNEL_FORWARDING: FlagDef = boolean(
     "kernel-forwarding",
     Some("false"),
@@ -395,6 +401,7 @@ pub(super) const PROXY_FLAGS: &[&FlagDef] = &[
     &TCP_KEEPALIVE_INTERVAL,
     &MAX_CONNECTIONS,
     &CLIENT_STARTUP_TIMEOUT,
+    &HOLD_TIMEOUT,
     &KERNEL_FORWARDING,
 ];
 

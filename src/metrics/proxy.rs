@@ -15,6 +15,8 @@ pub enum Refusal {
     NoMaster,
     /// `--max-connections` sessions were already open.
     MaxConnections,
+    /// Held for a master (`--hold-timeout`), none came in time.
+    HoldTimeout,
 }
 
 impl Refusal {
@@ -23,6 +25,7 @@ impl Refusal {
             reason: match self {
                 Refusal::NoMaster => "no_master",
                 Refusal::MaxConnections => "max_connections",
+                Refusal::HoldTimeout => "hold_timeout",
             },
         }
     }
@@ -40,6 +43,7 @@ pub struct ProxyMetrics {
     sessions: Counter,
     connect_errors: Counter,
     refused: Family<RefusalLabel, Counter>,
+    held: Counter,
 }
 
 impl Default for ProxyMetrics {
@@ -50,9 +54,14 @@ impl Default for ProxyMetrics {
             sessions: Counter::default(),
             connect_errors: Counter::default(),
             refused: Family::default(),
+            held: Counter::default(),
         };
-        // Both reasons show from the start, at 0, so a rate() over them works at once.
-        for reason in [Refusal::NoMaster, Refusal::MaxConnections] {
+        // Every reason shows from the start, at 0, so a rate() over them works at once.
+        for reason in [
+            Refusal::NoMaster,
+            Refusal::MaxConnections,
+            Refusal::HoldTimeout,
+        ] {
             let _ = m.refused.get_or_create(&reason.label());
         }
         m
@@ -84,6 +93,11 @@ impl Metrics {
             "Clients closed without being forwarded, by reason",
             m.refused.clone(),
         );
+        self.register(
+            "stolon_proxy_clients_held",
+            "Clients that waited for a master (--hold-timeout) instead of being closed at once",
+            m.held.clone(),
+        );
         m
     }
 }
@@ -102,6 +116,11 @@ impl ProxyMetrics {
 
     pub fn refused(&self, reason: Refusal) {
         self.refused.get_or_create(&reason.label()).inc();
+    }
+
+    /// A client began waiting for a master.
+    pub fn held(&self) {
+        self.held.inc();
     }
 }
 

@@ -221,6 +221,7 @@ fn proxy_counts_sessions_dial_errors_and_refusals() {
             ("stolon_proxy_sessions_total", "counter"),
             ("stolon_proxy_master_connect_errors_total", "counter"),
             ("stolon_proxy_clients_refused_total", "counter"),
+            ("stolon_proxy_clients_held_total", "counter"),
         ],
     );
     let id = r#"stolon_cluster_identifier{cluster_name="c1",component="proxy"}"#;
@@ -236,6 +237,8 @@ fn proxy_counts_sessions_dial_errors_and_refusals() {
     p.refused(Refusal::NoMaster);
     p.refused(Refusal::NoMaster);
     p.refused(Refusal::MaxConnections);
+    p.held();
+    p.refused(Refusal::HoldTimeout);
     let text = render(&reg);
     assert_eq!(value(&text, "stolon_proxy_sessions_active"), Some(2.0));
     assert_eq!(value(&text, "stolon_proxy_sessions_total"), Some(2.0));
@@ -245,6 +248,9 @@ fn proxy_counts_sessions_dial_errors_and_refusals() {
     );
     assert_eq!(value(&text, no_master), Some(2.0));
     assert_eq!(value(&text, limit), Some(1.0));
+    assert_eq!(value(&text, "stolon_proxy_clients_held_total"), Some(1.0));
+    let hold_timeout = r#"stolon_proxy_clients_refused_total{reason="hold_timeout"}"#;
+    assert_eq!(value(&text, hold_timeout), Some(1.0));
     drop((a, b));
     let text = render(&reg);
     assert_eq!(value(&text, "stolon_proxy_sessions_active"), Some(0.0));

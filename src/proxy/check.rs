@@ -57,6 +57,9 @@ pub(crate) struct Checker {
     /// loop, STOPPING=1 at shutdown.
     pub notifier: Arc<Notifier>,
     pub stop_listening: bool,
+    /// `--hold-timeout`: new clients wait this long for a master on its way (none: closed at
+    /// once).
+    hold_timeout: Option<Duration>,
     /// For the bind error message.
     pub listen_on: String,
     check_interval: Duration,
@@ -95,6 +98,7 @@ impl Checker {
             status,
             notifier,
             stop_listening,
+            hold_timeout: None,
             listen_on,
             check_interval: DEFAULT_PROXY_CHECK_INTERVAL.to_std(),
             proxy_timeout: DEFAULT_PROXY_TIMEOUT.to_std(),
@@ -111,6 +115,12 @@ impl Checker {
         c
     }
 
+    /// New clients wait up to `hold_timeout` for a master on its way instead of being closed.
+    pub(super) fn holding_for(mut self, hold_timeout: Option<Duration>) -> Self {
+        self.hold_timeout = hold_timeout;
+        self
+    }
+
     fn deadline(&self) -> Instant {
         self.last_ok + self.proxy_timeout
     }
@@ -118,9 +128,15 @@ impl Checker {
     fn publish_status(&self) {
         let text = match self.router.current() {
             Some(d) => format!("routing to {} (master db {})", d.addr, d.db_uid),
-            None if self.listening.is_listening() => {
-                format!("no master: refusing connections ({})", self.reason)
-            }
+            None if self.listening.is_listening() => match self.hold_timeout {
+                Some(t) if self.router.holding() => {
+                    format!(
+                        "no master: holding new clients up to {t:?} ({})",
+                        self.reason
+                    )
+                }
+                _ => format!("no master: refusing connections ({})", self.reason),
+            },
             None => format!("no master: not listening ({})", self.reason),
         };
         self.notifier.status(&text);
@@ -128,15 +144,20 @@ impl Checker {
     }
 
     async fn route(&mut self, dest: Option<Destination>, reason: NoTarget) {
+        let hold = dest.is_none() && self.hold_timeout.is_some() && reason.holds_clients();
         if let Some(d) = &dest {
             if self.router.current().as_deref() != Some(d) {
                 tracing::info!(db = %d.db_uid, addr = %d.addr, "routing clients to the master");
             }
         } else if self.router.current().is_some() || self.reason != reason {
-            tracing::info!(%reason, "refusing clients");
+            if hold {
+                tracing::info!(%reason, hold_timeout = ?self.hold_timeout, "holding new clients for a master");
+            } else {
+                tracing::info!(%reason, "refusing clients");
+            }
         }
         self.reason = reason;
-        self.router.switch(dest).await;
+        self.router.switch(dest, hold).await;
         self.publish_status();
     }
 

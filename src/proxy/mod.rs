@@ -8,6 +8,9 @@
 mod check;
 #[cfg(test)]
 mod client_tests;
+mod hold;
+#[cfg(test)]
+mod hold_tests;
 mod kernel;
 mod limits;
 mod listen;
@@ -52,6 +55,9 @@ pub struct ProxyConfig {
     pub max_connections: usize,
     /// A client silent this long after connecting is closed; zero = never.
     pub client_startup_timeout: Duration,
+    /// How long a new client waits for a master during a failover or switchover; zero = it is
+    /// closed at once (upstream's behaviour).
+    pub hold_timeout: Duration,
     /// The kernel moves each session's bytes (src/proxy/kernel.rs).
     pub kernel_forwarding: bool,
 }
@@ -74,6 +80,7 @@ impl ProxyConfig {
                     .map_err(|_| format!("invalid number {v:?} (0 = from the open-file limit)"))
             })?,
             client_startup_timeout: l.duration(&flags::CLIENT_STARTUP_TIMEOUT)?,
+            hold_timeout: l.duration(&flags::HOLD_TIMEOUT)?,
             kernel_forwarding: l.bool(&flags::KERNEL_FORWARDING)?,
         })
     }
@@ -101,9 +108,9 @@ pub enum ProxyError {
 /// Runs the proxy on the etcd store until `ctx.shutdown` is cancelled: listens on the handed
 /// sockets (or binds `listen_address:port` after the first successful check), tells systemd
 /// READY=1 once it listens and has read clusterdata once, STATUS= and `ctx.status` on every
-/// change (`routing to 10.0.0.5:5432 (master db 8a3f0c21)`, `no master: refusing connections
-/// (<why>)`, `no master: not listening (<why>)`), WATCHDOG=1 from the check loop, STOPPING=1
-/// at shutdown.
+/// change (`routing to 10.0.0.5:5432 (master db 8a3f0c21)`, `no master: holding new clients up
+/// to 5s (<why>)`, `no master: refusing connections (<why>)`, `no master: not listening
+/// (<why>)`), WATCHDOG=1 from the check loop, STOPPING=1 at shutdown.
 pub async fn run(cfg: ProxyConfig, ctx: RoleContext) -> Result<(), ProxyError> {
     if let Err(e) = limits::raise_open_file_limit() {
         tracing::warn!(error = %e, "cannot raise the open-file limit; clients may be refused early");
@@ -151,12 +158,14 @@ pub(crate) async fn run_with_source<S: ClusterSource>(
         None
     };
     let policy = client_policy(&cfg, kernel, metrics);
+    let policy_hold = policy.hold_timeout;
     let listen_on = format!("{}:{}", cfg.listen_address, cfg.port);
     let span = tracing::info_span!("proxy", proxy_uid = %uid);
     let entered = span.enter();
     tracing::info!(
         max_connections = policy.limit.max(),
         client_startup_timeout = ?policy.startup_timeout,
+        hold_timeout = ?policy.hold_timeout,
         kernel_forwarding = policy.kernel.is_some(),
         "proxy starting"
     );
@@ -182,7 +191,8 @@ pub(crate) async fn run_with_source<S: ClusterSource>(
         cfg.stop_listening,
         listen_on,
         notifier,
-    );
+    )
+    .holding_for(policy_hold);
     checker.run(&source, &shutdown).instrument(span).await
 }
 
@@ -208,9 +218,14 @@ fn client_policy(
         },
         startup_timeout: (!cfg.client_startup_timeout.is_zero())
             .then_some(cfg.client_startup_timeout),
+        hold_timeout: hold_timeout(cfg),
         limit: limits::SessionLimit::new(max),
         accept_errors: Arc::new(limits::RateLimited::for_warnings()),
         kernel,
         metrics,
     }
+}
+
+fn hold_timeout(cfg: &ProxyConfig) -> Option<Duration> {
+    (!cfg.hold_timeout.is_zero()).then_some(cfg.hold_timeout)
 }

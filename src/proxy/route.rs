@@ -23,10 +23,21 @@ pub struct Destination {
 #[derive(Debug, Clone)]
 pub(crate) struct Route {
     pub dest: Option<Arc<Destination>>,
+    /// Without a destination: whether new clients wait for one (up to `--hold-timeout`) rather
+    /// than being closed at once. Only set while the store is read and a master is on its way.
+    pub hold: bool,
     pub cancel: CancellationToken,
     /// Never sent on: the switch waits for every clone of this to be dropped, i.e. for every
     /// session of the route to be gone, before it reports the old sessions closed.
     _alive: mpsc::Sender<()>,
+}
+
+impl Route {
+    /// Whether a client may be sent on this route now: it has a destination and no switch
+    /// away from it has begun.
+    pub(crate) fn routable(&self) -> bool {
+        self.dest.is_some() && !self.cancel.is_cancelled()
+    }
 }
 
 pub(crate) struct Router {
@@ -39,6 +50,7 @@ impl Router {
         let (alive_tx, alive) = mpsc::channel(1);
         let (tx, _) = watch::channel(Route {
             dest: None,
+            hold: false,
             cancel: CancellationToken::new(),
             _alive: alive_tx,
         });
@@ -53,17 +65,34 @@ impl Router {
         self.tx.borrow().dest.clone()
     }
 
-    /// Makes `dest` the destination of new sessions. When it differs from the current one every
-    /// existing session is closed, and this returns only once they are gone (or the drain bound
-    /// passed), so a caller may then acknowledge the new proxy generation. Returns whether the
+    /// Whether new clients are held for a master now.
+    pub(super) fn holding(&self) -> bool {
+        self.tx.borrow().hold
+    }
+
+    /// Makes `dest` the destination of new sessions; without one, `hold` says whether new
+    /// clients wait for the next. When `dest` differs from the current one every existing
+    /// session is closed, and this returns only once they are gone (or the drain bound passed),
+    /// so a caller may then acknowledge the new proxy generation. Returns whether the
     /// destination changed.
-    pub(super) async fn switch(&mut self, dest: Option<Destination>) -> bool {
+    pub(super) async fn switch(&mut self, dest: Option<Destination>, hold: bool) -> bool {
+        let hold = hold && dest.is_none();
         if self.tx.borrow().dest.as_deref() == dest.as_ref() {
+            // Only whether clients wait may change, and no session has this route's (absent)
+            // destination: held clients see the change and are closed when holding ends.
+            self.tx.send_if_modified(|route| {
+                let changed = route.hold != hold;
+                route.hold = hold;
+                changed
+            });
             return false;
         }
         let (alive_tx, alive_rx) = mpsc::channel(1);
+        // Held clients wake on this replace and take the new route only if it has a
+        // destination: they never see the old one, whose token is cancelled next.
         let old = self.tx.send_replace(Route {
             dest: dest.map(Arc::new),
+            hold,
             cancel: CancellationToken::new(),
             _alive: alive_tx,
         });

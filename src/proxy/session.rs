@@ -2,6 +2,7 @@
 //! no protocol awareness; the master is dialed once the client has spoken, and the session ends
 //! when the master's side closes, the client fails, or its route is cancelled.
 
+use super::hold;
 use super::kernel::KernelForwarding;
 use super::limits::{RateLimited, SessionLimit, SessionPermit};
 use super::route::Route;
@@ -12,6 +13,7 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -53,6 +55,9 @@ pub(crate) struct ClientPolicy {
     pub keepalive: Keepalive,
     /// Close a client that has sent nothing for this long (none: never).
     pub startup_timeout: Option<Duration>,
+    /// How long a new client waits for a master while the route holds clients (none: it is
+    /// closed at once, as upstream).
+    pub hold_timeout: Option<Duration>,
     pub limit: Arc<SessionLimit>,
     /// Shared by every accept loop of the proxy, so a flood is reported once, not per socket.
     pub accept_errors: Arc<RateLimited>,
@@ -89,50 +94,56 @@ pub(crate) async fn accept_loop(
                 }
             }
         };
-        if !routable(&routes.borrow()) {
-            // Fail closed: the client sees its connection closed at once.
-            policy.metrics.refused(Refusal::NoMaster);
-            continue;
-        }
+        let held = {
+            let route = routes.borrow();
+            if route.routable() {
+                false
+            } else if route.hold && policy.hold_timeout.is_some() {
+                true
+            } else {
+                // Fail closed: the client sees its connection closed at once.
+                policy.metrics.refused(Refusal::NoMaster);
+                continue;
+            }
+        };
+        // Held clients take a place too: a flood during a failover is bounded like any other.
         let Some(permit) = policy.limit.try_acquire() else {
             policy.metrics.refused(Refusal::MaxConnections);
             continue;
         };
+        if held {
+            policy.metrics.held();
+        }
         tokio::spawn(
-            serve(client, routes.clone(), policy.clone(), stop.clone(), permit).in_current_span(),
+            serve(
+                client,
+                routes.clone(),
+                policy.clone(),
+                stop.clone(),
+                permit,
+                held,
+            )
+            .in_current_span(),
         );
     }
 }
 
-fn routable(route: &Route) -> bool {
-    route.dest.is_some() && !route.cancel.is_cancelled()
-}
-
+/// `held`: the client arrived while no master was routed and waits for one.
 async fn serve(
     client: TcpStream,
-    routes: watch::Receiver<Route>,
+    mut routes: watch::Receiver<Route>,
     policy: ClientPolicy,
     stop: CancellationToken,
     _permit: SessionPermit,
+    held: bool,
 ) {
     if let Err(e) = policy.keepalive.apply(&client) {
         tracing::debug!(error = %e, "cannot set TCP keepalive on a client socket");
     }
     let _ = client.set_nodelay(true);
-    // PostgreSQL clients speak first (SSLRequest, GSSENCRequest or StartupMessage): until one
-    // does, it costs PostgreSQL nothing and the proxy no buffer, and a port scan never reaches
-    // the master.
-    tokio::select! {
-        _ = stop.cancelled() => return,
-        spoke = first_bytes(&client, policy.startup_timeout) => if !spoke { return },
-    }
-    // The route current when the client spoke: one that connected before a switch and spoke
-    // after it goes to the new master.
-    let route = routes.borrow().clone();
-    if !routable(&route) {
-        policy.metrics.refused(Refusal::NoMaster);
+    let Some(route) = route_when_spoken(&client, &mut routes, &policy, &stop, held).await else {
         return;
-    }
+    };
     let Some(dest) = route.dest.as_deref() else {
         return;
     };
@@ -159,6 +170,65 @@ async fn serve(
     tokio::select! {
         _ = route.cancel.cancelled() => {}
         _ = forward(client, server, policy.kernel.as_deref()) => {}
+    }
+}
+
+/// Waits for the client's first bytes and returns the route to serve it on; none when it is to
+/// be closed (silent, gone, no master, stopping).
+async fn route_when_spoken(
+    client: &TcpStream,
+    routes: &mut watch::Receiver<Route>,
+    policy: &ClientPolicy,
+    stop: &CancellationToken,
+    held: bool,
+) -> Option<Route> {
+    // PostgreSQL clients speak first (SSLRequest, GSSENCRequest or StartupMessage): until one
+    // does, it costs PostgreSQL nothing and the proxy no buffer, and a port scan never reaches
+    // the master.
+    let spoke = first_bytes(client, policy.startup_timeout);
+    tokio::pin!(spoke);
+    let mut spoken = false;
+    // A client held from its arrival waits for a master and for its first bytes at once: it is
+    // closed as soon as holding ends, spoken or not, and its bound counts from its arrival.
+    let mut hold_until = policy
+        .hold_timeout
+        .filter(|_| held)
+        .map(|t| Instant::now() + t);
+    if let Some(until) = hold_until {
+        tokio::select! {
+            _ = stop.cancelled() => return None,
+            s = &mut spoke => {
+                if !s { return None }
+                spoken = true;
+            }
+            r = hold::next_route(routes, Some(until), &policy.metrics, true) => match r {
+                // Not kept: the route to use is the one current when the client speaks.
+                Ok(_) => hold_until = None,
+                Err(why) => {
+                    policy.metrics.refused(why);
+                    return None;
+                }
+            },
+        }
+    }
+    if !spoken {
+        tokio::select! {
+            _ = stop.cancelled() => return None,
+            s = &mut spoke => if !s { return None },
+        }
+    }
+    // The route current when the client spoke: one that connected before a switch and spoke
+    // after it goes to the new master, waiting for it while it is on its way.
+    let hold_until = hold_until.or_else(|| policy.hold_timeout.map(|t| Instant::now() + t));
+    tokio::select! {
+        _ = stop.cancelled() => None,
+        r = hold::next_route(routes, hold_until, &policy.metrics, held) => match r {
+            Ok(route) => Some(route),
+            Err(why) => {
+                policy.metrics.refused(why);
+                None
+            }
+        },
     }
 }
 

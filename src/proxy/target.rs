@@ -48,6 +48,31 @@ pub enum NoTarget {
     ShuttingDown,
 }
 
+impl NoTarget {
+    /// Whether new clients should wait for a master (`--hold-timeout`) rather than be closed at
+    /// once: only while the store is read and a master is on its way (a failover or switchover,
+    /// this proxy not yet enabled, the master's address not yet published or resolvable). Never
+    /// when the proxy cannot trust what it reads or is going away: those close clients at once.
+    pub fn holds_clients(&self) -> bool {
+        match self {
+            NoTarget::NoMaster
+            | NoTarget::UnknownMasterDb(_)
+            | NoTarget::BadAddress { .. }
+            | NoTarget::NotEnabled(_)
+            | NoTarget::Unresolvable { .. }
+            | NoTarget::Switching => true,
+            // Not started: the store was never read. No clusterdata: a cluster not initialised
+            // gets no master in seconds.
+            NoTarget::Starting
+            | NoTarget::NoClusterData
+            | NoTarget::UnsupportedFormat(_)
+            | NoTarget::InvalidClusterData(_)
+            | NoTarget::StoreTimeout(_)
+            | NoTarget::ShuttingDown => false,
+        }
+    }
+}
+
 impl Target {
     /// Whether clusterdata names a reachable-looking master. Then the proxy info publish must
     /// succeed for the check to count: the sentinel has to know this proxy exists before the
@@ -219,6 +244,53 @@ mod tests {
         let t = select_target(Some(&cd), ME);
         assert!(t.master_defined());
         assert_eq!(reason(t), NoTarget::NotEnabled(ME.into()));
+    }
+
+    #[test]
+    fn clients_are_held_only_while_a_master_is_on_its_way() {
+        let held = [
+            NoTarget::NoMaster,
+            NoTarget::UnknownMasterDb("db000001".into()),
+            NoTarget::BadAddress {
+                db_uid: "db000001".into(),
+                host: String::new(),
+                port: String::new(),
+            },
+            NoTarget::NotEnabled(ME.into()),
+            NoTarget::Unresolvable {
+                db_uid: "db000001".into(),
+                addr: "db.example:5432".into(),
+                reason: "no address".into(),
+            },
+            NoTarget::Switching,
+        ];
+        for reason in held {
+            assert!(reason.holds_clients(), "{reason}");
+        }
+        let closed_at_once = [
+            NoTarget::Starting,
+            NoTarget::NoClusterData,
+            NoTarget::UnsupportedFormat(2),
+            NoTarget::InvalidClusterData("bad".into()),
+            NoTarget::StoreTimeout(std::time::Duration::from_secs(15)),
+            NoTarget::ShuttingDown,
+        ];
+        for reason in closed_at_once {
+            assert!(!reason.holds_clients(), "{reason}");
+        }
+    }
+
+    #[test]
+    fn the_reasons_of_a_failover_hold_clients() {
+        // Phase one of the two-phase switch, as the proxy sees it.
+        let mut cd = cd_with_master("10.0.0.5", "5432");
+        cd.proxy.spec.master_db_uid.clear();
+        assert!(reason(select_target(Some(&cd), ME)).holds_clients());
+        // The new master elected, its keeper not yet reporting its address.
+        let mut cd = cd_with_master("", "");
+        assert!(reason(select_target(Some(&cd), ME)).holds_clients());
+        cd.format_version = 2;
+        assert!(!reason(select_target(Some(&cd), ME)).holds_clients());
     }
 
     #[test]

@@ -17,7 +17,7 @@ use tokio::time::Instant;
 pub(super) const DEADLINE: Duration = Duration::from_secs(10);
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Health {
+pub(super) enum Health {
     Up,
     /// Every request fails at once (etcd down).
     Failing,
@@ -57,6 +57,8 @@ fn write_refused(nospace: bool) -> StoreError {
 struct MemState {
     cd: Option<ClusterData>,
     health: Health,
+    /// How long each publish takes (a slow store), to widen the window of a route switch.
+    publish_delay: Duration,
     infos: BTreeMap<String, ProxyInfo>,
     watchers: Vec<mpsc::Sender<StoreEvent>>,
 }
@@ -69,12 +71,16 @@ impl TestSource {
         TestSource(Arc::new(Mutex::new(MemState {
             cd,
             health: Health::Up,
+            publish_delay: Duration::ZERO,
             infos: BTreeMap::new(),
             watchers: Vec::new(),
         })))
     }
-    fn set_health(&self, h: Health) {
+    pub(super) fn set_health(&self, h: Health) {
         self.0.lock().unwrap().health = h;
+    }
+    pub(super) fn set_publish_delay(&self, d: Duration) {
+        self.0.lock().unwrap().publish_delay = d;
     }
     pub(super) fn update_cd(&self, f: impl FnOnce(&mut ClusterData)) {
         let watchers = {
@@ -90,7 +96,7 @@ impl TestSource {
         self.0.lock().unwrap().cd = Some(cd);
         self.update_cd(|_| {});
     }
-    fn info(&self) -> Option<ProxyInfo> {
+    pub(super) fn info(&self) -> Option<ProxyInfo> {
         self.0.lock().unwrap().infos.values().next().cloned()
     }
     async fn gate(&self) -> Result<(), StoreError> {
@@ -110,6 +116,8 @@ impl ClusterSource for TestSource {
     }
     async fn publish(&self, info: &ProxyInfo, _ttl: Duration) -> Result<(), StoreError> {
         self.gate().await?;
+        let delay = self.0.lock().unwrap().publish_delay;
+        tokio::time::sleep(delay).await;
         if let Health::ReadOnly { nospace } = self.0.lock().unwrap().health {
             return Err(write_refused(nospace));
         }
@@ -197,14 +205,20 @@ pub(super) fn config(port: u16) -> ProxyConfig {
         tcp_keepalive_interval: 5,
         max_connections: 0,
         client_startup_timeout: Duration::from_secs(60),
+        // Upstream's behaviour, which most tests here check; hold_tests.rs sets its own.
+        hold_timeout: Duration::ZERO,
         kernel_forwarding: false,
     }
 }
 
 pub(super) fn start_handed(source: &TestSource) -> Running {
+    start_handed_with(source, config(0))
+}
+
+pub(super) fn start_handed_with(source: &TestSource, cfg: ProxyConfig) -> Running {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
-    start(source, config(0), Some(l), addr)
+    start(source, cfg, Some(l), addr)
 }
 
 pub(super) fn start(
