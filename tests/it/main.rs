@@ -35,6 +35,7 @@ mod postgres_client_close;
 mod postgres_instance;
 mod postgres_stop_bounded;
 mod proxy_etcd;
+mod proxy_hold;
 mod store_etcd;
 mod store_etcd_cluster;
 mod store_tls;

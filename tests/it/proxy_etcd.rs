@@ -8,6 +8,7 @@ use nix::sys::signal::Signal;
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::time::{Duration, Instant};
 use stolon::cluster::{ClusterData, Db, GoDuration};
+use stolon::metrics::Metrics;
 use stolon::proxy::{ProxyConfig, ProxyError, run};
 use stolon::role::RoleContext;
 use stolon::store::{Store, StoreConfig};
@@ -63,10 +64,10 @@ pub(crate) fn set_master(cd: &mut ClusterData, uid: &str, addr: SocketAddr) {
     cd.proxy.generation.bump();
 }
 
-struct Proxy {
-    status: watch::Receiver<String>,
-    shutdown: CancellationToken,
-    task: JoinHandle<Result<(), ProxyError>>,
+pub(crate) struct Proxy {
+    pub(crate) status: watch::Receiver<String>,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) task: JoinHandle<Result<(), ProxyError>>,
 }
 
 impl Drop for Proxy {
@@ -76,7 +77,12 @@ impl Drop for Proxy {
 }
 
 fn start_proxy(sc: StoreConfig, port: u16, listener: Option<StdListener>) -> Proxy {
-    let cfg = ProxyConfig {
+    start_proxy_with(sc, proxy_config(port), listener, Metrics::new())
+}
+
+/// The settings of the proxies these tests start: upstream's behaviour (no hold).
+pub(crate) fn proxy_config(port: u16) -> ProxyConfig {
+    ProxyConfig {
         listen_address: "127.0.0.1".into(),
         port,
         stop_listening: true,
@@ -85,10 +91,21 @@ fn start_proxy(sc: StoreConfig, port: u16, listener: Option<StdListener>) -> Pro
         tcp_keepalive_interval: 0,
         max_connections: 0,
         client_startup_timeout: Duration::from_secs(60),
+        hold_timeout: Duration::ZERO,
         kernel_forwarding: false,
-    };
+    }
+}
+
+pub(crate) fn start_proxy_with(
+    sc: StoreConfig,
+    cfg: ProxyConfig,
+    listener: Option<StdListener>,
+    metrics: Metrics,
+) -> Proxy {
     let shutdown = CancellationToken::new();
-    let ctx = RoleContext::new(sc, shutdown.clone()).with_listeners(listener.into_iter().collect());
+    let ctx = RoleContext::new(sc, shutdown.clone())
+        .with_listeners(listener.into_iter().collect())
+        .with_metrics(metrics);
     let status = ctx.subscribe_status();
     let task = tokio::spawn(run(cfg, ctx));
     Proxy {
@@ -99,7 +116,7 @@ fn start_proxy(sc: StoreConfig, port: u16, listener: Option<StdListener>) -> Pro
 }
 
 impl Proxy {
-    async fn wait_status(&self, prefix: &str) {
+    pub(crate) async fn wait_status(&self, prefix: &str) {
         let status = self.status.clone();
         wait_until_async(DEADLINE, &format!("status {prefix:?}"), || {
             let ok = status.borrow().starts_with(prefix);
@@ -128,7 +145,7 @@ pub(crate) async fn enable_proxy(store: &Store, cd: &mut ClusterData) -> String 
 }
 
 /// Connects, speaks first as PostgreSQL clients do, and returns the backend's greeting.
-async fn greeting(addr: SocketAddr) -> (TcpStream, String) {
+pub(crate) async fn greeting(addr: SocketAddr) -> (TcpStream, String) {
     let mut s = TcpStream::connect(addr).await.unwrap();
     s.write_all(b"?").await.unwrap();
     let mut b = [0u8; 1];
@@ -140,7 +157,7 @@ async fn greeting(addr: SocketAddr) -> (TcpStream, String) {
     (s, String::from_utf8_lossy(&b).into_owned())
 }
 
-async fn is_closed(s: &mut TcpStream, within: Duration) -> bool {
+pub(crate) async fn is_closed(s: &mut TcpStream, within: Duration) -> bool {
     let mut b = [0u8; 8];
     matches!(
         tokio::time::timeout(within, s.read(&mut b)).await,

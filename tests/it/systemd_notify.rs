@@ -71,7 +71,8 @@ fn proxy_ready_only_once_serving_watchdog_from_its_loop_reload_and_clean_stop() 
     ctl(&etcd, CLUSTER, &["init", "-y"], None);
     let ready_at = notify.wait_for("READY=1", |l| l == "READY=1");
     assert!(ready_at > init_at, "READY=1 before clusterdata existed");
-    // Ready means listening: no master yet, so the client is accepted and closed.
+    // Ready means listening: no master yet, so the client is accepted, held for one (5 s by
+    // default, --hold-timeout) and closed.
     let mut c = TcpStream::connect(("127.0.0.1", port)).expect("ready but not listening");
     c.set_read_timeout(Some(DEADLINE)).unwrap();
     assert!(matches!(c.read(&mut [0u8; 8]), Ok(0) | Err(_)));
@@ -83,7 +84,7 @@ fn proxy_ready_only_once_serving_watchdog_from_its_loop_reload_and_clean_stop() 
         .unwrap()
         .1;
     assert!(
-        status.starts_with("STATUS=no master: refusing connections (no master elected"),
+        status.starts_with("STATUS=no master: holding new clients up to 5s (no master elected"),
         "{status}"
     );
 
@@ -180,7 +181,9 @@ fn socket_activated_proxy_serves_its_first_client_from_the_master() {
         .arg(format!("--setenv=NOTIFY_SOCKET={}", notify.path.display()))
         .arg(format!("--setenv=WATCHDOG_USEC={}", WATCHDOG.as_micros()))
         .arg(&*PROXY)
-        .args(proxy_args(&etcd, taken_port));
+        .args(proxy_args(&etcd, taken_port))
+        // Upstream's behaviour, checked below: no master, clients closed at once.
+        .arg("--hold-timeout=0");
     let mut proxy = Running::spawn(cmd, &dir.path().join("stderr"));
 
     // The first connection makes systemd-socket-activate start the proxy on its socket.
