@@ -47,6 +47,7 @@ in
     "priority"
     "can-be-synchronous-replica"
     "disable-data-dir-locking"
+    "api-listen-address"
   ];
   sentinel = common ++ daemon ++ [ "initial-cluster-spec" ];
   proxy = common ++ daemon ++ [

@@ -43,6 +43,8 @@ struct Settings {
     store: StoreConfig,
     /// `--metrics-listen-address`.
     metrics: Option<String>,
+    /// `--api-listen-address` (keeper only).
+    api: Option<String>,
 }
 
 fn configure<R: RoleMarker, C>(
@@ -53,8 +55,16 @@ fn configure<R: RoleMarker, C>(
     let log = loaded.log_settings()?;
     let store = StoreConfig::from_loaded(&loaded)?;
     let metrics = loaded.metrics_listen_address()?;
+    let api = loaded.api_listen_address()?;
     crate::telemetry::init(&log);
-    Ok((role_config(&loaded)?, Settings { store, metrics }))
+    Ok((
+        role_config(&loaded)?,
+        Settings {
+            store,
+            metrics,
+            api,
+        },
+    ))
 }
 
 fn run<R, C, F, Fut>(
@@ -81,7 +91,8 @@ where
                 "socket-activated: serving on the sockets systemd passed (--listen-address/--port unused)"
             );
         }
-        let (metrics, endpoint) = start_metrics(settings.metrics.as_deref()).await?;
+        let (metrics, endpoint) =
+            start_endpoints(settings.metrics.as_deref(), settings.api.as_deref()).await?;
         let ctx = RoleContext::new(settings.store, shutdown)
             .with_notifier(service.notifier)
             .with_listeners(listeners)
@@ -94,25 +105,59 @@ where
     })
 }
 
-/// Binds the metrics endpoint before the role starts (a taken port is a startup error) and
-/// serves it until the returned token is cancelled.
-async fn start_metrics(
-    addr: Option<&str>,
+/// Binds the metrics endpoint and the keeper's health API before the role starts (a taken
+/// port is a startup error) and serves them until the returned token is cancelled. The same
+/// address given to both is one listener serving both.
+async fn start_endpoints(
+    metrics_addr: Option<&str>,
+    api_addr: Option<&str>,
 ) -> anyhow::Result<(crate::metrics::Metrics, CancellationToken)> {
+    use crate::metrics::{Metrics, Routes};
     let stop = CancellationToken::new();
-    let Some(addr) = addr else {
-        return Ok((crate::metrics::Metrics::new(), stop));
+    let metrics = match metrics_addr {
+        Some(_) => Metrics::served(),
+        None => Metrics::new(),
     };
-    let listener = crate::metrics::bind(addr).await?;
+    let api_addr = api_addr.filter(|a| Some(*a) != metrics_addr);
+    if let Some(addr) = metrics_addr {
+        let routes = Routes {
+            metrics: true,
+            health: true,
+        };
+        serve_at("metrics-listen-address", addr, routes, &metrics, &stop).await?;
+    }
+    if let Some(addr) = api_addr {
+        let routes = Routes {
+            metrics: false,
+            health: true,
+        };
+        serve_at("api-listen-address", addr, routes, &metrics, &stop).await?;
+    }
+    Ok((metrics, stop))
+}
+
+async fn serve_at(
+    flag: &'static str,
+    addr: &str,
+    routes: crate::metrics::Routes,
+    metrics: &crate::metrics::Metrics,
+    stop: &CancellationToken,
+) -> anyhow::Result<()> {
+    let listener = crate::metrics::bind(flag, addr).await?;
     let local = listener
         .local_addr()
         .map_or_else(|_| addr.to_string(), |a| a.to_string());
-    tracing::info!(addr = %local, "serving metrics at /metrics");
-    let metrics = crate::metrics::Metrics::served();
+    let what = if routes.metrics {
+        "serving metrics at /metrics (and, on a keeper, the health checks)"
+    } else {
+        "serving the health checks (/health, /primary, /replica, /read-only)"
+    };
+    tracing::info!(addr = %local, "{what}");
     tokio::spawn(crate::metrics::serve(
         listener,
         metrics.clone(),
+        routes,
         stop.clone(),
     ));
-    Ok((metrics, stop))
+    Ok(())
 }

@@ -118,6 +118,12 @@ pub(crate) const METRICS_LISTEN_ADDRESS: FlagDef = text(
     "serve Prometheus metrics at http://<address>/metrics (host:port, or :port for every address; stolonctl: ignored)",
 );
 
+pub(crate) const API_LISTEN_ADDRESS: FlagDef = text(
+    "api-listen-address",
+    None,
+    "serve the health checks for load balancers (GET /health, /primary, /replica, /read-only) at http://<address>/ (host:port, or :port for every address); --metrics-listen-address serves them too",
+);
+
 pub(crate) const KUBE_RESOURCE_KIND: FlagDef = text(
     "kube-resource-kind",
     None,
@@ -388,6 +394,7 @@ pub(super) const KEEPER_FLAGS: &[&FlagDef] = &[
     &PRIORITY,
     &CAN_BE_SYNCHRONOUS_REPLICA,
     &DISABLE_DATA_DIR_LOCKING,
+    &API_LISTEN_ADDRESS,
 ];
 
 pub(super) const SENTINEL_FLAGS: &[&FlagDef] = &[&INITIAL_CLUSTER_SPEC];

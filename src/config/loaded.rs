@@ -244,7 +244,16 @@ impl Loaded {
     /// upstream's Go server takes it; empty means none. Only the form is checked here: binding
     /// it is the daemon's (src/metrics/http.rs).
     pub fn metrics_listen_address(&self) -> Result<Option<String>, ConfigError> {
-        let flag = &flags::METRICS_LISTEN_ADDRESS;
+        self.listen_address(&flags::METRICS_LISTEN_ADDRESS)
+    }
+
+    /// `--api-listen-address` (the keeper's health checks), in the same forms; `None` for the
+    /// roles without it.
+    pub fn api_listen_address(&self) -> Result<Option<String>, ConfigError> {
+        self.listen_address(&flags::API_LISTEN_ADDRESS)
+    }
+
+    fn listen_address(&self, flag: &'static FlagDef) -> Result<Option<String>, ConfigError> {
         let Some(addr) = self.get(flag).map(|a| a.trim().to_string()) else {
             return Ok(None);
         };

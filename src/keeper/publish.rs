@@ -7,6 +7,7 @@ use super::fence::{BootInstant, Fence};
 use crate::cluster::{
     DbUid, Generation, KeeperInfo, KeeperUid, PostgresBinaryVersion, PostgresState, new_uid,
 };
+use crate::metrics::{HealthBoard, Observation, boot_now};
 use crate::postgres::{LocalConn, PgClient};
 use crate::store::Store;
 use std::path::PathBuf;
@@ -48,22 +49,33 @@ pub(super) struct Shared {
     published: Mutex<Option<Published>>,
     /// Signalled after every successful publish (readiness and status follow it).
     published_notify: Notify,
+    /// What the health endpoints answer from: every look at PostgreSQL goes there, published
+    /// or not (a standby cut off from the store still serves reads).
+    health: HealthBoard,
 }
 
 use crate::locks::lock;
 
 impl Shared {
-    pub(super) fn new(snapshot: Snapshot) -> Arc<Shared> {
+    pub(super) fn new(snapshot: Snapshot, health: HealthBoard) -> Arc<Shared> {
+        health.postgres_running(snapshot.running);
         Arc::new(Shared {
             snapshot: Mutex::new(snapshot),
             publish_now: Notify::new(),
             published: Mutex::new(None),
             published_notify: Notify::new(),
+            health,
         })
     }
 
+    /// Every start and stop of PostgreSQL passes here, so the health endpoints see it at once.
     pub(super) fn update(&self, f: impl FnOnce(&mut Snapshot)) {
-        f(&mut lock(&self.snapshot));
+        let running = {
+            let mut snap = lock(&self.snapshot);
+            f(&mut snap);
+            snap.running
+        };
+        self.health.postgres_running(running);
     }
 
     pub(super) fn snapshot(&self) -> Snapshot {
@@ -114,17 +126,29 @@ pub(super) async fn publisher(
     shutdown: CancellationToken,
 ) {
     let mut failing = false;
+    shared.health.keeper_uid(&id.uid);
     loop {
+        // Before the snapshot: a start or stop after it makes this look about another
+        // instance, and the board drops it.
+        let instance = shared.health.instance();
         let snap = shared.snapshot();
         // Upstream publishes only once the cluster is known: a keeper of no cluster has
         // nothing the sentinel could use.
         if !snap.cluster_uid.is_empty() {
             let gathered_at = Instant::now();
+            let looked_at = boot_now();
             let (info, local) = info(&id, &snap).await;
+            if snap.running {
+                shared
+                    .health
+                    .observed(instance, observation(looked_at, &info, &local));
+            }
             let sent_at = BootInstant::now();
+            let sent_at_boot = boot_now();
             match store.put_keeper_info(&info).await {
                 Ok(()) => {
                     fence.published(sent_at);
+                    shared.health.published(sent_at_boot);
                     *lock(&shared.published) = Some(Published {
                         gathered_at,
                         db_uid: snap.db_uid.clone(),
@@ -147,6 +171,7 @@ pub(super) async fn publisher(
                         && store.lease_lost_since().is_none();
                     if in_contact {
                         fence.published(sent_at);
+                        shared.health.published(sent_at_boot);
                     }
                     if !failing {
                         tracing::warn!(keeper = %id.uid, error = %e, in_contact, "store full (NOSPACE): cannot publish keeper info; a master keeps running while the store answers reads and keeps the lease");
@@ -174,11 +199,24 @@ pub(super) async fn publisher(
     }
 }
 
-/// What the info does not carry but the keeper's status line shows.
+/// What the info does not carry but the keeper's status line and health endpoints show.
 #[derive(Default)]
 struct LocalOnly {
     streaming_standbys: usize,
     replay_lag: Option<u64>,
+    in_recovery: bool,
+}
+
+fn observation(at: std::time::Duration, info: &KeeperInfo, local: &LocalOnly) -> Observation {
+    let state = info.postgres_state.as_ref();
+    Observation {
+        at,
+        db_uid: state.map(|s| s.uid.clone()).unwrap_or_default(),
+        accepting: state.is_some_and(|s| s.healthy),
+        in_recovery: local.in_recovery,
+        timeline: state.map_or(0, |s| s.timeline_id),
+        x_log_pos: state.map_or(0, |s| s.x_log_pos),
+    }
 }
 
 async fn info(id: &Identity, snap: &Snapshot) -> (KeeperInfo, LocalOnly) {
@@ -214,6 +252,7 @@ async fn info(id: &Identity, snap: &Snapshot) -> (KeeperInfo, LocalOnly) {
                 state.older_wal_file = s.older_wal_file;
                 local.streaming_standbys = s.streaming_standbys;
                 local.replay_lag = s.replay_lag;
+                local.in_recovery = s.in_recovery;
             }
             // Reported as unhealthy; the sentinel decides what that means.
             Err(e) => tracing::debug!(keeper = %id.uid, error = %e, "cannot read postgres state"),

@@ -237,15 +237,18 @@ pub async fn run(cfg: KeeperConfig, ctx: RoleContext) -> Result<(), KeeperError>
     };
     let db_state = dir.load_db_state()?;
     journal_db_uid(&db_state.uid);
-    let shared = Shared::new(Snapshot {
-        cluster_uid: keeper_state.cluster_uid.clone(),
-        db_uid: db_state.uid,
-        generation: db_state.generation,
-        running: false,
-        stopped_x_log_pos: db_state.switchover_stop_x_log_pos,
-        publish_every: timing.fence.publish_every,
-        request_timeout: timing.request_timeout,
-    });
+    let shared = Shared::new(
+        Snapshot {
+            cluster_uid: keeper_state.cluster_uid.clone(),
+            db_uid: db_state.uid,
+            generation: db_state.generation,
+            running: false,
+            stopped_x_log_pos: db_state.switchover_stop_x_log_pos,
+            publish_every: timing.fence.publish_every,
+            request_timeout: timing.request_timeout,
+        },
+        metrics.health(),
+    );
     let identity = Identity {
         uid: uid.clone(),
         boot_uuid: boot_uuid.clone(),
@@ -666,7 +669,7 @@ impl Keeper {
                 let cd = v.map(|v| v.value);
                 if let Some(cd) = &cd {
                     self.adopt(cd).map_err(ReadFailure::BadData)?;
-                    self.metrics.valid_clusterdata();
+                    self.metrics.valid_clusterdata(cd, &self.facts.uid);
                 }
                 Ok(cd)
             }

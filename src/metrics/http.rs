@@ -1,9 +1,12 @@
-//! The endpoint: `GET /metrics` answers the registry in Prometheus' text format, anything else
-//! 404. It runs on the role's runtime (src/daemon.rs binds it before the role starts, so a
-//! taken port is a startup error) and stops when told, after the role has returned: a keeper
-//! stopping PostgreSQL stays observable, `stolon_keeper_shutdown_seconds` included.
+//! The endpoint: `GET /metrics` answers the registry in Prometheus' text format; on a keeper
+//! the health paths (`health.rs`: /health, /primary, /replica, /read-only, …) answer from its
+//! health board; anything else 404. It runs on the role's runtime (src/daemon.rs binds it
+//! before the role starts, so a taken port is a startup error) and stops when told, after the
+//! role has returned: a keeper stopping PostgreSQL stays observable,
+//! `stolon_keeper_shutdown_seconds` included.
 
 use super::Metrics;
+use super::health::{Check, route};
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{CONTENT_TYPE as CONTENT_TYPE_HEADER, HeaderValue};
@@ -25,21 +28,35 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause after a failed accept (out of file descriptors), so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
+const JSON: &str = "application/json";
+
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsError {
     #[error(
-        "--metrics-listen-address {addr}: cannot listen: {source} (is another process using it? change --metrics-listen-address)"
+        "--{flag} {addr}: cannot listen: {source} (is another process using it? change --{flag})"
     )]
     Bind {
+        /// The flag the address came from (`metrics-listen-address`, `api-listen-address`).
+        flag: &'static str,
         addr: String,
         source: std::io::Error,
     },
 }
 
-/// Binds `addr` as upstream's Go `http.ListenAndServe` reads it: `host:port`, `[v6]:port`, or
-/// `:port` for every address (IPv6 and IPv4, or IPv4 only where the host has no IPv6).
-pub async fn bind(addr: &str) -> Result<TcpListener, MetricsError> {
+/// What one listener serves: `--metrics-listen-address` both, `--api-listen-address` the
+/// health paths only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Routes {
+    pub metrics: bool,
+    pub health: bool,
+}
+
+/// Binds `addr` (given with `--<flag>`) as upstream's Go `http.ListenAndServe` reads it:
+/// `host:port`, `[v6]:port`, or `:port` for every address (IPv6 and IPv4, or IPv4 only where
+/// the host has no IPv6).
+pub async fn bind(flag: &'static str, addr: &str) -> Result<TcpListener, MetricsError> {
     let err = |source| MetricsError::Bind {
+        flag,
         addr: addr.to_string(),
         source,
     };
@@ -55,9 +72,14 @@ pub async fn bind(addr: &str) -> Result<TcpListener, MetricsError> {
     }
 }
 
-/// Serves `metrics` on `listener` until `stop` is cancelled; open connections are dropped
-/// then.
-pub async fn serve(listener: TcpListener, metrics: Metrics, stop: CancellationToken) {
+/// Serves `routes` of `metrics` on `listener` until `stop` is cancelled; open connections are
+/// dropped then.
+pub async fn serve(
+    listener: TcpListener,
+    metrics: Metrics,
+    routes: Routes,
+    stop: CancellationToken,
+) {
     let mut warned = false;
     loop {
         let accepted = tokio::select! {
@@ -85,7 +107,7 @@ pub async fn serve(listener: TcpListener, metrics: Metrics, stop: CancellationTo
         let stop = stop.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| {
-                let answer = respond(&metrics, &req);
+                let answer = respond(&metrics, routes, &req);
                 async move { Ok::<_, Infallible>(answer) }
             });
             let conn = http1::Builder::new()
@@ -102,8 +124,15 @@ pub async fn serve(listener: TcpListener, metrics: Metrics, stop: CancellationTo
     }
 }
 
-fn respond(metrics: &Metrics, req: &Request<Incoming>) -> Response<Full<Bytes>> {
-    if req.method() != Method::GET || req.uri().path() != "/metrics" {
+fn respond(metrics: &Metrics, routes: Routes, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let path = req.uri().path();
+    if routes.health
+        && let Some(check) = route(path, req.uri().query())
+        && let Some(resp) = health(metrics, check, req.method())
+    {
+        return resp;
+    }
+    if !routes.metrics || req.method() != Method::GET || path != "/metrics" {
         return plain(StatusCode::NOT_FOUND, "404 page not found\n");
     }
     match metrics.render() {
@@ -121,6 +150,61 @@ fn respond(metrics: &Metrics, req: &Request<Incoming>) -> Response<Full<Bytes>> 
             )
         }
     }
+}
+
+/// A health path's answer; `None` where no keeper registered (a sentinel or proxy: 404).
+/// HEAD and OPTIONS (HAProxy's default check) get GET's status and headers without the body.
+fn health(
+    metrics: &Metrics,
+    check: Result<Check, super::health::LagError>,
+    method: &Method,
+) -> Option<Response<Full<Bytes>>> {
+    let board = metrics.health();
+    if !board.is_enabled() {
+        return None;
+    }
+    if ![Method::GET, Method::HEAD, Method::OPTIONS].contains(method) {
+        let mut resp = plain(StatusCode::METHOD_NOT_ALLOWED, "405 method not allowed\n");
+        resp.headers_mut().insert(
+            hyper::header::ALLOW,
+            HeaderValue::from_static("GET, HEAD, OPTIONS"),
+        );
+        return Some(resp);
+    }
+    let (status, body) = match check {
+        Ok(check) => {
+            let (ok, body) = board.answer(check)?;
+            let status = if ok {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            (status, body)
+        }
+        // Refused rather than ignored: a check that silently dropped its lag bound would send
+        // reads to a standby hours behind.
+        Err(e) => {
+            let mut body = serde_json::to_vec(&serde_json::json!({ "error": e.to_string() }))
+                .unwrap_or_default();
+            body.push(b'\n');
+            (StatusCode::BAD_REQUEST, body)
+        }
+    };
+    Some(json(status, body, method))
+}
+
+fn json(status: StatusCode, body: Vec<u8>, method: &Method) -> Response<Full<Bytes>> {
+    // hyper sends no body to HEAD by itself; OPTIONS would get one.
+    let body = if method == Method::OPTIONS {
+        Bytes::new()
+    } else {
+        Bytes::from(body)
+    };
+    let mut resp = Response::new(Full::new(body));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE_HEADER, HeaderValue::from_static(JSON));
+    resp
 }
 
 fn plain(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {

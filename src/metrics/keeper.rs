@@ -1,8 +1,8 @@
 //! The keeper's metrics: upstream's eight (cmd/keeper/cmd/metrics.go there) and the fencing
-//! counter.
+//! counter; and its health board (`board.rs`), which the same loop calls feed.
 
-use super::{Component, Metrics, SecondsGauge, unix_now};
-use crate::cluster::DbRole;
+use super::{Component, HealthBoard, Metrics, SecondsGauge, unix_now};
+use crate::cluster::{ClusterData, DbRole, KeeperUid};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -57,12 +57,15 @@ pub struct KeeperMetrics {
     shutdown: SecondsGauge,
     fencing_events: Counter,
     served: bool,
+    health: HealthBoard,
 }
 
 impl Metrics {
-    /// Registers the keeper's metrics (and the cluster identifier).
+    /// Registers the keeper's metrics (and the cluster identifier), and opens its health
+    /// endpoints.
     pub fn keeper(&self, cluster_name: &str) -> KeeperMetrics {
         self.identify(cluster_name, Component::Keeper);
+        self.inner.health.enable(cluster_name);
         let m = KeeperMetrics {
             clusterdata_last_valid_update: SecondsGauge::default(),
             target_role: Family::default(),
@@ -74,6 +77,7 @@ impl Metrics {
             shutdown: SecondsGauge::default(),
             fencing_events: Counter::default(),
             served: self.is_served(),
+            health: self.health(),
         };
         // As upstream, every role series exists from the start, at 0.
         set_role(&m.target_role, None);
@@ -142,9 +146,16 @@ impl KeeperMetrics {
         self.served
     }
 
-    /// A clusterdata was read and is usable (format and spec valid).
-    pub fn valid_clusterdata(&self) {
+    /// The health board the keeper's info publisher feeds (`board.rs`).
+    pub fn health(&self) -> HealthBoard {
+        self.health.clone()
+    }
+
+    /// A clusterdata was read and is usable (format and spec valid); `keeper` is this
+    /// keeper's uid.
+    pub fn valid_clusterdata(&self, cd: &ClusterData, keeper: &KeeperUid) {
         self.clusterdata_last_valid_update.set(unix_now());
+        self.health.read_clusterdata(cd, keeper);
     }
 
     /// What PostgreSQL runs as, and what the clusterdata asks of it (`None`: no db assigned).

@@ -1,12 +1,18 @@
 //! Prometheus metrics (`--metrics-listen-address`): one registry per process, each role's
 //! metrics (`keeper.rs`, `sentinel.rs`, `proxy.rs`, plus what every role has: the cluster
 //! identifier and the last store contact) and the HTTP endpoint that serves them (`http.rs`).
+//! The same endpoint (and the keeper's `--api-listen-address`) serves the keeper's health
+//! checks for load balancers: `board.rs` holds what the keeper saw, `health.rs` decides.
 //!
 //! Where upstream stolon has a metric, name, type, labels and meaning are upstream's
 //! (cmd/keeper/cmd/metrics.go, cmd/sentinel/cmd/metrics.go, cmd/common.go there), so existing
 //! dashboards and alerts keep working; the others are ours and listed in README.md. The loops
 //! only call the small methods of the role's metrics struct: nothing here decides anything.
 
+mod board;
+mod health;
+#[cfg(test)]
+mod health_tests;
 mod http;
 mod keeper;
 mod proxy;
@@ -15,7 +21,9 @@ mod store;
 #[cfg(test)]
 mod tests;
 
-pub use http::{CONTENT_TYPE, MetricsError, bind, serve};
+pub use board::{HealthBoard, Instance, boot_now};
+pub use health::{Check, Observation};
+pub use http::{CONTENT_TYPE, MetricsError, Routes, bind, serve};
 pub use keeper::{KeeperMetrics, PgRole};
 pub use proxy::{ProxyMetrics, Refusal, SessionGuard};
 pub use sentinel::{SentinelMetrics, StandbyLag, standby_lags};
@@ -46,6 +54,8 @@ struct Inner {
     /// An endpoint serves this registry (`--metrics-listen-address` was given). A role may
     /// gather something only for its metrics when nobody would read it otherwise.
     served: bool,
+    /// What the keeper's health endpoints answer from; unused by the other roles.
+    health: HealthBoard,
 }
 
 /// Which process this is, for `stolon_cluster_identifier{component}` (upstream's values).
@@ -85,12 +95,18 @@ impl Metrics {
             inner: Arc::new(Inner {
                 registry: Mutex::new(Registry::default()),
                 served: true,
+                health: HealthBoard::default(),
             }),
         }
     }
 
     pub fn is_served(&self) -> bool {
         self.inner.served
+    }
+
+    /// The keeper's health board (the endpoints answer from it once the keeper registered).
+    pub fn health(&self) -> HealthBoard {
+        self.inner.health.clone()
     }
 
     /// The Prometheus text format (0.0.4, what upstream's Go client serves by default) of

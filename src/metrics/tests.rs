@@ -73,7 +73,7 @@ fn keeper_exposes_upstreams_metrics_and_fencing() {
     k.needs_reload(true);
     k.sleep_interval(Duration::from_millis(2500));
     k.fenced();
-    k.valid_clusterdata();
+    k.valid_clusterdata(&cluster(None, Vec::new()), &"k1".into());
     let text = render(&reg);
     assert_eq!(
         value(&text, r#"stolon_keeper_local_role{role="standby"}"#),
@@ -286,10 +286,14 @@ async fn get(addr: std::net::SocketAddr, request: &str) -> String {
 async fn endpoint_serves_get_metrics_only_and_stops() {
     let reg = Metrics::served();
     reg.proxy("c1");
-    let listener = bind("127.0.0.1:0").await.unwrap();
+    let listener = bind("metrics-listen-address", "127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let stop = tokio_util::sync::CancellationToken::new();
-    let server = tokio::spawn(serve(listener, reg.clone(), stop.clone()));
+    let routes = Routes {
+        metrics: true,
+        health: true,
+    };
+    let server = tokio::spawn(serve(listener, reg.clone(), routes, stop.clone()));
 
     let ok = get(addr, "GET /metrics HTTP/1.0\r\n\r\n").await;
     assert!(ok.starts_with("HTTP/1.0 200 OK\r\n"), "{ok}");
@@ -303,6 +307,9 @@ async fn endpoint_serves_get_metrics_only_and_stops() {
         "GET / HTTP/1.0",
         "GET /metricsx HTTP/1.0",
         "POST /metrics HTTP/1.0",
+        // Health paths exist on keepers only.
+        "GET /health HTTP/1.0",
+        "GET /primary HTTP/1.0",
     ] {
         let answer = get(addr, &format!("{bad}\r\n\r\n")).await;
         assert!(
@@ -326,16 +333,21 @@ async fn endpoint_serves_get_metrics_only_and_stops() {
 async fn a_taken_address_is_an_error_naming_it() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
-    let e = bind(&addr)
+    let e = bind("api-listen-address", &addr)
         .await
         .err()
         .map(|e| e.to_string())
         .unwrap_or_default();
     assert!(
-        e.starts_with(&format!("--metrics-listen-address {addr}: cannot listen:")),
+        e.starts_with(&format!("--api-listen-address {addr}: cannot listen:")),
         "{e}"
     );
+    assert!(e.ends_with("change --api-listen-address)"), "{e}");
     // `:port` means every address, as Go's net/http takes it.
-    let any = bind(":0").await.unwrap().local_addr().unwrap();
+    let any = bind("metrics-listen-address", ":0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
     assert!(any.ip().is_unspecified(), "{any}");
 }

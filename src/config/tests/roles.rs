@@ -69,6 +69,24 @@ fn metrics_listen_address_takes_go_forms_and_names_itself_when_bad() {
     }
 }
 
+#[test]
+fn api_listen_address_is_the_keepers_and_takes_the_same_forms() {
+    let addr = |role, v: &str| {
+        load(role, &[("api-listen-address", v)], &[], None)
+            .and_then(|l| l.api_listen_address())
+            .map_err(|e| e.to_string())
+    };
+    assert_eq!(addr(Role::Keeper, ":8008"), Ok(Some(":8008".to_string())));
+    assert_eq!(addr(Role::Keeper, ""), Ok(None));
+    let e = addr(Role::Keeper, "8008").unwrap_err();
+    assert!(e.starts_with("--api-listen-address"), "{e}");
+    assert!(
+        load(Role::Sentinel, &[], &[], None)
+            .and_then(|l| l.api_listen_address())
+            .is_ok_and(|a| a.is_none())
+    );
+}
+
 fn keeper(given: &[(&'static str, &str)]) -> Result<KeeperConfig, ConfigError> {
     let mut all = vec![
         ("data-dir", "/tmp/k"),
