@@ -13,6 +13,7 @@ mod cluster_existing;
 mod cluster_failover;
 mod cluster_fencing;
 mod cluster_harness;
+mod cluster_health_api;
 mod cluster_init;
 mod cluster_metrics;
 mod cluster_pitr;
