@@ -481,3 +481,16 @@ async fn the_endpoints_answer_json_and_head_and_options_without_a_body() {
     assert!(request(both, "GET /").await.starts_with("HTTP/1.1 404 "));
     stop.cancel();
 }
+
+#[test]
+fn every_body_field_is_documented() {
+    let readme = include_str!("../../README.md");
+    let section = readme
+        .split("## Health checks for load balancers")
+        .nth(1)
+        .expect("README.md has the health checks section");
+    let body = serde_json::to_value(answer(REPLICA, &standby(1), NOW).body).unwrap();
+    for field in body.as_object().unwrap().keys() {
+        assert!(section.contains(&format!("`{field}`")), "{field}");
+    }
+}
