@@ -215,3 +215,50 @@ pub(crate) fn median(sorted: &[f64]) -> f64 {
         _ => sorted[n / 2],
     }
 }
+
+/// Waits up to `within` for [`steady`], polling every `every`.
+pub(crate) async fn wait_steady(
+    etcd: &mut Client,
+    l: &Local,
+    cfg: &tokio_postgres::Config,
+    within: Duration,
+) -> Result<()> {
+    let deadline = std::time::Instant::now() + within;
+    while !steady(etcd, l, cfg).await.unwrap_or(false) {
+        if std::time::Instant::now() > deadline {
+            bail!(
+                "cluster not steady within {} s (see {}/logs)",
+                within.as_secs(),
+                l.state.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    Ok(())
+}
+
+/// A fresh two-keeper, one-sentinel cluster with pg_rewind on (so a failed master comes back
+/// quickly), sleepInterval 2 s and failInterval 5 s; returns it with an etcd client and the
+/// proxy's connection settings.
+pub(crate) async fn two_keeper_cluster(
+    state: &str,
+    base_port: u16,
+) -> Result<(Local, Client, tokio_postgres::Config)> {
+    let mut l = Local::new(
+        state,
+        base_port,
+        vec![
+            ("STOLON_LOCAL_KEEPERS", "2".into()),
+            ("STOLON_LOCAL_SENTINELS", "1".into()),
+            ("STOLON_SLEEP_INTERVAL", "2s".into()),
+            ("STOLON_FAIL_INTERVAL", "5s".into()),
+            ("STOLON_USE_PG_REWIND", "true".into()),
+        ],
+    );
+    l.script("purge", true)?;
+    l.script("up", false)?;
+    l.load_env()?;
+    let proxy = l.pg_config(l.var("PROXY_PORT")?.parse()?)?;
+    let etcd = Client::connect([l.var("ETCD_ENDPOINT")?], None).await?;
+    Ok((l, etcd, proxy))
+}

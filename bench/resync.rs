@@ -17,7 +17,7 @@
 mod common;
 
 use anyhow::{Context, Result, bail};
-use common::{Local, cluster_data, kill_keeper, median, steady, via_proxy};
+use common::{Local, cluster_data, kill_keeper, median, via_proxy};
 use etcd_client::Client;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -153,20 +153,13 @@ impl Bench {
     }
 
     async fn wait_steady(&mut self) -> Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(900);
-        while !steady(&mut self.etcd, &self.l, &self.proxy)
-            .await
-            .unwrap_or(false)
-        {
-            if Instant::now() > deadline {
-                bail!(
-                    "cluster not steady within 900 s (see {}/logs)",
-                    self.l.state.display()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-        Ok(())
+        common::wait_steady(
+            &mut self.etcd,
+            &self.l,
+            &self.proxy,
+            Duration::from_secs(900),
+        )
+        .await
     }
 
     async fn master_keeper(&mut self) -> Result<String> {
@@ -268,24 +261,9 @@ impl Bench {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<()> {
     let args = parse_args()?;
-    let mut l = Local::new(
-        "/tmp/stolon-bench-resync",
-        26530,
-        vec![
-            ("STOLON_LOCAL_KEEPERS", "2".into()),
-            ("STOLON_LOCAL_SENTINELS", "1".into()),
-            ("STOLON_SLEEP_INTERVAL", "2s".into()),
-            ("STOLON_FAIL_INTERVAL", "5s".into()),
-            // From the start, so both instances run with wal_log_hints; the rounds without
-            // rewind turn it off in the spec only.
-            ("STOLON_USE_PG_REWIND", "true".into()),
-        ],
-    );
-    l.script("purge", true)?;
-    l.script("up", false)?;
-    l.load_env()?;
-    let proxy = l.pg_config(l.var("PROXY_PORT")?.parse()?)?;
-    let etcd = Client::connect([l.var("ETCD_ENDPOINT")?], None).await?;
+    // usePgrewind from the start, so both instances run with wal_log_hints; the rounds
+    // without rewind turn it off in the spec only.
+    let (l, etcd, proxy) = common::two_keeper_cluster("/tmp/stolon-bench-resync", 26530).await?;
     let mut b = Bench { l, etcd, proxy };
 
     let load = Instant::now();

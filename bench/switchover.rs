@@ -17,7 +17,7 @@
 mod common;
 
 use anyhow::{Context, Result, bail};
-use common::{Local, cluster_data, median, steady, via_proxy};
+use common::{Local, cluster_data, median, via_proxy};
 use etcd_client::Client;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -99,20 +99,13 @@ impl Bench {
     }
 
     async fn wait_steady(&mut self) -> Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(600);
-        while !steady(&mut self.etcd, &self.l, &self.proxy)
-            .await
-            .unwrap_or(false)
-        {
-            if Instant::now() > deadline {
-                bail!(
-                    "cluster not steady within 600 s (see {}/logs)",
-                    self.l.state.display()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        }
-        Ok(())
+        common::wait_steady(
+            &mut self.etcd,
+            &self.l,
+            &self.proxy,
+            Duration::from_secs(600),
+        )
+        .await
     }
 
     async fn master(&mut self) -> Result<(String, String)> {
@@ -224,23 +217,8 @@ async fn main() -> Result<()> {
             _ => bail!("usage: bench/switchover [--rounds N] (see bench/switchover.rs)"),
         }
     }
-    let mut l = Local::new(
-        "/tmp/stolon-bench-switchover",
-        26560,
-        vec![
-            ("STOLON_LOCAL_KEEPERS", "2".into()),
-            ("STOLON_LOCAL_SENTINELS", "1".into()),
-            ("STOLON_SLEEP_INTERVAL", "2s".into()),
-            ("STOLON_FAIL_INTERVAL", "5s".into()),
-            // The failed master of a failkeeper round comes back quickly this way.
-            ("STOLON_USE_PG_REWIND", "true".into()),
-        ],
-    );
-    l.script("purge", true)?;
-    l.script("up", false)?;
-    l.load_env()?;
-    let proxy = l.pg_config(l.var("PROXY_PORT")?.parse()?)?;
-    let etcd = Client::connect([l.var("ETCD_ENDPOINT")?], None).await?;
+    let (l, etcd, proxy) =
+        common::two_keeper_cluster("/tmp/stolon-bench-switchover", 26560).await?;
     let mut b = Bench { l, etcd, proxy };
     b.wait_steady().await?;
     via_proxy(
