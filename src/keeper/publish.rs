@@ -126,7 +126,7 @@ pub(super) async fn publisher(
     shutdown: CancellationToken,
 ) {
     let mut failing = false;
-    shared.health.keeper_uid(&id.uid);
+    shared.health.publisher(&id.uid, store.timeout());
     loop {
         // Before the snapshot: a start or stop after it makes this look about another
         // instance, and the board drops it.

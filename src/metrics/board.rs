@@ -51,6 +51,7 @@ impl HealthBoard {
             clusterdata: None,
             published_at: None,
             stale_after: DEFAULT_SLEEP_INTERVAL.to_std().saturating_mul(3),
+            look_allowance: Duration::ZERO,
         });
     }
 
@@ -67,11 +68,12 @@ impl HealthBoard {
         }
     }
 
-    pub fn keeper_uid(&self, uid: &KeeperUid) {
+    /// Who looks at PostgreSQL, and how long a publication after a look may wait for the
+    /// store (`--store-timeout`).
+    pub fn publisher(&self, uid: &KeeperUid, store_timeout: Duration) {
         self.update(|v, _| {
-            if v.keeper_uid != uid.as_str() {
-                uid.as_str().clone_into(&mut v.keeper_uid);
-            }
+            uid.as_str().clone_into(&mut v.keeper_uid);
+            v.look_allowance = store_timeout;
         });
     }
 

@@ -102,6 +102,10 @@ pub(super) struct KeeperView {
     pub(super) published_at: Option<Duration>,
     /// Knowledge older than this backs no 200 (see [`stale_after`]).
     pub(super) stale_after: Duration,
+    /// How much older than `stale_after` a look may be: the publisher takes one before each
+    /// publication, which waits up to the store timeout when etcd is out of reach, and a
+    /// standby must not flap out of a read pool for that (the other checks still bound /primary).
+    pub(super) look_allowance: Duration,
 }
 
 /// One look at the running PostgreSQL (the keeper's info publisher takes one every
@@ -208,7 +212,8 @@ pub(super) struct Answer<'a> {
 pub(super) fn answer(check: Check, view: &KeeperView, now: Duration) -> Answer<'_> {
     let fresh = |at: Duration| now.saturating_sub(at) <= view.stale_after;
     let looked = view.observed.as_ref().filter(|_| view.running);
-    let recent = looked.filter(|o| fresh(o.at));
+    let look_bound = view.stale_after.saturating_add(view.look_allowance);
+    let recent = looked.filter(|o| now.saturating_sub(o.at) <= look_bound);
     let accepting = recent.filter(|o| o.accepting);
     let state = match (view.running, looked, recent) {
         (false, _, _) => PgState::Stopped,

@@ -1,14 +1,15 @@
 //! The keeper's health checks for load balancers (`--api-listen-address`, and the metrics
 //! listener) on a real two-keeper cluster: /primary answers 200 on the master only, /replica
-//! on the standby only, /read-only and /health on both; the answers follow a failover; and a
-//! master cut off from the store stops answering 200 on /primary.
+//! on the standby only, /read-only and /health on both; the answers follow a failover and the
+//! old master's return as a standby; and cut off from the store, the master stops answering
+//! 200 on /primary while the standby stays a replica.
 
 use crate::support;
 
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
-use support::{Cluster, ClusterBuilder, free_ports, wait_for, wait_until};
+use support::{Cluster, ClusterBuilder, free_ports, stays_true, wait_for, wait_until};
 
 /// `method path` on 127.0.0.1:`port`: the status and the body; None when nothing answers.
 fn http(port: u16, method: &str, path: &str) -> Option<(u16, String)> {
@@ -76,7 +77,7 @@ fn wait_answer(port: u16, method: &str, path: &str, want: (u16, &str)) {
 }
 
 #[test]
-fn health_checks_follow_the_roles_through_a_failover_and_a_store_outage() {
+fn health_checks_follow_the_roles_through_a_failover_a_rejoin_and_a_store_outage() {
     let mut c = ClusterBuilder::new("health")
         .keepers(0)
         .sentinels(0)
@@ -160,17 +161,46 @@ fn health_checks_follow_the_roles_through_a_failover_and_a_store_outage() {
     );
     assert_eq!(status(api_of(&master), "/primary"), None, "a dead keeper");
 
-    // Cut off from the store, the master stops vouching for itself within its freshness bound
-    // (3 sleepIntervals, under the fence deadline: 3 s here), whatever its PostgreSQL does.
+    // The old master's keeper comes back: it rejoins as a standby, and never once claims to
+    // be the primary meanwhile.
+    let old_db = Cluster::keeper_db(&cd, &master);
+    c.start_keeper(&master);
+    let rejoin = Instant::now();
+    let mut last = Vec::new();
+    while last != AS_STANDBY {
+        assert!(
+            rejoin.elapsed() < Duration::from_secs(150),
+            "{master} to answer as a standby again; last: {last:?}"
+        );
+        last = statuses(api_of(&master));
+        assert_ne!(
+            last.get(1),
+            Some(&Some(200)),
+            "the deposed master said primary"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    c.wait_healthy_standby(&master, old_db.as_deref());
+
+    // etcd goes away. The master stops vouching for itself within its freshness bound (3
+    // sleepIntervals, under the fence deadline: 3 s here), whatever its PostgreSQL does; the
+    // standby keeps running and stays in a read pool, but cannot vouch for a lag bound.
+    let (new_master, new_standby) = (api_of(&standby), api_of(&master));
     c.etcd.stop();
     let stopped = Instant::now();
     wait_until(
         Duration::from_secs(15),
         "/primary to answer 503 on the master cut off from the store",
-        || status(api_of(&standby), "/primary") == Some(503),
+        || status(new_master, "/primary") == Some(503),
     );
     eprintln!(
         "/primary 503 {:?} after the store stopped",
         stopped.elapsed()
     );
+    stays_true(
+        Duration::from_secs(6),
+        "the standby cut off from the store answers 200 on /replica",
+        || status(new_standby, "/replica") == Some(200),
+    );
+    assert_eq!(status(new_standby, "/replica?lag=1TB"), Some(503));
 }
