@@ -3,9 +3,10 @@
 //! keeper's last look at its PostgreSQL and the last clusterdata it read. No clock and no I/O:
 //! `now` comes in, on the clock the view's times are on (CLOCK_BOOTTIME, see `board.rs`).
 //!
-//! A 200 always rests on knowledge younger than [`KeeperView::stale_after`]: a keeper that
-//! stops hearing from its PostgreSQL or from the store stops vouching for it, and a master cut
-//! off from the store answers 503 on /primary before its fence deadline, not forever.
+//! A 200 always rests on recent knowledge ([`KeeperView::stale_after`], for a look at
+//! PostgreSQL plus [`KeeperView::look_allowance`]): a keeper that stops hearing from its
+//! PostgreSQL stops vouching for it, and a master cut off from the store answers 503 on
+//! /primary by its fence deadline, not forever.
 
 use crate::cluster::{DbRole, DbUid};
 use serde::Serialize;
@@ -171,7 +172,7 @@ pub(super) enum PgState {
     /// crash recovery, or hung), or has not been looked at yet.
     Starting,
     Stopped,
-    /// The last look is older than the freshness bound.
+    /// The last look is older than the freshness bound (with the look allowance).
     Unknown,
 }
 
