@@ -158,7 +158,6 @@ async fn two_thousand_idle_clients_cost_the_master_no_connection() {
 /// sessions, with the bytes moved by the kernel.
 #[cfg(feature = "kernel-forwarding")]
 #[tokio::test]
-#[ignore = "regression since --hold-timeout (session 8): the first client after a switch is closed in kernel mode; to fix first next session"]
 async fn kernel_forwarding_carries_sessions_ends_them_with_the_master_and_cuts_them_on_a_switch() {
     let (echo, _) = counting_backend(false).await;
     let (closer, _) = counting_backend(true).await;

@@ -268,6 +268,13 @@ async fn forward_in_kernel(kernel: &KernelForwarding, client: TcpStream, mut ser
             r = server.readable() => { if r.is_err() { break } (&server, &client) }
         };
         match from.try_read(&mut buf) {
+            Ok(0) if std::ptr::eq(from, &server) => {
+                // The master's last bytes (a FATAL message before it closes) reach the client
+                // through the kernel's deferred redirect work, which unmapping or closing the
+                // client's socket first would discard. Seen under load in CI.
+                tokio::time::sleep(KERNEL_LAST_BYTES_GRACE).await;
+                break;
+            }
             Ok(0) => break,
             Ok(n) => {
                 if write_all_to(to, &buf[..n]).await.is_err() {
@@ -281,6 +288,10 @@ async fn forward_in_kernel(kernel: &KernelForwarding, client: TcpStream, mut ser
     // Forgotten before the sockets close, so no entry outlives its socket.
     drop(spliced);
 }
+
+/// How long a session the master ended stays open for the kernel to deliver the master's last
+/// bytes to the client (its redirect runs on a work queue, milliseconds late under load).
+const KERNEL_LAST_BYTES_GRACE: Duration = Duration::from_millis(100);
 
 /// Bounds the client's first message read in one go (a StartupMessage is far smaller).
 const FIRST_MESSAGE_MAX: usize = 16 * 1024;
