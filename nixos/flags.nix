@@ -60,6 +60,9 @@ in
     "max-connections"
     "client-startup-timeout"
     "hold-timeout"
+    "read-only-listen-address"
+    "read-only-port"
+    "read-only-fallback-master"
     "kernel-forwarding"
   ];
   stolonctl = common ++ [

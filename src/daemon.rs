@@ -85,17 +85,24 @@ where
         crate::shutdown::reload_on_sighup(flags, service.notifier.clone(), shutdown.clone())
             .context("cannot install the SIGHUP handler")?;
         let listeners = service.activated.tcp_listeners()?;
-        if !listeners.is_empty() {
+        if !listeners.main.is_empty() {
             tracing::info!(
-                sockets = listeners.len(),
+                sockets = listeners.main.len(),
                 "socket-activated: serving on the sockets systemd passed (--listen-address/--port unused)"
+            );
+        }
+        if !listeners.read_only.is_empty() {
+            tracing::info!(
+                sockets = listeners.read_only.len(),
+                "socket-activated: read-only clients on the sockets systemd passed named read-only (--read-only-listen-address/--read-only-port unused)"
             );
         }
         let (metrics, endpoint) =
             start_endpoints(settings.metrics.as_deref(), settings.api.as_deref()).await?;
         let ctx = RoleContext::new(settings.store, shutdown)
             .with_notifier(service.notifier)
-            .with_listeners(listeners)
+            .with_listeners(listeners.main)
+            .with_read_only_listeners(listeners.read_only)
             .with_metrics(metrics);
         let result = role(cfg, ctx).await;
         // Served until the role has returned, not only until the signal: a keeper stopping

@@ -20,6 +20,9 @@ pub struct RoleContext {
     /// Listening sockets handed over by socket activation (the proxy's
     /// `stolon-proxy@.socket`); the proxy binds its own when there are none.
     pub listeners: Vec<TcpListener>,
+    /// Listening sockets handed over for the proxy's read-only clients (the socket named
+    /// `read-only`, `stolon-proxy-read-only@.socket`).
+    pub read_only_listeners: Vec<TcpListener>,
     /// The role's one-line status on every change (what systemd's STATUS= shows), for
     /// whatever reads the role's state from inside the process (tests, health endpoints).
     pub status: watch::Sender<String>,
@@ -37,6 +40,7 @@ impl RoleContext {
             notifier: Arc::new(Notifier::disabled()),
             store,
             listeners: Vec::new(),
+            read_only_listeners: Vec::new(),
             status: watch::channel(String::new()).0,
             metrics: Metrics::new(),
         }
@@ -49,6 +53,11 @@ impl RoleContext {
 
     pub fn with_listeners(mut self, listeners: Vec<TcpListener>) -> RoleContext {
         self.listeners = listeners;
+        self
+    }
+
+    pub fn with_read_only_listeners(mut self, listeners: Vec<TcpListener>) -> RoleContext {
+        self.read_only_listeners = listeners;
         self
     }
 

@@ -38,7 +38,7 @@
 mod activation;
 mod notify;
 
-pub use activation::{Activated, ActivationError};
+pub use activation::{Activated, ActivatedListeners, ActivationError, READ_ONLY_SOCKET_NAME};
 pub use notify::{LONG_WORK_EXTEND, LONG_WORK_STEP, Notifier};
 
 use std::sync::Arc;
@@ -55,6 +55,9 @@ pub struct ServiceEnv {
 pub fn service_env() -> ServiceEnv {
     ServiceEnv {
         notifier: Arc::new(Notifier::from_env()),
-        activated: Activated::new(listenfd::ListenFd::from_env()),
+        activated: Activated::new(
+            listenfd::ListenFd::from_env(),
+            std::env::var("LISTEN_FDNAMES").ok(),
+        ),
     }
 }

@@ -96,6 +96,11 @@ pub struct ProxyInfo {
     /// Nanoseconds, as Go's time.Duration marshals.
     #[serde(rename = "ProxyTimeout", default)]
     pub proxy_timeout_ns: i64,
+    /// Ours: this proxy also takes read-only clients (`--read-only-port`, or a socket named
+    /// `read-only` passed by systemd) and sends them to standbys. Absent when false, so the
+    /// JSON of a proxy without one is upstream's.
+    #[serde(rename = "readOnly", default, skip_serializing_if = "super::is_false")]
+    pub read_only: bool,
 }
 
 pub type KeepersInfo = BTreeMap<KeeperUid, KeeperInfo>;

@@ -119,4 +119,14 @@ fn keeper_info_upstream_shape() {
     )
     .unwrap();
     assert_eq!(pi.proxy_timeout_ns, 15_000_000_000);
+    // Our readOnly marker: absent from a proxy without a read-only listener, as upstream.
+    assert!(!pi.read_only);
+    assert!(!serde_json::to_string(&pi).unwrap().contains("readOnly"));
+    let ro = ProxyInfo {
+        read_only: true,
+        ..pi
+    };
+    let text = serde_json::to_string(&ro).unwrap();
+    assert!(text.contains(r#""readOnly":true"#), "{text}");
+    assert_eq!(serde_json::from_str::<ProxyInfo>(&text).unwrap(), ro);
 }

@@ -343,6 +343,24 @@ pub(crate) const HOLD_TIMEOUT: FlagDef = text(
     "while the store is read but no master is routed (a failover or switchover, this proxy not yet enabled), a new client waits this long for one instead of being closed at once; held clients count against --max-connections (0 = close at once, as upstream)",
 );
 
+pub(crate) const READ_ONLY_LISTEN_ADDRESS: FlagDef = text(
+    "read-only-listen-address",
+    None,
+    "read-only listening address: its clients go to healthy standbys (default: --listen-address; used only with --read-only-port, or with no socket named read-only passed by systemd)",
+);
+
+pub(crate) const READ_ONLY_PORT: FlagDef = text(
+    "read-only-port",
+    None,
+    "read-only listening port: its clients are spread over the healthy standbys within maxStandbyLag of the master, and cut when theirs stops qualifying (default: no read-only listener, unless systemd passes a socket named read-only)",
+);
+
+pub(crate) const READ_ONLY_FALLBACK_MASTER: FlagDef = boolean(
+    "read-only-fallback-master",
+    Some("false"),
+    "send read-only clients to the master while no standby qualifies, instead of closing them at once",
+);
+
 pub(crate) const KERNEL_FORWARDING: FlagDef = boolean(
     "kernel-forwarding",
     Some("false"),
@@ -409,6 +427,9 @@ pub(super) const PROXY_FLAGS: &[&FlagDef] = &[
     &MAX_CONNECTIONS,
     &CLIENT_STARTUP_TIMEOUT,
     &HOLD_TIMEOUT,
+    &READ_ONLY_LISTEN_ADDRESS,
+    &READ_ONLY_PORT,
+    &READ_ONLY_FALLBACK_MASTER,
     &KERNEL_FORWARDING,
 ];
 

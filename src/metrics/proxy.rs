@@ -17,6 +17,8 @@ pub enum Refusal {
     MaxConnections,
     /// Held for a master (`--hold-timeout`), none came in time.
     HoldTimeout,
+    /// Read-only side: no standby qualifies (and no fallback to the master).
+    NoStandby,
 }
 
 impl Refusal {
@@ -26,6 +28,7 @@ impl Refusal {
                 Refusal::NoMaster => "no_master",
                 Refusal::MaxConnections => "max_connections",
                 Refusal::HoldTimeout => "hold_timeout",
+                Refusal::NoStandby => "no_standby",
             },
         }
     }
@@ -36,12 +39,21 @@ struct RefusalLabel {
     reason: &'static str,
 }
 
+/// The sessions of one side of the proxy (read-write to the master, or read-only).
+#[derive(Clone, Debug, Default)]
+struct SessionSeries {
+    active: Gauge,
+    total: Counter,
+    connect_errors: Counter,
+}
+
 /// Cheap to clone; clones update the same series.
 #[derive(Clone, Debug)]
 pub struct ProxyMetrics {
-    sessions_active: Gauge,
-    sessions: Counter,
-    connect_errors: Counter,
+    /// The side this handle counts sessions for: the master's, unless from
+    /// [`ProxyMetrics::for_read_only`].
+    sessions: SessionSeries,
+    read_only_sessions: SessionSeries,
     refused: Family<RefusalLabel, Counter>,
     held: Counter,
 }
@@ -50,9 +62,8 @@ impl Default for ProxyMetrics {
     /// Registered nowhere (tests that do not look at metrics).
     fn default() -> ProxyMetrics {
         let m = ProxyMetrics {
-            sessions_active: Gauge::default(),
-            sessions: Counter::default(),
-            connect_errors: Counter::default(),
+            sessions: SessionSeries::default(),
+            read_only_sessions: SessionSeries::default(),
             refused: Family::default(),
             held: Counter::default(),
         };
@@ -61,6 +72,7 @@ impl Default for ProxyMetrics {
             Refusal::NoMaster,
             Refusal::MaxConnections,
             Refusal::HoldTimeout,
+            Refusal::NoStandby,
         ] {
             let _ = m.refused.get_or_create(&reason.label());
         }
@@ -76,17 +88,32 @@ impl Metrics {
         self.register(
             "stolon_proxy_sessions_active",
             "Client sessions being forwarded to the master now",
-            m.sessions_active.clone(),
+            m.sessions.active.clone(),
         );
         self.register(
             "stolon_proxy_sessions",
             "Client sessions forwarded to the master (connected to it) since the proxy started",
-            m.sessions.clone(),
+            m.sessions.total.clone(),
         );
         self.register(
             "stolon_proxy_master_connect_errors",
             "Connections to the master that failed or timed out, each closing the client that needed it",
-            m.connect_errors.clone(),
+            m.sessions.connect_errors.clone(),
+        );
+        self.register(
+            "stolon_proxy_read_only_sessions_active",
+            "Read-only client sessions being forwarded to a standby (or the master as a fallback) now",
+            m.read_only_sessions.active.clone(),
+        );
+        self.register(
+            "stolon_proxy_read_only_sessions",
+            "Read-only client sessions forwarded (connected to their db) since the proxy started",
+            m.read_only_sessions.total.clone(),
+        );
+        self.register(
+            "stolon_proxy_read_only_connect_errors",
+            "Connections of read-only clients to their db that failed or timed out",
+            m.read_only_sessions.connect_errors.clone(),
         );
         self.register(
             "stolon_proxy_clients_refused",
@@ -103,15 +130,24 @@ impl Metrics {
 }
 
 impl ProxyMetrics {
-    /// A session to the master began; it counts as active until the guard is dropped.
+    /// The same series, counting sessions and failed connections as read-only ones.
+    pub fn for_read_only(&self) -> ProxyMetrics {
+        ProxyMetrics {
+            sessions: self.read_only_sessions.clone(),
+            ..self.clone()
+        }
+    }
+
+    /// A session to the master (read-only: to its db) began; it counts as active until the
+    /// guard is dropped.
     pub fn session_started(&self) -> SessionGuard {
-        self.sessions.inc();
-        self.sessions_active.inc();
-        SessionGuard(self.sessions_active.clone())
+        self.sessions.total.inc();
+        self.sessions.active.inc();
+        SessionGuard(self.sessions.active.clone())
     }
 
     pub fn connect_error(&self) {
-        self.connect_errors.inc();
+        self.sessions.connect_errors.inc();
     }
 
     pub fn refused(&self, reason: Refusal) {

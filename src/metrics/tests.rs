@@ -222,6 +222,9 @@ fn proxy_counts_sessions_dial_errors_and_refusals() {
             ("stolon_proxy_master_connect_errors_total", "counter"),
             ("stolon_proxy_clients_refused_total", "counter"),
             ("stolon_proxy_clients_held_total", "counter"),
+            ("stolon_proxy_read_only_sessions_active", "gauge"),
+            ("stolon_proxy_read_only_sessions_total", "counter"),
+            ("stolon_proxy_read_only_connect_errors_total", "counter"),
         ],
     );
     let id = r#"stolon_cluster_identifier{cluster_name="c1",component="proxy"}"#;
@@ -251,7 +254,23 @@ fn proxy_counts_sessions_dial_errors_and_refusals() {
     assert_eq!(value(&text, "stolon_proxy_clients_held_total"), Some(1.0));
     let hold_timeout = r#"stolon_proxy_clients_refused_total{reason="hold_timeout"}"#;
     assert_eq!(value(&text, hold_timeout), Some(1.0));
-    drop((a, b));
+    let ro = p.for_read_only();
+    let c = ro.session_started();
+    ro.connect_error();
+    ro.refused(Refusal::NoStandby);
+    let text = render(&reg);
+    assert_eq!(value(&text, "stolon_proxy_sessions_total"), Some(2.0));
+    assert_eq!(
+        value(&text, "stolon_proxy_read_only_sessions_active"),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&text, "stolon_proxy_read_only_connect_errors_total"),
+        Some(1.0)
+    );
+    let no_standby = r#"stolon_proxy_clients_refused_total{reason="no_standby"}"#;
+    assert_eq!(value(&text, no_standby), Some(1.0));
+    drop((a, b, c));
     let text = render(&reg);
     assert_eq!(value(&text, "stolon_proxy_sessions_active"), Some(0.0));
     assert_eq!(value(&text, "stolon_proxy_sessions_total"), Some(2.0));

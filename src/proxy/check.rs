@@ -2,36 +2,28 @@
 //! clusterdata watch event, route accordingly, publish our proxy info; and the watchdog that
 //! fails closed when no check succeeded for proxyTimeout.
 
+mod read_only;
+mod resolve;
+mod wake;
+
+pub(crate) use read_only::ReadOnlySide;
+
 use super::ProxyError;
 use super::listen::Listening;
 use super::route::{Destination, Router};
+use super::store_source::ClusterSource;
 use super::target::{NoTarget, Target, select_target};
-use crate::cluster::{
-    ClusterData, DEFAULT_PROXY_CHECK_INTERVAL, DEFAULT_PROXY_TIMEOUT, ProxyInfo, new_uid,
-};
+use crate::cluster::{DEFAULT_PROXY_CHECK_INTERVAL, DEFAULT_PROXY_TIMEOUT, ProxyInfo, new_uid};
 use crate::store::{StoreError, StoreEvent};
 use crate::systemd::Notifier;
+use resolve::resolve;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-
-/// What the proxy needs from the store. `Store` implements it; tests drive the loop with their
-/// own source to make the store fail on demand.
-pub trait ClusterSource: Send + Sync + 'static {
-    /// `Ok(None)`: no clusterdata key. `Err(StoreError::BadValue)`: unreadable clusterdata.
-    fn cluster_data(&self) -> impl Future<Output = Result<Option<ClusterData>, StoreError>> + Send;
-    /// Publishes `info` under `proxies/info/<uid>`, expiring after `ttl` without a refresh.
-    fn publish(
-        &self,
-        info: &ProxyInfo,
-        ttl: Duration,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
-    /// Change events under the cluster path; the proxy re-checks on `StoreEvent::ClusterData`.
-    fn watch(&self) -> impl Future<Output = Result<mpsc::Receiver<StoreEvent>, StoreError>> + Send;
-}
+use wake::{Wake, heartbeat, next_event};
 
 #[derive(Debug, thiserror::Error)]
 enum CheckError {
@@ -78,6 +70,8 @@ pub(crate) struct Checker {
     /// a name is looked up once per change, not on every check: a failing or slow lookup must not
     /// cut sessions to a master that still answers.
     resolved: Option<(String, std::net::SocketAddr)>,
+    /// The read-only listener and where its clients go; none without one.
+    read_only: Option<ReadOnlySide>,
 }
 
 impl Checker {
@@ -110,6 +104,7 @@ impl Checker {
             publish_failing: None,
             started: Instant::now(),
             resolved: None,
+            read_only: None,
         };
         c.publish_status();
         c
@@ -118,6 +113,13 @@ impl Checker {
     /// New clients wait up to `hold_timeout` for a master on its way instead of being closed.
     pub(super) fn holding_for(mut self, hold_timeout: Option<Duration>) -> Self {
         self.hold_timeout = hold_timeout;
+        self
+    }
+
+    /// Serves read-only clients through `side`.
+    pub(super) fn with_read_only(mut self, side: Option<ReadOnlySide>) -> Self {
+        self.read_only = side;
+        self.publish_status();
         self
     }
 
@@ -138,7 +140,7 @@ impl Checker {
                 _ => format!("no master: refusing connections ({})", self.reason),
             },
             None => format!("no master: not listening ({})", self.reason),
-        };
+        } + &self.read_only_status();
         self.notifier.status(&text);
         crate::role::publish_status(&self.status, &text);
     }
@@ -170,11 +172,14 @@ impl Checker {
         self.timed_out = true;
         self.route(None, NoTarget::StoreTimeout(self.proxy_timeout))
             .await;
+        self.close_read_only().await;
         if self.stop_listening {
             self.listening.close().await;
+            self.close_read_only_listener().await;
         }
         // A handed socket cannot be closed; clients that queued since start are closed now.
         self.listening.start_handed();
+        self.start_read_only_handed();
         self.publish_status();
     }
 
@@ -248,7 +253,9 @@ impl Checker {
         self.notifier
             .stopping("stopping: closing the listening socket and all client sessions");
         self.listening.stop().await;
+        self.stop_read_only_listener().await;
         self.route(None, NoTarget::ShuttingDown).await;
+        self.close_read_only().await;
         Ok(())
     }
 
@@ -313,8 +320,10 @@ impl Checker {
             Err(e @ StoreError::BadValue { .. }) => {
                 self.route(None, NoTarget::InvalidClusterData(e.to_string()))
                     .await;
+                self.close_read_only().await;
                 // Unusable clusterdata will not clear in a moment: handed sockets refuse clients.
                 self.listening.start_handed();
+                self.start_read_only_handed();
                 self.publish_status();
                 return Some(Err(CheckError::Read(e)));
             }
@@ -329,7 +338,9 @@ impl Checker {
             // Unusable clusterdata counts as a failed check (upstream's rule), and its intervals
             // must not be adopted.
             self.route(None, reason.clone()).await;
+            self.close_read_only().await;
             self.listening.start_handed();
+            self.start_read_only_handed();
             self.publish_status();
             return Some(Err(CheckError::Invalid(reason)));
         }
@@ -337,40 +348,20 @@ impl Checker {
         let (dest, reason) = match target {
             Target::None { reason } => (None, reason),
             Target::Master { db_uid, addr } => {
-                // ⚠ upstream returns without publishing when the address does not resolve; we
-                // publish anyway: acknowledging a generation while routing nowhere is safe and
-                // keeps the sentinel's view of live proxies accurate.
-                let cached = self
-                    .resolved
-                    .as_ref()
-                    .filter(|(name, _)| *name == addr)
-                    .map(|(_, a)| Ok(*a));
-                let resolved = match cached {
-                    Some(hit) => hit,
-                    None => self.guarded(resolve(&addr), shutdown).await?,
-                };
-                match resolved {
-                    Ok(a) => {
-                        self.resolved = Some((addr, a));
-                        (Some(Destination { db_uid, addr: a }), NoTarget::Switching)
-                    }
-                    Err(e) => (
-                        None,
-                        NoTarget::Unresolvable {
-                            db_uid,
-                            addr,
-                            reason: e.to_string(),
-                        },
-                    ),
-                }
+                self.master_destination(db_uid, addr, shutdown).await?
             }
         };
+        let readable = self.readable_standbys(cd.as_ref(), shutdown).await?;
         // Two-phase switch: sessions to the old master are closed before we publish the new
         // generation, since the sentinel takes that as our acknowledgement.
         let current = self.router.current();
         if current.is_some() && current.as_deref() != dest.as_ref() {
             self.route(None, reason.clone()).await;
         }
+        // So are read-only sessions to a db that no longer qualifies (a standby being promoted
+        // among them), and read-only sessions falling back to a master no longer routed.
+        let routed = self.router.current().as_deref().cloned();
+        self.route_read_only(readable.clone(), routed).await;
         if let Some(cd) = &cd {
             let spec = &cd.cluster.spec;
             // Never announce less than the timer currently running, so the sentinel waits long
@@ -381,6 +372,7 @@ impl Checker {
                 uid: self.uid.clone(),
                 generation: cd.proxy.generation,
                 proxy_timeout_ns: i64::try_from(announced.as_nanos()).unwrap_or(i64::MAX),
+                read_only: self.read_only.is_some(),
             };
             match self
                 .store_call(source.publish(&info, announced * 2), shutdown)
@@ -413,17 +405,22 @@ impl Checker {
                 }
             }
         }
-        self.route(dest, reason).await;
+        self.route(dest.clone(), reason).await;
+        self.route_read_only(readable, dest).await;
         // Listening (re)starts only after a whole successful check, not just a read as upstream:
         // a proxy that cannot announce itself to the sentinel should not attract clients either.
         if self.may_accept_on_handed() {
             self.listening.start_handed();
         }
+        self.start_read_only_handed();
         if let Err(source) = self.listening.ensure().await {
             return Some(Err(CheckError::Listen {
                 addr: self.listen_on.clone(),
                 source,
             }));
+        }
+        if let Err(e) = self.ensure_read_only_listener().await {
+            return Some(Err(e));
         }
         if !self.has_listened && self.listening.is_listening() {
             tracing::info!(addr = ?self.listening.local_addr(), "listening");
@@ -439,36 +436,4 @@ impl Checker {
         }
         Some(Ok(()))
     }
-}
-
-enum Wake {
-    ClusterData,
-    Other,
-    Closed,
-    Timer,
-}
-
-async fn next_event(events: &mut Option<mpsc::Receiver<StoreEvent>>) -> Wake {
-    let Some(rx) = events.as_mut() else {
-        return std::future::pending().await;
-    };
-    match rx.recv().await {
-        Some(StoreEvent::ClusterData) => Wake::ClusterData,
-        Some(_) => Wake::Other,
-        None => Wake::Closed,
-    }
-}
-
-/// Completes after the systemd watchdog's loop interval; never without a watchdog.
-async fn heartbeat(notifier: &Notifier) {
-    match notifier.watchdog_interval() {
-        Some(every) => tokio::time::sleep(every).await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn resolve(addr: &str) -> std::io::Result<std::net::SocketAddr> {
-    tokio::net::lookup_host(addr).await?.next().ok_or_else(|| {
-        std::io::Error::new(std::io::ErrorKind::NotFound, "no address for this name")
-    })
 }

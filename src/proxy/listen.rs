@@ -7,12 +7,11 @@
 //! whose connection started it, wait in the kernel's backlog for a route instead of being closed
 //! because the sentinel has not enabled this new proxy yet.
 
-use super::route::Route;
-use super::session::{ClientPolicy, accept_loop};
+use super::session::{ClientPolicy, Routes, accept_loop};
 use super::workers::SessionWorkers;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
-use tokio::sync::watch;
+use std::sync::Arc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -22,9 +21,9 @@ pub(crate) struct Listening {
     bind_to: Option<(String, u16)>,
     /// Handed sockets not accepting yet, one copy per session worker.
     handed: Vec<TcpListener>,
-    routes: watch::Receiver<Route>,
+    routes: Routes,
     policy: ClientPolicy,
-    workers: SessionWorkers,
+    workers: Arc<SessionWorkers>,
     active: Option<Active>,
 }
 
@@ -38,9 +37,9 @@ struct Active {
 impl Listening {
     pub(super) fn handed(
         listeners: Vec<TcpListener>,
-        routes: watch::Receiver<Route>,
+        routes: Routes,
         policy: ClientPolicy,
-        workers: SessionWorkers,
+        workers: Arc<SessionWorkers>,
     ) -> io::Result<Self> {
         let mut handed = Vec::new();
         for l in listeners {
@@ -59,9 +58,9 @@ impl Listening {
     pub(super) fn owned(
         address: String,
         port: u16,
-        routes: watch::Receiver<Route>,
+        routes: Routes,
         policy: ClientPolicy,
-        workers: SessionWorkers,
+        workers: Arc<SessionWorkers>,
     ) -> Self {
         Listening {
             bind_to: Some((address, port)),

@@ -14,17 +14,22 @@ mod hold_tests;
 mod kernel;
 mod limits;
 mod listen;
+mod read_only;
+#[cfg(test)]
+mod read_only_tests;
 mod route;
 mod session;
+mod standbys;
 mod store_source;
 mod target;
 #[cfg(test)]
 mod tests;
 mod workers;
 
-pub use check::ClusterSource;
 pub use kernel::KernelForwardingError;
 pub use route::Destination;
+pub use standbys::{ReadableStandby, readable_standbys};
+pub use store_source::ClusterSource;
 pub use target::{NoTarget, Target, select_target};
 
 use crate::cluster::new_uid;
@@ -34,7 +39,7 @@ use crate::store::Store;
 use crate::systemd::Notifier;
 use listen::Listening;
 use route::Router;
-use session::{ClientPolicy, Keepalive};
+use session::{ClientPolicy, Keepalive, Routes};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -58,6 +63,12 @@ pub struct ProxyConfig {
     /// How long a new client waits for a master during a failover or switchover; zero = it is
     /// closed at once (upstream's behaviour).
     pub hold_timeout: Duration,
+    /// The read-only listener (clients go to standbys); none = `listen_address`.
+    pub read_only_listen_address: Option<String>,
+    /// None: no read-only listener of our own (systemd may still pass one).
+    pub read_only_port: Option<u16>,
+    /// Read-only clients go to the master while no standby qualifies.
+    pub read_only_fallback_master: bool,
     /// The kernel moves each session's bytes (src/proxy/kernel.rs).
     pub kernel_forwarding: bool,
 }
@@ -81,6 +92,9 @@ impl ProxyConfig {
             })?,
             client_startup_timeout: l.duration(&flags::CLIENT_STARTUP_TIMEOUT)?,
             hold_timeout: l.duration(&flags::HOLD_TIMEOUT)?,
+            read_only_listen_address: l.get(&flags::READ_ONLY_LISTEN_ADDRESS),
+            read_only_port: l.port_opt(&flags::READ_ONLY_PORT)?,
+            read_only_fallback_master: l.bool(&flags::READ_ONLY_FALLBACK_MASTER)?,
             kernel_forwarding: l.bool(&flags::KERNEL_FORWARDING)?,
         })
     }
@@ -118,10 +132,14 @@ pub async fn run(cfg: ProxyConfig, ctx: RoleContext) -> Result<(), ProxyError> {
     let metrics = ctx.metrics.proxy(&ctx.store.cluster_name);
     let store = Store::connect(&ctx.store).await?;
     ctx.metrics.watch_store(&store);
+    let handed = Handed {
+        read_write: ctx.listeners,
+        read_only: ctx.read_only_listeners,
+    };
     let result = run_with_source(
         cfg,
         store.clone(),
-        ctx.listeners,
+        handed,
         ctx.shutdown,
         ctx.status,
         ctx.notifier,
@@ -136,15 +154,24 @@ pub async fn run(cfg: ProxyConfig, ctx: RoleContext) -> Result<(), ProxyError> {
     result
 }
 
-/// Runs the proxy against `source` until `shutdown` is cancelled. `listeners`: already-bound
-/// sockets (systemd activation, tests) that are used and never closed while running; none binds
-/// `listen_address:port` after the first successful check. `status` receives a one-line
+/// Listening sockets handed to the proxy (systemd activation, tests): used, and never closed
+/// while running.
+#[derive(Debug, Default)]
+pub(crate) struct Handed {
+    /// None: the proxy binds `listen_address:port` after the first successful check.
+    pub read_write: Vec<std::net::TcpListener>,
+    /// None: the proxy binds the read-only address and port, if `read_only_port` is set.
+    pub read_only: Vec<std::net::TcpListener>,
+}
+
+/// Runs the proxy against `source` until `shutdown` is cancelled, on the `handed` sockets or
+/// its own. `status` receives a one-line
 /// description of what the proxy does, on every change; `notifier` gets the same lines and the
 /// readiness, watchdog and stopping notifications; `metrics` counts the sessions.
 pub(crate) async fn run_with_source<S: ClusterSource>(
     cfg: ProxyConfig,
     source: S,
-    listeners: Vec<std::net::TcpListener>,
+    handed: Handed,
     shutdown: CancellationToken,
     status: watch::Sender<String>,
     notifier: Arc<Notifier>,
@@ -169,17 +196,13 @@ pub(crate) async fn run_with_source<S: ClusterSource>(
         kernel_forwarding = policy.kernel.is_some(),
         "proxy starting"
     );
-    let workers = workers::SessionWorkers::start().map_err(ProxyError::Workers)?;
-    let listening = if listeners.is_empty() {
-        Listening::owned(
-            cfg.listen_address,
-            cfg.port,
-            router.subscribe(),
-            policy,
-            workers,
-        )
+    let workers = Arc::new(workers::SessionWorkers::start().map_err(ProxyError::Workers)?);
+    let read_only = read_only_side(&cfg, handed.read_only, &policy, &workers)?;
+    let routes = Routes::Master(router.subscribe());
+    let listening = if handed.read_write.is_empty() {
+        Listening::owned(cfg.listen_address, cfg.port, routes, policy, workers)
     } else {
-        Listening::handed(listeners, router.subscribe(), policy, workers)
+        Listening::handed(handed.read_write, routes, policy, workers)
             .map_err(ProxyError::HandedListener)?
     };
     drop(entered);
@@ -192,8 +215,48 @@ pub(crate) async fn run_with_source<S: ClusterSource>(
         listen_on,
         notifier,
     )
-    .holding_for(policy_hold);
+    .holding_for(policy_hold)
+    .with_read_only(read_only);
     checker.run(&source, &shutdown).instrument(span).await
+}
+
+/// The read-only listener and its routes: on handed sockets named `read-only`, else on the
+/// read-only address and port when one is set; none otherwise.
+fn read_only_side(
+    cfg: &ProxyConfig,
+    handed: Vec<std::net::TcpListener>,
+    policy: &ClientPolicy,
+    workers: &Arc<workers::SessionWorkers>,
+) -> Result<Option<check::ReadOnlySide>, ProxyError> {
+    let router = read_only::ReadOnlyRouter::new();
+    let routes = Routes::ReadOnly(router.subscribe());
+    let policy = policy.for_read_only();
+    let address = cfg
+        .read_only_listen_address
+        .clone()
+        .unwrap_or_else(|| cfg.listen_address.clone());
+    let (listening, listen_on) = match cfg.read_only_port {
+        _ if !handed.is_empty() => (
+            Listening::handed(handed, routes, policy, workers.clone())
+                .map_err(ProxyError::HandedListener)?,
+            "the read-only socket passed by systemd".to_string(),
+        ),
+        Some(port) => (
+            Listening::owned(address.clone(), port, routes, policy, workers.clone()),
+            format!("{address}:{port}"),
+        ),
+        None => return Ok(None),
+    };
+    tracing::info!(
+        fallback_master = cfg.read_only_fallback_master,
+        "read-only clients go to standbys"
+    );
+    Ok(Some(check::ReadOnlySide::new(
+        router,
+        listening,
+        cfg.read_only_fallback_master,
+        listen_on,
+    )))
 }
 
 fn client_policy(
@@ -223,6 +286,7 @@ fn client_policy(
         accept_errors: Arc::new(limits::RateLimited::for_warnings()),
         kernel,
         metrics,
+        read_only: false,
     }
 }
 

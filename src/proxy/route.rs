@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 /// How long a switch waits for the old route's sessions to finish closing. They only have to
 /// notice a cancelled token and drop two sockets, so this is a safety bound, not a typical wait.
-const SESSION_DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const SESSION_DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Destination {
@@ -32,7 +32,34 @@ pub(crate) struct Route {
     _alive: mpsc::Sender<()>,
 }
 
+/// Ends once every session of a route is gone: each session holds a clone of the route, and
+/// with it of the sender whose last drop ends this wait.
+pub(crate) struct RouteSessions(mpsc::Receiver<()>);
+
+impl RouteSessions {
+    /// Waits up to `SESSION_DRAIN_TIMEOUT` for the route's sessions to close; false when some are
+    /// still closing then.
+    pub(crate) async fn drained(mut self) -> bool {
+        tokio::time::timeout(SESSION_DRAIN_TIMEOUT, self.0.recv())
+            .await
+            .is_ok()
+    }
+}
+
 impl Route {
+    /// A new route to `dest` (none: nowhere, with `hold` saying whether clients wait), with its
+    /// own cancellation token, and what tells when its sessions are gone.
+    pub(crate) fn new(dest: Option<Destination>, hold: bool) -> (Route, RouteSessions) {
+        let (alive_tx, alive_rx) = mpsc::channel(1);
+        let route = Route {
+            hold: hold && dest.is_none(),
+            dest: dest.map(Arc::new),
+            cancel: CancellationToken::new(),
+            _alive: alive_tx,
+        };
+        (route, RouteSessions(alive_rx))
+    }
+
     /// Whether a client may be sent on this route now: it has a destination and no switch
     /// away from it has begun.
     pub(crate) fn routable(&self) -> bool {
@@ -42,19 +69,14 @@ impl Route {
 
 pub(crate) struct Router {
     tx: watch::Sender<Route>,
-    alive: mpsc::Receiver<()>,
+    sessions: RouteSessions,
 }
 
 impl Router {
     pub(super) fn new() -> Self {
-        let (alive_tx, alive) = mpsc::channel(1);
-        let (tx, _) = watch::channel(Route {
-            dest: None,
-            hold: false,
-            cancel: CancellationToken::new(),
-            _alive: alive_tx,
-        });
-        Router { tx, alive }
+        let (route, sessions) = Route::new(None, false);
+        let (tx, _) = watch::channel(route);
+        Router { tx, sessions }
     }
 
     pub(super) fn subscribe(&self) -> watch::Receiver<Route> {
@@ -87,24 +109,16 @@ impl Router {
             });
             return false;
         }
-        let (alive_tx, alive_rx) = mpsc::channel(1);
+        let (route, sessions) = Route::new(dest, hold);
         // Held clients wake on this replace and take the new route only if it has a
         // destination: they never see the old one, whose token is cancelled next.
-        let old = self.tx.send_replace(Route {
-            dest: dest.map(Arc::new),
-            hold,
-            cancel: CancellationToken::new(),
-            _alive: alive_tx,
-        });
+        let old = self.tx.send_replace(route);
         // Cancel after the replace: a session that picked up the old route at any moment sees a
         // cancelled token, so none can outlive this switch.
         old.cancel.cancel();
         drop(old);
-        let mut old_alive = std::mem::replace(&mut self.alive, alive_rx);
-        if tokio::time::timeout(SESSION_DRAIN_TIMEOUT, old_alive.recv())
-            .await
-            .is_err()
-        {
+        let old_sessions = std::mem::replace(&mut self.sessions, sessions);
+        if !old_sessions.drained().await {
             tracing::warn!(
                 "sessions to the previous master still closing after {SESSION_DRAIN_TIMEOUT:?}"
             );

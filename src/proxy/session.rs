@@ -5,6 +5,7 @@
 use super::hold;
 use super::kernel::KernelForwarding;
 use super::limits::{RateLimited, SessionLimit, SessionPermit};
+use super::read_only::ReadOnlyPool;
 use super::route::Route;
 use crate::metrics::{ProxyMetrics, Refusal};
 use std::io;
@@ -13,7 +14,6 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -65,13 +65,45 @@ pub(crate) struct ClientPolicy {
     pub kernel: Option<Arc<KernelForwarding>>,
     /// Sessions, failed dials and refusals, for /metrics.
     pub metrics: ProxyMetrics,
+    /// The read-only listener's clients (for the log: they go to standbys).
+    pub read_only: bool,
+}
+
+impl ClientPolicy {
+    /// The same, for the read-only listener: its clients are never held (with no standby to go
+    /// to, one rarely comes within seconds), and its sessions are counted apart.
+    pub(crate) fn for_read_only(&self) -> ClientPolicy {
+        ClientPolicy {
+            hold_timeout: None,
+            metrics: self.metrics.for_read_only(),
+            read_only: true,
+            ..self.clone()
+        }
+    }
+
+    fn backend(&self) -> &'static str {
+        if self.read_only {
+            "read-only db"
+        } else {
+            "master"
+        }
+    }
+}
+
+/// Where a listening socket's clients go.
+#[derive(Debug, Clone)]
+pub(crate) enum Routes {
+    /// The master's route (the read-write side).
+    Master(watch::Receiver<Route>),
+    /// The qualifying standbys' routes, one picked per client (the read-only side).
+    ReadOnly(watch::Receiver<Arc<ReadOnlyPool>>),
 }
 
 /// Accepts until `stop` is cancelled. Dropping the listener on return closes it (when the proxy
 /// owns it).
 pub(crate) async fn accept_loop(
     listener: TcpListener,
-    routes: watch::Receiver<Route>,
+    routes: Routes,
     policy: ClientPolicy,
     stop: CancellationToken,
 ) {
@@ -94,16 +126,25 @@ pub(crate) async fn accept_loop(
                 }
             }
         };
-        let held = {
-            let route = routes.borrow();
-            if route.routable() {
+        let held = match &routes {
+            Routes::Master(routes) => {
+                let route = routes.borrow();
+                if route.routable() {
+                    false
+                } else if route.hold && policy.hold_timeout.is_some() {
+                    true
+                } else {
+                    // Fail closed: the client sees its connection closed at once.
+                    policy.metrics.refused(Refusal::NoMaster);
+                    continue;
+                }
+            }
+            Routes::ReadOnly(pool) => {
+                if pool.borrow().is_empty() {
+                    policy.metrics.refused(Refusal::NoStandby);
+                    continue;
+                }
                 false
-            } else if route.hold && policy.hold_timeout.is_some() {
-                true
-            } else {
-                // Fail closed: the client sees its connection closed at once.
-                policy.metrics.refused(Refusal::NoMaster);
-                continue;
             }
         };
         // Held clients take a place too: a flood during a failover is bounded like any other.
@@ -131,7 +172,7 @@ pub(crate) async fn accept_loop(
 /// `held`: the client arrived while no master was routed and waits for one.
 async fn serve(
     client: TcpStream,
-    mut routes: watch::Receiver<Route>,
+    mut routes: Routes,
     policy: ClientPolicy,
     stop: CancellationToken,
     _permit: SessionPermit,
@@ -155,12 +196,12 @@ async fn serve(
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
                 policy.metrics.connect_error();
-                tracing::warn!(db = %dest.db_uid, addr = %dest.addr, error = %e, "cannot connect to the master");
+                tracing::warn!(db = %dest.db_uid, addr = %dest.addr, error = %e, "cannot connect to the {}", policy.backend());
                 return;
             }
             Err(_) => {
                 policy.metrics.connect_error();
-                tracing::warn!(db = %dest.db_uid, addr = %dest.addr, "connecting to the master timed out after {DIAL_TIMEOUT:?}");
+                tracing::warn!(db = %dest.db_uid, addr = %dest.addr, "connecting to the {} timed out after {DIAL_TIMEOUT:?}", policy.backend());
                 return;
             }
         },
@@ -174,61 +215,28 @@ async fn serve(
 }
 
 /// Waits for the client's first bytes and returns the route to serve it on; none when it is to
-/// be closed (silent, gone, no master, stopping).
+/// be closed (silent, gone, no master or standby, stopping).
 async fn route_when_spoken(
     client: &TcpStream,
-    routes: &mut watch::Receiver<Route>,
+    routes: &mut Routes,
     policy: &ClientPolicy,
     stop: &CancellationToken,
     held: bool,
 ) -> Option<Route> {
-    // PostgreSQL clients speak first (SSLRequest, GSSENCRequest or StartupMessage): until one
-    // does, it costs PostgreSQL nothing and the proxy no buffer, and a port scan never reaches
-    // the master.
-    let spoke = first_bytes(client, policy.startup_timeout);
-    tokio::pin!(spoke);
-    let mut spoken = false;
-    // A client held from its arrival waits for a master and for its first bytes at once: it is
-    // closed as soon as holding ends, spoken or not, and its bound counts from its arrival.
-    let mut hold_until = policy
-        .hold_timeout
-        .filter(|_| held)
-        .map(|t| Instant::now() + t);
-    if let Some(until) = hold_until {
-        tokio::select! {
-            _ = stop.cancelled() => return None,
-            s = &mut spoke => {
-                if !s { return None }
-                spoken = true;
+    match routes {
+        Routes::Master(routes) => hold::master_route(client, routes, policy, stop, held).await,
+        Routes::ReadOnly(pool) => {
+            tokio::select! {
+                _ = stop.cancelled() => return None,
+                spoke = first_bytes(client, policy.startup_timeout) => if !spoke { return None },
             }
-            r = hold::next_route(routes, Some(until), &policy.metrics, true) => match r {
-                // Not kept: the route to use is the one current when the client speaks.
-                Ok(_) => hold_until = None,
-                Err(why) => {
-                    policy.metrics.refused(why);
-                    return None;
-                }
-            },
-        }
-    }
-    if !spoken {
-        tokio::select! {
-            _ = stop.cancelled() => return None,
-            s = &mut spoke => if !s { return None },
-        }
-    }
-    // The route current when the client spoke: one that connected before a switch and spoke
-    // after it goes to the new master, waiting for it while it is on its way.
-    let hold_until = hold_until.or_else(|| policy.hold_timeout.map(|t| Instant::now() + t));
-    tokio::select! {
-        _ = stop.cancelled() => None,
-        r = hold::next_route(routes, hold_until, &policy.metrics, held) => match r {
-            Ok(route) => Some(route),
-            Err(why) => {
-                policy.metrics.refused(why);
-                None
+            // Picked when the client spoke, as on the master's side.
+            let route = pool.borrow().pick();
+            if route.is_none() {
+                policy.metrics.refused(Refusal::NoStandby);
             }
-        },
+            route
+        }
     }
 }
 
@@ -310,7 +318,7 @@ async fn write_all_to(to: &TcpStream, mut bytes: &[u8]) -> io::Result<()> {
 
 /// Whether the client sent something within `timeout` (false: it closed, failed or stayed
 /// silent). The bytes stay in the socket for the master.
-async fn first_bytes(client: &TcpStream, timeout: Option<Duration>) -> bool {
+pub(super) async fn first_bytes(client: &TcpStream, timeout: Option<Duration>) -> bool {
     let mut probe = [0u8; 1];
     let peek = client.peek(&mut probe);
     let peeked = match timeout {

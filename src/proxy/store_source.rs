@@ -1,10 +1,25 @@
-//! The etcd store as the proxy's cluster source.
+//! What the proxy needs from the store, and the etcd store as that source.
 
-use super::ClusterSource;
 use crate::cluster::{ClusterData, ProxyInfo};
 use crate::store::{Store, StoreError, StoreEvent};
+use std::future::Future;
 use std::time::Duration;
 use tokio::sync::mpsc;
+
+/// What the proxy needs from the store. `Store` implements it; tests drive the loop with their
+/// own source to make the store fail on demand.
+pub trait ClusterSource: Send + Sync + 'static {
+    /// `Ok(None)`: no clusterdata key. `Err(StoreError::BadValue)`: unreadable clusterdata.
+    fn cluster_data(&self) -> impl Future<Output = Result<Option<ClusterData>, StoreError>> + Send;
+    /// Publishes `info` under `proxies/info/<uid>`, expiring after `ttl` without a refresh.
+    fn publish(
+        &self,
+        info: &ProxyInfo,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Change events under the cluster path; the proxy re-checks on `StoreEvent::ClusterData`.
+    fn watch(&self) -> impl Future<Output = Result<mpsc::Receiver<StoreEvent>, StoreError>> + Send;
+}
 
 impl ClusterSource for Store {
     async fn cluster_data(&self) -> Result<Option<ClusterData>, StoreError> {

@@ -128,7 +128,7 @@ pub fn select_target(cd: Option<&ClusterData>, own_uid: &str) -> Target {
 }
 
 /// Go's net.JoinHostPort: brackets a host that contains a colon (IPv6 literal).
-fn join_host_port(host: &str, port: &str) -> String {
+pub(super) fn join_host_port(host: &str, port: &str) -> String {
     if host.contains(':') && !host.starts_with('[') {
         format!("[{host}]:{port}")
     } else {

@@ -57,7 +57,8 @@ fn write_refused(nospace: bool) -> StoreError {
 struct MemState {
     cd: Option<ClusterData>,
     health: Health,
-    /// How long each publish takes (a slow store), to widen the window of a route switch.
+    /// How long each publish takes to answer once stored (a slow store), to widen the window
+    /// of a route switch.
     publish_delay: Duration,
     infos: BTreeMap<String, ProxyInfo>,
     watchers: Vec<mpsc::Sender<StoreEvent>>,
@@ -96,6 +97,10 @@ impl TestSource {
         self.0.lock().unwrap().cd = Some(cd);
         self.update_cd(|_| {});
     }
+    /// The clusterdata now.
+    pub(super) fn cluster(&self) -> ClusterData {
+        self.0.lock().unwrap().cd.clone().unwrap()
+    }
     pub(super) fn info(&self) -> Option<ProxyInfo> {
         self.0.lock().unwrap().infos.values().next().cloned()
     }
@@ -116,13 +121,16 @@ impl ClusterSource for TestSource {
     }
     async fn publish(&self, info: &ProxyInfo, _ttl: Duration) -> Result<(), StoreError> {
         self.gate().await?;
-        let delay = self.0.lock().unwrap().publish_delay;
-        tokio::time::sleep(delay).await;
         if let Health::ReadOnly { nospace } = self.0.lock().unwrap().health {
             return Err(write_refused(nospace));
         }
-        let mut st = self.0.lock().unwrap();
-        st.infos.insert(info.uid.clone(), info.clone());
+        let delay = {
+            let mut st = self.0.lock().unwrap();
+            st.infos.insert(info.uid.clone(), info.clone());
+            st.publish_delay
+        };
+        // Stored, then slow to answer: the sentinel may see the info before the proxy goes on.
+        tokio::time::sleep(delay).await;
         Ok(())
     }
     async fn watch(&self) -> Result<mpsc::Receiver<StoreEvent>, StoreError> {
@@ -207,6 +215,9 @@ pub(super) fn config(port: u16) -> ProxyConfig {
         client_startup_timeout: Duration::from_secs(60),
         // Upstream's behaviour, which most tests here check; hold_tests.rs sets its own.
         hold_timeout: Duration::ZERO,
+        read_only_listen_address: None,
+        read_only_port: None,
+        read_only_fallback_master: false,
         kernel_forwarding: false,
     }
 }
@@ -227,13 +238,18 @@ pub(super) fn start(
     l: Option<std::net::TcpListener>,
     addr: SocketAddr,
 ) -> Running {
-    start_notifying(source, cfg, l, addr, Notifier::disabled())
+    let handed = Handed {
+        read_write: l.into_iter().collect(),
+        read_only: Vec::new(),
+    };
+    start_notifying(source, cfg, handed, addr, Notifier::disabled())
 }
 
-fn start_notifying(
+/// `addr`: where the test reaches the proxy's read-write side.
+pub(super) fn start_notifying(
     source: &TestSource,
     cfg: ProxyConfig,
-    l: Option<std::net::TcpListener>,
+    handed: Handed,
     addr: SocketAddr,
     notifier: Notifier,
 ) -> Running {
@@ -242,7 +258,7 @@ fn start_notifying(
     let task = tokio::spawn(run_with_source(
         cfg,
         source.clone(),
-        l.into_iter().collect(),
+        handed,
         shutdown.clone(),
         tx,
         Arc::new(notifier),
@@ -695,7 +711,11 @@ async fn ready_only_with_clusterdata_watchdog_from_the_loop_stopping_at_shutdown
     let source = TestSource::new(None);
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
-    let mut p = start_notifying(&source, config(0), Some(l), addr, notifier);
+    let handed = Handed {
+        read_write: vec![l],
+        read_only: Vec::new(),
+    };
+    let mut p = start_notifying(&source, config(0), handed, addr, notifier);
 
     let before = notify
         .until("STATUS=no master: refusing connections (no clusterdata")

@@ -92,6 +92,9 @@ pub(crate) fn proxy_config(port: u16) -> ProxyConfig {
         max_connections: 0,
         client_startup_timeout: Duration::from_secs(60),
         hold_timeout: Duration::ZERO,
+        read_only_listen_address: None,
+        read_only_port: None,
+        read_only_fallback_master: false,
         kernel_forwarding: false,
     }
 }

@@ -59,6 +59,7 @@ fn proxy(uid: &str) -> ProxyInfo {
         uid: uid.into(),
         generation: Generation::new(1),
         proxy_timeout_ns: 15_000_000_000,
+        read_only: false,
     }
 }
 

@@ -31,6 +31,7 @@ fn proxy_info() -> ProxyInfo {
         uid: "p1".into(),
         generation: Generation::new(1),
         proxy_timeout_ns: 15_000_000_000,
+        read_only: false,
     }
 }
 

@@ -332,6 +332,7 @@ fn spawn_proxy(
                     uid: uid.clone(),
                     generation: cd.value.proxy.generation,
                     proxy_timeout_ns: 1_500_000_000,
+                    read_only: false,
                 };
                 let _ = store.put_proxy_info(&info).await;
             }

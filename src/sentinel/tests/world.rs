@@ -312,6 +312,7 @@ impl World {
                     uid: uid.clone(),
                     generation: p.generation,
                     proxy_timeout_ns: 15_000_000_000,
+                    read_only: false,
                 },
             );
         }
