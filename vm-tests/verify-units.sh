@@ -19,7 +19,8 @@ instance=demo
 limits=("stolon-proxy@$instance.service 2.0" "stolon-sentinel@$instance.service 2.0"
     "stolon-keeper@$instance.service 3.0")
 units=("stolon-keeper@$instance.service" "stolon-sentinel@$instance.service"
-    "stolon-proxy@$instance.service" "stolon-proxy@$instance.socket" "stolon@$instance.target")
+    "stolon-proxy@$instance.service" "stolon-proxy@$instance.socket"
+    "stolon-proxy-read-only@$instance.socket" "stolon@$instance.target")
 bins=(stolon-keeper stolon-sentinel stolon-proxy)
 
 bin_dir=${1:-}

@@ -136,6 +136,34 @@ fn proxy_socket_keeps_off_postgres_port_and_matches_the_example() {
     );
 }
 
+/// The read-only socket activates the proxy's service, is told apart by the name the proxy looks
+/// for, and takes a port neither the read-write socket nor the example keeper uses.
+#[test]
+fn proxy_read_only_socket_is_named_as_the_proxy_expects_and_keeps_off_the_other_ports() {
+    let u = unit("stolon-proxy-read-only@.socket");
+    assert_eq!(
+        one(&u, "Socket.FileDescriptorName"),
+        stolon::systemd::READ_ONLY_SOCKET_NAME
+    );
+    assert_eq!(one(&u, "Socket.Service"), "stolon-proxy@%i.service");
+    assert_eq!(one(&u, "Unit.PartOf"), "stolon@%i.target");
+    let listen = one(&u, "Socket.ListenStream");
+    assert_eq!(listen, "127.0.0.1:25431");
+    let rw = unit("stolon-proxy@.socket");
+    assert_ne!(listen, one(&rw, "Socket.ListenStream"));
+    let keeper: toml::Table = toml::from_str(
+        &std::fs::read_to_string(repo().join("packaging/etc/stolon/example/keeper.toml")).unwrap(),
+    )
+    .unwrap();
+    assert_ne!(
+        Some(listen.rsplit(':').next().unwrap().parse::<i64>().unwrap()),
+        keeper["pg-port"].as_integer()
+    );
+    // Off by default: enabling it is how an operator turns read-only routing on.
+    let target = unit("stolon@.target");
+    assert!(!one(&target, "Unit.Wants").contains("read-only"));
+}
+
 #[test]
 fn target_pulls_in_every_role() {
     let u = unit("stolon@.target");
