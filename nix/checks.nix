@@ -63,6 +63,7 @@ let
       proxy = {
         enable = true;
         listenAddress = "192.0.2.11";
+        readOnly.enable = true;
       };
       openFirewall = true;
     };
@@ -71,6 +72,11 @@ let
         enable = true;
         port = 25442;
         socketActivation = false;
+        readOnly = {
+          enable = true;
+          port = 25441;
+          fallbackMaster = true;
+        };
       };
     };
     services.stolon.stolonctlCluster = "main";
@@ -182,6 +188,7 @@ in
     sentinel = units."stolon-sentinel@main.service".text;
     proxy = units."stolon-proxy@main.service".text;
     socket = units."stolon-proxy@main.socket".text;
+    readOnlySocket = units."stolon-proxy-read-only@main.socket".text;
     target = units."stolon@main.target".text;
     proxyNoSocket = units."stolon-proxy@reporting.service".text;
     targetNoSocket = units."stolon@reporting.target".text;

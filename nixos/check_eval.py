@@ -99,7 +99,7 @@ def check_units(path):
     rendered = json.loads(Path(path).read_text())
     shipped_files = {"keeper": "stolon-keeper@.service", "sentinel": "stolon-sentinel@.service",
                      "proxy": "stolon-proxy@.service", "socket": "stolon-proxy@.socket",
-                     "target": "stolon@.target"}
+                     "readOnlySocket": "stolon-proxy-read-only@.socket", "target": "stolon@.target"}
     reasons = []
     pkg = None
     for role, fname in shipped_files.items():
@@ -159,6 +159,9 @@ def check_units(path):
     socket = parse_unit(rendered["socket"])
     if socket[("Socket", "ListenStream")] != ["192.0.2.11:25432"]:
         reasons.append(f"socket: ListenStream {socket[('Socket', 'ListenStream')]}")
+    read_only = parse_unit(rendered["readOnlySocket"])
+    if read_only[("Socket", "ListenStream")] != ["192.0.2.11:25431"]:
+        reasons.append(f"readOnlySocket: ListenStream {read_only[('Socket', 'ListenStream')]}")
     # Socket activation off: no socket in the proxy's or the target's dependencies.
     for role in ("proxyNoSocket", "targetNoSocket"):
         if ".socket" in rendered[role]:
@@ -208,6 +211,16 @@ def check_configs(path):
         reasons.append(f"cluster-spec.json: {files['spec']!r}")
     if tomllib.loads(files["stolonctl"]).get("cluster-name") != "main":
         reasons.append("stolonctl.toml: cluster-name is not main")
+    # Read-only listener: main's comes as a socket unit, reporting's (no socket activation) as
+    # the proxy's own port, with the fallback.
+    proxy = tomllib.loads(files["proxy"])
+    if any(k.startswith("read-only") for k in proxy):
+        reasons.append(f"proxy.toml: read-only settings with socket activation: {proxy}")
+    reporting = tomllib.loads(files["reportingProxy"])
+    expect = {"read-only-port": 25441, "read-only-fallback-master": True}
+    for k, v in expect.items():
+        if reporting.get(k) != v:
+            reasons.append(f"reporting proxy.toml: {k} = {reporting.get(k)!r}, expected {v!r}")
     fail(reasons)
 
 
@@ -241,8 +254,8 @@ def check_exposure(units_json):
 def check_host(path):
     got = json.loads(Path(path).read_text())
     reasons = []
-    if sorted(got["firewall"]) != [5432, 25432]:
-        reasons.append(f"firewall ports {got['firewall']}: expected main's keeper and proxy only")
+    if sorted(got["firewall"]) != [5432, 25431, 25432]:
+        reasons.append(f"firewall ports {got['firewall']}: expected main's keeper and proxy (both listeners) only")
     if "d /var/lib/stolon 0750 postgres postgres -" not in got["tmpfiles"]:
         reasons.append(f"tmpfiles rules {got['tmpfiles']} lack packaging/tmpfiles.d's /var/lib/stolon")
     if got["postgresUser"] != {"uid": 71, "group": "postgres"}:

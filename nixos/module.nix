@@ -184,6 +184,7 @@ let
         (optionals c.proxy.enable (
           optional c.proxy.socketActivation "stolon-proxy@${name}.socket" ++ [ "stolon-proxy@${name}.service" ]
         ))
+        (optional (c.proxy.enable && c.proxy.socketActivation && c.proxy.readOnly.enable) "stolon-proxy-read-only@${name}.socket")
       ];
       enabledUnits = lib.flatten roleUnits;
       # Keeps only this instance's units that are enabled (After=/Wants= of a unit not generated
@@ -246,6 +247,20 @@ let
           // optionalAttrs (!isLocalOrAny c.proxy.listenAddress) { FreeBind = true; };
         };
 
+      readOnlySocket =
+        let
+          base = unitOptions name units.shipped.readOnlySocket;
+          shippedSocket = mapAttrs (_: units.oneOrList) (instSection name units.shipped.readOnlySocket.Socket);
+          address = if c.proxy.readOnly.listenAddress != null then c.proxy.readOnly.listenAddress else c.proxy.listenAddress;
+        in
+        base
+        // {
+          socketConfig = shippedSocket // {
+            ListenStream = ipPort address c.proxy.readOnly.port;
+          }
+          // optionalAttrs (!isLocalOrAny address) { FreeBind = true; };
+        };
+
       target =
         let
           base = unitOptions name units.shipped.target;
@@ -259,7 +274,11 @@ let
         optionalAttrs c.keeper.enable { "stolon-keeper@${name}" = keeper; }
         // optionalAttrs c.sentinel.enable { "stolon-sentinel@${name}" = sentinel; }
         // optionalAttrs c.proxy.enable { "stolon-proxy@${name}" = proxy; };
-      sockets = optionalAttrs (c.proxy.enable && c.proxy.socketActivation) { "stolon-proxy@${name}" = socket; };
+      sockets =
+        optionalAttrs (c.proxy.enable && c.proxy.socketActivation) { "stolon-proxy@${name}" = socket; }
+        // optionalAttrs (c.proxy.enable && c.proxy.socketActivation && c.proxy.readOnly.enable) {
+          "stolon-proxy-read-only@${name}" = readOnlySocket;
+        };
       targets."stolon@${name}" = target;
     };
 
@@ -376,7 +395,7 @@ let
         openFirewall = mkOption {
           type = types.bool;
           default = false;
-          description = "Open the keeper's PostgreSQL port and the proxy's port in the firewall.";
+          description = "Open the keeper's PostgreSQL port and the proxy's ports in the firewall.";
         };
 
         keeper = {
@@ -470,6 +489,28 @@ let
               clients at once. `false`: the proxy binds listenAddress/port itself.
             '';
           };
+          readOnly = {
+            enable = mkEnableOption ''
+              a second listener for read-only clients, spread over the cluster's healthy standbys
+              within maxStandbyLag (`stolon-proxy-read-only@<cluster>.socket`, or the proxy's
+              read-only-port without socket activation)'';
+            listenAddress = mkOption {
+              type = types.nullOr types.str;
+              default = null;
+              example = "0.0.0.0";
+              description = "Address read-only clients connect to (`null`: the proxy's listenAddress).";
+            };
+            port = mkOption {
+              type = types.port;
+              default = 25431;
+              description = "Port read-only clients connect to (25431 as in the .deb's read-only socket).";
+            };
+            fallbackMaster = mkOption {
+              type = types.bool;
+              default = false;
+              description = "Send read-only clients to the master while no standby qualifies, instead of closing them.";
+            };
+          };
           extraArgs = mkOption {
             type = types.listOf types.str;
             default = [ ];
@@ -507,6 +548,14 @@ let
             listen-address = c.proxy.listenAddress;
             port = c.proxy.port;
           }
+          (mkIf c.proxy.readOnly.fallbackMaster { read-only-fallback-master = true; })
+          # With socket activation the read-only socket unit carries the address instead.
+          (mkIf (c.proxy.readOnly.enable && !c.proxy.socketActivation) (
+            { read-only-port = c.proxy.readOnly.port; }
+            // optionalAttrs (c.proxy.readOnly.listenAddress != null) {
+              read-only-listen-address = c.proxy.readOnly.listenAddress;
+            }
+          ))
         ];
       };
     };
@@ -590,6 +639,10 @@ let
       ++ optional c.proxy.enable {
         who = "services.stolon.clusters.${name}.proxy.port";
         port = c.proxy.port;
+      }
+      ++ optional (c.proxy.enable && c.proxy.readOnly.enable) {
+        who = "services.stolon.clusters.${name}.proxy.readOnly.port";
+        port = c.proxy.readOnly.port;
       }
     ) (attrNames cfg.clusters)
     ++ optional (config.services.postgresql.enable or false) {
@@ -734,7 +787,12 @@ in
     users.groups.postgres = mkIf anyKeeper { gid = config.ids.gids.postgres; };
 
     networking.firewall.allowedTCPPorts = concatMap (
-      c: optionals c.openFirewall (optional c.keeper.enable c.keeper.port ++ optional c.proxy.enable c.proxy.port)
+      c:
+      optionals c.openFirewall (
+        optional c.keeper.enable c.keeper.port
+        ++ optional c.proxy.enable c.proxy.port
+        ++ optional (c.proxy.enable && c.proxy.readOnly.enable) c.proxy.readOnly.port
+      )
     ) (attrValues enabledClusters);
   };
 }

@@ -58,12 +58,13 @@ in
 {
   inherit parse;
 
-  # The five templates, parsed.
+  # The six templates, parsed.
   shipped = {
     keeper = parse (dir + "/stolon-keeper@.service");
     sentinel = parse (dir + "/stolon-sentinel@.service");
     proxy = parse (dir + "/stolon-proxy@.service");
     socket = parse (dir + "/stolon-proxy@.socket");
+    readOnlySocket = parse (dir + "/stolon-proxy-read-only@.socket");
     target = parse (dir + "/stolon@.target");
   };
 
