@@ -18,6 +18,7 @@ mod cluster_init;
 mod cluster_metrics;
 mod cluster_pitr;
 mod cluster_planned_switchover;
+mod cluster_read_only_proxy;
 mod cluster_rejoin;
 mod cluster_resync_backoff;
 mod cluster_rewind;

@@ -94,6 +94,8 @@ pub(crate) struct ClusterBuilder {
     tls: bool,
     etcd_args: Vec<String>,
     allowed_errors: Vec<String>,
+    proxy_args: Vec<String>,
+    read_only_proxy: bool,
 }
 
 /// Fast timings: a failed master is noticed in seconds, the proxy fails closed in seconds.
@@ -123,7 +125,19 @@ impl ClusterBuilder {
             tls: false,
             allowed_errors: Vec::new(),
             etcd_args: Vec::new(),
+            proxy_args: Vec::new(),
+            read_only_proxy: false,
         }
+    }
+    /// More flags for the proxy (e.g. `--read-only-fallback-master`).
+    pub(crate) fn proxy_args(mut self, args: &[&str]) -> Self {
+        self.proxy_args = args.iter().map(|a| a.to_string()).collect();
+        self
+    }
+    /// Gives the proxy a read-only listener, on [`Cluster::read_only_port`].
+    pub(crate) fn read_only_proxy(mut self) -> Self {
+        self.read_only_proxy = true;
+        self
     }
     pub(crate) fn keepers(mut self, n: usize) -> Self {
         self.keepers = n;
@@ -207,6 +221,8 @@ impl ClusterBuilder {
             sentinels: Vec::new(),
             proxy: None,
             proxy_port: free_ports(1)[0],
+            read_only_port: self.read_only_proxy.then(|| free_ports(1)[0]),
+            proxy_args: self.proxy_args,
             su_pw,
             repl_pw,
             spec_file,
@@ -258,6 +274,9 @@ pub(crate) struct Cluster {
     sentinels: Vec<Proc>,
     proxy: Option<Proc>,
     pub proxy_port: u16,
+    /// The proxy's read-only port ([`ClusterBuilder::read_only_proxy`]).
+    pub read_only_port: Option<u16>,
+    proxy_args: Vec<String>,
     su_pw: PathBuf,
     repl_pw: PathBuf,
     spec_file: PathBuf,
@@ -409,6 +428,10 @@ impl Cluster {
             .arg("127.0.0.1")
             .arg("--port")
             .arg(self.proxy_port.to_string());
+        if let Some(port) = self.read_only_port {
+            cmd.arg("--read-only-port").arg(port.to_string());
+        }
+        cmd.args(&self.proxy_args);
         self.proxy = Some(Proc::spawn("proxy", cmd, &self.log("proxy"), RunAs::Me));
     }
 
