@@ -44,5 +44,6 @@ mod store_tls;
 mod systemd_journal;
 mod systemd_keeper;
 mod systemd_notify;
+mod systemd_proxy_read_only;
 mod systemd_sentinel;
 mod units;
