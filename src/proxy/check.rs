@@ -36,6 +36,8 @@ enum CheckError {
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: String,
+        /// The flags that set `addr`, for the startup error.
+        flags: &'static str,
         source: std::io::Error,
     },
 }
@@ -238,8 +240,16 @@ impl Checker {
                 }
                 // A proxy that cannot take its port at start is misconfigured: say so and exit
                 // instead of retrying silently.
-                Some(Err(CheckError::Listen { addr, source })) if !self.has_listened => {
-                    return Err(ProxyError::Bind { addr, source });
+                Some(Err(CheckError::Listen {
+                    addr,
+                    flags,
+                    source,
+                })) if !self.has_listened => {
+                    return Err(ProxyError::Bind {
+                        addr,
+                        flags,
+                        source,
+                    });
                 }
                 Some(Err(e)) => {
                     let msg = e.to_string();
@@ -416,6 +426,7 @@ impl Checker {
         if let Err(source) = self.listening.ensure().await {
             return Some(Err(CheckError::Listen {
                 addr: self.listen_on.clone(),
+                flags: "--listen-address/--port",
                 source,
             }));
         }

@@ -102,11 +102,11 @@ impl ProxyConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
-    #[error(
-        "cannot listen on {addr}: {source} (is another process using it? change --listen-address/--port)"
-    )]
+    #[error("cannot listen on {addr}: {source} (is another process using it? change {flags})")]
     Bind {
         addr: String,
+        /// The flags that set `addr`.
+        flags: &'static str,
         source: std::io::Error,
     },
     #[error("cannot use the listening socket handed to the proxy: {0}")]

@@ -283,3 +283,30 @@ async fn an_owned_read_only_port_is_bound_after_the_first_check() {
     let ro: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     assert!(matches!(session(ro).await.1.as_str(), "1" | "2"));
 }
+
+#[tokio::test]
+async fn a_read_only_port_in_use_at_start_is_a_clear_error_naming_its_flags() {
+    let c = cluster().await;
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let rw = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let rw_addr = rw.local_addr().unwrap();
+    let cfg = ProxyConfig {
+        read_only_port: Some(port),
+        ..config(0)
+    };
+    let handed = Handed {
+        read_write: vec![rw],
+        read_only: Vec::new(),
+    };
+    let mut p = start_notifying(&c.source, cfg, handed, rw_addr, Notifier::disabled());
+    let r = tokio::time::timeout(super::tests::DEADLINE, &mut p.task)
+        .await
+        .expect("proxy kept running without its read-only port")
+        .unwrap();
+    let e = r.expect_err("bind must fail").to_string();
+    assert!(
+        e.contains(&format!("127.0.0.1:{port}")) && e.contains("--read-only-port"),
+        "{e}"
+    );
+}

@@ -147,6 +147,7 @@ impl Checker {
         if let Err(source) = side.listening.ensure().await {
             return Err(CheckError::Listen {
                 addr: side.listen_on.clone(),
+                flags: "--read-only-listen-address/--read-only-port",
                 source,
             });
         }
