@@ -41,6 +41,8 @@ pub struct SentinelStatus {
 pub struct ProxyStatus {
     pub uid: String,
     pub generation: Generation,
+    /// Addition: the proxy also serves read-only clients (`--read-only-port`).
+    pub read_only: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -87,6 +89,7 @@ pub fn build_status(
         .map(|p| ProxyStatus {
             uid: p.uid.clone(),
             generation: p.generation,
+            read_only: p.read_only,
         })
         .collect();
     let keepers = cd
@@ -147,10 +150,14 @@ pub fn render_text(status: &Status, cd: &ClusterData) -> String {
     if status.proxies.is_empty() {
         out.push_str("No active proxies\n");
     } else {
-        out.push_str("ID\n");
-        for p in &status.proxies {
-            out.push_str(&format!("{}\n", p.uid));
-        }
+        let mut rows = vec![vec!["ID".to_string(), "READ-ONLY".to_string()]];
+        rows.extend(
+            status
+                .proxies
+                .iter()
+                .map(|p| vec![p.uid.clone(), p.read_only.to_string()]),
+        );
+        out.push_str(&tabulate(&rows));
     }
     out.push_str("\n=== Keepers ===\n\n");
     if status.keepers.is_empty() {

@@ -244,7 +244,7 @@ fn clusterdata_read_write_failkeeper_removekeeper_status() {
         status,
         serde_json::json!({
             "sentinels": [{"uid": "s1", "leader": false}, {"uid": "s2", "leader": true}],
-            "proxies": [{"uid": "p1", "generation": 4}],
+            "proxies": [{"uid": "p1", "generation": 4, "read_only": false}],
             "keepers": [
                 {"uid": "k1", "listen_address": "127.0.0.1:5432", "healthy": true, "pg_healthy": true,
                  "pg_wanted_generation": 3, "pg_current_generation": 3, "priority": 1},
