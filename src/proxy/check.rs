@@ -148,6 +148,11 @@ impl Checker {
     }
 
     async fn route(&mut self, dest: Option<Destination>, reason: NoTarget) {
+        self.route_after(dest, reason, Duration::ZERO).await
+    }
+
+    /// As `route`, the current sessions getting up to `grace` to end by themselves first.
+    async fn route_after(&mut self, dest: Option<Destination>, reason: NoTarget, grace: Duration) {
         let hold = dest.is_none() && self.hold_timeout.is_some() && reason.holds_clients();
         if let Some(d) = &dest {
             if self.router.current().as_deref() != Some(d) {
@@ -161,7 +166,7 @@ impl Checker {
             }
         }
         self.reason = reason;
-        self.router.switch(dest, hold).await;
+        self.router.switch_after(dest, hold, grace).await;
         self.publish_status();
     }
 
@@ -366,7 +371,14 @@ impl Checker {
         // generation, since the sentinel takes that as our acknowledgement.
         let current = self.router.current();
         if current.is_some() && current.as_deref() != dest.as_ref() {
-            self.route(None, reason.clone()).await;
+            let grace = switchover_grace(cd.as_ref(), current.as_deref());
+            if !grace.is_zero() {
+                tracing::info!(
+                    ?grace,
+                    "planned switchover: sessions to the master get a moment to finish"
+                );
+            }
+            self.route_after(None, reason.clone(), grace).await;
         }
         // So are read-only sessions to a db that no longer qualifies (a standby being promoted
         // among them), and read-only sessions falling back to a master no longer routed.
@@ -446,5 +458,27 @@ impl Checker {
             self.notifier.ready(self.status.borrow().as_str());
         }
         Some(Ok(()))
+    }
+}
+
+/// How long sessions under way may finish by themselves when the master is drained for a
+/// planned switchover (src/sentinel/switchover.rs): a short transaction completes instead of
+/// failing; the old master is stopped only after every proxy confirmed, so nothing more is
+/// at stake. A failover (the master failed) cuts at once.
+const SWITCHOVER_SESSION_GRACE: Duration = Duration::from_secs(2);
+
+fn switchover_grace(
+    cd: Option<&crate::cluster::ClusterData>,
+    routed: Option<&Destination>,
+) -> Duration {
+    let draining = cd
+        .and_then(|cd| cd.cluster.status.switchover.as_ref())
+        .is_some_and(|sw| {
+            sw.stage.before_promotion() && routed.is_some_and(|d| d.db_uid == sw.from_db)
+        });
+    if draining {
+        SWITCHOVER_SESSION_GRACE
+    } else {
+        Duration::ZERO
     }
 }

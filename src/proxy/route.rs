@@ -40,9 +40,12 @@ impl RouteSessions {
     /// Waits up to `SESSION_DRAIN_TIMEOUT` for the route's sessions to close; false when some are
     /// still closing then.
     pub(crate) async fn drained(mut self) -> bool {
-        tokio::time::timeout(SESSION_DRAIN_TIMEOUT, self.0.recv())
-            .await
-            .is_ok()
+        self.gone_within(SESSION_DRAIN_TIMEOUT).await
+    }
+
+    /// Whether every session of the route is gone within `bound`.
+    async fn gone_within(&mut self, bound: Duration) -> bool {
+        tokio::time::timeout(bound, self.0.recv()).await.is_ok()
     }
 }
 
@@ -96,8 +99,15 @@ impl Router {
     /// clients wait for the next. When `dest` differs from the current one every existing
     /// session is closed, and this returns only once they are gone (or the drain bound passed),
     /// so a caller may then acknowledge the new proxy generation. Returns whether the
-    /// destination changed.
-    pub(super) async fn switch(&mut self, dest: Option<Destination>, hold: bool) -> bool {
+    /// destination changed. With a `grace` the old sessions first get that long to end by
+    /// themselves (a planned switchover: a transaction under way finishes instead of failing);
+    /// new clients take the new route at once meanwhile.
+    pub(super) async fn switch_after(
+        &mut self,
+        dest: Option<Destination>,
+        hold: bool,
+        grace: Duration,
+    ) -> bool {
         let hold = hold && dest.is_none();
         if self.tx.borrow().dest.as_deref() == dest.as_ref() {
             // Only whether clients wait may change, and no session has this route's (absent)
@@ -113,16 +123,78 @@ impl Router {
         // Held clients wake on this replace and take the new route only if it has a
         // destination: they never see the old one, whose token is cancelled next.
         let old = self.tx.send_replace(route);
+        let mut old_sessions = std::mem::replace(&mut self.sessions, sessions);
+        let cancel = old.cancel.clone();
+        drop(old);
+        if !grace.is_zero() && old_sessions.gone_within(grace).await {
+            return true;
+        }
         // Cancel after the replace: a session that picked up the old route at any moment sees a
         // cancelled token, so none can outlive this switch.
-        old.cancel.cancel();
-        drop(old);
-        let old_sessions = std::mem::replace(&mut self.sessions, sessions);
+        cancel.cancel();
         if !old_sessions.drained().await {
             tracing::warn!(
                 "sessions to the previous master still closing after {SESSION_DRAIN_TIMEOUT:?}"
             );
         }
         true
+    }
+}
+
+#[cfg(test)]
+mod grace_tests {
+    use super::*;
+
+    fn dest() -> Destination {
+        Destination {
+            db_uid: "m".into(),
+            addr: "127.0.0.1:5432".parse().unwrap(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_session_ending_within_the_grace_is_never_cut() {
+        let mut router = Router::new();
+        router
+            .switch_after(Some(dest()), false, Duration::ZERO)
+            .await;
+        let session = router.subscribe().borrow().clone();
+        let cancel = session.cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            drop(session);
+        });
+        let started = tokio::time::Instant::now();
+        assert!(
+            router
+                .switch_after(None, true, Duration::from_secs(20))
+                .await
+        );
+        assert!(!cancel.is_cancelled(), "cut although it ended by itself");
+        assert!(started.elapsed() < Duration::from_secs(20));
+        assert!(router.holding());
+    }
+
+    #[tokio::test]
+    async fn a_session_still_open_after_the_grace_is_cut() {
+        let mut router = Router::new();
+        router
+            .switch_after(Some(dest()), false, Duration::ZERO)
+            .await;
+        let session = router.subscribe().borrow().clone();
+        let cancel = session.cancel.clone();
+        // Ends only when cut, as a forwarding session does.
+        tokio::spawn(async move {
+            session.cancel.cancelled().await;
+            drop(session);
+        });
+        let started = tokio::time::Instant::now();
+        assert!(
+            router
+                .switch_after(None, true, Duration::from_millis(300))
+                .await
+        );
+        assert!(cancel.is_cancelled());
+        assert!(started.elapsed() >= Duration::from_millis(300));
     }
 }

@@ -15,6 +15,7 @@ mod cluster_fencing;
 mod cluster_harness;
 mod cluster_health_api;
 mod cluster_init;
+mod cluster_maintenance;
 mod cluster_metrics;
 mod cluster_pitr;
 mod cluster_planned_switchover;
