@@ -49,8 +49,11 @@ struct Round {
     failed: usize,
     acked: usize,
     lost: usize,
-    /// Command start → first acknowledged write on the new master, ms.
+    /// Command start → the new master takes writes through the proxy (polled every 20 ms), ms.
     switch_ms: f64,
+    /// Command start → every db healthy and streaming again, the old master included (after a
+    /// failkeeper it is rewound first), s.
+    redundant_s: f64,
 }
 
 struct Bench {
@@ -156,21 +159,21 @@ impl Bench {
                 self.stolonctl(&["failkeeper", &old_keeper]).await?;
             }
         }
-        // Until the new master takes the client's writes.
-        loop {
+        // Until the new master takes writes.
+        let switch_ms = loop {
             let (db, _) = self.master().await?;
             if db != old_db
                 && via_proxy(&self.proxy, "select 1 where not pg_is_in_recovery()")
                     .await
                     .is_ok_and(|r| !r.is_empty())
             {
-                break;
+                break started.elapsed().as_secs_f64() * 1000.0;
             }
             if started.elapsed() > Duration::from_secs(120) {
                 bail!("no new master within 120 s");
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        };
         tokio::time::sleep(Duration::from_secs(2)).await;
         stop.store(true, Ordering::Relaxed);
         let attempts = client.await.context("the client task")?;
@@ -180,10 +183,6 @@ impl Bench {
             .windows(2)
             .map(|w| (w[1] - w[0]).as_secs_f64() * 1000.0)
             .fold(0.0, f64::max);
-        let switch_ms = times
-            .iter()
-            .find(|t| **t > started)
-            .map_or(f64::NAN, |t| (*t - started).as_secs_f64() * 1000.0);
         // What the new master has (the failed one's unreplicated commits are gone for good).
         let stored: std::collections::HashSet<i64> = via_proxy(
             &self.proxy,
@@ -197,12 +196,15 @@ impl Bench {
         .filter_map(|s| s.parse().ok())
         .collect();
         let lost = acked.iter().filter(|a| !stored.contains(&a.id)).count();
+        self.wait_steady().await?;
+        let redundant_s = started.elapsed().as_secs_f64();
         Ok(Round {
             gap_ms,
             failed: attempts.len() - acked.len(),
             acked: acked.len(),
             lost,
             switch_ms,
+            redundant_s,
         })
     }
 }
@@ -228,8 +230,8 @@ async fn main() -> Result<()> {
     .await?;
 
     println!(
-        "{:<6} {:<11} {:>10} {:>9} {:>7} {:>6} {:>5}",
-        "round", "way", "switch ms", "gap ms", "failed", "acked", "lost"
+        "{:<6} {:<11} {:>10} {:>9} {:>7} {:>6} {:>5} {:>12}",
+        "round", "way", "switch ms", "gap ms", "failed", "acked", "lost", "redundant s"
     );
     let mut results: Vec<(Way, Round)> = Vec::new();
     let mut next_id = 0;
@@ -238,13 +240,14 @@ async fn main() -> Result<()> {
             match b.one_round(way, next_id).await {
                 Ok(r) => {
                     println!(
-                        "{round:<6} {:<11} {:>10.0} {:>9.0} {:>7} {:>6} {:>5}",
+                        "{round:<6} {:<11} {:>10.0} {:>9.0} {:>7} {:>6} {:>5} {:>12.2}",
                         way.name(),
                         r.switch_ms,
                         r.gap_ms,
                         r.failed,
                         r.acked,
-                        r.lost
+                        r.lost,
+                        r.redundant_s
                     );
                     next_id += 100_000;
                     results.push((way, r));
@@ -272,10 +275,11 @@ async fn main() -> Result<()> {
     println!("\nmedians over the rounds (a new connection and one insert every 20 ms):");
     for way in [Way::Switchover, Way::Failkeeper] {
         println!(
-            "  {:<11} switch {:7.0} ms, longest write gap {:7.0} ms; in all: {} failed attempts, {} acknowledged writes lost",
+            "  {:<11} switch {:5.0} ms, longest write gap {:5.0} ms, redundant again after {:6.2} s; in all: {} failed attempts, {} acknowledged writes lost",
             way.name(),
             med(way, |r| r.switch_ms),
             med(way, |r| r.gap_ms),
+            med(way, |r| r.redundant_s),
             total(way, |r| r.failed),
             total(way, |r| r.lost)
         );
@@ -284,10 +288,15 @@ async fn main() -> Result<()> {
         med(Way::Switchover, |r| r.gap_ms),
         med(Way::Failkeeper, |r| r.gap_ms),
     );
-    if sw_gap > 0.0 {
+    let (sw_red, fk_red) = (
+        med(Way::Switchover, |r| r.redundant_s),
+        med(Way::Failkeeper, |r| r.redundant_s),
+    );
+    if sw_gap > 0.0 && sw_red > 0.0 {
         println!(
-            "  failkeeper / switchover: longest write gap {:.1}x",
-            fk_gap / sw_gap
+            "  failkeeper / switchover: longest write gap {:.2}x, time to full redundancy {:.2}x",
+            fk_gap / sw_gap,
+            fk_red / sw_red
         );
     }
     if std::env::var("BENCH_KEEP").as_deref() != Ok("1") {

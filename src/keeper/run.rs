@@ -47,7 +47,7 @@ const LOOP_STOP_MIN: Duration = Duration::from_secs(5);
 /// Replans in a row without sleeping (after init/resync) before the loop sleeps anyway.
 const MAX_REPLANS: u32 = 3;
 /// How often the info goes out while a planned switchover is before its promotion.
-const SWITCHOVER_PUBLISH_EVERY: Duration = Duration::from_millis(200);
+const SWITCHOVER_PUBLISH_EVERY: Duration = Duration::from_millis(50);
 /// After an iteration that changed PostgreSQL (a promotion, a standby told to follow another
 /// db, a restart), the next [`QUICK_LOOKS`] iterations come this far apart, so what changed
 /// is reported within a fraction of sleepInterval: the sentinel names the synchronous
