@@ -391,7 +391,10 @@ impl Keeper {
         self.publish_before_promotion().await?;
         // From the first write it may take, a master is fenced.
         self.fence.arm();
-        postgres::promote(&self.bins, &self.pgdata, self.timing.db_wait_ready_timeout).await?;
+        postgres::promote(&self.bins, &self.pgdata).await?;
+        let within = self.timing.db_wait_ready_timeout;
+        self.on_local(async |c| c.wait_promoted(within).await)
+            .await?;
         tracing::warn!(keeper = %self.facts.uid, "promoted: now master");
         // Tell the cluster now: the sentinel waits for this to move the proxies.
         self.shared.publish_now();

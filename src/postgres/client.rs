@@ -171,6 +171,23 @@ impl PgClient {
             .map_err(|source| PgError::query("pg_is_in_recovery", source))
     }
 
+    /// Waits until a promotion asked for has ended (the instance takes writes), looking every
+    /// 10 ms: a failover or switchover is timed on this wait, which pg_ctl's own takes in
+    /// 100 ms steps.
+    pub async fn wait_promoted(&self, timeout: std::time::Duration) -> Result<(), PgError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.is_in_recovery().await? {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(PgError::Timeout {
+                    what: "the promotion".into(),
+                    after: timeout,
+                });
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        Ok(())
+    }
+
     /// The database system identifier (decimal, as upstream reports it).
     pub async fn system_identifier(&self) -> Result<String, PgError> {
         self.one_text(

@@ -12,7 +12,6 @@ use std::io::Write;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::Duration;
 use tokio::io::AsyncReadExt;
 
 /// Where the short-lived secret files of a data directory go: next to it, in a directory of the
@@ -307,16 +306,15 @@ pub async fn pg_basebackup(
     result
 }
 
-/// `pg_ctl promote -w -t <timeout> -D <pgdata>`: ends recovery and waits until the instance
-/// accepts writes. pg_ctl refuses to run as root: it runs as the data directory's owner.
-pub async fn promote(bins: &PgBinaries, pgdata: &Pgdata, timeout: Duration) -> Result<(), PgError> {
+/// `pg_ctl promote -W -D <pgdata>`: asks the instance to end recovery, without waiting (pg_ctl
+/// and pg_promote() look every 100 ms; the caller watches more closely, see
+/// `PgClient::wait_promoted`). pg_ctl refuses to run as root: it runs as the data directory's
+/// owner.
+pub async fn promote(bins: &PgBinaries, pgdata: &Pgdata) -> Result<(), PgError> {
     let run_as = pgdata.owner();
     let pgdata = std::path::absolute(pgdata).map_err(|e| PgError::io(pgdata.path(), e))?;
     let mut cmd = command(&bins.pg_ctl, run_as);
-    cmd.args(["promote", "-w", "-t"])
-        .arg(timeout.as_secs().max(1).to_string())
-        .arg("-D")
-        .arg(&pgdata);
+    cmd.args(["promote", "-W", "-D"]).arg(&pgdata);
     run_to_end(cmd, &bins.pg_ctl).await.map(|_| ())
 }
 

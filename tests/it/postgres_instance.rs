@@ -290,7 +290,8 @@ async fn master_standby_promotion() {
     let master_pos = master.gather_state(&pgdata1).await.unwrap().x_log_pos;
     drop(master);
     pg1.stop_fast(TIMEOUT).await.unwrap();
-    promote(&env.bins, &pgdata2, TIMEOUT).await.unwrap();
+    promote(&env.bins, &pgdata2).await.unwrap();
+    standby.wait_promoted(TIMEOUT).await.unwrap();
     assert_eq!(local_role(&pgdata2), LocalRole::Master);
     let state = standby.gather_state(&pgdata2).await.unwrap();
     assert!(!state.in_recovery);
