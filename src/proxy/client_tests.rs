@@ -66,18 +66,7 @@ async fn past_max_connections_new_clients_are_closed_and_served_again_once_one_l
 
     drop(first);
     // The proxy notices the first client's EOF and frees its place.
-    let end = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        let mut s = TcpStream::connect(p.addr).await.unwrap();
-        let _ = s.write_all(b"?").await;
-        let mut b = [0u8; 1];
-        if matches!(s.read(&mut b).await, Ok(1)) {
-            assert_eq!(&b, b"A");
-            break;
-        }
-        assert!(tokio::time::Instant::now() < end, "no place freed");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    assert_eq!(served_once_a_place_is_free(p.addr).await, b'A');
 }
 
 #[tokio::test]
@@ -95,18 +84,7 @@ async fn a_session_the_master_ends_is_closed_on_the_client_side_too() {
     assert_closed(&mut silent).await;
     // The place is freed just after the client's socket closes, and the next client may reach
     // another session thread first: it is served within the deadline, not necessarily at once.
-    let end = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        let mut s = TcpStream::connect(p.addr).await.unwrap();
-        let _ = s.write_all(b"?").await;
-        let mut b = [0u8; 1];
-        if matches!(s.read(&mut b).await, Ok(1)) {
-            assert_eq!(&b, b"B");
-            break;
-        }
-        assert!(tokio::time::Instant::now() < end, "no place freed");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    assert_eq!(served_once_a_place_is_free(p.addr).await, b'B');
     drop(silent);
 }
 
@@ -187,4 +165,21 @@ async fn kernel_forwarding_carries_sessions_ends_them_with_the_master_and_cuts_t
     let (mut s, who) = session(p.addr).await;
     assert_eq!(who, "B");
     assert_closed(&mut s).await;
+}
+
+/// The backend's first byte for a new client, retried until the deadline: a place is freed
+/// just after a client's socket closes, and the next client may reach another session thread
+/// first.
+async fn served_once_a_place_is_free(addr: std::net::SocketAddr) -> u8 {
+    let end = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let _ = s.write_all(b"?").await;
+        let mut b = [0u8; 1];
+        if matches!(s.read(&mut b).await, Ok(1)) {
+            return b[0];
+        }
+        assert!(tokio::time::Instant::now() < end, "no place freed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -152,13 +152,19 @@ mod grace_tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_session_ending_within_the_grace_is_never_cut() {
+    /// A router to the master and one session on it.
+    async fn routed_session() -> (Router, Route) {
         let mut router = Router::new();
         router
             .switch_after(Some(dest()), false, Duration::ZERO)
             .await;
         let session = router.subscribe().borrow().clone();
+        (router, session)
+    }
+
+    #[tokio::test]
+    async fn a_session_ending_within_the_grace_is_never_cut() {
+        let (mut router, session) = routed_session().await;
         let cancel = session.cancel.clone();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -177,11 +183,7 @@ mod grace_tests {
 
     #[tokio::test]
     async fn a_session_still_open_after_the_grace_is_cut() {
-        let mut router = Router::new();
-        router
-            .switch_after(Some(dest()), false, Duration::ZERO)
-            .await;
-        let session = router.subscribe().borrow().clone();
+        let (mut router, session) = routed_session().await;
         let cancel = session.cancel.clone();
         // Ends only when cut, as a forwarding session does.
         tokio::spawn(async move {
