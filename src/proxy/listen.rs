@@ -7,7 +7,7 @@
 //! whose connection started it, wait in the kernel's backlog for a route instead of being closed
 //! because the sentinel has not enabled this new proxy yet.
 
-use super::session::{ClientPolicy, Routes, accept_loop};
+use super::session::{ClientPolicy, Keepalive, Routes, accept_loop};
 use super::workers::SessionWorkers;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
@@ -43,7 +43,7 @@ impl Listening {
     ) -> io::Result<Self> {
         let mut handed = Vec::new();
         for l in listeners {
-            handed.extend(copies(l, workers.len())?);
+            handed.extend(copies(l, workers.len(), &policy.keepalive)?);
         }
         Ok(Listening {
             bind_to: None,
@@ -94,7 +94,7 @@ impl Listening {
             return Ok(false);
         };
         let listener = bind(address, *port).await?;
-        let listeners = copies(listener, self.workers.len())?;
+        let listeners = copies(listener, self.workers.len(), &self.policy.keepalive)?;
         self.start(listeners);
         Ok(true)
     }
@@ -157,7 +157,8 @@ impl Listening {
 
 /// `n` descriptors of the same listening socket, non-blocking, one per session worker: the
 /// kernel hands each new client to one of the workers waiting on it.
-fn copies(listener: TcpListener, n: usize) -> io::Result<Vec<TcpListener>> {
+fn copies(listener: TcpListener, n: usize, keepalive: &Keepalive) -> io::Result<Vec<TcpListener>> {
+    keepalive.apply_to_listener(&listener)?;
     listener.set_nonblocking(true)?;
     let mut all = Vec::with_capacity(n.max(1));
     for _ in 1..n.max(1) {

@@ -631,18 +631,21 @@ async fn shutdown_closes_sessions_and_returns_ok() {
 }
 
 #[tokio::test]
-async fn client_sockets_get_keepalive_and_nodelay() {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let c = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
-    let (s, _) = l.accept().await.unwrap();
+async fn client_sockets_inherit_keepalive_and_nodelay_from_the_listener() {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     session::Keepalive {
         idle_secs: 30,
         interval_secs: 0,
         count: 4,
     }
-    .apply(&s)
+    .apply_to_listener(&l)
     .unwrap();
+    l.set_nonblocking(true).unwrap();
+    let l = TcpListener::from_std(l).unwrap();
+    let c = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+    let (s, _) = l.accept().await.unwrap();
     let sock = socket2::SockRef::from(&s);
+    assert!(sock.tcp_nodelay().unwrap());
     assert!(sock.keepalive().unwrap());
     assert_eq!(sock.tcp_keepalive_time().unwrap(), Duration::from_secs(30));
     assert_eq!(sock.tcp_keepalive_retries().unwrap(), 4);
