@@ -218,6 +218,18 @@ pub struct Db {
     pub status: DbStatus,
 }
 
+impl Db {
+    /// A standby streaming from `master`, a db of this cluster (not an external primary).
+    pub fn is_standby_of(&self, master: &DbUid) -> bool {
+        self.spec.role == DbRole::Standby
+            && self
+                .spec
+                .follow_config
+                .as_ref()
+                .is_some_and(|f| f.follow_type == FollowType::Internal && f.db_uid == *master)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct DbSpec {

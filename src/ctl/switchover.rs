@@ -5,8 +5,8 @@
 
 use super::{CtlError, confirm, connect, modify_cluster_data, read_cluster_data};
 use crate::cluster::{
-    ClusterData, ClusterPhase, ClusterRole, Db, DbRole, FollowType, GoDuration, KeeperUid,
-    Switchover, SwitchoverStage, Time,
+    ClusterData, ClusterPhase, ClusterRole, Db, GoDuration, KeeperUid, Switchover, SwitchoverStage,
+    Time,
 };
 use crate::store::{Store, StoreConfig};
 use std::cmp::Reverse;
@@ -143,13 +143,7 @@ fn priority(cd: &ClusterData, db: &Db) -> i64 {
 /// Whether `db` may become the master in a switchover: a healthy, converged standby of the
 /// master within maxStandbyLag whose keeper may be master.
 fn eligible(cd: &ClusterData, master: &Db, db: &Db) -> Result<(), String> {
-    let follows_master = db.spec.role == DbRole::Standby
-        && db
-            .spec
-            .follow_config
-            .as_ref()
-            .is_some_and(|f| f.follow_type == FollowType::Internal && f.db_uid == master.uid);
-    if !follows_master {
+    if !db.is_standby_of(&master.uid) {
         return Err("not a standby of the master".into());
     }
     let Some(keeper) = cd.keepers.get(&db.spec.keeper_uid) else {
@@ -272,7 +266,7 @@ async fn follow(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::{ClusterSpec, FollowConfig, Generation, Keeper, zero_time};
+    use crate::cluster::{ClusterSpec, DbRole, FollowConfig, Generation, Keeper, zero_time};
 
     /// Master db "m" on k0; standbys "s1" on k1 and "s2" on k2, healthy and converged.
     fn cd() -> ClusterData {

@@ -2,7 +2,7 @@
 //! Pure, like `target.rs`: name resolution happens in the check loop.
 
 use super::target::join_host_port;
-use crate::cluster::{ClusterData, DbRole, DbUid, FollowType};
+use crate::cluster::{ClusterData, DbUid};
 
 /// A standby that qualifies for read-only clients, at `addr` (`host:port`, not yet resolved).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -23,13 +23,7 @@ pub fn readable_standbys(cd: &ClusterData) -> Vec<ReadableStandby> {
     let max_lag = u64::from(cd.cluster.spec.max_standby_lag());
     cd.dbs
         .values()
-        .filter(|db| db.uid != master.uid && db.spec.role == DbRole::Standby)
-        .filter(|db| {
-            db.spec
-                .follow_config
-                .as_ref()
-                .is_some_and(|f| f.follow_type == FollowType::Internal && f.db_uid == master.uid)
-        })
+        .filter(|db| db.uid != master.uid && db.is_standby_of(&master.uid))
         .filter(|db| db.status.healthy)
         .filter(|db| {
             cd.keepers
@@ -54,7 +48,7 @@ pub fn readable_standbys(cd: &ClusterData) -> Vec<ReadableStandby> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::{Db, FollowConfig, Keeper};
+    use crate::cluster::{Db, DbRole, FollowConfig, FollowType, Keeper};
 
     /// A master `m` and standbys `s1`, `s2` following it, all healthy and caught up.
     fn cluster() -> ClusterData {

@@ -10,8 +10,7 @@ use super::events::Event;
 use super::normal::reconfigure_standbys;
 use super::{elect, sync};
 use crate::cluster::{
-    ClusterData, DbRole, DbUid, FollowConfig, FollowType, ProxyInfo, Switchover, SwitchoverStage,
-    Time,
+    ClusterData, DbRole, DbUid, FollowConfig, ProxyInfo, Switchover, SwitchoverStage, Time,
 };
 use std::collections::BTreeMap;
 
@@ -111,13 +110,7 @@ fn check(cd: &ClusterData, sw: &Switchover, now: Time) -> Result<(), String> {
     let Some(target) = cd.dbs.get(&sw.to_db) else {
         return Err(format!("target db {} is gone", sw.to_db.as_str()));
     };
-    let follows_master = target.spec.role == DbRole::Standby
-        && target
-            .spec
-            .follow_config
-            .as_ref()
-            .is_some_and(|f| f.follow_type == FollowType::Internal && f.db_uid == sw.from_db);
-    if !follows_master {
+    if !target.is_standby_of(&sw.from_db) {
         return Err(format!(
             "target db {} is not a standby of the master",
             sw.to_db.as_str()

@@ -6,7 +6,7 @@ use crate::support;
 
 use nix::sys::signal::Signal;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 use support::{Cluster, ClusterBuilder, wait_for, wait_until};
 
@@ -28,6 +28,7 @@ fn planned_switchover_keeps_every_write_and_the_old_master_follows_with_its_data
     // Writes through the proxy during the switchover, each on a new connection: the ones
     // acknowledged must all be on the new master.
     let stop = Arc::new(AtomicBool::new(false));
+    let acked_count = AtomicUsize::new(0);
     let acknowledged = std::thread::scope(|s| {
         let writer = s.spawn(|| {
             let mut acked = Vec::new();
@@ -38,7 +39,9 @@ fn planned_switchover_keeps_every_write_and_the_old_master_follows_with_its_data
                     .is_ok()
                 {
                     acked.push(id);
+                    acked_count.fetch_add(1, Ordering::Relaxed);
                 }
+                // The client's pace: a write every 20 ms.
                 std::thread::sleep(Duration::from_millis(20));
             }
             acked
@@ -47,7 +50,12 @@ fn planned_switchover_keeps_every_write_and_the_old_master_follows_with_its_data
         eprintln!("{out}");
         assert!(out.contains("switchover done"), "{out}");
         // A few more writes on the new master.
-        std::thread::sleep(Duration::from_millis(500));
+        let before = acked_count.load(Ordering::Relaxed);
+        wait_until(
+            Duration::from_secs(30),
+            "writes acknowledged by the new master",
+            || acked_count.load(Ordering::Relaxed) >= before + 5,
+        );
         stop.store(true, Ordering::Relaxed);
         writer.join().unwrap()
     });
