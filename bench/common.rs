@@ -113,6 +113,20 @@ impl Local {
     }
 
     /// The pid the script recorded for one of its processes (`proxy`, `keeper0`, ...).
+    /// `stolonctl` of this cluster: its binary with the store flags, ready for a subcommand.
+    pub(crate) fn stolonctl(&self) -> Result<tokio::process::Command> {
+        let mut cmd = tokio::process::Command::new(self.state.join("bin/stolonctl"));
+        cmd.args([
+            "--cluster-name",
+            self.var("CLUSTER_NAME")?,
+            "--store-backend",
+            "etcdv3",
+            "--store-endpoints",
+            self.var("ETCD_ENDPOINT")?,
+        ]);
+        Ok(cmd)
+    }
+
     pub(crate) fn pid(&self, name: &str) -> Result<i32> {
         let path = self.state.join("run").join(format!("{name}.pid"));
         let text = std::fs::read_to_string(&path)

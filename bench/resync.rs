@@ -133,19 +133,14 @@ impl Bench {
         Ok(())
     }
 
-    fn stolonctl(&self, args: &[&str]) -> Result<()> {
-        let st = Command::new(self.l.state.join("bin/stolonctl"))
-            .args([
-                "--cluster-name",
-                self.l.var("CLUSTER_NAME")?,
-                "--store-backend",
-                "etcdv3",
-                "--store-endpoints",
-                self.l.var("ETCD_ENDPOINT")?,
-            ])
+    async fn stolonctl(&self, args: &[&str]) -> Result<()> {
+        let st = self
+            .l
+            .stolonctl()?
             .args(args)
             .stdout(std::process::Stdio::null())
-            .status()?;
+            .status()
+            .await?;
         if !st.success() {
             bail!("stolonctl {args:?} failed ({st})");
         }
@@ -181,7 +176,8 @@ impl Bench {
             "update",
             "--patch",
             &format!(r#"{{"usePgrewind": {rewind}}}"#),
-        ])?;
+        ])
+        .await?;
         self.wait_steady().await?;
         self.pgbench(&["-N", "-c", "2", "-T", writes])?;
         let old = self.master_keeper().await?;

@@ -79,18 +79,7 @@ async fn insert(cfg: &tokio_postgres::Config, id: i64) -> Result<()> {
 
 impl Bench {
     async fn stolonctl(&self, args: &[&str]) -> Result<String> {
-        let out = tokio::process::Command::new(self.l.state.join("bin/stolonctl"))
-            .args([
-                "--cluster-name",
-                self.l.var("CLUSTER_NAME")?,
-                "--store-backend",
-                "etcdv3",
-                "--store-endpoints",
-                self.l.var("ETCD_ENDPOINT")?,
-            ])
-            .args(args)
-            .output()
-            .await?;
+        let out = self.l.stolonctl()?.args(args).output().await?;
         if !out.status.success() {
             bail!(
                 "stolonctl {args:?} failed ({}): {}",
