@@ -5,7 +5,9 @@
 //! HAProxy for every pgbench workload, several rounds in one run:
 //!   - select-only (`-S`), connect-per-transaction (`-S -C`), simple-protocol writes (`-N -M simple`);
 //!   - TPS, average latency, ours/direct, ours/HAProxy, and each proxy's CPU time per transaction
-//!     (utime+stime from /proc over the run, divided by the transactions pgbench counted);
+//!     (utime+stime from /proc over the run, divided by the transactions pgbench counted), and
+//!     the whole machine's busy CPU per transaction (it also counts the kernel threads that move
+//!     the bytes for `--kernel-forwarding`, which no process's own time shows);
 //!   - the time a new connection (TCP, startup, SCRAM) takes through each, p50/p99;
 //!   - N idle client connections through our proxy: its RSS, PostgreSQL's client backends, and
 //!     whether a fresh client is still served.
@@ -151,6 +153,29 @@ fn cpu_seconds(pid: i32) -> Result<f64> {
     Ok(ticks as f64 / hz)
 }
 
+/// Busy time of the whole machine, all CPUs (user, nice, system, irq, softirq, steal), in
+/// seconds. It counts what a proxy's own CPU time does not: the kernel threads that move bytes
+/// for `--kernel-forwarding`, and what each proxy costs its clients and PostgreSQL.
+fn machine_busy_seconds() -> Result<f64> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let cpu = stat
+        .lines()
+        .find(|l| l.starts_with("cpu "))
+        .ok_or_else(|| anyhow!("no cpu line in /proc/stat"))?;
+    let ticks: Vec<u64> = cpu
+        .split_whitespace()
+        .skip(1)
+        .map(str::parse)
+        .collect::<Result<_, _>>()?;
+    // user nice system idle iowait irq softirq steal ...
+    let busy: u64 = [0, 1, 2, 5, 6, 7]
+        .iter()
+        .filter_map(|&i| ticks.get(i))
+        .sum();
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)?.unwrap_or(100) as f64;
+    Ok(busy as f64 / hz)
+}
+
 fn rss_kib(pid: i32) -> Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let line = status
@@ -202,6 +227,8 @@ struct Sample {
     latency_ms: f64,
     /// Proxy CPU per transaction; none for direct.
     cpu_us: Option<f64>,
+    /// The whole machine's busy CPU per transaction (pgbench and PostgreSQL included).
+    machine_us: f64,
 }
 
 fn run_workload(setup: &Setup, via: Via, args: &[&str], o: &Options) -> Result<Sample> {
@@ -210,7 +237,9 @@ fn run_workload(setup: &Setup, via: Via, args: &[&str], o: &Options) -> Result<S
     let mut all = vec!["-n", "-T", &seconds, "-c", &clients, "-j", "2"];
     all.extend_from_slice(args);
     let before = setup.pid(via).map(cpu_seconds).transpose()?;
+    let machine_before = machine_busy_seconds()?;
     let report = pgbench(setup, setup.port(via), &all)?;
+    let machine_after = machine_busy_seconds()?;
     let after = setup.pid(via).map(cpu_seconds).transpose()?;
     let transactions = field(&report, "number of transactions actually processed: ")?;
     Ok(Sample {
@@ -219,6 +248,7 @@ fn run_workload(setup: &Setup, via: Via, args: &[&str], o: &Options) -> Result<S
         cpu_us: before
             .zip(after)
             .map(|(b, a)| (a - b) * 1e6 / transactions.max(1.0)),
+        machine_us: (machine_after - machine_before) * 1e6 / transactions.max(1.0),
     })
 }
 
@@ -258,10 +288,11 @@ fn workloads(setup: &Setup, o: &Options) -> Result<()> {
                     }
                 };
                 eprintln!(
-                    "  {name} round {round} {:<12} tps {:>9.0}  cpu/tx {} µs",
+                    "  {name} round {round} {:<12} tps {:>9.0}  cpu/tx {} µs  machine/tx {:.1} µs",
                     via.name(),
                     s.tps,
-                    opt(s.cpu_us, 1)
+                    opt(s.cpu_us, 1),
+                    s.machine_us
                 );
                 samples[i].push(s);
             }
@@ -275,32 +306,35 @@ fn workloads(setup: &Setup, o: &Options) -> Result<()> {
             o.clients, o.seconds, o.rounds
         );
         println!(
-            "{:<16} {:>10} {:>13} {:>10} {:>14}",
-            "via", "tps", "latency (ms)", "/direct", "proxy CPU/tx"
+            "{:<16} {:>10} {:>13} {:>10} {:>14} {:>16}",
+            "via", "tps", "latency (ms)", "/direct", "proxy CPU/tx", "machine CPU/tx"
         );
+        let machine: Vec<f64> = samples
+            .iter()
+            .map(|s| med(s, |x| Some(x.machine_us)).unwrap_or(0.0))
+            .collect();
         for (i, &via) in all.iter().enumerate() {
             println!(
-                "{:<16} {:>10.0} {:>13.3} {:>10.3} {:>11} µs",
+                "{:<16} {:>10.0} {:>13.3} {:>10.3} {:>11} µs {:>13.1} µs",
                 via.name(),
                 tps[i],
                 med(&samples[i], |x| Some(x.latency_ms)).unwrap_or(0.0),
                 tps[i] / tps[0],
                 opt(med(&samples[i], |x| x.cpu_us), 1),
+                machine[i],
             );
         }
-        let cpu_ours = med(&samples[1], |x| x.cpu_us);
         let cpu_haproxy = med(&samples[2], |x| x.cpu_us);
-        println!(
-            "ours/haproxy: tps {:.3}, CPU per transaction {}",
-            tps[1] / tps[2],
-            opt(cpu_ours.zip(cpu_haproxy).map(|(a, b)| a / b), 3)
-        );
-        if all.len() > 3 {
-            let cpu_kernel = med(&samples[3], |x| x.cpu_us);
+        for (i, label) in [(1, "ours"), (3, "ours (kernel)")] {
+            if i >= all.len() {
+                continue;
+            }
+            let cpu = med(&samples[i], |x| x.cpu_us);
             println!(
-                "ours (kernel)/haproxy: tps {:.3}, CPU per transaction {}",
-                tps[3] / tps[2],
-                opt(cpu_kernel.zip(cpu_haproxy).map(|(a, b)| a / b), 3)
+                "{label}/haproxy: tps {:.3}, proxy CPU per transaction {}, machine CPU per transaction {:.3}",
+                tps[i] / tps[2],
+                opt(cpu.zip(cpu_haproxy).map(|(a, b)| a / b), 3),
+                machine[i] / machine[2]
             );
         }
     }

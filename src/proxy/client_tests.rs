@@ -12,29 +12,33 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-/// A stand-in PostgreSQL that counts the connections it accepted and, when `hang_up`, closes
-/// each session right after answering the client's first byte.
-async fn counting_backend(hang_up: bool) -> (SocketAddr, Arc<AtomicUsize>) {
+/// A stand-in PostgreSQL that counts the connections it accepted and the sessions that ended
+/// (it saw the client's EOF or hung up), and, when `hang_up`, closes each session right after
+/// answering the client's first byte.
+async fn counting_backend(hang_up: bool) -> (SocketAddr, Arc<AtomicUsize>, Arc<AtomicUsize>) {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     let accepted = Arc::new(AtomicUsize::new(0));
-    let counter = accepted.clone();
+    let ended = Arc::new(AtomicUsize::new(0));
+    let (accepted_here, ended_here) = (accepted.clone(), ended.clone());
     tokio::spawn(async move {
         while let Ok((mut s, _)) = l.accept().await {
-            counter.fetch_add(1, Ordering::SeqCst);
+            accepted_here.fetch_add(1, Ordering::SeqCst);
+            let ended = ended_here.clone();
             tokio::spawn(async move {
                 let mut first = [0u8; 1];
-                if !matches!(s.read(&mut first).await, Ok(1)) || s.write_all(b"B").await.is_err() {
-                    return;
-                }
-                if !hang_up {
+                if matches!(s.read(&mut first).await, Ok(1))
+                    && s.write_all(b"B").await.is_ok()
+                    && !hang_up
+                {
                     let (mut r, mut w) = s.split();
                     let _ = tokio::io::copy(&mut r, &mut w).await;
                 }
+                ended.fetch_add(1, Ordering::SeqCst);
             });
         }
     });
-    (addr, accepted)
+    (addr, accepted, ended)
 }
 
 /// A handed-socket proxy with `cfg`, enabled and routing to a master at `master`.
@@ -71,7 +75,7 @@ async fn past_max_connections_new_clients_are_closed_and_served_again_once_one_l
 
 #[tokio::test]
 async fn a_session_the_master_ends_is_closed_on_the_client_side_too() {
-    let (b, _) = counting_backend(true).await;
+    let (b, _, _) = counting_backend(true).await;
     // One session at a time: a second client is served only if the first one's session is
     // over, although that client never closes its side.
     let cfg = ProxyConfig {
@@ -90,7 +94,7 @@ async fn a_session_the_master_ends_is_closed_on_the_client_side_too() {
 
 #[tokio::test]
 async fn silent_clients_never_reach_the_master_and_are_closed_after_the_startup_timeout() {
-    let (b, accepted) = counting_backend(false).await;
+    let (b, accepted, _) = counting_backend(false).await;
     let cfg = ProxyConfig {
         client_startup_timeout: Duration::from_millis(300),
         ..config(0)
@@ -112,7 +116,7 @@ async fn silent_clients_never_reach_the_master_and_are_closed_after_the_startup_
 async fn two_thousand_idle_clients_cost_the_master_no_connection() {
     // Each idle client takes two descriptors here (its socket and the proxy's).
     let _ = limits::raise_open_file_limit();
-    let (b, accepted) = counting_backend(false).await;
+    let (b, accepted, _) = counting_backend(false).await;
     let (_source, p) = routing_proxy(b, config(0)).await;
     let mut idle = Vec::new();
     for _ in 0..2000 {
@@ -133,12 +137,12 @@ async fn two_thousand_idle_clients_cost_the_master_no_connection() {
 }
 
 /// `--kernel-forwarding` (needs CAP_BPF and CAP_NET_ADMIN: the tests run as root): the same
-/// sessions, with the bytes moved by the kernel.
+/// sessions, with the bytes moved by the kernel and only their ends seen by the proxy.
 #[cfg(feature = "kernel-forwarding")]
 #[tokio::test]
 async fn kernel_forwarding_carries_sessions_ends_them_with_the_master_and_cuts_them_on_a_switch() {
-    let (echo, _) = counting_backend(false).await;
-    let (closer, _) = counting_backend(true).await;
+    let (echo, _, echo_ended) = counting_backend(false).await;
+    let (closer, _, _) = counting_backend(true).await;
     let cfg = ProxyConfig {
         kernel_forwarding: true,
         ..config(0)
@@ -156,6 +160,15 @@ async fn kernel_forwarding_carries_sessions_ends_them_with_the_master_and_cuts_t
             .unwrap();
         assert_eq!(back, msg);
     }
+
+    // A client leaving ends its session on the master's side too.
+    let (other, _) = session(p.addr).await;
+    drop(other);
+    wait_for(
+        "the master's side of a closed client's session to end",
+        || echo_ended.load(Ordering::SeqCst) == 1,
+    )
+    .await;
 
     // A master change cuts the session.
     source.update_cd(|cd| set_master(cd, "dbc", closer));

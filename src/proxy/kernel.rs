@@ -9,8 +9,12 @@
 //! sockets are in the map, and the client sends nothing more before the master answers. Bytes
 //! queued on a socket before it joins the map would not be forwarded.
 
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use std::io;
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
 use tokio::net::TcpStream;
 
 #[derive(Debug, thiserror::Error)]
@@ -169,6 +173,84 @@ pub(crate) struct Spliced<'a> {
 impl Drop for Spliced<'_> {
     fn drop(&mut self) {
         self.kernel.forget(&self.client, &self.server);
+    }
+}
+
+/// Which side of a spliced session ended first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SessionEnd {
+    Client,
+    Master,
+}
+
+/// The two sockets of a session the kernel forwards, watched only for their end (EOF, reset).
+///
+/// The kernel wakes a socket's waiters for reading after each message its program redirected,
+/// with nothing left to read (net/core/skmsg.c calls `sk_psock_data_ready` after every verdict).
+/// Registered with tokio, whose registrations always ask for reading, the proxy was woken per
+/// message for nothing, one wakeup per transaction. So the sockets leave tokio and join an epoll
+/// instance of their own that asks only for EPOLLRDHUP (errors and hang-ups are always reported):
+/// a data wakeup does not match it, a peer's FIN or reset does. Only that instance is registered
+/// with tokio.
+pub(crate) struct EndWatch {
+    epoll: AsyncFd<EpollFd>,
+    // Kept open for the session's life; closing them removes them from `epoll`.
+    _client: std::net::TcpStream,
+    _server: std::net::TcpStream,
+}
+
+pub(crate) struct EpollFd(Epoll);
+
+impl AsRawFd for EpollFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.0.as_raw_fd()
+    }
+}
+
+const CLIENT: u64 = 0;
+const MASTER: u64 = 1;
+
+impl EndWatch {
+    pub(crate) fn new(client: TcpStream, server: TcpStream) -> io::Result<EndWatch> {
+        let (client, server) = (client.into_std()?, server.into_std()?);
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+        let ends = EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLET;
+        epoll.add(&client, EpollEvent::new(ends, CLIENT))?;
+        epoll.add(&server, EpollEvent::new(ends, MASTER))?;
+        // SAFETY: `EpollFd` owns its descriptor, which stays open and the same until the AsyncFd
+        // (which owns it) is dropped.
+        #[allow(unsafe_code)]
+        let epoll = unsafe { AsyncFd::register_with_interest(EpollFd(epoll), Interest::READABLE) }?;
+        Ok(EndWatch {
+            epoll,
+            _client: client,
+            _server: server,
+        })
+    }
+
+    /// Waits until either socket ends; the master's end wins when both are reported at once.
+    pub(crate) async fn ended(&self) -> io::Result<SessionEnd> {
+        loop {
+            let mut guard = self.epoll.readable().await?;
+            let mut events = [EpollEvent::empty(); 2];
+            let ready = guard.try_io(|epoll| {
+                match epoll.get_ref().0.wait(&mut events, EpollTimeout::ZERO) {
+                    Ok(0) => Err(io::ErrorKind::WouldBlock.into()),
+                    Ok(n) => Ok(n),
+                    Err(errno) => Err(io::Error::from(errno)),
+                }
+            });
+            let n = match ready {
+                Ok(n) => n?,
+                Err(_would_block) => continue,
+            };
+            let ended = &events[..n];
+            return Ok(if ended.iter().any(|e| e.data() == MASTER) {
+                SessionEnd::Master
+            } else {
+                SessionEnd::Client
+            });
+        }
     }
 }
 

@@ -3,7 +3,7 @@
 //! when the master's side closes, the client fails, or its route is cancelled.
 
 use super::hold;
-use super::kernel::KernelForwarding;
+use super::kernel::{EndWatch, KernelForwarding, SessionEnd};
 use super::limits::{RateLimited, SessionLimit, SessionPermit};
 use super::read_only::ReadOnlyPool;
 use super::route::Route;
@@ -273,34 +273,30 @@ async fn forward_in_kernel(kernel: &KernelForwarding, client: TcpStream, mut ser
     if spliced.is_none() {
         return pump(client, server).await;
     }
-    // Only the end of either stream still reaches us (or bytes the program passed up, which
-    // are copied by hand). Either side ending ends the session.
-    let mut buf = [0u8; 4096];
-    loop {
-        let (from, to) = tokio::select! {
-            r = client.readable() => { if r.is_err() { break } (&client, &server) }
-            r = server.readable() => { if r.is_err() { break } (&server, &client) }
-        };
-        match from.try_read(&mut buf) {
-            Ok(0) if std::ptr::eq(from, &server) => {
-                // The master's last bytes (a FATAL message before it closes) reach the client
-                // through the kernel's deferred redirect work, which unmapping or closing the
-                // client's socket first would discard. Seen under load in CI.
-                tokio::time::sleep(KERNEL_LAST_BYTES_GRACE).await;
-                break;
-            }
-            Ok(0) => break,
-            Ok(n) => {
-                if write_all_to(to, &buf[..n]).await.is_err() {
-                    break;
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(_) => break,
+    // Only the end of either socket still concerns the proxy. The program passes nothing up:
+    // both sockets' peers stay in its map for the whole session.
+    let watch = match EndWatch::new(client, server) {
+        Ok(watch) => watch,
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot watch a kernel-forwarded session; ending it");
+            return;
+        }
+    };
+    match watch.ended().await {
+        Ok(SessionEnd::Master) => {
+            // The master's last bytes (a FATAL message before it closes) reach the client
+            // through the kernel's deferred redirect work, which unmapping or closing the
+            // client's socket first would discard. Seen under load in CI.
+            tokio::time::sleep(KERNEL_LAST_BYTES_GRACE).await;
+        }
+        Ok(SessionEnd::Client) => {}
+        Err(e) => {
+            tracing::debug!(error = %e, "watching a kernel-forwarded session failed; ending it")
         }
     }
     // Forgotten before the sockets close, so no entry outlives its socket.
     drop(spliced);
+    drop(watch);
 }
 
 /// How long a session the master ended stays open for the kernel to deliver the master's last
@@ -309,18 +305,6 @@ const KERNEL_LAST_BYTES_GRACE: Duration = Duration::from_millis(100);
 
 /// Bounds the client's first message read in one go (a StartupMessage is far smaller).
 const FIRST_MESSAGE_MAX: usize = 16 * 1024;
-
-async fn write_all_to(to: &TcpStream, mut bytes: &[u8]) -> io::Result<()> {
-    while !bytes.is_empty() {
-        to.writable().await?;
-        match to.try_write(bytes) {
-            Ok(n) => bytes = &bytes[n..],
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
 
 /// Whether the client sent something within `timeout` (false: it closed, failed or stayed
 /// silent). The bytes stay in the socket for the master.
