@@ -4,7 +4,7 @@
 #
 # Usage: packaging/build.sh [--no-build]   (--no-build: reuse target/release as it is)
 # Needs: cargo-deb, cargo-generate-rpm (cargo install --locked cargo-deb cargo-generate-rpm),
-#        help2man, lintian, rpmlint (apt-get install help2man lintian rpmlint).
+#        help2man, lintian, rpmlint, clang (apt-get install help2man lintian rpmlint clang).
 # Prints the package paths on its last two lines as `deb: PATH` and `rpm: PATH`.
 set -euo pipefail
 
@@ -14,20 +14,23 @@ build=1
 [[ ${1:-} == --no-build ]] && build=0
 
 missing=()
-for tool in cargo-deb cargo-generate-rpm help2man lintian rpmlint; do
+for tool in cargo-deb cargo-generate-rpm help2man lintian rpmlint clang; do
     command -v "$tool" >/dev/null || missing+=("$tool")
 done
 if ((${#missing[@]})); then
     echo "build.sh: missing ${missing[*]} (cargo install --locked cargo-deb cargo-generate-rpm;" \
-        "apt-get install help2man lintian rpmlint)" >&2
+        "apt-get install help2man lintian rpmlint clang)" >&2
     exit 2
 fi
 
 bins=(stolon-keeper stolon-sentinel stolon-proxy stolonctl)
 if ((build)); then
     # Stripped here rather than in Cargo.toml's release profile: the .rpm ships the files as they
-    # are (cargo-deb strips its own copy), and rpmlint refuses unstripped binaries.
-    CARGO_PROFILE_RELEASE_STRIP=symbols cargo build --release --locked --bins
+    # are (cargo-deb strips its own copy), and rpmlint refuses unstripped binaries. With the
+    # in-kernel forwarding built in (clang compiles its eBPF program): it stays off until
+    # proxy.toml turns it on with the drop-in of packaging/examples/kernel-forwarding.conf.
+    CARGO_PROFILE_RELEASE_STRIP=symbols cargo build --release --locked --bins \
+        --features kernel-forwarding
 fi
 
 out=target/packaging

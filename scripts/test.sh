@@ -48,7 +48,7 @@ if [ "$(id -u)" != 0 ]; then
   log "skipping the package and systemd-container tests: they need root (run: sudo scripts/test.sh)"
   exit 0
 fi
-EXTRA_PACKAGES=(help2man:help2man lintian:lintian rpmlint:rpmlint debootstrap:debootstrap
+EXTRA_PACKAGES=(help2man:help2man lintian:lintian rpmlint:rpmlint clang:clang debootstrap:debootstrap
   systemd-nspawn:systemd-container python3:python3 ip:iproute2)
 ensure_deps
 for tool in cargo-deb cargo-generate-rpm; do

@@ -7,6 +7,8 @@
 #   - journalctl -o json carries our structured fields (CLUSTER_NAME, ROLE);
 #   - psql through the proxy socket reaches the master (our keeper's PostgreSQL, not Debian's);
 #   - a distribution PostgreSQL keeps port 5432 beside the proxy's socket;
+#   - the proxy with in-kernel forwarding, turned on with the drop-in the package ships, loads its
+#     eBPF program under the unit's sandbox and carries psql's session in the kernel;
 #   - `systemctl stop stolon@smoke.target` stops the keeper cleanly and leaves no PostgreSQL of it.
 # Each check prints a PASS or FAIL line; the exit status is non-zero when any failed. The container
 # and its copy of the root are removed on every exit path.
@@ -104,7 +106,10 @@ chmod 0700 "$root/etc/credstore"
   printf '%s' "$repl_password" >"$root/etc/credstore/stolon-$cluster-pg-repl-password" )
 
 log "booting the container"
+# CAP_BPF and bpf(2) for the proxy's in-kernel forwarding (nspawn grants neither by default;
+# CAP_NET_ADMIN comes with the private network).
 systemd-nspawn -q -D "$root" -M "$machine" -b --register=no --keep-unit --private-network \
+    --capability=CAP_BPF --system-call-filter=bpf \
     --console=read-only >"$work/console.log" 2>&1 </dev/null &
 nspawn_pid=$!
 
@@ -224,6 +229,35 @@ for role in keeper sentinel proxy; do
         fail "journal of $unit lacks CLUSTER_NAME=$cluster / ROLE=$role"
     fi
 done
+
+# In-kernel forwarding under the unit: the drop-in the package ships, and the setting.
+log "restarting the proxy with kernel-forwarding = true"
+inside mkdir -p "/etc/systemd/system/stolon-proxy@$cluster.service.d"
+inside cp /usr/share/doc/stolon/examples/kernel-forwarding.conf \
+    "/etc/systemd/system/stolon-proxy@$cluster.service.d/"
+inside sh -c "printf '%s\n' 'kernel-forwarding = true' 'metrics-listen-address = \"127.0.0.1:25490\"' \
+    >>/etc/stolon/$cluster/proxy.toml"
+inside systemctl daemon-reload
+inside systemctl restart "stolon-proxy@$cluster.service" || true
+kernel_psql=
+deadline=$((SECONDS + 60))
+while ((SECONDS < deadline)); do
+    kernel_psql=$(inside env PGPASSWORD="$su_password" PGCONNECT_TIMEOUT=3 \
+        psql "host=127.0.0.1 port=25432 user=postgres dbname=postgres" -XAtc \
+        "select count(*) from generate_series(1, 10000)" 2>&1) && break
+    sleep 1
+done
+# The last start's journal entry (tracing-journald puts each field in a journal field of its own).
+started=$(inside journalctl -u "stolon-proxy@$cluster.service" --no-pager -o json |
+    grep '"MESSAGE":"proxy starting"' | tail -n 1 | grep -o '"KERNEL_FORWARDING":"[a-z]*"' || true)
+forwarded=$(inside timeout 5 bash -c 'exec 3<>/dev/tcp/127.0.0.1/25490 &&
+    printf "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n" >&3 && cat <&3' 2>/dev/null |
+    awk '$1 == "stolon_proxy_kernel_forwarded_sessions_total" { print $2 }' || true)
+if [[ $kernel_psql == 10000 && $started == '"KERNEL_FORWARDING":"true"' && ${forwarded:-0} -ge 1 ]]; then
+    pass "proxy with kernel-forwarding = true and the shipped drop-in: running, psql through it answers, $forwarded session(s) forwarded in the kernel"
+else
+    fail "kernel forwarding under the unit: psql ${kernel_psql:-no answer}; start entry: ${started:-none}; kernel-forwarded sessions: ${forwarded:-none}"
+fi
 
 if inside runuser -u postgres -- psql -h /var/run/postgresql -p 5432 -XAtc 'select 1' >/dev/null 2>&1; then
     pass "Debian's own PostgreSQL still serves port 5432 beside the proxy"

@@ -56,6 +56,7 @@ pub struct ProxyMetrics {
     read_only_sessions: SessionSeries,
     refused: Family<RefusalLabel, Counter>,
     held: Counter,
+    kernel_forwarded: Counter,
 }
 
 impl Default for ProxyMetrics {
@@ -66,6 +67,7 @@ impl Default for ProxyMetrics {
             read_only_sessions: SessionSeries::default(),
             refused: Family::default(),
             held: Counter::default(),
+            kernel_forwarded: Counter::default(),
         };
         // Every reason shows from the start, at 0, so a rate() over them works at once.
         for reason in [
@@ -125,6 +127,11 @@ impl Metrics {
             "Clients that waited for a master (--hold-timeout) instead of being closed at once",
             m.held.clone(),
         );
+        self.register(
+            "stolon_proxy_kernel_forwarded_sessions",
+            "Sessions (of either side) whose bytes the kernel moved (--kernel-forwarding)",
+            m.kernel_forwarded.clone(),
+        );
         m
     }
 }
@@ -144,6 +151,11 @@ impl ProxyMetrics {
         self.sessions.total.inc();
         self.sessions.active.inc();
         SessionGuard(self.sessions.active.clone())
+    }
+
+    /// A session was handed to the kernel (`--kernel-forwarding`).
+    pub fn kernel_forwarded(&self) {
+        self.kernel_forwarded.inc();
     }
 
     pub fn connect_error(&self) {

@@ -225,6 +225,7 @@ fn proxy_counts_sessions_dial_errors_and_refusals() {
             ("stolon_proxy_read_only_sessions_active", "gauge"),
             ("stolon_proxy_read_only_sessions_total", "counter"),
             ("stolon_proxy_read_only_connect_errors_total", "counter"),
+            ("stolon_proxy_kernel_forwarded_sessions_total", "counter"),
         ],
     );
     let id = r#"stolon_cluster_identifier{cluster_name="c1",component="proxy"}"#;
@@ -242,6 +243,7 @@ fn proxy_counts_sessions_dial_errors_and_refusals() {
     p.refused(Refusal::MaxConnections);
     p.held();
     p.refused(Refusal::HoldTimeout);
+    p.kernel_forwarded();
     let text = render(&reg);
     assert_eq!(value(&text, "stolon_proxy_sessions_active"), Some(2.0));
     assert_eq!(value(&text, "stolon_proxy_sessions_total"), Some(2.0));
@@ -254,6 +256,8 @@ fn proxy_counts_sessions_dial_errors_and_refusals() {
     assert_eq!(value(&text, "stolon_proxy_clients_held_total"), Some(1.0));
     let hold_timeout = r#"stolon_proxy_clients_refused_total{reason="hold_timeout"}"#;
     assert_eq!(value(&text, hold_timeout), Some(1.0));
+    let kernel = "stolon_proxy_kernel_forwarded_sessions_total";
+    assert_eq!(value(&text, kernel), Some(1.0));
     let ro = p.for_read_only();
     let c = ro.session_started();
     ro.connect_error();

@@ -216,7 +216,7 @@ async fn serve(
     let _ = server.set_nodelay(true);
     tokio::select! {
         _ = route.cancel.cancelled() => {}
-        _ = forward(client, server, policy.kernel.as_deref()) => {}
+        _ = forward(client, server, policy.kernel.as_deref(), &policy.metrics) => {}
     }
 }
 
@@ -246,9 +246,14 @@ async fn route_when_spoken(
     }
 }
 
-async fn forward(client: TcpStream, server: TcpStream, kernel: Option<&KernelForwarding>) {
+async fn forward(
+    client: TcpStream,
+    server: TcpStream,
+    kernel: Option<&KernelForwarding>,
+    metrics: &ProxyMetrics,
+) {
     match kernel {
-        Some(kernel) => forward_in_kernel(kernel, client, server).await,
+        Some(kernel) => forward_in_kernel(kernel, client, server, metrics).await,
         None => pump(client, server).await,
     }
 }
@@ -256,7 +261,12 @@ async fn forward(client: TcpStream, server: TcpStream, kernel: Option<&KernelFor
 /// Hands the session to the kernel (src/proxy/kernel.rs) and waits for its end. The client's
 /// first message, already waiting, is read here and written to the master once both sockets are
 /// in the kernel's map: bytes queued before a socket joins it would not be forwarded.
-async fn forward_in_kernel(kernel: &KernelForwarding, client: TcpStream, mut server: TcpStream) {
+async fn forward_in_kernel(
+    kernel: &KernelForwarding,
+    client: TcpStream,
+    mut server: TcpStream,
+    metrics: &ProxyMetrics,
+) {
     let spliced = {
         // Freed before the session's long wait: an idle session keeps no 16 KiB buffer.
         let mut first = vec![0u8; FIRST_MESSAGE_MAX];
@@ -273,6 +283,7 @@ async fn forward_in_kernel(kernel: &KernelForwarding, client: TcpStream, mut ser
     if spliced.is_none() {
         return pump(client, server).await;
     }
+    metrics.kernel_forwarded();
     // Only the end of either socket still concerns the proxy. The program passes nothing up:
     // both sockets' peers stay in its map for the whole session.
     let watch = match EndWatch::new(client, server) {
