@@ -434,9 +434,18 @@ fn apply_report(
     }
     mem.error_since = None;
     mem.reported_healthy_at = Some(reported_at);
+    // Within one timeline of one system a db's WAL position only grows. A lower report (a
+    // keeper's bad read, a transient 0) would make every standby look within maxStandbyLag of
+    // the master, and so electable (src/sentinel/tests/scenarios.rs has the case).
+    let same_history =
+        db.status.system_id == pg.system_id && db.status.timeline_id == pg.timeline_id;
+    db.status.x_log_pos = if same_history {
+        db.status.x_log_pos.max(pg.x_log_pos)
+    } else {
+        pg.x_log_pos
+    };
     db.status.system_id = pg.system_id.clone();
     db.status.timeline_id = pg.timeline_id;
-    db.status.x_log_pos = pg.x_log_pos;
     db.status.timelines_history = pg.timelines_history.clone();
     db.status.pg_parameters = pg.pg_parameters.clone();
     mem.reported_sync_standbys = pg.synchronous_standbys.clone();

@@ -309,6 +309,26 @@ fn lagging_standby_not_promoted() {
     w.run_until(10, |w| w.master_keeper() == "k1");
 }
 
+/// Found by the random-failure property test: a master that reported a far lower position just
+/// before it failed (0, as a keeper might on a bad read) made every standby look within
+/// maxStandbyLag. Within one timeline a db's WAL position only grows, so the sentinel keeps the
+/// highest it was told.
+#[test]
+fn a_lower_position_from_the_master_does_not_qualify_a_lagging_standby() {
+    let mut w = three_with_master_on_k0(r#"{"maxStandbyLag":1000}"#);
+    w.keeper("k0").x_log_pos = 100_000;
+    w.keeper("k1").x_log_pos = 98_000;
+    w.keeper("k2").x_log_pos = 97_000;
+    w.run_for(6);
+    w.keeper("k0").x_log_pos = 0;
+    w.run_for(6);
+    assert_eq!(w.master_db().status.x_log_pos, 100_000);
+    w.kill("k0");
+    w.run_for(30);
+    assert_eq!(w.master_keeper(), "k0", "no standby within maxStandbyLag");
+    assert!(w.saw(|e| matches!(e, Event::NoEligibleMaster { .. })));
+}
+
 #[test]
 fn can_be_master_false_never_elected() {
     let mut w = three_with_master_on_k0("{}");
