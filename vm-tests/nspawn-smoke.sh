@@ -191,14 +191,19 @@ else
     fail "stolon-proxy@$cluster.socket not listening"
 fi
 
-psql_out=
-deadline=$((SECONDS + 120))
-while ((SECONDS < deadline)); do
-    psql_out=$(inside env PGPASSWORD="$su_password" PGCONNECT_TIMEOUT=3 \
-        psql "host=127.0.0.1 port=25432 user=postgres dbname=postgres" -XAtc \
-        "select pg_is_in_recovery(), inet_server_port()" 2>&1) && break
-    sleep 1
-done
+# Prints what `query` returns through the proxy, retried until it answers or `seconds` pass (then
+# psql's last error).
+psql_through_proxy() {
+    local query=$1 deadline=$((SECONDS + $2)) out=
+    while ((SECONDS < deadline)); do
+        out=$(inside env PGPASSWORD="$su_password" PGCONNECT_TIMEOUT=3 \
+            psql "host=127.0.0.1 port=25432 user=postgres dbname=postgres" -XAtc "$query" 2>&1) && break
+        sleep 1
+    done
+    printf '%s' "$out"
+}
+
+psql_out=$(psql_through_proxy "select pg_is_in_recovery(), inet_server_port()" 120)
 if [[ $psql_out == "f|25433" ]]; then
     pass "psql through the proxy (127.0.0.1:25432) reaches the master (in recovery: f, server port 25433; md5 with the superuser password from the credstore credential)"
 else
@@ -239,14 +244,7 @@ inside sh -c "printf '%s\n' 'kernel-forwarding = true' 'metrics-listen-address =
     >>/etc/stolon/$cluster/proxy.toml"
 inside systemctl daemon-reload
 inside systemctl restart "stolon-proxy@$cluster.service" || true
-kernel_psql=
-deadline=$((SECONDS + 60))
-while ((SECONDS < deadline)); do
-    kernel_psql=$(inside env PGPASSWORD="$su_password" PGCONNECT_TIMEOUT=3 \
-        psql "host=127.0.0.1 port=25432 user=postgres dbname=postgres" -XAtc \
-        "select count(*) from generate_series(1, 10000)" 2>&1) && break
-    sleep 1
-done
+kernel_psql=$(psql_through_proxy "select count(*) from generate_series(1, 10000)" 60)
 # The last start's journal entry (tracing-journald puts each field in a journal field of its own).
 started=$(inside journalctl -u "stolon-proxy@$cluster.service" --no-pager -o json |
     grep '"MESSAGE":"proxy starting"' | tail -n 1 | grep -o '"KERNEL_FORWARDING":"[a-z]*"' || true)

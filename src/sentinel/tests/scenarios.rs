@@ -293,13 +293,19 @@ fn deposed_master_is_not_elected_again_once_its_replacement_was_promoted() {
     assert!(!w.saw(|e| matches!(e, Event::DeposedMasterReelected { .. })));
 }
 
-#[test]
-fn lagging_standby_not_promoted() {
+/// maxStandbyLag 1000, the master at 100,000 and both standbys further behind, all reported.
+fn standbys_beyond_the_lag() -> World {
     let mut w = three_with_master_on_k0(r#"{"maxStandbyLag":1000}"#);
     w.keeper("k0").x_log_pos = 100_000;
     w.keeper("k1").x_log_pos = 98_000;
     w.keeper("k2").x_log_pos = 97_000;
     w.run_for(6);
+    w
+}
+
+#[test]
+fn lagging_standby_not_promoted() {
+    let mut w = standbys_beyond_the_lag();
     w.kill("k0");
     w.run_for(30);
     assert_eq!(w.master_keeper(), "k0", "no standby within maxStandbyLag");
@@ -315,11 +321,7 @@ fn lagging_standby_not_promoted() {
 /// highest it was told.
 #[test]
 fn a_lower_position_from_the_master_does_not_qualify_a_lagging_standby() {
-    let mut w = three_with_master_on_k0(r#"{"maxStandbyLag":1000}"#);
-    w.keeper("k0").x_log_pos = 100_000;
-    w.keeper("k1").x_log_pos = 98_000;
-    w.keeper("k2").x_log_pos = 97_000;
-    w.run_for(6);
+    let mut w = standbys_beyond_the_lag();
     w.keeper("k0").x_log_pos = 0;
     w.run_for(6);
     assert_eq!(w.master_db().status.x_log_pos, 100_000);
