@@ -221,13 +221,7 @@ fn fail_over(cd: &mut ClusterData, old: &Db, new_uid: &DbUid, events: &mut Vec<E
         cd.proxy.spec.master_db_uid.clear();
         cd.proxy.generation.bump();
     }
-    if sync_repl(&spec) {
-        sync::inherit_sync_standbys(cd, &spec, &old.spec.synchronous_standbys, new_uid);
-    } else if let Some(db) = cd.dbs.get_mut(new_uid) {
-        db.spec.synchronous_replication = false;
-        db.spec.synchronous_standbys.clear();
-        db.spec.external_synchronous_standbys.clear();
-    }
+    sync::set_new_master_sync(cd, &spec, &old.spec.synchronous_standbys, new_uid);
     // Upstream repoints the standbys only once the new master converged, leaving them
     // following the failed one meanwhile. Its db is gone here, so they follow the new master
     // at once: a standby can stream from a standby being promoted (cascading, timeline

@@ -8,7 +8,7 @@
 
 use super::events::Event;
 use super::normal::reconfigure_standbys;
-use super::{elect, sync};
+use super::sync;
 use crate::cluster::{
     ClusterData, DbRole, DbUid, FollowConfig, ProxyInfo, Switchover, SwitchoverStage, Time,
 };
@@ -194,17 +194,11 @@ fn promote(cd: &mut ClusterData, sw: &Switchover) {
         old.spec.role = DbRole::Standby;
         old.spec.follow_config = Some(FollowConfig::internal(&sw.to_db));
     }
-    if elect::sync_repl(&spec) {
-        // The old master has every commit the new one has: it is a synchronous standby at once
-        // (upstream's choice at a failover too), so commits wait for it rather than for a
-        // standby that is not there.
-        let mut inherited = old_sync;
-        inherited.push(sw.from_db.clone());
-        sync::inherit_sync_standbys(cd, &spec, &inherited, &sw.to_db);
-    } else if let Some(target) = cd.dbs.get_mut(&sw.to_db) {
-        target.spec.synchronous_replication = false;
-        target.spec.synchronous_standbys.clear();
-        target.spec.external_synchronous_standbys.clear();
-    }
+    // The old master has every commit the new one has: it is a synchronous standby at once
+    // (upstream's choice at a failover too), so commits wait for it rather than for a standby
+    // that is not there.
+    let mut inherited = old_sync;
+    inherited.push(sw.from_db.clone());
+    sync::set_new_master_sync(cd, &spec, &inherited, &sw.to_db);
     reconfigure_standbys(cd);
 }

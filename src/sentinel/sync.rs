@@ -178,6 +178,23 @@ pub(crate) fn disable_sync(cd: &mut ClusterData) {
 /// check drops it. With nothing left and minSynchronousStandbys > 0 the fake standby makes the
 /// new master block commits until a real standby is in sync: no write is acknowledged by a
 /// single node when the operator asked for synchronous replication.
+/// The synchronous settings of a db just made master (failover or switchover): with synchronous
+/// replication it inherits `inherited` ([`inherit_sync_standbys`]), without it has none.
+pub(crate) fn set_new_master_sync(
+    cd: &mut ClusterData,
+    spec: &ClusterSpec,
+    inherited: &[DbUid],
+    new_master: &DbUid,
+) {
+    if super::elect::sync_repl(spec) {
+        inherit_sync_standbys(cd, spec, inherited, new_master);
+    } else if let Some(db) = cd.dbs.get_mut(new_master) {
+        db.spec.synchronous_replication = false;
+        db.spec.synchronous_standbys.clear();
+        db.spec.external_synchronous_standbys.clear();
+    }
+}
+
 pub(crate) fn inherit_sync_standbys(
     cd: &mut ClusterData,
     spec: &ClusterSpec,
