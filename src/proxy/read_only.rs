@@ -1,8 +1,8 @@
 //! The read-only side's destinations: one route per qualifying standby (or the master, as a
 //! fallback), shared with the read-only accept loops through a watch channel. Each route has its
 //! own cancellation token, so a standby that stops qualifying loses its sessions and no other.
-//! A new client takes the next route in turn (round robin): one atomic add per client, nothing
-//! per byte.
+//! A new client takes the route with the fewest sessions, the first of them from a turning start
+//! (so equal routes take turns): a few atomic reads per client, nothing per byte.
 
 use super::route::{Destination, Route, RouteSessions, SESSION_DRAIN_TIMEOUT};
 use std::sync::Arc;
@@ -17,14 +17,17 @@ pub(crate) struct ReadOnlyPool {
 }
 
 impl ReadOnlyPool {
-    /// The route for a new client: the next one in turn; none when there is nowhere to go.
+    /// The route for a new client: a routable one with the fewest sessions, the next in turn
+    /// among equals; none when there is nowhere to go. Long sessions (a reporting job) then do
+    /// not pile up on one standby while round robin keeps sending it its share of new ones.
     pub(crate) fn pick(&self) -> Option<Route> {
-        if self.routes.is_empty() {
-            return None;
-        }
-        let turn = self.next.fetch_add(1, Ordering::Relaxed) % self.routes.len();
-        let route = &self.routes[turn];
-        route.routable().then(|| route.clone())
+        let n = self.routes.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        (0..n)
+            .map(|i| &self.routes[(start + i) % n])
+            .filter(|r| r.routable())
+            .min_by_key(|r| r.holders())
+            .cloned()
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -175,6 +178,27 @@ mod tests {
             .collect();
         assert_eq!(picks, ["a", "b", "a", "b"]);
         assert!(!router.switch(&standbys(&[a, b])).await, "nothing changed");
+    }
+
+    #[tokio::test]
+    async fn clients_go_to_the_standby_with_the_fewest_sessions() {
+        let mut router = ReadOnlyRouter::new();
+        let rx = router.subscribe();
+        router
+            .switch(&standbys(&[dest("a", 1), dest("b", 2)]))
+            .await;
+        let pick = || rx.borrow().pick().unwrap();
+        let db = |r: &Route| r.dest.as_ref().unwrap().db_uid.to_string();
+        // Four sessions, two on each; then b's two end: a keeps its two long ones.
+        let mut sessions: Vec<Route> = (0..4).map(|_| pick()).collect();
+        sessions.retain(|r| db(r) == "a");
+        assert_eq!(sessions.len(), 2);
+        // Round robin would send the next two one to each; both go to b.
+        let next: Vec<Route> = (0..2).map(|_| pick()).collect();
+        assert_eq!(next.iter().map(db).collect::<Vec<_>>(), ["b", "b"]);
+        // Level again: they take turns.
+        let turns: Vec<String> = (0..2).map(|_| db(&pick())).collect();
+        assert_ne!(turns[0], turns[1]);
     }
 
     #[tokio::test]

@@ -63,6 +63,12 @@ impl Route {
         (route, RouteSessions(alive_rx))
     }
 
+    /// How many holders the route has: each of its sessions holds one, and the routers the same
+    /// few copies for every route, so it orders routes by their sessions.
+    pub(crate) fn holders(&self) -> usize {
+        self._alive.strong_count()
+    }
+
     /// Whether a client may be sent on this route now: it has a destination and no switch
     /// away from it has begun.
     pub(crate) fn routable(&self) -> bool {
