@@ -246,7 +246,8 @@ pub(crate) async fn wait_steady(
                 l.state.display()
             );
         }
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Fine enough for the time-to-redundancy figures (bench/switchover) to mean something.
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Ok(())
 }

@@ -6,8 +6,9 @@
 //!
 //! During each round a client opens a new connection through the proxy every 20 ms and inserts
 //! one row; it records which inserts were acknowledged. Reported per round: the longest gap
-//! between two acknowledged writes, the failed attempts (connection or query), and the
-//! acknowledged writes missing afterwards.
+//! between two acknowledged writes, the failed attempts (connection or query), the acknowledged
+//! writes missing afterwards, and the time until the cluster is redundant again (polled every
+//! 50 ms while the client writes on).
 //!
 //! Usage: bench/switchover [--rounds 3]
 //! Env: STOLON_LOCAL_DIR (default /tmp/stolon-bench-switchover), STOLON_LOCAL_BASE_PORT
@@ -163,7 +164,12 @@ impl Bench {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        // Redundancy is timed while the client keeps writing for 2 s more, not after that
+        // window: it would otherwise count the window itself.
+        let write_on = tokio::time::sleep(Duration::from_secs(2));
+        let (steady, ()) = tokio::join!(self.wait_steady(), write_on);
+        steady?;
+        let redundant_s = started.elapsed().as_secs_f64();
         stop.store(true, Ordering::Relaxed);
         let attempts = client.await.context("the client task")?;
         let acked: Vec<&Attempt> = attempts.iter().filter(|a| a.acked_at.is_some()).collect();
@@ -185,8 +191,6 @@ impl Bench {
         .filter_map(|s| s.parse().ok())
         .collect();
         let lost = acked.iter().filter(|a| !stored.contains(&a.id)).count();
-        self.wait_steady().await?;
-        let redundant_s = started.elapsed().as_secs_f64();
         Ok(Round {
             gap_ms,
             failed: attempts.len() - acked.len(),
