@@ -167,9 +167,13 @@ impl Bench {
         // Redundancy is timed while the client keeps writing for 2 s more, not after that
         // window: it would otherwise count the window itself.
         let write_on = tokio::time::sleep(Duration::from_secs(2));
-        let (steady, ()) = tokio::join!(self.wait_steady(), write_on);
-        steady?;
-        let redundant_s = started.elapsed().as_secs_f64();
+        let steady_at = async {
+            self.wait_steady()
+                .await
+                .map(|()| started.elapsed().as_secs_f64())
+        };
+        let (redundant_s, ()) = tokio::join!(steady_at, write_on);
+        let redundant_s = redundant_s?;
         stop.store(true, Ordering::Relaxed);
         let attempts = client.await.context("the client task")?;
         let acked: Vec<&Attempt> = attempts.iter().filter(|a| a.acked_at.is_some()).collect();
