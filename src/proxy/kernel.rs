@@ -186,15 +186,22 @@ pub(crate) enum SessionEnd {
 /// The two sockets of a session the kernel forwards, watched only for their end (EOF, reset).
 ///
 /// The kernel wakes a socket's waiters for reading after each message its program redirected,
-/// with nothing left to read (net/core/skmsg.c calls `sk_psock_data_ready` after every verdict).
+/// with nothing left to read (the kernel's sockmap code calls `sk_psock_data_ready` after every
+/// verdict).
 /// Registered with tokio, whose registrations always ask for reading, the proxy was woken per
 /// message for nothing, one wakeup per transaction. So the sockets leave tokio and join an epoll
 /// instance of their own that asks only for EPOLLRDHUP (errors and hang-ups are always reported):
 /// a data wakeup does not match it, a peer's FIN or reset does. Only that instance is registered
 /// with tokio.
-pub(crate) struct EndWatch {
+///
+/// It owns the whole kernel side of the session. Dropping it, on any path (a session cut by a
+/// master change drops it mid-wait), forgets the session's map entries first and closes the
+/// sockets after: fields drop in declaration order, so no entry outlives its socket.
+pub(crate) struct EndWatch<'a> {
+    _spliced: Spliced<'a>,
     epoll: AsyncFd<EpollFd>,
-    // Kept open for the session's life; closing them removes them from `epoll`.
+    // Kept open for the session's life; closing them removes them from `epoll` and from the
+    // program's socket map.
     _client: std::net::TcpStream,
     _server: std::net::TcpStream,
 }
@@ -210,8 +217,12 @@ impl AsRawFd for EpollFd {
 const CLIENT: u64 = 0;
 const MASTER: u64 = 1;
 
-impl EndWatch {
-    pub(crate) fn new(client: TcpStream, server: TcpStream) -> io::Result<EndWatch> {
+impl<'a> EndWatch<'a> {
+    pub(crate) fn new(
+        spliced: Spliced<'a>,
+        client: TcpStream,
+        server: TcpStream,
+    ) -> io::Result<EndWatch<'a>> {
         let (client, server) = (client.into_std()?, server.into_std()?);
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
         let ends = EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLET;
@@ -222,6 +233,7 @@ impl EndWatch {
         #[allow(unsafe_code)]
         let epoll = unsafe { AsyncFd::register_with_interest(EpollFd(epoll), Interest::READABLE) }?;
         Ok(EndWatch {
+            _spliced: spliced,
             epoll,
             _client: client,
             _server: server,

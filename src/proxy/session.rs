@@ -280,13 +280,14 @@ async fn forward_in_kernel(
         }
         spliced
     };
-    if spliced.is_none() {
+    let Some(spliced) = spliced else {
         return pump(client, server).await;
-    }
+    };
     metrics.kernel_forwarded();
     // Only the end of either socket still concerns the proxy. The program passes nothing up:
-    // both sockets' peers stay in its map for the whole session.
-    let watch = match EndWatch::new(client, server) {
+    // both sockets' peers stay in its map for the whole session. Dropping the watch ends the
+    // session, map entries first.
+    let watch = match EndWatch::new(spliced, client, server) {
         Ok(watch) => watch,
         Err(e) => {
             tracing::debug!(error = %e, "cannot watch a kernel-forwarded session; ending it");
@@ -305,8 +306,6 @@ async fn forward_in_kernel(
             tracing::debug!(error = %e, "watching a kernel-forwarded session failed; ending it")
         }
     }
-    // Forgotten before the sockets close, so no entry outlives its socket.
-    drop(spliced);
     drop(watch);
 }
 
